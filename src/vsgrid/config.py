@@ -1,0 +1,119 @@
+"""Loading and validating the configuration.
+
+The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single description of every key
+and its default; the Snakefile and the command line both validate through :func:`validate`, so a
+config means the same thing to both.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from vsgrid.errors import VsgridError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _with_defaults(validator_class):
+    """Extend a validator so that it fills in each missing property's default as it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path) -> str:
+    """Render a jsonschema error path as the dotted key a user would write: ``grid.seeds[1]``."""
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - allowed)
+        prefix = f"{key}." if error.absolute_path else ""
+        names = ", ".join(f"'{prefix}{name}'" for name in unknown)
+        return f"unknown key {names}; known keys here: {', '.join(sorted(allowed))}"
+    if error.validator == "uniqueItems":
+        seen, duplicates = set(), []
+        for item in error.instance:
+            if item in seen and item not in duplicates:
+                duplicates.append(item)
+            seen.add(item)
+        return f"{key}: {error.instance} lists {', '.join(map(repr, duplicates))} more than once"
+    if error.validator == "enum":
+        return f"{key}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    return f"{key}: {error.message}"
+
+
+def validate(config: dict) -> dict:
+    """Validate ``config`` against the schema and return a copy with every default filled in.
+
+    Raises
+    ------
+    VsgridError
+        Naming the offending key, for the first schema violation found and for cross-key
+        problems the schema cannot express (a grid cell type without a data source).
+    """
+    config = copy.deepcopy(config) if config is not None else {}
+    if not isinstance(config, dict):
+        raise VsgridError(f"the configuration must be a mapping of keys, not {type(config).__name__}")
+    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise VsgridError("invalid configuration: " + _describe(errors[0]))
+    _check_cross_keys(config)
+    return config
+
+
+def _check_cross_keys(config: dict) -> None:
+    data = config["data"]
+    if data["source"] == "synthetic":
+        profiles = data["synthetic"]["cell_types"]
+        for cell_type in config["grid"]["cell_types"]:
+            if cell_type not in profiles:
+                raise VsgridError(
+                    f"invalid configuration: grid.cell_types lists {cell_type!r}, which has no profile "
+                    f"in data.synthetic.cell_types (known: {', '.join(profiles)})"
+                )
+    else:
+        for key in ("load_data", "plate_map", "plate_cell_types"):
+            if not data["ingest"][key]:
+                raise VsgridError(f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set")
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and :func:`validate` it; errors name the file."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise VsgridError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise VsgridError(f"config file {path} is not valid YAML: {exc}") from None
+    try:
+        return validate(raw)
+    except VsgridError as exc:
+        raise VsgridError(f"{path}: {exc}") from None

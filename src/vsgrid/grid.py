@@ -1,0 +1,204 @@
+"""The train x test grid: data sets, models, runs, their task and their baseline.
+
+Vocabulary (DESIGN.md, "The grid"):
+
+- a *data set* is a (cell type, phenotype) pair, named ``lung-nontoxic``; used for training it is
+  a *train set*, for testing a *test set*;
+- a *model* is (train set, stain, seed), named ``lung-nontoxic.dapi.s0``;
+- a *run* is (model, test set), named ``lung-nontoxic.dapi.s0@ovarian-toxic``.
+
+Tasks follow the paper's own counting (54 / 54 / 135 runs):
+
+======================  ==========  ============================================
+train set -> test set   task        comparison
+======================  ==========  ============================================
+NT_c -> NT_c            1           baseline of task 2
+NT_c -> T_c             1           new phenotype
+NT_c -> NT_c'           2           new cell type
+T_c  -> T_c             3           baseline of tasks 1 and 3
+T_c  -> T_c'            3           toxic-trained comparison
+NT_c -> T_c'            3           new phenotype and cell type
+T_c  -> NT_c            1           (``pairs: all`` only) new phenotype
+T_c  -> NT_c'           3           (``pairs: all`` only) new phenotype and cell type
+======================  ==========  ============================================
+
+This module needs nothing beyond the standard library: the Snakefile imports it at parse time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from itertools import product
+
+NONTOXIC, TOXIC = "nontoxic", "toxic"
+
+
+@dataclass(frozen=True, order=True)
+class DataSet:
+    """A (cell type, phenotype) pair: a train set or a test set."""
+
+    cell_type: str
+    phenotype: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell_type}-{self.phenotype}"
+
+    @classmethod
+    def parse(cls, name: str) -> DataSet:
+        cell_type, sep, phenotype = name.partition("-")
+        if not sep or not cell_type or phenotype not in (NONTOXIC, TOXIC):
+            raise ValueError(f"{name!r} is not a data set name like 'lung-nontoxic'")
+        return cls(cell_type, phenotype)
+
+
+@dataclass(frozen=True, order=True)
+class Model:
+    """(train set, stain, seed): one trained network."""
+
+    train_set: DataSet
+    stain: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.train_set.name}.{self.stain}.s{self.seed}"
+
+    @property
+    def model_type(self) -> str:
+        """The model without its seed: what the report averages seeds over."""
+        return f"{self.train_set.name}.{self.stain}"
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """(model, test set): one inference and evaluation, with its task and baseline."""
+
+    model: Model
+    test_set: DataSet
+    task: int
+    shift: str
+    baseline_train_set: DataSet | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}@{self.test_set.name}"
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.model.train_set == self.test_set
+
+
+def data_sets(grid: dict) -> list[DataSet]:
+    """Every (cell type, phenotype) of the grid, in config order."""
+    return [DataSet(c, p) for c, p in product(grid["cell_types"], grid["phenotypes"])]
+
+
+def models(grid: dict) -> list[Model]:
+    """Every (train set, stain, seed) of the grid: 54 for the paper's."""
+    return [Model(d, stain, seed) for d, stain, seed in product(data_sets(grid), grid["stains"], grid["seeds"])]
+
+
+def is_paper_pair(train_set: DataSet, test_set: DataSet) -> bool:
+    """The paper tests toxic-trained models on toxic test sets only."""
+    return not (train_set.phenotype == TOXIC and test_set.phenotype == NONTOXIC)
+
+
+def shift_of(train_set: DataSet, test_set: DataSet) -> str:
+    """What differs between training and test distribution: none, phenotype, cell_type or both."""
+    new_phenotype = train_set.phenotype != test_set.phenotype
+    new_cell_type = train_set.cell_type != test_set.cell_type
+    return {(False, False): "none", (True, False): "phenotype", (False, True): "cell_type", (True, True): "both"}[
+        (new_phenotype, new_cell_type)
+    ]
+
+
+def task_of(train_set: DataSet, test_set: DataSet) -> int:
+    """The paper's task of a (train set, test set) pair; see the module docstring."""
+    same_cell_type = train_set.cell_type == test_set.cell_type
+    if train_set.phenotype == test_set.phenotype == NONTOXIC:
+        return 1 if same_cell_type else 2
+    if same_cell_type and train_set.phenotype != test_set.phenotype:
+        return 1
+    return 3
+
+
+def baseline_of(train_set: DataSet, test_set: DataSet, baseline: str) -> DataSet:
+    """The train set whose model (same stain, averaged over seeds) a run is compared with.
+
+    ``test_distribution`` (paper): the model trained on the test set's own distribution.
+    ``train_celltype``: the toxic-trained model of the training cell type.
+    """
+    if baseline == "test_distribution":
+        return test_set
+    if baseline == "train_celltype":
+        return DataSet(train_set.cell_type, TOXIC)
+    raise ValueError(f"unknown baseline {baseline!r}")
+
+
+def pairs(grid: dict) -> list[tuple[DataSet, DataSet]]:
+    """The (train set, test set) pairs the grid keeps: 27 for the paper's, 36 for ``all``."""
+    sets = data_sets(grid)
+    keep_all = grid["pairs"] == "all"
+    return [(a, b) for a, b in product(sets, sets) if keep_all or is_paper_pair(a, b)]
+
+
+def runs(config: dict, baseline: str | None = None) -> list[Run]:
+    """Every run of the grid with its task, shift and baseline train set.
+
+    ``baseline`` defaults to the config's. A run whose baseline pair is not in the grid
+    (possible with ``train_celltype`` and ``pairs: paper``) gets ``baseline_train_set=None``.
+    """
+    grid = config["grid"]
+    baseline = baseline or config["baseline"]
+    kept = set(pairs(grid))
+    result = []
+    for train_set, test_set in pairs(grid):
+        base = baseline_of(train_set, test_set, baseline)
+        base = base if (base, test_set) in kept else None
+        for stain, seed in product(grid["stains"], grid["seeds"]):
+            result.append(
+                Run(Model(train_set, stain, seed), test_set, task_of(train_set, test_set), shift_of(train_set, test_set), base)
+            )
+    return result
+
+
+def counts(config: dict) -> dict[str, int]:
+    """Models, runs and runs per task: what ``vsgrid grid`` prints."""
+    all_runs = runs(config)
+    per_task = Counter(run.task for run in all_runs)
+    return {
+        "models": len(models(config["grid"])),
+        "runs": len(all_runs),
+        **{f"task {task}": per_task[task] for task in sorted(per_task)},
+        "baseline runs": sum(run.is_baseline for run in all_runs),
+    }
+
+
+TSV_COLUMNS = ["run", "model", "model_type", "train_set", "test_set", "stain", "seed", "task", "shift", "baseline_train_set"]
+
+
+def runs_tsv(config: dict) -> str:
+    """The runs as a tab-separated table with a header, one row per run."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+    writer.writerow(TSV_COLUMNS)
+    for run in runs(config):
+        writer.writerow(
+            [
+                run.name,
+                run.model.name,
+                run.model.model_type,
+                run.model.train_set.name,
+                run.test_set.name,
+                run.model.stain,
+                run.model.seed,
+                run.task,
+                run.shift,
+                run.baseline_train_set.name if run.baseline_train_set else "",
+            ]
+        )
+    return out.getvalue()

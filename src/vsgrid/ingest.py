@@ -1,0 +1,203 @@
+"""Real plates into stores: a CellProfiler LoadData CSV, a plate map and TIFFs.
+
+Inputs (paths in ``data.ingest`` of the config):
+
+- LoadData CSV: one row per field with ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site`` and,
+  per channel ``<Ch>``, ``FileName_<Ch>`` and ``PathName_<Ch>`` (relative paths are taken from the
+  CSV's folder);
+- plate map CSV: ``well``, ``compound``, ``concentration``, and optionally ``plate`` when plates
+  differ in layout;
+- plate -> cell type CSV: ``plate``, ``cell_type``, and optionally ``test`` (true for the
+  held-out test plates; without it the last ``data.test_plates`` plates per cell type by name);
+- ``data.ingest.channels``: which ``<Ch>`` is bf, dapi, fitc and cy5.
+
+Every TIFF must be a single 2-D plane of the same shape and dtype as the first one read; uint8
+and uint16 are kept as they are, float images must be finite and within 0..65535.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+from tqdm import tqdm
+
+from vsgrid import __version__
+from vsgrid.errors import VsgridError
+from vsgrid.grid import DataSet, data_sets
+from vsgrid.plates import label_phenotypes, normalize_well
+from vsgrid.splits import held_out_plates, sample_splits
+from vsgrid.store import CHANNELS, as_uint16, create_store, store_path
+
+U16_MAX = np.iinfo(np.uint16).max
+
+
+def _read_csv(path: str | Path, role: str, required: list[str]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise VsgridError(f"{role} {path} does not exist")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise VsgridError(f"{role} {path} is not a readable CSV: {exc}") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise VsgridError(f"{role} {path} lacks column(s) {', '.join(missing)} (has: {', '.join(table.columns)})")
+    return table
+
+
+def _as_float(values: pd.Series, path: Path, column: str) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | ~np.isfinite(numbers)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise VsgridError(f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a number")
+    return numbers
+
+
+def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
+    """Every field of the LoadData CSV with its cell type, compound, concentration and phenotype."""
+    load_data_path = Path(ingest["load_data"])
+    channels = ingest["channels"]
+    file_columns = [f"{kind}_{channels[c]}" for c in CHANNELS for kind in ("FileName", "PathName")]
+    fields = _read_csv(load_data_path, "LoadData CSV", ["Metadata_Plate", "Metadata_Well", "Metadata_Site", *file_columns])
+    fields["well"] = [_well(w, load_data_path) for w in fields["Metadata_Well"]]
+    fields["plate"] = fields["Metadata_Plate"]
+    fields["field"] = _as_float(fields["Metadata_Site"], load_data_path, "Metadata_Site").astype(int)
+    for channel in CHANNELS:
+        folder, name = fields[f"PathName_{channels[channel]}"], fields[f"FileName_{channels[channel]}"]
+        fields[f"file_{channel}"] = [str(_resolve(load_data_path.parent, d, n)) for d, n in zip(folder, name)]
+
+    plate_map_path = Path(ingest["plate_map"])
+    plate_map = _read_csv(plate_map_path, "plate map", ["well", "compound", "concentration"])
+    plate_map["well"] = [_well(w, plate_map_path) for w in plate_map["well"]]
+    plate_map["concentration"] = _as_float(plate_map["concentration"], plate_map_path, "concentration")
+    plate_map["phenotype"] = label_phenotypes(plate_map["compound"], plate_map["concentration"], **rule)
+    keys = ["plate", "well"] if "plate" in plate_map.columns else ["well"]
+    fields = fields.merge(plate_map[[*keys, "compound", "concentration", "phenotype"]], on=keys, how="left", indicator=True)
+    unmapped = fields[fields["_merge"] == "left_only"]
+    if len(unmapped):
+        first = unmapped.iloc[0]
+        raise VsgridError(
+            f"plate map {plate_map_path} has no entry for plate {first['plate']} well {first['well']} "
+            f"({len(unmapped)} fields of the LoadData CSV {load_data_path} are unmapped)"
+        )
+
+    cell_types_path = Path(ingest["plate_cell_types"])
+    plate_cell_types = _read_csv(cell_types_path, "plate -> cell type CSV", ["plate", "cell_type"])
+    fields = fields.drop(columns="_merge").merge(plate_cell_types, on="plate", how="left")
+    orphans = sorted(fields.loc[fields["cell_type"].isna(), "plate"].unique())
+    if orphans:
+        raise VsgridError(f"plate(s) {', '.join(orphans)} of {load_data_path} have no cell type in {cell_types_path}")
+    columns = ["cell_type", "plate", "well", "field", "compound", "concentration", "phenotype", *[f"file_{c}" for c in CHANNELS]]
+    if "test" in fields.columns:
+        columns.append("test")
+    return fields[columns]
+
+
+def _well(well: str, path: Path) -> str:
+    try:
+        return normalize_well(well)
+    except ValueError as exc:
+        raise VsgridError(f"{path}: {exc}") from None
+
+
+def _resolve(base: Path, folder: str, name: str) -> Path:
+    path = Path(folder) / name
+    return path if path.is_absolute() else base / path
+
+
+class TiffReader:
+    """Reads single-plane TIFFs and insists they all share the first one's shape and dtype."""
+
+    def __init__(self):
+        self.reference: tuple[tuple[int, ...], np.dtype, str] | None = None
+
+    def __call__(self, path: str) -> np.ndarray:
+        if not Path(path).is_file():
+            raise VsgridError(f"image {path} does not exist")
+        try:
+            plane = np.squeeze(tifffile.imread(path))
+        except Exception as exc:  # tifffile raises many types for damaged files
+            raise VsgridError(f"image {path} is not a readable TIFF: {exc}") from None
+        if plane.ndim != 2:
+            raise VsgridError(f"image {path} has shape {plane.shape}; expected one 2-D plane")
+        if self.reference is None:
+            self.reference = (plane.shape, plane.dtype, path)
+        shape, dtype, first = self.reference
+        if plane.shape != shape or plane.dtype != dtype:
+            raise VsgridError(f"image {path} is {plane.shape} {plane.dtype} but {first} is {shape} {dtype}; all images must match")
+        return self._to_uint16(plane, path)
+
+    @staticmethod
+    def _to_uint16(plane: np.ndarray, path: str) -> np.ndarray:
+        if plane.dtype in (np.uint8, np.uint16):
+            return plane.astype(np.uint16)
+        if plane.dtype.kind != "f":
+            raise VsgridError(f"image {path} has dtype {plane.dtype}; expected uint8, uint16 or float")
+        if not np.isfinite(plane).all():
+            raise VsgridError(f"image {path} contains {int((~np.isfinite(plane)).sum())} NaN or infinite pixels")
+        if plane.min() < 0 or plane.max() > U16_MAX:
+            raise VsgridError(f"image {path} has values in [{plane.min()}, {plane.max()}], outside the 16-bit range 0..{U16_MAX}")
+        return as_uint16(plane)
+
+
+def _test_plates(fields: pd.DataFrame, n_test: int) -> list[str]:
+    if "test" in fields.columns:
+        flagged = fields.loc[fields["test"].str.lower().isin(["true", "1", "yes"]), "plate"]
+        return sorted(flagged.unique())
+    return held_out_plates(fields["plate"], n_test)
+
+
+def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Path]:
+    """Build one store per (cell type, phenotype) of the grid from the configured real plates."""
+    data = config["data"]
+    fields = read_fields(data["ingest"], data["phenotype_rule"])
+    known = sorted(fields["cell_type"].unique())
+    for cell_type in config["grid"]["cell_types"]:
+        if cell_type not in known:
+            raise VsgridError(
+                f"grid.cell_types lists {cell_type!r} but {data['ingest']['plate_cell_types']} has no plate of it "
+                f"(cell types there: {', '.join(known)})"
+            )
+    read = TiffReader()
+    paths = []
+    for data_set in data_sets(config["grid"]):
+        of_cell_type = fields[fields["cell_type"] == data_set.cell_type]
+        test_plates = _test_plates(of_cell_type, data["test_plates"])
+        candidates = of_cell_type[of_cell_type["phenotype"] == data_set.phenotype].drop(columns="test", errors="ignore")
+        splits = sample_splits(candidates, data["splits"], test_plates, data["seed"], data_set.name)
+        paths.append(_write(data_set, splits, read, config, Path(out_dir), progress))
+    return paths
+
+
+def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader, config: dict, out_dir: Path, progress: bool) -> Path:
+    first = next(frame for frame in splits.values() if len(frame))
+    shape = read(first.iloc[0]["file_bf"]).shape
+    metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
+    metadata = metadata[["split", "index", *first.columns]]
+    ingest_cfg = config["data"]["ingest"]
+    attrs = {
+        "data_set": data_set.name,
+        "cell_type": data_set.cell_type,
+        "phenotype": data_set.phenotype,
+        "pixel_size_um": ingest_cfg["pixel_size_um"],
+        "provenance": {
+            "source": "ingest",
+            "load_data": str(Path(ingest_cfg["load_data"]).resolve()),
+            "plate_map": str(Path(ingest_cfg["plate_map"]).resolve()),
+            "channels": ingest_cfg["channels"],
+            "seed": config["data"]["seed"],
+            "vsgrid": __version__,
+        },
+    }
+    path = store_path(out_dir, data_set.name)
+    with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=False) as group:
+        for split, frame in splits.items():
+            images = group[split]
+            rows = frame[[f"file_{c}" for c in CHANNELS]].itertuples(index=False)
+            for i, files in enumerate(tqdm(rows, total=len(frame), desc=f"{data_set.name} {split}", disable=not progress, unit="field")):
+                images[i] = np.stack([read(f) for f in files])
+    return path

@@ -1,0 +1,56 @@
+"""Sampling train, validation and test images from plates, as the paper does.
+
+Per cell type, the held-out plates feed the test sets only; the other plates are sampled into
+train and validation. The same function serves synthetic and ingested plates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vsgrid.errors import VsgridError
+from vsgrid.seeds import rng_for
+
+
+def held_out_plates(plates, n_test: int) -> list[str]:
+    """The last ``n_test`` plates by name: the default choice of test plates."""
+    names = sorted(set(plates))
+    if len(names) <= n_test:
+        raise VsgridError(
+            f"data.test_plates is {n_test} but there are only {len(names)} plates ({', '.join(names)}); "
+            "at least one plate must remain for training"
+        )
+    return names[-n_test:]
+
+
+def sample_splits(fields: pd.DataFrame, sizes: dict, test_plates, seed: int, data_set: str) -> dict[str, pd.DataFrame]:
+    """Draw ``sizes["train"]``, ``sizes["val"]`` and ``sizes["test"]`` fields without replacement.
+
+    ``fields`` are the candidate fields of one (cell type, phenotype), with a ``plate`` column.
+    ``test_plates`` is either a number of plates to hold out (the last by name) or the plate names.
+    Each split comes back sorted by plate, well and field. Asking for more fields than there are
+    is an error naming the config key.
+    """
+    if isinstance(test_plates, int):
+        test_plates = held_out_plates(fields["plate"], test_plates)
+    is_test = fields["plate"].isin(set(test_plates))
+    rng = rng_for(seed, "splits", data_set)
+    pools = {"test": fields[is_test], "train+val": fields[~is_test]}
+    wanted = {"test": sizes["test"], "train+val": sizes["train"] + sizes["val"]}
+    drawn = {}
+    for pool, frame in pools.items():
+        if wanted[pool] > len(frame):
+            keys = "data.splits.test" if pool == "test" else "data.splits.train + data.splits.val"
+            where = "held-out test plates" if pool == "test" else "training plates"
+            raise VsgridError(
+                f"{data_set}: {keys} asks for {wanted[pool]} images but the {where} have only {len(frame)}"
+            )
+        drawn[pool] = frame.iloc[rng.permutation(len(frame))[: wanted[pool]]]
+    order = ["plate", "well", "field"]
+    train_val = drawn["train+val"]
+    return {
+        "train": train_val.iloc[: sizes["train"]].sort_values(order).reset_index(drop=True),
+        "val": train_val.iloc[sizes["train"] :].sort_values(order).reset_index(drop=True),
+        "test": drawn["test"].sort_values(order).reset_index(drop=True),
+    }

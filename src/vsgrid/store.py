@@ -1,0 +1,161 @@
+"""The per-(cell type, phenotype) Zarr store, written atomically.
+
+Layout of ``<dir>/<cell type>-<phenotype>.zarr`` (Zarr v3 group)::
+
+    train, val, test              (N, 4, H, W) uint16, channels bf, dapi, fitc, cy5
+    train_masks, val_masks, ...   (N, 2, H, W) uint16 ground-truth nucleus and cell labels
+                                  (synthetic data only)
+    metadata.tsv                  one row per image: split, index, plate, well, field,
+                                  compound, concentration, phenotype, ...
+
+One field per chunk, compressed. Group attributes hold the channel names, the pixel size, the
+data set and the provenance. A store is built in a temporary folder beside its final path and
+renamed into place only when complete, so a failed build leaves any earlier store untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from vsgrid.errors import VsgridError
+
+CHANNELS = ("bf", "dapi", "fitc", "cy5")
+MASKS = ("nucleus", "cell")
+SPLITS = ("train", "val", "test")
+METADATA = "metadata.tsv"
+
+
+def store_path(data_dir: str | Path, data_set: str) -> Path:
+    return Path(data_dir) / f"{data_set}.zarr"
+
+
+def replace_atomically(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing what was there.
+
+    ``rename`` cannot replace a non-empty folder, so the old one is renamed aside first and
+    removed after; at no moment is a partial store at ``final``.
+    """
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def temporary_path(final: Path):
+    """A scratch path beside ``final`` (same file system, so rename is atomic), removed on failure."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    try:
+        yield tmp
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+        raise
+
+
+def write_table_atomically(table: pd.DataFrame, path: Path) -> None:
+    """Write a TSV, CSV or Parquet table (by extension) through a temporary file."""
+    with temporary_path(Path(path)) as tmp:
+        if path.suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, sep="\t" if path.suffix == ".tsv" else ",", index=False)
+        os.replace(tmp, path)
+
+
+@contextmanager
+def create_store(
+    path: str | Path,
+    sizes: dict[str, int],
+    field_shape: tuple[int, int],
+    metadata: pd.DataFrame,
+    attrs: dict,
+    with_masks: bool,
+):
+    """Create a store with empty arrays and yield its group for the caller to fill.
+
+    On normal exit the metadata table is written and the store is renamed into place; on any
+    exception the partial store is deleted and an existing store at ``path`` is left as it was.
+    """
+    path = Path(path)
+    height, width = field_shape
+    with temporary_path(path) as tmp:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        for split in SPLITS:
+            n = sizes.get(split, 0)
+            group.create_array(split, shape=(n, len(CHANNELS), height, width), chunks=(1, len(CHANNELS), height, width), dtype="uint16")
+            if with_masks:
+                group.create_array(f"{split}_masks", shape=(n, len(MASKS), height, width), chunks=(1, len(MASKS), height, width), dtype="uint16")
+        group.attrs.update({"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], **attrs})
+        yield group
+        metadata.to_csv(tmp / METADATA, sep="\t", index=False)
+        replace_atomically(tmp, path)
+
+
+@dataclass
+class Store:
+    """An opened store: its Zarr group, per-image metadata and attributes."""
+
+    path: Path
+    group: zarr.Group
+    metadata: pd.DataFrame
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.attrs.get("masks"))
+
+    def images(self, split: str) -> zarr.Array:
+        return self.group[split]
+
+    def masks(self, split: str) -> zarr.Array:
+        if not self.has_masks:
+            raise VsgridError(f"{self.path} has no ground-truth masks (only synthetic stores have them)")
+        return self.group[f"{split}_masks"]
+
+    def split_metadata(self, split: str) -> pd.DataFrame:
+        return self.metadata[self.metadata["split"] == split].sort_values("index").reset_index(drop=True)
+
+    def channel_index(self, channel: str) -> int:
+        try:
+            return CHANNELS.index(channel)
+        except ValueError:
+            raise VsgridError(f"unknown channel {channel!r}; a store holds {', '.join(CHANNELS)}") from None
+
+
+def open_store(path: str | Path) -> Store:
+    """Open a store for reading; a missing or incomplete store is a :class:`VsgridError`."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise VsgridError(f"no data store at {path}: build it with `vsgrid synthesize` or `vsgrid ingest`")
+    if not (path / METADATA).exists():
+        raise VsgridError(f"data store {path} has no {METADATA}; rebuild it")
+    group = zarr.open_group(path, mode="r")
+    metadata = pd.read_csv(path / METADATA, sep="\t", dtype={"well": str, "plate": str})
+    return Store(path, group, metadata)
+
+
+def split_sizes(store: Store) -> dict[str, int]:
+    return {split: int(store.images(split).shape[0]) for split in SPLITS}
+
+
+def as_uint16(array: np.ndarray) -> np.ndarray:
+    """Clip and round float intensities into uint16 counts."""
+    return np.clip(np.rint(array), 0, np.iinfo(np.uint16).max).astype(np.uint16)

@@ -1,0 +1,324 @@
+"""A synthetic high-throughput screen: plates of cells rendered as BF, DAPI, FITC and Cy5.
+
+Every field is drawn from its own random stream, seeded by (seed, cell type, plate, well,
+field), so a field renders the same whatever else is built and in whatever order or process.
+
+Per field (:func:`sample_cells`, then :func:`render_field`):
+
+1. the well's toxicity (dose response of its compound, :mod:`vsgrid.plates`) lowers the cell
+   count and turns a matching fraction of cells *affected*: damaged (many DNA-damage foci),
+   condensed (smaller, brighter nuclei, rounded cells) or fragmented (apoptotic bodies,
+   pan-nuclear Cy5). Unaffected cells are heterogeneous: a few are mitotic, some carry natural
+   DNA damage;
+2. cells are ellipses with wobbly outlines, placed in colonies whose tightness is the cell
+   type's clustering; overlapping cells share the overlap by normalised distance, so the ground
+   truth is a proper label image; nuclei are clipped to their cell;
+3. the stains are rendered from that geometry (dome profiles, texture, foci, optical blur,
+   shot and read noise), and bright-field from the same geometry through a phase-like model:
+   optical thickness seen through a halo (difference of Gaussians), defocus blur, uneven
+   illumination and noise. So BF carries the structure without being a copy of any stain.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential
+from tqdm import tqdm
+
+from vsgrid import __version__
+from vsgrid.grid import DataSet, data_sets
+from vsgrid.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
+from vsgrid.seeds import rng_for
+from vsgrid.splits import sample_splits
+from vsgrid.store import CHANNELS, as_uint16, create_store, store_path
+
+HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What sets a cell type apart (sizes in um, density in cells per mm^2 of untreated wells)."""
+
+    density_per_mm2: float
+    cell_radius_um: float
+    nucleus_radius_um: float
+    elongation: float = 1.2
+    clustering: float = 0.3
+    sensitivity: float = 1.0
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _place(rng, n, shape, radius_px, clustering, min_distance):
+    """Centres of ``n`` cells in colonies; points closer than ``min_distance`` are redrawn."""
+    height, width = shape
+    n_colonies = max(1, int(round(n * (1.0 - clustering))))
+    colonies = rng.uniform((0, 0), (height, width), size=(n_colonies, 2))
+    spread = radius_px * (1.0 + 4.0 * (1.0 - clustering))
+    placed = np.empty((0, 2))
+    for colony in rng.integers(0, n_colonies, size=n):
+        candidates = colonies[colony] + rng.normal(0.0, spread, size=(8, 2))
+        candidates = candidates[(candidates >= 0).all(1) & (candidates < (height, width)).all(1)]
+        for point in candidates:
+            if len(placed) == 0 or np.min(np.hypot(*(placed - point).T)) >= min_distance:
+                placed = np.vstack([placed, point])
+                break
+    return placed
+
+
+def sample_cells(rng: np.random.Generator, profile: Profile, toxicity_level: float, shape, pixel_size_um: float) -> dict:
+    """Draw the cells of one field: a structure of arrays, one entry per cell.
+
+    Lengths are in pixels. ``state`` is one of HEALTHY, MITOTIC, CONDENSED, FRAGMENTED.
+    """
+    t = float(np.clip(toxicity_level * profile.sensitivity, 0.0, 1.0))
+    area_mm2 = shape[0] * shape[1] * (pixel_size_um * 1e-3) ** 2
+    n_expected = profile.density_per_mm2 * area_mm2 * (1.0 - 0.6 * t)
+    cell_r = profile.cell_radius_um / pixel_size_um
+    nuc_r = profile.nucleus_radius_um / pixel_size_um
+    centre = _place(rng, rng.poisson(n_expected), shape, cell_r, profile.clustering, 2.1 * nuc_r)
+    n = len(centre)
+
+    affected = rng.random(n) < t
+    state = np.full(n, HEALTHY)
+    state[~affected & (rng.random(n) < 0.04)] = MITOTIC
+    state[affected] = rng.choice([DAMAGED, CONDENSED, FRAGMENTED], size=affected.sum(), p=[0.45, 0.35, 0.2])
+    rounded = (state != HEALTHY) & (state != DAMAGED)
+
+    size = rng.lognormal(0.0, 0.12, n)
+    major = cell_r * size * np.where(rounded, 0.75, 1.0) * np.sqrt(profile.elongation)
+    elongation = np.where(rounded, 1.05, profile.elongation * rng.lognormal(0.0, 0.1, n))
+    nuc_scale = np.select([state == MITOTIC, state == DAMAGED, state == CONDENSED], [0.8, 1.1, 0.6], 1.0)
+    nuc_major = nuc_r * size * nuc_scale * rng.lognormal(0.0, 0.08, n)
+    # Damaged cells carry many gammaH2AX foci; dying ones show pan-nuclear signal instead.
+    dna_damage = np.select([state == DAMAGED, state == CONDENSED, affected], [12.0, 2.0, 0.0], np.where(rng.random(n) < 0.1, 4.0, 0.3))
+    return {
+        "centre": centre,
+        "theta": rng.uniform(0, np.pi, n),
+        "major": major,
+        "minor": major / elongation,
+        "wobble": rng.uniform(0.0, 0.12, (n, 3)) * np.where(rounded, 0.3, 1.0)[:, None],
+        "wobble_phase": rng.uniform(0, 2 * np.pi, (n, 3)),
+        "nucleus_offset": rng.normal(0.0, 0.12, (n, 2)) * major[:, None],
+        "nucleus_major": nuc_major,
+        "nucleus_minor": nuc_major / np.where(rounded, 1.0, rng.uniform(1.0, 1.35, n)),
+        "nucleus_theta": rng.uniform(0, np.pi, n),
+        "state": state,
+        "dapi": rng.lognormal(0.0, 0.2, n) * np.select([state == MITOTIC, state == CONDENSED, state == FRAGMENTED], [2.2, 1.8, 2.0], 1.0),
+        "fitc": rng.lognormal(0.0, 0.25, n) * np.where(rounded, 1.4, 1.0),
+        "height": rng.lognormal(0.0, 0.15, n) * np.where(rounded, 1.6, 1.0),
+        "foci": rng.poisson(dna_damage),
+        "pan_nuclear": np.select([state == FRAGMENTED, state == CONDENSED, state == DAMAGED], [0.6, 0.4, 0.1], 0.03),
+    }
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _ellipse_distance(yy, xx, centre, theta, major, minor):
+    """Normalised elliptical distance (1 on the outline) and the polar angle on the ellipse."""
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = (dx * np.cos(theta) + dy * np.sin(theta)) / major
+    v = (-dx * np.sin(theta) + dy * np.cos(theta)) / minor
+    return np.hypot(u, v), np.arctan2(v, u)
+
+
+def _window(centre, reach, shape):
+    y0, x0 = np.maximum(np.floor(centre - reach).astype(int), 0)
+    y1, x1 = np.minimum(np.ceil(centre + reach).astype(int) + 1, shape)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _nucleus_blobs(cells, i, rng):
+    """(centre, major, minor, theta) of the nucleus of cell ``i``: several pieces if fragmented."""
+    centre = cells["centre"][i] + cells["nucleus_offset"][i]
+    major, minor, theta = cells["nucleus_major"][i], cells["nucleus_minor"][i], cells["nucleus_theta"][i]
+    if cells["state"][i] != FRAGMENTED:
+        return [(centre, major, minor, theta)]
+    pieces = rng.integers(3, 7)
+    angles = rng.uniform(0, 2 * np.pi, pieces)
+    offsets = np.stack([np.sin(angles), np.cos(angles)], 1) * major * rng.uniform(0.3, 0.8, (pieces, 1))
+    return [(centre + o, 0.38 * major, 0.38 * major, 0.0) for o in offsets]
+
+
+def rasterize(cells: dict, shape, rng: np.random.Generator):
+    """Label images and dome profiles of cells and nuclei.
+
+    Returns ``cell_labels``, ``nucleus_labels`` (uint16, nucleus labels are their cell's label
+    and lie inside it), ``cell_profile``, ``nucleus_profile`` (float, 1 at the centre, 0 at
+    the outline) and ``owner``, the index into ``cells`` of each label (-1 for background).
+    """
+    n = len(cells["centre"])
+    best = np.full(shape, np.inf)
+    cell_labels = np.zeros(shape, np.int32)
+    for i in range(n):
+        reach = cells["major"][i] * (1.0 + cells["wobble"][i].sum()) + 1
+        win = _window(cells["centre"][i], reach, shape)
+        yy, xx = np.ogrid[win]
+        d, angle = _ellipse_distance(yy, xx, cells["centre"][i], cells["theta"][i], cells["major"][i], cells["minor"][i])
+        outline = 1.0 + sum(a * np.cos((k + 2) * angle + p) for k, (a, p) in enumerate(zip(cells["wobble"][i], cells["wobble_phase"][i])))
+        d = d / outline
+        mine = (d < 1.0) & (d < best[win])
+        best[win][mine] = d[mine]
+        cell_labels[win][mine] = i + 1
+
+    nucleus_best = np.full(shape, np.inf)
+    nucleus_labels = np.zeros(shape, np.int32)
+    for i in range(n):
+        for centre, major, minor, theta in _nucleus_blobs(cells, i, rng):
+            win = _window(centre, major + 1, shape)
+            yy, xx = np.ogrid[win]
+            d, _ = _ellipse_distance(yy, xx, centre, theta, major, minor)
+            mine = (d < 1.0) & (d < nucleus_best[win]) & (cell_labels[win] == i + 1)
+            nucleus_best[win][mine] = d[mine]
+            nucleus_labels[win][mine] = i + 1
+
+    # Cells hidden entirely under their neighbours leave gaps in the labels: close them.
+    cell_labels, forward, inverse = relabel_sequential(cell_labels)
+    nucleus_labels = forward[nucleus_labels]
+    owner = inverse[np.arange(cell_labels.max() + 1)] - 1
+    profile = lambda d: np.sqrt(np.clip(1.0 - d**2, 0.0, 1.0))  # noqa: E731 - dome of a unit ellipse
+    return cell_labels.astype(np.uint16), nucleus_labels.astype(np.uint16), profile(best), profile(nucleus_best), owner
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _noise_texture(rng, shape, sigma):
+    texture = ndi.gaussian_filter(rng.standard_normal(shape), sigma)
+    return texture / (texture.std() + 1e-12)
+
+
+def _detect(signal, background, gain, read_noise, rng):
+    """Expected photo-electron counts plus shot and read noise."""
+    counts = background + gain * signal
+    return counts + rng.normal(0.0, 1.0, counts.shape) * np.sqrt(np.maximum(counts, 0) * 0.5 + read_noise**2)
+
+
+def _foci_image(cells, nucleus_labels, shape, rng):
+    """Point sources for DNA-damage foci, spread uniformly inside each nucleus."""
+    counts = cells["foci"]
+    owner = np.repeat(np.arange(len(counts)), counts)
+    radius = np.sqrt(rng.random(owner.size)) * 0.8
+    angle = rng.uniform(0, 2 * np.pi, owner.size)
+    u = radius * np.cos(angle) * cells["nucleus_major"][owner]
+    v = radius * np.sin(angle) * cells["nucleus_minor"][owner]
+    theta = cells["nucleus_theta"][owner]
+    centre = cells["centre"][owner] + cells["nucleus_offset"][owner]
+    y = np.rint(centre[:, 0] + u * np.sin(theta) + v * np.cos(theta)).astype(int)
+    x = np.rint(centre[:, 1] + u * np.cos(theta) - v * np.sin(theta)).astype(int)
+    inside = (y >= 0) & (y < shape[0]) & (x >= 0) & (x < shape[1])
+    points = np.zeros(shape)
+    np.add.at(points, (y[inside], x[inside]), rng.lognormal(0.0, 0.3, inside.sum()))
+    return points * (nucleus_labels > 0)
+
+
+def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Generator):
+    """Render one field: ``image`` (4, H, W) uint16 in CHANNELS order and ``masks`` (2, H, W) uint16."""
+    cell_labels, nucleus_labels, cell_profile, nucleus_profile, owner = rasterize(cells, shape, rng)
+    px = 1.0 / pixel_size_um  # pixels per um
+    in_cell, in_nucleus = cell_labels > 0, nucleus_labels > 0
+
+    def per_cell(key):
+        """A cell attribute painted over the cell's pixels (0 on background)."""
+        return np.concatenate([[0.0], cells[key]])[owner + 1][cell_labels]
+
+    chromatin = _noise_texture(rng, shape, 0.8 * px)
+    granules = _noise_texture(rng, shape, 0.6 * px)
+    psf = 0.5 * px
+
+    dapi = nucleus_profile * per_cell("dapi") * (1.0 + 0.3 * chromatin) * in_nucleus
+    cytoplasm = (0.35 + 0.65 * cell_profile) * in_cell * (1.0 - 0.45 * in_nucleus)
+    fitc = cytoplasm * per_cell("fitc") * (1.0 + 0.25 * granules)
+    foci = ndi.gaussian_filter(_foci_image(cells, nucleus_labels, shape, rng), 0.5 * px) * (2 * np.pi * (0.5 * px) ** 2)
+    cy5 = foci + nucleus_profile * per_cell("pan_nuclear") * in_nucleus
+
+    thickness = per_cell("height") * (0.6 * cell_profile + 0.5 * nucleus_profile + 0.08 * granules * in_cell)
+    halo = ndi.gaussian_filter(thickness, 1.0 * px) - ndi.gaussian_filter(thickness, 4.0 * px)
+    defocused = ndi.gaussian_filter(thickness, 1.5 * px)
+    yy, xx = np.mgrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j]
+    a = rng.normal(0.0, 0.08, 4)
+    illumination = 1.0 + a[0] * yy + a[1] * xx + a[2] * yy * xx + a[3] * (yy**2 + xx**2)
+    bf = illumination * (1.0 + 0.9 * halo - 0.12 * defocused)
+
+    image = np.stack(
+        [
+            as_uint16(_detect(bf, 0.0, 18000.0, 60.0, rng)),
+            as_uint16(_detect(ndi.gaussian_filter(dapi, psf), 300.0, 9000.0, 20.0, rng)),
+            as_uint16(_detect(ndi.gaussian_filter(fitc, psf), 400.0, 5000.0, 20.0, rng)),
+            as_uint16(_detect(ndi.gaussian_filter(cy5, psf), 200.0, 6000.0, 20.0, rng)),
+        ]
+    )
+    return image, np.stack([nucleus_labels, cell_labels])
+
+
+# --------------------------------------------------------------------------- plates and stores
+
+
+def field_table(cell_type: str, config: dict) -> pd.DataFrame:
+    """Every field of every synthetic plate of a cell type, with its phenotype and toxicity."""
+    synthetic, rule = config["data"]["synthetic"], config["data"]["phenotype_rule"]
+    layout = synthetic_layout()
+    layout["phenotype"] = label_phenotypes(layout["compound"], layout["concentration"], **rule)
+    model = toxicity_model(config["data"]["seed"])
+    layout["toxicity"] = [toxicity(c, x, model) for c, x in zip(layout["compound"], layout["concentration"])]
+    plates = pd.DataFrame({"plate": [f"{cell_type}-P{p + 1:02d}" for p in range(synthetic["plates_per_cell_type"])]})
+    fields = pd.DataFrame({"field": np.arange(1, synthetic["fields_per_well"] + 1)})
+    table = plates.merge(layout, how="cross").merge(fields, how="cross")
+    table.insert(0, "cell_type", cell_type)
+    return table
+
+
+def _render_row(args):
+    seed, cell_type, profile, shape, pixel_size_um, plate, well, field, toxicity_level = args
+    rng = rng_for(seed, "field", cell_type, plate, well, int(field))
+    cells = sample_cells(rng, profile, toxicity_level, shape, pixel_size_um)
+    return render_field(cells, shape, pixel_size_um, rng)
+
+
+def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
+    """Render the sampled fields of one (cell type, phenotype) and write its store atomically."""
+    data, synthetic = config["data"], config["data"]["synthetic"]
+    table = field_table(data_set.cell_type, config)
+    table = table[table["phenotype"] == data_set.phenotype]
+    splits = sample_splits(table, data["splits"], data["test_plates"], data["seed"], data_set.name)
+    metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
+    metadata = metadata[["split", "index", *table.columns]]
+
+    shape = (synthetic["field_size"],) * 2
+    profile = Profile(**synthetic["cell_types"][data_set.cell_type])
+    attrs = {
+        "data_set": data_set.name,
+        "cell_type": data_set.cell_type,
+        "phenotype": data_set.phenotype,
+        "pixel_size_um": synthetic["pixel_size_um"],
+        "provenance": {"source": "synthetic", "seed": data["seed"], "vsgrid": __version__, "profile": vars(profile)},
+    }
+    path = store_path(out_dir, data_set.name)
+    with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True) as group:
+        for split, frame in splits.items():
+            jobs = [
+                (data["seed"], data_set.cell_type, profile, shape, synthetic["pixel_size_um"], *row)
+                for row in frame[["plate", "well", "field", "toxicity"]].itertuples(index=False)
+            ]
+            results = executor.map(_render_row, jobs, chunksize=4) if executor else map(_render_row, jobs)
+            images, masks = group[split], group[f"{split}_masks"]
+            for i, (image, mask) in enumerate(tqdm(results, total=len(jobs), desc=f"{data_set.name} {split}", disable=not progress, unit="field")):
+                images[i] = image
+                masks[i] = mask
+    return path
+
+
+def synthesize(config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> list[Path]:
+    """Build one store per (cell type, phenotype) of the grid under ``out_dir``."""
+    workers = workers if workers is not None else config["data"]["synthetic"]["workers"]
+    with ProcessPoolExecutor(max_workers=workers or None) as executor:
+        return [build_store(d, config, Path(out_dir), executor, progress) for d in data_sets(config["grid"])]
+
