@@ -122,6 +122,8 @@ class TiffReader:
             plane = np.squeeze(tifffile.imread(path))
         except Exception as exc:  # tifffile raises many types for damaged files
             raise VsgridError(f"image {path} is not a readable TIFF: {exc}") from None
+        if plane.size == 0:
+            raise VsgridError(f"image {path} is not a readable TIFF: it holds no image data")
         if plane.ndim != 2:
             raise VsgridError(f"image {path} has shape {plane.shape}; expected one 2-D plane")
         if self.reference is None:

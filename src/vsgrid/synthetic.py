@@ -22,6 +22,7 @@ Per field (:func:`sample_cells`, then :func:`render_field`):
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,8 +318,13 @@ def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, p
 
 
 def synthesize(config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> list[Path]:
-    """Build one store per (cell type, phenotype) of the grid under ``out_dir``."""
+    """Build one store per (cell type, phenotype) of the grid under ``out_dir``.
+
+    ``workers`` rendering processes (default ``data.synthetic.workers``; 0 = one per core,
+    1 = render in this process).
+    """
     workers = workers if workers is not None else config["data"]["synthetic"]["workers"]
-    with ProcessPoolExecutor(max_workers=workers or None) as executor:
+    pool = nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers or None)
+    with pool as executor:
         return [build_store(d, config, Path(out_dir), executor, progress) for d in data_sets(config["grid"])]
 

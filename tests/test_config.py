@@ -1,0 +1,69 @@
+import pytest
+
+from vsgrid.cli import main
+from vsgrid.config import load_config, validate
+from vsgrid.errors import VsgridError
+
+
+def test_empty_config_is_the_paper_grid_with_defaults():
+    config = validate({})
+    assert config["grid"] == {
+        "cell_types": ["lung", "ovarian", "breast"],
+        "phenotypes": ["nontoxic", "toxic"],
+        "stains": ["dapi", "fitc", "cy5"],
+        "seeds": [0, 1, 2],
+        "pairs": "paper",
+    }
+    assert config["baseline"] == "test_distribution"
+    assert config["data"]["splits"] == {"train": 21000, "val": 6000, "test": 4800}
+    assert config["data"]["synthetic"]["cell_types"]["breast"]["density_per_mm2"] == 180
+
+
+def test_defaults_fill_in_beside_given_keys_without_changing_them():
+    config = validate({"grid": {"cell_types": ["lung"], "seeds": [7]}, "data": {"synthetic": {"cell_types": {"lung": {"density_per_mm2": 1, "cell_radius_um": 2, "nucleus_radius_um": 1}}}}})
+    assert config["grid"]["seeds"] == [7]
+    assert config["grid"]["stains"] == ["dapi", "fitc", "cy5"]
+    assert config["data"]["synthetic"]["cell_types"]["lung"]["clustering"] == 0.3
+
+
+@pytest.mark.parametrize(
+    "config, names",
+    [
+        ({"gird": {}}, ["unknown key", "'gird'"]),
+        ({"grid": {"stain": ["dapi"]}}, ["unknown key", "'grid.stain'"]),
+        ({"data": {"splits": {"trian": 5}}}, ["'data.splits.trian'"]),
+        ({"grid": {"stains": ["dapi", "gfp"]}}, ["grid.stains[1]", "'gfp'", "dapi, fitc, cy5"]),
+        ({"grid": {"seeds": [0, 1, 1]}}, ["grid.seeds", "1 more than once"]),
+        ({"grid": {"pairs": "some"}}, ["grid.pairs", "paper, all"]),
+        ({"grid": {"cell_types": ["lung", "Lung Cells"]}}, ["grid.cell_types[1]"]),
+        ({"grid": {"cell_types": ["lung", "kidney"]}}, ["grid.cell_types", "'kidney'", "data.synthetic.cell_types"]),
+        ({"data": {"source": "ingest"}}, ["data.ingest.load_data"]),
+        ({"grid": {"seeds": []}}, ["grid.seeds"]),
+    ],
+)
+def test_bad_config_names_the_key(config, names):
+    with pytest.raises(VsgridError) as error:
+        validate(config)
+    for name in names:
+        assert name in str(error.value)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(VsgridError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("grid: [unclosed\n")
+    with pytest.raises(VsgridError, match="broken.yaml.*not valid YAML"):
+        load_config(broken)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("grid:\n  seed: [0]\n")
+    with pytest.raises(VsgridError, match=r"typo.yaml.*'grid.seed'"):
+        load_config(typo)
+
+
+def test_command_line_reports_a_bad_config_with_exit_status_2(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("grid:\n  stains: [dapi, dapi]\n")
+    assert main(["grid", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml" in err and "grid.stains" in err and "'dapi' more than once" in err

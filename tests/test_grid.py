@@ -1,0 +1,100 @@
+from collections import Counter
+
+import pytest
+
+from vsgrid import grid
+from vsgrid.cli import main
+from vsgrid.config import validate
+from vsgrid.grid import DataSet
+
+
+@pytest.fixture
+def paper():
+    return validate({})
+
+
+def role(run):
+    """The design table's row of a run, written as NT_c -> T_c' etc."""
+    a, b = run.model.train_set, run.test_set
+    short = {"nontoxic": "NT", "toxic": "T"}
+    return f"{short[a.phenotype]}_c -> {short[b.phenotype]}_c{'' if a.cell_type == b.cell_type else chr(39)}"
+
+
+def test_paper_grid_counts(paper):
+    assert grid.counts(paper) == {"models": 54, "runs": 243, "task 1": 54, "task 2": 54, "task 3": 135, "baseline runs": 54}
+
+
+def test_paper_grid_pairs_and_tasks_match_the_design_table(paper):
+    runs = grid.runs(paper)
+    per_pair = Counter((role(r), r.task) for r in runs if r.model.stain == "dapi" and r.model.seed == 0)
+    assert per_pair == {
+        ("NT_c -> NT_c", 1): 3,
+        ("NT_c -> T_c", 1): 3,
+        ("NT_c -> NT_c'", 2): 6,
+        ("T_c -> T_c", 3): 3,
+        ("T_c -> T_c'", 3): 6,
+        ("NT_c -> T_c'", 3): 6,
+    }
+    assert len({r.name for r in runs}) == 243
+
+
+def test_test_distribution_baseline_is_the_model_of_the_test_set(paper):
+    runs = grid.runs(paper)
+    kept = {(r.model.train_set, r.test_set) for r in runs}
+    for run in runs:
+        assert run.baseline_train_set == run.test_set
+        assert (run.baseline_train_set, run.test_set) in kept
+    task1 = next(r for r in runs if role(r) == "NT_c -> T_c" and r.model.train_set.cell_type == "ovarian")
+    assert task1.baseline_train_set == DataSet("ovarian", "toxic")
+
+
+def test_train_celltype_baseline(paper):
+    runs = grid.runs(paper, baseline="train_celltype")
+    for run in runs:
+        expected = DataSet(run.model.train_set.cell_type, "toxic")
+        if run.test_set.phenotype == "toxic":
+            assert run.baseline_train_set == expected
+        else:  # toxic-trained models are not tested on non-toxic sets in the paper grid
+            assert run.baseline_train_set is None
+
+
+def test_all_pairs_adds_the_nine_excluded_pairs(paper):
+    config = validate({"grid": {"pairs": "all"}})
+    counts = grid.counts(config)
+    assert counts["runs"] == 324
+    added = {r.name for r in grid.runs(config)} - {r.name for r in grid.runs(paper)}
+    assert len(added) == 81
+    assert all("-toxic." in name and name.endswith("-nontoxic") for name in added)
+    assert counts["task 1"] == 54 + 27 and counts["task 3"] == 135 + 54
+
+
+def test_grid_grows_with_the_config_lists():
+    profiles = {c: {"density_per_mm2": 100, "cell_radius_um": 10, "nucleus_radius_um": 5} for c in "abcde"}
+    config = validate({"grid": {"cell_types": list("abcde"), "seeds": [0]}, "data": {"synthetic": {"cell_types": profiles}}})
+    # 5 x 2 x 3 models; pairs: 10 x 10 minus the 5 x 5 toxic -> non-toxic ones.
+    assert grid.counts(config)["models"] == 30
+    assert grid.counts(config)["runs"] == 75 * 3
+
+
+def test_names():
+    model = grid.Model(DataSet("lung", "nontoxic"), "dapi", 0)
+    assert model.name == "lung-nontoxic.dapi.s0" and model.model_type == "lung-nontoxic.dapi"
+    run = grid.Run(model, DataSet("ovarian", "toxic"), 3, "both", DataSet("ovarian", "toxic"))
+    assert run.name == "lung-nontoxic.dapi.s0@ovarian-toxic"
+    assert DataSet.parse("ovarian-toxic") == DataSet("ovarian", "toxic")
+    with pytest.raises(ValueError):
+        DataSet.parse("ovarian_toxic")
+
+
+def test_cli_prints_counts_and_writes_tsv(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("{}\n")
+    out = tmp_path / "runs.tsv"
+    assert main(["grid", "--config", str(config), "--tsv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for line in ("models: 54", "runs: 243", "task 1: 54", "task 2: 54", "task 3: 135"):
+        assert line in printed
+    rows = out.read_text().splitlines()
+    assert rows[0].split("\t") == grid.TSV_COLUMNS
+    assert len(rows) == 244
+    assert "lung-nontoxic.dapi.s0@lung-toxic\tlung-nontoxic.dapi.s0\tlung-nontoxic.dapi\tlung-nontoxic\tlung-toxic\tdapi\t0\t1\tphenotype\tlung-toxic" in rows

@@ -1,0 +1,200 @@
+"""Real-plate ingest: a small plate set written by the test as TIFFs + LoadData CSV."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from vsgrid.cli import main
+from vsgrid.config import validate
+from vsgrid.errors import VsgridError
+from vsgrid.ingest import ingest
+from vsgrid.store import open_store
+
+CHANNEL_NAMES = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
+WELLS = {  # well -> (compound, concentration); one compound at six concentrations
+    "A01": ("DMSO", 0), "A02": ("CPD-A", 0.01), "A03": ("CPD-A", 0.03), "A04": ("CPD-A", 0.1),
+    "B01": ("CPD-A", 0.3), "B02": ("CPD-A", 1), "B03": ("CPD-A", 3), "B04": ("Etoposide", 10),
+}
+PLATES = {"PL1": "lung", "PL2": "lung", "PL3": "lung"}  # PL3, last by name, is the test plate
+SITES = (1, 2)
+SHAPE = (24, 32)
+
+
+class PlateSet:
+    """Writes the plates and remembers every array it wrote, by (plate, well, site, channel)."""
+
+    def __init__(self, root, dtype=np.uint16):
+        self.root, self.images = root, {}
+        rng = np.random.default_rng(0)
+        rows = []
+        for plate in PLATES:
+            folder = root / "images" / plate
+            folder.mkdir(parents=True)
+            for well in WELLS:
+                for site in SITES:
+                    row = {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site}
+                    for channel, name in CHANNEL_NAMES.items():
+                        array = rng.integers(0, 60000, SHAPE).astype(dtype)
+                        file = f"{plate}_{well}_s{site}_{name}.tif"
+                        tifffile.imwrite(folder / file, array)
+                        self.images[(plate, well, site, channel)] = array
+                        row[f"FileName_{name}"] = file
+                        row[f"PathName_{name}"] = f"images/{plate}"
+                    rows.append(row)
+        pd.DataFrame(rows).to_csv(root / "load_data.csv", index=False)
+        pd.DataFrame([(w, c, x) for w, (c, x) in WELLS.items()], columns=["well", "compound", "concentration"]).to_csv(root / "plate_map.csv", index=False)
+        pd.DataFrame(list(PLATES.items()), columns=["plate", "cell_type"]).to_csv(root / "plates.csv", index=False)
+
+    def config(self, **splits):
+        return validate(
+            {
+                "grid": {"cell_types": ["lung"], "seeds": [0]},
+                "data": {
+                    "source": "ingest",
+                    "dir": str(self.root / "stores"),
+                    "splits": {"train": 12, "val": 4, "test": 8, **splits},
+                    "test_plates": 1,
+                    "ingest": {k: str(self.root / f) for k, f in (("load_data", "load_data.csv"), ("plate_map", "plate_map.csv"), ("plate_cell_types", "plates.csv"))},
+                },
+            }
+        )
+
+    def file(self, plate, well, site, channel):
+        return self.root / "images" / plate / f"{plate}_{well}_s{site}_{CHANNEL_NAMES[channel]}.tif"
+
+
+@pytest.fixture
+def plates(tmp_path):
+    return PlateSet(tmp_path)
+
+
+def test_round_trip_gives_back_every_array_written(plates):
+    config = plates.config()
+    paths = ingest(config, plates.root / "stores", progress=False)
+    assert sorted(p.name for p in paths) == ["lung-nontoxic.zarr", "lung-toxic.zarr"]
+    seen = 0
+    for path in paths:
+        store = open_store(path)
+        assert store.attrs["provenance"]["source"] == "ingest" and not store.has_masks
+        for split in ("train", "val", "test"):
+            meta, images = store.split_metadata(split), store.images(split)[:]
+            assert len(meta) == len(images) == config["data"]["splits"][split]
+            assert set(meta["plate"]) == ({"PL3"} if split == "test" else {"PL1", "PL2"}) or split == "val"
+            for row, image in zip(meta.itertuples(), images):
+                for c, channel in enumerate(("bf", "dapi", "fitc", "cy5")):
+                    assert np.array_equal(image[c], plates.images[(row.plate, row.well, row.field, channel)])
+                seen += 1
+    assert seen == 2 * 24
+
+
+def test_paper_phenotype_rule(plates):
+    paths = ingest(plates.config(), plates.root / "stores", progress=False)
+    for path in paths:
+        meta = open_store(path).metadata
+        wells = set(meta["well"])
+        if path.name == "lung-nontoxic.zarr":
+            assert wells == {"A01", "A02", "A03", "A04"}  # DMSO and the three lowest concentrations
+        else:
+            assert wells == {"B01", "B02", "B03", "B04"}  # three highest and the positive control
+
+
+def test_float_tiffs_within_range_are_accepted(tmp_path):
+    plates = PlateSet(tmp_path, dtype=np.float32)
+    path = ingest(plates.config(), tmp_path / "stores", progress=False)[0]
+    store = open_store(path)
+    row = store.split_metadata("train").iloc[0]
+    assert np.array_equal(store.images("train")[0][1], plates.images[(row.plate, row.well, row.field, "dapi")].astype(np.uint16))
+
+
+def garbage_tiff(plates):
+    path = plates.file("PL1", "A01", 1, "dapi")
+    path.write_bytes(b"II*\x00garbage" * 3)
+    return path.name, "not a readable TIFF"
+
+
+def truncated_tiff(plates):
+    path = plates.file("PL2", "B02", 1, "fitc")
+    path.write_bytes(path.read_bytes()[:1000])
+    return path.name, "not a readable TIFF"
+
+
+def missing_file(plates):
+    path = plates.file("PL2", "A02", 2, "fitc")
+    path.unlink()
+    return path.name, "does not exist"
+
+
+def other_shape(plates):
+    path = plates.file("PL1", "A03", 1, "cy5")
+    tifffile.imwrite(path, np.zeros((24, 31), np.uint16))
+    return path.name, r"is \(24, 31\) uint16 but .* is \(24, 32\) uint16"
+
+
+def other_dtype(plates):
+    path = plates.file("PL1", "A04", 2, "bf")
+    tifffile.imwrite(path, np.zeros(SHAPE, np.uint8))
+    return path.name, "uint8 but"
+
+
+def nan_in_float(plates):
+    for key, array in plates.images.items():
+        tifffile.imwrite(plates.file(*key), array.astype(np.float32))
+    path = plates.file("PL2", "A01", 1, "dapi")
+    bad = plates.images[("PL2", "A01", 1, "dapi")].astype(np.float32)
+    bad[3, 4] = np.nan
+    tifffile.imwrite(path, bad)
+    return path.name, "1 NaN or infinite pixels"
+
+
+def well_not_in_plate_map(plates):
+    table = pd.read_csv(plates.root / "plate_map.csv")
+    table[table["well"] != "A02"].to_csv(plates.root / "plate_map.csv", index=False)
+    return "plate_map.csv", "no entry for plate PL1 well A02"
+
+
+def plate_without_cell_type(plates):
+    pd.DataFrame({"plate": ["PL1", "PL3"], "cell_type": ["lung", "lung"]}).to_csv(plates.root / "plates.csv", index=False)
+    return "plates.csv", "plate\\(s\\) PL2 .* have no cell type"
+
+
+def missing_column(plates):
+    table = pd.read_csv(plates.root / "load_data.csv")
+    table.drop(columns="PathName_Cy5").to_csv(plates.root / "load_data.csv", index=False)
+    return "load_data.csv", "lacks column\\(s\\) PathName_Cy5"
+
+
+@pytest.mark.parametrize(
+    "damage", [garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float, well_not_in_plate_map, plate_without_cell_type, missing_column]
+)
+def test_bad_input_names_the_file_and_keeps_the_earlier_store(plates, damage):
+    config = plates.config()  # every field of every plate, so every file is read
+    out = plates.root / "stores"
+    ingest(config, out, progress=False)
+    before = {p.name: open_store(p).images("train")[:] for p in out.iterdir()}
+
+    name, reason = damage(plates)
+    with pytest.raises(VsgridError, match=reason) as error:
+        ingest(config, out, progress=False)
+    assert name in str(error.value)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no temporary or partial store left
+    for store_name, images in before.items():
+        assert np.array_equal(open_store(out / store_name).images("train")[:], images)
+
+
+def test_command_line_exit_status_and_message(plates, capsys):
+    (plates.root / "config.yaml").write_text(
+        "grid: {cell_types: [lung]}\n"
+        "data:\n  source: ingest\n  splits: {train: 12, val: 4, test: 8}\n  test_plates: 1\n"
+        f"  ingest: {{load_data: {plates.root}/load_data.csv, plate_map: {plates.root}/plate_map.csv, plate_cell_types: {plates.root}/typo.csv}}\n"
+    )
+    assert main(["ingest", "--config", str(plates.root / "config.yaml"), "--out", str(plates.root / "s"), "--quiet"]) == 2
+    assert "typo.csv does not exist" in capsys.readouterr().err
+    assert not (plates.root / "s").exists()
+
+
+def test_grid_cell_type_without_plates(plates):
+    config = plates.config()
+    config["grid"]["cell_types"] = ["lung", "breast"]
+    with pytest.raises(VsgridError, match="'breast' but .*plates.csv has no plate of it"):
+        ingest(config, plates.root / "stores", progress=False)
