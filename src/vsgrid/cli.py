@@ -20,7 +20,7 @@ log = logging.getLogger("vsgrid")
 def _grid(args) -> None:
     from vsgrid import grid
 
-    config = load_config(args.config)
+    config = load_config(*args.config)
     for name, count in grid.counts(config).items():
         print(f"{name:>14}: {count}")
     if args.tsv:
@@ -59,7 +59,7 @@ def _print_summary(paths) -> None:
 def _synthesize(args) -> None:
     from vsgrid.synthetic import synthesize
 
-    config = _selected(load_config(args.config), args.data_set)
+    config = _selected(load_config(*args.config), args.data_set)
     out = Path(args.out or config["data"]["dir"])
     paths = synthesize(config, out, workers=args.workers, progress=not args.quiet)
     log.info("wrote %d stores under %s", len(paths), out)
@@ -70,7 +70,7 @@ def _synthesize(args) -> None:
 def _ingest(args) -> None:
     from vsgrid.ingest import ingest
 
-    config = _selected(load_config(args.config), args.data_set)
+    config = _selected(load_config(*args.config), args.data_set)
     out = Path(args.out or config["data"]["dir"])
     paths = ingest(config, out, progress=not args.quiet)
     log.info("wrote %d stores under %s", len(paths), out)
@@ -82,7 +82,7 @@ def _summary(args) -> None:
     from vsgrid.grid import data_sets
     from vsgrid.store import store_path
 
-    config = load_config(args.config)
+    config = load_config(*args.config)
     data_dir = Path(args.data or config["data"]["dir"])
     _print_summary([store_path(data_dir, d.name) for d in data_sets(config["grid"])])
 
@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, func, help):
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--config", required=True, help="YAML config (see workflow/schemas/config.schema.yaml)")
+        sub.add_argument(
+            "--config", required=True, nargs="+", metavar="FILE", help="YAML config file(s), merged in order (keys: workflow/schemas/config.schema.yaml)"
+        )
         sub.set_defaults(func=func)
         return sub
 

@@ -103,8 +103,15 @@ def _check_cross_keys(config: dict) -> None:
                 raise VsgridError(f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set")
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a YAML config file and :func:`validate` it; errors name the file."""
+def merge(base: dict, update: dict) -> dict:
+    """Deep merge: mappings are merged key by key, anything else in ``update`` replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         with open(path) as f:
@@ -113,7 +120,18 @@ def load_config(path: str | Path) -> dict:
         raise VsgridError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise VsgridError(f"config file {path} is not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise VsgridError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+    return raw or {}
+
+
+def load_config(*paths: str | Path) -> dict:
+    """Read YAML config files, merge them in order (later ones win, like Snakemake's
+    ``--configfile a b``) and :func:`validate` the result; errors name the files."""
+    raw: dict = {}
+    for path in paths:
+        raw = merge(raw, read_yaml(path))
     try:
         return validate(raw)
     except VsgridError as exc:
-        raise VsgridError(f"{path}: {exc}") from None
+        raise VsgridError(f"{', '.join(map(str, paths))}: {exc}") from None

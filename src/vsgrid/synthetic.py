@@ -21,6 +21,7 @@ Per field (:func:`sample_cells`, then :func:`render_field`):
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def rasterize(cells: dict, shape, rng: np.random.Generator):
     cell_labels, forward, inverse = relabel_sequential(cell_labels)
     nucleus_labels = forward[nucleus_labels]
     owner = inverse[np.arange(cell_labels.max() + 1)] - 1
-    profile = lambda d: np.sqrt(np.clip(1.0 - d**2, 0.0, 1.0))  # noqa: E731 - dome of a unit ellipse
+    profile = lambda d: np.sqrt(np.clip(1.0 - d**2, 0.0, 1.0)).astype(np.float32)  # noqa: E731 - dome of a unit ellipse
     return cell_labels.astype(np.uint16), nucleus_labels.astype(np.uint16), profile(best), profile(nucleus_best), owner
 
 
@@ -193,14 +194,14 @@ def rasterize(cells: dict, shape, rng: np.random.Generator):
 
 
 def _noise_texture(rng, shape, sigma):
-    texture = ndi.gaussian_filter(rng.standard_normal(shape), sigma)
+    texture = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
     return texture / (texture.std() + 1e-12)
 
 
 def _detect(signal, background, gain, read_noise, rng):
     """Expected photo-electron counts plus shot and read noise."""
     counts = background + gain * signal
-    return counts + rng.normal(0.0, 1.0, counts.shape) * np.sqrt(np.maximum(counts, 0) * 0.5 + read_noise**2)
+    return counts + rng.standard_normal(counts.shape, dtype=np.float32) * np.sqrt(np.maximum(counts, 0) * 0.5 + read_noise**2)
 
 
 def _foci_image(cells, nucleus_labels, shape, rng):
@@ -216,7 +217,7 @@ def _foci_image(cells, nucleus_labels, shape, rng):
     y = np.rint(centre[:, 0] + u * np.sin(theta) + v * np.cos(theta)).astype(int)
     x = np.rint(centre[:, 1] + u * np.cos(theta) - v * np.sin(theta)).astype(int)
     inside = (y >= 0) & (y < shape[0]) & (x >= 0) & (x < shape[1])
-    points = np.zeros(shape)
+    points = np.zeros(shape, np.float32)
     np.add.at(points, (y[inside], x[inside]), rng.lognormal(0.0, 0.3, inside.sum()))
     return points * (nucleus_labels > 0)
 
@@ -229,7 +230,7 @@ def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Genera
 
     def per_cell(key):
         """A cell attribute painted over the cell's pixels (0 on background)."""
-        return np.concatenate([[0.0], cells[key]])[owner + 1][cell_labels]
+        return np.concatenate([[0.0], cells[key]]).astype(np.float32)[owner + 1][cell_labels]
 
     chromatin = _noise_texture(rng, shape, 0.8 * px)
     granules = _noise_texture(rng, shape, 0.6 * px)
@@ -244,7 +245,7 @@ def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Genera
     thickness = per_cell("height") * (0.6 * cell_profile + 0.5 * nucleus_profile + 0.08 * granules * in_cell)
     halo = ndi.gaussian_filter(thickness, 1.0 * px) - ndi.gaussian_filter(thickness, 4.0 * px)
     defocused = ndi.gaussian_filter(thickness, 1.5 * px)
-    yy, xx = np.mgrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j]
+    yy, xx = (axis.astype(np.float32) for axis in np.ogrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j])
     a = rng.normal(0.0, 0.08, 4)
     illumination = 1.0 + a[0] * yy + a[1] * xx + a[2] * yy * xx + a[3] * (yy**2 + xx**2)
     bf = illumination * (1.0 + 0.9 * halo - 0.12 * defocused)
@@ -320,11 +321,12 @@ def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, p
 def synthesize(config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> list[Path]:
     """Build one store per (cell type, phenotype) of the grid under ``out_dir``.
 
-    ``workers`` rendering processes (default ``data.synthetic.workers``; 0 = one per core,
-    1 = render in this process).
+    ``workers`` rendering processes (default ``data.synthetic.workers``; 0 = one per core this
+    process may use, 1 = render in this process).
     """
     workers = workers if workers is not None else config["data"]["synthetic"]["workers"]
-    pool = nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers or None)
+    workers = workers or len(os.sched_getaffinity(0))  # the cores this job may use, not the node's
+    pool = nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
     with pool as executor:
         return [build_store(d, config, Path(out_dir), executor, progress) for d in data_sets(config["grid"])]
 

@@ -1,0 +1,33 @@
+"""vsgrid: the train x test grid of virtual-staining models as a Snakemake workflow.
+
+    snakemake --profile profiles/local --configfile config/quick.yaml    # laptop, synthetic data
+    snakemake --profile profiles/slurm                                     # cluster, config/config.yaml
+
+Parsing is cheap (every job re-reads this file): it validates the config and expands the grid
+with vsgrid.config and vsgrid.grid, which import neither torch nor any data.
+"""
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from vsgrid.config import load_config, validate  # noqa: E402
+from vsgrid.errors import VsgridError  # noqa: E402
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        stores=STORES,
+    default_target: True

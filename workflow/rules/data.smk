@@ -1,0 +1,21 @@
+# One store per (cell type, phenotype): rendered by the synthetic generator or ingested from plates.
+
+
+rule store:
+    output:
+        directory(f"{DATA}/{{data_set}}.zarr"),
+    params:
+        command=config["data"]["source"].replace("synthetic", "synthesize"),
+        configs=CONFIG_ARGS,
+        data=config["data"],
+    log:
+        "logs/store/{data_set}.log",
+    benchmark:
+        "benchmarks/store/{data_set}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "vsgrid {params.command} --config {params.configs} --data-set {wildcards.data_set}"
+        " --out {DATA} --quiet --no-summary > {log} 2>&1"
