@@ -87,6 +87,54 @@ def _summary(args) -> None:
     _print_summary([store_path(data_dir, d.name) for d in data_sets(config["grid"])])
 
 
+def _describe_model(args) -> None:
+    from vsgrid.models import NetworkConfig, describe
+
+    config = load_config(*args.config)
+    size = args.size or config["data"]["synthetic"]["field_size"]
+    info = describe(NetworkConfig.from_config(config["model"]), size)
+    print(f"generator parameters:       {info['generator_parameters']:,}")
+    print(f"discriminator parameters:   {info['discriminator_parameters']:,} ({config['model']['num_D']} scales)")
+    flops = info["generator_flops"]
+    amount = f"{flops / 1e12:.3f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
+    print(f"generator forward FLOPs:    {amount} per {info['image_size']} x {info['image_size']} image ({flops:,})")
+
+
+def _model(config: dict, train_set: str, stain: str, seed: int):
+    from vsgrid.grid import DataSet, Model
+
+    try:
+        data_set = DataSet.parse(train_set)
+    except ValueError as exc:
+        raise VsgridError(f"--train-set: {exc}") from None
+    if stain not in config["grid"]["stains"]:
+        raise VsgridError(f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})")
+    return Model(data_set, stain, seed)
+
+
+def _train(args) -> int:
+    from vsgrid.train import INTERRUPTED_EXIT, Interrupted, train
+
+    config = load_config(*args.config)
+    model = _model(config, args.train_set, args.stain, args.seed)
+    out = Path(args.out or Path(config["results"]["dir"]) / "models" / model.name)
+    try:
+        summary = train(config, model, out, progress=not args.quiet)
+    except Interrupted as stop:
+        log.warning("%s; run the same command again to resume", stop)
+        return INTERRUPTED_EXIT
+    log.info("%s: %s", model.name, summary["stop_reason"])
+    return 0
+
+
+def _infer(args) -> None:
+    from vsgrid.infer import infer
+    from vsgrid.store import store_path
+
+    config = load_config(*args.config)
+    infer(args.model, store_path(args.data or config["data"]["dir"], args.test_set), args.out, args.batch_size or config["infer"]["batch_size"], config["train"], progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsgrid", description="Does virtual staining generalize? The train x test grid.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -117,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("summary", _summary, "print the summary table of existing stores")
     sub.add_argument("--data", help="folder of the stores (default: data.dir of the config)")
+
+    sub = command("describe-model", _describe_model, "print parameter counts and forward FLOPs of the configured Pix2PixHD")
+    sub.add_argument("--size", type=int, help="image size (default: data.synthetic.field_size, padded to a multiple of 2^n_downsample)")
+
+    sub = command("train", _train, "train one model (train set, stain, seed); rerun after an interruption to resume")
+    sub.add_argument("--train-set", required=True, help="e.g. lung-nontoxic")
+    sub.add_argument("--stain", required=True, help="dapi, fitc or cy5")
+    sub.add_argument("--seed", type=int, required=True)
+    sub.add_argument("--out", help="model folder (default: <results.dir>/models/<model>)")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub = command("infer", _infer, "predict a test set with a trained model into a Zarr array")
+    sub.add_argument("--model", required=True, help="model folder written by `vsgrid train`")
+    sub.add_argument("--test-set", required=True, help="e.g. lung-toxic")
+    sub.add_argument("--out", required=True, help="the prediction, a .zarr path")
+    sub.add_argument("--data", help="folder of the stores (default: data.dir of the config)")
+    sub.add_argument("--batch-size", type=int, help="default: infer.batch_size of the config")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -124,11 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        args.func(args)
+        return args.func(args) or 0
     except VsgridError as exc:
         print(f"vsgrid {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,232 @@
+"""Training, resume and inference of the quick network on the quick synthetic data (CPU)."""
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+import zarr
+
+from vsgrid.cli import main
+from vsgrid.errors import VsgridError
+from vsgrid.grid import DataSet, Model
+from vsgrid.infer import infer, load_generator
+from vsgrid.models import GlobalGenerator, NetworkConfig
+from vsgrid.data import denormalize, normalize
+from vsgrid.store import as_uint16, create_store, open_store
+from vsgrid.train import Device, build_networks, image_psnr, load_checkpoint, pad_to_multiple, save_atomically, train
+
+LUNG_TOXIC = DataSet("lung", "toxic")
+
+
+@pytest.fixture(scope="module")
+def config(quick_config, quick_stores, tmp_path_factory):
+    config = copy.deepcopy(quick_config)
+    config["data"]["dir"] = str(next(iter(quick_stores.values())).parent)
+    config["results"]["dir"] = str(tmp_path_factory.mktemp("results"))
+    return config
+
+
+def short(config, epochs):
+    config = copy.deepcopy(config)
+    config["train"].update(max_epochs=epochs, lr_decay_start=epochs)
+    return config
+
+
+def test_pad_to_multiple_pads_reflecting_and_crops_back():
+    x = torch.arange(2 * 1 * 5 * 7, dtype=torch.float32).reshape(2, 1, 5, 7)
+    padded, (h, w) = pad_to_multiple(x, 4)
+    assert padded.shape == (2, 1, 8, 8) and (h, w) == (5, 7)
+    assert torch.equal(padded[..., :h, :w], x)
+    assert torch.equal(padded[..., 5, :7], x[..., 3, :])  # reflection, not zeros
+    same, _ = pad_to_multiple(torch.zeros(1, 1, 8, 8), 4)
+    assert same.shape == (1, 1, 8, 8)
+
+
+def mean_psnr(real, pred):
+    return float(np.mean([image_psnr(r, p) for r, p in zip(real, pred)]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stain", ["dapi", "fitc", "cy5"])
+def test_training_learns_each_stain(config, quick_stores, tmp_path, stain):
+    model = Model(LUNG_TOXIC, stain, 0)
+    summary = train(config, model, tmp_path / "model", progress=False)
+    log = pd.read_csv(tmp_path / "model" / "log.csv")
+    assert summary["epochs"] == len(log) >= 5
+    assert log["loss_fm"].iloc[-1] < 0.5 * log["loss_fm"].iloc[0]
+    assert log["val_l1"].iloc[-1] < log["val_l1"].iloc[0]
+
+    test_store = quick_stores["lung-toxic"]
+    infer(tmp_path / "model", test_store, tmp_path / "pred.zarr", batch_size=16, progress=False)
+    store = open_store(test_store)
+    real = store.images("test")[:, store.channel_index(stain)]
+    trained = mean_psnr(real, zarr.open_array(tmp_path / "pred.zarr")[:])
+
+    untrained_dir = tmp_path / "untrained"
+    untrained_dir.mkdir()
+    checkpoint = load_checkpoint(tmp_path / "model" / "best.pt")
+    generator, _ = build_networks(NetworkConfig(**checkpoint["network"]), seed=0)
+    save_atomically({**checkpoint, "generator": generator.state_dict()}, untrained_dir / "best.pt")
+    infer(untrained_dir, test_store, tmp_path / "untrained.zarr", batch_size=16, progress=False)
+    untrained = mean_psnr(real, zarr.open_array(tmp_path / "untrained.zarr")[:])
+
+    training_mean = round(checkpoint["stats"][stain]["mean"])
+    mean_baseline = mean_psnr(real, np.full_like(real, training_mean))
+    assert trained > untrained + 3
+    assert trained > mean_baseline
+
+
+def state_dict(model_dir, name="last.pt"):
+    return load_checkpoint(Path(model_dir) / name)["generator"]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(config, tmp_path):
+    config = short(config, 2)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(config, Model(LUNG_TOXIC, "dapi", seed), tmp_path / name, progress=False)
+    assert same_weights(state_dict(tmp_path / "a"), state_dict(tmp_path / "b"))
+    assert not same_weights(state_dict(tmp_path / "a"), state_dict(tmp_path / "c"))
+
+
+def test_finished_training_is_not_repeated(config, tmp_path):
+    config = short(config, 1)
+    model = Model(LUNG_TOXIC, "fitc", 0)
+    train(config, model, tmp_path, progress=False)
+    before = (tmp_path / "last.pt").stat().st_mtime_ns
+    summary = train(config, model, tmp_path, progress=False)
+    assert summary["epochs"] == 1 and (tmp_path / "last.pt").stat().st_mtime_ns == before
+
+
+def run_cli(config_file, out, *extra):
+    command = [sys.executable, "-m", "vsgrid.cli", "train", "--config", str(config_file), "--train-set", "lung-toxic", "--stain", "dapi", "--seed", "0", "--out", str(out), "--quiet", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_saves_and_a_rerun_resumes_to_the_same_weights(config, tmp_path):
+    config = short(config, 3)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    reference = run_cli(config_file, tmp_path / "uninterrupted")
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+
+    interrupted = run_cli(config_file, tmp_path / "interrupted")
+    log = tmp_path / "interrupted" / "log.csv"
+    deadline = time.time() + 300
+    while not log.exists() and interrupted.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    interrupted.send_signal(signal.SIGTERM)
+    assert interrupted.wait(timeout=300) == 143, interrupted.stdout.read()
+    saved = load_checkpoint(tmp_path / "interrupted" / "last.pt")
+    assert saved["state"]["stop_reason"] is None and saved["state"]["epoch"] < 3
+    assert not (tmp_path / "interrupted" / "summary.json").exists()
+
+    resumed = run_cli(config_file, tmp_path / "interrupted")
+    output = resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, output
+    assert "resuming" in output
+    for name in ("last.pt", "best.pt"):
+        assert same_weights(state_dict(tmp_path / "uninterrupted", name), state_dict(tmp_path / "interrupted", name))
+
+
+@pytest.fixture(scope="module")
+def trained(config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    train(short(config, 1), Model(LUNG_TOXIC, "dapi", 0), out, progress=False)
+    return out
+
+
+def test_inference_output_is_aligned_uint16(trained, quick_stores, tmp_path):
+    out = infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "p.zarr", batch_size=5, progress=False)
+    prediction = zarr.open_array(out)
+    test = open_store(quick_stores["ovarian-nontoxic"]).images("test")
+    assert prediction.shape == (test.shape[0], *test.shape[2:]) and prediction.dtype == np.uint16
+    assert prediction.chunks == (1, *test.shape[2:])
+    assert prediction.attrs["stain"] == "dapi" and prediction.attrs["test_set"] == "ovarian-nontoxic"
+    # Batch size does not change the result.
+    again = infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "q.zarr", batch_size=48, progress=False)
+    assert np.array_equal(zarr.open_array(again)[:], prediction[:])
+
+
+def test_inference_on_images_of_another_odd_size_pads_and_crops(trained, quick_stores, tmp_path):
+    source = open_store(quick_stores["lung-toxic"])
+    crops = source.images("test")[:6, :, :75, :93]
+    meta = source.split_metadata("test").iloc[:6].assign(split="test")
+    with create_store(tmp_path / "odd.zarr", {"test": 6}, (75, 93), meta, {"data_set": "odd"}, with_masks=False) as group:
+        group["test"][:] = crops
+    out = infer(trained, tmp_path / "odd.zarr", tmp_path / "odd_pred.zarr", batch_size=4, progress=False)
+    prediction = zarr.open_array(out)[:]
+    assert prediction.shape == (6, 75, 93) and prediction.dtype == np.uint16
+    # The same as reflect-padding to 76 x 96 by hand and keeping the top-left 75 x 93.
+    generator, checkpoint = load_generator(trained, Device.pick({}))
+    bf = torch.from_numpy(normalize(crops[:, 0], checkpoint["stats"]["bf"])[:, None])
+    with torch.no_grad():
+        by_hand = generator(torch.nn.functional.pad(bf, (0, 3, 0, 1), mode="reflect"))[..., :75, :93]
+    expected = as_uint16(denormalize(by_hand[:, 0].numpy(), checkpoint["stats"]["dapi"]))
+    assert np.array_equal(prediction, expected)
+
+
+def test_checkpoint_for_another_stain_or_network_is_refused(trained, config, tmp_path):
+    other_stain = copy.deepcopy(config)
+    with pytest.raises(VsgridError, match="trained for stain 'dapi', not 'fitc'"):
+        train(other_stain, Model(LUNG_TOXIC, "fitc", 0), _copy_last(trained, tmp_path / "a"), progress=False)
+    bigger = copy.deepcopy(config)
+    bigger["model"]["ngf"] = 16
+    with pytest.raises(VsgridError, match="another network shape: ngf 8 \\(config: 16\\)"):
+        train(bigger, Model(LUNG_TOXIC, "dapi", 0), _copy_last(trained, tmp_path / "b"), progress=False)
+
+
+def _copy_last(model_dir, target):
+    target.mkdir()
+    (target / "last.pt").write_bytes((model_dir / "last.pt").read_bytes())
+    return target
+
+
+def test_truncated_checkpoint_is_a_clear_error(trained, quick_stores, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    data = (trained / "best.pt").read_bytes()
+    (broken / "best.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VsgridError, match="best.pt cannot be read"):
+        infer(broken, quick_stores["lung-toxic"], tmp_path / "x.zarr", batch_size=4, progress=False)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_a_generator_that_outputs_nan_is_reported(trained, quick_stores, tmp_path):
+    checkpoint = load_checkpoint(trained / "best.pt")
+    weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in checkpoint["generator"].items()}
+    (tmp_path / "nan").mkdir()
+    save_atomically({**checkpoint, "generator": weights}, tmp_path / "nan" / "best.pt")
+    with pytest.raises(VsgridError, match="NaN or infinite"):
+        infer(tmp_path / "nan", quick_stores["lung-toxic"], tmp_path / "n.zarr", batch_size=4, progress=False)
+    assert not (tmp_path / "n.zarr").exists()
+
+
+def test_load_generator_matches_training_weights(trained):
+    generator, checkpoint = load_generator(trained, Device.pick({}))
+    reference = GlobalGenerator(NetworkConfig(**checkpoint["network"]))
+    reference.load_state_dict(checkpoint["generator"])
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(generator(x), reference(x))
+
+
+def test_cli_rejects_an_unknown_train_set_or_stain(config, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--train-set", "lung_toxic", "--stain", "dapi", "--seed", "0"]) == 2
+    assert "--train-set" in capsys.readouterr().err
+    assert main(["train", "--config", str(path), "--train-set", "lung-toxic", "--stain", "gfp", "--seed", "0"]) == 2
+    assert "--stain 'gfp'" in capsys.readouterr().err
