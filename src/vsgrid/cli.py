@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from vsgrid.config import load_config
 from vsgrid.errors import VsgridError
 
@@ -135,6 +137,147 @@ def _infer(args) -> None:
     infer(args.model, store_path(args.data or config["data"]["dir"], args.test_set), args.out, args.batch_size or config["infer"]["batch_size"], config["train"], progress=not args.quiet)
 
 
+def _stain_images(config: dict, test_set: str, stain: str, prediction: str | None):
+    """The real stain of a test set, or a prediction of it: (array, store)."""
+    from vsgrid.store import open_store, store_path
+
+    store = open_store(store_path(config["data"]["dir"], test_set))
+    if prediction:
+        import zarr
+
+        return zarr.open_array(prediction, mode="r"), store
+    return store.images("test")[:, store.channel_index(stain)], store
+
+
+def _write_labels(labels, out: str, attrs: dict) -> None:
+    import zarr
+
+    from vsgrid.store import replace_atomically, temporary_path
+
+    with temporary_path(Path(out)) as tmp:
+        array = zarr.create_array(tmp, shape=labels.shape, chunks=(1, *labels.shape[1:]), dtype="int32", zarr_format=3)
+        array[:] = labels
+        array.attrs.update(attrs)
+        replace_atomically(tmp, Path(out))
+
+
+def _segment(args) -> None:
+    from vsgrid.segment import segmenter
+
+    config = load_config(*args.config)
+    images, store = _stain_images(config, args.test_set, args.stain, args.prediction)
+    segment = segmenter(config["segmentation"], args.stain, float(store.attrs["pixel_size_um"]))
+    labels = segment(images[:])
+    _write_labels(labels, args.out, {"stain": args.stain, "test_set": args.test_set, "source": args.prediction or "real", "backend": config["segmentation"]["backend"]})
+    log.info("wrote %s (%d images, %d instances)", args.out, len(labels), sum(len(np.unique(m)) - 1 for m in labels))
+
+
+def _workers(setting: int) -> int:
+    import os
+
+    return setting or len(os.sched_getaffinity(0))
+
+
+def _measure(args) -> None:
+    import zarr
+    from tqdm import tqdm
+
+    from vsgrid.features import check_feature_names, measure_stack
+    from vsgrid.store import write_table_atomically
+
+    config = load_config(*args.config)
+    settings = config["features"]
+    if settings["names"]:
+        check_feature_names(settings["names"], tuple(settings["groups"]))
+    images, _ = _stain_images(config, args.test_set, args.stain, args.prediction)
+    masks = zarr.open_array(args.masks, mode="r")
+    if masks.shape != images.shape:
+        raise VsgridError(f"masks {args.masks} have shape {masks.shape} but the images have {images.shape}")
+    bar = lambda results: tqdm(results, total=images.shape[0], desc=f"features {args.stain}", disable=args.quiet, unit="image")  # noqa: E731
+    table = measure_stack(images[:], masks[:], settings["groups"], settings["names"], _workers(settings["workers"]), bar)
+    write_table_atomically(table, Path(args.out))
+    log.info("wrote %s (%d instances x %d features)", args.out, len(table), table.shape[1] - 2)
+
+
+def _rank_features(args) -> None:
+    import pandas as pd
+
+    from vsgrid.grid import DataSet
+    from vsgrid.selection import rank_features
+    from vsgrid.store import open_store, store_path, write_table_atomically
+
+    config = load_config(*args.config)
+    settings = config["evaluation"]
+    frames = []
+    for item in args.inputs:
+        test_set, sep, path = item.partition("=")
+        if not sep:
+            raise VsgridError(f"--inputs {item!r} must be TEST_SET=PATH")
+        table = pd.read_parquet(path)
+        if settings["target"] == "phenotype":
+            table["target"] = DataSet.parse(test_set).phenotype
+        else:
+            meta = open_store(store_path(config["data"]["dir"], test_set)).split_metadata("test")
+            if settings["target"] not in meta.columns:
+                raise VsgridError(f"evaluation.target {settings['target']!r} is not a column of the metadata ({', '.join(meta.columns)})")
+            table["target"] = meta[settings["target"]].astype(str).to_numpy()[table["image"]]
+        frames.append(table)
+    features = pd.concat(frames, ignore_index=True)
+    ranking = rank_features(
+        features.drop(columns=["image", "label", "target"]),
+        features["target"],
+        settings["top_features"],
+        settings["forest_trees"],
+        settings["permutation_repeats"],
+        settings["seed"],
+    )
+    write_table_atomically(ranking, Path(args.out))
+    log.info("top features: %s", ", ".join(ranking.loc[ranking["selected"], "feature"]))
+
+
+def _evaluate(args) -> None:
+    import pandas as pd
+    import zarr
+
+    from vsgrid import evaluate
+
+    config = load_config(*args.config)
+    real, _ = _stain_images(config, args.test_set, args.stain, None)
+    prediction = zarr.open_array(args.prediction, mode="r")
+    tables = evaluate.evaluate(
+        real[:],
+        prediction[:],
+        args.stain,
+        zarr.open_array(args.real_masks, mode="r")[:],
+        zarr.open_array(args.pred_masks, mode="r")[:],
+        pd.read_parquet(args.real_features),
+        pd.read_parquet(args.pred_features),
+        pd.read_parquet(args.ranking) if args.ranking.endswith(".parquet") else pd.read_csv(args.ranking, sep="\t"),
+        config["evaluation"],
+    )
+    evaluate.write(tables, args.out)
+    scores = tables["scores"]
+    log.info("%s: %s", args.out, ", ".join(f"{m} {v:.4g}" for m, v in scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)))
+
+
+def _train_cellpose(args) -> None:
+    from vsgrid.cellpose_train import train_cellpose
+    from vsgrid.store import store_path
+
+    config = load_config(*args.config)
+    report = train_cellpose(
+        store_path(config["data"]["dir"], args.train_set),
+        args.stain,
+        args.out,
+        config["segmentation"],
+        args.epochs,
+        args.learning_rate,
+        args.batch_size,
+        config["evaluation"]["iou_threshold"],
+    )
+    print(f"F1 at IoU {report['iou_threshold']} on the test split: Cellpose {report['f1_cellpose']:.3f}, classical {report['f1_classical']:.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsgrid", description="Does virtual staining generalize? The train x test grid.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -183,6 +326,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--data", help="folder of the stores (default: data.dir of the config)")
     sub.add_argument("--batch-size", type=int, help="default: infer.batch_size of the config")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def stain_command(name, func, help):
+        sub = command(name, func, help)
+        sub.add_argument("--test-set", required=True, help="e.g. lung-toxic")
+        sub.add_argument("--stain", required=True, help="dapi, fitc or cy5")
+        sub.add_argument("--out", required=True)
+        return sub
+
+    sub = stain_command("segment", _segment, "segment the real stain of a test set, or a prediction of it, into a Zarr label stack")
+    sub.add_argument("--prediction", help="segment this prediction (.zarr) instead of the real stain")
+
+    sub = stain_command("measure", _measure, "measure CellProfiler-style features of every instance into a Parquet table")
+    sub.add_argument("--masks", required=True, help="label stack (.zarr) of the same images (cy5: the real DAPI nuclei)")
+    sub.add_argument("--prediction", help="measure this prediction (.zarr) instead of the real stain")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub = command("rank-features", _rank_features, "rank features by random-forest permutation importance on real-stain features")
+    sub.add_argument("--inputs", nargs="+", required=True, metavar="TEST_SET=PATH", help="real-stain feature tables of the cell type's test sets")
+    sub.add_argument("--out", required=True, help="ranking table (.tsv or .parquet)")
+
+    sub = stain_command("evaluate", _evaluate, "score one run at the pixel, instance and feature levels")
+    for option in ("--prediction", "--real-masks", "--pred-masks", "--real-features", "--pred-features", "--ranking"):
+        sub.add_argument(option, required=True)
+
+    sub = command("train-cellpose", _train_cellpose, "train a Cellpose network from scratch on a store's ground-truth masks")
+    sub.add_argument("--train-set", required=True, help="a synthetic store with masks, e.g. lung-nontoxic")
+    sub.add_argument("--stain", required=True, help="dapi (nuclei) or fitc (cells)")
+    sub.add_argument("--out", required=True, help="the weights file to write")
+    sub.add_argument("--epochs", type=int, default=100)
+    sub.add_argument("--learning-rate", type=float, default=0.05)
+    sub.add_argument("--batch-size", type=int, default=8)
     return parser
 
 

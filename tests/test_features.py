@@ -1,0 +1,72 @@
+import numpy as np
+import pandas as pd
+import pytest
+from cp_measure.bulk import get_core_measurements
+
+from vsgrid.errors import VsgridError
+from vsgrid.features import PREFIX, check_feature_names, feature_names, measure, measure_stack
+from vsgrid.store import open_store
+
+
+@pytest.fixture(scope="module")
+def field(quick_stores):
+    store = open_store(quick_stores["lung-nontoxic"])
+    return store.images("test")[3][1], store.masks("test")[3][0].astype(np.int32)
+
+
+def test_one_row_per_instance_and_about_two_hundred_cellprofiler_features(field):
+    image, masks = field
+    table = measure(image, masks)
+    assert list(table["label"]) == sorted(np.unique(masks[masks > 0]))
+    features = [c for c in table.columns if c != "label"]
+    assert 190 <= len(features) <= 230
+    for name in ("AreaShape_Area", "AreaShape_Eccentricity", "Intensity_MeanIntensity", "Texture_Contrast_3_00_256", "RadialDistribution_FracAtD_1of4", "Granularity_2", "AreaShape_Zernike_2_2", "AreaShape_MaxFeretDiameter"):
+        assert name in features
+
+
+@pytest.mark.parametrize(
+    "group, names",
+    [
+        ("sizeshape", ["Area", "Perimeter", "Solidity"]),
+        ("intensity", ["Intensity_MeanIntensity", "Intensity_IntegratedIntensity", "Intensity_MADIntensity"]),
+        ("texture", ["Contrast_3_00_256", "Entropy_3_01_256"]),
+        ("radial_distribution", ["RadialDistribution_MeanFrac_2of4"]),
+        ("granularity", ["Granularity_1", "Granularity_5"]),
+        ("zernike", ["Zernike_3_1"]),
+        ("feret", ["MinFeretDiameter"]),
+    ],
+)
+def test_values_agree_with_cp_measure_called_directly(field, group, names):
+    image, masks = field
+    ours = measure(image, masks)
+    direct = get_core_measurements()[group](masks, image.astype(np.float64) / 65535)
+    for name in names:
+        np.testing.assert_allclose(ours[PREFIX[group] + name], direct[name], equal_nan=True)
+
+
+def test_images_without_instances_give_an_empty_table(field):
+    image, masks = field
+    table = measure(image, np.zeros_like(masks), names=["AreaShape_Area"])
+    assert list(table.columns) == ["label", "AreaShape_Area"] and len(table) == 0
+
+
+def test_unknown_feature_name_is_refused_with_a_suggestion():
+    with pytest.raises(VsgridError, match="'AreaShape_Areaa' is not a feature .*did you mean AreaShape_Area"):
+        check_feature_names(["AreaShape_Areaa"], ("sizeshape",))
+    assert "Granularity_1" in feature_names(("granularity",))
+
+
+def test_float_masks_are_refused(field):
+    image, masks = field
+    with pytest.raises(VsgridError, match="integer label image"):
+        measure(image, masks.astype(np.float32))
+
+
+def test_processes_give_the_same_table(quick_stores):
+    store = open_store(quick_stores["ovarian-toxic"])
+    images, masks = store.images("test")[:6, 1], store.masks("test")[:6, 0].astype(np.int32)
+    names = ["AreaShape_Area", "Intensity_MeanIntensity", "Texture_Contrast_3_00_256"]
+    serial = measure_stack(images, masks, names=names, workers=1)
+    parallel = measure_stack(images, masks, names=names, workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert list(serial.columns[:2]) == ["image", "label"] and set(serial["image"]) <= set(range(6))

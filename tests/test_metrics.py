@@ -1,0 +1,94 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from vsgrid.errors import VsgridError
+from vsgrid.metrics import instance_scores, match_instances, pixel_scores
+
+
+def square(masks, label, y, x, h, w):
+    masks[y : y + h, x : x + w] = label
+
+
+def test_identical_images_score_ssim_1_and_a_defined_psnr():
+    image = np.random.default_rng(0).integers(0, 5000, (64, 64)).astype(np.uint16)
+    scores = pixel_scores(image, image.copy())
+    assert scores["ssim"] == pytest.approx(1.0) and scores["psnr"] == math.inf
+    constant = np.full((8, 8), 7, np.uint16)
+    assert pixel_scores(constant, constant)["ssim"] == pytest.approx(1.0)
+
+
+def test_pixel_scores_worsen_with_blur_and_noise():
+    rng = np.random.default_rng(1)
+    real = ndi.gaussian_filter(rng.random((96, 96)), 2) * 20000
+    previous = pixel_scores(real, real)
+    for step in range(1, 4):
+        degraded = ndi.gaussian_filter(real, step) + rng.normal(0, 300 * step, real.shape)
+        scores = pixel_scores(real, degraded)
+        assert scores["ssim"] < previous["ssim"] and scores["psnr"] < previous["psnr"]
+        previous = scores
+
+
+def test_pixel_scores_reject_another_shape_and_nan():
+    with pytest.raises(VsgridError, match="shape"):
+        pixel_scores(np.zeros((4, 4)), np.zeros((4, 5)))
+    bad = np.zeros((4, 4))
+    bad[1, 1] = np.nan
+    with pytest.raises(VsgridError, match="1 NaN"):
+        pixel_scores(np.zeros((4, 4)), bad)
+
+
+def hand_made():
+    """Real objects 1-4 (10 x 10 squares); predictions with known IoUs:
+    1 -> IoU 0.8 (10 x 8 inside), 2 -> IoU exactly 0.7 (10 x 7 inside, not a match),
+    3 -> missed, 4 -> IoU 1; plus one invented object."""
+    real = np.zeros((40, 60), np.int32)
+    pred = np.zeros_like(real)
+    for label, x in zip((1, 2, 3, 4), (0, 15, 30, 45)):
+        square(real, label, 0, x, 10, 10)
+    square(pred, 7, 0, 0, 10, 8)
+    square(pred, 8, 0, 15, 10, 7)
+    square(pred, 9, 0, 45, 10, 10)
+    square(pred, 5, 25, 25, 5, 5)
+    return real, pred
+
+
+def test_hand_made_masks_give_the_exact_f1_and_jaccard():
+    real, pred = hand_made()
+    scores = instance_scores(real, pred, iou_threshold=0.7)
+    # Matches: objects 1 (0.8) and 4 (1.0); object 2 at exactly 0.7 is not a match.
+    assert scores["n_real"] == 4 and scores["n_pred"] == 4
+    assert scores["f1"] == pytest.approx(2 * 2 / 8)
+    assert scores["precision"] == pytest.approx(2 / 4) and scores["recall"] == pytest.approx(2 / 4)
+    # Best IoU of every object, real (0.8, 0.7, 0, 1) and predicted (0.8, 0.7, 1, 0).
+    assert scores["jaccard"] == pytest.approx((0.8 + 0.7 + 0 + 1 + 0.8 + 0.7 + 1 + 0) / 8)
+    assert instance_scores(real, pred, iou_threshold=0.69)["f1"] == pytest.approx(2 * 3 / 8)
+
+
+def test_masks_against_themselves_and_empty_masks():
+    real, _ = hand_made()
+    assert instance_scores(real, real) == {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "n_real": 4, "n_pred": 4}
+    empty = np.zeros_like(real)
+    assert instance_scores(empty, empty)["f1"] == 1.0 and instance_scores(empty, empty)["jaccard"] == 1.0
+    assert instance_scores(real, empty) == {"f1": 0.0, "jaccard": 0.0, "precision": 0.0, "recall": 0.0, "n_real": 4, "n_pred": 0}
+    assert instance_scores(empty, real)["f1"] == 0.0 and instance_scores(empty, real)["n_pred"] == 4
+
+
+def test_masks_must_be_integer_labels():
+    real, _ = hand_made()
+    with pytest.raises(VsgridError, match="integer label image"):
+        instance_scores(real, real.astype(float))
+    with pytest.raises(VsgridError, match="integer label image"):
+        instance_scores(real > 0, real)
+
+
+def test_match_instances_is_one_to_one_and_maximises_iou():
+    real = np.zeros((10, 20), np.int32)
+    pred = np.zeros_like(real)
+    real[:, :10], real[:, 10:] = 1, 2
+    pred[:, 1:11], pred[:, 11:] = 5, 6  # 5 overlaps 1 by 9 px, 2 by 1 px
+    real_ids, pred_ids, ious = match_instances(real, pred, min_iou=0.5)
+    assert list(zip(real_ids, pred_ids)) == [(1, 5), (2, 6)]
+    assert ious == pytest.approx([90 / 110, 90 / 100])

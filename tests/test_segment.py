@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from vsgrid.errors import VsgridError
+from vsgrid.metrics import instance_scores
+from vsgrid.segment import classical_labels, gamma_correct, load_cellpose, segmenter
+from vsgrid.store import open_store
+
+
+def test_gamma_correction_brightens_dim_pixels():
+    image = np.array([0, 655, 6553, 65535], np.uint16)
+    corrected = gamma_correct(image, 0.3)
+    assert corrected[0] == 0 and corrected[-1] == pytest.approx(1.0)
+    assert corrected[1] == pytest.approx(0.01**0.3, rel=1e-3)
+
+
+def test_classical_backend_finds_the_synthetic_nuclei(quick_config, quick_stores):
+    store = open_store(quick_stores["lung-nontoxic"])
+    images, truth = store.images("test")[:, 1], store.masks("test")[:, 0].astype(np.int32)
+    segment = segmenter({**quick_config["segmentation"], "backend": "classical"}, "dapi", 1.3)
+    labels = segment(images)
+    assert labels.shape == images.shape and labels.dtype == np.int32
+    f1 = np.mean([instance_scores(t, p)["f1"] for t, p in zip(truth, labels)])
+    assert f1 > 0.6
+
+
+def test_classical_backend_on_an_empty_image():
+    assert classical_labels(np.full((32, 32), 100, np.uint16), 10).max() == 0
+
+
+def test_cy5_is_not_segmented(quick_config):
+    with pytest.raises(VsgridError, match="cy5 is measured in the DAPI nuclei"):
+        segmenter(quick_config["segmentation"], "cy5", 1.3)
+
+
+def test_builtin_cellpose_weights_missing_offline_say_how_to_get_them(tmp_path, monkeypatch):
+    from cellpose import models
+
+    monkeypatch.setattr(models, "MODEL_DIR", tmp_path)
+    with pytest.raises(VsgridError, match="CELLPOSE_LOCAL_MODELS_PATH") as error:
+        load_cellpose("nuclei", gpu=False)
+    assert "nucleitorch_0" in str(error.value) and "vsgrid train-cellpose" in str(error.value)
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded
+
+
+def test_unknown_cellpose_model():
+    with pytest.raises(VsgridError, match="neither an existing file nor a built-in model name"):
+        load_cellpose("/nowhere/weights", gpu=False)
