@@ -21,7 +21,7 @@ def test_classical_backend_finds_the_synthetic_nuclei(quick_config, quick_stores
     labels = segment(images)
     assert labels.shape == images.shape and labels.dtype == np.int32
     f1 = np.mean([instance_scores(t, p)["f1"] for t, p in zip(truth, labels)])
-    assert f1 > 0.6
+    assert f1 > 0.85
 
 
 def test_classical_backend_on_an_empty_image():
@@ -46,3 +46,18 @@ def test_builtin_cellpose_weights_missing_offline_say_how_to_get_them(tmp_path, 
 def test_unknown_cellpose_model():
     with pytest.raises(VsgridError, match="neither an existing file nor a built-in model name"):
         load_cellpose("/nowhere/weights", gpu=False)
+
+
+@pytest.mark.slow
+def test_train_cellpose_from_scratch_on_ground_truth(quick_config, quick_stores, tmp_path):
+    """Two epochs on CPU: the pipeline end to end (weights written atomically, loadable, scored).
+    The full run (README) reaches F1 0.99 at IoU 0.7 after 10 epochs."""
+    from vsgrid.cellpose_train import train_cellpose
+
+    report = train_cellpose(quick_stores["breast-nontoxic"], "dapi", tmp_path / "nuclei.cp", quick_config["segmentation"], 2, 0.05, 8, 0.7)
+    assert (tmp_path / "nuclei.cp").is_file() and (tmp_path / "nuclei.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert 0 <= report["f1_cellpose"] <= 1 and report["f1_classical"] > 0.8
+    segment = segmenter({**quick_config["segmentation"], "backend": "cellpose", "cellpose": {"models": {"dapi": str(tmp_path / "nuclei.cp")}, "batch_size": 8}}, "dapi", 1.3)
+    labels = segment(open_store(quick_stores["breast-nontoxic"]).images("test")[:4, 1])
+    assert labels.shape == (4, 128, 128) and labels.dtype == np.int32

