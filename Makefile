@@ -1,17 +1,29 @@
 # The two commands of the README. Each sets up .venv from pyproject.toml on first use.
 PYTHON ?= python3
 VENV := .venv
+# The jobs call `vsgrid`, so the environment's bin/ comes first on PATH.
+RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+QUICK := --profile profiles/local --configfile config/quick.yaml
 
 .PHONY: quick test bench
 
 quick: $(VENV)/.installed
-	$(VENV)/bin/vsgrid synthesize --config config/quick.yaml
+	$(RUN) snakemake $(QUICK)
+	$(RUN) snakemake $(QUICK) --report results/quick/report.html
+	@echo
+	@echo "The quick grid is done:"
+	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline)"
+	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b as PNG and PDF)"
+	@echo "  report   results/quick/report.html"
 
 test: $(VENV)/.installed
-	$(VENV)/bin/pytest
+	$(RUN) pytest
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/synthesize.py
+	$(VENV)/bin/python bench/model.py
+	$(VENV)/bin/python bench/evaluate.py
+	$(RUN) python bench/workflow.py
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -7,6 +7,7 @@ Parsing is cheap (every job re-reads this file): it validates the config and exp
 with vsgrid.config and vsgrid.grid, which import neither torch nor any data.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -25,9 +26,20 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
-        stores=STORES,
+        rules.tables.output,
+        rules.figures.output,
     default_target: True

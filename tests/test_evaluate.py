@@ -128,16 +128,7 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     pred = zarr.create_array(tmp_path / "pred.zarr", shape=real.shape, chunks=(1, *real.shape[1:]), dtype="uint16")
     pred[:] = np.clip(real + np.random.default_rng(0).normal(0, 300, real.shape), 0, 65535).astype(np.uint16)
     p = ["--test-set", "lung-toxic", "--stain", "dapi"]
-    assert main(["segment", *c, *p, "--prediction", str(tmp_path / "pred.zarr"), "--out", str(tmp_path / "pred.masks.zarr")]) == 0
-    assert main(["measure", *c, *p, "--prediction", str(tmp_path / "pred.zarr"), "--masks", str(tmp_path / "pred.masks.zarr"), "--out", str(tmp_path / "pred.features.parquet"), "--quiet"]) == 0
-    files = {
-        "--prediction": "pred.zarr",
-        "--real-masks": "lung-toxic.masks.zarr",
-        "--pred-masks": "pred.masks.zarr",
-        "--real-features": "lung-toxic.features.parquet",
-        "--pred-features": "pred.features.parquet",
-        "--ranking": "ranking.tsv",
-    }
+    files = {"--prediction": "pred.zarr", "--real-masks": "lung-toxic.masks.zarr", "--real-features": "lung-toxic.features.parquet", "--ranking": "ranking.tsv"}
     arguments = [x for option, name in files.items() for x in (option, str(tmp_path / name))]
     assert main(["evaluate", *c, *p, *arguments, "--out", str(tmp_path / "run")]) == 0
     images = pd.read_parquet(tmp_path / "run" / "images.parquet")
@@ -146,6 +137,8 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     assert set(scores["level"]) == {"pixel", "instance", "feature"}
     assert 0 < scores.set_index(["metric", "feature"]).loc[("f1", ""), "value"] < 1
     assert (scores["metric"] == "nmae").sum() == 3  # two selected features and their mean
+    assert zarr.open_array(tmp_path / "run" / "masks.zarr").shape == real.shape  # the prediction's own masks
+    assert len(pd.read_parquet(tmp_path / "run" / "features.parquet")) > 0
 
 
 def test_cli_reports_a_missing_cellpose_model(quick_config, quick_stores, tmp_path, capsys):

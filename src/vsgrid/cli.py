@@ -194,7 +194,7 @@ def _measure(args) -> None:
     if masks.shape != images.shape:
         raise VsgridError(f"masks {args.masks} have shape {masks.shape} but the images have {images.shape}")
     bar = lambda results: tqdm(results, total=images.shape[0], desc=f"features {args.stain}", disable=args.quiet, unit="image")  # noqa: E731
-    table = measure_stack(images[:], masks[:], settings["groups"], settings["names"], _workers(settings["workers"]), bar)
+    table = measure_stack(images[:], masks[:], settings["groups"], settings["names"], args.workers or _workers(settings["workers"]), bar)
     write_table_atomically(table, Path(args.out))
     log.info("wrote %s (%d instances x %d features)", args.out, len(table), table.shape[1] - 2)
 
@@ -240,24 +240,47 @@ def _evaluate(args) -> None:
     import zarr
 
     from vsgrid import evaluate
+    from vsgrid.features import measure_stack
+    from vsgrid.segment import MASK_OF_STAIN, segmenter
+    from vsgrid.store import write_table_atomically
 
     config = load_config(*args.config)
-    real, _ = _stain_images(config, args.test_set, args.stain, None)
-    prediction = zarr.open_array(args.prediction, mode="r")
-    tables = evaluate.evaluate(
-        real[:],
-        prediction[:],
-        args.stain,
-        zarr.open_array(args.real_masks, mode="r")[:],
-        zarr.open_array(args.pred_masks, mode="r")[:],
-        pd.read_parquet(args.real_features),
-        pd.read_parquet(args.pred_features),
-        pd.read_parquet(args.ranking) if args.ranking.endswith(".parquet") else pd.read_csv(args.ranking, sep="\t"),
-        config["evaluation"],
-    )
-    evaluate.write(tables, args.out)
+    real, store = _stain_images(config, args.test_set, args.stain, None)
+    prediction = zarr.open_array(args.prediction, mode="r")[:]
+    real_masks = zarr.open_array(args.real_masks, mode="r")[:]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.stain in MASK_OF_STAIN:
+        if prediction.shape != real.shape:
+            raise VsgridError(f"the prediction {args.prediction} has shape {prediction.shape} but its test set has {real.shape}")
+        pred_masks = segmenter(config["segmentation"], args.stain, float(store.attrs["pixel_size_um"]))(prediction)
+        _write_labels(pred_masks, out / "masks.zarr", {"stain": args.stain, "test_set": args.test_set, "source": args.prediction})
+    else:  # cy5 is measured inside the real nuclei, for the virtual stain too
+        pred_masks = real_masks
+    settings = config["features"]
+    pred_features = measure_stack(prediction, pred_masks, settings["groups"], settings["names"], args.workers or _workers(settings["workers"]))
+    write_table_atomically(pred_features, out / "features.parquet")
+    ranking = pd.read_csv(args.ranking, sep="\t")
+    tables = evaluate.evaluate(real, prediction, args.stain, real_masks, pred_masks, pd.read_parquet(args.real_features), pred_features, ranking, config["evaluation"])
+    evaluate.write(tables, out)
     scores = tables["scores"]
-    log.info("%s: %s", args.out, ", ".join(f"{m} {v:.4g}" for m, v in scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)))
+    log.info("%s: %s", out, ", ".join(f"{m} {v:.4g}" for m, v in scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)))
+
+
+def _tables(args) -> None:
+    from vsgrid.tables import write_tables
+
+    config = load_config(*args.config)
+    written = write_tables(config, config["results"]["dir"], args.out, config["evaluation"]["bootstrap_resamples"])
+    log.info("wrote %d tables under %s", len(written), args.out)
+
+
+def _figures(args) -> None:
+    from vsgrid.figures import make_figures
+
+    config = load_config(*args.config)
+    written = make_figures(config, args.tables, config["results"]["dir"], args.out)
+    log.info("wrote %d figure files under %s", len(written), args.out)
 
 
 def _train_cellpose(args) -> None:
@@ -340,15 +363,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = stain_command("measure", _measure, "measure CellProfiler-style features of every instance into a Parquet table")
     sub.add_argument("--masks", required=True, help="label stack (.zarr) of the same images (cy5: the real DAPI nuclei)")
     sub.add_argument("--prediction", help="measure this prediction (.zarr) instead of the real stain")
+    sub.add_argument("--workers", type=int, help="feature processes (default: features.workers)")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub = command("rank-features", _rank_features, "rank features by random-forest permutation importance on real-stain features")
     sub.add_argument("--inputs", nargs="+", required=True, metavar="TEST_SET=PATH", help="real-stain feature tables of the cell type's test sets")
     sub.add_argument("--out", required=True, help="ranking table (.tsv or .parquet)")
 
-    sub = stain_command("evaluate", _evaluate, "score one run at the pixel, instance and feature levels")
-    for option in ("--prediction", "--real-masks", "--pred-masks", "--real-features", "--pred-features", "--ranking"):
-        sub.add_argument(option, required=True)
+    sub = stain_command("evaluate", _evaluate, "segment and measure one run's prediction and score it at the pixel, instance and feature levels")
+    sub.add_argument("--prediction", required=True, help="the run's prediction (.zarr)")
+    sub.add_argument("--real-masks", required=True, help="masks of the real stain (cy5: the real DAPI nuclei)")
+    sub.add_argument("--real-features", required=True, help="features of the real stain (.parquet)")
+    sub.add_argument("--ranking", required=True, help="feature ranking of the (cell type, stain) (.tsv)")
+    sub.add_argument("--workers", type=int, help="feature processes (default: features.workers)")
+
+    sub = command("tables", _tables, "collect every run's scores into tidy tables with deltas against the baselines")
+    sub.add_argument("--out", required=True, help="folder of the tables")
+
+    sub = command("figures", _figures, "draw the paper's figures from the tables")
+    sub.add_argument("--tables", required=True, help="folder written by `vsgrid tables`")
+    sub.add_argument("--out", required=True, help="folder of the figures")
 
     sub = command("train-cellpose", _train_cellpose, "train a Cellpose network from scratch on a store's ground-truth masks")
     sub.add_argument("--train-set", required=True, help="a synthetic store with masks, e.g. lung-nontoxic")

@@ -202,3 +202,39 @@ def runs_tsv(config: dict) -> str:
             ]
         )
     return out.getvalue()
+
+
+def focus_cell_type(config: dict) -> str:
+    """The cell type of Figures 3 and 4: ``figures.focus_cell_type``, else ovarian (the paper's), else the first."""
+    cell_types = config["grid"]["cell_types"]
+    chosen = config["figures"]["focus_cell_type"]
+    return chosen if chosen else ("ovarian" if "ovarian" in cell_types else cell_types[0])
+
+
+def panel_runs(config: dict) -> dict[str, dict]:
+    """The runs the qualitative panels show (Figures 3 and 5), with ``{stain}`` left in the model names.
+
+    Figure 3: the focus cell type's toxic test set, predicted by its toxic (baseline) and its
+    non-toxic model. Figure 5: the first cell type's non-toxic test set, predicted by its own
+    (baseline) and every other cell type's non-toxic model. First seed of the grid.
+    """
+    grid = config["grid"]
+    seed = grid["seeds"][0]
+    focus, first = focus_cell_type(config), grid["cell_types"][0]
+    panels = {}
+    if TOXIC in grid["phenotypes"] and NONTOXIC in grid["phenotypes"]:
+        panels["figure3"] = {
+            "test_set": DataSet(focus, TOXIC).name,
+            "models": [f"{DataSet(focus, p).name}.{{stain}}.s{seed}" for p in (TOXIC, NONTOXIC)],
+            "columns": [f"trained on {focus} toxic (baseline)", f"trained on {focus} non-toxic"],
+            "title": f"Figure 3: new phenotype, {focus} toxic test image",
+        }
+    if NONTOXIC in grid["phenotypes"]:
+        others = [c for c in grid["cell_types"] if c != first]
+        panels["figure5"] = {
+            "test_set": DataSet(first, NONTOXIC).name,
+            "models": [f"{DataSet(c, NONTOXIC).name}.{{stain}}.s{seed}" for c in (first, *others)],
+            "columns": [f"trained on {first} (baseline)", *[f"trained on {c}" for c in others]],
+            "title": f"Figure 5: new cell type, {first} non-toxic test image",
+        }
+    return panels

@@ -1,4 +1,4 @@
-# Shared by every rule: the validated config, the grid's names and the config files the jobs read.
+# Shared by every rule: the validated config, the grid's names, paths and the config files the jobs read.
 
 from vsgrid import grid as vsgrid_grid
 
@@ -21,10 +21,44 @@ except VsgridError as error:
     raise WorkflowError(str(error)) from None
 
 CONFIG_ARGS = " ".join(f"'{f}'" for f in CONFIG_FILES)
+GRID = config["grid"]
 DATA = config["data"]["dir"]
-DATA_SETS = [d.name for d in vsgrid_grid.data_sets(config["grid"])]
+RESULTS = config["results"]["dir"]
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+DATA_SETS = [d.name for d in vsgrid_grid.data_sets(GRID)]
+MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
+RUNS = vsgrid_grid.runs(config)
+SEGMENTED = [s for s in GRID["stains"] if s in ("dapi", "fitc")]  # cy5 is measured in the DAPI nuclei
+CELLPOSE = config["segmentation"]["backend"] == "cellpose"
 STORES = expand("{data}/{data_set}.zarr", data=DATA, data_set=DATA_SETS)
 
 
 wildcard_constraints:
     data_set="|".join(DATA_SETS),
+    test_set="|".join(DATA_SETS),
+    model="|".join(re.escape(m) for m in MODELS),
+    stain="|".join(GRID["stains"]),
+    cell_type="|".join(GRID["cell_types"]),
+
+
+def run_path(run, name):
+    return f"{RESULTS}/runs/{run.model.name}/{run.test_set.name}/{name}"
+
+
+def real_masks_path(test_set, stain):
+    """Masks a stain's features are measured in: its own, or the real DAPI nuclei for cy5."""
+    return f"{RESULTS}/reference/{test_set}/{stain if stain in SEGMENTED else 'dapi'}.masks.zarr"
+
+
+def ranking_path(test_set, stain):
+    return f"{RESULTS}/reference/rankings/{test_set.split('-')[0]}.{stain}.tsv"
+
+
+def model_stain(wildcards):
+    return MODELS[wildcards.model].stain
+
+
+def gpu(needed):
+    """A GPU for the rules that use one; the SLURM profile turns it into --gpus."""
+    return 1 if needed else 0

@@ -9,9 +9,9 @@ rule store:
         configs=CONFIG_ARGS,
         data=config["data"],
     log:
-        "logs/store/{data_set}.log",
+        f"{LOGS}/store/{{data_set}}.log",
     benchmark:
-        "benchmarks/store/{data_set}.tsv"
+        f"{BENCHMARKS}/store/{{data_set}}.tsv"
     threads: 2
     resources:
         mem_mb=4000,

@@ -1,0 +1,52 @@
+# Real-stain features, once per (test set, stain), and the feature ranking once per (cell type, stain).
+
+
+rule features_real:
+    input:
+        store=f"{DATA}/{{test_set}}.zarr",
+        masks=lambda wc: real_masks_path(wc.test_set, wc.stain),
+    output:
+        f"{RESULTS}/reference/{{test_set}}/{{stain}}.features.parquet",
+    params:
+        configs=CONFIG_ARGS,
+        settings=config["features"],
+    log:
+        f"{LOGS}/features_real/{{test_set}}.{{stain}}.log",
+    benchmark:
+        f"{BENCHMARKS}/features_real/{{test_set}}.{{stain}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+    shell:
+        "vsgrid measure --config {params.configs} --test-set {wildcards.test_set} --stain {wildcards.stain}"
+        " --masks {input.masks} --workers {threads} --out {output} --quiet > {log} 2>&1"
+
+
+def ranking_inputs(wildcards):
+    return {
+        test_set: f"{RESULTS}/reference/{test_set}/{wildcards.stain}.features.parquet"
+        for test_set in DATA_SETS
+        if test_set.split("-")[0] == wildcards.cell_type
+    }
+
+
+rule rank_features:
+    input:
+        unpack(ranking_inputs),
+    output:
+        f"{RESULTS}/reference/rankings/{{cell_type}}.{{stain}}.tsv",
+    params:
+        configs=CONFIG_ARGS,
+        inputs=lambda wc, input: " ".join(f"{name}={path}" for name, path in input.items()),
+        settings=config["evaluation"],
+    log:
+        f"{LOGS}/rank_features/{{cell_type}}.{{stain}}.log",
+    benchmark:
+        f"{BENCHMARKS}/rank_features/{{cell_type}}.{{stain}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    shell:
+        "vsgrid rank-features --config {params.configs} --inputs {params.inputs} --out {output} > {log} 2>&1"

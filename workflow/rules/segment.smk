@@ -1,0 +1,26 @@
+# Real-stain masks, once per (test set, stain) and shared by every run on that test set.
+# (Each run segments its own prediction in the evaluate rule.)
+
+
+rule segment_real:
+    input:
+        store=f"{DATA}/{{test_set}}.zarr",
+    output:
+        directory(f"{RESULTS}/reference/{{test_set}}/{{stain}}.masks.zarr"),
+    params:
+        configs=CONFIG_ARGS,
+        settings=config["segmentation"],
+    wildcard_constraints:
+        stain="|".join(SEGMENTED),
+    log:
+        f"{LOGS}/segment_real/{{test_set}}.{{stain}}.log",
+    benchmark:
+        f"{BENCHMARKS}/segment_real/{{test_set}}.{{stain}}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu(CELLPOSE),
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+    shell:
+        "vsgrid segment --config {params.configs} --test-set {wildcards.test_set} --stain {wildcards.stain}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,27 @@
+# One Pix2PixHD per (train set, stain, seed). A rerun after a failure or a time limit resumes
+# from the model folder's last.pt, which is not an output and so survives the failed job.
+
+
+rule train:
+    input:
+        store=lambda wc: f"{DATA}/{MODELS[wc.model].train_set.name}.zarr",
+    output:
+        f"{RESULTS}/models/{{model}}/summary.json",
+    params:
+        configs=CONFIG_ARGS,
+        train_set=lambda wc: MODELS[wc.model].train_set.name,
+        stain=model_stain,
+        seed=lambda wc: MODELS[wc.model].seed,
+        settings={"model": config["model"], "train": config["train"]},
+    log:
+        f"{LOGS}/train/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train/{{model}}.tsv"
+    threads: config["train"]["workers"] + 1
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 2880 * attempt,
+    shell:
+        "vsgrid train --config {params.configs} --train-set {params.train_set} --stain {params.stain}"
+        " --seed {params.seed} --out $(dirname {output}) --quiet > {log} 2>&1"
