@@ -11,6 +11,9 @@ quick: $(VENV)/.installed
 	$(RUN) snakemake $(QUICK)
 	$(RUN) snakemake $(QUICK) --report results/quick/report.html
 	@echo
+	@echo "What the synthetic stores hold:"
+	@$(RUN) vsgrid summary --config config/quick.yaml 2>/dev/null
+	@echo
 	@echo "The quick grid is done:"
 	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline)"
 	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b as PNG and PDF)"

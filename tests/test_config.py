@@ -38,6 +38,7 @@ def test_defaults_fill_in_beside_given_keys_without_changing_them():
         ({"grid": {"cell_types": ["lung", "Lung Cells"]}}, ["grid.cell_types[1]"]),
         ({"grid": {"cell_types": ["lung", "kidney"]}}, ["grid.cell_types", "'kidney'", "data.synthetic.cell_types"]),
         ({"data": {"source": "ingest"}}, ["data.ingest.load_data"]),
+        ({"data": {"source": "ingest", "ingest": {"load_data": "/no/such.csv", "plate_map": "x", "plate_cell_types": "y"}}}, ["data.ingest.load_data", "/no/such.csv does not exist"]),
         ({"grid": {"seeds": []}}, ["grid.seeds"]),
     ],
 )
@@ -67,3 +68,13 @@ def test_command_line_reports_a_bad_config_with_exit_status_2(tmp_path, capsys):
     assert main(["grid", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "c.yaml" in err and "grid.stains" in err and "'dapi' more than once" in err
+
+
+def test_ingest_config_needs_plates_of_every_grid_cell_type(tmp_path):
+    for name in ("load_data.csv", "plate_map.csv"):
+        (tmp_path / name).write_text("x\n")
+    (tmp_path / "plates.csv").write_text("plate,cell_type\nP1,lung\nP2,ovarian\n")
+    ingest = {k: str(tmp_path / f) for k, f in (("load_data", "load_data.csv"), ("plate_map", "plate_map.csv"), ("plate_cell_types", "plates.csv"))}
+    with pytest.raises(VsgridError, match="'breast', which no plate of data.ingest.plate_cell_types"):
+        validate({"data": {"source": "ingest", "ingest": ingest}})
+    assert validate({"grid": {"cell_types": ["lung", "ovarian"]}, "data": {"source": "ingest", "ingest": ingest}})["data"]["source"] == "ingest"

@@ -8,6 +8,7 @@ config means the same thing to both.
 from __future__ import annotations
 
 import copy
+import csv
 from pathlib import Path
 
 import jsonschema
@@ -101,6 +102,16 @@ def _check_cross_keys(config: dict) -> None:
         for key in ("load_data", "plate_map", "plate_cell_types"):
             if not data["ingest"][key]:
                 raise VsgridError(f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set")
+            if not Path(data["ingest"][key]).is_file():
+                raise VsgridError(f"invalid configuration: data.ingest.{key}: {data['ingest'][key]} does not exist")
+        with open(data["ingest"]["plate_cell_types"], newline="") as f:
+            known = {row.get("cell_type") for row in csv.DictReader(f)}
+        for cell_type in config["grid"]["cell_types"]:
+            if cell_type not in known:
+                raise VsgridError(
+                    f"invalid configuration: grid.cell_types lists {cell_type!r}, which no plate of "
+                    f"data.ingest.plate_cell_types ({data['ingest']['plate_cell_types']}) has"
+                )
 
 
 def merge(base: dict, update: dict) -> dict:

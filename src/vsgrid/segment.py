@@ -41,7 +41,8 @@ def gamma_correct(image: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def classical_labels(image: np.ndarray, diameter_px: float, sigma_px: float = 1.0, min_area_px: int = 10) -> np.ndarray:
-    """Smooth, Otsu threshold, split touching objects by a distance-transform watershed."""
+    """Smooth, Otsu threshold, drop specks under ``min_area_px``, split touching objects by a
+    distance-transform watershed."""
     smooth = ndi.gaussian_filter(image.astype(np.float32), sigma_px)
     if smooth.max() <= smooth.min():
         return np.zeros(image.shape, np.int32)
@@ -120,12 +121,9 @@ class CellposeSegmenter:
 
 def classical_segmenter(settings: dict, stain: str, pixel_size_um: float) -> ClassicalSegmenter:
     classical = settings["classical"]
-    return ClassicalSegmenter(
-        settings["diameter_um"][stain] / pixel_size_um,
-        classical["sigma_um"] / pixel_size_um,
-        int(classical["min_area_um2"] / pixel_size_um**2),
-        settings["gamma"],
-    )
+    diameter_px = settings["diameter_um"][stain] / pixel_size_um
+    min_area_px = int(classical["min_area_fraction"] * np.pi / 4 * diameter_px**2)
+    return ClassicalSegmenter(diameter_px, classical["sigma_um"] / pixel_size_um, min_area_px, settings["gamma"])
 
 
 def segmenter(settings: dict, stain: str, pixel_size_um: float):

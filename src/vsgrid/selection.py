@@ -16,10 +16,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.inspection import permutation_importance
-from sklearn.model_selection import train_test_split
-
 from vsgrid.errors import VsgridError
 from vsgrid.metrics import match_instances
 
@@ -30,6 +26,11 @@ def rank_features(features: pd.DataFrame, target: pd.Series, top: int, n_estimat
     ``features``: one row per instance, feature columns only. Returns one row per feature with
     ``importance``, ``importance_std``, ``rank`` (1 = most informative) and ``selected``.
     """
+    # Imported here: every evaluate job imports this module, and only the ranking needs sklearn.
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.inspection import permutation_importance
+    from sklearn.model_selection import train_test_split
+
     classes = target.value_counts()
     if len(classes) < 2:
         raise VsgridError(f"the feature-ranking target has a single class ({classes.index[0]!r}); rank on a target with two or more")

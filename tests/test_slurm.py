@@ -1,0 +1,33 @@
+"""The cluster profile on a real single-node SLURM (tests/slurm/run.sh): run when root with apt-get."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "slurm" / "run.sh"
+
+
+def why_not() -> str | None:
+    if os.environ.get("VSGRID_SKIP_SLURM"):
+        return "VSGRID_SKIP_SLURM is set"
+    if os.geteuid() != 0:
+        return "installing and starting SLURM needs root"
+    if not shutil.which("apt-get"):
+        return "installing SLURM needs apt-get (Debian's slurm-wlm and munge)"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
+def test_gpu_rules_run_through_the_slurm_profile(tmp_path):
+    result = subprocess.run(["bash", str(SCRIPT)], env={**os.environ, "VSGRID_SLURM_WORKDIR": str(tmp_path)}, capture_output=True, text=True, timeout=1800)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "rule train: job" in output and "on partition gpu with a GPU" in output
+    scores = tmp_path / "results" / "runs" / "lung-nontoxic.dapi.s0" / "lung-toxic" / "scores.parquet"
+    import pandas as pd
+
+    assert {"ssim", "psnr", "f1", "nmae"} <= set(pd.read_parquet(scores)["metric"])

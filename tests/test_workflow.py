@@ -1,0 +1,119 @@
+"""The Snakemake workflow: the paper grid's plan, the .test grid run for real, partial reruns, bad input."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(workdir, *args, configfile=ROOT / ".test" / "config.yaml", check=True):
+    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def planned(workdir, *args, **kwargs) -> dict[str, int]:
+    """Jobs per rule of a dry run (empty when there is nothing to do)."""
+    result = snakemake(workdir, "-n", *args, **kwargs)
+    text = result.stdout + result.stderr
+    stats = text[text.find("Job stats:") :].split("\n\n")[0] if "Job stats:" in text else ""
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if rule != "total"}
+
+
+def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
+    jobs = planned(tmp_path, configfile=ROOT / "config" / "config.yaml")
+    assert jobs["train"] == 54 and jobs["infer"] == 243 and jobs["evaluate"] == 243
+    # Real-stain work once per test set and stain, the ranking once per cell type and stain.
+    assert jobs["segment_real"] == 6 * 2 and jobs["features_real"] == 6 * 3 and jobs["rank_features"] == 3 * 3
+    assert jobs["store"] == 6 and jobs["tables"] == jobs["figures"] == 1
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """The .test grid, run to the end once for this module."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir)
+    return workdir
+
+
+def test_the_test_grid_writes_tables_and_figures(grid):
+    deltas = pd.read_parquet(grid / "results" / "tables" / "deltas.parquet")
+    paper = deltas[deltas["baseline_kind"] == "test_distribution"]
+    # 12 (train set, test set) pairs x 2 stains; dapi has 8 metrics, cy5 (no level 2) 4.
+    assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 8, "cy5": 12 * 4}
+    baselines = paper[paper["train_set"] == paper["baseline_train_set"]]
+    assert (baselines["delta"] == 0).all() and len(baselines) == 4 * (8 + 4)
+    assert (paper["ci_low"] <= paper["delta"] + 1e-9).all() and (paper["delta"] <= paper["ci_high"] + 1e-9).all()
+    runs = pd.read_csv(grid / "results" / "tables" / "runs.csv")
+    assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
+    for name in ("figure2", "figure3", "figure4", "figure5", "figure6a", "figure6b"):
+        assert (grid / "results" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert planned(grid) == {}  # nothing left to do
+    log = (grid / "results" / "logs" / "train" / "lung-nontoxic.dapi.s0.log").read_text()
+    assert "reached max_epochs (2)" in log
+    benchmark = pd.read_csv(grid / "results" / "benchmarks" / "train" / "lung-nontoxic.dapi.s0.tsv", sep="\t")
+    assert {"s", "max_rss", "cpu_time"} <= set(benchmark.columns)
+
+
+def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(grid, work, symlinks=True)
+    shutil.rmtree(work / "results" / "models" / "breast-toxic.cy5.s0")
+    shutil.rmtree(work / "results" / "runs" / "breast-toxic.cy5.s0")
+    target = "results/runs/breast-toxic.cy5.s0/lung-toxic/scores.parquet"
+    assert planned(work, target) == {"train": 1, "infer": 1, "evaluate": 1}
+
+
+def test_forcing_one_model_reruns_only_its_downstream(grid):
+    jobs = planned(grid, "--forcerun", "results/models/lung-nontoxic.dapi.s0/summary.json")
+    # The model, its 4 runs (lung/breast x non-toxic/toxic), the tables and the figures.
+    assert jobs == {"train": 1, "infer": 4, "evaluate": 4, "tables": 1, "figures": 1, "all": 1}
+
+
+def test_changing_a_figure_style_reruns_only_the_figures(grid, tmp_path):
+    config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    config["figures"]["dpi"] = 90
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    shutil.copy(changed, grid / "changed.yaml")
+    assert planned(grid, configfile=grid / "changed.yaml") == {"figures": 1, "all": 1}
+
+
+def test_bad_config_and_unknown_target_fail_before_any_job(grid, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid:\n  stains: [dapi, gfp]\n")
+    result = snakemake(grid, "-n", configfile=bad, check=False)
+    assert result.returncode != 0 and "grid.stains[1]: 'gfp' is not one of dapi, fitc, cy5" in result.stdout + result.stderr
+    result = snakemake(grid, "-n", "results/runs/lung-nontoxic.dapi.s0/kidney-toxic/scores.parquet", check=False)
+    assert result.returncode != 0 and "MissingRuleException" in result.stdout + result.stderr
+    result = snakemake(grid, "-n", "--config", "baseline=train_celltype", check=False)
+    assert result.returncode != 0 and "--configfile" in result.stdout + result.stderr
+
+
+def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(tmp_path):
+    work = tmp_path / "failing"
+    (work / "results" / "models" / "breast-toxic.dapi.s0").mkdir(parents=True)
+    (work / "results" / "models" / "breast-toxic.dapi.s0" / "last.pt").write_bytes(b"not a checkpoint")
+    result = snakemake(work, "--keep-going", "results/tables/runs.parquet", check=False)
+    assert result.returncode != 0
+    assert "last.pt cannot be read" in (work / "results" / "logs" / "train" / "breast-toxic.dapi.s0.log").read_text()
+    assert not (work / "results" / "models" / "breast-toxic.dapi.s0" / "summary.json").exists()
+    assert (work / "results" / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic" / "scores.parquet").exists()
+    assert not (work / "results" / "tables" / "runs.parquet").exists()
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint", check=False)
+    assert result.returncode == 0 and "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
