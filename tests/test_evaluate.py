@@ -88,17 +88,23 @@ def test_every_metric_worsens_step_by_step(setup, degrade):
         pred = np.clip(np.rint(degrade(setup["real"], step, **extra)), 0, 65535).astype(np.uint16)
         steps.append(score(setup, pred))
     table = pd.DataFrame(steps)
-    for metric in ("ssim", "psnr", "f1", "jaccard", "match_rate"):
-        values = table[metric].to_numpy()
-        assert (np.diff(values) <= 1e-9).all() and values[-1] < values[0], (degrade.__name__, metric, values)
-    nmae = table["nmae"].to_numpy()
-    if degrade in (shift, missing_cells):
-        # N-MAE compares matched instances only. Features do not depend on where an instance lies,
-        # so a shifted copy changes them only through interpolation; erased cells lower the match
-        # rate (checked above), not the features of the cells that remain.
-        assert (nmae[1:] > 0).all()
+
+    def worsens(values, lower_is_better=False):
+        values = -values if lower_is_better else values
+        return (np.diff(values) <= 1e-9).all() and values[-1] < values[0]
+
+    for metric in ("ssim", "psnr", "f1", "jaccard"):
+        assert worsens(table[metric].to_numpy()), (degrade.__name__, metric, table[metric].to_numpy())
+    nmae, match_rate = table["nmae"].to_numpy(), table["match_rate"].to_numpy()
+    # N-MAE compares matched instances only, and features do not depend on where an instance lies:
+    # a shifted copy changes them only through interpolation, and erased cells lower the match
+    # rate, not the features of the cells that remain.
+    if degrade is shift:
+        assert (nmae[1:] > 0).all() and (match_rate[1:] < 1).all()
+    elif degrade is missing_cells:
+        assert (nmae[1:] > 0).all() and worsens(match_rate), match_rate
     else:
-        assert (np.diff(nmae) >= -1e-9).all() and nmae[-1] > nmae[0], (degrade.__name__, nmae)
+        assert worsens(nmae, lower_is_better=True) and worsens(match_rate), (degrade.__name__, nmae, match_rate)
 
 
 def test_a_prediction_of_another_shape_is_refused(setup):

@@ -1,12 +1,18 @@
 # Shared by every rule: the validated config, the grid's names, paths and the config files the jobs read.
 
+import json
+
 from vsgrid import grid as vsgrid_grid
 
 
 def _config_files():
-    """The config files in the order Snakemake merged them: the configfile directive's, then --configfile's."""
+    """The config files in the order Snakemake merged them: the configfile directive's, then
+    --configfile's; relative to the working directory where they lie inside it, so that the jobs'
+    parameters, and with them Snakemake's rerun decisions, survive moving the project."""
     overwrite = [str(f) for f in workflow.overwrite_configfiles]
-    return [str(f) for f in workflow.configfiles if str(f) not in overwrite] + overwrite
+    files = [str(f) for f in workflow.configfiles if str(f) not in overwrite] + overwrite
+    here = Path.cwd().resolve()
+    return [str(Path(f).resolve().relative_to(here)) if Path(f).resolve().is_relative_to(here) else f for f in files]
 
 
 CONFIG_FILES = _config_files()
@@ -55,6 +61,12 @@ def ranking_path(test_set, stain):
     return f"{RESULTS}/reference/rankings/{test_set.split('-')[0]}.{stain}.tsv"
 
 
+def settings(*sections):
+    """Config sections as canonical JSON, for params: Snakemake then reruns exactly the jobs
+    whose settings changed, however the config file orders its keys."""
+    return json.dumps({section: config[section] for section in sections}, sort_keys=True)
+
+
 def model_stain(wildcards):
     return MODELS[wildcards.model].stain
 
@@ -62,3 +74,24 @@ def model_stain(wildcards):
 def gpu(needed):
     """A GPU for the rules that use one; the SLURM profile turns it into --gpus."""
     return 1 if needed else 0
+
+
+def ranking_inputs(wildcards):
+    """The real-stain features of every test set of a cell type, named by test set."""
+    return {
+        test_set: f"{RESULTS}/reference/{test_set}/{wildcards.stain}.features.parquet"
+        for test_set in DATA_SETS
+        if test_set.split("-")[0] == wildcards.cell_type
+    }
+
+
+PANELS = vsgrid_grid.panel_runs(config)
+FIGURES = ["figure2", "figure4", "figure6a", "figure6b", *PANELS]
+
+
+def figure(name, ext):
+    """A figure file; the PNGs go into the report with their captions."""
+    path = f"{RESULTS}/figures/{name}.{ext}"
+    if ext != "png":
+        return path
+    return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})

@@ -7,7 +7,7 @@ rule store:
     params:
         command=config["data"]["source"].replace("synthetic", "synthesize"),
         configs=CONFIG_ARGS,
-        data=config["data"],
+        settings=settings("data"),
     log:
         f"{LOGS}/store/{{data_set}}.log",
     benchmark:
@@ -18,4 +18,4 @@ rule store:
         runtime=120,
     shell:
         "vsgrid {params.command} --config {params.configs} --data-set {wildcards.data_set}"
-        " --out {DATA} --quiet --no-summary > {log} 2>&1"
+        " --out $(dirname {output}) --quiet --no-summary > {log} 2>&1"

@@ -16,7 +16,7 @@ rule evaluate:
     params:
         configs=CONFIG_ARGS,
         stain=model_stain,
-        settings={k: config[k] for k in ("segmentation", "features", "evaluation")},
+        settings=settings("segmentation", "features", "evaluation"),
     log:
         f"{LOGS}/evaluate/{{model}}/{{test_set}}.log",
     benchmark:

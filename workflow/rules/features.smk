@@ -9,7 +9,7 @@ rule features_real:
         f"{RESULTS}/reference/{{test_set}}/{{stain}}.features.parquet",
     params:
         configs=CONFIG_ARGS,
-        settings=config["features"],
+        settings=settings("features"),
     log:
         f"{LOGS}/features_real/{{test_set}}.{{stain}}.log",
     benchmark:
@@ -23,14 +23,6 @@ rule features_real:
         " --masks {input.masks} --workers {threads} --out {output} --quiet > {log} 2>&1"
 
 
-def ranking_inputs(wildcards):
-    return {
-        test_set: f"{RESULTS}/reference/{test_set}/{wildcards.stain}.features.parquet"
-        for test_set in DATA_SETS
-        if test_set.split("-")[0] == wildcards.cell_type
-    }
-
-
 rule rank_features:
     input:
         unpack(ranking_inputs),
@@ -39,7 +31,7 @@ rule rank_features:
     params:
         configs=CONFIG_ARGS,
         inputs=lambda wc, input: " ".join(f"{name}={path}" for name, path in input.items()),
-        settings=config["evaluation"],
+        settings=settings("evaluation"),
     log:
         f"{LOGS}/rank_features/{{cell_type}}.{{stain}}.log",
     benchmark:

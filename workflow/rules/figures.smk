@@ -1,15 +1,6 @@
 # The paper's figures from the tables (and, for the panels, a few predictions).
 # `snakemake figures` redraws them; a change to the figures section of the config reruns only this.
 
-PANELS = vsgrid_grid.panel_runs(config)
-FIGURES = ["figure2", "figure4", "figure6a", "figure6b", *PANELS]
-
-
-def figure(name, ext):
-    path = f"{RESULTS}/figures/{name}.{ext}"
-    if ext != "png":
-        return path
-    return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
 
 
 rule figures:
@@ -27,7 +18,8 @@ rule figures:
         [figure(name, ext) for name in FIGURES for ext in config["figures"]["formats"]],
     params:
         configs=CONFIG_ARGS,
-        settings=config["figures"],
+        out=lambda wc, output: Path(output[0]).parent,
+        settings=settings("figures"),
     log:
         f"{LOGS}/figures.log",
     benchmark:
@@ -37,4 +29,4 @@ rule figures:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     shell:
-        "vsgrid figures --config {params.configs} --tables $(dirname {input.tables}) --out {RESULTS}/figures > {log} 2>&1"
+        "vsgrid figures --config {params.configs} --tables $(dirname {input.tables}) --out {params.out} > {log} 2>&1"

@@ -9,7 +9,7 @@ rule infer:
         directory(f"{RESULTS}/runs/{{model}}/{{test_set}}/prediction.zarr"),
     params:
         configs=CONFIG_ARGS,
-        settings=config["infer"],
+        settings=settings("infer"),
     log:
         f"{LOGS}/infer/{{model}}/{{test_set}}.log",
     benchmark:

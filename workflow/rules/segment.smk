@@ -9,7 +9,7 @@ rule segment_real:
         directory(f"{RESULTS}/reference/{{test_set}}/{{stain}}.masks.zarr"),
     params:
         configs=CONFIG_ARGS,
-        settings=config["segmentation"],
+        settings=settings("segmentation"),
     wildcard_constraints:
         stain="|".join(SEGMENTED),
     log:

@@ -10,7 +10,8 @@ rule tables:
         expand("{results}/tables/{table}.{ext}", results=RESULTS, table=TABLES, ext=("parquet", "csv")),
     params:
         configs=CONFIG_ARGS,
-        settings=config["evaluation"]["bootstrap_resamples"],
+        out=lambda wc, output: Path(output[0]).parent,
+        settings=settings("evaluation"),
     log:
         f"{LOGS}/tables.log",
     benchmark:
@@ -20,4 +21,4 @@ rule tables:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     shell:
-        "vsgrid tables --config {params.configs} --out {RESULTS}/tables > {log} 2>&1"
+        "vsgrid tables --config {params.configs} --out {params.out} > {log} 2>&1"

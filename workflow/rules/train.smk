@@ -12,7 +12,7 @@ rule train:
         train_set=lambda wc: MODELS[wc.model].train_set.name,
         stain=model_stain,
         seed=lambda wc: MODELS[wc.model].seed,
-        settings={"model": config["model"], "train": config["train"]},
+        settings=settings("model", "train"),
     log:
         f"{LOGS}/train/{{model}}.log",
     benchmark:
