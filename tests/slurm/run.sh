@@ -27,7 +27,7 @@ if [ ! -x "$ROOT/.venv-slurm/bin/snakemake" ]; then
     say "building the launcher environment .venv-slurm"
     python3 -m venv "$ROOT/.venv-slurm"
     mapfile -t CLUSTER < <(python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["dependency-groups"]["cluster"]))' "$ROOT/pyproject.toml")
-    "$ROOT/.venv-slurm/bin/pip" install -q "${CLUSTER[@]}"
+    "$ROOT/.venv-slurm/bin/pip" install -q "${CLUSTER[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 
 say "configuring SLURM on $HOST (partitions cpu and gpu, 2 CPUs, one gres gpu:a100)"
@@ -98,8 +98,8 @@ PY
 
 say "running ${TARGETS[*]} in $WORK"
 cd "$WORK"
-PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
-    --directory "$WORK" --configfile "$ROOT/.test/config.yaml" "${TARGETS[@]}"
+PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
+    --directory "$WORK" --configfile "$ROOT/.test/config.yaml"
 
 say "checking that the GPU rules were submitted with --gpus"
 for rule in train infer; do
