@@ -1,7 +1,6 @@
 """Training, resume and inference of the quick network on the quick synthetic data (CPU)."""
 
 import copy
-import os
 import signal
 import subprocess
 import sys

@@ -6,7 +6,6 @@ train and validation. The same function serves synthetic and ingested plates.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from vsgrid.errors import VsgridError

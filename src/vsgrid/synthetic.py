@@ -38,7 +38,7 @@ from vsgrid.grid import DataSet, data_sets
 from vsgrid.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
 from vsgrid.seeds import rng_for
 from vsgrid.splits import sample_splits
-from vsgrid.store import CHANNELS, as_uint16, create_store, store_path
+from vsgrid.store import as_uint16, create_store, store_path
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
 

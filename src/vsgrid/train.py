@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from vsgrid.data import StainPairs, denormalize, normalization_stats
 from vsgrid.errors import VsgridError
-from vsgrid.grid import DataSet, Model
+from vsgrid.grid import Model
 from vsgrid.models import (
     GlobalGenerator,
     MultiscaleDiscriminator,
