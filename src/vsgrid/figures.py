@@ -125,6 +125,7 @@ def figure6(deltas: pd.DataFrame, cell_types, stains) -> tuple:
         for ax, (metric, matrix) in zip(axes[0], values.items()):
             cmap = "RdBu_r" if metric in LOWER_IS_BETTER else "RdBu"
             image = ax.imshow(matrix.to_numpy(dtype=float), cmap=cmap, vmin=-limits[metric], vmax=limits[metric])
+            ax.grid(False)  # the style's grid lines would cut through the cells
             for (i, j), v in np.ndenumerate(matrix.to_numpy(dtype=float)):
                 if np.isfinite(v):
                     colour = "white" if abs(v) > 0.6 * limits[metric] else "black"  # readable on the strong colours
