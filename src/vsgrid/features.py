@@ -111,5 +111,5 @@ def measure_stack(images: np.ndarray, masks: np.ndarray, groups=tuple(PREFIX), n
             frames = list((progress or iter)(pool.map(_measure_one, jobs)))
     else:
         frames = list((progress or iter)(map(_measure_one, jobs)))
-    table = pd.concat(frames, ignore_index=True) if frames else measure(np.zeros((1, 1)), np.zeros((1, 1), int), groups, names)
+    table = pd.concat(frames, ignore_index=True) if frames else measure(np.zeros((1, 1)), np.zeros((1, 1), int), groups, names).assign(image=0)
     return table[["image", "label", *[c for c in table.columns if c not in ("image", "label")]]]

@@ -47,11 +47,11 @@ class RunResult:
         if metric in IMAGE_METRICS:
             values = self.images.sort_values("image")[metric].to_numpy(np.float64)
             return values[indices].mean(axis=1)
-        per_image = self.differences.pivot_table(index="image", columns="feature", values=["abs_diff_sum", "n_pairs"], aggfunc="sum").sort_index()
         n_images = indices.shape[1]
         if metric == "match_rate":
             counts = self.differences.drop_duplicates("image").set_index("image").reindex(range(n_images), fill_value=0)
             return counts["n_matched"].to_numpy()[indices].sum(1) / np.maximum(counts["n_real"].to_numpy()[indices].sum(1), 1)
+        per_image = self.differences.pivot_table(index="image", columns="feature", values=["abs_diff_sum", "n_pairs"], aggfunc="sum").sort_index()
         sums = per_image["abs_diff_sum"].reindex(range(n_images), fill_value=0).to_numpy()
         pairs = per_image["n_pairs"].reindex(range(n_images), fill_value=0).to_numpy()
         std = self.differences.drop_duplicates("feature").set_index("feature")["real_std"].reindex(per_image["abs_diff_sum"].columns).to_numpy()
@@ -87,11 +87,18 @@ def delta_table(config: dict, results_dir: str | Path, n_resamples: int = 1000, 
     for run in all_runs:
         by_model_type.setdefault((run.model.train_set, run.model.stain, run.test_set), []).append(run)
     loaded: dict[str, RunResult] = {}
+    resampled: dict[tuple[str, str], np.ndarray] = {}
 
     def result(run: Run) -> RunResult:
         if run.name not in loaded:
             loaded[run.name] = RunResult(run_dir(results_dir, run))
         return loaded[run.name]
+
+    def replicates(run: Run, metric: str, indices: np.ndarray) -> np.ndarray:
+        # Resamples depend on the test set alone, and a baseline run serves many model types.
+        if (run.name, metric) not in resampled:
+            resampled[(run.name, metric)] = result(run).replicates(metric, indices)
+        return resampled[(run.name, metric)]
 
     rows = []
     for (train_set, stain, test_set), seeds in by_model_type.items():
@@ -105,8 +112,8 @@ def delta_table(config: dict, results_dir: str | Path, n_resamples: int = 1000, 
             for metric in first.metrics():
                 value = float(np.mean([result(r).value(metric) for r in seeds]))
                 baseline = float(np.mean([result(r).value(metric) for r in base_runs]))
-                spread = np.mean([result(r).replicates(metric, indices) for r in seeds], axis=0) - np.mean(
-                    [result(r).replicates(metric, indices) for r in base_runs], axis=0
+                spread = np.mean([replicates(r, metric, indices) for r in seeds], axis=0) - np.mean(
+                    [replicates(r, metric, indices) for r in base_runs], axis=0
                 )
                 low, high = np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
                 rows.append(
