@@ -156,9 +156,11 @@ def test_inference_output_is_aligned_uint16(trained, quick_stores, tmp_path):
     assert prediction.shape == (test.shape[0], *test.shape[2:]) and prediction.dtype == np.uint16
     assert prediction.chunks == (1, *test.shape[2:])
     assert prediction.attrs["stain"] == "dapi" and prediction.attrs["test_set"] == "ovarian-nontoxic"
-    # Batch size does not change the result.
-    again = infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "q.zarr", batch_size=48, progress=False)
-    assert np.array_equal(zarr.open_array(again)[:], prediction[:])
+    # Batch size changes which convolution kernels run, and with them float rounding: inference
+    # promises the same prediction within 1 count (a rounding that crosses .5), not the same bytes.
+    again = zarr.open_array(infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "q.zarr", batch_size=48, progress=False))[:]
+    difference = np.abs(again.astype(np.int32) - prediction[:].astype(np.int32))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
 
 
 def test_inference_on_images_of_another_odd_size_pads_and_crops(trained, quick_stores, tmp_path):
