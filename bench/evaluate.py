@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vsgrid.config import load_config
-from vsgrid.features import measure, measure_stack
+from vsgrid.evaluation.features import measure, measure_stack
 from vsgrid.seeds import rng_for
-from vsgrid.synthetic import Profile, render_field, sample_cells
+from vsgrid.data.synthetic import Profile, render_field, sample_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def main():
     import torch
     from cellpose import models
 
-    from vsgrid.segment import gamma_correct
+    from vsgrid.evaluation.segment import gamma_correct
 
     gpu = torch.cuda.is_available()
     if args.cellpose_weights:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from vsgrid.config import load_config
-from vsgrid.models import GlobalGenerator, MultiscaleDiscriminator, NetworkConfig, forward_flops, lsgan_loss, optimizers, padded_size
-from vsgrid.train import Device, _step, build_networks
+from vsgrid.model.network import GlobalGenerator, MultiscaleDiscriminator, NetworkConfig, forward_flops, lsgan_loss, optimizers, padded_size
+from vsgrid.model.train import Device, _step, build_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vsgrid.config import load_config
 from vsgrid.seeds import rng_for
-from vsgrid.synthetic import Profile, render_field, sample_cells, synthesize
+from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 LUNG = Profile(**load_config(ROOT / "config" / "config.yaml")["data"]["synthetic"]["cell_types"]["lung"])

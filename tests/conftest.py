@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from vsgrid.config import load_config
-from vsgrid.synthetic import synthesize
+from vsgrid.data.synthetic import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 

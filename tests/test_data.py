@@ -3,9 +3,9 @@ import pickle
 import numpy as np
 import pytest
 
-from vsgrid.data import StainPairs, denormalize, iter_batches, normalization_stats, normalize
+from vsgrid.data.pairs import StainPairs, denormalize, iter_batches, normalization_stats, normalize
 from vsgrid.errors import VsgridError
-from vsgrid.store import open_store
+from vsgrid.data.store import open_store
 
 
 def test_normalization_stats_are_exact_percentiles(quick_stores):

@@ -4,8 +4,8 @@ import pytest
 from cp_measure.bulk import get_core_measurements
 
 from vsgrid.errors import VsgridError
-from vsgrid.features import PREFIX, check_feature_names, feature_names, measure, measure_stack
-from vsgrid.store import open_store
+from vsgrid.evaluation.features import PREFIX, check_feature_names, feature_names, measure, measure_stack
+from vsgrid.data.store import open_store
 
 
 @pytest.fixture(scope="module")

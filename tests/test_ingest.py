@@ -8,8 +8,8 @@ import tifffile
 from vsgrid.cli import main
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError
-from vsgrid.ingest import ingest
-from vsgrid.store import open_store
+from vsgrid.data.ingest import ingest
+from vsgrid.data.store import open_store
 
 CHANNEL_NAMES = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
 WELLS = {  # well -> (compound, concentration); one compound at six concentrations

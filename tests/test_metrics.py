@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from vsgrid.errors import VsgridError
-from vsgrid.metrics import instance_scores, match_instances, pixel_scores
+from vsgrid.evaluation.metrics import instance_scores, match_instances, pixel_scores
 
 
 def square(masks, label, y, x, h, w):

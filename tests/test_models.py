@@ -3,25 +3,25 @@ import torch
 
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError
-from vsgrid.models import (
+from vsgrid.model.network import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     NetworkConfig,
     VGGLoss,
     describe,
     feature_matching_loss,
-    learning_rate,
     load_vgg19_features,
     lsgan_loss,
     padded_size,
     vgg19_features,
 )
+from vsgrid.model.train import TrainSettings
 
 SMALL = NetworkConfig(ngf=4, n_downsample=2, n_blocks=1, ndf=4, num_D=2, n_layers_D=2)
 
 
 def test_paper_generator_has_the_reference_parameter_count():
-    info = describe(NetworkConfig.from_config(validate({})["model"]), 1080)
+    info = describe(NetworkConfig.from_config(validate({})["network"]), 1080)
     assert info["generator_parameters"] == 182_430_721
     assert info["image_size"] == 1088
     # 967 G multiply-adds; the design's 2.46 TFLOP counts transposed convolutions at output size.
@@ -53,10 +53,10 @@ def test_losses():
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero():
-    train = {"lr": 2e-4, "lr_decay_start": 100, "max_epochs": 200}
-    assert learning_rate(0, train) == learning_rate(99, train) == 2e-4
-    assert learning_rate(150, train) == pytest.approx(1e-4)
-    assert learning_rate(200, train) == 0
+    settings = TrainSettings.from_config({**validate({})["train"], "lr": 2e-4, "lr_decay_start": 100, "max_epochs": 200})
+    assert settings.learning_rate(0) == settings.learning_rate(99) == 2e-4
+    assert settings.learning_rate(150) == pytest.approx(1e-4)
+    assert settings.learning_rate(200) == 0
 
 
 def test_padded_size():

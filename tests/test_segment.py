@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from vsgrid.errors import VsgridError
-from vsgrid.metrics import instance_scores
-from vsgrid.segment import classical_labels, gamma_correct, load_cellpose, segmenter
-from vsgrid.store import open_store
+from vsgrid.evaluation.metrics import instance_scores
+from vsgrid.evaluation.segment import classical_labels, gamma_correct, load_cellpose, segmenter
+from vsgrid.data.store import open_store
 
 
 def test_gamma_correction_brightens_dim_pixels():
@@ -52,9 +52,10 @@ def test_unknown_cellpose_model():
 def test_train_cellpose_from_scratch_on_ground_truth(quick_config, quick_stores, tmp_path):
     """Two epochs on CPU: the pipeline end to end (weights written atomically, loadable, scored).
     The full run (README) reaches F1 0.99 at IoU 0.7 after 10 epochs."""
-    from vsgrid.cellpose_train import train_cellpose
+    from vsgrid.evaluation.cellpose_train import train_cellpose
 
-    report = train_cellpose(quick_stores["breast-nontoxic"], "dapi", tmp_path / "nuclei.cp", quick_config["segmentation"], 2, 0.05, 8, 0.7)
+    config = {**quick_config, "data": {**quick_config["data"], "dir": str(quick_stores["breast-nontoxic"].parent)}}
+    report = train_cellpose(config, "breast-nontoxic", "dapi", tmp_path / "nuclei.cp", epochs=2, learning_rate=0.05, batch_size=8)
     assert (tmp_path / "nuclei.cp").is_file() and (tmp_path / "nuclei.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert 0 <= report["f1_cellpose"] <= 1 and report["f1_classical"] > 0.8

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from vsgrid import synthetic
+from vsgrid.data import synthetic
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError
 from vsgrid.seeds import rng_for
-from vsgrid.store import CHANNELS, open_store
-from vsgrid.summary import summarize
-from vsgrid.synthetic import Profile, render_field, sample_cells, synthesize
+from vsgrid.data.store import CHANNELS, open_store
+from vsgrid.data.summary import summarize
+from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
 
 LUNG = Profile(600, 13, 5.5, 1.3, 0.3)
 

@@ -17,11 +17,14 @@ import zarr
 from vsgrid.cli import main
 from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet, Model
-from vsgrid.infer import infer, load_generator
-from vsgrid.models import GlobalGenerator, NetworkConfig
-from vsgrid.data import denormalize, normalize
-from vsgrid.store import as_uint16, create_store, open_store
-from vsgrid.train import Device, build_networks, image_psnr, load_checkpoint, pad_to_multiple, save_atomically, train
+from vsgrid.data.pairs import denormalize, normalize
+from vsgrid.data.store import as_uint16, create_store, open_store
+from vsgrid.evaluation.metrics import psnr
+from vsgrid.model import checkpoint
+from vsgrid.model.device import Device
+from vsgrid.model.infer import infer, load_generator
+from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
+from vsgrid.model.train import build_networks, train
 
 LUNG_TOXIC = DataSet("lung", "toxic")
 
@@ -51,7 +54,7 @@ def test_pad_to_multiple_pads_reflecting_and_crops_back():
 
 
 def mean_psnr(real, pred):
-    return float(np.mean([image_psnr(r, p) for r, p in zip(real, pred)]))
+    return float(np.mean([psnr(r, p) for r, p in zip(real, pred)]))
 
 
 @pytest.mark.slow
@@ -74,20 +77,20 @@ def test_training_learns_each_stain(config, quick_stores, tmp_path, stain):
 
     untrained_dir = tmp_path / "untrained"
     untrained_dir.mkdir()
-    checkpoint = load_checkpoint(tmp_path / "model" / "best.pt")
-    generator, _ = build_networks(NetworkConfig(**checkpoint["network"]), seed=0)
-    save_atomically({**checkpoint, "generator": generator.state_dict()}, untrained_dir / "best.pt")
+    saved = checkpoint.load(tmp_path / "model" / "best.pt")
+    generator, _ = build_networks(NetworkConfig(**saved["network"]), seed=0)
+    checkpoint.save({**saved, "generator": generator.state_dict()}, untrained_dir / "best.pt")
     infer(untrained_dir, test_store, tmp_path / "untrained.zarr", batch_size=16, progress=False)
     untrained = mean_psnr(real, zarr.open_array(tmp_path / "untrained.zarr")[:])
 
-    training_mean = round(checkpoint["stats"][stain]["mean"])
+    training_mean = round(saved["stats"][stain]["mean"])
     mean_baseline = mean_psnr(real, np.full_like(real, training_mean))
     assert trained > untrained + 3
     assert trained > mean_baseline
 
 
 def state_dict(model_dir, name="last.pt"):
-    return load_checkpoint(Path(model_dir) / name)["generator"]
+    return checkpoint.load(Path(model_dir) / name)["generator"]
 
 
 def same_weights(a, b):
@@ -130,7 +133,7 @@ def test_sigterm_saves_and_a_rerun_resumes_to_the_same_weights(config, tmp_path)
         time.sleep(0.05)
     interrupted.send_signal(signal.SIGTERM)
     assert interrupted.wait(timeout=300) == 143, interrupted.stdout.read()
-    saved = load_checkpoint(tmp_path / "interrupted" / "last.pt")
+    saved = checkpoint.load(tmp_path / "interrupted" / "last.pt")
     assert saved["state"]["stop_reason"] is None and saved["state"]["epoch"] < 3
     assert not (tmp_path / "interrupted" / "summary.json").exists()
 
@@ -173,11 +176,11 @@ def test_inference_on_images_of_another_odd_size_pads_and_crops(trained, quick_s
     prediction = zarr.open_array(out)[:]
     assert prediction.shape == (6, 75, 93) and prediction.dtype == np.uint16
     # The same as reflect-padding to 76 x 96 by hand and keeping the top-left 75 x 93.
-    generator, checkpoint = load_generator(trained, Device.pick({}))
-    bf = torch.from_numpy(normalize(crops[:, 0], checkpoint["stats"]["bf"])[:, None])
+    generator, saved = load_generator(trained, Device.pick({}))
+    bf = torch.from_numpy(normalize(crops[:, 0], saved["stats"]["bf"])[:, None])
     with torch.no_grad():
         by_hand = generator(torch.nn.functional.pad(bf, (0, 3, 0, 1), mode="reflect"))[..., :75, :93]
-    expected = as_uint16(denormalize(by_hand[:, 0].numpy(), checkpoint["stats"]["dapi"]))
+    expected = as_uint16(denormalize(by_hand[:, 0].numpy(), saved["stats"]["dapi"]))
     assert np.array_equal(prediction, expected)
 
 
@@ -186,7 +189,7 @@ def test_checkpoint_for_another_stain_or_network_is_refused(trained, config, tmp
     with pytest.raises(VsgridError, match="trained for stain 'dapi', not 'fitc'"):
         train(other_stain, Model(LUNG_TOXIC, "fitc", 0), _copy_last(trained, tmp_path / "a"), progress=False)
     bigger = copy.deepcopy(config)
-    bigger["model"]["ngf"] = 16
+    bigger["network"]["ngf"] = 16
     with pytest.raises(VsgridError, match="another network shape: ngf 8 \\(config: 16\\)"):
         train(bigger, Model(LUNG_TOXIC, "dapi", 0), _copy_last(trained, tmp_path / "b"), progress=False)
 
@@ -208,19 +211,19 @@ def test_truncated_checkpoint_is_a_clear_error(trained, quick_stores, tmp_path):
 
 
 def test_a_generator_that_outputs_nan_is_reported(trained, quick_stores, tmp_path):
-    checkpoint = load_checkpoint(trained / "best.pt")
-    weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in checkpoint["generator"].items()}
+    saved = checkpoint.load(trained / "best.pt")
+    weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in saved["generator"].items()}
     (tmp_path / "nan").mkdir()
-    save_atomically({**checkpoint, "generator": weights}, tmp_path / "nan" / "best.pt")
+    checkpoint.save({**saved, "generator": weights}, tmp_path / "nan" / "best.pt")
     with pytest.raises(VsgridError, match="NaN or infinite"):
         infer(tmp_path / "nan", quick_stores["lung-toxic"], tmp_path / "n.zarr", batch_size=4, progress=False)
     assert not (tmp_path / "n.zarr").exists()
 
 
 def test_load_generator_matches_training_weights(trained):
-    generator, checkpoint = load_generator(trained, Device.pick({}))
-    reference = GlobalGenerator(NetworkConfig(**checkpoint["network"]))
-    reference.load_state_dict(checkpoint["generator"])
+    generator, saved = load_generator(trained, Device.pick({}))
+    reference = GlobalGenerator(NetworkConfig(**saved["network"]))
+    reference.load_state_dict(saved["generator"])
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(generator(x), reference(x))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import logging
 from pathlib import Path
 
 import jsonschema
@@ -17,6 +18,15 @@ import yaml
 from vsgrid.errors import VsgridError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+log = logging.getLogger(__name__)
+
+# Keys that moved, old -> new, still read (with a deprecation message) for one release.
+MOVED = {
+    ("model",): ("network",),
+    ("train", "bf16"): ("device", "bf16"),
+    ("train", "channels_last"): ("device", "channels_last"),
+    ("train", "cudnn_benchmark"): ("device", "cudnn_benchmark"),
+}
 
 
 def load_schema() -> dict:
@@ -81,11 +91,30 @@ def validate(config: dict) -> dict:
     config = copy.deepcopy(config) if config is not None else {}
     if not isinstance(config, dict):
         raise VsgridError(f"the configuration must be a mapping of keys, not {type(config).__name__}")
+    _move_renamed_keys(config)
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise VsgridError("invalid configuration: " + _describe(errors[0]))
     _check_cross_keys(config)
     return config
+
+
+def _move_renamed_keys(config: dict) -> None:
+    for old, new in MOVED.items():
+        *old_parents, old_key = old
+        *new_parents, new_key = new
+        source = config
+        for parent in old_parents:
+            source = source.get(parent) if isinstance(source, dict) else None
+        if not isinstance(source, dict) or old_key not in source:
+            continue
+        target = config
+        for parent in new_parents:
+            target = target.setdefault(parent, {})
+        if new_key in target:
+            raise VsgridError(f"invalid configuration: both {'.'.join(old)} and {'.'.join(new)} are set; keep {'.'.join(new)}")
+        log.warning("config key %s is deprecated and will be removed in the next release: rename it to %s", ".".join(old), ".".join(new))
+        target[new_key] = source.pop(old_key)
 
 
 def _check_cross_keys(config: dict) -> None:

@@ -1,11 +1,14 @@
 """The train x test grid: data sets, models, runs, their task and their baseline.
 
-Vocabulary (DESIGN.md, "The grid"):
+Vocabulary, used one way everywhere:
 
 - a *data set* is a (cell type, phenotype) pair, named ``lung-nontoxic``; used for training it is
   a *train set*, for testing a *test set*;
 - a *model* is (train set, stain, seed), named ``lung-nontoxic.dapi.s0``;
-- a *run* is (model, test set), named ``lung-nontoxic.dapi.s0@ovarian-toxic``.
+- a *model type* is a model without its seed (``lung-nontoxic.dapi``): the report averages seeds;
+- a *run* is (model, test set), named ``lung-nontoxic.dapi.s0@ovarian-toxic``;
+- a run's *baseline* is the model type trained on the test set's distribution (or, with
+  ``baseline: train_celltype``, the toxic model type of the training cell type).
 
 Tasks follow the paper's own counting (54 / 54 / 135 runs):
 
@@ -32,6 +35,8 @@ import io
 from collections import Counter
 from dataclasses import dataclass
 from itertools import product
+
+from vsgrid.errors import VsgridError
 
 NONTOXIC, TOXIC = "nontoxic", "toxic"
 
@@ -97,9 +102,35 @@ def data_sets(grid: dict) -> list[DataSet]:
     return [DataSet(c, p) for c, p in product(grid["cell_types"], grid["phenotypes"])]
 
 
+def restrict(config: dict, names: list[str] | None) -> dict:
+    """The config with its grid restricted to the named data sets (``--data-set``), or unchanged."""
+    if not names:
+        return config
+    known = {d.name for d in data_sets(config["grid"])}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise VsgridError(f"--data-set {', '.join(unknown)} is not in the grid; known: {', '.join(sorted(known))}")
+    chosen = [DataSet.parse(n) for n in names]
+    grid = dict(config["grid"], cell_types=sorted({d.cell_type for d in chosen}), phenotypes=sorted({d.phenotype for d in chosen}))
+    if len(chosen) != len(grid["cell_types"]) * len(grid["phenotypes"]):
+        raise VsgridError("--data-set must name a full cell type x phenotype block; give one data set per call")
+    return dict(config, grid=grid)
+
+
 def models(grid: dict) -> list[Model]:
     """Every (train set, stain, seed) of the grid: 54 for the paper's."""
     return [Model(d, stain, seed) for d, stain, seed in product(data_sets(grid), grid["stains"], grid["seeds"])]
+
+
+def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
+    """The model named by a train set, a stain and a seed, which must be the grid's."""
+    try:
+        data_set = DataSet.parse(train_set)
+    except ValueError as exc:
+        raise VsgridError(f"--train-set: {exc}") from None
+    if stain not in config["grid"]["stains"]:
+        raise VsgridError(f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})")
+    return Model(data_set, stain, seed)
 
 
 def is_paper_pair(train_set: DataSet, test_set: DataSet) -> bool:

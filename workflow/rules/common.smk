@@ -1,8 +1,10 @@
-# Shared by every rule: the validated config, the grid's names, paths and the config files the jobs read.
+# Shared by every rule: the validated config, the grid, the results layout and the config files
+# the jobs read.
 
 import json
 
 from vsgrid import grid as vsgrid_grid
+from vsgrid.layout import SEGMENTED, Layout
 
 
 def _config_files():
@@ -28,16 +30,13 @@ except VsgridError as error:
 
 CONFIG_ARGS = " ".join(f"'{f}'" for f in CONFIG_FILES)
 GRID = config["grid"]
-DATA = config["data"]["dir"]
-RESULTS = config["results"]["dir"]
-LOGS = f"{RESULTS}/logs"
-BENCHMARKS = f"{RESULTS}/benchmarks"
+LAYOUT = Layout.of(config)
+LOGS = LAYOUT.logs
+BENCHMARKS = LAYOUT.benchmarks
 DATA_SETS = [d.name for d in vsgrid_grid.data_sets(GRID)]
 MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
 RUNS = vsgrid_grid.runs(config)
-SEGMENTED = [s for s in GRID["stains"] if s in ("dapi", "fitc")]  # cy5 is measured in the DAPI nuclei
 CELLPOSE = config["segmentation"]["backend"] == "cellpose"
-STORES = expand("{data}/{data_set}.zarr", data=DATA, data_set=DATA_SETS)
 
 
 wildcard_constraints:
@@ -46,19 +45,6 @@ wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     stain="|".join(GRID["stains"]),
     cell_type="|".join(GRID["cell_types"]),
-
-
-def run_path(run, name):
-    return f"{RESULTS}/runs/{run.model.name}/{run.test_set.name}/{name}"
-
-
-def real_masks_path(test_set, stain):
-    """Masks a stain's features are measured in: its own, or the real DAPI nuclei for cy5."""
-    return f"{RESULTS}/reference/{test_set}/{stain if stain in SEGMENTED else 'dapi'}.masks.zarr"
-
-
-def ranking_path(test_set, stain):
-    return f"{RESULTS}/reference/rankings/{test_set.split('-')[0]}.{stain}.tsv"
 
 
 def settings(*sections):
@@ -79,9 +65,9 @@ def gpu(needed):
 def ranking_inputs(wildcards):
     """The real-stain features of every test set of a cell type, named by test set."""
     return {
-        test_set: f"{RESULTS}/reference/{test_set}/{wildcards.stain}.features.parquet"
-        for test_set in DATA_SETS
-        if test_set.split("-")[0] == wildcards.cell_type
+        test_set.name: LAYOUT.real_features(test_set, wildcards.stain)
+        for test_set in vsgrid_grid.data_sets(GRID)
+        if test_set.cell_type == wildcards.cell_type
     }
 
 
@@ -91,7 +77,7 @@ FIGURES = ["figure2", "figure4", "figure6a", "figure6b", *PANELS]
 
 def figure(name, ext):
     """A figure file; the PNGs go into the report with their captions."""
-    path = f"{RESULTS}/figures/{name}.{ext}"
+    path = LAYOUT.figures / f"{name}.{ext}"
     if ext != "png":
         return path
     return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})

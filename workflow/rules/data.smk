@@ -3,15 +3,15 @@
 
 rule store:
     output:
-        directory(f"{DATA}/{{data_set}}.zarr"),
+        directory(LAYOUT.store("{data_set}")),
     params:
         command=config["data"]["source"].replace("synthetic", "synthesize"),
         configs=CONFIG_ARGS,
         settings=settings("data"),
     log:
-        f"{LOGS}/store/{{data_set}}.log",
+        LOGS / "store" / "{data_set}.log",
     benchmark:
-        f"{BENCHMARKS}/store/{{data_set}}.tsv"
+        BENCHMARKS / "store" / "{data_set}.tsv"
     threads: 2
     resources:
         mem_mb=4000,

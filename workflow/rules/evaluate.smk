@@ -1,26 +1,34 @@
 # One evaluation per run: segment and measure the prediction, score it at the three levels.
 
 
+def run_inputs(wc):
+    """What scoring a run reads beside its prediction: the real masks, features and ranking."""
+    stain, test_set = model_stain(wc), vsgrid_grid.DataSet.parse(wc.test_set)
+    return {
+        "real_masks": LAYOUT.real_masks(test_set, stain),
+        "real_features": LAYOUT.real_features(test_set, stain),
+        "ranking": LAYOUT.ranking(test_set.cell_type, stain),
+    }
+
+
 rule evaluate:
     input:
-        store=f"{DATA}/{{test_set}}.zarr",
-        prediction=f"{RESULTS}/runs/{{model}}/{{test_set}}/prediction.zarr",
-        real_masks=lambda wc: real_masks_path(wc.test_set, model_stain(wc)),
-        real_features=lambda wc: f"{RESULTS}/reference/{wc.test_set}/{model_stain(wc)}.features.parquet",
-        ranking=lambda wc: ranking_path(wc.test_set, model_stain(wc)),
+        unpack(run_inputs),
+        store=LAYOUT.store("{test_set}"),
+        prediction=LAYOUT.prediction("{model}", "{test_set}"),
     output:
-        scores=f"{RESULTS}/runs/{{model}}/{{test_set}}/scores.parquet",
-        images=f"{RESULTS}/runs/{{model}}/{{test_set}}/images.parquet",
-        differences=f"{RESULTS}/runs/{{model}}/{{test_set}}/feature_differences.parquet",
-        features=f"{RESULTS}/runs/{{model}}/{{test_set}}/features.parquet",
+        scores=LAYOUT.run_dir("{model}", "{test_set}") / "scores.parquet",
+        images=LAYOUT.run_dir("{model}", "{test_set}") / "images.parquet",
+        differences=LAYOUT.run_dir("{model}", "{test_set}") / "feature_differences.parquet",
+        features=LAYOUT.run_dir("{model}", "{test_set}") / "features.parquet",
     params:
         configs=CONFIG_ARGS,
         stain=model_stain,
         settings=settings("segmentation", "features", "evaluation"),
     log:
-        f"{LOGS}/evaluate/{{model}}/{{test_set}}.log",
+        LOGS / "evaluate" / "{model}" / "{test_set}.log",
     benchmark:
-        f"{BENCHMARKS}/evaluate/{{model}}/{{test_set}}.tsv"
+        BENCHMARKS / "evaluate" / "{model}" / "{test_set}.tsv"
     threads: 1
     resources:
         gpu=lambda wc: gpu(CELLPOSE and model_stain(wc) in SEGMENTED),

@@ -3,17 +3,17 @@
 
 rule features_real:
     input:
-        store=f"{DATA}/{{test_set}}.zarr",
-        masks=lambda wc: real_masks_path(wc.test_set, wc.stain),
+        store=LAYOUT.store("{test_set}"),
+        masks=lambda wc: LAYOUT.real_masks(wc.test_set, wc.stain),
     output:
-        f"{RESULTS}/reference/{{test_set}}/{{stain}}.features.parquet",
+        LAYOUT.real_features("{test_set}", "{stain}"),
     params:
         configs=CONFIG_ARGS,
         settings=settings("features"),
     log:
-        f"{LOGS}/features_real/{{test_set}}.{{stain}}.log",
+        LOGS / "features_real" / "{test_set}.{stain}.log",
     benchmark:
-        f"{BENCHMARKS}/features_real/{{test_set}}.{{stain}}.tsv"
+        BENCHMARKS / "features_real" / "{test_set}.{stain}.tsv"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
@@ -27,15 +27,15 @@ rule rank_features:
     input:
         unpack(ranking_inputs),
     output:
-        f"{RESULTS}/reference/rankings/{{cell_type}}.{{stain}}.tsv",
+        LAYOUT.ranking("{cell_type}", "{stain}"),
     params:
         configs=CONFIG_ARGS,
         inputs=lambda wc, input: " ".join(f"{name}={path}" for name, path in input.items()),
         settings=settings("evaluation"),
     log:
-        f"{LOGS}/rank_features/{{cell_type}}.{{stain}}.log",
+        LOGS / "rank_features" / "{cell_type}.{stain}.log",
     benchmark:
-        f"{BENCHMARKS}/rank_features/{{cell_type}}.{{stain}}.tsv"
+        BENCHMARKS / "rank_features" / "{cell_type}.{stain}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,

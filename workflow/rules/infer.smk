@@ -3,17 +3,17 @@
 
 rule infer:
     input:
-        model=f"{RESULTS}/models/{{model}}/summary.json",
-        store=f"{DATA}/{{test_set}}.zarr",
+        model=LAYOUT.model_dir("{model}") / "summary.json",
+        store=LAYOUT.store("{test_set}"),
     output:
-        directory(f"{RESULTS}/runs/{{model}}/{{test_set}}/prediction.zarr"),
+        directory(LAYOUT.prediction("{model}", "{test_set}")),
     params:
         configs=CONFIG_ARGS,
-        settings=settings("infer"),
+        settings=settings("infer", "device"),
     log:
-        f"{LOGS}/infer/{{model}}/{{test_set}}.log",
+        LOGS / "infer" / "{model}" / "{test_set}.log",
     benchmark:
-        f"{BENCHMARKS}/infer/{{model}}/{{test_set}}.tsv"
+        BENCHMARKS / "infer" / "{model}" / "{test_set}.tsv"
     threads: 1
     resources:
         gpu=1,

@@ -4,18 +4,18 @@
 
 rule segment_real:
     input:
-        store=f"{DATA}/{{test_set}}.zarr",
+        store=LAYOUT.store("{test_set}"),
     output:
-        directory(f"{RESULTS}/reference/{{test_set}}/{{stain}}.masks.zarr"),
+        directory(LAYOUT.masks("{test_set}", "{stain}")),
     params:
         configs=CONFIG_ARGS,
         settings=settings("segmentation"),
     wildcard_constraints:
-        stain="|".join(SEGMENTED),
+        stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:
-        f"{LOGS}/segment_real/{{test_set}}.{{stain}}.log",
+        LOGS / "segment_real" / "{test_set}.{stain}.log",
     benchmark:
-        f"{BENCHMARKS}/segment_real/{{test_set}}.{{stain}}.tsv"
+        BENCHMARKS / "segment_real" / "{test_set}.{stain}.tsv"
     threads: 1
     resources:
         gpu=gpu(CELLPOSE),

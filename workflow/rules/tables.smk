@@ -5,17 +5,17 @@ TABLES = ["runs", "deltas", "deltas_pixel", "deltas_instance", "deltas_feature",
 
 rule tables:
     input:
-        [run_path(run, name) for run in RUNS for name in ("scores.parquet", "images.parquet", "feature_differences.parquet")],
+        [LAYOUT.run_dir(run.model, run.test_set) / f"{name}.parquet" for run in RUNS for name in ("scores", "images", "feature_differences")],
     output:
-        expand("{results}/tables/{table}.{ext}", results=RESULTS, table=TABLES, ext=("parquet", "csv")),
+        [LAYOUT.tables / f"{table}.{ext}" for table in TABLES for ext in ("parquet", "csv")],
     params:
         configs=CONFIG_ARGS,
-        out=lambda wc, output: Path(output[0]).parent,
+        out=LAYOUT.tables,
         settings=settings("evaluation"),
     log:
-        f"{LOGS}/tables.log",
+        LOGS / "tables.log",
     benchmark:
-        f"{BENCHMARKS}/tables.tsv"
+        BENCHMARKS / "tables.tsv"
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,

@@ -4,19 +4,19 @@
 
 rule train:
     input:
-        store=lambda wc: f"{DATA}/{MODELS[wc.model].train_set.name}.zarr",
+        store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
-        f"{RESULTS}/models/{{model}}/summary.json",
+        LAYOUT.model_dir("{model}") / "summary.json",
     params:
         configs=CONFIG_ARGS,
         train_set=lambda wc: MODELS[wc.model].train_set.name,
         stain=model_stain,
         seed=lambda wc: MODELS[wc.model].seed,
-        settings=settings("model", "train"),
+        settings=settings("network", "train", "device"),
     log:
-        f"{LOGS}/train/{{model}}.log",
+        LOGS / "train" / "{model}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{model}}.tsv"
+        BENCHMARKS / "train" / "{model}.tsv"
     threads: config["train"]["workers"] + 1
     resources:
         gpu=1,

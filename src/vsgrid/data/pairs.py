@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vsgrid.errors import VsgridError
-from vsgrid.store import CHANNELS, open_store
+from vsgrid.data.store import CHANNELS, open_store
 
 U16_LEVELS = 1 << 16
 

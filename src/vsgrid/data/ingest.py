@@ -27,9 +27,10 @@ from tqdm import tqdm
 from vsgrid import __version__
 from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet, data_sets
-from vsgrid.plates import label_phenotypes, normalize_well
-from vsgrid.splits import held_out_plates, sample_splits
-from vsgrid.store import CHANNELS, as_uint16, create_store, store_path
+from vsgrid.data.plates import label_phenotypes, normalize_well
+from vsgrid.data.splits import held_out_plates, sample_splits
+from vsgrid.data.store import CHANNELS, as_uint16, create_store
+from vsgrid.layout import store_path
 
 U16_MAX = np.iinfo(np.uint16).max
 

@@ -5,7 +5,7 @@ field), so a field renders the same whatever else is built and in whatever order
 
 Per field (:func:`sample_cells`, then :func:`render_field`):
 
-1. the well's toxicity (dose response of its compound, :mod:`vsgrid.plates`) lowers the cell
+1. the well's toxicity (dose response of its compound, :mod:`vsgrid.data.plates`) lowers the cell
    count and turns a matching fraction of cells *affected*: damaged (many DNA-damage foci),
    condensed (smaller, brighter nuclei, rounded cells) or fragmented (apoptotic bodies,
    pan-nuclear Cy5). Unaffected cells are heterogeneous: a few are mitotic, some carry natural
@@ -35,10 +35,11 @@ from tqdm import tqdm
 
 from vsgrid import __version__
 from vsgrid.grid import DataSet, data_sets
-from vsgrid.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
+from vsgrid.data.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
 from vsgrid.seeds import rng_for
-from vsgrid.splits import sample_splits
-from vsgrid.store import as_uint16, create_store, store_path
+from vsgrid.data.splits import sample_splits
+from vsgrid.data.store import as_uint16, create_store
+from vsgrid.layout import store_path
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
 

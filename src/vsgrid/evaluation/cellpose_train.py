@@ -12,22 +12,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from vsgrid.errors import VsgridError
-from vsgrid.metrics import instance_scores
-from vsgrid.segment import MASK_OF_STAIN, CellposeSegmenter, classical_segmenter, gamma_correct
-from vsgrid.store import MASKS, open_store
+from vsgrid.files import atomic_path, write_text
+from vsgrid.evaluation.metrics import instance_scores
+from vsgrid.data.store import MASKS, open_store
+from vsgrid.evaluation.segment import CellposeSegmenter, classical_segmenter, gamma_correct
+from vsgrid.layout import SEGMENTED, Layout
 
 log = logging.getLogger(__name__)
 
 
 def _ground_truth(store, split: str, stain: str):
     channel = store.channel_index(stain)
-    mask = MASKS.index(MASK_OF_STAIN[stain])
+    mask = MASKS.index(SEGMENTED[stain])
     return store.images(split)[:, channel], store.masks(split)[:, mask].astype(np.int32)
 
 
@@ -45,17 +47,17 @@ def f1_against_truth(segment, images, truth, iou_threshold: float) -> float:
     return float(np.mean([instance_scores(t, p, iou_threshold)["f1"] for t, p in zip(truth, predicted)]))
 
 
-def train_cellpose(store_path, stain: str, out: str | Path, settings: dict, epochs: int, learning_rate: float, batch_size: int, iou_threshold: float) -> dict:
-    """Train, save the weights to ``out`` (atomically) and return the report (also ``out``.json).
-
-    ``settings`` is the config's ``segmentation`` section (gamma and the classical backend).
-    """
+def train_cellpose(config: dict, train_set: str, stain: str, out: str | Path, *, epochs: int, learning_rate: float, batch_size: int) -> dict:
+    """Train on the store of ``train_set``, save the weights to ``out`` (atomically) and return the
+    report (also ``out``.json): F1 at ``evaluation.iou_threshold`` of Cellpose and of the
+    classical backend against the ground truth of the test split."""
     import torch
     from cellpose import models, train
 
-    if stain not in MASK_OF_STAIN:
-        raise VsgridError(f"--stain must be one of {', '.join(MASK_OF_STAIN)}: Cellpose segments nuclei and cells")
-    store = open_store(store_path)
+    if stain not in SEGMENTED:
+        raise VsgridError(f"--stain must be one of {', '.join(SEGMENTED)}: Cellpose segments nuclei and cells")
+    settings = config["segmentation"]
+    store = open_store(Layout.of(config).store(train_set))
     images, truth = _ground_truth(store, "train", stain)
     val_images, val_truth = _ground_truth(store, "val", stain)
     diameter = median_diameter(truth)
@@ -64,9 +66,8 @@ def train_cellpose(store_path, stain: str, out: str | Path, settings: dict, epoc
     torch.manual_seed(0)
     model = models.CellposeModel(gpu=gpu, pretrained_model=False, model_type=None, diam_mean=diameter)
     out = Path(out)
-    work = out.with_name(f".{out.name}.training-{os.getpid()}")
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.training-") as work, atomic_path(out) as tmp:
         weights, train_losses, _ = train.train_seg(
             model.net,
             train_data=[gamma_correct(i, gamma) for i in images],
@@ -82,14 +83,12 @@ def train_cellpose(store_path, stain: str, out: str | Path, settings: dict, epoc
             save_path=work,
             model_name="cellpose",
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(weights, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        os.replace(weights, tmp)
 
     test_images, test_truth = _ground_truth(store, "test", stain)
     cellpose = CellposeSegmenter(str(out), diameter, gamma, batch_size)
     classical = classical_segmenter(settings, stain, float(store.attrs["pixel_size_um"]))
+    iou_threshold = config["evaluation"]["iou_threshold"]
     report = {
         "weights": str(out),
         "store": str(store.path),
@@ -102,5 +101,5 @@ def train_cellpose(store_path, stain: str, out: str | Path, settings: dict, epoc
         "f1_classical": f1_against_truth(classical, test_images, test_truth, iou_threshold),
         "device": "cuda" if gpu else "cpu",
     }
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text(json.dumps(report, indent=2) + "\n", out.with_suffix(".json"))
     return report

@@ -10,10 +10,13 @@ suffix is left out because a table holds one stain). Images are scaled as CellPr
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,11 @@ from cp_measure.bulk import get_core_measurements
 from threadpoolctl import threadpool_limits
 
 from vsgrid.errors import VsgridError
-from vsgrid.metrics import check_labels
+from vsgrid.evaluation.metrics import check_labels
+from vsgrid.evaluation.stacks import read_stack, real_stain, test_store
+from vsgrid.files import write_table
+
+log = logging.getLogger(__name__)
 
 # cp_measure's measurement groups and the CellProfiler module prefix their names lack.
 PREFIX = {
@@ -113,3 +120,27 @@ def measure_stack(images: np.ndarray, masks: np.ndarray, groups=tuple(PREFIX), n
         frames = list((progress or iter)(map(_measure_one, jobs)))
     table = pd.concat(frames, ignore_index=True) if frames else measure(np.zeros((1, 1)), np.zeros((1, 1), int), groups, names).assign(image=0)
     return table[["image", "label", *[c for c in table.columns if c not in ("image", "label")]]]
+
+
+def workers_for(settings: dict, workers: int | None = None) -> int:
+    """Feature processes: ``workers`` if given, else ``features.workers``, 0 meaning every core this job may use."""
+    return workers or settings["workers"] or len(os.sched_getaffinity(0))
+
+
+def measure_test_set(config: dict, test_set: str, stain: str, masks: str | Path, out: str | Path, *, prediction=None, workers=None, progress: bool = True) -> pd.DataFrame:
+    """Features of every instance of a test set's real stain (or of a prediction of it) inside the
+    label stack ``masks``, written to the Parquet table ``out`` and returned."""
+    from tqdm import tqdm
+
+    settings = config["features"]
+    if settings["names"]:
+        check_feature_names(settings["names"], tuple(settings["groups"]))
+    images = read_stack(prediction)[:] if prediction else real_stain(test_store(config, test_set), stain)
+    labels = read_stack(masks)
+    if labels.shape != images.shape:
+        raise VsgridError(f"masks {masks} have shape {labels.shape} but the images have {images.shape}")
+    bar = lambda results: tqdm(results, total=images.shape[0], desc=f"features {stain}", disable=not progress, unit="image")  # noqa: E731
+    table = measure_stack(images, labels[:], settings["groups"], settings["names"], workers_for(settings, workers), bar)
+    write_table(table, Path(out))
+    log.info("wrote %s (%d instances x %d features)", out, len(table), table.shape[1] - 2)
+    return table

@@ -2,7 +2,7 @@
 
 Both backends take a stack of uint16 images (N, H, W) and return int32 label images. Real-stain
 masks are computed once per (test set, stain) and reused by every run on that test set; Cy5 is
-not segmented: it is measured inside the nuclei of the real DAPI (DESIGN.md, level 3).
+not segmented: it is measured inside the nuclei of the real DAPI (:data:`vsgrid.layout.SEGMENTED`).
 
 Both backends see images gamma-corrected with gamma 0.3 (the paper's choice for Cellpose), i.e.
 (counts / 65535) ** 0.3. Compute nodes without internet need the weights on disk: a model file
@@ -25,10 +25,11 @@ from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
 from vsgrid.errors import VsgridError
+from vsgrid.evaluation.stacks import read_stack, real_stain, test_store, write_labels
+from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
 
-MASK_OF_STAIN = {"dapi": "nucleus", "fitc": "cell"}  # which ground-truth mask a stain outlines
 U16_MAX = 65535.0
 
 
@@ -128,9 +129,24 @@ def classical_segmenter(settings: dict, stain: str, pixel_size_um: float) -> Cla
 
 def segmenter(settings: dict, stain: str, pixel_size_um: float):
     """The configured backend for a stain (``segmentation`` section of the config)."""
-    if stain not in MASK_OF_STAIN:
-        raise VsgridError(f"stain {stain!r} is not segmented (only {', '.join(MASK_OF_STAIN)}); cy5 is measured in the DAPI nuclei")
+    if stain not in SEGMENTED:
+        raise VsgridError(f"stain {stain!r} is not segmented (only {', '.join(SEGMENTED)}); cy5 is measured in the DAPI nuclei")
     if settings["backend"] == "classical":
         return classical_segmenter(settings, stain, pixel_size_um)
     cellpose = settings["cellpose"]
     return CellposeSegmenter(cellpose["models"][stain], settings["diameter_um"][stain] / pixel_size_um, settings["gamma"], cellpose["batch_size"])
+
+
+def segment_test_set(config: dict, test_set: str, stain: str, out: str | Path, prediction: str | Path | None = None) -> int:
+    """Segment the real stain of a test set, or a prediction of it, into a label stack at ``out``.
+
+    Returns the number of instances found.
+    """
+    store = test_store(config, test_set)
+    images = read_stack(prediction)[:] if prediction else real_stain(store, stain)
+    labels = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))(images)
+    attrs = {"stain": stain, "test_set": test_set, "source": str(prediction) if prediction else "real", "backend": config["segmentation"]["backend"]}
+    write_labels(labels, out, attrs)
+    found = int(sum(len(np.unique(m)) - 1 for m in labels))
+    log.info("wrote %s (%d images, %d instances)", out, len(labels), found)
+    return found

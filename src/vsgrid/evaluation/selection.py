@@ -1,23 +1,26 @@
-"""Choosing the informative features (level 3) and scoring virtual ones against real ones.
+"""Choosing the informative features of level 3.
 
 Per (cell type, stain), a random forest learns the target (phenotype by default) from the
 real-stain features of that cell type's test sets; permutation importance on held-out instances
 ranks the features and the top ones (20 in the paper) are kept. The ranking is computed once and
 reused by every run on those test sets.
-
-N-MAE of a feature for one run: real and virtual instances are matched one-to-one by IoU
-(:func:`vsgrid.metrics.match_instances`); N-MAE = mean |real - virtual| over matched pairs /
-standard deviation of the real feature over all real instances of the test set.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from vsgrid.errors import VsgridError
-from vsgrid.metrics import match_instances
+from vsgrid.evaluation.stacks import test_store
+from vsgrid.files import write_table
+from vsgrid.grid import DataSet
+
+log = logging.getLogger(__name__)
 
 
 def rank_features(features: pd.DataFrame, target: pd.Series, top: int, n_estimators: int, repeats: int, seed: int) -> pd.DataFrame:
@@ -52,32 +55,35 @@ def rank_features(features: pd.DataFrame, target: pd.Series, top: int, n_estimat
     return ranking
 
 
-def matched_differences(real: pd.DataFrame, virtual: pd.DataFrame, real_masks, pred_masks, features: list[str], min_iou: float) -> pd.DataFrame:
-    """Per image and feature: the sum of |real - virtual| over matched instance pairs and their count.
-
-    ``real`` and ``virtual`` are feature tables with ``image`` and ``label`` columns; the masks
-    are the label stacks the features were measured in. Returns a long table
-    (image, feature, abs_diff_sum, n_pairs, n_real) from which N-MAE and its bootstrap follow.
-    """
-    real_by_image = {i: frame.set_index("label") for i, frame in real.groupby("image")}
-    virtual_by_image = {i: frame.set_index("label") for i, frame in virtual.groupby("image")}
-    rows = []
-    for i in range(len(real_masks)):
-        real_ids, pred_ids, _ = match_instances(np.asarray(real_masks[i]), np.asarray(pred_masks[i]), min_iou)
-        r = real_by_image.get(i)
-        v = virtual_by_image.get(i)
-        n_real = 0 if r is None else len(r)
-        if len(real_ids) and r is not None and v is not None:
-            diff = np.abs(r.loc[real_ids, features].to_numpy(np.float64) - v.loc[pred_ids, features].to_numpy(np.float64))
-            sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
-        else:
-            sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
-        rows.append(pd.DataFrame({"image": i, "feature": features, "abs_diff_sum": sums, "n_pairs": counts, "n_matched": len(real_ids), "n_real": n_real}))
-    return pd.concat(rows, ignore_index=True)
+def ranking_target(config: dict, test_set: str, features: pd.DataFrame) -> np.ndarray:
+    """The ranking forest's target for each instance of a test set's feature table:
+    ``evaluation.target`` is the phenotype, or a column of the store's per-image metadata."""
+    target = config["evaluation"]["target"]
+    if target == "phenotype":
+        return np.full(len(features), DataSet.parse(test_set).phenotype, dtype=object)
+    meta = test_store(config, test_set).split_metadata("test")
+    if target not in meta.columns:
+        raise VsgridError(f"evaluation.target {target!r} is not a column of the metadata ({', '.join(meta.columns)})")
+    return meta[target].astype(str).to_numpy()[features["image"]]
 
 
-def nmae(differences: pd.DataFrame, real_std: pd.Series) -> pd.Series:
-    """N-MAE per feature from :func:`matched_differences` rows (any subset of images)."""
-    totals = differences.groupby("feature")[["abs_diff_sum", "n_pairs"]].sum()
-    mae = totals["abs_diff_sum"] / totals["n_pairs"].where(totals["n_pairs"] > 0)
-    return mae / real_std.reindex(mae.index).where(real_std.reindex(mae.index) > 0)
+def rank_test_sets(config: dict, inputs: dict[str, str | Path], out: str | Path) -> pd.DataFrame:
+    """Rank the features of the real-stain feature tables of a cell type's test sets (test set ->
+    path) and write the ranking table to ``out``."""
+    settings = config["evaluation"]
+    frames = []
+    for test_set, path in inputs.items():
+        table = pd.read_parquet(path)
+        frames.append(table.assign(target=ranking_target(config, test_set, table)))
+    features = pd.concat(frames, ignore_index=True)
+    ranking = rank_features(
+        features.drop(columns=["image", "label", "target"]),
+        features["target"],
+        settings["top_features"],
+        settings["forest_trees"],
+        settings["permutation_repeats"],
+        settings["seed"],
+    )
+    write_table(ranking, Path(out))
+    log.info("top features: %s", ", ".join(ranking.loc[ranking["selected"], "feature"]))
+    return ranking

@@ -15,8 +15,6 @@ renamed into place only when complete, so a failed build leaves any earlier stor
 
 from __future__ import annotations
 
-import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,55 +24,12 @@ import pandas as pd
 import zarr
 
 from vsgrid.errors import VsgridError
+from vsgrid.files import atomic_path
 
 CHANNELS = ("bf", "dapi", "fitc", "cy5")
 MASKS = ("nucleus", "cell")
 SPLITS = ("train", "val", "test")
 METADATA = "metadata.tsv"
-
-
-def store_path(data_dir: str | Path, data_set: str) -> Path:
-    return Path(data_dir) / f"{data_set}.zarr"
-
-
-def replace_atomically(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final``, replacing what was there.
-
-    ``rename`` cannot replace a non-empty folder, so the old one is renamed aside first and
-    removed after; at no moment is a partial store at ``final``.
-    """
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def temporary_path(final: Path):
-    """A scratch path beside ``final`` (same file system, so rename is atomic), removed on failure."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    try:
-        yield tmp
-    except BaseException:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
-        raise
-
-
-def write_table_atomically(table: pd.DataFrame, path: Path) -> None:
-    """Write a TSV, CSV or Parquet table (by extension) through a temporary file."""
-    with temporary_path(Path(path)) as tmp:
-        if path.suffix == ".parquet":
-            table.to_parquet(tmp, index=False)
-        else:
-            table.to_csv(tmp, sep="\t" if path.suffix == ".tsv" else ",", index=False)
-        os.replace(tmp, path)
 
 
 @contextmanager
@@ -93,7 +48,7 @@ def create_store(
     """
     path = Path(path)
     height, width = field_shape
-    with temporary_path(path) as tmp:
+    with atomic_path(path) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for split in SPLITS:
             n = sizes.get(split, 0)
@@ -103,7 +58,6 @@ def create_store(
         group.attrs.update({"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], **attrs})
         yield group
         metadata.to_csv(tmp / METADATA, sep="\t", index=False)
-        replace_atomically(tmp, path)
 
 
 @dataclass

@@ -17,61 +17,62 @@ import zarr
 from tqdm import tqdm
 
 from vsgrid import __version__
-from vsgrid.data import denormalize, iter_batches, normalize
+from vsgrid.data.pairs import denormalize, iter_batches, normalize
+from vsgrid.data.store import as_uint16, open_store
 from vsgrid.errors import VsgridError
-from vsgrid.models import GlobalGenerator, NetworkConfig
-from vsgrid.store import as_uint16, open_store, replace_atomically, temporary_path
-from vsgrid.train import Device, check_compatible, load_checkpoint, pad_to_multiple
+from vsgrid.files import atomic_path
+from vsgrid.model import checkpoint
+from vsgrid.model.device import Device
+from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
 
 log = logging.getLogger(__name__)
 
 
-def load_generator(model_dir: str | Path, device: Device, net: NetworkConfig | None = None):
+def load_generator(model_dir: str | Path, device: Device):
     """The best generator of a model folder and its checkpoint (stain, statistics, network)."""
     path = Path(model_dir) / "best.pt"
-    checkpoint = load_checkpoint(path)
-    if checkpoint.get("kind") != "generator":
-        raise VsgridError(f"{path} is a {checkpoint.get('kind')} checkpoint, not a generator")
-    stored = NetworkConfig(**checkpoint["network"])
-    if net is not None:
-        check_compatible(checkpoint, path, net)
-    generator = GlobalGenerator(stored)
+    saved = checkpoint.load(path)
+    if saved.get("kind") != "generator":
+        raise VsgridError(f"{path} is a {saved.get('kind')} checkpoint, not a generator")
+    generator = GlobalGenerator(NetworkConfig(**saved["network"]))
     try:
-        generator.load_state_dict(checkpoint["generator"])
+        generator.load_state_dict(saved["generator"])
     except RuntimeError as exc:
         raise VsgridError(f"{path}: weights do not fit the network it declares: {exc}") from None
-    return device.prepare(generator).eval(), checkpoint
+    return device.prepare(generator).eval(), saved
 
 
-def predict(generator, bf_counts: np.ndarray, checkpoint: dict, device: Device) -> np.ndarray:
+def predict(generator, bf_counts: np.ndarray, saved: dict, device: Device) -> np.ndarray:
     """Predict a batch of BF fields (B, H, W) uint16 -> stain (B, H, W) uint16."""
-    multiple = 2 ** checkpoint["network"]["n_downsample"]
-    x = torch.from_numpy(normalize(bf_counts, checkpoint["stats"]["bf"])[:, None])
-    padded, (height, width) = pad_to_multiple(device.to(x), multiple)
+    x = torch.from_numpy(normalize(bf_counts, saved["stats"]["bf"])[:, None])
+    padded, (height, width) = pad_to_multiple(device.to(x), NetworkConfig(**saved["network"]).multiple)
     with torch.no_grad(), device.autocast():
         fake = generator(padded)[..., :height, :width]
     values = fake.float().cpu().numpy()[:, 0]
     if not np.isfinite(values).all():
         raise VsgridError("the generator produced NaN or infinite values; its weights are broken (retrain the model)")
-    return as_uint16(denormalize(values, checkpoint["stats"][checkpoint["stain"]]))
+    return as_uint16(denormalize(values, saved["stats"][saved["stain"]]))
 
 
 def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, batch_size: int, settings: dict | None = None, progress: bool = True) -> Path:
-    """Write the predictions of the model in ``model_dir`` for the test split of ``test_store``."""
-    device = Device.pick(settings or {})
-    generator, checkpoint = load_generator(model_dir, device)
+    """Write the predictions of the model in ``model_dir`` for the test split of ``test_store``.
+
+    ``settings`` is the ``device`` section of the config.
+    """
+    device = Device.pick(settings)
+    generator, saved = load_generator(model_dir, device)
     store = open_store(test_store)
     images = store.images("test")
     n, _, height, width = images.shape
     out = Path(out)
-    with temporary_path(out) as tmp:
+    with atomic_path(out) as tmp:
         prediction = zarr.create_array(tmp, shape=(n, height, width), chunks=(1, height, width), dtype="uint16", zarr_format=3)
         prediction.attrs.update(
             {
                 "model": Path(model_dir).name,
-                "train_set": checkpoint["train_set"],
-                "stain": checkpoint["stain"],
-                "seed": checkpoint["seed"],
+                "train_set": saved["train_set"],
+                "stain": saved["stain"],
+                "seed": saved["seed"],
                 "test_set": store.attrs.get("data_set", store.path.stem),
                 "test_store": str(store.path),
                 "device": str(device.torch_device),
@@ -82,9 +83,8 @@ def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, batch_
         batches = iter_batches(test_store, "test", batch_size, channels=("bf",))
         for indices, bf in tqdm(batches, total=-(-n // batch_size), desc=f"{Path(model_dir).name} on {store.path.stem}", disable=not progress, unit="batch"):
             try:
-                prediction[indices[0] : indices[-1] + 1] = predict(generator, bf[:, 0], checkpoint, device)
+                prediction[indices[0] : indices[-1] + 1] = predict(generator, bf[:, 0], saved, device)
             except VsgridError as exc:
                 raise VsgridError(f"{model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}") from None
-        replace_atomically(tmp, out)
     log.info("wrote %s (%d images)", out, n)
     return out

@@ -1,5 +1,9 @@
 """Scores of a predicted stain against the real one: pixels (level 1) and instances (level 2).
 
+One small pure function per score, NumPy and scikit-image only. This module is a leaf: it imports
+nothing of the pipeline, so training's validation uses the same :func:`psnr` as the evaluation.
+:data:`LEVEL` and :data:`LOWER_IS_BETTER` describe every metric a run reports, levels 1 to 3.
+
 Instance definitions (the paper's level 2, stated here once):
 
 - Two instances *match* when their IoU (intersection over union of their pixels) is strictly
@@ -24,6 +28,20 @@ from skimage.metrics import structural_similarity
 
 from vsgrid.errors import VsgridError
 
+# Every metric of a run, by level (N-MAE and the match rate are level 3, vsgrid.evaluation.scoring).
+LEVEL = {
+    "ssim": "pixel",
+    "psnr": "pixel",
+    "f1": "instance",
+    "jaccard": "instance",
+    "precision": "instance",
+    "recall": "instance",
+    "nmae": "feature",
+    "match_rate": "feature",
+}
+LOWER_IS_BETTER = frozenset({"nmae"})
+IMAGE_METRICS = tuple(m for m, level in LEVEL.items() if level != "feature")  # one value per test image
+
 
 def check_pair(real: np.ndarray, pred: np.ndarray, what: str = "prediction") -> None:
     """Same shape, and finite values in the prediction."""
@@ -41,11 +59,19 @@ def pixel_scores(real: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """
     check_pair(real, pred)
     real, pred = real.astype(np.float64), pred.astype(np.float64)
-    data_range = max(float(real.max() - real.min()), 1.0)
-    mse = float(np.mean((real - pred) ** 2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)
-    ssim = float(structural_similarity(real, pred, data_range=data_range))
-    return {"ssim": ssim, "psnr": psnr}
+    ssim = float(structural_similarity(real, pred, data_range=data_range(real)))
+    return {"ssim": ssim, "psnr": psnr(real, pred)}
+
+
+def data_range(real: np.ndarray) -> float:
+    """The real image's range of values, at least 1 count (a constant image has none)."""
+    return max(float(real.max()) - float(real.min()), 1.0)
+
+
+def psnr(real: np.ndarray, pred: np.ndarray) -> float:
+    """PSNR in dB with the data range of the real image; identical images give +inf."""
+    mse = float(np.mean((real.astype(np.float64) - pred.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(data_range(real) ** 2 / mse)
 
 
 def check_labels(masks: np.ndarray, what: str) -> None:

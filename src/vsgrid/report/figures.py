@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -23,23 +23,26 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import zarr  # noqa: E402
 
+from vsgrid.data.store import open_store  # noqa: E402
+from vsgrid.evaluation.metrics import LOWER_IS_BETTER  # noqa: E402
+from vsgrid.files import atomic_path  # noqa: E402
 from vsgrid.grid import NONTOXIC, TOXIC, DataSet, focus_cell_type, panel_runs  # noqa: E402
-from vsgrid.store import open_store, store_path  # noqa: E402
+from vsgrid.layout import Layout  # noqa: E402
 
-METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "f1": "F1 score", "jaccard": "Jaccard index", "nmae": "N-MAE"}
-LOWER_IS_BETTER = {"nmae"}
+log = logging.getLogger(__name__)
+
+METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "f1": "F1 score", "jaccard": "Jaccard index", "nmae": "N-MAE"}  # the paper's
 STAIN_NAMES = {"dapi": "DAPI (nuclei)", "fitc": "FITC (cytoplasm)", "cy5": "Cy5 (DNA damage)"}
 STAIN_COLOURS = {"dapi": "#d62728", "fitc": "#17becf", "cy5": "#bcbd22"}
 
 
 def save(figure, out_dir: Path, name: str, formats) -> list[Path]:
-    """Each format through a temporary file and a rename."""
+    """Each format written atomically."""
     paths = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}.{fmt}"
-        figure.savefig(tmp, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=fmt, bbox_inches="tight")
         paths.append(path)
     plt.close(figure)
     return paths
@@ -49,10 +52,15 @@ def _paper_deltas(deltas: pd.DataFrame) -> pd.DataFrame:
     return deltas[deltas["baseline_kind"] == "test_distribution"]
 
 
+def _of(data_sets: pd.Series, part: str) -> pd.Series:
+    """The cell type or the phenotype of each data set name."""
+    return data_sets.map(lambda name: getattr(DataSet.parse(name), part))
+
+
 def figure2(deltas: pd.DataFrame, cell_types, stains):
     """Task 1: NT_c -> T_c against T_c -> T_c, per metric, cell type and stain."""
     rows = _paper_deltas(deltas)
-    rows = rows[(rows["shift"] == "phenotype") & rows["train_set"].str.endswith(f"-{NONTOXIC}")]
+    rows = rows[(rows["shift"] == "phenotype") & (_of(rows["train_set"], "phenotype") == NONTOXIC)]
     metrics = [m for m in METRICS if m in set(rows["metric"])]
     figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
     width = 0.8 / len(stains)
@@ -101,8 +109,8 @@ def heatmap_values(deltas: pd.DataFrame, cell_types, stains, test_phenotype: str
     """Per metric, the train x test cell-type matrix of deltas of non-toxic-trained models,
     averaged over ``stains``; the non-toxic diagonal is the baseline itself (0)."""
     rows = _paper_deltas(deltas)
-    rows = rows[rows["train_set"].str.endswith(f"-{NONTOXIC}") & rows["test_set"].str.endswith(f"-{test_phenotype}") & rows["stain"].isin(stains)]
-    rows = rows.assign(train=rows["train_set"].str.split("-").str[0], test=rows["test_set"].str.split("-").str[0])
+    rows = rows[(_of(rows["train_set"], "phenotype") == NONTOXIC) & (_of(rows["test_set"], "phenotype") == test_phenotype) & rows["stain"].isin(stains)]
+    rows = rows.assign(train=_of(rows["train_set"], "cell_type"), test=_of(rows["test_set"], "cell_type"))
     return {
         metric: rows[rows["metric"] == metric].groupby(["train", "test"])["delta"].mean().unstack("test").reindex(index=cell_types, columns=cell_types)
         for metric in METRICS
@@ -147,9 +155,10 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
     return float(low), float(max(high, low + 1))
 
 
-def qualitative(config: dict, results_dir: Path, panel: dict, image_index: int):
+def qualitative(config: dict, panel: dict, image_index: int):
     """BF, then per stain the real image and the panel's predictions, on the real image's contrast."""
-    store = open_store(store_path(config["data"]["dir"], panel["test_set"]))
+    layout = Layout.of(config)
+    store = open_store(layout.store(panel["test_set"]))
     field = store.images("test")[image_index]
     stains = config["grid"]["stains"]
     columns = ["bright-field", "real", *panel["columns"]]
@@ -158,7 +167,7 @@ def qualitative(config: dict, results_dir: Path, panel: dict, image_index: int):
         real = field[store.channel_index(stain)]
         low, high = _display_range(real)
         images = [field[store.channel_index("bf")], real]
-        images += [zarr.open_array(results_dir / "runs" / model.replace("{stain}", stain) / panel["test_set"] / "prediction.zarr", mode="r")[image_index] for model in panel["models"]]
+        images += [zarr.open_array(layout.prediction(model.format(stain=stain), panel["test_set"]), mode="r")[image_index] for model in panel["models"]]
         for col, (ax, image) in enumerate(zip(axes[row], images)):
             ax.imshow(image, cmap="gray", vmin=None if col == 0 else low, vmax=None if col == 0 else high)
             ax.set_xticks([])
@@ -171,13 +180,12 @@ def qualitative(config: dict, results_dir: Path, panel: dict, image_index: int):
     return figure
 
 
-def make_figures(config: dict, tables_dir: str | Path, results_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure, each as PNG and PDF (``figures.formats``), written atomically."""
     settings = config["figures"]
     plt.style.use(settings["style"])
     plt.rcParams.update({"figure.dpi": settings["dpi"], "savefig.dpi": settings["dpi"]})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tables = Path(tables_dir)
     deltas = pd.read_parquet(tables / "deltas.parquet")
     features = pd.read_parquet(tables / "features.parquet")
@@ -189,5 +197,6 @@ def make_figures(config: dict, tables_dir: str | Path, results_dir: str | Path, 
     for name, figure in zip(("figure6a", "figure6b"), figure6(deltas, cell_types, segmented or stains)):
         written += save(figure, out, name, settings["formats"])
     for name, panel in panel_runs(config).items():
-        written += save(qualitative(config, Path(results_dir), panel, settings["panel_image"]), out, name, settings["formats"])
+        written += save(qualitative(config, panel, settings["panel_image"]), out, name, settings["formats"])
+    log.info("wrote %d figure files under %s", len(written), out)
     return written

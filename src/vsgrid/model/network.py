@@ -6,7 +6,7 @@ optimiser settings. Every hyperparameter comes from the ``model`` and ``train`` 
 config; nothing here reads files or data except :func:`load_vgg19_features`.
 
 Shapes: images are (B, C, H, W) in [-1, 1] after training-set normalisation; H and W must be
-multiples of ``2 ** n_downsample`` (inference pads, :mod:`vsgrid.infer`).
+multiples of ``2 ** n_downsample`` (inference pads, :mod:`vsgrid.model.infer`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,50 @@ class NetworkConfig:
     n_layers_D: int = 3
 
     @classmethod
-    def from_config(cls, model: dict) -> NetworkConfig:
-        return cls(**{k: model[k] for k in cls.__dataclass_fields__})
+    def from_config(cls, network: dict) -> NetworkConfig:
+        return cls(**{k: network[k] for k in cls.__dataclass_fields__})
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this."""
+        return 2**self.n_downsample
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Weights of the generator's losses beside LSGAN (``network`` section of the config)."""
+
+    lambda_feat: float = 10.0
+    lambda_vgg: float = 0.0
+    vgg_weights: str | None = None
+
+    @classmethod
+    def from_config(cls, network: dict) -> Losses:
+        return cls(**{k: network[k] for k in cls.__dataclass_fields__})
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (B, C, H, W) at the bottom and right to multiples of ``multiple``.
+
+    Returns the padded tensor and the original (H, W) to crop back to. Never resizes.
+    """
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x, (height, width)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Pix2PixHD's initialisation: N(0, 0.02) convolution weights, zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 # --------------------------------------------------------------------------- generator
@@ -224,26 +263,6 @@ class VGGLoss(nn.Module):
         return loss
 
 
-# --------------------------------------------------------------------------- optimisation
-
-
-def optimizers(generator: nn.Module, discriminator: nn.Module, train: dict):
-    """Adam for each network (paper: lr 2e-4, betas 0.5, 0.999)."""
-    betas = (train["beta1"], train["beta2"])
-    return (
-        torch.optim.Adam(generator.parameters(), lr=train["lr"], betas=betas),
-        torch.optim.Adam(discriminator.parameters(), lr=train["lr"], betas=betas),
-    )
-
-
-def learning_rate(epoch: int, train: dict) -> float:
-    """Constant for ``lr_decay_start`` epochs, then linear decay to 0 at ``max_epochs``."""
-    start, end = train["lr_decay_start"], train["max_epochs"]
-    if epoch < start or end <= start:
-        return train["lr"]
-    return train["lr"] * max(0.0, 1.0 - (epoch - start) / (end - start))
-
-
 # --------------------------------------------------------------------------- description
 
 
@@ -279,3 +298,15 @@ def describe(net: NetworkConfig, image_size: int) -> dict:
         "image_size": size,
         "generator_flops": forward_flops(generator, (1, net.input_nc, size, size)),
     }
+
+
+def description(net: NetworkConfig, image_size: int) -> str:
+    """:func:`describe` as a person reads it."""
+    info = describe(net, image_size)
+    flops = info["generator_flops"]
+    amount = f"{flops / 1e12:.3f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
+    return (
+        f"generator parameters:       {info['generator_parameters']:,}\n"
+        f"discriminator parameters:   {info['discriminator_parameters']:,} ({net.num_D} scales)\n"
+        f"generator forward FLOPs:    {amount} per {info['image_size']} x {info['image_size']} image ({flops:,})"
+    )

@@ -17,7 +17,7 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label
 from skimage.morphology import disk, white_tophat
 
-from vsgrid.store import open_store, split_sizes
+from vsgrid.data.store import open_store, split_sizes
 
 STAINS = ("dapi", "fitc", "cy5")
 
@@ -114,3 +114,8 @@ def format_summary(table: pd.DataFrame) -> str:
         }
     )
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}")
+
+
+def summary_text(paths) -> str:
+    """The summary of the stores at ``paths``, formatted for a terminal."""
+    return format_summary(summarize(paths))

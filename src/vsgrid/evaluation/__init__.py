@@ -1,0 +1,1 @@
+"""Stage 3, evaluation: segmentation, features, feature selection and the scores of one run."""

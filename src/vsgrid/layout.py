@@ -1,0 +1,101 @@
+"""Where every file of a grid lives: the one description of the data and results layout.
+
+The Snakefile (at parse time) and the package both take their paths from :class:`Layout`, so a
+path is spelled once. Standard library only, like :mod:`vsgrid.grid`.
+
+::
+
+    <data.dir>/<data set>.zarr                                  one store per (cell type, phenotype)
+    <results.dir>/models/<model>/                               summary.json, best.pt, last.pt, log.csv
+    <results.dir>/runs/<model>/<test set>/                      prediction.zarr, scores ...
+    <results.dir>/reference/<test set>/<stain>.masks.zarr       real-stain masks (dapi, fitc)
+    <results.dir>/reference/<test set>/<stain>.features.parquet real-stain features
+    <results.dir>/reference/rankings/<cell type>.<stain>.tsv    feature ranking
+    <results.dir>/tables/, figures/, logs/, benchmarks/
+
+Arguments naming a data set, model or test set take the grid's objects or their names (or a
+Snakemake wildcard such as ``"{model}"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsgrid.grid import DataSet, Model
+
+# The stains that are segmented, and the ground-truth mask each outlines. Every other stain (cy5)
+# has no objects of its own: it is measured inside the real DAPI nuclei, real and predicted alike.
+SEGMENTED = {"dapi": "nucleus", "fitc": "cell"}
+NUCLEI = "dapi"
+
+
+def masks_stain(stain: str) -> str:
+    """The stain whose masks ``stain``'s features are measured in."""
+    return stain if stain in SEGMENTED else NUCLEI
+
+
+def _name(item: str | DataSet | Model) -> str:
+    return item if isinstance(item, str) else item.name
+
+
+def store_path(data_dir: str | Path, data_set) -> Path:
+    """The store of a data set in a folder of stores."""
+    return Path(data_dir) / f"{_name(data_set)}.zarr"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of one grid, from its ``data.dir`` and ``results.dir``."""
+
+    data: Path
+    results: Path
+
+    @classmethod
+    def of(cls, config: dict) -> Layout:
+        return cls(Path(config["data"]["dir"]), Path(config["results"]["dir"]))
+
+    def store(self, data_set) -> Path:
+        return store_path(self.data, data_set)
+
+    def model_dir(self, model) -> Path:
+        return self.results / "models" / _name(model)
+
+    def run_dir(self, model, test_set) -> Path:
+        return self.results / "runs" / _name(model) / _name(test_set)
+
+    def prediction(self, model, test_set) -> Path:
+        return self.run_dir(model, test_set) / "prediction.zarr"
+
+    def reference(self, test_set) -> Path:
+        return self.results / "reference" / _name(test_set)
+
+    def masks(self, test_set, segmented_stain: str) -> Path:
+        """The masks of a segmented stain's real images."""
+        return self.reference(test_set) / f"{segmented_stain}.masks.zarr"
+
+    def real_masks(self, test_set, stain: str) -> Path:
+        """The real-stain masks ``stain`` is measured in (the DAPI nuclei for cy5)."""
+        return self.masks(test_set, masks_stain(stain))
+
+    def real_features(self, test_set, stain: str) -> Path:
+        return self.reference(test_set) / f"{stain}.features.parquet"
+
+    def ranking(self, cell_type: str, stain: str) -> Path:
+        return self.results / "reference" / "rankings" / f"{cell_type}.{stain}.tsv"
+
+    @property
+    def tables(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+    @property
+    def logs(self) -> Path:
+        return self.results / "logs"
+
+    @property
+    def benchmarks(self) -> Path:
+        return self.results / "benchmarks"

@@ -1,0 +1,141 @@
+"""The grid's results as tidy tables: per run, and per (model type, test set) against its baseline.
+
+A *model type* is a model without its seed (``lung-nontoxic.dapi``). Its value on a test set is
+the mean over seeds of the runs' scores; its *delta* is that value minus the baseline's (the model
+type trained on the test set's distribution, or the toxic model type of the training cell type),
+with a paired bootstrap confidence interval over test images: each resample draws the same test
+images for the run and for its baseline, and every replicate is computed by
+:func:`vsgrid.evaluation.scoring.score`, the function that computed the run's value.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
+from vsgrid.evaluation.scoring import RunValues, score
+from vsgrid.files import write_table
+from vsgrid.grid import Run, baseline_of, runs
+from vsgrid.layout import Layout
+from vsgrid.seeds import rng_for
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("test_distribution", "train_celltype")
+
+
+def bootstrap_weights(n_images: int, n_resamples: int, seed: int, test_set: str) -> np.ndarray:
+    """How often each test image is drawn in each resample, (n_resamples, n_images): the same for
+    every run on the test set, so that model and baseline are compared on the same images."""
+    draws = rng_for(seed, "bootstrap", test_set).integers(0, n_images, size=(n_resamples, n_images))
+    counts = np.zeros((n_resamples, n_images))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
+    return counts
+
+
+def run_table(config: dict) -> pd.DataFrame:
+    """Every run's score per metric, long: one row per (run, metric, feature)."""
+    layout = Layout.of(config)
+    frames = []
+    for run in runs(config):
+        scores = pd.read_parquet(layout.run_dir(run.model, run.test_set) / "scores.parquet")
+        frames.append(
+            scores.assign(
+                run=run.name, model=run.model.name, model_type=run.model.model_type, task=run.task, shift=run.shift,
+                stain=run.model.stain, seed=run.model.seed, train_set=run.model.train_set.name, test_set=run.test_set.name,
+            )
+        )
+    columns = ["run", "model", "model_type", "task", "shift", "stain", "seed", "train_set", "test_set", "level", "metric", "feature", "value"]
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def delta_table(config: dict, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (model type, test set, metric) and baseline kind: value, baseline, delta and its 95 % CI."""
+    layout = Layout.of(config)
+    all_runs = runs(config)
+    kept = {(r.model.train_set, r.test_set) for r in all_runs}
+    by_model_type: dict[tuple, list[Run]] = {}
+    for run in all_runs:
+        by_model_type.setdefault((run.model.train_set, run.model.stain, run.test_set), []).append(run)
+    loaded: dict[str, RunValues] = {}
+    scored: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
+
+    def values_of(run: Run) -> RunValues:
+        if run.name not in loaded:
+            loaded[run.name] = RunValues.read(layout.run_dir(run.model, run.test_set))
+        return loaded[run.name]
+
+    def value_and_replicates(run: Run, metric: str, weights: np.ndarray) -> tuple[float, np.ndarray]:
+        # Weights depend on the test set alone, and a baseline run serves many model types.
+        if (run.name, metric) not in scored:
+            values = values_of(run)
+            scored[(run.name, metric)] = float(score(metric, values, np.ones(values.n_images))), score(metric, values, weights)
+        return scored[(run.name, metric)]
+
+    rows = []
+    for (train_set, stain, test_set), seeds in by_model_type.items():
+        first = values_of(seeds[0])
+        weights = bootstrap_weights(first.n_images, n_resamples, seed, test_set.name)
+        for kind in BASELINES:
+            base_set = baseline_of(train_set, test_set, kind)
+            if (base_set, test_set) not in kept:
+                continue
+            base_runs = by_model_type[(base_set, stain, test_set)]
+            for metric in first.metrics:
+                model_scores = [value_and_replicates(r, metric, weights) for r in seeds]
+                base_scores = [value_and_replicates(r, metric, weights) for r in base_runs]
+                value = float(np.mean([v for v, _ in model_scores]))
+                baseline = float(np.mean([v for v, _ in base_scores]))
+                spread = np.mean([r for _, r in model_scores], axis=0) - np.mean([r for _, r in base_scores], axis=0)
+                low, high = np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
+                rows.append(
+                    {
+                        "baseline_kind": kind, "task": seeds[0].task, "shift": seeds[0].shift, "stain": stain,
+                        "train_set": train_set.name, "test_set": test_set.name, "model_type": seeds[0].model.model_type,
+                        "baseline_train_set": base_set.name, "level": LEVEL[metric], "metric": metric,
+                        "value": value, "baseline": baseline, "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
+                        "seeds": len(seeds),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def task_table(deltas: pd.DataFrame) -> pd.DataFrame:
+    """Mean delta per (baseline kind, task, stain, metric) over the task's shifted pairs, with the
+    worst and the best delta in each metric's own direction (for N-MAE, lower is better)."""
+    shifted = deltas[deltas["train_set"] != deltas["baseline_train_set"]]
+    table = shifted.groupby(["baseline_kind", "task", "stain", "level", "metric"], as_index=False).agg(
+        delta=("delta", "mean"), pairs=("delta", "size"), lowest=("delta", "min"), highest=("delta", "max")
+    )
+    lower_better = table["metric"].isin(LOWER_IS_BETTER)
+    table["worst"] = np.where(lower_better, table["highest"], table["lowest"])
+    table["best"] = np.where(lower_better, table["lowest"], table["highest"])
+    return table.drop(columns=["lowest", "highest"])
+
+
+def write_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
+    """All tables, Parquet and CSV, into ``out_dir``: runs, deltas (combined and one per level),
+    tasks and features."""
+    out = Path(out_dir)
+    evaluation = config["evaluation"]
+    deltas = delta_table(config, evaluation["bootstrap_resamples"], evaluation["seed"])
+    per_run = run_table(config)
+    tables = {
+        "runs": per_run,
+        "deltas": deltas,
+        **{f"deltas_{level}": deltas[deltas["level"] == level] for level in ("pixel", "instance", "feature")},
+        "tasks": task_table(deltas),
+        "features": per_run[(per_run["metric"] == "nmae") & (per_run["feature"] != "")],  # N-MAE per selected feature (Figure 4)
+    }
+    written = {}
+    for name, table in tables.items():
+        for suffix in (".parquet", ".csv"):
+            path = out / f"{name}{suffix}"
+            write_table(table.reset_index(drop=True), path)
+            written[f"{name}{suffix}"] = path
+    log.info("wrote %d tables under %s", len(written), out)
+    return written

@@ -1,0 +1,70 @@
+"""The package's shape: stages import only from earlier stages, modules stay small enough to read."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vsgrid"
+# Pipeline order. Top-level modules (grid, config, layout, files, seeds, errors) serve every stage;
+# the command line sits above them all.
+STAGES = ["data", "model", "evaluation", "report"]
+# Pure score functions, a leaf module: training's validation reports the evaluation's PSNR.
+LEAVES = {"vsgrid.evaluation.metrics"}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package, by dotted name."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imported(path: Path) -> set[str]:
+    """Every vsgrid module a file imports, at the top or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vsgrid"):
+            # `from vsgrid.model import checkpoint` imports a module; `from vsgrid.grid import Run` a name
+            names.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("vsgrid"))
+    return names
+
+
+def stage(module: str) -> int:
+    parts = module.split(".")
+    return STAGES.index(parts[1]) if len(parts) > 2 and parts[1] in STAGES else -1
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m != "vsgrid.cli"])
+def test_no_module_imports_from_a_later_stage(module):
+    later = [name for name in imported(MODULES[module]) if stage(name) > stage(module) and name not in LEAVES]
+    assert not later, f"{module} imports {later}"
+
+
+def test_importing_inference_does_not_import_training():
+    code = "import sys, vsgrid.model.infer; print('vsgrid.model.train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_snakefiles_imports_need_only_the_standard_library():
+    code = "import sys, vsgrid.layout, vsgrid.grid, vsgrid.config; print(sorted({'numpy', 'pandas', 'torch', 'zarr'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_the_command_line_is_thin_and_functions_fit_on_a_screen():
+    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 200
+    long = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{module}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

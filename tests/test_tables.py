@@ -1,0 +1,105 @@
+"""Delta and task tables on hand-made run folders whose every value is known by construction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vsgrid.config import validate
+from vsgrid.evaluation.scoring import RunValues, run_scores, score
+from vsgrid.grid import runs
+from vsgrid.layout import Layout
+from vsgrid.report.tables import bootstrap_weights, delta_table, task_table
+
+FEATURES = ["AreaShape_Area", "Intensity_MeanIntensity"]
+
+
+def write_run(layout, run, ssim, nmae_sums, n_pairs=(2, 2), real_std=(2.0, 4.0), matched=2, real=4):
+    """A run folder whose images score ``ssim`` and whose feature sums are ``nmae_sums`` (per
+    feature, on every image); two images."""
+    n = len(ssim)
+    images = pd.DataFrame({"image": range(n), "ssim": ssim, "psnr": [30.0] * n})
+    differences = pd.DataFrame(
+        [
+            {"image": i, "feature": f, "abs_diff_sum": s, "n_pairs": p, "n_matched": matched, "n_real": real, "real_std": sd}
+            for i in range(n)
+            for f, s, p, sd in zip(FEATURES, nmae_sums, n_pairs, real_std)
+        ]
+    )
+    folder = layout.run_dir(run.model, run.test_set)
+    folder.mkdir(parents=True)
+    images.to_parquet(folder / "images.parquet")
+    differences.to_parquet(folder / "feature_differences.parquet")
+    run_scores(RunValues.from_tables(images, differences)).to_parquet(folder / "scores.parquet")
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """One cell type, two seeds: runs lung-nontoxic -> lung-nontoxic, -> lung-toxic, lung-toxic -> lung-toxic."""
+    config = validate({"grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": [0, 1]}, "results": {"dir": str(tmp_path)}})
+    layout = Layout.of(config)
+    for run in runs(config):
+        trained_toxic = run.model.train_set.phenotype == "toxic"
+        seed = run.model.seed
+        # The toxic-trained baseline: SSIM 0.9 and 0.7 (mean 0.8); N-MAE sums 2 and 8 -> N-MAE 0.5 and 1.0.
+        # The non-toxic model: SSIM mean 0.6 (seed 0) and 0.7 (seed 1); N-MAE 1.0 and 2.0.
+        ssim = [0.9, 0.7] if trained_toxic else [0.5 + 0.1 * seed, 0.7 + 0.1 * seed]
+        sums = (2.0, 8.0) if trained_toxic else (4.0, 16.0)
+        write_run(layout, run, ssim, sums)
+    return config
+
+
+def row(deltas, train_set, test_set, metric, kind="test_distribution"):
+    match = deltas[(deltas["train_set"] == train_set) & (deltas["test_set"] == test_set) & (deltas["metric"] == metric) & (deltas["baseline_kind"] == kind)]
+    assert len(match) == 1
+    return match.iloc[0]
+
+
+def test_value_baseline_and_delta_are_means_over_seeds(grid):
+    deltas = delta_table(grid, n_resamples=200, seed=0)
+    ssim = row(deltas, "lung-nontoxic", "lung-toxic", "ssim")
+    assert ssim["value"] == pytest.approx(0.65) and ssim["baseline"] == pytest.approx(0.8)
+    assert ssim["delta"] == pytest.approx(-0.15) and ssim["seeds"] == 2 and ssim["task"] == 1
+    # N-MAE per feature: sums 4 + 4 over 2 + 2 pairs / SD 2 = 1.0; 16 + 16 over 4 pairs / SD 4 = 2.0.
+    nmae = row(deltas, "lung-nontoxic", "lung-toxic", "nmae")
+    assert nmae["value"] == pytest.approx(1.5) and nmae["baseline"] == pytest.approx(0.75) and nmae["delta"] == pytest.approx(0.75)
+    assert row(deltas, "lung-nontoxic", "lung-toxic", "match_rate")["value"] == pytest.approx(0.5)
+    baseline = row(deltas, "lung-toxic", "lung-toxic", "ssim")
+    assert baseline["delta"] == 0 and baseline["ci_low"] == baseline["ci_high"] == 0
+
+
+def test_the_confidence_interval_brackets_the_delta_and_follows_the_images(grid):
+    deltas = delta_table(grid, n_resamples=500, seed=0)
+    ssim = row(deltas, "lung-nontoxic", "lung-toxic", "ssim")
+    # Each resample draws the same images for model and baseline: per image the delta is
+    # (0.55 - 0.9) on image 0 and (0.75 - 0.7) on image 1, so every replicate lies between.
+    assert -0.35 - 1e-12 <= ssim["ci_low"] <= ssim["delta"] <= ssim["ci_high"] <= 0.05 + 1e-12
+    # N-MAE is the same on every image, so every resample gives the same delta.
+    nmae = row(deltas, "lung-nontoxic", "lung-toxic", "nmae")
+    assert nmae["ci_low"] == pytest.approx(0.75) and nmae["ci_high"] == pytest.approx(0.75)
+
+
+def test_one_function_gives_the_value_and_every_replicate(grid):
+    layout = Layout.of(grid)
+    run = next(r for r in runs(grid) if r.model.train_set.phenotype == "nontoxic" and r.test_set.phenotype == "toxic")
+    values = RunValues.read(layout.run_dir(run.model, run.test_set))
+    scores = pd.read_parquet(layout.run_dir(run.model, run.test_set) / "scores.parquet").set_index(["metric", "feature"])["value"]
+    weights = bootstrap_weights(values.n_images, 50, 0, "lung-toxic")
+    for metric in values.metrics:
+        assert float(score(metric, values, np.ones(values.n_images))) == scores[(metric, "")]
+        by_resample = np.array([score(metric, values, w) for w in weights])
+        np.testing.assert_allclose(score(metric, values, weights), by_resample, rtol=1e-12)
+    assert (weights.sum(1) == values.n_images).all()
+
+
+def test_task_table_ranks_worst_and_best_in_each_metrics_direction():
+    deltas = pd.DataFrame(
+        {
+            "baseline_kind": "test_distribution", "task": 2, "stain": "dapi", "train_set": ["a-nontoxic", "b-nontoxic"] * 2,
+            "baseline_train_set": ["c-nontoxic"] * 4, "level": ["pixel", "pixel", "feature", "feature"],
+            "metric": ["ssim", "ssim", "nmae", "nmae"], "delta": [-0.2, 0.1, -0.3, 0.4],
+        }
+    )  # fmt: skip
+    tasks = task_table(deltas).set_index("metric")
+    assert tasks.loc["ssim", "worst"] == -0.2 and tasks.loc["ssim", "best"] == 0.1
+    assert tasks.loc["nmae", "worst"] == 0.4 and tasks.loc["nmae", "best"] == -0.3  # lower N-MAE is better
+    assert tasks.loc["nmae", "delta"] == pytest.approx(0.05) and tasks.loc["nmae", "pairs"] == 2
