@@ -164,9 +164,38 @@ def missing_column(plates):
     return "load_data.csv", "lacks column\\(s\\) PathName_Cy5"
 
 
+def well_listed_twice(plates):
+    table = pd.read_csv(plates.root / "plate_map.csv")
+    pd.concat([table, pd.DataFrame([{"well": "A2", "compound": "CPD-B", "concentration": 1}])]).to_csv(plates.root / "plate_map.csv", index=False)
+    return "plate_map.csv", "well A02 is listed twice \\(rows 3 and 10\\)"
+
+
+def field_listed_twice(plates):
+    table = pd.read_csv(plates.root / "load_data.csv")
+    pd.concat([table, table.iloc[[5]]]).to_csv(plates.root / "load_data.csv", index=False)
+    return "load_data.csv", "plate PL1 well A03 site 2 is listed twice \\(rows 7 and 50\\)"
+
+
+def empty_cell_type(plates):
+    pd.DataFrame({"plate": ["PL1", "PL2", "PL3"], "cell_type": ["lung", "", "lung"]}).to_csv(plates.root / "plates.csv", index=False)
+    return "plates.csv", "row 3: plate PL2 has no cell_type"
+
+
+def fractional_site(plates):
+    table = pd.read_csv(plates.root / "load_data.csv")
+    table["Metadata_Site"] = table["Metadata_Site"].astype(float)
+    table.loc[3, "Metadata_Site"] = 1.5
+    table.to_csv(plates.root / "load_data.csv", index=False)
+    return "load_data.csv", "column 'Metadata_Site' row 5 is '1.5', not a whole number"
+
+
 @pytest.mark.parametrize(
-    "damage", [garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float, well_not_in_plate_map, plate_without_cell_type, missing_column]
-)
+    "damage",
+    [
+        garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float, well_not_in_plate_map,
+        plate_without_cell_type, missing_column, well_listed_twice, field_listed_twice, empty_cell_type, fractional_site,
+    ],
+)  # fmt: skip
 def test_bad_input_names_the_file_and_keeps_the_earlier_store(plates, damage):
     config = plates.config()  # every field of every plate, so every file is read
     out = plates.root / "stores"
@@ -198,3 +227,19 @@ def test_grid_cell_type_without_plates(plates):
     config["grid"]["cell_types"] = ["lung", "breast"]
     with pytest.raises(VsgridError, match="'breast' but .*plates.csv has no plate of it"):
         ingest(config, plates.root / "stores", progress=False)
+
+
+def test_a_failure_in_a_later_store_leaves_every_store_as_it_was(plates):
+    """Stores are staged and swapped together: the first store is not rebuilt alone."""
+    out = plates.root / "stores"
+    ingest(plates.config(), out, progress=False)
+    before = {p.name: open_store(p).images("test")[:] for p in out.iterdir()}
+    garbage_tiff_in_toxic_well = plates.file("PL3", "B02", 2, "cy5")  # read by the second store only
+    garbage_tiff_in_toxic_well.write_bytes(b"II*\x00garbage")
+    reseeded = plates.config()
+    reseeded["data"]["seed"] = 1  # other splits: a rebuilt first store would differ
+    with pytest.raises(VsgridError, match="PL3_B02_s2_Cy5.tif is not a readable TIFF"):
+        ingest(reseeded, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    for name, images in before.items():
+        assert np.array_equal(open_store(out / name).images("test")[:], images)

@@ -71,6 +71,16 @@ def ranking_inputs(wildcards):
     }
 
 
+def run_inputs(wc):
+    """What scoring a run reads beside its prediction: the real masks, features and ranking."""
+    stain, test_set = model_stain(wc), vsgrid_grid.DataSet.parse(wc.test_set)
+    return {
+        "real_masks": LAYOUT.real_masks(test_set, stain),
+        "real_features": LAYOUT.real_features(test_set, stain),
+        "ranking": LAYOUT.ranking(test_set.cell_type, stain),
+    }
+
+
 PANELS = vsgrid_grid.panel_runs(config)
 FIGURES = ["figure2", "figure4", "figure6a", "figure6b", *PANELS]
 

@@ -1,16 +1,6 @@
 # One evaluation per run: segment and measure the prediction, score it at the three levels.
 
 
-def run_inputs(wc):
-    """What scoring a run reads beside its prediction: the real masks, features and ranking."""
-    stain, test_set = model_stain(wc), vsgrid_grid.DataSet.parse(wc.test_set)
-    return {
-        "real_masks": LAYOUT.real_masks(test_set, stain),
-        "real_features": LAYOUT.real_features(test_set, stain),
-        "ranking": LAYOUT.ranking(test_set.cell_type, stain),
-    }
-
-
 rule evaluate:
     input:
         unpack(run_inputs),
