@@ -72,12 +72,13 @@ def test_store_layout(quick_stores, quick_config):
     for split in ("train", "val", "test"):
         images = store.images(split)
         assert images.shape == (splits[split], 4, size, size) and images.dtype == np.uint16
-        assert images.chunks == (1, 4, size, size)
+        assert images.chunks == (1, 1, size, size) and images.array.shards == (1, 4, size, size)  # one file per field, one chunk per channel
         assert store.masks(split).shape == (splits[split], 2, size, size)
         meta = store.split_metadata(split)
         assert len(meta) == splits[split] and (meta["phenotype"] == "toxic").all()
     assert store.attrs["channels"] == ["bf", "dapi", "fitc", "cy5"]
     assert store.attrs["pixel_size_um"] == 1.3 and store.attrs["provenance"]["source"] == "synthetic"
+    assert len(store.store_id) == 32
 
 
 def test_test_images_come_only_from_held_out_plates(quick_stores):

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vsgrid.errors import VsgridError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -66,6 +68,22 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 def write_text(text: str, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_table(path: str | Path, columns: list[str] | None = None, **options) -> "pd.DataFrame":
+    """A Parquet, TSV or CSV table, by extension; a missing or damaged file is a :class:`VsgridError`."""
+    import pandas as pd
+    import pyarrow
+
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, columns=columns, **options)
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", usecols=columns, **options)
+    except FileNotFoundError:
+        raise VsgridError(f"{path} does not exist; the step that writes it has not run") from None
+    except (OSError, ValueError, pyarrow.ArrowException, pd.errors.ParserError) as exc:
+        raise VsgridError(f"{path} cannot be read as a table ({type(exc).__name__}: {str(exc)[:200]}); it is damaged, rerun the step that writes it") from None
 
 
 def write_table(table: "pd.DataFrame", path: str | Path) -> None:

@@ -107,4 +107,4 @@ def iter_batches(store_path: str | Path, split: str, batch_size: int, channels=C
     index = [store.channel_index(c) for c in channels]
     for start in range(0, images.shape[0], batch_size):
         stop = min(start + batch_size, images.shape[0])
-        yield np.arange(start, stop), images[start:stop][:, index]
+        yield np.arange(start, stop), np.stack([images[start:stop, c] for c in index], axis=1)

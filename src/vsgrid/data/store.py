@@ -8,13 +8,17 @@ Layout of ``<dir>/<cell type>-<phenotype>.zarr`` (Zarr v3 group)::
     metadata.tsv                  one row per image: split, index, plate, well, field,
                                   compound, concentration, phenotype, ...
 
-One field per chunk, compressed. Group attributes hold the channel names, the pixel size, the
-data set and the provenance. A store is built in a temporary folder beside its final path and
-renamed into place only when complete, so a failed build leaves any earlier store untouched.
+One file per field (a Zarr shard) holding one compressed, checksummed chunk per channel, so that a
+step reading one channel decodes only that one. Group attributes hold the channel names, the pixel
+size, the data set, the provenance and ``store_id``, drawn anew for every build: what a model
+folder and a prediction record to know which store they came from. A store is built in a
+temporary folder beside its final path and renamed into place only when complete, so a failed
+build leaves any earlier store untouched.
 """
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +27,9 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from vsgrid import arrays
 from vsgrid.errors import VsgridError
-from vsgrid.files import atomic_path
+from vsgrid.files import atomic_path, read_table
 
 CHANNELS = ("bf", "dapi", "fitc", "cy5")
 MASKS = ("nucleus", "cell")
@@ -52,10 +57,11 @@ def create_store(
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for split in SPLITS:
             n = sizes.get(split, 0)
-            group.create_array(split, shape=(n, len(CHANNELS), height, width), chunks=(1, len(CHANNELS), height, width), dtype="uint16")
-            if with_masks:
-                group.create_array(f"{split}_masks", shape=(n, len(MASKS), height, width), chunks=(1, len(MASKS), height, width), dtype="uint16")
-        group.attrs.update({"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], **attrs})
+            for name, planes in ((split, CHANNELS), (f"{split}_masks", MASKS if with_masks else ())):
+                if planes:
+                    field = (1, len(planes), height, width)
+                    arrays.create(group, (n, *field[1:]), chunks=(1, 1, height, width), shards=field, dtype="uint16", name=name)
+        group.attrs.update({"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], "store_id": uuid.uuid4().hex, **attrs})
         yield group
         metadata.to_csv(tmp / METADATA, sep="\t", index=False)
 
@@ -76,13 +82,17 @@ class Store:
     def has_masks(self) -> bool:
         return bool(self.attrs.get("masks"))
 
-    def images(self, split: str) -> zarr.Array:
-        return self.group[split]
+    @property
+    def store_id(self) -> str:
+        return self.attrs["store_id"]
 
-    def masks(self, split: str) -> zarr.Array:
+    def images(self, split: str) -> arrays.Stack:
+        return arrays.member(self.group, split, self.path)
+
+    def masks(self, split: str) -> arrays.Stack:
         if not self.has_masks:
             raise VsgridError(f"{self.path} has no ground-truth masks (only synthetic stores have them)")
-        return self.group[f"{split}_masks"]
+        return arrays.member(self.group, f"{split}_masks", self.path)
 
     def split_metadata(self, split: str) -> pd.DataFrame:
         return self.metadata[self.metadata["split"] == split].sort_values("index").reset_index(drop=True)
@@ -101,8 +111,8 @@ def open_store(path: str | Path) -> Store:
         raise VsgridError(f"no data store at {path}: build it with `vsgrid synthesize` or `vsgrid ingest`")
     if not (path / METADATA).exists():
         raise VsgridError(f"data store {path} has no {METADATA}; rebuild it")
-    group = zarr.open_group(path, mode="r")
-    metadata = pd.read_csv(path / METADATA, sep="\t", dtype={"well": str, "plate": str})
+    group = arrays.open_group(path)
+    metadata = read_table(path / METADATA, dtype={"well": str, "plate": str})
     return Store(path, group, metadata)
 
 

@@ -32,7 +32,7 @@ from vsgrid.evaluation.features import measure_stack, workers_for
 from vsgrid.evaluation.metrics import IMAGE_METRICS, LEVEL, instance_scores, match_instances, pixel_scores
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.stacks import read_stack, real_stain, test_store
-from vsgrid.files import write_table
+from vsgrid.files import read_table, write_table
 from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class RunValues:
     @classmethod
     def read(cls, run_dir: str | Path) -> RunValues:
         run_dir = Path(run_dir)
-        return cls.from_tables(pd.read_parquet(run_dir / "images.parquet"), pd.read_parquet(run_dir / "feature_differences.parquet"))
+        return cls.from_tables(read_table(run_dir / "images.parquet"), read_table(run_dir / "feature_differences.parquet"))
 
     @property
     def n_images(self) -> int:
@@ -199,7 +199,7 @@ def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_ma
     settings = config["features"]
     pred_features = measure_stack(pred, pred_labels, settings["groups"], settings["names"], workers_for(settings, workers))
     write_table(pred_features, out / "features.parquet")
-    tables = evaluate(real, pred, stain, real_labels, pred_labels, pd.read_parquet(real_features), pred_features, pd.read_csv(ranking, sep="\t"), config["evaluation"])
+    tables = evaluate(real, pred, stain, real_labels, pred_labels, read_table(real_features), pred_features, read_table(ranking), config["evaluation"])
     for name, table in tables.items():
         write_table(table, out / f"{name}.parquet")
     scores = tables["scores"]

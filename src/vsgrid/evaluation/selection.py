@@ -17,7 +17,7 @@ import pandas as pd
 
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.stacks import test_store
-from vsgrid.files import write_table
+from vsgrid.files import read_table, write_table
 from vsgrid.grid import DataSet
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def rank_test_sets(config: dict, inputs: dict[str, str | Path], out: str | Path)
     settings = config["evaluation"]
     frames = []
     for test_set, path in inputs.items():
-        table = pd.read_parquet(path)
+        table = read_table(path)
         frames.append(table.assign(target=ranking_target(config, test_set, table)))
     features = pd.concat(frames, ignore_index=True)
     ranking = rank_features(

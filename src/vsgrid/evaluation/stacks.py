@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import zarr
 
+from vsgrid import arrays
 from vsgrid.data.store import Store, open_store
 from vsgrid.files import atomic_path
 from vsgrid.layout import Layout
@@ -26,14 +26,14 @@ def real_stain(store: Store, stain: str) -> np.ndarray:
     return store.images("test")[:, store.channel_index(stain)]
 
 
-def read_stack(path: str | Path) -> zarr.Array:
-    """A prediction or a label stack, opened for reading."""
-    return zarr.open_array(path, mode="r")
+def read_stack(path: str | Path) -> arrays.Stack:
+    """A prediction or a label stack, opened for checked reading."""
+    return arrays.open_array(path)
 
 
 def write_labels(labels: np.ndarray, out: str | Path, attrs: dict) -> None:
     """A label stack (N, H, W) as int32 Zarr, one image per chunk, written atomically."""
     with atomic_path(Path(out)) as tmp:
-        array = zarr.create_array(tmp, shape=labels.shape, chunks=(1, *labels.shape[1:]), dtype="int32", zarr_format=3)
+        array = arrays.create(tmp, shape=labels.shape, chunks=(1, *labels.shape[1:]), dtype="int32")
         array[:] = labels
         array.attrs.update(attrs)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from tqdm import tqdm
 
-from vsgrid import __version__
+from vsgrid import __version__, arrays
 from vsgrid.data.pairs import denormalize, iter_batches, normalize
 from vsgrid.data.store import as_uint16, open_store
 from vsgrid.errors import VsgridError
@@ -66,7 +65,7 @@ def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, batch_
     n, _, height, width = images.shape
     out = Path(out)
     with atomic_path(out) as tmp:
-        prediction = zarr.create_array(tmp, shape=(n, height, width), chunks=(1, height, width), dtype="uint16", zarr_format=3)
+        prediction = arrays.create(tmp, shape=(n, height, width), chunks=(1, height, width), dtype="uint16")
         prediction.attrs.update(
             {
                 "model": Path(model_dir).name,
@@ -75,6 +74,7 @@ def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, batch_
                 "seed": saved["seed"],
                 "test_set": store.attrs.get("data_set", store.path.stem),
                 "test_store": str(store.path),
+                "store_id": store.store_id,
                 "device": str(device.torch_device),
                 "bf16": device.bf16,
                 "vsgrid": __version__,

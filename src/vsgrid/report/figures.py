@@ -21,11 +21,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import zarr  # noqa: E402
 
+from vsgrid import arrays  # noqa: E402
 from vsgrid.data.store import open_store  # noqa: E402
 from vsgrid.evaluation.metrics import LOWER_IS_BETTER  # noqa: E402
-from vsgrid.files import atomic_path  # noqa: E402
+from vsgrid.files import atomic_path, read_table  # noqa: E402
 from vsgrid.grid import NONTOXIC, TOXIC, DataSet, focus_cell_type, panel_runs  # noqa: E402
 from vsgrid.layout import Layout  # noqa: E402
 
@@ -167,7 +167,7 @@ def qualitative(config: dict, panel: dict, image_index: int):
         real = field[store.channel_index(stain)]
         low, high = _display_range(real)
         images = [field[store.channel_index("bf")], real]
-        images += [zarr.open_array(layout.prediction(model.format(stain=stain), panel["test_set"]), mode="r")[image_index] for model in panel["models"]]
+        images += [arrays.open_array(layout.prediction(model.format(stain=stain), panel["test_set"]))[image_index] for model in panel["models"]]
         for col, (ax, image) in enumerate(zip(axes[row], images)):
             ax.imshow(image, cmap="gray", vmin=None if col == 0 else low, vmax=None if col == 0 else high)
             ax.set_xticks([])
@@ -187,8 +187,8 @@ def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> l
     plt.rcParams.update({"figure.dpi": settings["dpi"], "savefig.dpi": settings["dpi"]})
     out = Path(out_dir)
     tables = Path(tables_dir)
-    deltas = pd.read_parquet(tables / "deltas.parquet")
-    features = pd.read_parquet(tables / "features.parquet")
+    deltas = read_table(tables / "deltas.parquet")
+    features = read_table(tables / "features.parquet")
     grid = config["grid"]
     cell_types, stains = grid["cell_types"], grid["stains"]
     segmented = [s for s in settings["figure6_stains"] if s in stains]

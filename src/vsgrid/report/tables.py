@@ -18,7 +18,7 @@ import pandas as pd
 
 from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
 from vsgrid.evaluation.scoring import RunValues, score
-from vsgrid.files import write_table
+from vsgrid.files import read_table, write_table
 from vsgrid.grid import Run, baseline_of, runs
 from vsgrid.layout import Layout
 from vsgrid.seeds import rng_for
@@ -42,7 +42,7 @@ def run_table(config: dict) -> pd.DataFrame:
     layout = Layout.of(config)
     frames = []
     for run in runs(config):
-        scores = pd.read_parquet(layout.run_dir(run.model, run.test_set) / "scores.parquet")
+        scores = read_table(layout.run_dir(run.model, run.test_set) / "scores.parquet")
         frames.append(
             scores.assign(
                 run=run.name, model=run.model.name, model_type=run.model.model_type, task=run.task, shift=run.shift,

@@ -1,0 +1,116 @@
+"""Zarr arrays that say when they are damaged.
+
+Every array vsgrid writes (stores, predictions, label stacks) is created by :func:`create`: zstd
+with its content checksum, so a flipped byte fails to decode, and every chunk written even when it
+is all zeros, so a chunk file that is missing means damage, never "empty". Every array vsgrid reads
+is opened through :func:`open_array` or :func:`open_group`, which return a :class:`Stack`: a
+missing chunk, or one that fails to decode, is a :class:`~vsgrid.errors.VsgridError` naming the
+array and the chunk instead of a silent block of zeros or a bare codec error.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.storage import LocalStore, WrapperStore
+
+from vsgrid.errors import VsgridError
+
+COMPRESSORS = [ZstdCodec(level=3, checksum=True)]
+ALWAYS_WRITE = {"write_empty_chunks": True}
+# Per-array config does not survive reopening an array (it is not stored in its metadata), and a
+# writer fills arrays it reopens from their group: every array of this process writes every chunk.
+zarr.config.set({"array.write_empty_chunks": True})
+_CHUNK_KEY = re.compile(r"(^|/)c(/\d+)+$")  # Zarr v3 chunk keys: ".../c/3/0/0/0"
+
+
+class MissingChunk(FileNotFoundError):
+    pass
+
+
+class _StrictStore(WrapperStore[LocalStore]):
+    """A local store for which a missing chunk is an error, not the fill value."""
+
+    async def get(self, key, prototype=None, byte_range=None):
+        buffer = await self._store.get(key, prototype, byte_range)
+        if buffer is None and _CHUNK_KEY.search(key):
+            raise MissingChunk(key)
+        return buffer
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        buffers = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, _), buffer in zip(key_ranges, buffers):
+            if buffer is None and _CHUNK_KEY.search(key):
+                raise MissingChunk(key)
+        return buffers
+
+
+class Stack:
+    """A Zarr array read through checks: ``stack[i]`` as with Zarr, errors naming file and chunk."""
+
+    def __init__(self, array: zarr.Array, path: Path):
+        self.array, self.path = array, Path(path)
+
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: self.array.dtype)
+    chunks = property(lambda self: self.array.chunks)
+    ndim = property(lambda self: self.array.ndim)
+    attrs = property(lambda self: self.array.attrs)
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, selection):
+        try:
+            return self.array[selection]
+        except MissingChunk as missing:
+            raise VsgridError(f"{self.path}: chunk {missing.args[0]} is missing (the array is damaged; rebuild it)") from None
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise VsgridError(f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded ({exc}); the array is damaged, rebuild it") from None
+
+
+def _describe(selection) -> str:
+    first = selection[0] if isinstance(selection, tuple) else selection
+    if isinstance(first, slice):
+        return f"{first.start or 0}..{(first.stop or 0) - 1}"
+    return str(first)
+
+
+def create(where: zarr.Group | str | Path, shape, chunks, dtype, name: str | None = None, shards=None) -> zarr.Array:
+    """A new array with checksums, every chunk written: ``name`` in a group, or an array at a path.
+
+    ``shards`` groups chunks into one file each (a field's channels, say), so that reading one
+    channel decodes one chunk while the file system holds one file per field.
+    """
+    options = {"shape": shape, "chunks": chunks, "shards": shards, "dtype": dtype, "compressors": COMPRESSORS, "config": ALWAYS_WRITE}
+    if isinstance(where, zarr.Group):
+        return where.create_array(name, **options)
+    return zarr.create_array(where, zarr_format=3, **options)
+
+
+def _strict(path: Path) -> _StrictStore:
+    return _StrictStore(LocalStore(path, read_only=True))
+
+
+def open_array(path: str | Path) -> Stack:
+    """An array written by :func:`create`, opened for checked reading."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise VsgridError(f"{path} is not a Zarr array (no zarr.json); the step that writes it did not finish")
+    try:
+        return Stack(zarr.open_array(_strict(path), mode="r"), path)
+    except (ValueError, OSError) as exc:
+        raise VsgridError(f"{path} cannot be opened as a Zarr array: {exc}") from None
+
+
+def open_group(path: str | Path) -> zarr.Group:
+    """A group for checked reading: wrap its arrays with :func:`member`."""
+    return zarr.open_group(_strict(Path(path)), mode="r")
+
+
+def member(group: zarr.Group, name: str, path: Path) -> Stack:
+    return Stack(group[name], Path(path) / name)
