@@ -1,7 +1,7 @@
 import pytest
 
 from vsgrid.cli import main
-from vsgrid.config import load_config, validate
+from vsgrid.config import load_config, result_settings, validate
 from vsgrid.errors import VsgridError
 
 
@@ -78,3 +78,27 @@ def test_ingest_config_needs_plates_of_every_grid_cell_type(tmp_path):
     with pytest.raises(VsgridError, match="'breast', which no plate of data.ingest.plate_cell_types"):
         validate({"data": {"source": "ingest", "ingest": ingest}})
     assert validate({"grid": {"cell_types": ["lung", "ovarian"]}, "data": {"source": "ingest", "ingest": ingest}})["data"]["source"] == "ingest"
+
+
+def test_a_key_given_twice_or_a_directory_is_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("grid:\n  seeds: [0]\n  seeds: [0, 1]\n")
+    with pytest.raises(VsgridError, match="twice.yaml is not valid YAML: key 'seeds' is given twice .*line 3"):
+        load_config(twice)
+    with pytest.raises(VsgridError, match="is a directory; give a YAML file"):
+        load_config(tmp_path)
+
+
+def test_the_former_section_names_are_read_with_a_deprecation_message(caplog):
+    config = validate({"model": {"ngf": 8}, "train": {"bf16": False}})
+    assert config["network"]["ngf"] == 8 and config["device"]["bf16"] is False and "model" not in config
+    assert "config key model is deprecated" in caplog.text and "rename it to device.bf16" in caplog.text
+    with pytest.raises(VsgridError, match="both model and network are set"):
+        validate({"model": {"ngf": 8}, "network": {"ngf": 16}})
+
+
+def test_results_depend_on_settings_without_their_execution_only_keys():
+    config = validate({"features": {"workers": 3}, "train": {"workers": 2, "lr": 0.001}})
+    settings = result_settings(config, "features", "train")
+    assert "workers" not in settings["features"] and "workers" not in settings["train"] and settings["train"]["lr"] == 0.001
+    assert config["features"]["workers"] == 3  # the config itself is untouched

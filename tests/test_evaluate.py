@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
+from vsgrid import arrays
 from vsgrid.cli import main
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.scoring import evaluate
@@ -130,13 +131,15 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     inputs = [f"{t}={tmp_path / f'{t}.features.parquet'}" for t in ("lung-nontoxic", "lung-toxic")]
     assert main(["rank-features", *c, "--inputs", *inputs, "--out", str(tmp_path / "ranking.tsv")]) == 0
     # A "prediction" that is the real stain with noise, segmented and measured like one.
-    real = open_store(quick_stores["lung-toxic"]).images("test")[:, 1]
-    pred = zarr.create_array(tmp_path / "pred.zarr", shape=real.shape, chunks=(1, *real.shape[1:]), dtype="uint16")
+    store = open_store(quick_stores["lung-toxic"])
+    real = store.images("test")[:, 1]
+    pred = arrays.create(tmp_path / "pred.zarr", shape=real.shape, chunks=(1, *real.shape[1:]), dtype="uint16")
     pred[:] = np.clip(real + np.random.default_rng(0).normal(0, 300, real.shape), 0, 65535).astype(np.uint16)
+    pred.attrs.update({"model": "lung-nontoxic.dapi.s0", "stain": "dapi", "test_set": "lung-toxic", "store_id": store.store_id})
     p = ["--test-set", "lung-toxic", "--stain", "dapi"]
     files = {"--prediction": "pred.zarr", "--real-masks": "lung-toxic.masks.zarr", "--real-features": "lung-toxic.features.parquet", "--ranking": "ranking.tsv"}
     arguments = [x for option, name in files.items() for x in (option, str(tmp_path / name))]
-    assert main(["evaluate", *c, *p, *arguments, "--out", str(tmp_path / "run")]) == 0
+    assert main(["evaluate", *c, *p, *arguments, "--model", "lung-nontoxic.dapi.s0", "--out", str(tmp_path / "run")]) == 0
     images = pd.read_parquet(tmp_path / "run" / "images.parquet")
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")
     assert len(images) == real.shape[0] and {"ssim", "psnr", "f1", "jaccard"} <= set(images.columns)
@@ -157,3 +160,39 @@ def test_cli_reports_a_missing_cellpose_model(quick_config, quick_stores, tmp_pa
     path.write_text(yaml.safe_dump(config))
     assert main(["segment", "--config", str(path), "--test-set", "lung-toxic", "--stain", "dapi", "--out", str(tmp_path / "m.zarr")]) == 2
     assert "neither an existing file nor a built-in model name" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_prediction_of_another_stain_model_or_store_build(quick_config, quick_stores, tmp_path, capsys):
+    import yaml
+
+    config = copy.deepcopy(quick_config)
+    config["data"]["dir"] = str(next(iter(quick_stores.values())).parent)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    store = open_store(quick_stores["lung-toxic"])
+    pred = arrays.create(tmp_path / "pred.zarr", shape=(store.images("test").shape[0], 128, 128), chunks=(1, 128, 128), dtype="uint16")
+    pred[:] = 0
+    run = ["evaluate", "--config", str(path), "--test-set", "lung-toxic", "--stain", "dapi", "--prediction", str(tmp_path / "pred.zarr"), "--out", str(tmp_path / "run")]
+    run += ["--real-masks", "m.zarr", "--real-features", "f.parquet", "--ranking", "r.tsv", "--model", "lung-nontoxic.dapi.s0"]
+    for attrs, complaint in (
+        ({"stain": "fitc", "model": "lung-nontoxic.dapi.s0", "store_id": store.store_id}, "stain 'fitc', not 'dapi'"),
+        ({"stain": "dapi", "model": "lung-nontoxic.fitc.s0", "store_id": store.store_id}, "model 'lung-nontoxic.fitc.s0', not 'lung-nontoxic.dapi.s0'"),
+        ({"stain": "dapi", "model": "lung-nontoxic.dapi.s0", "store_id": "an earlier build"}, "store_id 'an earlier build'"),
+    ):
+        pred.attrs.update({"test_set": "lung-toxic", **attrs})
+        assert main(run) == 2
+        assert complaint in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_chunk_of_the_store_is_an_error_not_zeros(quick_config, quick_stores, tmp_path):
+    import shutil
+
+    from vsgrid.evaluation.segment import segment_test_set
+
+    shutil.copytree(quick_stores["lung-toxic"], tmp_path / "lung-toxic.zarr")
+    next((tmp_path / "lung-toxic.zarr" / "test" / "c").glob("3/*/*/*")).unlink()
+    config = {**quick_config, "data": {**quick_config["data"], "dir": str(tmp_path)}}
+    with pytest.raises(VsgridError, match=r"lung-toxic.zarr/test: chunk c/3/0/0/0 is missing"):
+        segment_test_set(config, "lung-toxic", "dapi", tmp_path / "masks.zarr")
+    assert not (tmp_path / "masks.zarr").exists()

@@ -6,7 +6,7 @@ from vsgrid.config import validate
 from vsgrid.errors import VsgridError
 from vsgrid.seeds import rng_for
 from vsgrid.data.store import CHANNELS, open_store
-from vsgrid.data.summary import summarize
+from vsgrid.data.summary import image_flag, summarize
 from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
 
 LUNG = Profile(600, 13, 5.5, 1.3, 0.3)
@@ -152,3 +152,14 @@ def test_asking_for_more_images_than_the_plates_hold_names_the_key(tmp_path):
     with pytest.raises(VsgridError, match=r"lung-toxic: data.splits.test asks for 10000 images but the held-out test plates have only \d+"):
         synthesize(config, tmp_path, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_blank_and_saturated_images_are_flagged():
+    noisy = np.random.default_rng(0).integers(100, 4000, (32, 32)).astype(np.uint16)
+    thresholds = {"blank_range": 16, "saturated_fraction": 0.01}
+    assert image_flag(noisy, 65535, **thresholds) == ""
+    assert image_flag(np.full((32, 32), 7, np.uint16), 65535, **thresholds) == "blank"
+    clipped = noisy.copy()
+    clipped[:4] = 65535
+    assert image_flag(clipped, 65535, **thresholds) == "saturated"
+    assert image_flag(np.minimum(noisy, 255), 255, **thresholds) == "saturated"  # an 8-bit camera's top

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from vsgrid.config import validate
+from vsgrid.errors import VsgridError
 from vsgrid.evaluation.scoring import RunValues, run_scores, score
 from vsgrid.grid import runs
 from vsgrid.layout import Layout
@@ -103,3 +104,39 @@ def test_task_table_ranks_worst_and_best_in_each_metrics_direction():
     assert tasks.loc["ssim", "worst"] == -0.2 and tasks.loc["ssim", "best"] == 0.1
     assert tasks.loc["nmae", "worst"] == 0.4 and tasks.loc["nmae", "best"] == -0.3  # lower N-MAE is better
     assert tasks.loc["nmae", "delta"] == pytest.approx(0.05) and tasks.loc["nmae", "pairs"] == 2
+
+
+def test_images_with_a_blank_or_saturated_real_stain_weigh_nothing():
+    images = pd.DataFrame({"image": [0, 1, 2], "flag": ["blank", "", "saturated"], "ssim": [0.0, 0.8, 0.1], "psnr": [-65.0, 30.0, 10.0]})
+    differences = pd.DataFrame(
+        {"image": [0, 1, 2], "feature": "AreaShape_Area", "abs_diff_sum": [0.0, 3.0, 90.0], "n_pairs": [0, 3, 3], "n_matched": [0, 3, 3], "n_real": [0, 4, 3], "real_std": 1.0}
+    )
+    values = RunValues.from_tables(images, differences)
+    everyone = np.ones(3)
+    assert score("ssim", values, everyone) == 0.8 and score("psnr", values, everyone) == 30.0
+    assert score("nmae", values, everyone) == 1.0 and score("match_rate", values, everyone) == 0.75
+
+
+def test_a_damaged_run_table_is_named(grid):
+    layout = Layout.of(grid)
+    run = runs(grid)[0]
+    damaged = layout.run_dir(run.model, run.test_set) / "images.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(VsgridError, match=f"{damaged} cannot be read as a table .*it is damaged, rerun the step that writes it"):
+        delta_table(grid, n_resamples=10)
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    from vsgrid.cli import main
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    (tmp_path / "c.yaml").write_text("{}\n")
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert main(["grid", "--config", str(tmp_path / "c.yaml"), "--tsv", str(tmp_path / "out" / "runs.tsv")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"cannot write {tmp_path / 'out' / 'runs.tsv'}: Permission denied")
+    assert not list((tmp_path / "out").iterdir())

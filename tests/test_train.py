@@ -1,6 +1,8 @@
 """Training, resume and inference of the quick network on the quick synthetic data (CPU)."""
 
 import copy
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from vsgrid.grid import DataSet, Model
 from vsgrid.data.pairs import denormalize, normalize
 from vsgrid.data.store import as_uint16, create_store, open_store
 from vsgrid.evaluation.metrics import psnr
+from vsgrid.files import HOST, folder_lock, write_text
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
 from vsgrid.model.infer import infer, load_generator
@@ -105,13 +108,41 @@ def test_same_seed_same_weights_other_seed_other_weights(config, tmp_path):
     assert not same_weights(state_dict(tmp_path / "a"), state_dict(tmp_path / "c"))
 
 
-def test_finished_training_is_not_repeated(config, tmp_path):
-    config = short(config, 1)
+def test_other_settings_or_a_forced_rerun_train_afresh_the_same_settings_do_not(config, tmp_path):
     model = Model(LUNG_TOXIC, "fitc", 0)
-    train(config, model, tmp_path, progress=False)
-    before = (tmp_path / "last.pt").stat().st_mtime_ns
-    summary = train(config, model, tmp_path, progress=False)
-    assert summary["epochs"] == 1 and (tmp_path / "last.pt").stat().st_mtime_ns == before
+    train(short(config, 1), model, tmp_path, progress=False)
+    finished = (tmp_path / "last.pt").stat().st_mtime_ns
+    assert train(short(config, 1), model, tmp_path, progress=False)["epochs"] == 1
+    assert (tmp_path / "last.pt").stat().st_mtime_ns == finished  # the same settings: nothing to do
+    # Other settings: not a "resume" one epoch past the end, but a fresh training under them.
+    assert train(short(config, 2), model, tmp_path, progress=False)["epochs"] == 2
+    train(short(config, 2), model, tmp_path / "fresh", progress=False)
+    assert same_weights(state_dict(tmp_path, "best.pt"), state_dict(tmp_path / "fresh", "best.pt"))
+    assert json.loads((tmp_path / "settings.json").read_text())["train"]["max_epochs"] == 2
+    # A forced rerun (Snakemake deletes summary.json first) trains afresh too.
+    (tmp_path / "summary.json").unlink()
+    assert train(short(config, 2), model, tmp_path, progress=False)["epochs"] == 2
+    assert len(pd.read_csv(tmp_path / "log.csv")) == 2
+
+
+def test_a_model_folder_is_trained_by_one_process_at_a_time(config, tmp_path):
+    with folder_lock(tmp_path, "trained"):
+        with pytest.raises(VsgridError, match=f"is being trained by process {os.getpid()} on "):
+            train(short(config, 1), Model(LUNG_TOXIC, "dapi", 0), tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_temporaries_of_dead_processes_are_removed_at_the_next_write(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftovers = [tmp_path / f".best.pt.tmp-{HOST}-{dead.pid}", tmp_path / f".prediction.zarr.tmp-{HOST}-{dead.pid}"]
+    leftovers[0].write_bytes(b"half a checkpoint")
+    leftovers[1].mkdir()
+    kept = [tmp_path / f".log.csv.tmp-{HOST}-{os.getpid()}", tmp_path / f".last.pt.tmp-otherhost-{dead.pid}"]
+    for path in kept:
+        path.write_bytes(b"")
+    write_text("{}", tmp_path / "summary.json")
+    assert not any(p.exists() for p in leftovers) and all(p.exists() for p in kept)
 
 
 def run_cli(config_file, out, *extra):
@@ -184,19 +215,49 @@ def test_inference_on_images_of_another_odd_size_pads_and_crops(trained, quick_s
     assert np.array_equal(prediction, expected)
 
 
-def test_checkpoint_for_another_stain_or_network_is_refused(trained, config, tmp_path):
-    other_stain = copy.deepcopy(config)
+def test_checkpoint_for_another_model_or_network_is_refused(trained, config, quick_stores, tmp_path):
+    fitc_folder = _copy(trained, tmp_path / "lung-toxic.fitc.s0", "best.pt")
     with pytest.raises(VsgridError, match="trained for stain 'dapi', not 'fitc'"):
-        train(other_stain, Model(LUNG_TOXIC, "fitc", 0), _copy_last(trained, tmp_path / "a"), progress=False)
-    bigger = copy.deepcopy(config)
-    bigger["network"]["ngf"] = 16
+        infer(fitc_folder, quick_stores["lung-toxic"], tmp_path / "x.zarr", batch_size=4, progress=False)
+    bigger = {**config["network"], "ngf": 16}
     with pytest.raises(VsgridError, match="another network shape: ngf 8 \\(config: 16\\)"):
-        train(bigger, Model(LUNG_TOXIC, "dapi", 0), _copy_last(trained, tmp_path / "b"), progress=False)
+        infer(trained, quick_stores["lung-toxic"], tmp_path / "y.zarr", batch_size=4, network=bigger, progress=False)
+    assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "y.zarr").exists()
 
 
-def _copy_last(model_dir, target):
+def test_a_best_checkpoint_where_the_last_is_expected_is_named(trained, config, tmp_path):
+    folder = _copy(trained, tmp_path / "m", "settings.json")
+    (folder / "last.pt").write_bytes((trained / "best.pt").read_bytes())
+    with pytest.raises(VsgridError, match="last.pt is a generator checkpoint \\(what best.pt holds\\), not a training checkpoint"):
+        train(short(config, 1), Model(LUNG_TOXIC, "dapi", 0), folder, progress=False)
+
+
+def test_a_full_disk_is_named_and_leaves_no_half_checkpoint(trained, tmp_path, monkeypatch):
+    saved = checkpoint.load(trained / "best.pt")
+
+    def full(obj, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(VsgridError, match="cannot write checkpoint .*best.pt: the disk is full \\(.* GiB free there\\)"):
+        checkpoint.save(saved, tmp_path / "best.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_images_smaller_than_the_network_takes_are_named(trained, quick_stores, tmp_path):
+    source = open_store(quick_stores["lung-toxic"])
+    meta = source.split_metadata("test").iloc[:2].assign(split="test")
+    with create_store(tmp_path / "tiny.zarr", {"test": 2}, (4, 4), meta, {"data_set": "lung-toxic"}, with_masks=False) as group:
+        group["test"][:] = source.images("test")[:2, :, :4, :4]
+    with pytest.raises(VsgridError, match="are 4 x 4 pixels, too small for this network \\(2 downsamplings need at least 5 x 5\\)"):
+        infer(trained, tmp_path / "tiny.zarr", tmp_path / "t.zarr", batch_size=2, progress=False)
+
+
+def _copy(model_dir, target, *names):
     target.mkdir()
-    (target / "last.pt").write_bytes((model_dir / "last.pt").read_bytes())
+    for name in names:
+        (target / name).write_bytes((model_dir / name).read_bytes())
     return target
 
 
@@ -205,8 +266,9 @@ def test_truncated_checkpoint_is_a_clear_error(trained, quick_stores, tmp_path):
     broken.mkdir()
     data = (trained / "best.pt").read_bytes()
     (broken / "best.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(VsgridError, match="best.pt cannot be read"):
+    with pytest.raises(VsgridError, match="best.pt cannot be read: it is truncated, damaged or not a vsgrid checkpoint") as error:
         infer(broken, quick_stores["lung-toxic"], tmp_path / "x.zarr", batch_size=4, progress=False)
+    assert "weights_only" not in str(error.value)  # torch's advice to load untrusted files does not apply
     assert not (tmp_path / "x.zarr").exists()
 
 

@@ -17,9 +17,10 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
 def snakemake(workdir, *args, configfile=None, check=True):
-    """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's config.yaml."""
-    configfile = configfile or Path(workdir) / "config.yaml"
-    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args]
+    """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's config.yaml
+    (``configfile`` may be a list: later files overlay earlier ones)."""
+    configfiles = configfile if isinstance(configfile, list) else [configfile or Path(workdir) / "config.yaml"]
+    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, configfiles), "--cores", "2", *args]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -42,83 +43,98 @@ def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
     assert jobs["store"] == 6 and jobs["tables"] == jobs["figures"] == 1
 
 
+# Paths with a space and with shell syntax: every rule must quote them, none may run them.
+RESULTS, DATA = "my results", "data $(touch pwned)"
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """The .test grid, run to the end once for this module."""
     workdir = tmp_path_factory.mktemp("workflow")
-    shutil.copy(ROOT / ".test" / "config.yaml", workdir / "config.yaml")
+    config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    config["results"]["dir"], config["data"]["dir"] = RESULTS, DATA
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir)
     return workdir
 
 
 def test_the_test_grid_writes_tables_and_figures(grid):
-    deltas = pd.read_parquet(grid / "results" / "tables" / "deltas.parquet")
+    deltas = pd.read_parquet(grid / RESULTS / "tables" / "deltas.parquet")
     paper = deltas[deltas["baseline_kind"] == "test_distribution"]
     # 12 (train set, test set) pairs x 2 stains; dapi has 8 metrics, cy5 (no level 2) 4.
     assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 8, "cy5": 12 * 4}
     baselines = paper[paper["train_set"] == paper["baseline_train_set"]]
     assert (baselines["delta"] == 0).all() and len(baselines) == 4 * (8 + 4)
     assert (paper["ci_low"] <= paper["delta"] + 1e-9).all() and (paper["delta"] <= paper["ci_high"] + 1e-9).all()
-    runs = pd.read_csv(grid / "results" / "tables" / "runs.csv")
+    runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
     for name in ("figure2", "figure3", "figure4", "figure5", "figure6a", "figure6b"):
-        assert (grid / "results" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (grid / RESULTS / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned(grid) == {}  # nothing left to do
-    log = (grid / "results" / "logs" / "train" / "lung-nontoxic.dapi.s0.log").read_text()
+    log = (grid / RESULTS / "logs" / "train" / "lung-nontoxic.dapi.s0.log").read_text()
     assert "reached max_epochs (2)" in log
-    benchmark = pd.read_csv(grid / "results" / "benchmarks" / "train" / "lung-nontoxic.dapi.s0.tsv", sep="\t")
+    benchmark = pd.read_csv(grid / RESULTS / "benchmarks" / "train" / "lung-nontoxic.dapi.s0.tsv", sep="\t")
     assert {"s", "max_rss", "cpu_time"} <= set(benchmark.columns)
+
+
+def test_paths_with_spaces_and_shell_syntax_are_quoted_never_run(grid):
+    assert (grid / DATA / "lung-toxic.zarr" / "zarr.json").is_file()
+    assert not list(grid.rglob("pwned")) and not (grid / "my").exists()
 
 
 def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
     work = tmp_path / "copy"
     shutil.copytree(grid, work, symlinks=True)
-    shutil.rmtree(work / "results" / "models" / "breast-toxic.cy5.s0")
-    shutil.rmtree(work / "results" / "runs" / "breast-toxic.cy5.s0")
-    target = "results/runs/breast-toxic.cy5.s0/lung-toxic/scores.parquet"
+    shutil.rmtree(work / RESULTS / "models" / "breast-toxic.cy5.s0")
+    shutil.rmtree(work / RESULTS / "runs" / "breast-toxic.cy5.s0")
+    target = f"{RESULTS}/runs/breast-toxic.cy5.s0/lung-toxic/scores.parquet"
     assert planned(work, target) == {"train": 1, "infer": 1, "evaluate": 1}
 
 
 def test_forcing_one_model_reruns_only_its_downstream(grid):
-    jobs = planned(grid, "--forcerun", "results/models/lung-nontoxic.dapi.s0/summary.json")
+    jobs = planned(grid, "--forcerun", f"{RESULTS}/models/lung-nontoxic.dapi.s0/summary.json")
     # The model, its 4 runs (lung/breast x non-toxic/toxic), the tables and the figures.
     assert jobs == {"train": 1, "infer": 4, "evaluate": 4, "tables": 1, "figures": 1, "all": 1}
 
 
-def test_changing_a_figure_style_reruns_only_the_figures(grid):
-    path = grid / "config.yaml"
-    original = path.read_text()
-    config = yaml.safe_load(original)
-    config["figures"]["dpi"] = 90
-    path.write_text(yaml.safe_dump(config))
-    try:
-        assert planned(grid) == {"figures": 1, "all": 1}
-    finally:
-        path.write_text(original)
+def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs(grid, tmp_path):
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("figures: {dpi: 50}\n")
+    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {"figures": 1, "all": 1}
+    assert planned(grid, "--config", "figures={formats: [svg]}") == {"figures": 1, "all": 1}
+    before = (grid / RESULTS / "figures" / "figure2.png").stat().st_size
+    snakemake(grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures", configfile=[grid / "config.yaml", overlay])
+    assert (grid / RESULTS / "figures" / "figure2.png").stat().st_size < before  # drawn at the overlay's 50 dpi, not 60
+    snakemake(grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures")  # back as the other tests expect
 
 
-def test_bad_config_and_unknown_target_fail_before_any_job(grid, tmp_path):
+def test_bad_config_and_a_run_outside_the_grid_fail_before_any_job(grid, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  stains: [dapi, gfp]\n")
     result = snakemake(grid, "-n", configfile=bad, check=False)
     assert result.returncode != 0 and "grid.stains[1]: 'gfp' is not one of dapi, fitc, cy5" in result.stdout + result.stderr
-    result = snakemake(grid, "-n", "results/runs/lung-nontoxic.dapi.s0/kidney-toxic/scores.parquet", check=False)
+    result = snakemake(grid, "-n", f"{RESULTS}/runs/lung-nontoxic.dapi.s0/kidney-toxic/scores.parquet", check=False)
     assert result.returncode != 0 and "MissingRuleException" in result.stdout + result.stderr
-    result = snakemake(grid, "-n", "--config", "baseline=train_celltype", check=False)
-    assert result.returncode != 0 and "--configfile" in result.stdout + result.stderr
+    # pairs: paper tests toxic-trained models on toxic test sets only
+    result = snakemake(grid, "-n", f"{RESULTS}/runs/lung-toxic.dapi.s0/lung-nontoxic/scores.parquet", check=False)
+    assert result.returncode != 0 and "lung-toxic.dapi.s0 on lung-nontoxic is not a run of this grid" in result.stdout + result.stderr
 
 
-def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(tmp_path):
+def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(grid, tmp_path):
     work = tmp_path / "failing"
-    (work / "results" / "models" / "breast-toxic.dapi.s0").mkdir(parents=True)
-    shutil.copy(ROOT / ".test" / "config.yaml", work / "config.yaml")
-    (work / "results" / "models" / "breast-toxic.dapi.s0" / "last.pt").write_bytes(b"not a checkpoint")
-    result = snakemake(work, "--keep-going", "results/tables/runs.parquet", check=False)
+    shutil.copytree(grid, work, symlinks=True)
+    model = work / RESULTS / "models" / "breast-toxic.dapi.s0"
+    (model / "summary.json").unlink()
+    (model / "last.pt").write_bytes(b"not a checkpoint")
+    shutil.rmtree(work / RESULTS / "runs" / "breast-toxic.dapi.s0")
+    shutil.rmtree(work / RESULTS / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic")
+    shutil.rmtree(work / RESULTS / "tables")
+    result = snakemake(work, "--keep-going", f"{RESULTS}/tables/runs.parquet", check=False)
     assert result.returncode != 0
-    assert "last.pt cannot be read" in (work / "results" / "logs" / "train" / "breast-toxic.dapi.s0.log").read_text()
-    assert not (work / "results" / "models" / "breast-toxic.dapi.s0" / "summary.json").exists()
-    assert (work / "results" / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic" / "scores.parquet").exists()
-    assert not (work / "results" / "tables" / "runs.parquet").exists()
+    assert "last.pt cannot be read" in (work / RESULTS / "logs" / "train" / "breast-toxic.dapi.s0.log").read_text()
+    assert not (model / "summary.json").exists()
+    assert (work / RESULTS / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic" / "scores.parquet").exists()
+    assert not (work / RESULTS / "tables" / "runs.parquet").exists()
 
 
 def test_lint_reports_only_the_justified_item(tmp_path):

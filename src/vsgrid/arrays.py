@@ -68,7 +68,8 @@ class Stack:
         try:
             return self.array[selection]
         except MissingChunk as missing:
-            raise VsgridError(f"{self.path}: chunk {missing.args[0]} is missing (the array is damaged; rebuild it)") from None
+            key = missing.args[0]
+            raise VsgridError(f"{self.path}: chunk {key[key.rfind('c/'):]} is missing (the array is damaged; rebuild it)") from None
         except (RuntimeError, ValueError, OSError) as exc:
             raise VsgridError(f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded ({exc}); the array is damaged, rebuild it") from None
 

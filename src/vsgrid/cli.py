@@ -11,14 +11,14 @@ import argparse
 import logging
 import sys
 
-from vsgrid.config import load_config
+from vsgrid.config import load_config, load_config_json
 from vsgrid.errors import VsgridError
 
 log = logging.getLogger("vsgrid")
 
 
 def _config(args) -> dict:
-    config = load_config(*args.config)
+    config = load_config(*args.config) if args.config else load_config_json(args.config_json)
     if getattr(args, "out_stores", None):
         config["data"]["dir"] = args.out_stores
     return config
@@ -44,7 +44,7 @@ def _build_stores(args) -> None:
         from vsgrid.data.ingest import ingest
         paths = ingest(config, config["data"]["dir"], progress=not args.quiet)
     if not args.no_summary:
-        print(summary_text(paths))
+        print(summary_text(paths, config["evaluation"]))
 
 
 def _summary(args) -> None:
@@ -52,7 +52,7 @@ def _summary(args) -> None:
     from vsgrid.grid import data_sets
     from vsgrid.layout import Layout
     config = _config(args)
-    print(summary_text([Layout.of(config).store(d) for d in data_sets(config["grid"])]))
+    print(summary_text([Layout.of(config).store(d) for d in data_sets(config["grid"])], config["evaluation"]))
 
 
 def _describe_model(args) -> None:
@@ -80,7 +80,8 @@ def _infer(args) -> None:
     from vsgrid.model.infer import infer
     config = _config(args)
     store = store_path(args.data or config["data"]["dir"], args.test_set)
-    infer(args.model, store, args.out, args.batch_size or config["infer"]["batch_size"], config["device"], progress=not args.quiet)
+    batch_size = args.batch_size or config["infer"]["batch_size"]
+    infer(args.model, store, args.out, batch_size=batch_size, device_settings=config["device"], network=config["network"], progress=not args.quiet)
 
 
 def _segment(args) -> None:
@@ -103,7 +104,7 @@ def _rank_features(args) -> None:
 def _evaluate(args) -> None:
     from vsgrid.evaluation.scoring import evaluate_run
     paths = {"prediction": args.prediction, "real_masks": args.real_masks, "real_features": args.real_features, "ranking": args.ranking}
-    evaluate_run(_config(args), args.test_set, args.stain, **paths, out=args.out, workers=args.workers)
+    evaluate_run(_config(args), args.test_set, args.stain, **paths, out=args.out, model=args.model, workers=args.workers)
 
 
 def _tables(args) -> None:
@@ -158,6 +159,7 @@ COMMANDS = [
         _option("--real-masks", required=True, help="masks of the real stain (cy5: the real DAPI nuclei)"),
         _option("--real-features", required=True, help="features of the real stain (.parquet)"),
         _option("--ranking", required=True, help="feature ranking of the (cell type, stain) (.tsv)"), WORKERS,
+        _option("--model", help="the model the prediction must be of, e.g. lung-nontoxic.dapi.s0"),
     ]),
     ("tables", _tables, "collect every run's scores into tidy tables with deltas against the baselines", [OUT]),
     ("figures", _figures, "draw the paper's figures from the tables", [_option("--tables", required=True, help="folder written by `vsgrid tables`"), OUT]),
@@ -174,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, help, options in COMMANDS:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--config", required=True, nargs="+", metavar="FILE", help="YAML config file(s), merged in order (keys: workflow/schemas/config.schema.yaml)")
+        source = sub.add_mutually_exclusive_group(required=True)
+        source.add_argument("--config", nargs="+", metavar="FILE", help="YAML config file(s), merged in order (keys: workflow/schemas/config.schema.yaml)")
+        source.add_argument("--config-json", metavar="JSON", help="the whole config as JSON (how the workflow's jobs receive it)")
         for flags, kwargs in options:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(func=func)
@@ -187,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except VsgridError as exc:
-        print(f"vsgrid {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        message = str(exc)
+    except OSError as exc:  # a full disk, a read-only or missing folder: the file and the reason
+        message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    print(f"vsgrid {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -151,15 +151,30 @@ def merge(base: dict, update: dict) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise VsgridError(f"config file {path} is a directory; give a YAML file such as config/quick.yaml")
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise VsgridError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise VsgridError(f"config file {path} is not valid YAML: {exc}") from None
+        raise VsgridError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if raw is not None and not isinstance(raw, dict):
         raise VsgridError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
     return raw or {}
@@ -175,3 +190,31 @@ def load_config(*paths: str | Path) -> dict:
         return validate(raw)
     except VsgridError as exc:
         raise VsgridError(f"{', '.join(map(str, paths))}: {exc}") from None
+
+
+def load_config_json(text: str) -> dict:
+    """A config passed as JSON (the workflow hands each job the config it validated this way)."""
+    import json
+
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VsgridError(f"--config-json is not valid JSON: {exc}") from None
+    return validate(raw)
+
+
+# Keys that change how a step runs, not what it computes: they neither rerun a step nor make a
+# model folder train afresh.
+EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("features", "workers"))
+
+
+def result_settings(config: dict, *sections: str) -> dict:
+    """The config's ``sections`` without their execution-only keys: what a step's results depend on."""
+    chosen = copy.deepcopy({section: config[section] for section in sections})
+    for *parents, key in EXECUTION_ONLY:
+        node = chosen
+        for parent in parents:
+            node = node.get(parent, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return chosen

@@ -1,17 +1,26 @@
-"""Writing a file or folder so that no reader ever sees half of it.
+"""Writing a file or folder so that no reader ever sees half of it, and cleaning up after kills.
 
 Everything vsgrid writes (stores, checkpoints, predictions, tables, figures) goes through
-:func:`atomic_path`: it is built under a temporary name beside its final path (the same file
-system, so the rename is atomic) and renamed into place only when complete. A failure removes the
-temporary; an earlier result at the final path stays intact until the new one replaces it.
+:func:`atomic_path` (or :func:`atomic_paths` for several results that must change together): it
+is built under a temporary name beside its final path (the same file system, so the rename is
+atomic) and renamed into place only when complete. A failure removes the temporary; an earlier
+result at the final path stays intact until the new one replaces it.
+
+A temporary is named after its host and process, ``.<name>.tmp-<host>-<pid>``. A process killed
+outright (SIGKILL, a node failure) leaves its temporaries behind; the next write into the same
+folder removes those of processes of this host that no longer exist.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +29,13 @@ from vsgrid.errors import VsgridError
 if TYPE_CHECKING:
     import pandas as pd
 
+HOST = socket.gethostname()
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-(?P<host>.+)-(?P<pid>\d+)$")
 
-def temporary_name(final: Path) -> Path:
-    """The scratch path of ``final`` for this process: hidden, and named after the process."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+def temporary_name(final: Path, kind: str = "tmp") -> Path:
+    """The scratch path of ``final`` for this process: hidden, and named after host and process."""
+    return final.with_name(f".{final.name}.{kind}-{HOST}-{os.getpid()}")
 
 
 def remove(path: Path) -> None:
@@ -34,6 +46,27 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries in ``folder`` that dead processes of this host left; returns them."""
+    stale = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        match = _LEFTOVER.match(path.name)
+        if match and match["host"] == HOST and not _alive(int(match["pid"])):
+            remove(path)
+            stale.append(path)
+    return stale
+
+
 def replace(tmp: Path, final: Path) -> None:
     """Move ``tmp`` (a file or a finished folder) to ``final``, replacing what was there.
 
@@ -42,7 +75,7 @@ def replace(tmp: Path, final: Path) -> None:
     """
     old = None
     if final.is_dir() and not final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = temporary_name(final, "old")
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
@@ -50,19 +83,60 @@ def replace(tmp: Path, final: Path) -> None:
 
 
 @contextmanager
+def atomic_paths(finals: list[str | Path]) -> Iterator[list[Path]]:
+    """Yield scratch paths to write ``finals`` to; rename them all into place when the block ends
+    without error, remove them all when it does not (every earlier result then stays as it was)."""
+    finals = [Path(f) for f in finals]
+    tmps = [temporary_name(final) for final in finals]
+    try:
+        for final, tmp in zip(finals, tmps):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(final.parent)
+            remove(tmp)
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            replace(tmp, final)
+    except OSError as exc:
+        for tmp in tmps:
+            remove(tmp)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise VsgridError(f"cannot write {', '.join(map(str, finals))}: {exc.strerror}") from None
+        raise
+    except BaseException:
+        for tmp in tmps:
+            remove(tmp)
+        raise
+
+
+@contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a scratch path to write ``final`` to (a file or a folder); rename it into place when
     the block ends without error, remove it when it does not."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(final)
-    remove(tmp)
-    try:
+    with atomic_paths([final]) as (tmp,):
         yield tmp
-        replace(tmp, final)
-    except BaseException:
-        remove(tmp)
-        raise
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` for this process, or fail at once naming its holder.
+
+    Two processes writing one model folder (an orphaned trainer that outlived a killed Snakemake,
+    and the trainer of the rerun) would interleave checkpoints; the second one stops instead.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        handle = stack.enter_context(open(folder / ".lock", "a+"))
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise VsgridError(f"{folder} is being {what} by {holder}; wait for it to end or stop it, then run again") from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {HOST}")
+        handle.flush()
+        stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+        yield
 
 
 def write_text(text: str, path: str | Path) -> None:

@@ -77,6 +77,14 @@ class Model:
         """The model without its seed: what the report averages seeds over."""
         return f"{self.train_set.name}.{self.stain}"
 
+    @classmethod
+    def parse(cls, name: str) -> Model:
+        train_set, _, rest = name.partition(".")
+        stain, _, seed = rest.partition(".")
+        if not stain or not seed.startswith("s") or not seed[1:].isdigit():
+            raise ValueError(f"{name!r} is not a model name like 'lung-nontoxic.dapi.s0'")
+        return cls(DataSet.parse(train_set), stain, int(seed[1:]))
+
 
 @dataclass(frozen=True, order=True)
 class Run:

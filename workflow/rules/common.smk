@@ -1,34 +1,27 @@
-# Shared by every rule: the validated config, the grid, the results layout and the config files
-# the jobs read.
+# Shared by every rule: the validated config, the grid, the results layout, and how a job gets
+# its config.
 
 import json
+import shlex
 
 from vsgrid import grid as vsgrid_grid
+from vsgrid.config import result_settings
 from vsgrid.layout import SEGMENTED, Layout
 
-
-def _config_files():
-    """The config files in the order Snakemake merged them: the configfile directive's, then
-    --configfile's; relative to the working directory where they lie inside it, so that the jobs'
-    parameters, and with them Snakemake's rerun decisions, survive moving the project."""
-    overwrite = [str(f) for f in workflow.overwrite_configfiles]
-    files = [str(f) for f in workflow.configfiles if str(f) not in overwrite] + overwrite
-    here = Path.cwd().resolve()
-    return [str(Path(f).resolve().relative_to(here)) if Path(f).resolve().is_relative_to(here) else f for f in files]
-
-
-CONFIG_FILES = _config_files()
 try:
     config.update(validate(config))
-    if load_config(*CONFIG_FILES) != config:
-        raise VsgridError(
-            "snakemake --config KEY=VALUE overrides do not reach the jobs, which read the config files; "
-            "put the change in a config file and pass it with --configfile"
-        )
 except VsgridError as error:
     raise WorkflowError(str(error)) from None
 
-CONFIG_ARGS = " ".join(f"'{f}'" for f in CONFIG_FILES)
+# Every job gets the whole validated config, however it arrived (--configfile files, overlays,
+# --config KEY=VALUE), through the environment of its shell: `vsgrid ... --config-json
+# "$VSGRID_CONFIG"`. Snakemake's rerun decisions come from each rule's `settings` param instead,
+# the sections that rule's results depend on, so that a change reruns exactly the rules it
+# concerns.
+CONFIG_EXPORT = shlex.quote(json.dumps(config, sort_keys=True)).replace("{", "{{").replace("}", "}}")  # prefix is formatted once
+shell.prefix(f"set -euo pipefail; export VSGRID_CONFIG={CONFIG_EXPORT}; ")
+VSGRID = 'vsgrid {command} --config-json "$VSGRID_CONFIG"'
+
 GRID = config["grid"]
 LAYOUT = Layout.of(config)
 LOGS = LAYOUT.logs
@@ -36,6 +29,7 @@ BENCHMARKS = LAYOUT.benchmarks
 DATA_SETS = [d.name for d in vsgrid_grid.data_sets(GRID)]
 MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
 RUNS = vsgrid_grid.runs(config)
+RUN_NAMES = {run.name for run in RUNS}
 CELLPOSE = config["segmentation"]["backend"] == "cellpose"
 
 
@@ -48,9 +42,9 @@ wildcard_constraints:
 
 
 def settings(*sections):
-    """Config sections as canonical JSON, for params: Snakemake then reruns exactly the jobs
-    whose settings changed, however the config file orders its keys."""
-    return json.dumps({section: config[section] for section in sections}, sort_keys=True)
+    """What a rule's results depend on, as canonical JSON for params: Snakemake then reruns
+    exactly the jobs whose settings changed, however the config file orders its keys."""
+    return json.dumps(result_settings(config, *sections), sort_keys=True)
 
 
 def model_stain(wildcards):
@@ -62,22 +56,34 @@ def gpu(needed):
     return 1 if needed else 0
 
 
+def run_of(wildcards):
+    """The run (model, test set) a job is for, which must be one of the grid's."""
+    name = f"{wildcards.model}@{wildcards.test_set}"
+    if name not in RUN_NAMES:
+        raise WorkflowError(
+            f"{wildcards.model} on {wildcards.test_set} is not a run of this grid "
+            f"(grid.pairs: {GRID['pairs']}; `vsgrid grid --config ... --tsv runs.tsv` lists the runs)"
+        )
+    return name
+
+
+def run_inputs(wc):
+    """What scoring a run reads beside its prediction: the real masks, features and ranking."""
+    run_of(wc)
+    stain, test_set = model_stain(wc), vsgrid_grid.DataSet.parse(wc.test_set)
+    return {
+        "real_masks": LAYOUT.real_masks(test_set, stain),
+        "real_features": LAYOUT.real_features(test_set, stain),
+        "ranking": LAYOUT.ranking(test_set.cell_type, stain),
+    }
+
+
 def ranking_inputs(wildcards):
     """The real-stain features of every test set of a cell type, named by test set."""
     return {
         test_set.name: LAYOUT.real_features(test_set, wildcards.stain)
         for test_set in vsgrid_grid.data_sets(GRID)
         if test_set.cell_type == wildcards.cell_type
-    }
-
-
-def run_inputs(wc):
-    """What scoring a run reads beside its prediction: the real masks, features and ranking."""
-    stain, test_set = model_stain(wc), vsgrid_grid.DataSet.parse(wc.test_set)
-    return {
-        "real_masks": LAYOUT.real_masks(test_set, stain),
-        "real_features": LAYOUT.real_features(test_set, stain),
-        "ranking": LAYOUT.ranking(test_set.cell_type, stain),
     }
 
 

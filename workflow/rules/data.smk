@@ -5,8 +5,7 @@ rule store:
     output:
         directory(LAYOUT.store("{data_set}")),
     params:
-        command=config["data"]["source"].replace("synthetic", "synthesize"),
-        configs=CONFIG_ARGS,
+        out=LAYOUT.data,
         settings=settings("data"),
     log:
         LOGS / "store" / "{data_set}.log",
@@ -17,5 +16,5 @@ rule store:
         mem_mb=4000,
         runtime=120,
     shell:
-        "vsgrid {params.command} --config {params.configs} --data-set {wildcards.data_set}"
-        " --out $(dirname {output}) --quiet --no-summary > {log} 2>&1"
+        VSGRID.format(command=config["data"]["source"].replace("synthetic", "synthesize"))
+        + " --data-set {wildcards.data_set:q} --out {params.out:q} --quiet --no-summary > {log:q} 2>&1"

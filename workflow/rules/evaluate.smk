@@ -12,7 +12,7 @@ rule evaluate:
         differences=LAYOUT.run_dir("{model}", "{test_set}") / "feature_differences.parquet",
         features=LAYOUT.run_dir("{model}", "{test_set}") / "features.parquet",
     params:
-        configs=CONFIG_ARGS,
+        out=lambda wc: LAYOUT.run_dir(wc.model, wc.test_set),
         stain=model_stain,
         settings=settings("segmentation", "features", "evaluation"),
     log:
@@ -25,6 +25,6 @@ rule evaluate:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     shell:
-        "vsgrid evaluate --config {params.configs} --test-set {wildcards.test_set} --stain {params.stain}"
-        " --prediction {input.prediction} --real-masks {input.real_masks} --real-features {input.real_features}"
-        " --ranking {input.ranking} --workers {threads} --out $(dirname {output.scores}) > {log} 2>&1"
+        VSGRID.format(command="evaluate") + " --test-set {wildcards.test_set:q} --stain {params.stain:q} --model {wildcards.model:q}"
+        " --prediction {input.prediction:q} --real-masks {input.real_masks:q} --real-features {input.real_features:q}"
+        " --ranking {input.ranking:q} --workers {threads} --out {params.out:q} > {log:q} 2>&1"

@@ -8,7 +8,6 @@ rule features_real:
     output:
         LAYOUT.real_features("{test_set}", "{stain}"),
     params:
-        configs=CONFIG_ARGS,
         settings=settings("features"),
     log:
         LOGS / "features_real" / "{test_set}.{stain}.log",
@@ -19,8 +18,8 @@ rule features_real:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     shell:
-        "vsgrid measure --config {params.configs} --test-set {wildcards.test_set} --stain {wildcards.stain}"
-        " --masks {input.masks} --workers {threads} --out {output} --quiet > {log} 2>&1"
+        VSGRID.format(command="measure") + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
+        " --masks {input.masks:q} --workers {threads} --out {output:q} --quiet > {log:q} 2>&1"
 
 
 rule rank_features:
@@ -29,8 +28,7 @@ rule rank_features:
     output:
         LAYOUT.ranking("{cell_type}", "{stain}"),
     params:
-        configs=CONFIG_ARGS,
-        inputs=lambda wc, input: " ".join(f"{name}={path}" for name, path in input.items()),
+        inputs=lambda wc, input: [f"{name}={path}" for name, path in input.items()],
         settings=settings("evaluation"),
     log:
         LOGS / "rank_features" / "{cell_type}.{stain}.log",
@@ -41,4 +39,4 @@ rule rank_features:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     shell:
-        "vsgrid rank-features --config {params.configs} --inputs {params.inputs} --out {output} > {log} 2>&1"
+        VSGRID.format(command="rank-features") + " --inputs {params.inputs:q} --out {output:q} > {log:q} 2>&1"

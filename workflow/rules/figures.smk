@@ -16,7 +16,6 @@ rule figures:
     output:
         [figure(name, ext) for name in FIGURES for ext in config["figures"]["formats"]],
     params:
-        configs=CONFIG_ARGS,
         tables=LAYOUT.tables,
         out=LAYOUT.figures,
         settings=settings("figures"),
@@ -29,4 +28,4 @@ rule figures:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     shell:
-        "vsgrid figures --config {params.configs} --tables {params.tables} --out {params.out} > {log} 2>&1"
+        VSGRID.format(command="figures") + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"

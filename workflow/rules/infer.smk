@@ -8,7 +8,8 @@ rule infer:
     output:
         directory(LAYOUT.prediction("{model}", "{test_set}")),
     params:
-        configs=CONFIG_ARGS,
+        model=lambda wc: LAYOUT.model_dir(wc.model),
+        run=run_of,
         settings=settings("infer", "device"),
     log:
         LOGS / "infer" / "{model}" / "{test_set}.log",
@@ -20,5 +21,5 @@ rule infer:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     shell:
-        "vsgrid infer --config {params.configs} --model $(dirname {input.model}) --test-set {wildcards.test_set}"
-        " --out {output} --quiet > {log} 2>&1"
+        VSGRID.format(command="infer") + " --model {params.model:q} --test-set {wildcards.test_set:q}"
+        " --out {output:q} --quiet > {log:q} 2>&1"

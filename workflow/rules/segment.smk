@@ -8,7 +8,6 @@ rule segment_real:
     output:
         directory(LAYOUT.masks("{test_set}", "{stain}")),
     params:
-        configs=CONFIG_ARGS,
         settings=settings("segmentation"),
     wildcard_constraints:
         stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
@@ -22,5 +21,5 @@ rule segment_real:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     shell:
-        "vsgrid segment --config {params.configs} --test-set {wildcards.test_set} --stain {wildcards.stain}"
-        " --out {output} > {log} 2>&1"
+        VSGRID.format(command="segment") + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -9,7 +9,6 @@ rule tables:
     output:
         [LAYOUT.tables / f"{table}.{ext}" for table in TABLES for ext in ("parquet", "csv")],
     params:
-        configs=CONFIG_ARGS,
         out=LAYOUT.tables,
         settings=settings("evaluation"),
     log:
@@ -21,4 +20,4 @@ rule tables:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     shell:
-        "vsgrid tables --config {params.configs} --out {params.out} > {log} 2>&1"
+        VSGRID.format(command="tables") + " --out {params.out:q} > {log:q} 2>&1"

@@ -8,7 +8,7 @@ rule train:
     output:
         LAYOUT.model_dir("{model}") / "summary.json",
     params:
-        configs=CONFIG_ARGS,
+        out=lambda wc: LAYOUT.model_dir(wc.model),
         train_set=lambda wc: MODELS[wc.model].train_set.name,
         stain=model_stain,
         seed=lambda wc: MODELS[wc.model].seed,
@@ -23,5 +23,5 @@ rule train:
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=lambda wc, attempt: 2880 * attempt,
     shell:
-        "vsgrid train --config {params.configs} --train-set {params.train_set} --stain {params.stain}"
-        " --seed {params.seed} --out $(dirname {output}) --quiet > {log} 2>&1"
+        VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
+        " --seed {params.seed} --out {params.out:q} --quiet > {log:q} 2>&1"

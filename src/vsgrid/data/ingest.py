@@ -30,6 +30,7 @@ from vsgrid.grid import DataSet, data_sets
 from vsgrid.data.plates import label_phenotypes, normalize_well
 from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import CHANNELS, as_uint16, create_store
+from vsgrid.files import atomic_paths
 from vsgrid.layout import store_path
 
 U16_MAX = np.iinfo(np.uint16).max
@@ -66,7 +67,8 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
     fields = _read_csv(load_data_path, "LoadData CSV", ["Metadata_Plate", "Metadata_Well", "Metadata_Site", *file_columns])
     fields["well"] = [_well(w, load_data_path) for w in fields["Metadata_Well"]]
     fields["plate"] = fields["Metadata_Plate"]
-    fields["field"] = _as_float(fields["Metadata_Site"], load_data_path, "Metadata_Site").astype(int)
+    fields["field"] = _as_whole(fields["Metadata_Site"], load_data_path, "Metadata_Site")
+    _unique(fields, ["plate", "well", "field"], load_data_path, "plate {} well {} site {}")
     for channel in CHANNELS:
         folder, name = fields[f"PathName_{channels[channel]}"], fields[f"FileName_{channels[channel]}"]
         fields[f"file_{channel}"] = [str(_resolve(load_data_path.parent, d, n)) for d, n in zip(folder, name)]
@@ -77,6 +79,7 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
     plate_map["concentration"] = _as_float(plate_map["concentration"], plate_map_path, "concentration")
     plate_map["phenotype"] = label_phenotypes(plate_map["compound"], plate_map["concentration"], **rule)
     keys = ["plate", "well"] if "plate" in plate_map.columns else ["well"]
+    _unique(plate_map, keys, plate_map_path, " ".join(f"{k} {{}}" for k in keys))
     fields = fields.merge(plate_map[[*keys, "compound", "concentration", "phenotype"]], on=keys, how="left", indicator=True)
     unmapped = fields[fields["_merge"] == "left_only"]
     if len(unmapped):
@@ -88,6 +91,10 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
 
     cell_types_path = Path(ingest["plate_cell_types"])
     plate_cell_types = _read_csv(cell_types_path, "plate -> cell type CSV", ["plate", "cell_type"])
+    for row, (plate, cell_type) in enumerate(zip(plate_cell_types["plate"], plate_cell_types["cell_type"]), start=2):
+        if not cell_type.strip():
+            raise VsgridError(f"{cell_types_path}: row {row}: plate {plate} has no cell_type")
+    _unique(plate_cell_types, ["plate"], cell_types_path, "plate {}")
     fields = fields.drop(columns="_merge").merge(plate_cell_types, on="plate", how="left")
     orphans = sorted(fields.loc[fields["cell_type"].isna(), "plate"].unique())
     if orphans:
@@ -96,6 +103,25 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
     if "test" in fields.columns:
         columns.append("test")
     return fields[columns]
+
+
+def _as_whole(values: pd.Series, path: Path, column: str) -> pd.Series:
+    numbers = _as_float(values, path, column)
+    fractional = numbers != np.floor(numbers)
+    if fractional.any():
+        row = int(np.flatnonzero(fractional)[0])
+        raise VsgridError(f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a whole number")
+    return numbers.astype(int)
+
+
+def _unique(table: pd.DataFrame, keys: list[str], path: Path, naming: str) -> None:
+    """Each combination of ``keys`` on one row only: a field or a well listed twice would land twice."""
+    repeated = table.duplicated(keys, keep=False)
+    if repeated.any():
+        rows = np.flatnonzero(repeated)
+        first = table.iloc[rows[0]]
+        twin = next(r for r in rows[1:] if (table.iloc[r][keys] == first[keys]).all())
+        raise VsgridError(f"{path}: {naming.format(*first[keys])} is listed twice (rows {rows[0] + 2} and {twin + 2})")
 
 
 def _well(well: str, path: Path) -> str:
@@ -115,6 +141,12 @@ class TiffReader:
 
     def __init__(self):
         self.reference: tuple[tuple[int, ...], np.dtype, str] | None = None
+
+    @property
+    def saturation(self) -> int:
+        """The count a saturated pixel of these images holds: the top of the TIFFs' integer range."""
+        dtype = self.reference[1] if self.reference else np.dtype(np.uint16)
+        return int(np.iinfo(dtype).max) if dtype.kind == "u" else U16_MAX
 
     def __call__(self, path: str) -> np.ndarray:
         if not Path(path).is_file():
@@ -155,7 +187,12 @@ def _test_plates(fields: pd.DataFrame, n_test: int) -> list[str]:
 
 
 def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Path]:
-    """Build one store per (cell type, phenotype) of the grid from the configured real plates."""
+    """Build one store per (cell type, phenotype) of the grid from the configured real plates.
+
+    Every table is checked and every split drawn before any TIFF is read; the stores are built
+    beside their final paths and swapped in together, so a failure leaves every earlier store as
+    it was.
+    """
     data = config["data"]
     fields = read_fields(data["ingest"], data["phenotype_rule"])
     known = sorted(fields["cell_type"].unique())
@@ -165,18 +202,21 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
                 f"grid.cell_types lists {cell_type!r} but {data['ingest']['plate_cell_types']} has no plate of it "
                 f"(cell types there: {', '.join(known)})"
             )
-    read = TiffReader()
-    paths = []
+    plans = {}
     for data_set in data_sets(config["grid"]):
         of_cell_type = fields[fields["cell_type"] == data_set.cell_type]
         test_plates = _test_plates(of_cell_type, data["test_plates"])
         candidates = of_cell_type[of_cell_type["phenotype"] == data_set.phenotype].drop(columns="test", errors="ignore")
-        splits = sample_splits(candidates, data["splits"], test_plates, data["seed"], data_set.name)
-        paths.append(_write(data_set, splits, read, config, Path(out_dir), progress))
+        plans[data_set] = sample_splits(candidates, data["splits"], test_plates, data["seed"], data_set.name)
+    read = TiffReader()
+    paths = [store_path(out_dir, d.name) for d in plans]
+    with atomic_paths(paths) as staged:
+        for (data_set, splits), tmp in zip(plans.items(), staged):
+            _write(data_set, splits, read, config, tmp, progress)
     return paths
 
 
-def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader, config: dict, out_dir: Path, progress: bool) -> Path:
+def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader, config: dict, path: Path, progress: bool) -> None:
     first = next(frame for frame in splits.values() if len(frame))
     shape = read(first.iloc[0]["file_bf"]).shape
     metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
@@ -187,6 +227,7 @@ def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader,
         "cell_type": data_set.cell_type,
         "phenotype": data_set.phenotype,
         "pixel_size_um": ingest_cfg["pixel_size_um"],
+        "saturation": read.saturation,
         "provenance": {
             "source": "ingest",
             "load_data": str(Path(ingest_cfg["load_data"]).resolve()),
@@ -196,11 +237,9 @@ def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader,
             "vsgrid": __version__,
         },
     }
-    path = store_path(out_dir, data_set.name)
     with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=False) as group:
         for split, frame in splits.items():
             images = group[split]
             rows = frame[[f"file_{c}" for c in CHANNELS]].itertuples(index=False)
             for i, files in enumerate(tqdm(rows, total=len(frame), desc=f"{data_set.name} {split}", disable=not progress, unit="field")):
                 images[i] = np.stack([read(f) for f in files])
-    return path

@@ -61,7 +61,8 @@ def create_store(
                 if planes:
                     field = (1, len(planes), height, width)
                     arrays.create(group, (n, *field[1:]), chunks=(1, 1, height, width), shards=field, dtype="uint16", name=name)
-        group.attrs.update({"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], "store_id": uuid.uuid4().hex, **attrs})
+        defaults = {"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], "saturation": 65535, "store_id": uuid.uuid4().hex}
+        group.attrs.update({**defaults, **attrs})
         yield group
         metadata.to_csv(tmp / METADATA, sep="\t", index=False)
 

@@ -7,6 +7,7 @@ DAPI; DNA-damage foci are local maxima of the white top-hat of Cy5 inside nuclei
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,19 @@ from skimage.morphology import disk, white_tophat
 from vsgrid.data.store import open_store, split_sizes
 
 STAINS = ("dapi", "fitc", "cy5")
+BLANK, SATURATED = "blank", "saturated"
+
+
+def image_flag(image: np.ndarray, saturation: int, *, blank_range: float, saturated_fraction: float) -> str:
+    """``blank`` when an image's values span fewer than ``blank_range`` counts (no signal: a failed
+    acquisition), ``saturated`` when more than ``saturated_fraction`` of its pixels sit at the
+    camera's ``saturation`` count, else empty. Such a real image says nothing of a prediction:
+    scoring leaves it out (vsgrid.evaluation.scoring)."""
+    if float(image.max()) - float(image.min()) < blank_range:
+        return BLANK
+    if np.mean(image >= saturation) > saturated_fraction:
+        return SATURATED
+    return ""
 
 
 def count_foci(cy5: np.ndarray, nuclei: np.ndarray, pixel_size_um: float) -> int:
@@ -56,14 +70,19 @@ class _Correlation:
         return float(cov * cov / (vx * vy)) if vx > 0 and vy > 0 else 0.0
 
 
-def summarize_store(path: str | Path, split: str = "train", max_images: int = 64) -> dict:
-    """One row of the summary table for one store (measured on up to ``max_images`` fields)."""
+def summarize_store(path: str | Path, split: str = "train", max_images: int = 64, quality: dict | None = None) -> dict:
+    """One row of the summary table for one store (measured on up to ``max_images`` fields).
+
+    ``quality`` holds :func:`image_flag`'s thresholds (the ``evaluation`` section of the config);
+    the row counts the measured fields with a blank or saturated stain.
+    """
+    quality = quality or {"blank_range": 16, "saturated_fraction": 0.01}
     store = open_store(path)
     attrs, images = store.attrs, store.images(split)
     pixel_size = float(attrs["pixel_size_um"])
     picks = np.unique(np.linspace(0, images.shape[0] - 1, min(max_images, images.shape[0])).astype(int))
     channel = {c: store.channel_index(c) for c in ("bf", *STAINS)}
-    cells, areas, brightness, foci, nuclei_total = [], [], [], 0, 0
+    cells, areas, brightness, foci, nuclei_total, flagged = [], [], [], 0, 0, Counter()
     fits = {stain: _Correlation() for stain in STAINS}
     for i in picks:
         field = images[int(i)]
@@ -81,6 +100,8 @@ def summarize_store(path: str | Path, split: str = "train", max_images: int = 64
         nuclei_total += len(ids)
         for stain in STAINS:
             fits[stain].add(field[channel["bf"]], field[channel[stain]])
+        flags = {image_flag(field[channel[s]], attrs["saturation"], blank_range=quality["blank_range"], saturated_fraction=quality["saturated_fraction"]) for s in STAINS}
+        flagged.update(flags - {""})
     sizes = split_sizes(store)
     return {
         "cell_type": attrs["cell_type"],
@@ -91,12 +112,14 @@ def summarize_store(path: str | Path, split: str = "train", max_images: int = 64
         "cy5_foci_per_nucleus": foci / max(nuclei_total, 1),
         **{f"n_{s}": n for s, n in sizes.items()},
         **{f"r2_bf_{stain}": fits[stain].r2() for stain in STAINS},
+        "blank_fields": flagged[BLANK],
+        "saturated_fields": flagged[SATURATED],
     }
 
 
-def summarize(paths, split: str = "train", max_images: int = 64) -> pd.DataFrame:
+def summarize(paths, split: str = "train", max_images: int = 64, quality: dict | None = None) -> pd.DataFrame:
     """The summary table of several stores, one row each."""
-    return pd.DataFrame([summarize_store(p, split, max_images) for p in paths])
+    return pd.DataFrame([summarize_store(p, split, max_images, quality) for p in paths])
 
 
 def format_summary(table: pd.DataFrame) -> str:
@@ -111,11 +134,13 @@ def format_summary(table: pd.DataFrame) -> str:
             "r2_bf_dapi": "R2 BF->DAPI",
             "r2_bf_fitc": "R2 BF->FITC",
             "r2_bf_cy5": "R2 BF->Cy5",
+            "blank_fields": "blank",
+            "saturated_fields": "saturated",
         }
     )
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}")
 
 
-def summary_text(paths) -> str:
+def summary_text(paths, quality: dict | None = None) -> str:
     """The summary of the stores at ``paths``, formatted for a terminal."""
-    return format_summary(summarize(paths))
+    return format_summary(summarize(paths, quality=quality))

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import check_labels
-from vsgrid.evaluation.stacks import read_stack, real_stain, test_store
+from vsgrid.evaluation.stacks import read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import write_table
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ def measure_test_set(config: dict, test_set: str, stain: str, masks: str | Path,
     settings = config["features"]
     if settings["names"]:
         check_feature_names(settings["names"], tuple(settings["groups"]))
-    images = read_stack(prediction)[:] if prediction else real_stain(test_store(config, test_set), stain)
+    store = test_store(config, test_set)
+    images = read_prediction(prediction, store, stain)[:] if prediction else real_stain(store, stain)
     labels = read_stack(masks)
     if labels.shape != images.shape:
         raise VsgridError(f"masks {masks} have shape {labels.shape} but the images have {images.shape}")

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import measure_stack, workers_for
 from vsgrid.evaluation.metrics import IMAGE_METRICS, LEVEL, instance_scores, match_instances, pixel_scores
 from vsgrid.evaluation.segment import segmenter
-from vsgrid.evaluation.stacks import read_stack, real_stain, test_store
+from vsgrid.evaluation.stacks import read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import read_table, write_table
 from vsgrid.layout import SEGMENTED
 
@@ -41,15 +42,17 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- per image
 
 
-def per_image_scores(real, pred, real_masks, pred_masks, stain: str, iou_threshold: float) -> pd.DataFrame:
-    """Levels 1 and 2 for every image of a run (level 2 only for stains that are segmented)."""
+def per_image_scores(real, pred, real_masks, pred_masks, stain: str, settings: dict, saturation: int = 65535) -> pd.DataFrame:
+    """Levels 1 and 2 for every image of a run (level 2 only for stains that are segmented), and
+    each real image's quality flag (``settings``: the ``evaluation`` section)."""
     if tuple(real.shape) != tuple(pred.shape):
         raise VsgridError(f"the prediction has shape {tuple(pred.shape)} but its test set has {tuple(real.shape)}")
     rows = []
     for i in range(real.shape[0]):
-        row = {"image": i, **pixel_scores(np.asarray(real[i]), np.asarray(pred[i]))}
+        flag = image_flag(np.asarray(real[i]), saturation, blank_range=settings["blank_range"], saturated_fraction=settings["saturated_fraction"])
+        row = {"image": i, "flag": flag, **pixel_scores(np.asarray(real[i]), np.asarray(pred[i]))}
         if stain in SEGMENTED:
-            row.update(instance_scores(np.asarray(real_masks[i]), np.asarray(pred_masks[i]), iou_threshold))
+            row.update(instance_scores(np.asarray(real_masks[i]), np.asarray(pred_masks[i]), settings["iou_threshold"]))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -85,9 +88,11 @@ class RunValues:
     """A run's per-image values: what every one of its scores is computed from.
 
     ``images`` maps each image metric to its (n_images,) values; the level-3 arrays are
-    (n_images, n_features) sums and counts, and ``real_std`` is (n_features,).
+    (n_images, n_features) sums and counts, and ``real_std`` is (n_features,). ``valid`` is False
+    for the images whose real stain is blank or saturated: every score leaves them out.
     """
 
+    valid: np.ndarray
     images: dict[str, np.ndarray]
     features: list[str]
     abs_diff_sum: np.ndarray
@@ -104,6 +109,7 @@ class RunValues:
         features = list(wide["abs_diff_sum"].columns)
         per_image = differences.drop_duplicates("image").set_index("image").reindex(range(n), fill_value=0)
         return cls(
+            valid=(images["flag"] == "").to_numpy() if "flag" in images else np.ones(n, bool),
             images={m: images[m].to_numpy(np.float64) for m in IMAGE_METRICS if m in images},
             features=features,
             abs_diff_sum=wide["abs_diff_sum"].to_numpy(np.float64),
@@ -130,6 +136,7 @@ class RunValues:
 def nmae_per_feature(values: RunValues, weights: np.ndarray) -> np.ndarray:
     """N-MAE of each feature over the weighted images, (..., n_features); NaN where a feature has
     no matched pair or no spread in the real stain."""
+    weights = weights * values.valid
     with np.errstate(invalid="ignore", divide="ignore"):
         mae = (weights @ values.abs_diff_sum) / (weights @ values.n_pairs)
         result = mae / np.where(values.real_std > 0, values.real_std, np.nan)
@@ -141,10 +148,13 @@ def score(metric: str, values: RunValues, weights: np.ndarray) -> np.ndarray:
 
     ``np.ones(n_images)`` gives the run's value; the counts of a bootstrap resample give that
     resample's replicate. Image metrics are means over images; N-MAE is the mean over features of
-    the per-feature N-MAE; the match rate pools instances over images.
+    the per-feature N-MAE; the match rate pools instances over images. Flagged images (blank or
+    saturated real stain) weigh nothing.
     """
+    weights = weights * values.valid
     if metric in values.images:
-        return (weights @ values.images[metric]) / weights.sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # every image flagged: no value
+            return (weights @ values.images[metric]) / weights.sum(-1)
     if metric == "match_rate":
         return (weights @ values.n_matched) / np.maximum(weights @ values.n_real, 1)
     if metric == "nmae":
@@ -167,13 +177,13 @@ def run_scores(values: RunValues) -> pd.DataFrame:
 # --------------------------------------------------------------------------- one run
 
 
-def evaluate(real, pred, stain: str, real_masks, pred_masks, real_features: pd.DataFrame, pred_features: pd.DataFrame, ranking: pd.DataFrame, settings: dict) -> dict[str, pd.DataFrame]:
+def evaluate(real, pred, stain: str, real_masks, pred_masks, real_features: pd.DataFrame, pred_features: pd.DataFrame, ranking: pd.DataFrame, settings: dict, saturation: int = 65535) -> dict[str, pd.DataFrame]:
     """All three levels of one run. ``settings`` is the config's ``evaluation`` section.
 
     For Cy5, ``real_masks`` and ``pred_masks`` are both the real DAPI nuclei (Cy5 is measured
     inside them); level 2 is not computed.
     """
-    images = per_image_scores(real, pred, real_masks, pred_masks, stain, settings["iou_threshold"])
+    images = per_image_scores(real, pred, real_masks, pred_masks, stain, settings, saturation)
     selected = ranking.loc[ranking["selected"], "feature"].tolist()
     missing = [f for f in selected if f not in real_features.columns or f not in pred_features.columns]
     if missing:
@@ -184,11 +194,11 @@ def evaluate(real, pred, stain: str, real_masks, pred_masks, real_features: pd.D
     return {"images": images, "feature_differences": differences, "scores": run_scores(RunValues.from_tables(images, differences))}
 
 
-def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_masks, real_features, ranking, out, workers: int | None = None) -> pd.DataFrame:
-    """Segment and measure one run's prediction, score it at the three levels and write the run's
-    tables under ``out``; returns its scores."""
+def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_masks, real_features, ranking, out, model=None, workers=None) -> pd.DataFrame:
+    """Segment and measure one run's prediction (of ``model``, when given), score it at the three
+    levels and write the run's tables under ``out``; returns its scores."""
     store = test_store(config, test_set)
-    real, pred, real_labels = real_stain(store, stain), read_stack(prediction)[:], read_stack(real_masks)[:]
+    real, pred, real_labels = real_stain(store, stain), read_prediction(prediction, store, stain, model)[:], read_stack(real_masks)[:]
     out = Path(out)
     if stain in SEGMENTED:
         if pred.shape != real.shape:
@@ -199,7 +209,7 @@ def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_ma
     settings = config["features"]
     pred_features = measure_stack(pred, pred_labels, settings["groups"], settings["names"], workers_for(settings, workers))
     write_table(pred_features, out / "features.parquet")
-    tables = evaluate(real, pred, stain, real_labels, pred_labels, read_table(real_features), pred_features, read_table(ranking), config["evaluation"])
+    tables = evaluate(real, pred, stain, real_labels, pred_labels, read_table(real_features), pred_features, read_table(ranking), config["evaluation"], store.attrs["saturation"])
     for name, table in tables.items():
         write_table(table, out / f"{name}.parquet")
     scores = tables["scores"]

@@ -25,7 +25,7 @@ from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.stacks import read_stack, real_stain, test_store, write_labels
+from vsgrid.evaluation.stacks import read_prediction, real_stain, test_store, write_labels
 from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def segment_test_set(config: dict, test_set: str, stain: str, out: str | Path, p
     Returns the number of instances found.
     """
     store = test_store(config, test_set)
-    images = read_stack(prediction)[:] if prediction else real_stain(store, stain)
+    images = read_prediction(prediction, store, stain)[:] if prediction else real_stain(store, stain)
     labels = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))(images)
     attrs = {"stain": stain, "test_set": test_set, "source": str(prediction) if prediction else "real", "backend": config["segmentation"]["backend"]}
     write_labels(labels, out, attrs)

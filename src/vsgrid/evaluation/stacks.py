@@ -13,6 +13,7 @@ import numpy as np
 
 from vsgrid import arrays
 from vsgrid.data.store import Store, open_store
+from vsgrid.errors import VsgridError
 from vsgrid.files import atomic_path
 from vsgrid.layout import Layout
 
@@ -27,8 +28,22 @@ def real_stain(store: Store, stain: str) -> np.ndarray:
 
 
 def read_stack(path: str | Path) -> arrays.Stack:
-    """A prediction or a label stack, opened for checked reading."""
+    """A label stack, opened for checked reading."""
     return arrays.open_array(path)
+
+
+def read_prediction(path: str | Path, store: Store, stain: str, model: str | None = None) -> arrays.Stack:
+    """A prediction, which must be of ``stain`` (and ``model``) on the test split of ``store`` as
+    it is now: a prediction of another build of the store would be scored against other images."""
+    prediction = arrays.open_array(path)
+    attrs = prediction.attrs
+    expected = {"stain": stain, "test_set": store.attrs["data_set"], "store_id": store.store_id, "model": model}
+    wrong = [f"{key} {attrs.get(key)!r}, not {value!r}" for key, value in expected.items() if value is not None and attrs.get(key) != value]
+    if wrong:
+        raise VsgridError(f"prediction {path} is not the one asked for: {'; '.join(wrong)} (store_id differs when the store was rebuilt since)")
+    if prediction.shape[0] != store.images("test").shape[0]:
+        raise VsgridError(f"prediction {path} has {prediction.shape[0]} images but the test split of {store.path} has {store.images('test').shape[0]}")
+    return prediction
 
 
 def write_labels(labels: np.ndarray, out: str | Path, attrs: dict) -> None:

@@ -13,6 +13,8 @@ what it is and how to feed it.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from vsgrid.grid import Model
 from vsgrid.model.network import NetworkConfig
 
 FORMAT = 1
+FILES = {"training": "last.pt", "generator": "best.pt"}
 
 
 def payload(kind: str, net: NetworkConfig, model: Model, stats: dict, generator: torch.nn.Module, **extra) -> dict:
@@ -42,28 +45,41 @@ def payload(kind: str, net: NetworkConfig, model: Model, stats: dict, generator:
 
 def save(checkpoint: dict, path: Path) -> None:
     """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+    except (RuntimeError, OSError) as exc:  # torch reports a full disk as "file write failed"
+        full = getattr(exc, "errno", None) == errno.ENOSPC or any(s in str(exc) for s in ("No space left", "file write failed"))
+        why = "the disk is full" if full else str(exc).splitlines()[0][:200]
+        free = shutil.disk_usage(path.parent).free / 2**30
+        raise VsgridError(f"cannot write checkpoint {path}: {why} ({free:.2f} GiB free there)") from None
 
 
-def load(path: str | Path) -> dict:
-    """Load a checkpoint; a missing, truncated or foreign file is a :class:`VsgridError`."""
+def load(path: str | Path, kind: str | None = None) -> dict:
+    """Load a checkpoint (of ``kind``, if given); a missing, truncated, foreign or other-kind file
+    is a :class:`VsgridError`."""
     path = Path(path)
     if not path.is_file():
         raise VsgridError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged files
-        raise VsgridError(f"checkpoint {path} cannot be read (truncated or not a vsgrid checkpoint): {exc}") from None
+    except Exception:  # torch raises several types for damaged files, with advice that does not apply
+        raise VsgridError(f"checkpoint {path} cannot be read: it is truncated, damaged or not a vsgrid checkpoint") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise VsgridError(f"checkpoint {path} is not a vsgrid checkpoint of format {FORMAT}")
+    if kind is not None and checkpoint.get("kind") != kind:
+        theirs = checkpoint.get("kind")
+        raise VsgridError(f"checkpoint {path} is a {theirs} checkpoint (what {FILES.get(theirs, '?')} holds), not a {kind} checkpoint ({FILES[kind]})")
     return checkpoint
 
 
-def check_compatible(checkpoint: dict, path: Path, net: NetworkConfig, stain: str | None = None) -> None:
-    """A checkpoint must be for the expected stain and network shape."""
-    if stain is not None and checkpoint["stain"] != stain:
-        raise VsgridError(f"checkpoint {path} was trained for stain {checkpoint['stain']!r}, not {stain!r}")
+def check_compatible(checkpoint: dict, path: Path, net: NetworkConfig, model: Model | None = None) -> None:
+    """A checkpoint must be of the expected model (train set, stain, seed) and network shape."""
+    if model is not None:
+        if checkpoint["stain"] != model.stain:
+            raise VsgridError(f"checkpoint {path} was trained for stain {checkpoint['stain']!r}, not {model.stain!r}")
+        if (checkpoint["train_set"], checkpoint["seed"]) != (model.train_set.name, model.seed):
+            raise VsgridError(f"checkpoint {path} belongs to {checkpoint['train_set']} seed {checkpoint['seed']}, not {model.name}")
     theirs = checkpoint["network"]
     differences = [f"{k} {theirs.get(k)} (config: {v})" for k, v in net.as_dict().items() if theirs.get(k) != v]
     if differences:

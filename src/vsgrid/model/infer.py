@@ -19,6 +19,7 @@ from vsgrid import __version__, arrays
 from vsgrid.data.pairs import denormalize, iter_batches, normalize
 from vsgrid.data.store import as_uint16, open_store
 from vsgrid.errors import VsgridError
+from vsgrid.grid import Model
 from vsgrid.files import atomic_path
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
@@ -27,12 +28,19 @@ from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
 log = logging.getLogger(__name__)
 
 
-def load_generator(model_dir: str | Path, device: Device):
-    """The best generator of a model folder and its checkpoint (stain, statistics, network)."""
+def load_generator(model_dir: str | Path, device: Device, net: NetworkConfig | None = None):
+    """The best generator of a model folder and its checkpoint (stain, statistics, network).
+
+    The checkpoint must be the model the folder is named after (when it is named like one) and,
+    when ``net`` is given, have that network shape.
+    """
     path = Path(model_dir) / "best.pt"
-    saved = checkpoint.load(path)
-    if saved.get("kind") != "generator":
-        raise VsgridError(f"{path} is a {saved.get('kind')} checkpoint, not a generator")
+    saved = checkpoint.load(path, kind="generator")
+    try:
+        named = Model.parse(Path(model_dir).name)
+    except ValueError:
+        named = None  # a folder its user named: the checkpoint says what it is
+    checkpoint.check_compatible(saved, path, net or NetworkConfig(**saved["network"]), named)
     generator = GlobalGenerator(NetworkConfig(**saved["network"]))
     try:
         generator.load_state_dict(saved["generator"])
@@ -53,16 +61,19 @@ def predict(generator, bf_counts: np.ndarray, saved: dict, device: Device) -> np
     return as_uint16(denormalize(values, saved["stats"][saved["stain"]]))
 
 
-def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, batch_size: int, settings: dict | None = None, progress: bool = True) -> Path:
+def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, *, batch_size: int, device_settings: dict | None = None, network: dict | None = None, progress: bool = True) -> Path:
     """Write the predictions of the model in ``model_dir`` for the test split of ``test_store``.
 
-    ``settings`` is the ``device`` section of the config.
+    ``device_settings`` and ``network`` are the config's sections; a checkpoint of another network
+    shape is refused.
     """
-    device = Device.pick(settings)
-    generator, saved = load_generator(model_dir, device)
+    device = Device.pick(device_settings)
+    net = NetworkConfig.from_config(network) if network else None
+    generator, saved = load_generator(model_dir, device, net)
     store = open_store(test_store)
     images = store.images("test")
     n, _, height, width = images.shape
+    NetworkConfig(**saved["network"]).check_size(height, width, f"the test images of {store.path}")
     out = Path(out)
     with atomic_path(out) as tmp:
         prediction = arrays.create(tmp, shape=(n, height, width), chunks=(1, height, width), dtype="uint16")

@@ -46,6 +46,12 @@ class NetworkConfig:
         """Image sides must be multiples of this."""
         return 2**self.n_downsample
 
+    def check_size(self, height: int, width: int, what: str) -> None:
+        """Images must reach the bottleneck at least 2 pixels wide, where residual blocks reflect-pad by 1."""
+        smallest = 2 * self.multiple
+        if -(-height // self.multiple) * self.multiple < smallest or -(-width // self.multiple) * self.multiple < smallest:
+            raise VsgridError(f"{what} are {height} x {width} pixels, too small for this network ({self.n_downsample} downsamplings need at least {smallest - self.multiple + 1} x {smallest - self.multiple + 1})")
+
 
 @dataclass(frozen=True)
 class Losses:

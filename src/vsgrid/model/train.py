@@ -7,7 +7,14 @@ A model folder holds:
   SIGTERM arrives (SLURM preemption or time limit), so a rerun continues where it stopped;
 - ``best.pt``: the generator with the lowest validation L1 so far (what inference loads);
 - ``log.csv``: one row per epoch (losses, learning rate, validation L1 and PSNR, seconds);
+- ``settings.json``: the settings it is trained under (network, train, device and data sections,
+  and the identity of the store it reads);
 - ``summary.json``: written last, when training has stopped (the workflow's output).
+
+A rerun with the same settings resumes an unfinished training from ``last.pt`` (and finds a
+finished one finished). A rerun with other settings, or of a finished training whose
+``summary.json`` is gone (Snakemake's ``--forcerun`` deletes it), removes the folder's
+checkpoints and trains afresh. One trainer at a time holds the folder (a lock file).
 
 On a CPU a run is deterministic: the same seed gives the same weights, interrupted or not. Batch
 order, crops and flips derive from (seed, epoch, image index), never from a global stream, so a
@@ -33,7 +40,9 @@ from tqdm import tqdm
 from vsgrid.data.pairs import StainPairs, denormalize, normalization_stats
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import psnr
-from vsgrid.files import write_table, write_text
+from vsgrid.config import result_settings
+from vsgrid.data.store import open_store
+from vsgrid.files import folder_lock, remove, remove_stale_temporaries, write_table, write_text
 from vsgrid.grid import Model
 from vsgrid.layout import Layout
 from vsgrid.model import checkpoint
@@ -216,22 +225,33 @@ class Trainer:
     def finished(self) -> bool:
         return self.state["stop_reason"] is not None
 
-    def start(self) -> None:
-        """Resume from ``last.pt`` if the folder has one, else start with fresh statistics."""
-        last = self.out / "last.pt"
-        if not last.exists():
-            self.stats = normalization_stats(self.store, "train", channels=("bf", self.model.stain))
-            return
-        saved = checkpoint.load(last)
-        checkpoint.check_compatible(saved, last, self.net, self.model.stain)
-        if (saved["train_set"], saved["seed"]) != (self.model.train_set.name, self.model.seed):
-            raise VsgridError(f"{last} belongs to {saved['train_set']} seed {saved['seed']}, not {self.model.name}")
+    def start(self, record: dict, afresh: bool = False) -> str:
+        """Resume from ``last.pt`` when it was trained under ``record``, else (or ``afresh``) start
+        afresh. Returns ``fresh``, ``resume`` or ``finished``."""
+        last, settings = self.out / "last.pt", self.out / "settings.json"
+        recorded = json.loads(settings.read_text()) if settings.exists() else None
+        if last.exists() and recorded != record:
+            changed = sorted(k for k in record if (recorded or {}).get(k) != record[k])
+            log.warning("%s was trained under other settings (%s): training afresh", self.out, ", ".join(changed))
+        elif last.exists() and not afresh:
+            self._resume(checkpoint.load(last, kind="training"), last)
+            return "finished" if self.finished else "resume"
+        for path in self.out.iterdir():
+            if path.name != ".lock":
+                remove(path)
+        write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", settings)
+        self.stats = normalization_stats(self.store, "train", channels=("bf", self.model.stain))
+        return "fresh"
+
+    def _resume(self, saved: dict, path: Path) -> None:
+        checkpoint.check_compatible(saved, path, self.net, self.model)
         self.generator.load_state_dict(saved["generator"])
         self.discriminator.load_state_dict(saved["discriminator"])
         self.opt_g.load_state_dict(saved["opt_g"])
         self.opt_d.load_state_dict(saved["opt_d"])
         self.state, self.stats = saved["state"], saved["stats"]
-        log.info("resuming %s at epoch %d, batch %d", self.model.name, self.state["epoch"] + 1, self.state["batch"])
+        if not self.finished:
+            log.info("resuming %s at epoch %d, batch %d", self.model.name, self.state["epoch"] + 1, self.state["batch"])
 
     def fit(self, progress: bool = True) -> None:
         """Train epoch after epoch until early stopping or ``max_epochs``; SIGTERM saves and raises."""
@@ -327,23 +347,42 @@ class Trainer:
         }
 
 
+def training_record(config: dict, model: Model, store_id: str) -> dict:
+    """What a model folder is trained under: resuming needs all of it unchanged."""
+    record = {"model": model.name, **result_settings(config, "network", "train", "device", "data"), "store_id": store_id}
+    record["data"].pop("dir")  # where the store lies is not what it holds; store_id is
+    return record
+
+
 def train(config: dict, model: Model, out_dir: str | Path, progress: bool = True) -> dict:
     """Train (or resume, or find finished) one model; returns its summary.
 
     Raises :class:`Interrupted` after saving when SIGTERM arrives.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = Device.pick(config["device"])
-    if not device.is_gpu:
-        torch.use_deterministic_algorithms(True)
-    network = config["network"]
-    store = Layout.of(config).store(model.train_set)
-    trainer = Trainer(model, NetworkConfig.from_config(network), Losses.from_config(network), TrainSettings.from_config(config["train"]), device, store, out)
-    trainer.start()
-    if not trainer.finished:
-        trainer.fit(progress)
-    summary = trainer.summary()
-    write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    with folder_lock(out, "trained"):
+        remove_stale_temporaries(out)
+        device = Device.pick(config["device"])
+        if not device.is_gpu:
+            torch.use_deterministic_algorithms(True)
+        store = open_store(Layout.of(config).store(model.train_set))
+        record = training_record(config, model, store.store_id)
+        network, settings = config["network"], TrainSettings.from_config(config["train"])
+        net = NetworkConfig.from_config(network)
+        height, width = (min(side, settings.crop_size or side) for side in store.images("train").shape[-2:])
+        net.check_size(height, width, "training images (or train.crop_size crops)")
+
+        def trainer() -> Trainer:
+            return Trainer(model, net, Losses.from_config(network), settings, device, store.path, out)
+
+        current = trainer()
+        if current.start(record) == "finished" and not (out / "summary.json").exists():
+            log.warning("%s: a finished training was run again (a forced rerun): training afresh", model.name)
+            current = trainer()
+            current.start(record, afresh=True)
+        if not current.finished:
+            current.fit(progress)
+        summary = current.summary()
+        write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     log.info("%s: %s", model.name, summary["stop_reason"])
     return summary
