@@ -163,3 +163,15 @@ def test_blank_and_saturated_images_are_flagged():
     clipped[:4] = 65535
     assert image_flag(clipped, 65535, **thresholds) == "saturated"
     assert image_flag(np.minimum(noisy, 255), 255, **thresholds) == "saturated"  # an 8-bit camera's top
+
+
+def test_a_nucleus_fragment_outside_the_field_renders():
+    """lung-P01 F04 field 5 of the paper config (seed 0) has a fragment of a nucleus above the
+    field: its render window once ended at a negative index and wrapped around."""
+    config = validate({})
+    row = synthetic.field_table("lung", config).query("plate == 'lung-P01' and well == 'F04' and field == 5").iloc[0]
+    rng = rng_for(0, "field", "lung", row.plate, row.well, int(row.field))
+    profile = Profile(**config["data"]["synthetic"]["cell_types"]["lung"])
+    cells = sample_cells(rng, profile, row.toxicity, (1080, 1080), 0.65)
+    image, masks = render_field(cells, (1080, 1080), 0.65, rng)
+    assert image.shape == (4, 1080, 1080) and masks[0].max() > 0

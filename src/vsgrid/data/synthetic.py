@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import zarr
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
@@ -134,9 +135,11 @@ def _ellipse_distance(yy, xx, centre, theta, major, minor):
 
 
 def _window(centre, reach, shape):
-    y0, x0 = np.maximum(np.floor(centre - reach).astype(int), 0)
-    y1, x1 = np.minimum(np.ceil(centre + reach).astype(int) + 1, shape)
-    return slice(y0, y1), slice(x0, x1)
+    """The part of the field within ``reach`` of ``centre``; empty when that lies outside (a
+    fragment of a nucleus can lie above or left of the field, where a negative end would wrap)."""
+    low = np.clip(np.floor(centre - reach).astype(int), 0, shape)
+    high = np.clip(np.ceil(centre + reach).astype(int) + 1, low, shape)
+    return slice(low[0], high[0]), slice(low[1], high[1])
 
 
 def _nucleus_blobs(cells, i, rng):
@@ -279,15 +282,37 @@ def field_table(cell_type: str, config: dict) -> pd.DataFrame:
     return table
 
 
-def _render_row(args):
-    seed, cell_type, profile, shape, pixel_size_um, plate, well, field, toxicity_level = args
-    rng = rng_for(seed, "field", cell_type, plate, well, int(field))
-    cells = sample_cells(rng, profile, toxicity_level, shape, pixel_size_um)
-    return render_field(cells, shape, pixel_size_um, rng)
+@dataclass(frozen=True)
+class _Field:
+    """One field to render, and where it goes: split and index in the store being built."""
+
+    store: Path
+    split: str
+    index: int
+    plate: str
+    well: str
+    field: int
+    toxicity: float
+
+
+def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float]) -> None:
+    """Render one field and write it into the store being built: a worker writes its own field
+    (one file each), so nothing but the job itself travels between processes."""
+    field, seed, cell_type, profile, shape, pixel_size_um = job
+    rng = rng_for(seed, "field", cell_type, field.plate, field.well, int(field.field))
+    cells = sample_cells(rng, profile, field.toxicity, shape, pixel_size_um)
+    image, masks = render_field(cells, shape, pixel_size_um, rng)
+    group = zarr.open_group(field.store, mode="r+")
+    group[field.split][field.index] = image
+    group[f"{field.split}_masks"][field.index] = masks
 
 
 def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
-    """Render the sampled fields of one (cell type, phenotype) and write its store atomically."""
+    """Render the sampled fields of one (cell type, phenotype) and write its store atomically.
+
+    Memory does not grow with the number of fields: each field is rendered and written by one
+    worker, and only small job descriptions are queued.
+    """
     data, synthetic = config["data"], config["data"]["synthetic"]
     table = field_table(data_set.cell_type, config)
     table = table[table["phenotype"] == data_set.phenotype]
@@ -306,16 +331,16 @@ def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, p
     }
     path = store_path(out_dir, data_set.name)
     with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True) as group:
-        for split, frame in splits.items():
-            jobs = [
-                (data["seed"], data_set.cell_type, profile, shape, synthetic["pixel_size_um"], *row)
-                for row in frame[["plate", "well", "field", "toxicity"]].itertuples(index=False)
-            ]
-            results = executor.map(_render_row, jobs, chunksize=4) if executor else map(_render_row, jobs)
-            images, masks = group[split], group[f"{split}_masks"]
-            for i, (image, mask) in enumerate(tqdm(results, total=len(jobs), desc=f"{data_set.name} {split}", disable=not progress, unit="field")):
-                images[i] = image
-                masks[i] = mask
+        where = Path(group.store.root)
+        common = (data["seed"], data_set.cell_type, profile, shape, synthetic["pixel_size_um"])
+        jobs = [
+            (_Field(where, split, i, *row), *common)
+            for split, frame in splits.items()
+            for i, row in enumerate(frame[["plate", "well", "field", "toxicity"]].itertuples(index=False))
+        ]
+        done = executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
+        for _ in tqdm(done, total=len(jobs), desc=data_set.name, disable=not progress, unit="field"):
+            pass
     return path
 
 
