@@ -11,14 +11,14 @@ import argparse
 import logging
 import sys
 
-from vsgrid.config import load_config, load_config_json
+from vsgrid.config import load_config
 from vsgrid.errors import VsgridError
 
 log = logging.getLogger("vsgrid")
 
 
 def _config(args) -> dict:
-    config = load_config(*args.config) if args.config else load_config_json(args.config_json)
+    config = load_config(*args.config)
     if getattr(args, "out_stores", None):
         config["data"]["dir"] = args.out_stores
     return config
@@ -76,17 +76,13 @@ def _train(args) -> int:
 
 
 def _infer(args) -> None:
-    from vsgrid.layout import store_path
-    from vsgrid.model.infer import infer
-    config = _config(args)
-    store = store_path(args.data or config["data"]["dir"], args.test_set)
-    batch_size = args.batch_size or config["infer"]["batch_size"]
-    infer(args.model, store, args.out, batch_size=batch_size, device_settings=config["device"], network=config["network"], progress=not args.quiet)
+    from vsgrid.evaluation.predictions import predict_test_sets
+    predict_test_sets(_config(args), args.model, args.test_set, args.out, batch_size=args.batch_size, progress=not args.quiet)
 
 
 def _segment(args) -> None:
     from vsgrid.evaluation.segment import segment_test_set
-    segment_test_set(_config(args), args.test_set, args.stain, args.out, prediction=args.prediction)
+    segment_test_set(_config(args), args.test_set, args.stain, args.out)
 
 
 def _measure(args) -> None:
@@ -98,7 +94,7 @@ def _rank_features(args) -> None:
     from vsgrid.evaluation.selection import rank_test_sets
     if bad := [item for item in args.inputs if "=" not in item]:
         raise VsgridError(f"--inputs {bad[0]!r} must be TEST_SET=PATH")
-    rank_test_sets(_config(args), dict(item.partition("=")[::2] for item in args.inputs), args.out)
+    rank_test_sets(_config(args), dict(item.partition("=")[::2] for item in args.inputs), args.out, n_jobs=args.workers or 1)
 
 
 def _evaluate(args) -> None:
@@ -142,20 +138,20 @@ COMMANDS = [
     ("summary", _summary, "print the summary table of existing stores", [_option("--data", dest="out_stores", help="folder of the stores (default: data.dir)")]),
     ("describe-model", _describe_model, "print parameter counts and forward FLOPs of the configured Pix2PixHD", [_option("--size", type=int, help="image size (default: data.synthetic.field_size)")]),
     ("train", _train, "train one model (train set, stain, seed); rerun after an interruption to resume", [*MODEL, _option("--out", help="model folder (default: <results.dir>/models/<model>)"), QUIET]),
-    ("infer", _infer, "predict a test set with a trained model into a Zarr array", [
-        _option("--model", required=True, help="model folder written by `vsgrid train`"), TEST_SET, _option("--out", required=True, help="the prediction, a .zarr path"),
-        _option("--data", help="folder of the stores (default: data.dir)"), _option("--batch-size", type=int, help="default: infer.batch_size"), QUIET,
+    ("infer", _infer, "predict test sets with a trained model, and segment the predictions of dapi and fitc", [
+        _option("--model", required=True, help="model folder written by `vsgrid train`"), _option("--test-set", nargs="+", required=True, help="e.g. lung-toxic"),
+        _option("--out", required=True, help="folder of the predictions, one <test set>.zarr each"), _option("--batch-size", type=int, help="default: infer.batch_size"), QUIET,
     ]),
-    ("segment", _segment, "segment the real stain of a test set, or a prediction of it, into a Zarr label stack", [TEST_SET, STAIN, OUT, _option("--prediction", help="segment this prediction (.zarr) instead of the real stain")]),
+    ("segment", _segment, "segment the real stain of a test set into a Zarr label stack", [TEST_SET, STAIN, OUT]),
     ("measure", _measure, "measure CellProfiler-style features of every instance into a Parquet table", [
         TEST_SET, STAIN, OUT, _option("--masks", required=True, help="label stack (.zarr) of the same images (cy5: the real DAPI nuclei)"),
-        _option("--prediction", help="measure this prediction (.zarr) instead of the real stain"), WORKERS, QUIET,
+        _option("--prediction", help="measure this prediction (a .zarr of `vsgrid infer`) instead of the real stain"), WORKERS, QUIET,
     ]),
     ("rank-features", _rank_features, "rank features by random-forest importance on real-stain features", [
-        _option("--inputs", nargs="+", required=True, metavar="TEST_SET=PATH", help="real-stain feature tables of the cell type's test sets"), OUT,
+        _option("--inputs", nargs="+", required=True, metavar="TEST_SET=PATH", help="real-stain feature tables of the cell type's test sets"), OUT, WORKERS,
     ]),
-    ("evaluate", _evaluate, "segment and measure one run's prediction and score it at the three levels", [
-        TEST_SET, STAIN, OUT, _option("--prediction", required=True, help="the run's prediction (.zarr)"),
+    ("evaluate", _evaluate, "score one run's prediction at the three levels", [
+        TEST_SET, STAIN, OUT, _option("--prediction", required=True, help="the run's prediction (a .zarr of `vsgrid infer`)"),
         _option("--real-masks", required=True, help="masks of the real stain (cy5: the real DAPI nuclei)"),
         _option("--real-features", required=True, help="features of the real stain (.parquet)"),
         _option("--ranking", required=True, help="feature ranking of the (cell type, stain) (.tsv)"), WORKERS,
@@ -176,9 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, help, options in COMMANDS:
         sub = commands.add_parser(name, help=help, description=help)
-        source = sub.add_mutually_exclusive_group(required=True)
-        source.add_argument("--config", nargs="+", metavar="FILE", help="YAML config file(s), merged in order (keys: workflow/schemas/config.schema.yaml)")
-        source.add_argument("--config-json", metavar="JSON", help="the whole config as JSON (how the workflow's jobs receive it)")
+        sub.add_argument("--config", required=True, nargs="+", metavar="FILE", help="YAML config file(s), merged in order (keys: workflow/schemas/config.schema.yaml)")
         for flags, kwargs in options:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(func=func)

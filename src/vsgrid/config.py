@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -170,11 +171,12 @@ def read_yaml(path: str | Path) -> dict:
         raise VsgridError(f"config file {path} is a directory; give a YAML file such as config/quick.yaml")
     try:
         with open(path) as f:
-            raw = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+            # JSON is the workflow's hand-over format; YAML 1.1 would read its 1e-05 as a string
+            raw = json.load(f) if path.suffix == ".json" else yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise VsgridError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise VsgridError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise VsgridError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {' '.join(str(exc).split())}") from None
     if raw is not None and not isinstance(raw, dict):
         raise VsgridError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
     return raw or {}
@@ -192,20 +194,9 @@ def load_config(*paths: str | Path) -> dict:
         raise VsgridError(f"{', '.join(map(str, paths))}: {exc}") from None
 
 
-def load_config_json(text: str) -> dict:
-    """A config passed as JSON (the workflow hands each job the config it validated this way)."""
-    import json
-
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise VsgridError(f"--config-json is not valid JSON: {exc}") from None
-    return validate(raw)
-
-
 # Keys that change how a step runs, not what it computes: they neither rerun a step nor make a
 # model folder train afresh.
-EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("features", "workers"))
+EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("features", "workers"), ("evaluation", "block_images"))
 
 
 def result_settings(config: dict, *sections: str) -> dict:

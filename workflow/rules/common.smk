@@ -1,11 +1,13 @@
 # Shared by every rule: the validated config, the grid, the results layout, and how a job gets
 # its config.
 
+import hashlib
 import json
 import shlex
 
 from vsgrid import grid as vsgrid_grid
 from vsgrid.config import result_settings
+from vsgrid.files import write_text
 from vsgrid.layout import SEGMENTED, Layout
 
 try:
@@ -14,13 +16,20 @@ except VsgridError as error:
     raise WorkflowError(str(error)) from None
 
 # Every job gets the whole validated config, however it arrived (--configfile files, overlays,
-# --config KEY=VALUE), through the environment of its shell: `vsgrid ... --config-json
-# "$VSGRID_CONFIG"`. Snakemake's rerun decisions come from each rule's `settings` param instead,
-# the sections that rule's results depend on, so that a change reruns exactly the rules it
-# concerns.
-CONFIG_EXPORT = shlex.quote(json.dumps(config, sort_keys=True)).replace("{", "{{").replace("}", "}}")  # prefix is formatted once
-shell.prefix(f"set -euo pipefail; export VSGRID_CONFIG={CONFIG_EXPORT}; ")
-VSGRID = 'vsgrid {command} --config-json "$VSGRID_CONFIG"'
+# --config KEY=VALUE): written once as JSON, named by its content, and handed to the jobs as
+# `vsgrid ... --config "$VSGRID_CONFIG"`. Snakemake's rerun decisions come from each rule's
+# `settings` param instead, the sections that rule's results depend on, so that a change reruns
+# exactly the rules it concerns.
+def _config_file():
+    text = json.dumps(config, sort_keys=True, indent=1)
+    path = Path(".snakemake") / "vsgrid" / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.exists():
+        write_text(text, path)
+    return path
+
+
+shell.prefix(f"set -euo pipefail; export VSGRID_CONFIG={shlex.quote(str(_config_file()))}; ")
+VSGRID = 'vsgrid {command} --config "$VSGRID_CONFIG"'
 
 GRID = config["grid"]
 LAYOUT = Layout.of(config)
@@ -30,7 +39,10 @@ DATA_SETS = [d.name for d in vsgrid_grid.data_sets(GRID)]
 MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
 RUNS = vsgrid_grid.runs(config)
 RUN_NAMES = {run.name for run in RUNS}
+TEST_SETS_OF = {name: [run.test_set.name for run in RUNS if run.model.name == name] for name in MODELS}
 CELLPOSE = config["segmentation"]["backend"] == "cellpose"
+# Feature processes of the jobs that measure (features.workers; 0 = 4 per job, a CPU node's share).
+FEATURE_WORKERS = config["features"]["workers"] or 4
 
 
 wildcard_constraints:
