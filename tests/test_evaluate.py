@@ -9,15 +9,16 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 from scipy import ndimage as ndi
 
 from vsgrid import arrays
 from vsgrid.cli import main
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.scoring import evaluate
-from vsgrid.evaluation.features import measure_stack
+from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool
 from vsgrid.evaluation.segment import segmenter
-from vsgrid.evaluation.selection import rank_features
+from vsgrid.evaluation.selection import RankingSettings, rank_features
 from vsgrid.data.store import open_store
 
 N_IMAGES = 12
@@ -34,17 +35,18 @@ def setup(quick_config, quick_stores):
         store = open_store(quick_stores[test_set])
         real = store.images("test")[:N_IMAGES, 1]
         masks = segment(real)
-        tables[test_set] = (real, masks, measure_stack(real, masks, GROUPS, workers=2))
+        with worker_pool(2) as pmap:
+            tables[test_set] = (real, masks, measure_stack(real, masks, FeatureSet(GROUPS), pmap))
     features = pd.concat([t[2].assign(target=name) for name, t in tables.items()], ignore_index=True)
-    ranking = rank_features(features.drop(columns=["image", "label", "target"]), features["target"], 20, 50, 3, 0)
+    settings = RankingSettings(top=20, trees=50, method="permutation", repeats=3, seed=0, instances=100_000, subsamples=1)
+    ranking = rank_features(features.drop(columns=["image", "label", "target"]), features["target"], settings)
     real, masks, real_features = tables["lung-toxic"]
     return {"config": config, "segment": segment, "real": real, "masks": masks, "features": real_features, "ranking": ranking}
 
 
 def score(setup, pred):
     pred_masks = setup["segment"](pred)
-    pred_features = measure_stack(pred, pred_masks, GROUPS, workers=2)
-    tables = evaluate(setup["real"], pred, "dapi", setup["masks"], pred_masks, setup["features"], pred_features, setup["ranking"], setup["config"]["evaluation"])
+    tables = evaluate(setup["real"], pred, "dapi", setup["masks"], pred_masks, setup["features"], setup["ranking"], setup["config"])
     scores = tables["scores"]
     return dict(scores.loc[scores["feature"] == "", ["metric", "value"]].itertuples(index=False))
 
@@ -133,9 +135,11 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     # A "prediction" that is the real stain with noise, segmented and measured like one.
     store = open_store(quick_stores["lung-toxic"])
     real = store.images("test")[:, 1]
-    pred = arrays.create(tmp_path / "pred.zarr", shape=real.shape, chunks=(1, *real.shape[1:]), dtype="uint16")
-    pred[:] = np.clip(real + np.random.default_rng(0).normal(0, 300, real.shape), 0, 65535).astype(np.uint16)
-    pred.attrs.update({"model": "lung-nontoxic.dapi.s0", "stain": "dapi", "test_set": "lung-toxic", "store_id": store.store_id})
+    group = zarr.open_group(tmp_path / "pred.zarr", mode="w")
+    noisy = np.clip(real + np.random.default_rng(0).normal(0, 300, real.shape), 0, 65535).astype(np.uint16)
+    arrays.create(group, real.shape, chunks=(1, *real.shape[1:]), dtype="uint16", name="image")[:] = noisy
+    arrays.create(group, real.shape, chunks=(1, *real.shape[1:]), dtype="int32", name="labels")[:] = segmenter(config["segmentation"], "dapi", 1.3)(noisy)
+    group.attrs.update({"model": "lung-nontoxic.dapi.s0", "stain": "dapi", "test_set": "lung-toxic", "store_id": store.store_id})
     p = ["--test-set", "lung-toxic", "--stain", "dapi"]
     files = {"--prediction": "pred.zarr", "--real-masks": "lung-toxic.masks.zarr", "--real-features": "lung-toxic.features.parquet", "--ranking": "ranking.tsv"}
     arguments = [x for option, name in files.items() for x in (option, str(tmp_path / name))]
@@ -146,7 +150,8 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     assert set(scores["level"]) == {"pixel", "instance", "feature"}
     assert 0 < scores.set_index(["metric", "feature"]).loc[("f1", ""), "value"] < 1
     assert (scores["metric"] == "nmae").sum() == 3  # two selected features and their mean
-    assert len(pd.read_parquet(tmp_path / "run" / "features.parquet")) > 0
+    predicted = pd.read_parquet(tmp_path / "run" / "features.parquet")
+    assert len(predicted) > 0 and list(predicted.columns[2:]) == list(pd.read_csv(tmp_path / "ranking.tsv", sep="\t").query("selected")["feature"])
 
 
 def test_cli_reports_a_missing_cellpose_model(quick_config, quick_stores, tmp_path, capsys):
@@ -170,8 +175,8 @@ def test_evaluate_refuses_a_prediction_of_another_stain_model_or_store_build(qui
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     store = open_store(quick_stores["lung-toxic"])
-    pred = arrays.create(tmp_path / "pred.zarr", shape=(store.images("test").shape[0], 128, 128), chunks=(1, 128, 128), dtype="uint16")
-    pred[:] = 0
+    pred = zarr.open_group(tmp_path / "pred.zarr", mode="w")
+    arrays.create(pred, (store.images("test").shape[0], 128, 128), chunks=(1, 128, 128), dtype="uint16", name="image")[:] = 0
     run = ["evaluate", "--config", str(path), "--test-set", "lung-toxic", "--stain", "dapi", "--prediction", str(tmp_path / "pred.zarr"), "--out", str(tmp_path / "run")]
     run += ["--real-masks", "m.zarr", "--real-features", "f.parquet", "--ranking", "r.tsv", "--model", "lung-nontoxic.dapi.s0"]
     for attrs, complaint in (

@@ -76,7 +76,7 @@ def test_training_learns_each_stain(config, quick_stores, tmp_path, stain):
     infer(tmp_path / "model", test_store, tmp_path / "pred.zarr", batch_size=16, progress=False)
     store = open_store(test_store)
     real = store.images("test")[:, store.channel_index(stain)]
-    trained = mean_psnr(real, zarr.open_array(tmp_path / "pred.zarr")[:])
+    trained = mean_psnr(real, zarr.open_array(tmp_path / "pred.zarr" / "image")[:])
 
     untrained_dir = tmp_path / "untrained"
     untrained_dir.mkdir()
@@ -84,7 +84,7 @@ def test_training_learns_each_stain(config, quick_stores, tmp_path, stain):
     generator, _ = build_networks(NetworkConfig(**saved["network"]), seed=0)
     checkpoint.save({**saved, "generator": generator.state_dict()}, untrained_dir / "best.pt")
     infer(untrained_dir, test_store, tmp_path / "untrained.zarr", batch_size=16, progress=False)
-    untrained = mean_psnr(real, zarr.open_array(tmp_path / "untrained.zarr")[:])
+    untrained = mean_psnr(real, zarr.open_array(tmp_path / "untrained.zarr" / "image")[:])
 
     training_mean = round(saved["stats"][stain]["mean"])
     mean_baseline = mean_psnr(real, np.full_like(real, training_mean))
@@ -185,14 +185,15 @@ def trained(config, tmp_path_factory):
 
 def test_inference_output_is_aligned_uint16(trained, quick_stores, tmp_path):
     out = infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "p.zarr", batch_size=5, progress=False)
-    prediction = zarr.open_array(out)
+    prediction = zarr.open_array(out / "image")
     test = open_store(quick_stores["ovarian-nontoxic"]).images("test")
     assert prediction.shape == (test.shape[0], *test.shape[2:]) and prediction.dtype == np.uint16
     assert prediction.chunks == (1, *test.shape[2:])
-    assert prediction.attrs["stain"] == "dapi" and prediction.attrs["test_set"] == "ovarian-nontoxic"
+    attrs = zarr.open_group(out).attrs
+    assert attrs["stain"] == "dapi" and attrs["test_set"] == "ovarian-nontoxic" and attrs["store_id"] == open_store(quick_stores["ovarian-nontoxic"]).store_id
     # Batch size changes which convolution kernels run, and with them float rounding: inference
     # promises the same prediction within 1 count (a rounding that crosses .5), not the same bytes.
-    again = zarr.open_array(infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "q.zarr", batch_size=48, progress=False))[:]
+    again = zarr.open_array(infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "q.zarr", batch_size=48, progress=False) / "image")[:]
     difference = np.abs(again.astype(np.int32) - prediction[:].astype(np.int32))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
 
@@ -204,10 +205,10 @@ def test_inference_on_images_of_another_odd_size_pads_and_crops(trained, quick_s
     with create_store(tmp_path / "odd.zarr", {"test": 6}, (75, 93), meta, {"data_set": "odd"}, with_masks=False) as group:
         group["test"][:] = crops
     out = infer(trained, tmp_path / "odd.zarr", tmp_path / "odd_pred.zarr", batch_size=4, progress=False)
-    prediction = zarr.open_array(out)[:]
+    prediction = zarr.open_array(out / "image")[:]
     assert prediction.shape == (6, 75, 93) and prediction.dtype == np.uint16
     # The same as reflect-padding to 76 x 96 by hand and keeping the top-left 75 x 93.
-    generator, saved = load_generator(trained, Device.pick({}))
+    generator, saved = load_generator(trained, Device.pick())
     bf = torch.from_numpy(normalize(crops[:, 0], saved["stats"]["bf"])[:, None])
     with torch.no_grad():
         by_hand = generator(torch.nn.functional.pad(bf, (0, 3, 0, 1), mode="reflect"))[..., :75, :93]

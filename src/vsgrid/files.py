@@ -144,20 +144,70 @@ def write_text(text: str, path: str | Path) -> None:
         tmp.write_text(text)
 
 
-def read_table(path: str | Path, columns: list[str] | None = None, **options) -> "pd.DataFrame":
-    """A Parquet, TSV or CSV table, by extension; a missing or damaged file is a :class:`VsgridError`."""
+@contextmanager
+def _reading_table(path: Path) -> Iterator[None]:
+    """A missing or damaged table read inside the block is a :class:`VsgridError` naming it."""
     import pandas as pd
     import pyarrow
 
-    path = Path(path)
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path, columns=columns, **options)
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", usecols=columns, **options)
+        yield
     except FileNotFoundError:
         raise VsgridError(f"{path} does not exist; the step that writes it has not run") from None
     except (OSError, ValueError, pyarrow.ArrowException, pd.errors.ParserError) as exc:
         raise VsgridError(f"{path} cannot be read as a table ({type(exc).__name__}: {str(exc)[:200]}); it is damaged, rerun the step that writes it") from None
+
+
+def read_table(path: str | Path, columns: list[str] | None = None, **options) -> "pd.DataFrame":
+    """A Parquet, TSV or CSV table, by extension (``options`` go to pandas: ``filters`` for a
+    Parquet table's row groups, say); a missing or damaged file is a :class:`VsgridError`."""
+    import pandas as pd
+
+    path = Path(path)
+    with _reading_table(path):
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, columns=columns, **options)
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", usecols=columns, **options)
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The columns of a Parquet table, read from its footer."""
+    import pyarrow.parquet as pq
+
+    with _reading_table(Path(path)):
+        return pq.read_schema(path).names
+
+
+def table_batches(path: str | Path, columns: list[str]) -> Iterator["pd.DataFrame"]:
+    """A Parquet table's ``columns``, a batch of rows at a time."""
+    import pyarrow.parquet as pq
+
+    with _reading_table(Path(path)):
+        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+            yield batch.to_pandas()
+
+
+@contextmanager
+def table_appender(path: str | Path) -> Iterator:
+    """Yield ``append(frame)`` to stream frames of one schema into a Parquet table, a row group
+    each (a reader can then skip row groups by their statistics); the table appears at ``path``
+    when the block ends. Append at least one frame, if empty, so that the columns are known."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp, ExitStack() as stack:
+        writer = None
+
+        def append(frame: "pd.DataFrame") -> None:
+            nonlocal writer
+            table = pyarrow.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema))
+            writer.write_table(table.cast(writer.schema))
+
+        yield append
+        if writer is None:
+            raise ValueError(f"no rows nor columns were appended to {path}")
 
 
 def write_table(table: "pd.DataFrame", path: str | Path) -> None:

@@ -6,8 +6,9 @@ path is spelled once. Standard library only, like :mod:`vsgrid.grid`.
 ::
 
     <data.dir>/<data set>.zarr                                  one store per (cell type, phenotype)
-    <results.dir>/models/<model>/                               summary.json, best.pt, last.pt, log.csv
-    <results.dir>/runs/<model>/<test set>/                      prediction.zarr, scores ...
+    <results.dir>/models/<model>/                               summary.json, best.pt, last.pt, log.csv, settings.json
+    <results.dir>/predictions/<model>/<test set>.zarr           prediction: image, and labels for dapi/fitc
+    <results.dir>/runs/<model>/<test set>/                      scores.parquet, images.parquet, ...
     <results.dir>/reference/<test set>/<stain>.masks.zarr       real-stain masks (dapi, fitc)
     <results.dir>/reference/<test set>/<stain>.features.parquet real-stain features
     <results.dir>/reference/rankings/<cell type>.<stain>.tsv    feature ranking
@@ -64,8 +65,12 @@ class Layout:
     def run_dir(self, model, test_set) -> Path:
         return self.results / "runs" / _name(model) / _name(test_set)
 
+    def predictions(self, model) -> Path:
+        """A model's predictions of its test sets, one group each (its inference job's output)."""
+        return self.results / "predictions" / _name(model)
+
     def prediction(self, model, test_set) -> Path:
-        return self.run_dir(model, test_set) / "prediction.zarr"
+        return self.predictions(model) / f"{_name(test_set)}.zarr"
 
     def reference(self, test_set) -> Path:
         return self.results / "reference" / _name(test_set)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A real single-node SLURM (Debian's munge, slurmctld, slurmd) with one fake GPU, and the .test
-# grid's GPU path through `snakemake --profile profiles/slurm`: a train, an infer and an evaluate
-# job of one train/test cell with everything it needs upstream. Needs root and apt-get.
+# A real single-node SLURM (Debian's munge, slurmctld, slurmd) with one fake GPU, and one
+# train/test cell of the .test grid through `snakemake --profile profiles/slurm`: its GPU jobs
+# (train, infer) land on the gpu partition with a GPU, its CPU jobs (segment_real with the
+# classical backend, features_real, evaluate) on the cpu partition without. Needs root and apt-get.
 #
 #   bash tests/slurm/run.sh [TARGET ...]      (default: one run's scores.parquet)
 #
@@ -86,6 +87,7 @@ mkdir -p "$PROFILE"
 import sys, yaml
 profile = yaml.safe_load(open(sys.argv[1]))
 profile["default-resources"].pop("slurm_account")
+profile["set-resources"].pop("segment_real")  # the .test grid segments with the classical backend: CPU work
 profile["default-resources"].update(mem_mb=1000, runtime=30)
 rules = ["store", "train", "infer", "segment_real", "features_real", "rank_features", "evaluate", "tables", "figures"]
 for rule in rules:
@@ -101,15 +103,26 @@ cd "$WORK"
 PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
     --directory "$WORK" --configfile "$ROOT/.test/config.yaml"
 
-say "checking that the GPU rules were submitted with --gpus"
+job_of() {
+    local log
+    log=$(find "$WORK/results/slurm_logs/rule_$1" -name '*.log' | head -1)
+    [ -n "$log" ] || { say "no SLURM log of rule $1"; exit 1; }
+    basename "$log" .log
+}
+say "checking that the GPU rules were submitted with --gpus, the CPU rules without"
 for rule in train infer; do
-    log=$(find "$WORK/results/slurm_logs/rule_$rule" -name '*.log' | head -1)
-    [ -n "$log" ] || { say "no SLURM log of rule $rule"; exit 1; }
-    job=$(basename "$log" .log)
+    job=$(job_of "$rule")
     details=$(scontrol show job "$job")
     echo "$details" | grep -Eq "TresPerJob=gres/gpu:a100:1|TresPerJob=gres:gpu:a100:1|gres/gpu" || { say "job $job of $rule has no GPU: $details"; exit 1; }
     echo "$details" | grep -q "Partition=gpu" || { say "job $job of $rule did not run on the gpu partition"; exit 1; }
     say "rule $rule: job $job on partition gpu with a GPU"
+done
+for rule in evaluate features_real segment_real; do
+    job=$(job_of "$rule")
+    details=$(scontrol show job "$job")
+    echo "$details" | grep -Eq "TresPerJob=[^ ]*gpu|gres/gpu|Partition=gpu" && { say "job $job of $rule asked for a GPU: $details"; exit 1; }
+    echo "$details" | grep -q "Partition=cpu" || { say "job $job of $rule did not run on the cpu partition"; exit 1; }
+    say "rule $rule: job $job on partition cpu without a GPU"
 done
 for target in "${TARGETS[@]}"; do
     [ -s "$WORK/$target" ] || { say "missing $target"; exit 1; }

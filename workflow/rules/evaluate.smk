@@ -1,11 +1,11 @@
-# One evaluation per run: segment and measure the prediction, score it at the three levels.
+# One evaluation per run, on CPUs: the prediction's features, and its scores at the three levels.
 
 
 rule evaluate:
     input:
         unpack(run_inputs),
         store=LAYOUT.store("{test_set}"),
-        prediction=LAYOUT.prediction("{model}", "{test_set}"),
+        predictions=LAYOUT.predictions("{model}"),
     output:
         scores=LAYOUT.run_dir("{model}", "{test_set}") / "scores.parquet",
         images=LAYOUT.run_dir("{model}", "{test_set}") / "images.parquet",
@@ -13,18 +13,18 @@ rule evaluate:
         features=LAYOUT.run_dir("{model}", "{test_set}") / "features.parquet",
     params:
         out=lambda wc: LAYOUT.run_dir(wc.model, wc.test_set),
+        prediction=lambda wc: LAYOUT.prediction(wc.model, wc.test_set),
         stain=model_stain,
-        settings=settings("segmentation", "features", "evaluation"),
+        settings=settings("features", "evaluation"),
     log:
         LOGS / "evaluate" / "{model}" / "{test_set}.log",
     benchmark:
         BENCHMARKS / "evaluate" / "{model}" / "{test_set}.tsv"
-    threads: 1
+    threads: FEATURE_WORKERS
     resources:
-        gpu=lambda wc: gpu(CELLPOSE and model_stain(wc) in SEGMENTED),
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     shell:
         VSGRID.format(command="evaluate") + " --test-set {wildcards.test_set:q} --stain {params.stain:q} --model {wildcards.model:q}"
-        " --prediction {input.prediction:q} --real-masks {input.real_masks:q} --real-features {input.real_features:q}"
+        " --prediction {params.prediction:q} --real-masks {input.real_masks:q} --real-features {input.real_features:q}"
         " --ranking {input.ranking:q} --workers {threads} --out {params.out:q} > {log:q} 2>&1"

@@ -13,7 +13,7 @@ rule features_real:
         LOGS / "features_real" / "{test_set}.{stain}.log",
     benchmark:
         BENCHMARKS / "features_real" / "{test_set}.{stain}.tsv"
-    threads: 2
+    threads: FEATURE_WORKERS
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
@@ -34,9 +34,9 @@ rule rank_features:
         LOGS / "rank_features" / "{cell_type}.{stain}.log",
     benchmark:
         BENCHMARKS / "rank_features" / "{cell_type}.{stain}.tsv"
-    threads: 1
+    threads: FEATURE_WORKERS
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     shell:
-        VSGRID.format(command="rank-features") + " --inputs {params.inputs:q} --out {output:q} > {log:q} 2>&1"
+        VSGRID.format(command="rank-features") + " --inputs {params.inputs:q} --workers {threads} --out {output:q} > {log:q} 2>&1"

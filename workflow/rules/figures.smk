@@ -6,12 +6,7 @@ rule figures:
     input:
         tables=LAYOUT.tables / "deltas.parquet",
         features=LAYOUT.tables / "features.parquet",
-        predictions=[
-            LAYOUT.prediction(model.format(stain=stain), panel["test_set"])
-            for panel in PANELS.values()
-            for model in panel["models"]
-            for stain in GRID["stains"]
-        ],
+        predictions=[LAYOUT.predictions(model.format(stain=stain)) for panel in PANELS.values() for model in panel["models"] for stain in GRID["stains"]],
         stores=[LAYOUT.store(panel["test_set"]) for panel in PANELS.values()],
     output:
         [figure(name, ext) for name in FIGURES for ext in config["figures"]["formats"]],

@@ -1,25 +1,26 @@
-# One prediction per run (model x test set), written as a Zarr array aligned with the test split.
+# One job per model: its generator, loaded once, predicts every test set the grid runs it on,
+# and for dapi and fitc the segmentation backend (Cellpose on the GPU) segments each prediction.
 
 
 rule infer:
     input:
         model=LAYOUT.model_dir("{model}") / "summary.json",
-        store=LAYOUT.store("{test_set}"),
+        stores=lambda wc: [LAYOUT.store(test_set) for test_set in TEST_SETS_OF[wc.model]],
     output:
-        directory(LAYOUT.prediction("{model}", "{test_set}")),
+        directory(LAYOUT.predictions("{model}")),
     params:
         model=lambda wc: LAYOUT.model_dir(wc.model),
-        run=run_of,
-        settings=settings("infer", "device"),
+        test_sets=lambda wc: TEST_SETS_OF[wc.model],
+        settings=settings("network", "infer", "device", "segmentation"),
     log:
-        LOGS / "infer" / "{model}" / "{test_set}.log",
+        LOGS / "infer" / "{model}.log",
     benchmark:
-        BENCHMARKS / "infer" / "{model}" / "{test_set}.tsv"
-    threads: 1
+        BENCHMARKS / "infer" / "{model}.tsv"
+    threads: 2
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     shell:
-        VSGRID.format(command="infer") + " --model {params.model:q} --test-set {wildcards.test_set:q}"
+        VSGRID.format(command="infer") + " --model {params.model:q} --test-set {params.test_sets:q}"
         " --out {output:q} --quiet > {log:q} 2>&1"

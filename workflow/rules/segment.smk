@@ -1,5 +1,5 @@
 # Real-stain masks, once per (test set, stain) and shared by every run on that test set.
-# (Each run segments its own prediction in the evaluate rule.)
+# (Predictions are segmented in their model's inference job.)
 
 
 rule segment_real:
@@ -8,7 +8,7 @@ rule segment_real:
     output:
         directory(LAYOUT.masks("{test_set}", "{stain}")),
     params:
-        settings=settings("segmentation"),
+        settings=settings("segmentation", "evaluation"),
     wildcard_constraints:
         stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:

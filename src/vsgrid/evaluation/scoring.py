@@ -2,14 +2,15 @@
 
 Inputs are what the earlier steps wrote: the real stain (test split of the test set's store),
 the prediction, the real masks, the real-stain features and the feature ranking of the (cell
-type, stain). :func:`evaluate_run` segments and measures the prediction and writes, all Parquet:
+type, stain). :func:`evaluate_run` reads them a block of images at a time, measures the
+prediction's selected features in its own masks, and writes, all Parquet:
 
 - ``images.parquet``: one row per test image: ssim, psnr, and for dapi/fitc f1, jaccard,
   precision, recall, n_real, n_pred;
 - ``feature_differences.parquet``: per image and selected feature, the sum of |real - predicted|
   over matched instances, the number of pairs and the real feature's SD over the test set;
 - ``scores.parquet``: the run's scores, long: level, metric, feature, value;
-- ``features.parquet``: the prediction's own features.
+- ``features.parquet``: the prediction's selected features, per instance.
 
 Every score of a run is computed by :func:`score` from its per-image values, whatever the set of
 images: all of them once for the run's value, a bootstrap resample for a confidence interval.
@@ -29,11 +30,10 @@ import pandas as pd
 
 from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.features import measure_stack, workers_for
+from vsgrid.evaluation.features import FeatureSet, worker_pool, workers_for
 from vsgrid.evaluation.metrics import IMAGE_METRICS, LEVEL, instance_scores, match_instances, pixel_scores
-from vsgrid.evaluation.segment import segmenter
-from vsgrid.evaluation.stacks import read_prediction, read_stack, real_stain, test_store
-from vsgrid.files import read_table, write_table
+from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
+from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
 from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
@@ -42,42 +42,63 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- per image
 
 
-def per_image_scores(real, pred, real_masks, pred_masks, stain: str, settings: dict, saturation: int = 65535) -> pd.DataFrame:
-    """Levels 1 and 2 for every image of a run (level 2 only for stains that are segmented), and
-    each real image's quality flag (``settings``: the ``evaluation`` section)."""
-    if tuple(real.shape) != tuple(pred.shape):
-        raise VsgridError(f"the prediction has shape {tuple(pred.shape)} but its test set has {tuple(real.shape)}")
-    rows = []
-    for i in range(real.shape[0]):
-        flag = image_flag(np.asarray(real[i]), saturation, blank_range=settings["blank_range"], saturated_fraction=settings["saturated_fraction"])
-        row = {"image": i, "flag": flag, **pixel_scores(np.asarray(real[i]), np.asarray(pred[i]))}
-        if stain in SEGMENTED:
-            row.update(instance_scores(np.asarray(real_masks[i]), np.asarray(pred_masks[i]), settings["iou_threshold"]))
-        rows.append(row)
-    return pd.DataFrame(rows)
+@dataclass(frozen=True)
+class ImageScoring:
+    """What scoring one image of a run needs beside the images: picklable, sent to workers."""
+
+    stain: str
+    settings: dict  # the evaluation section
+    saturation: int
+    features: FeatureSet  # the selected features, measured in the prediction
 
 
-def matched_differences(real: pd.DataFrame, predicted: pd.DataFrame, real_masks, pred_masks, features: list[str], min_iou: float) -> pd.DataFrame:
-    """Per image and feature: the sum of |real - predicted| over matched instance pairs and their count.
+def matched_differences(index: int, real: pd.DataFrame, predicted: pd.DataFrame, real_masks, pred_masks, features: list[str], min_iou: float) -> pd.DataFrame:
+    """For one image and each feature: the sum of |real - predicted| over matched instance pairs,
+    their count, and the image's matched and real instance counts (what N-MAE and the match rate
+    are computed from). ``real`` and ``predicted`` are the image's feature rows, by ``label``."""
+    real_ids, pred_ids, _ = match_instances(np.asarray(real_masks), np.asarray(pred_masks), min_iou)
+    sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
+    if len(real_ids) and len(real) and len(predicted):
+        r, p = real.set_index("label"), predicted.set_index("label")
+        diff = np.abs(r.loc[real_ids, features].to_numpy(np.float64) - p.loc[pred_ids, features].to_numpy(np.float64))
+        sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
+    return pd.DataFrame({"image": index, "feature": features, "abs_diff_sum": sums, "n_pairs": counts, "n_matched": len(real_ids), "n_real": len(real)})
 
-    ``real`` and ``predicted`` are feature tables with ``image`` and ``label`` columns; the masks
-    are the label stacks the features were measured in. Returns a long table
-    (image, feature, abs_diff_sum, n_pairs, n_matched, n_real) from which N-MAE follows.
-    """
-    real_by_image = {i: frame.set_index("label") for i, frame in real.groupby("image")}
-    predicted_by_image = {i: frame.set_index("label") for i, frame in predicted.groupby("image")}
-    rows = []
-    for i in range(len(real_masks)):
-        real_ids, pred_ids, _ = match_instances(np.asarray(real_masks[i]), np.asarray(pred_masks[i]), min_iou)
-        r, p = real_by_image.get(i), predicted_by_image.get(i)
-        n_real = 0 if r is None else len(r)
-        if len(real_ids) and r is not None and p is not None:
-            diff = np.abs(r.loc[real_ids, features].to_numpy(np.float64) - p.loc[pred_ids, features].to_numpy(np.float64))
-            sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
-        else:
-            sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
-        rows.append(pd.DataFrame({"image": i, "feature": features, "abs_diff_sum": sums, "n_pairs": counts, "n_matched": len(real_ids), "n_real": n_real}))
-    return pd.concat(rows, ignore_index=True)
+
+def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Levels 1 and 2 of one image, the real image's quality flag, the prediction's selected
+    features and their differences to the real ones: (scores row, differences, predicted features)."""
+    index, real, pred, real_masks, pred_masks, real_rows, how = job
+    settings = how.settings
+    flag = image_flag(real, how.saturation, blank_range=settings["blank_range"], saturated_fraction=settings["saturated_fraction"])
+    row = {"image": index, "flag": flag, **pixel_scores(real, pred)}
+    if how.stain in SEGMENTED:
+        row.update(instance_scores(real_masks, pred_masks, settings["iou_threshold"]))
+    predicted = how.features.measure(pred, pred_masks)
+    differences = matched_differences(index, real_rows, predicted, real_masks, pred_masks, list(how.features.names), settings["match_iou"])
+    predicted.insert(0, "image", index)
+    return row, differences, predicted
+
+
+def feature_spread(frames, features: list[str]) -> pd.Series:
+    """The population SD of each feature over every row of ``frames`` (an iterable of tables),
+    pooled frame by frame (Chan et al.), so a table of any size streams through."""
+    n, mean, m2 = np.zeros(len(features)), np.zeros(len(features)), np.zeros(len(features))
+    for frame in frames:
+        x = frame[features].to_numpy(np.float64)
+        valid = np.isfinite(x)
+        count = valid.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chunk_mean = np.where(count > 0, np.where(valid, x, 0).sum(0) / count, 0.0)
+        chunk_m2 = np.where(valid, (x - chunk_mean) ** 2, 0).sum(0)
+        total = n + count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = chunk_mean - mean
+            mean = np.where(total > 0, mean + delta * count / total, 0.0)
+            m2 = m2 + chunk_m2 + np.where(total > 0, delta**2 * n * count / total, 0.0)
+        n = total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.Series(np.where(n > 0, np.sqrt(m2 / n), np.nan), index=features)
 
 
 # --------------------------------------------------------------------------- scores from per-image values
@@ -177,39 +198,60 @@ def run_scores(values: RunValues) -> pd.DataFrame:
 # --------------------------------------------------------------------------- one run
 
 
-def evaluate(real, pred, stain: str, real_masks, pred_masks, real_features: pd.DataFrame, pred_features: pd.DataFrame, ranking: pd.DataFrame, settings: dict, saturation: int = 65535) -> dict[str, pd.DataFrame]:
-    """All three levels of one run. ``settings`` is the config's ``evaluation`` section.
-
-    For Cy5, ``real_masks`` and ``pred_masks`` are both the real DAPI nuclei (Cy5 is measured
-    inside them); level 2 is not computed.
-    """
-    images = per_image_scores(real, pred, real_masks, pred_masks, stain, settings, saturation)
+def selected_features(ranking: pd.DataFrame, real_features: list[str]) -> list[str]:
     selected = ranking.loc[ranking["selected"], "feature"].tolist()
-    missing = [f for f in selected if f not in real_features.columns or f not in pred_features.columns]
+    missing = [f for f in selected if f not in real_features]
     if missing:
-        raise VsgridError(f"the feature ranking selects {', '.join(missing[:3])}, which the feature tables lack; rerun the feature steps")
-    real_std = real_features[selected].std(ddof=0)
-    differences = matched_differences(real_features, pred_features, real_masks, pred_masks, selected, settings["match_iou"])
+        raise VsgridError(f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table lacks; rerun the feature steps")
+    return selected
+
+
+def run_tables(rows: list[dict], differences: list[pd.DataFrame], real_std: pd.Series) -> dict[str, pd.DataFrame]:
+    """A run's per-image tables and scores from its images' results."""
+    images = pd.DataFrame(rows)
+    differences = pd.concat(differences, ignore_index=True)
     differences["real_std"] = differences["feature"].map(real_std)
     return {"images": images, "feature_differences": differences, "scores": run_scores(RunValues.from_tables(images, differences))}
 
 
+def evaluate(real, pred, stain: str, real_masks, pred_masks, real_features: pd.DataFrame, ranking: pd.DataFrame, config: dict, saturation: int = 65535) -> dict[str, pd.DataFrame]:
+    """All three levels of one run held in memory (what :func:`evaluate_run` does a block at a time).
+
+    For Cy5, ``real_masks`` and ``pred_masks`` are both the real DAPI nuclei (Cy5 is measured
+    inside them); level 2 is not computed. Returns the run's tables and the prediction's features.
+    """
+    selected = selected_features(ranking, list(real_features.columns))
+    how = ImageScoring(stain, config["evaluation"], saturation, FeatureSet.from_config(config["features"], selected))
+    by_image = dict(tuple(real_features.groupby("image")))
+    empty = real_features.iloc[:0]
+    jobs = [(i, np.asarray(real[i]), np.asarray(pred[i]), np.asarray(real_masks[i]), np.asarray(pred_masks[i]), by_image.get(i, empty), how) for i in range(len(real))]
+    rows, differences, predicted = zip(*map(score_image, jobs))
+    return {**run_tables(list(rows), list(differences), feature_spread([real_features], selected)), "features": pd.concat(predicted, ignore_index=True)}
+
+
 def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_masks, real_features, ranking, out, model=None, workers=None) -> pd.DataFrame:
-    """Segment and measure one run's prediction (of ``model``, when given), score it at the three
-    levels and write the run's tables under ``out``; returns its scores."""
+    """Score one run at the three levels, a block of images at a time, and write its tables under
+    ``out``; returns its scores. The prediction's masks are its own (dapi, fitc) or the real DAPI
+    nuclei (cy5); its selected features are measured here, the real ones read by row group."""
     store = test_store(config, test_set)
-    real, pred, real_labels = real_stain(store, stain), read_prediction(prediction, store, stain, model)[:], read_stack(real_masks)[:]
-    out = Path(out)
-    if stain in SEGMENTED:
-        if pred.shape != real.shape:
-            raise VsgridError(f"the prediction {prediction} has shape {pred.shape} but its test set has {real.shape}")
-        pred_labels = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))(pred)
-    else:
-        pred_labels = real_labels
-    settings = config["features"]
-    pred_features = measure_stack(pred, pred_labels, settings["groups"], settings["names"], workers_for(settings, workers))
-    write_table(pred_features, out / "features.parquet")
-    tables = evaluate(real, pred, stain, real_labels, pred_labels, read_table(real_features), pred_features, read_table(ranking), config["evaluation"], store.attrs["saturation"])
+    real, pred, real_labels = real_stain(store, stain), read_prediction(prediction, store, stain, model), read_stack(real_masks)
+    pred_labels = pred.labels if stain in SEGMENTED else real_labels
+    if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
+        raise VsgridError(f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not match the test set's {real.shape} images")
+    selected = selected_features(read_table(ranking), table_columns(real_features))
+    real_std = feature_spread(table_batches(real_features, selected), selected)
+    how = ImageScoring(stain, config["evaluation"], store.attrs["saturation"], FeatureSet.from_config(config["features"], selected))
+    out, rows, differences = Path(out), [], []
+    with worker_pool(workers_for(config["features"], workers)) as pmap, table_appender(out / "features.parquet") as append:
+        for start, stop in blocks(len(real), config["evaluation"]["block_images"]):
+            rows_of = read_table(real_features, columns=["image", "label", *selected], filters=[("image", ">=", start), ("image", "<", stop)])
+            by_image, empty = dict(tuple(rows_of.groupby("image"))), rows_of.iloc[:0]
+            images = zip(range(start, stop), real[start:stop], pred.image[start:stop], real_labels[start:stop], pred_labels[start:stop])
+            for row, difference, predicted in pmap(score_image, [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]):
+                rows.append(row)
+                differences.append(difference)
+                append(predicted)
+    tables = run_tables(rows, differences, real_std)
     for name, table in tables.items():
         write_table(table, out / f"{name}.parquet")
     scores = tables["scores"]

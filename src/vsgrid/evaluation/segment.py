@@ -25,7 +25,8 @@ from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.stacks import read_prediction, real_stain, test_store, write_labels
+from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
+from vsgrid.files import atomic_path
 from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ class CellposeSegmenter:
     def __init__(self, model: str, diameter_px: float | None, gamma: float, batch_size: int):
         import torch
 
-        self.model = load_cellpose(model, gpu=torch.cuda.is_available())
+        gpu = torch.cuda.is_available()
+        self.model = load_cellpose(model, gpu=gpu)
         self.diameter_px, self.gamma, self.batch_size = diameter_px, gamma, batch_size
+        log.info("Cellpose %s on %s", model, f"GPU {torch.cuda.get_device_name()}" if gpu else "the CPU")
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         prepared = [gamma_correct(image, self.gamma) for image in images]
@@ -137,16 +140,25 @@ def segmenter(settings: dict, stain: str, pixel_size_um: float):
     return CellposeSegmenter(cellpose["models"][stain], settings["diameter_um"][stain] / pixel_size_um, settings["gamma"], cellpose["batch_size"])
 
 
-def segment_test_set(config: dict, test_set: str, stain: str, out: str | Path, prediction: str | Path | None = None) -> int:
-    """Segment the real stain of a test set, or a prediction of it, into a label stack at ``out``.
+def segment_into(segment, images, labels, block_size: int) -> int:
+    """Segment ``images`` (a stack read on demand) into the label array ``labels``, block by block;
+    returns the number of instances found."""
+    found = 0
+    for start, stop in blocks(images.shape[0], block_size):
+        block = segment(images[start:stop])
+        labels[start:stop] = block
+        found += int(sum(len(np.unique(m)) - 1 for m in block))
+    return found
 
-    Returns the number of instances found.
-    """
+
+def segment_test_set(config: dict, test_set: str, stain: str, out: str | Path) -> int:
+    """Segment the real stain of a test set into a label stack at ``out``, a block at a time;
+    returns the number of instances found."""
     store = test_store(config, test_set)
-    images = read_prediction(prediction, store, stain)[:] if prediction else real_stain(store, stain)
-    labels = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))(images)
-    attrs = {"stain": stain, "test_set": test_set, "source": str(prediction) if prediction else "real", "backend": config["segmentation"]["backend"]}
-    write_labels(labels, out, attrs)
-    found = int(sum(len(np.unique(m)) - 1 for m in labels))
-    log.info("wrote %s (%d images, %d instances)", out, len(labels), found)
+    images = real_stain(store, stain)
+    segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
+    attrs = {"stain": stain, "test_set": test_set, "source": "real", "backend": config["segmentation"]["backend"], "store_id": store.store_id}
+    with atomic_path(Path(out)) as tmp:
+        found = segment_into(segment, images, create_labels(tmp, images.shape, attrs), config["evaluation"]["block_images"])
+    log.info("wrote %s (%d images, %d instances)", out, len(images), found)
     return found

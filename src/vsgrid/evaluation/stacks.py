@@ -1,30 +1,58 @@
-"""The image stacks of a test set that the evaluation reads and writes.
+"""The image stacks of a test set that the evaluation reads and writes, a block at a time.
 
-A test set's real stain is one channel of its store's ``test`` split; a prediction is the
-(N, H, W) uint16 Zarr array inference wrote, aligned index for index with it; label stacks are
-(N, H, W) int32 Zarr arrays, one image per chunk.
+A test set's real stain is one channel of its store's ``test`` split. A prediction is the Zarr
+group a model's inference job wrote: ``image`` (N, H, W) uint16, aligned index for index with
+the test split, and for segmented stains ``labels``, the prediction's own masks. Label stacks are
+(N, H, W) int32 arrays, one image per chunk. Every step reads these in blocks of
+``evaluation.block_images`` images, so its memory does not grow with the test set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import zarr
 
 from vsgrid import arrays
 from vsgrid.data.store import Store, open_store
 from vsgrid.errors import VsgridError
-from vsgrid.files import atomic_path
 from vsgrid.layout import Layout
+
+
+def blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive blocks of at most ``size`` images."""
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
 
 
 def test_store(config: dict, test_set: str) -> Store:
     return open_store(Layout.of(config).store(test_set))
 
 
-def real_stain(store: Store, stain: str) -> np.ndarray:
-    """The real stain of every test image, (N, H, W) uint16."""
-    return store.images("test")[:, store.channel_index(stain)]
+@dataclass(frozen=True)
+class StainView:
+    """One channel of a store's test split, read on demand: ``view[a:b]`` decodes that channel only."""
+
+    images: arrays.Stack
+    channel: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n, _, height, width = self.images.shape
+        return (n, height, width)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, selection):
+        return self.images[selection, self.channel]
+
+
+def real_stain(store: Store, stain: str) -> StainView:
+    """The real stain of the test images, (N, H, W) uint16, read a block at a time."""
+    return StainView(store.images("test"), store.channel_index(stain))
 
 
 def read_stack(path: str | Path) -> arrays.Stack:
@@ -32,23 +60,35 @@ def read_stack(path: str | Path) -> arrays.Stack:
     return arrays.open_array(path)
 
 
-def read_prediction(path: str | Path, store: Store, stain: str, model: str | None = None) -> arrays.Stack:
+def create_labels(where: zarr.Group | str | Path, shape: tuple[int, int, int], attrs: dict | None = None, name: str | None = None) -> zarr.Array:
+    """An empty label stack (N, H, W) int32, one image per chunk, to fill block by block."""
+    labels = arrays.create(where, shape, chunks=(1, *shape[1:]), dtype="int32", name=name)
+    labels.attrs.update(attrs or {})
+    return labels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    image: arrays.Stack
+    labels: arrays.Stack | None
+    attrs: dict
+
+
+def read_prediction(path: str | Path, store: Store, stain: str, model: str | None = None) -> Prediction:
     """A prediction, which must be of ``stain`` (and ``model``) on the test split of ``store`` as
     it is now: a prediction of another build of the store would be scored against other images."""
-    prediction = arrays.open_array(path)
-    attrs = prediction.attrs
+    path = Path(path)
+    if not (path / "image" / "zarr.json").is_file():
+        raise VsgridError(f"{path} is not a prediction (no image array); the inference that writes it did not finish")
+    group = arrays.open_group(path)
+    attrs = dict(group.attrs)
     expected = {"stain": stain, "test_set": store.attrs["data_set"], "store_id": store.store_id, "model": model}
     wrong = [f"{key} {attrs.get(key)!r}, not {value!r}" for key, value in expected.items() if value is not None and attrs.get(key) != value]
     if wrong:
         raise VsgridError(f"prediction {path} is not the one asked for: {'; '.join(wrong)} (store_id differs when the store was rebuilt since)")
-    if prediction.shape[0] != store.images("test").shape[0]:
-        raise VsgridError(f"prediction {path} has {prediction.shape[0]} images but the test split of {store.path} has {store.images('test').shape[0]}")
-    return prediction
-
-
-def write_labels(labels: np.ndarray, out: str | Path, attrs: dict) -> None:
-    """A label stack (N, H, W) as int32 Zarr, one image per chunk, written atomically."""
-    with atomic_path(Path(out)) as tmp:
-        array = arrays.create(tmp, shape=labels.shape, chunks=(1, *labels.shape[1:]), dtype="int32")
-        array[:] = labels
-        array.attrs.update(attrs)
+    image = arrays.member(group, "image", path)
+    if image.shape[0] != store.images("test").shape[0]:
+        raise VsgridError(f"prediction {path} has {image.shape[0]} images but the test split of {store.path} has {store.images('test').shape[0]}")
+    labels = arrays.member(group, "labels", path) if "labels" in group else None
+    return Prediction(path, image, labels, attrs)

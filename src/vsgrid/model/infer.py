@@ -1,26 +1,35 @@
-"""Batched inference: a trained generator over a test set, written as a Zarr array.
+"""Batched inference: a trained generator over a test set, written into a Zarr group.
 
-The prediction ``<out>`` is a Zarr v3 array of shape (N, H, W) uint16 in the stain's units,
-aligned index for index with the test split of the test set's store (one image per chunk), with
-the model, stain and test set in its attributes. Images are padded to a multiple of
-2 ** n_downsample and cropped back, never resized, so a test set of another image size works.
+A prediction is a Zarr v3 group whose ``image`` array, (N, H, W) uint16 in the stain's units, is
+aligned index for index with the test split of the test set's store (one image per chunk); its
+attributes name the model, the stain, the test set and the ``store_id`` of the store it was
+predicted from. (The evaluation adds the prediction's own masks, ``labels``, beside it.)
+
+Images are padded to a multiple of 2 ** n_downsample and cropped back, never resized, so a test
+set of another image size works. Reading the next batch and writing the last one run in threads
+beside the forward pass, so a GPU does not wait on the file system.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 from tqdm import tqdm
 
 from vsgrid import __version__, arrays
 from vsgrid.data.pairs import denormalize, iter_batches, normalize
-from vsgrid.data.store import as_uint16, open_store
+from vsgrid.data.store import Store, as_uint16, open_store
 from vsgrid.errors import VsgridError
-from vsgrid.grid import Model
 from vsgrid.files import atomic_path
+from vsgrid.grid import Model
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
 from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
@@ -49,53 +58,95 @@ def load_generator(model_dir: str | Path, device: Device, net: NetworkConfig | N
     return device.prepare(generator).eval(), saved
 
 
-def predict(generator, bf_counts: np.ndarray, saved: dict, device: Device) -> np.ndarray:
-    """Predict a batch of BF fields (B, H, W) uint16 -> stain (B, H, W) uint16."""
-    x = torch.from_numpy(normalize(bf_counts, saved["stats"]["bf"])[:, None])
-    padded, (height, width) = pad_to_multiple(device.to(x), NetworkConfig(**saved["network"]).multiple)
-    with torch.no_grad(), device.autocast():
-        fake = generator(padded)[..., :height, :width]
-    values = fake.float().cpu().numpy()[:, 0]
-    if not np.isfinite(values).all():
-        raise VsgridError("the generator produced NaN or infinite values; its weights are broken (retrain the model)")
-    return as_uint16(denormalize(values, saved["stats"][saved["stain"]]))
+def prefetched(items: Iterable, depth: int = 2) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer."""
+    buffer: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                buffer.put(item)
+            buffer.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := buffer.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class Predictor:
+    """A model's generator, loaded once and kept on its device for every test set it predicts."""
+
+    def __init__(self, model_dir: str | Path, device_settings: dict | None = None, network: dict | None = None):
+        self.model_dir = Path(model_dir)
+        self.device = Device.pick(device_settings)
+        self.generator, self.saved = load_generator(model_dir, self.device, NetworkConfig.from_config(network) if network else None)
+        self.net = NetworkConfig(**self.saved["network"])
+        log.info("%s on %s%s", self.model_dir.name, self.device, " (bf16 autocast)" if self.device.bf16 else "")
+
+    @property
+    def stain(self) -> str:
+        return self.saved["stain"]
+
+    def predict(self, bf_counts: np.ndarray) -> np.ndarray:
+        """A batch of BF fields (B, H, W) uint16 -> the stain (B, H, W) uint16."""
+        x = torch.from_numpy(normalize(bf_counts, self.saved["stats"]["bf"])[:, None])
+        padded, (height, width) = pad_to_multiple(self.device.to(x), self.net.multiple)
+        with torch.no_grad(), self.device.autocast():
+            fake = self.generator(padded)[..., :height, :width]
+        values = fake.float().cpu().numpy()[:, 0]
+        if not np.isfinite(values).all():
+            raise VsgridError("the generator produced NaN or infinite values; its weights are broken (retrain the model)")
+        return as_uint16(denormalize(values, self.saved["stats"][self.stain]))
+
+    def attributes(self, store: Store) -> dict:
+        return {
+            "model": self.model_dir.name,
+            "train_set": self.saved["train_set"],
+            "stain": self.stain,
+            "seed": self.saved["seed"],
+            "test_set": store.attrs["data_set"],
+            "test_store": str(store.path),
+            "store_id": store.store_id,
+            "device": str(self.device),
+            "bf16": self.device.bf16,
+            "vsgrid": __version__,
+        }
+
+    def predict_test_set(self, store: Store, group: zarr.Group, batch_size: int, progress: bool = True) -> zarr.Array:
+        """Predict the test split of ``store`` into ``group["image"]``; returns that array."""
+        n, _, height, width = store.images("test").shape
+        self.net.check_size(height, width, f"the test images of {store.path}")
+        image = arrays.create(group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image")
+        group.attrs.update(self.attributes(store))
+        batches = prefetched(iter_batches(store.path, "test", batch_size, channels=("bf",)))
+        bar = tqdm(batches, total=-(-n // batch_size), desc=f"{self.model_dir.name} on {store.path.stem}", disable=not progress, unit="batch")
+        with ThreadPoolExecutor(1) as writer:
+            pending = None
+            for indices, bf in bar:
+                try:
+                    predicted = self.predict(bf[:, 0])
+                except VsgridError as exc:
+                    raise VsgridError(f"{self.model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}") from None
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(image.__setitem__, slice(indices[0], indices[-1] + 1), predicted)
+            if pending is not None:
+                pending.result()
+        return image
 
 
 def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, *, batch_size: int, device_settings: dict | None = None, network: dict | None = None, progress: bool = True) -> Path:
-    """Write the predictions of the model in ``model_dir`` for the test split of ``test_store``.
-
-    ``device_settings`` and ``network`` are the config's sections; a checkpoint of another network
-    shape is refused.
-    """
-    device = Device.pick(device_settings)
-    net = NetworkConfig.from_config(network) if network else None
-    generator, saved = load_generator(model_dir, device, net)
+    """Write the prediction of the model in ``model_dir`` for the test split of ``test_store`` to
+    the group ``out``, atomically. ``device_settings`` and ``network`` are the config's sections;
+    a checkpoint of another network shape is refused."""
+    predictor = Predictor(model_dir, device_settings, network)
     store = open_store(test_store)
-    images = store.images("test")
-    n, _, height, width = images.shape
-    NetworkConfig(**saved["network"]).check_size(height, width, f"the test images of {store.path}")
-    out = Path(out)
     with atomic_path(out) as tmp:
-        prediction = arrays.create(tmp, shape=(n, height, width), chunks=(1, height, width), dtype="uint16")
-        prediction.attrs.update(
-            {
-                "model": Path(model_dir).name,
-                "train_set": saved["train_set"],
-                "stain": saved["stain"],
-                "seed": saved["seed"],
-                "test_set": store.attrs.get("data_set", store.path.stem),
-                "test_store": str(store.path),
-                "store_id": store.store_id,
-                "device": str(device.torch_device),
-                "bf16": device.bf16,
-                "vsgrid": __version__,
-            }
-        )
-        batches = iter_batches(test_store, "test", batch_size, channels=("bf",))
-        for indices, bf in tqdm(batches, total=-(-n // batch_size), desc=f"{Path(model_dir).name} on {store.path.stem}", disable=not progress, unit="batch"):
-            try:
-                prediction[indices[0] : indices[-1] + 1] = predict(generator, bf[:, 0], saved, device)
-            except VsgridError as exc:
-                raise VsgridError(f"{model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}") from None
-    log.info("wrote %s (%d images)", out, n)
-    return out
+        predictor.predict_test_set(store, zarr.open_group(tmp, mode="w", zarr_format=3), batch_size, progress)
+    log.info("wrote %s (%d images)", out, store.images("test").shape[0])
+    return Path(out)

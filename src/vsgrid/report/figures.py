@@ -167,7 +167,7 @@ def qualitative(config: dict, panel: dict, image_index: int):
         real = field[store.channel_index(stain)]
         low, high = _display_range(real)
         images = [field[store.channel_index("bf")], real]
-        images += [arrays.open_array(layout.prediction(model.format(stain=stain), panel["test_set"]))[image_index] for model in panel["models"]]
+        images += [arrays.open_array(layout.prediction(model.format(stain=stain), panel["test_set"]) / "image")[image_index] for model in panel["models"]]
         for col, (ax, image) in enumerate(zip(axes[row], images)):
             ax.imshow(image, cmap="gray", vmin=None if col == 0 else low, vmax=None if col == 0 else high)
             ax.set_xticks([])

@@ -19,7 +19,7 @@ import pandas as pd
 from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.files import read_table, write_table
-from vsgrid.grid import Run, baseline_of, runs
+from vsgrid.grid import DataSet, Run, baseline_of, runs
 from vsgrid.layout import Layout
 from vsgrid.seeds import rng_for
 
@@ -54,54 +54,64 @@ def run_table(config: dict) -> pd.DataFrame:
 
 
 def delta_table(config: dict, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per (model type, test set, metric) and baseline kind: value, baseline, delta and its 95 % CI."""
+    """Per (model type, test set, metric) and baseline kind: value, baseline, delta and its 95 % CI.
+
+    One test set at a time: its runs are read once, scored and resampled, and dropped before the
+    next test set, so memory does not grow with the number of runs (a baseline run serves every
+    model type compared with it on its test set).
+    """
     layout = Layout.of(config)
     all_runs = runs(config)
     kept = {(r.model.train_set, r.test_set) for r in all_runs}
-    by_model_type: dict[tuple, list[Run]] = {}
+    by_test_set: dict[DataSet, dict[tuple, list[Run]]] = {}
     for run in all_runs:
-        by_model_type.setdefault((run.model.train_set, run.model.stain, run.test_set), []).append(run)
-    loaded: dict[str, RunValues] = {}
-    scored: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
-
-    def values_of(run: Run) -> RunValues:
-        if run.name not in loaded:
-            loaded[run.name] = RunValues.read(layout.run_dir(run.model, run.test_set))
-        return loaded[run.name]
-
-    def value_and_replicates(run: Run, metric: str, weights: np.ndarray) -> tuple[float, np.ndarray]:
-        # Weights depend on the test set alone, and a baseline run serves many model types.
-        if (run.name, metric) not in scored:
-            values = values_of(run)
-            scored[(run.name, metric)] = float(score(metric, values, np.ones(values.n_images))), score(metric, values, weights)
-        return scored[(run.name, metric)]
-
+        by_test_set.setdefault(run.test_set, {}).setdefault((run.model.train_set, run.model.stain), []).append(run)
     rows = []
-    for (train_set, stain, test_set), seeds in by_model_type.items():
-        first = values_of(seeds[0])
-        weights = bootstrap_weights(first.n_images, n_resamples, seed, test_set.name)
-        for kind in BASELINES:
-            base_set = baseline_of(train_set, test_set, kind)
-            if (base_set, test_set) not in kept:
-                continue
-            base_runs = by_model_type[(base_set, stain, test_set)]
-            for metric in first.metrics:
-                model_scores = [value_and_replicates(r, metric, weights) for r in seeds]
-                base_scores = [value_and_replicates(r, metric, weights) for r in base_runs]
-                value = float(np.mean([v for v, _ in model_scores]))
-                baseline = float(np.mean([v for v, _ in base_scores]))
-                spread = np.mean([r for _, r in model_scores], axis=0) - np.mean([r for _, r in base_scores], axis=0)
-                low, high = np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
-                rows.append(
-                    {
-                        "baseline_kind": kind, "task": seeds[0].task, "shift": seeds[0].shift, "stain": stain,
-                        "train_set": train_set.name, "test_set": test_set.name, "model_type": seeds[0].model.model_type,
-                        "baseline_train_set": base_set.name, "level": LEVEL[metric], "metric": metric,
-                        "value": value, "baseline": baseline, "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
-                        "seeds": len(seeds),
-                    }
-                )
+    for test_set, model_types in by_test_set.items():
+        scored = _score_runs(layout, [r for seeds in model_types.values() for r in seeds], n_resamples, seed)
+        for (train_set, stain), seeds in model_types.items():
+            for kind in BASELINES:
+                base_set = baseline_of(train_set, test_set, kind)
+                if (base_set, test_set) in kept:
+                    rows += _delta_rows(kind, seeds, model_types[(base_set, stain)], scored)
     return pd.DataFrame(rows)
+
+
+def _score_runs(layout: Layout, test_set_runs: list[Run], n_resamples: int, seed: int) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
+    """Each run's value and bootstrap replicates per metric; every run of a test set is resampled
+    on the same images (the weights depend on the test set alone)."""
+    scored, weights = {}, None
+    for run in test_set_runs:
+        values = RunValues.read(layout.run_dir(run.model, run.test_set))
+        if weights is None:
+            weights = bootstrap_weights(values.n_images, n_resamples, seed, run.test_set.name)
+        everyone = np.ones(values.n_images)
+        scored[run.name] = {m: (float(score(m, values, everyone)), score(m, values, weights)) for m in values.metrics}
+    return scored
+
+
+def _delta_rows(kind: str, seeds: list[Run], base_runs: list[Run], scored: dict) -> list[dict]:
+    """A model type against its baseline on one test set, a row per metric: the mean over seeds
+    of each side's values, their difference, and its percentile interval over the resamples."""
+    first = seeds[0]
+    rows = []
+    for metric in scored[first.name]:
+        model_scores = [scored[r.name][metric] for r in seeds]
+        base_scores = [scored[r.name][metric] for r in base_runs]
+        value = float(np.mean([v for v, _ in model_scores]))
+        baseline = float(np.mean([v for v, _ in base_scores]))
+        spread = np.mean([r for _, r in model_scores], axis=0) - np.mean([r for _, r in base_scores], axis=0)
+        low, high = np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
+        rows.append(
+            {
+                "baseline_kind": kind, "task": first.task, "shift": first.shift, "stain": first.model.stain,
+                "train_set": first.model.train_set.name, "test_set": first.test_set.name, "model_type": first.model.model_type,
+                "baseline_train_set": base_runs[0].model.train_set.name, "level": LEVEL[metric], "metric": metric,
+                "value": value, "baseline": baseline, "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
+                "seeds": len(seeds),
+            }
+        )  # fmt: skip
+    return rows
 
 
 def task_table(deltas: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,48 @@
+"""A model's predictions of its test sets, each with its own masks: a model's GPU job.
+
+The generator is loaded once and predicts every test set the grid runs the model on; for the
+segmented stains (dapi, fitc) the segmentation backend then segments each prediction in the same
+job, on the same GPU, where Cellpose is resident too. What the evaluation does with them after
+is CPU work. Each prediction is a group ``<out>/<test set>.zarr`` (see
+:mod:`vsgrid.evaluation.stacks`) written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import zarr
+
+from vsgrid.data.store import open_store
+from vsgrid.evaluation.segment import segment_into, segmenter
+from vsgrid.evaluation.stacks import create_labels
+from vsgrid.files import atomic_path
+from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.model.infer import Predictor
+
+log = logging.getLogger(__name__)
+
+
+def predict_test_sets(config: dict, model_dir: str | Path, test_sets: list[str], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
+    """Predict (and, for segmented stains, segment) each test set into ``<out_dir>/<test set>.zarr``."""
+    predictor = Predictor(model_dir, config["device"], config["network"])
+    batch_size = batch_size or config["infer"]["batch_size"]
+    written, segmenters = [], {}  # Cellpose loads once per pixel size, normally once
+    for test_set in test_sets:
+        store = open_store(Layout.of(config).store(test_set))
+        out = Path(out_dir) / f"{test_set}.zarr"
+        with atomic_path(out) as tmp:
+            group = zarr.open_group(tmp, mode="w", zarr_format=3)
+            image = predictor.predict_test_set(store, group, batch_size, progress)
+            if predictor.stain in SEGMENTED:
+                pixel_size = float(store.attrs["pixel_size_um"])
+                if pixel_size not in segmenters:
+                    segmenters[pixel_size] = segmenter(config["segmentation"], predictor.stain, pixel_size)
+                segment = segmenters[pixel_size]
+                labels = create_labels(group, image.shape, name="labels")
+                found = segment_into(segment, image, labels, config["evaluation"]["block_images"])
+                log.info("%s: %d instances in the prediction", test_set, found)
+        log.info("wrote %s (%d images)", out, image.shape[0])
+        written.append(out)
+    return written
