@@ -23,39 +23,16 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 import zarr
+from measure import run
 from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"test_images": 4800, "runs": 243, "segment_real": 12, "features_real": 18, "rank_features": 9, "train": 54, "infer": 54}
-
-
-def run(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak memory (MB: resident set of the process and its workers together,
-    sampled every 0.1 s) of one vsgrid process."""
-    import psutil
-
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    seconds = time.perf_counter() - start
-    if process.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read()[-3000:]}")
-    return seconds, peak / 2**20
 
 
 def config_for(work: Path, test_images: int, workers: int) -> Path:

@@ -36,8 +36,12 @@ def planned(workdir, *args, **kwargs) -> dict[str, int]:
 
 
 def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", configfile=ROOT / "config" / "config.yaml")
     jobs = planned(tmp_path, configfile=ROOT / "config" / "config.yaml")
-    assert jobs["train"] == 54 and jobs["infer"] == 243 and jobs["evaluate"] == 243
+    # One infer job per model predicts the test sets of all its runs: 243 inferences in 54 jobs.
+    assert jobs["train"] == 54 and jobs["infer"] == 54 and jobs["evaluate"] == 243
+    test_sets = re.findall(r"vsgrid infer .*--test-set ((?:'?[a-z]+-(?:non)?toxic'? )+)--out", result.stdout)
+    assert len(test_sets) == 54 and sum(len(t.split()) for t in test_sets) == 243
     # Real-stain work once per test set and stain, the ranking once per cell type and stain.
     assert jobs["segment_real"] == 6 * 2 and jobs["features_real"] == 6 * 3 and jobs["rank_features"] == 3 * 3
     assert jobs["store"] == 6 and jobs["tables"] == jobs["figures"] == 1
@@ -93,8 +97,8 @@ def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
 
 def test_forcing_one_model_reruns_only_its_downstream(grid):
     jobs = planned(grid, "--forcerun", f"{RESULTS}/models/lung-nontoxic.dapi.s0/summary.json")
-    # The model, its 4 runs (lung/breast x non-toxic/toxic), the tables and the figures.
-    assert jobs == {"train": 1, "infer": 4, "evaluate": 4, "tables": 1, "figures": 1, "all": 1}
+    # The model, its predictions (one job) and its 4 runs (lung/breast x non-toxic/toxic), the tables and the figures.
+    assert jobs == {"train": 1, "infer": 1, "evaluate": 4, "tables": 1, "figures": 1, "all": 1}
 
 
 def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs(grid, tmp_path):

@@ -1,0 +1,86 @@
+"""Tables at any grid size: time and peak memory of `vsgrid tables` on generated run folders.
+
+    PATH=.venv/bin:$PATH python bench/tables.py [--cell-types 2 4 10] [--images 4800]
+
+For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds, grid.pairs: all, so (2N)^2 x 9
+runs) it writes every run's per-image tables (random values of the right shape: the tables step
+does not care what they mean) and times `vsgrid tables` with 1,000 bootstrap resamples. Memory
+should stay flat and time grow linearly with the number of runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from measure import run
+
+from vsgrid.config import validate
+from vsgrid.evaluation.scoring import RunValues, run_scores
+from vsgrid.grid import runs
+from vsgrid.layout import Layout
+
+FEATURES = [f"feature_{k:02d}" for k in range(20)]
+
+
+def grid_config(work: Path, cell_types: int) -> dict:
+    names = [f"c{k}" for k in range(cell_types)]
+    profile = {"density_per_mm2": 400, "cell_radius_um": 13, "nucleus_radius_um": 6}
+    return validate(
+        {
+            "grid": {"cell_types": names, "pairs": "all"},
+            "data": {"synthetic": {"cell_types": {n: profile for n in names}}},
+            "results": {"dir": str(work / "results")},
+            "evaluation": {"bootstrap_resamples": 1000},
+        }
+    )
+
+
+def write_runs(config: dict, n_images: int) -> int:
+    layout, rng = Layout.of(config), np.random.default_rng(0)
+    for run_ in runs(config):
+        images = pd.DataFrame({"image": np.arange(n_images), "flag": "", **{m: rng.random(n_images) for m in ("ssim", "psnr", "f1", "jaccard", "precision", "recall")}})
+        differences = pd.DataFrame(
+            {
+                "image": np.repeat(np.arange(n_images), len(FEATURES)),
+                "feature": np.tile(FEATURES, n_images),
+                "abs_diff_sum": rng.random(n_images * len(FEATURES)) * 10,
+                "n_pairs": 10,
+                "n_matched": 10,
+                "n_real": 12,
+                "real_std": 1.0,
+            }
+        )
+        folder = layout.run_dir(run_.model, run_.test_set)
+        folder.mkdir(parents=True, exist_ok=True)
+        images.to_parquet(folder / "images.parquet")
+        differences.to_parquet(folder / "feature_differences.parquet")
+        run_scores(RunValues.from_tables(images, differences)).to_parquet(folder / "scores.parquet")
+    return len(runs(config))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cell-types", type=int, nargs="+", default=[2, 4, 10])
+    parser.add_argument("--images", type=int, default=4800)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-tables"))
+    args = parser.parse_args()
+    print(f"{'runs':>6} {'images/run':>10} {'seconds':>8} {'s/run':>6} {'peak MB':>8}")
+    for cell_types in args.cell_types:
+        work = args.out / f"grid-{cell_types}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        config = grid_config(work, cell_types)
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        n_runs = write_runs(config, args.images)
+        seconds, peak = run(["vsgrid", "tables", "--config", str(work / "config.yaml"), "--out", str(work / "tables")], work)
+        print(f"{n_runs:6d} {args.images:10d} {seconds:8.1f} {seconds / n_runs:6.2f} {peak:8.0f}", flush=True)
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
