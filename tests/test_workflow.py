@@ -89,8 +89,8 @@ def test_paths_with_spaces_and_shell_syntax_are_quoted_never_run(grid):
 def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
     work = tmp_path / "copy"
     shutil.copytree(grid, work, symlinks=True)
-    shutil.rmtree(work / RESULTS / "models" / "breast-toxic.cy5.s0")
-    shutil.rmtree(work / RESULTS / "runs" / "breast-toxic.cy5.s0")
+    for folder in ("models", "predictions", "runs"):
+        shutil.rmtree(work / RESULTS / folder / "breast-toxic.cy5.s0")
     target = f"{RESULTS}/runs/breast-toxic.cy5.s0/lung-toxic/scores.parquet"
     assert planned(work, target) == {"train": 1, "infer": 1, "evaluate": 1}
 
@@ -130,6 +130,7 @@ def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(grid, tmp_path):
     model = work / RESULTS / "models" / "breast-toxic.dapi.s0"
     (model / "summary.json").unlink()
     (model / "last.pt").write_bytes(b"not a checkpoint")
+    shutil.rmtree(work / RESULTS / "predictions" / "breast-toxic.dapi.s0")
     shutil.rmtree(work / RESULTS / "runs" / "breast-toxic.dapi.s0")
     shutil.rmtree(work / RESULTS / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic")
     shutil.rmtree(work / RESULTS / "tables")
