@@ -43,6 +43,7 @@ def config_for(work: Path, test_images: int, workers: int) -> Path:
     config["segmentation"] = {"backend": "classical"}
     config["features"] = {"workers": workers}
     config["results"] = {"dir": str(work / "results")}
+    work.mkdir(parents=True, exist_ok=True)
     path = work / f"config-{test_images}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
