@@ -14,6 +14,8 @@ def run(command: list[str], cwd: Path) -> tuple[float, float]:
     sampled every 0.1 s) of one vsgrid process."""
     import psutil
 
+    if command[0] == "vsgrid":  # this interpreter's, wherever the command runs
+        command = [sys.executable, "-m", "vsgrid.cli", *command[1:]]
     log = tempfile.TemporaryFile("w+")  # a pipe left unread would fill and stall the process
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, text=True)

@@ -1,6 +1,6 @@
 """The paper grid's cost, from the real steps run on slices of one test set at paper image size.
 
-    PATH=.venv/bin:$PATH python bench/scale.py [--sizes 32 128] [--out /tmp/vsgrid-scale]
+    .venv/bin/python bench/scale.py [--sizes 32 128] [--out /tmp/vsgrid-scale]
 
 Builds a synthetic lung-toxic store of the paper config (1080 x 1080 fields) with as many test
 fields as the largest slice, then runs each CPU step as its own `vsgrid` process on the first N

@@ -1,6 +1,6 @@
 """Tables at any grid size: time and peak memory of `vsgrid tables` on generated run folders.
 
-    PATH=.venv/bin:$PATH python bench/tables.py [--cell-types 2 4 10] [--images 4800]
+    .venv/bin/python bench/tables.py [--cell-types 2 4 10] [--images 4800]
 
 For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds, grid.pairs: all, so (2N)^2 x 9
 runs) it writes every run's per-image tables (random values of the right shape: the tables step
