@@ -86,3 +86,12 @@ def test_a_feature_list_measures_only_the_groups_it_needs(field):
     features = FeatureSet.from_config({"groups": list(PREFIX), "names": None, "accelerator": "numba"}, ["AreaShape_Area", "Granularity_2"])
     assert features.groups == ("sizeshape", "granularity") and features.columns == ["AreaShape_Area", "Granularity_2"]
     assert list(features.measure(*field).columns) == ["label", "AreaShape_Area", "Granularity_2"]
+
+
+def test_a_shorter_granularity_spectrum_gives_the_same_first_scales(field):
+    """Granularity is computed scale by scale: stopping at the largest scale asked for (what an
+    evaluation does) changes none of the scales it keeps."""
+    image, masks = field
+    whole = measure(image, masks, ("granularity",))
+    short = FeatureSet(("granularity",), ("Granularity_2", "Granularity_5")).measure(image, masks)
+    np.testing.assert_array_equal(short[["Granularity_2", "Granularity_5"]].to_numpy(), whole[["Granularity_2", "Granularity_5"]].to_numpy())

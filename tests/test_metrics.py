@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.metrics import instance_scores, match_instances, pixel_scores
+from vsgrid.evaluation.metrics import instance_scores, iou_matrix, match_instances, pixel_scores
 
 
 def square(masks, label, y, x, h, w):
@@ -92,3 +92,13 @@ def test_match_instances_is_one_to_one_and_maximises_iou():
     real_ids, pred_ids, ious = match_instances(real, pred, min_iou=0.5)
     assert list(zip(real_ids, pred_ids)) == [(1, 5), (2, 6)]
     assert ious == pytest.approx([90 / 110, 90 / 100])
+
+
+def test_compact_and_sparse_labels_give_the_same_ious():
+    """Compact labels are counted by one bincount; labels too large for it go through np.unique:
+    the same IoUs either way."""
+    real, pred = hand_made()
+    compact = iou_matrix(real, pred)
+    sparse = iou_matrix(real * 100_000, pred * 100_000)
+    np.testing.assert_array_equal(compact[0], sparse[0])
+    assert list(compact[1]) == [1, 2, 3, 4] and list(sparse[1]) == [100_000, 200_000, 300_000, 400_000]

@@ -65,10 +65,10 @@ def _measurement(group: str, accelerator: str | None) -> Callable:
     return sanitize(getattr(importlib.import_module(path), function))
 
 
-def _raw(group: str, image: np.ndarray, masks: np.ndarray, accelerator: str | None = None) -> dict[str, np.ndarray]:
+def _raw(group: str, image: np.ndarray, masks: np.ndarray, accelerator: str | None = None, **options) -> dict[str, np.ndarray]:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # empty bins of tiny objects give NaN, kept as NaN
-        return _measurement(group, accelerator)(masks, image)
+        return _measurement(group, accelerator)(masks, image, **options)
 
 
 @lru_cache(maxsize=None)
@@ -114,6 +114,13 @@ class FeatureSet:
             groups = tuple(g for g in groups if set(names) & set(feature_names((g,))))
         return cls(groups, names, None if features["accelerator"] == "none" else features["accelerator"])
 
+    def _options(self, group: str) -> dict:
+        """Granularity computes its spectrum scale by scale: stop at the largest scale asked for."""
+        if group != "granularity" or not self.names:
+            return {}
+        scales = [int(n.removeprefix("Granularity_")) for n in self.names if n.startswith("Granularity_")]
+        return {"granular_spectrum_length": max(scales)}
+
     @property
     def columns(self) -> list[str]:
         return list(self.names) if self.names else list(feature_names(self.groups))
@@ -131,7 +138,7 @@ class FeatureSet:
         scaled = image.astype(np.float64) / U16_MAX
         values = {}
         for group in self.groups:
-            for name, array in _raw(group, scaled, masks.astype(np.int32), self.accelerator).items():
+            for name, array in _raw(group, scaled, masks.astype(np.int32), self.accelerator, **self._options(group)).items():
                 values[PREFIX[group] + name] = np.asarray(array, dtype=np.float64)
         return pd.DataFrame({"label": labels.astype(np.int64), **{c: values[c] for c in columns}})
 

@@ -90,18 +90,26 @@ def iou_matrix(real: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
     check_labels(pred, "predicted masks")
     if real.shape != pred.shape:
         raise VsgridError(f"predicted masks have shape {pred.shape} but the real masks have {real.shape}")
-    real_ids, real_index = np.unique(real, return_inverse=True)
-    pred_ids, pred_index = np.unique(pred, return_inverse=True)
-    overlap = coo_matrix((np.ones(real.size), (real_index.ravel(), pred_index.ravel())), shape=(len(real_ids), len(pred_ids))).toarray()
+    real, pred = real.ravel().astype(np.int64), pred.ravel().astype(np.int64)
+    n_real, n_pred = (int(real.max()) + 1, int(pred.max()) + 1) if real.size else (1, 1)
+    if n_real * n_pred <= 1 << 24:  # labels numbered compactly: count every pair of labels at once
+        overlap = np.bincount(real * n_pred + pred, minlength=n_real * n_pred).reshape(n_real, n_pred).astype(np.float64)
+        real_ids, pred_ids = np.flatnonzero(overlap.sum(1)), np.flatnonzero(overlap.sum(0))
+        overlap = overlap[np.ix_(real_ids, pred_ids)]
+    else:
+        real_ids, real_index = np.unique(real, return_inverse=True)
+        pred_ids, pred_index = np.unique(pred, return_inverse=True)
+        overlap = coo_matrix((np.ones(real.size), (real_index, pred_index)), shape=(len(real_ids), len(pred_ids))).toarray()
     area_real, area_pred = overlap.sum(1), overlap.sum(0)
     iou = overlap / (area_real[:, None] + area_pred[None, :] - overlap)
     keep_rows, keep_cols = real_ids > 0, pred_ids > 0  # drop the background
     return iou[np.ix_(keep_rows, keep_cols)], real_ids[keep_rows], pred_ids[keep_cols]
 
 
-def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshold: float = 0.7) -> dict[str, float]:
-    """F1, Jaccard index, precision and recall of predicted against real instances (module docstring)."""
-    iou, real_ids, pred_ids = iou_matrix(real_masks, pred_masks)
+def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshold: float = 0.7, *, iou=None) -> dict[str, float]:
+    """F1, Jaccard index, precision and recall of predicted against real instances (module
+    docstring); ``iou``, when given, is :func:`iou_matrix` of the two, computed once for both."""
+    iou, real_ids, pred_ids = iou or iou_matrix(real_masks, pred_masks)
     n_real, n_pred = len(real_ids), len(pred_ids)
     if n_real == 0 and n_pred == 0:
         return {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "n_real": 0, "n_pred": 0}
@@ -117,12 +125,13 @@ def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshol
     }
 
 
-def match_instances(real_masks: np.ndarray, pred_masks: np.ndarray, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_instances(real_masks: np.ndarray, pred_masks: np.ndarray, min_iou: float = 0.5, *, iou=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one pairs of real and predicted instances, maximising total IoU, each pair above ``min_iou``.
 
-    Returns the real labels, predicted labels and IoUs of the pairs (for level 3).
+    Returns the real labels, predicted labels and IoUs of the pairs (for level 3); ``iou`` as in
+    :func:`instance_scores`.
     """
-    iou, real_ids, pred_ids = iou_matrix(real_masks, pred_masks)
+    iou, real_ids, pred_ids = iou or iou_matrix(real_masks, pred_masks)
     if iou.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
