@@ -36,6 +36,8 @@ from vsgrid.grid import DataSet
 
 log = logging.getLogger(__name__)
 
+HELD_OUT = 5000  # held-out instances the importances are averaged over
+
 
 @dataclass(frozen=True)
 class RankingSettings:
@@ -105,6 +107,9 @@ def _importance(x: np.ndarray, y: np.ndarray, settings: RankingSettings, seed: i
 
     x_fit, x_held, y_fit, y_held = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
     forest = RandomForestClassifier(n_estimators=settings.trees, random_state=seed, n_jobs=settings.n_jobs).fit(x_fit, y_fit)
+    # Importances are averages over held-out instances: a few thousand pin them down, and
+    # permutation importance predicts them once per feature and repeat.
+    x_held, y_held = x_held[:HELD_OUT], y_held[:HELD_OUT]
     if settings.method == "saabas":
         return saabas_importance(forest, x_held)
     return permutation_importance(forest, x_held, y_held, n_repeats=settings.repeats, random_state=seed, n_jobs=settings.n_jobs).importances_mean
