@@ -13,6 +13,7 @@ def test_empty_config_is_the_paper_grid_with_defaults():
         "stains": ["dapi", "fitc", "cy5"],
         "seeds": [0, 1, 2],
         "pairs": "paper",
+        "controls": [],
     }
     assert config["baseline"] == "test_distribution"
     assert config["data"]["splits"] == {"train": 21000, "val": 6000, "test": 4800}

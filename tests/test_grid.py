@@ -5,6 +5,7 @@ import pytest
 from vsgrid import grid
 from vsgrid.cli import main
 from vsgrid.config import validate
+from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet
 
 
@@ -98,3 +99,22 @@ def test_cli_prints_counts_and_writes_tsv(tmp_path, capsys):
     assert rows[0].split("\t") == grid.TSV_COLUMNS
     assert len(rows) == 244
     assert "lung-nontoxic.dapi.s0@lung-toxic\tlung-nontoxic.dapi.s0\tlung-nontoxic.dapi\tlung-nontoxic\tlung-toxic\tdapi\t0\t1\tphenotype\tlung-toxic" in rows
+
+
+def test_a_control_is_tested_by_its_twins_models_against_themselves_on_the_twin():
+    config = validate({"grid": {"controls": [{"test_set": "lung-nontoxic", "acquisition": "defocus"}]}})
+    control = grid.DataSet.parse("lung-nontoxic+defocus")
+    assert control.twin == DataSet("lung", "nontoxic") and control.name == "lung-nontoxic+defocus"
+    runs = [r for r in grid.runs(config) if r.test_set == control]
+    assert len(runs) == 9 and {r.model.train_set for r in runs} == {control.twin}  # 3 stains x 3 seeds
+    assert all(r.task == 0 and r.shift == "acquisition" and r.baseline_train_set == control.twin for r in runs)
+    assert grid.counts(config)["runs"] == 243 + 9
+    restricted = grid.restrict(config, ["lung-nontoxic+defocus"])["grid"]
+    assert grid.data_sets(restricted) == [] and grid.controls(restricted) == [control]
+
+
+def test_a_control_needs_a_grid_test_set_and_known_optics():
+    with pytest.raises(VsgridError, match=r"grid.controls\[0\].test_set: 'kidney-toxic' is not a data set of the grid"):
+        validate({"grid": {"controls": [{"test_set": "kidney-toxic", "acquisition": "defocus"}]}})
+    with pytest.raises(VsgridError, match=r"grid.controls\[0\].acquisition: 'fog' is not in data.synthetic.acquisitions \(defocus\)"):
+        validate({"grid": {"controls": [{"test_set": "lung-toxic", "acquisition": "fog"}]}})

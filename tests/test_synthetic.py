@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from vsgrid.data import synthetic
 from vsgrid.config import validate
@@ -175,3 +176,16 @@ def test_a_nucleus_fragment_outside_the_field_renders():
     cells = sample_cells(rng, profile, row.toxicity, (1080, 1080), 0.65)
     image, masks = render_field(cells, (1080, 1080), 0.65, rng)
     assert image.shape == (4, 1080, 1080) and masks[0].max() > 0
+
+
+def test_a_control_renders_its_twins_test_fields_with_other_bright_field_only(tmp_path):
+    config = tiny_config()
+    config["grid"]["controls"] = [{"test_set": "lung-toxic", "acquisition": "defocus"}]
+    twin, control = (open_store(p) for p in synthesize(config, tmp_path, workers=1, progress=False))
+    assert control.attrs["data_set"] == "lung-toxic+defocus" and control.images("train").shape[0] == 0
+    original, reacquired = twin.images("test")[:], control.images("test")[:]
+    assert np.array_equal(original[:, 1:], reacquired[:, 1:])  # the same stains, byte for byte
+    # Out of focus: fine structure (the Laplacian, with the shot noise smoothed away) fades.
+    structure = lambda stack: np.mean([np.var(ndi.laplace(ndi.gaussian_filter(bf.astype(float), 1))) for bf in stack])  # noqa: E731
+    assert structure(reacquired[:, 0]) < 0.5 * structure(original[:, 0])
+    assert twin.split_metadata("test")[["plate", "well", "field"]].equals(control.split_metadata("test")[["plate", "well", "field"]])

@@ -120,6 +120,13 @@ def _move_renamed_keys(config: dict) -> None:
 
 def _check_cross_keys(config: dict) -> None:
     data = config["data"]
+    for k, control in enumerate(config["grid"]["controls"]):
+        cell_type, _, phenotype = control["test_set"].partition("-")
+        if cell_type not in config["grid"]["cell_types"] or phenotype not in config["grid"]["phenotypes"]:
+            raise VsgridError(f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} is not a data set of the grid")
+        if data["source"] != "synthetic" or control["acquisition"] not in data["synthetic"]["acquisitions"]:
+            known = ", ".join(data["synthetic"]["acquisitions"]) if data["source"] == "synthetic" else "none: controls are rendered, synthetic data only"
+            raise VsgridError(f"invalid configuration: grid.controls[{k}].acquisition: {control['acquisition']!r} is not in data.synthetic.acquisitions ({known})")
     if data["source"] == "synthetic":
         profiles = data["synthetic"]["cell_types"]
         for cell_type in config["grid"]["cell_types"]:

@@ -8,7 +8,11 @@ Vocabulary, used one way everywhere:
 - a *model type* is a model without its seed (``lung-nontoxic.dapi``): the report averages seeds;
 - a *run* is (model, test set), named ``lung-nontoxic.dapi.s0@ovarian-toxic``;
 - a run's *baseline* is the model type trained on the test set's distribution (or, with
-  ``baseline: train_celltype``, the toxic model type of the training cell type).
+  ``baseline: train_celltype``, the toxic model type of the training cell type);
+- a *control* is a test set rendered again from the same fields with other bright-field optics
+  (``lung-nontoxic+defocus``, its *twin* being ``lung-nontoxic``): the models trained on the twin
+  are tested on it (task 0, shift ``acquisition``) against themselves on the twin, image for
+  image. Whatever the optics change must show as a loss: a positive control of the instrument.
 
 Tasks follow the paper's own counting (54 / 54 / 135 runs):
 
@@ -43,21 +47,28 @@ NONTOXIC, TOXIC = "nontoxic", "toxic"
 
 @dataclass(frozen=True, order=True)
 class DataSet:
-    """A (cell type, phenotype) pair: a train set or a test set."""
+    """A (cell type, phenotype) pair: a train set or a test set; with an ``acquisition``, a control."""
 
     cell_type: str
     phenotype: str
+    acquisition: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.cell_type}-{self.phenotype}"
+        return f"{self.cell_type}-{self.phenotype}" + (f"+{self.acquisition}" if self.acquisition else "")
+
+    @property
+    def twin(self) -> DataSet:
+        """The data set a control re-acquires (a data set is its own twin)."""
+        return DataSet(self.cell_type, self.phenotype)
 
     @classmethod
     def parse(cls, name: str) -> DataSet:
-        cell_type, sep, phenotype = name.partition("-")
-        if not sep or not cell_type or phenotype not in (NONTOXIC, TOXIC):
-            raise ValueError(f"{name!r} is not a data set name like 'lung-nontoxic'")
-        return cls(cell_type, phenotype)
+        pair, _, acquisition = name.partition("+")
+        cell_type, sep, phenotype = pair.partition("-")
+        if not sep or not cell_type or phenotype not in (NONTOXIC, TOXIC) or (_ and not acquisition):
+            raise ValueError(f"{name!r} is not a data set name like 'lung-nontoxic' (or a control like 'lung-nontoxic+defocus')")
+        return cls(cell_type, phenotype, acquisition)
 
 
 @dataclass(frozen=True, order=True)
@@ -110,17 +121,33 @@ def data_sets(grid: dict) -> list[DataSet]:
     return [DataSet(c, p) for c, p in product(grid["cell_types"], grid["phenotypes"])]
 
 
+def controls(grid: dict) -> list[DataSet]:
+    """The grid's controls, in config order."""
+    return [DataSet(**{**vars(DataSet.parse(c["test_set"])), "acquisition": c["acquisition"]}) for c in grid["controls"]]
+
+
+def test_sets(grid: dict) -> list[DataSet]:
+    """Every data set a model is tested on: the data sets, then the controls."""
+    return data_sets(grid) + controls(grid)
+
+
 def restrict(config: dict, names: list[str] | None) -> dict:
-    """The config with its grid restricted to the named data sets (``--data-set``), or unchanged."""
+    """The config with its grid restricted to the named data sets and controls (``--data-set``),
+    or unchanged."""
     if not names:
         return config
-    known = {d.name for d in data_sets(config["grid"])}
+    known = {d.name: d for d in test_sets(config["grid"])}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise VsgridError(f"--data-set {', '.join(unknown)} is not in the grid; known: {', '.join(sorted(known))}")
-    chosen = [DataSet.parse(n) for n in names]
-    grid = dict(config["grid"], cell_types=sorted({d.cell_type for d in chosen}), phenotypes=sorted({d.phenotype for d in chosen}))
-    if len(chosen) != len(grid["cell_types"]) * len(grid["phenotypes"]):
+    plain = [known[n] for n in names if not known[n].acquisition]
+    grid = dict(
+        config["grid"],
+        cell_types=sorted({d.cell_type for d in plain}),
+        phenotypes=sorted({d.phenotype for d in plain}),
+        controls=[c for c, d in zip(config["grid"]["controls"], controls(config["grid"])) if d.name in names],
+    )
+    if len(plain) != len(grid["cell_types"]) * len(grid["phenotypes"]):
         raise VsgridError("--data-set must name a full cell type x phenotype block; give one data set per call")
     return dict(config, grid=grid)
 
@@ -165,16 +192,17 @@ def task_of(train_set: DataSet, test_set: DataSet) -> int:
     return 3
 
 
-def baseline_of(train_set: DataSet, test_set: DataSet, baseline: str) -> DataSet:
-    """The train set whose model (same stain, averaged over seeds) a run is compared with.
+def baseline_of(train_set: DataSet, test_set: DataSet, baseline: str) -> DataSet | None:
+    """The train set whose model (same stain, averaged over seeds) a run is compared with, on the
+    test set's twin (for a control, the test set it re-acquires; else the test set itself).
 
     ``test_distribution`` (paper): the model trained on the test set's own distribution.
-    ``train_celltype``: the toxic-trained model of the training cell type.
+    ``train_celltype``: the toxic-trained model of the training cell type (none for a control).
     """
     if baseline == "test_distribution":
-        return test_set
+        return test_set.twin
     if baseline == "train_celltype":
-        return DataSet(train_set.cell_type, TOXIC)
+        return None if test_set.acquisition else DataSet(train_set.cell_type, TOXIC)
     raise ValueError(f"unknown baseline {baseline!r}")
 
 
@@ -194,14 +222,14 @@ def runs(config: dict, baseline: str | None = None) -> list[Run]:
     grid = config["grid"]
     baseline = baseline or config["baseline"]
     kept = set(pairs(grid))
+    tested = [(train_set, test_set, task_of(train_set, test_set), shift_of(train_set, test_set)) for train_set, test_set in pairs(grid)]
+    tested += [(control.twin, control, 0, "acquisition") for control in controls(grid)]
     result = []
-    for train_set, test_set in pairs(grid):
+    for train_set, test_set, task, shift in tested:
         base = baseline_of(train_set, test_set, baseline)
-        base = base if (base, test_set) in kept else None
+        base = base if (base, test_set.twin) in kept else None
         for stain, seed in product(grid["stains"], grid["seeds"]):
-            result.append(
-                Run(Model(train_set, stain, seed), test_set, task_of(train_set, test_set), shift_of(train_set, test_set), base)
-            )
+            result.append(Run(Model(train_set, stain, seed), test_set, task, shift, base))
     return result
 
 

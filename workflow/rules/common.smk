@@ -35,7 +35,7 @@ GRID = config["grid"]
 LAYOUT = Layout.of(config)
 LOGS = LAYOUT.logs
 BENCHMARKS = LAYOUT.benchmarks
-DATA_SETS = [d.name for d in vsgrid_grid.data_sets(GRID)]
+DATA_SETS = [d.name for d in vsgrid_grid.test_sets(GRID)]  # the grid's data sets and its controls
 MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
 RUNS = vsgrid_grid.runs(config)
 RUN_NAMES = {run.name for run in RUNS}
@@ -46,8 +46,8 @@ FEATURE_WORKERS = config["features"]["workers"] or 4
 
 
 wildcard_constraints:
-    data_set="|".join(DATA_SETS),
-    test_set="|".join(DATA_SETS),
+    data_set="|".join(re.escape(d) for d in DATA_SETS),
+    test_set="|".join(re.escape(d) for d in DATA_SETS),
     model="|".join(re.escape(m) for m in MODELS),
     stain="|".join(GRID["stains"]),
     cell_type="|".join(GRID["cell_types"]),
@@ -83,9 +83,9 @@ def run_inputs(wc):
     """What scoring a run reads beside its prediction: the real masks, features and ranking."""
     run_of(wc)
     stain, test_set = model_stain(wc), vsgrid_grid.DataSet.parse(wc.test_set)
-    return {
-        "real_masks": LAYOUT.real_masks(test_set, stain),
-        "real_features": LAYOUT.real_features(test_set, stain),
+    return {  # a control's stains are its twin's, byte for byte: so are its reference masks and features
+        "real_masks": LAYOUT.real_masks(test_set.twin, stain),
+        "real_features": LAYOUT.real_features(test_set.twin, stain),
         "ranking": LAYOUT.ranking(test_set.cell_type, stain),
     }
 

@@ -35,7 +35,7 @@ from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
 from vsgrid import __version__
-from vsgrid.grid import DataSet, data_sets
+from vsgrid.grid import DataSet, test_sets
 from vsgrid.data.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
 from vsgrid.seeds import rng_for
 from vsgrid.data.splits import sample_splits
@@ -43,6 +43,16 @@ from vsgrid.data.store import as_uint16, create_store
 from vsgrid.layout import store_path
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class Optics:
+    """How bright-field is acquired: a blur of the whole image (defocus) and the SD of the
+    coefficients of the uneven illumination. A control changes them, and nothing else: its fields
+    draw the same random numbers, so their stains are byte for byte those of the original."""
+
+    defocus_um: float = 0.0
+    illumination: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -226,7 +236,7 @@ def _foci_image(cells, nucleus_labels, shape, rng):
     return points * (nucleus_labels > 0)
 
 
-def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Generator):
+def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Generator, optics: Optics = Optics()):
     """Render one field: ``image`` (4, H, W) uint16 in CHANNELS order and ``masks`` (2, H, W) uint16."""
     cell_labels, nucleus_labels, cell_profile, nucleus_profile, owner = rasterize(cells, shape, rng)
     px = 1.0 / pixel_size_um  # pixels per um
@@ -250,9 +260,11 @@ def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Genera
     halo = ndi.gaussian_filter(thickness, 1.0 * px) - ndi.gaussian_filter(thickness, 4.0 * px)
     defocused = ndi.gaussian_filter(thickness, 1.5 * px)
     yy, xx = (axis.astype(np.float32) for axis in np.ogrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j])
-    a = rng.normal(0.0, 0.08, 4)
+    a = rng.normal(0.0, optics.illumination, 4)
     illumination = 1.0 + a[0] * yy + a[1] * xx + a[2] * yy * xx + a[3] * (yy**2 + xx**2)
     bf = illumination * (1.0 + 0.9 * halo - 0.12 * defocused)
+    if optics.defocus_um > 0:
+        bf = ndi.gaussian_filter(bf, optics.defocus_um * px)
 
     image = np.stack(
         [
@@ -295,13 +307,13 @@ class _Field:
     toxicity: float
 
 
-def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float]) -> None:
+def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, Optics]) -> None:
     """Render one field and write it into the store being built: a worker writes its own field
     (one file each), so nothing but the job itself travels between processes."""
-    field, seed, cell_type, profile, shape, pixel_size_um = job
+    field, seed, cell_type, profile, shape, pixel_size_um, optics = job
     rng = rng_for(seed, "field", cell_type, field.plate, field.well, int(field.field))
     cells = sample_cells(rng, profile, field.toxicity, shape, pixel_size_um)
-    image, masks = render_field(cells, shape, pixel_size_um, rng)
+    image, masks = render_field(cells, shape, pixel_size_um, rng, optics)
     group = zarr.open_group(field.store, mode="r+")
     group[field.split][field.index] = image
     group[f"{field.split}_masks"][field.index] = masks
@@ -316,7 +328,11 @@ def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, p
     data, synthetic = config["data"], config["data"]["synthetic"]
     table = field_table(data_set.cell_type, config)
     table = table[table["phenotype"] == data_set.phenotype]
-    splits = sample_splits(table, data["splits"], data["test_plates"], data["seed"], data_set.name)
+    splits = sample_splits(table, data["splits"], data["test_plates"], data["seed"], data_set.twin.name)
+    optics = Optics()
+    if data_set.acquisition:  # a control: its twin's test fields through other optics
+        splits = {"test": splits["test"]}
+        optics = Optics(**synthetic["acquisitions"][data_set.acquisition])
     metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
     metadata = metadata[["split", "index", *table.columns]]
 
@@ -327,12 +343,12 @@ def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, p
         "cell_type": data_set.cell_type,
         "phenotype": data_set.phenotype,
         "pixel_size_um": synthetic["pixel_size_um"],
-        "provenance": {"source": "synthetic", "seed": data["seed"], "vsgrid": __version__, "profile": vars(profile)},
+        "provenance": {"source": "synthetic", "seed": data["seed"], "vsgrid": __version__, "profile": vars(profile), "optics": vars(optics)},
     }
     path = store_path(out_dir, data_set.name)
     with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True) as group:
         where = Path(group.store.root)
-        common = (data["seed"], data_set.cell_type, profile, shape, synthetic["pixel_size_um"])
+        common = (data["seed"], data_set.cell_type, profile, shape, synthetic["pixel_size_um"], optics)
         jobs = [
             (_Field(where, split, i, *row), *common)
             for split, frame in splits.items()
@@ -354,5 +370,5 @@ def synthesize(config: dict, out_dir: str | Path, workers: int | None = None, pr
     workers = workers or len(os.sched_getaffinity(0))  # the cores this job may use, not the node's
     pool = nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
     with pool as executor:
-        return [build_store(d, config, Path(out_dir), executor, progress) for d in data_sets(config["grid"])]
+        return [build_store(d, config, Path(out_dir), executor, progress) for d in test_sets(config["grid"])]
 

@@ -49,7 +49,8 @@ def save(figure, out_dir: Path, name: str, formats) -> list[Path]:
 
 
 def _paper_deltas(deltas: pd.DataFrame) -> pd.DataFrame:
-    return deltas[deltas["baseline_kind"] == "test_distribution"]
+    """The paper's baseline, without the controls (task 0), which no figure of the paper has."""
+    return deltas[(deltas["baseline_kind"] == "test_distribution") & (deltas["task"] > 0)]
 
 
 def _of(data_sets: pd.Series, part: str) -> pd.Series:

@@ -61,30 +61,32 @@ def delta_table(config: dict, n_resamples: int = 1000, seed: int = 0) -> pd.Data
     model type compared with it on its test set).
     """
     layout = Layout.of(config)
-    all_runs = runs(config)
-    kept = {(r.model.train_set, r.test_set) for r in all_runs}
-    by_test_set: dict[DataSet, dict[tuple, list[Run]]] = {}
-    for run in all_runs:
-        by_test_set.setdefault(run.test_set, {}).setdefault((run.model.train_set, run.model.stain), []).append(run)
+    # Runs by the test set's twin (a control and the test set it re-acquires share their images),
+    # then by test set and model type.
+    grouped: dict[DataSet, dict[DataSet, dict[tuple, list[Run]]]] = {}
+    for run in runs(config):
+        by_test_set = grouped.setdefault(run.test_set.twin, {}).setdefault(run.test_set, {})
+        by_test_set.setdefault((run.model.train_set, run.model.stain), []).append(run)
     rows = []
-    for test_set, model_types in by_test_set.items():
-        scored = _score_runs(layout, [r for seeds in model_types.values() for r in seeds], n_resamples, seed)
-        for (train_set, stain), seeds in model_types.items():
-            for kind in BASELINES:
-                base_set = baseline_of(train_set, test_set, kind)
-                if (base_set, test_set) in kept:
-                    rows += _delta_rows(kind, seeds, model_types[(base_set, stain)], scored)
+    for twin, test_sets in grouped.items():
+        scored = _score_runs(layout, [r for types in test_sets.values() for seeds in types.values() for r in seeds], n_resamples, seed, twin.name)
+        for test_set, model_types in test_sets.items():
+            for (train_set, stain), seeds in model_types.items():
+                for kind in BASELINES:
+                    base_runs = test_sets.get(twin, {}).get((baseline_of(train_set, test_set, kind), stain))
+                    if base_runs:
+                        rows += _delta_rows(kind, seeds, base_runs, scored)
     return pd.DataFrame(rows)
 
 
-def _score_runs(layout: Layout, test_set_runs: list[Run], n_resamples: int, seed: int) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
-    """Each run's value and bootstrap replicates per metric; every run of a test set is resampled
-    on the same images (the weights depend on the test set alone)."""
+def _score_runs(layout: Layout, test_set_runs: list[Run], n_resamples: int, seed: int, images_of: str) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
+    """Each run's value and bootstrap replicates per metric; every run on the images of the test
+    set ``images_of`` is resampled on the same images."""
     scored, weights = {}, None
     for run in test_set_runs:
         values = RunValues.read(layout.run_dir(run.model, run.test_set))
         if weights is None:
-            weights = bootstrap_weights(values.n_images, n_resamples, seed, run.test_set.name)
+            weights = bootstrap_weights(values.n_images, n_resamples, seed, images_of)
         everyone = np.ones(values.n_images)
         scored[run.name] = {m: (float(score(m, values, everyone)), score(m, values, weights)) for m in values.metrics}
     return scored
