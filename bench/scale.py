@@ -114,12 +114,12 @@ def main():
     work = args.out
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    full_config = config_for(work / "full", large, args.workers)
-    seconds, peak = run(["vsgrid", "synthesize", "--config", str(full_config), "--quiet", "--no-summary"], work)
-    fields = 2 * (large + 8)
-    print(f"synthesize: {fields} fields of 1080 x 1080 in {seconds:.0f} s ({seconds * args.workers / fields:.2f} core-s per field), peak {peak:.0f} MB")
+    for n in (small, large):  # the large store is the one the slices are cut from
+        seconds, peak = run(["vsgrid", "synthesize", "--config", str(config_for(work / "full", n, args.workers)), "--quiet", "--no-summary"], work)
+        fields = 2 * (n + 8)
+        print(f"synthesize: {fields} fields of 1080 x 1080 in {seconds:.0f} s ({seconds * args.workers / fields:.2f} core-s per field), peak {peak:.0f} MB", flush=True)
     measured = {n: measure_slice(work, work / "full" / "data", n, args.workers) for n in (small, large)}
-    report = {"workers": args.workers, "sizes": [small, large], "synthesize": {"seconds": seconds, "fields": fields, "peak_mb": peak}, "steps": {}}
+    report = {"workers": args.workers, "sizes": [small, large], "steps": {}}
     print(f"\n{'step':<14} {'s/image':>8} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}   paper grid (4,800 images per test set)")
     core_hours = 0.0
     for step in measured[small]:
@@ -129,7 +129,7 @@ def main():
         job_hours = (s_large + per_image * (PAPER["test_images"] - large)) / 3600 if step != "rank_features" else s_large / 3600
         core_hours += job_hours * jobs * args.workers
         report["steps"][step] = {"seconds_per_image": per_image, "peak_mb": [m_small, m_large], "jobs": jobs, "hours_per_job": job_hours}
-        print(f"{step:<14} {per_image:8.3f} {m_small:12.0f} {m_large:12.0f}   {jobs:4d} jobs x {job_hours * 60:6.1f} min on {args.workers} cores")
+        print(f"{step:<14} {per_image:8.3f} {m_small:12.0f} {m_large:12.0f}   {jobs:4d} jobs x {job_hours * 60:6.1f} min on {args.workers} cores", flush=True)
     print(f"\nCPU steps of the paper grid: {core_hours:.0f} core-hours; GPU jobs: {PAPER['train']} train, {PAPER['infer']} infer (with Cellpose on the predictions)")
     (work / "scale.json").write_text(json.dumps(report, indent=2))
 
