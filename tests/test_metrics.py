@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.metrics import instance_scores, iou_matrix, match_instances, pixel_scores
+from vsgrid.evaluation.metrics import AP_THRESHOLDS, instance_scores, match_instances, nrmse, overlaps, pcc, pixel_scores
 
 
 def square(masks, label, y, x, h, w):
@@ -69,10 +69,10 @@ def test_hand_made_masks_give_the_exact_f1_and_jaccard():
 
 def test_masks_against_themselves_and_empty_masks():
     real, _ = hand_made()
-    assert instance_scores(real, real) == {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "n_real": 4, "n_pred": 4}
+    assert instance_scores(real, real) == {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "ap": 1.0, "splits": 0, "merges": 0, "n_real": 4, "n_pred": 4}
     empty = np.zeros_like(real)
     assert instance_scores(empty, empty)["f1"] == 1.0 and instance_scores(empty, empty)["jaccard"] == 1.0
-    assert instance_scores(real, empty) == {"f1": 0.0, "jaccard": 0.0, "precision": 0.0, "recall": 0.0, "n_real": 4, "n_pred": 0}
+    assert instance_scores(real, empty) == {"f1": 0.0, "jaccard": 0.0, "precision": 0.0, "recall": 0.0, "ap": 0.0, "splits": 0, "merges": 0, "n_real": 4, "n_pred": 0}
     assert instance_scores(empty, real)["f1"] == 0.0 and instance_scores(empty, real)["n_pred"] == 4
 
 
@@ -98,7 +98,52 @@ def test_compact_and_sparse_labels_give_the_same_ious():
     """Compact labels are counted by one bincount; labels too large for it go through np.unique:
     the same IoUs either way."""
     real, pred = hand_made()
-    compact = iou_matrix(real, pred)
-    sparse = iou_matrix(real * 100_000, pred * 100_000)
-    np.testing.assert_array_equal(compact[0], sparse[0])
-    assert list(compact[1]) == [1, 2, 3, 4] and list(sparse[1]) == [100_000, 200_000, 300_000, 400_000]
+    compact, sparse = overlaps(real, pred), overlaps(real * 100_000, pred * 100_000)
+    np.testing.assert_array_equal(compact.iou, sparse.iou)
+    assert list(compact.real_ids) == [1, 2, 3, 4] and list(sparse.real_ids) == [100_000, 200_000, 300_000, 400_000]
+
+
+def test_pcc_and_nrmse_by_construction_and_against_scipy_and_skimage():
+    from scipy.stats import pearsonr
+    from skimage.metrics import normalized_root_mse
+
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 4000, (40, 50)).astype(np.uint16)
+    assert pcc(real, real) == pytest.approx(1.0) and pcc(real, 4000 - real.astype(float)) == pytest.approx(-1.0)
+    assert nrmse(real, real) == 0.0
+    offset = real.astype(float) + 10.0  # a constant error of 10 counts
+    assert nrmse(real, offset) == pytest.approx(10.0 / (real.max() - real.min()))
+    noisy = real + rng.normal(0, 300, real.shape)
+    assert pcc(real, noisy) == pytest.approx(pearsonr(real.ravel(), noisy.ravel())[0], rel=1e-12)
+    assert nrmse(real, noisy) == pytest.approx(normalized_root_mse(real.astype(float), noisy, normalization="min-max"), rel=1e-12)
+    assert np.isnan(pcc(np.full((4, 4), 3), noisy[:4, :4]))
+
+
+def test_average_precision_by_construction_and_against_cellpose():
+    from cellpose.metrics import average_precision
+
+    real, pred = hand_made()  # IoUs 0.8, 0.7 and 1.0; one real missed, one invented
+    expected = [(3 if t <= 0.7 else 2 if t <= 0.8 else 1) for t in AP_THRESHOLDS]
+    expected = np.mean([tp / (4 + 4 - tp) for tp in expected])
+    assert instance_scores(real, pred)["ap"] == pytest.approx(expected)
+    relabelled = np.unique(pred, return_inverse=True)[1].reshape(pred.shape)  # Cellpose wants labels 1..n
+    cellpose_ap = average_precision(real, relabelled, threshold=list(AP_THRESHOLDS))[0]
+    assert instance_scores(real, pred)["ap"] == pytest.approx(float(np.mean(cellpose_ap)), rel=1e-6)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # and on random blobs
+        blobs = ndi.label(ndi.gaussian_filter(rng.random((80, 80)), 2) > 0.52)[0]
+        moved = ndi.label(ndi.shift(blobs > 0, (1, 2), order=0))[0]
+        ours = instance_scores(blobs, moved)["ap"]
+        assert ours == pytest.approx(float(np.mean(average_precision(blobs, moved, threshold=list(AP_THRESHOLDS))[0])), rel=1e-6)
+
+
+def test_splits_and_merges_by_construction():
+    real = np.zeros((20, 60), np.int32)
+    real[:, 0:20], real[:, 20:30], real[:, 30:40], real[:, 40:60] = 1, 2, 3, 4
+    pred = np.zeros_like(real)
+    pred[:, 0:9], pred[:, 10:19] = 5, 6  # real 1 split in two
+    pred[:, 20:40] = 7  # reals 2 and 3 merged into one
+    pred[:, 40:60] = 8  # real 4 found as it is
+    scores = instance_scores(real, pred)
+    assert scores["splits"] == 1 and scores["merges"] == 1
+    assert instance_scores(real, real)["splits"] == instance_scores(real, real)["merges"] == 0

@@ -65,10 +65,10 @@ def grid(tmp_path_factory):
 def test_the_test_grid_writes_tables_and_figures(grid):
     deltas = pd.read_parquet(grid / RESULTS / "tables" / "deltas.parquet")
     paper = deltas[deltas["baseline_kind"] == "test_distribution"]
-    # 12 (train set, test set) pairs x 2 stains; dapi has 8 metrics, cy5 (no level 2) 4.
-    assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 8, "cy5": 12 * 4}
+    # 12 (train set, test set) pairs x 2 stains; dapi has 13 metrics, cy5 (no level 2) 6.
+    assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 13, "cy5": 12 * 6}
     baselines = paper[paper["train_set"] == paper["baseline_train_set"]]
-    assert (baselines["delta"] == 0).all() and len(baselines) == 4 * (8 + 4)
+    assert (baselines["delta"] == 0).all() and len(baselines) == 4 * (13 + 6)
     assert (paper["ci_low"] <= paper["delta"] + 1e-9).all() and (paper["delta"] <= paper["ci_high"] + 1e-9).all()
     runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}

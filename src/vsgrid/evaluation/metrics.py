@@ -14,12 +14,23 @@ Instance definitions (the paper's level 2, stated here once):
 - ``jaccard`` (Jaccard index) = the mean, over every real and every predicted instance, of its
   best IoU with any instance of the other image (0 when it overlaps none): missed and invented
   instances both lower it.
+- ``ap``: the average, over IoU thresholds 0.50, 0.55, ..., 0.95, of TP / (TP + FP + FN) with
+  instances matched one-to-one at IoU >= the threshold (Cellpose's and StarDist's "average
+  precision", and their ">=").
+- ``splits``: real instances of which two or more predicted instances each lie mostly (more than
+  half of their pixels) inside; ``merges``: predicted instances that hold most of two or more real
+  instances. Counts per image.
 - Empty images: both empty score 1 (nothing to find, nothing invented); one empty scores 0.
+
+Pixel scores beside SSIM and PSNR: ``pcc``, the Pearson correlation of the pixel values, and
+``nrmse``, the root mean square error over the real image's data range (scikit-image's
+``normalized_root_mse`` with ``normalization="min-max"``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -32,14 +43,20 @@ from vsgrid.errors import VsgridError
 LEVEL = {
     "ssim": "pixel",
     "psnr": "pixel",
+    "pcc": "pixel",
+    "nrmse": "pixel",
     "f1": "instance",
     "jaccard": "instance",
     "precision": "instance",
     "recall": "instance",
+    "ap": "instance",
+    "splits": "instance",
+    "merges": "instance",
     "nmae": "feature",
     "match_rate": "feature",
 }
-LOWER_IS_BETTER = frozenset({"nmae"})
+LOWER_IS_BETTER = frozenset({"nrmse", "splits", "merges", "nmae"})
+AP_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 IMAGE_METRICS = tuple(m for m, level in LEVEL.items() if level != "feature")  # one value per test image
 
 
@@ -60,12 +77,25 @@ def pixel_scores(real: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     check_pair(real, pred)
     real, pred = real.astype(np.float64), pred.astype(np.float64)
     ssim = float(structural_similarity(real, pred, data_range=data_range(real)))
-    return {"ssim": ssim, "psnr": psnr(real, pred)}
+    return {"ssim": ssim, "psnr": psnr(real, pred), "pcc": pcc(real, pred), "nrmse": nrmse(real, pred)}
 
 
 def data_range(real: np.ndarray) -> float:
     """The real image's range of values, at least 1 count (a constant image has none)."""
     return max(float(real.max()) - float(real.min()), 1.0)
+
+
+def pcc(real: np.ndarray, pred: np.ndarray) -> float:
+    """Pearson correlation of the pixel values; NaN when either image is constant."""
+    x, y = real.astype(np.float64).ravel(), pred.astype(np.float64).ravel()
+    x, y = x - x.mean(), y - y.mean()
+    denominator = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denominator) if denominator > 0 else math.nan
+
+
+def nrmse(real: np.ndarray, pred: np.ndarray) -> float:
+    """Root mean square error over the real image's data range (at least 1 count)."""
+    return math.sqrt(float(np.mean((real.astype(np.float64) - pred.astype(np.float64)) ** 2))) / data_range(real)
 
 
 def psnr(real: np.ndarray, pred: np.ndarray) -> float:
@@ -81,11 +111,23 @@ def check_labels(masks: np.ndarray, what: str) -> None:
         raise VsgridError(f"{what} has negative labels")
 
 
-def iou_matrix(real: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU of every (real, predicted) instance pair, from one pass over the pixels.
+@dataclass(frozen=True)
+class Overlaps:
+    """The pixels every (real, predicted) instance pair shares, and each instance's area."""
 
-    Returns ``iou`` (n_real, n_pred) and the label ids of the rows and columns.
-    """
+    overlap: np.ndarray  # (n_real, n_pred)
+    area_real: np.ndarray
+    area_pred: np.ndarray
+    real_ids: np.ndarray
+    pred_ids: np.ndarray
+
+    @property
+    def iou(self) -> np.ndarray:
+        return self.overlap / (self.area_real[:, None] + self.area_pred[None, :] - self.overlap)
+
+
+def overlaps(real: np.ndarray, pred: np.ndarray) -> Overlaps:
+    """Overlaps of every (real, predicted) instance pair, from one pass over the pixels."""
     check_labels(real, "real masks")
     check_labels(pred, "predicted masks")
     if real.shape != pred.shape:
@@ -101,18 +143,18 @@ def iou_matrix(real: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
         pred_ids, pred_index = np.unique(pred, return_inverse=True)
         overlap = coo_matrix((np.ones(real.size), (real_index, pred_index)), shape=(len(real_ids), len(pred_ids))).toarray()
     area_real, area_pred = overlap.sum(1), overlap.sum(0)
-    iou = overlap / (area_real[:, None] + area_pred[None, :] - overlap)
     keep_rows, keep_cols = real_ids > 0, pred_ids > 0  # drop the background
-    return iou[np.ix_(keep_rows, keep_cols)], real_ids[keep_rows], pred_ids[keep_cols]
+    return Overlaps(overlap[np.ix_(keep_rows, keep_cols)], area_real[keep_rows], area_pred[keep_cols], real_ids[keep_rows], pred_ids[keep_cols])
 
 
-def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshold: float = 0.7, *, iou=None) -> dict[str, float]:
-    """F1, Jaccard index, precision and recall of predicted against real instances (module
-    docstring); ``iou``, when given, is :func:`iou_matrix` of the two, computed once for both."""
-    iou, real_ids, pred_ids = iou or iou_matrix(real_masks, pred_masks)
-    n_real, n_pred = len(real_ids), len(pred_ids)
+def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshold: float = 0.7, *, shared: Overlaps | None = None) -> dict[str, float]:
+    """F1, Jaccard index, precision, recall, average precision, splits and merges of predicted
+    against real instances (module docstring); ``shared``, when given, is their :func:`overlaps`,
+    computed once for every score."""
+    shared = shared or overlaps(real_masks, pred_masks)
+    iou, n_real, n_pred = shared.iou, len(shared.real_ids), len(shared.pred_ids)
     if n_real == 0 and n_pred == 0:
-        return {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "n_real": 0, "n_pred": 0}
+        return {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "ap": 1.0, "splits": 0, "merges": 0, "n_real": 0, "n_pred": 0}
     matches = int((iou > iou_threshold).sum()) if iou.size else 0
     best = np.concatenate([iou.max(1) if n_pred else np.zeros(n_real), iou.max(0) if n_real else np.zeros(n_pred)])
     return {
@@ -120,18 +162,37 @@ def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshol
         "jaccard": float(best.mean()),
         "precision": matches / n_pred if n_pred else 0.0,
         "recall": matches / n_real if n_real else 0.0,
+        "ap": average_precision(iou, n_real, n_pred),
+        **splits_and_merges(shared),
         "n_real": n_real,
         "n_pred": n_pred,
     }
 
 
-def match_instances(real_masks: np.ndarray, pred_masks: np.ndarray, min_iou: float = 0.5, *, iou=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def average_precision(iou: np.ndarray, n_real: int, n_pred: int) -> float:
+    """The mean over :data:`AP_THRESHOLDS` of TP / (TP + FP + FN), TP the instances matched
+    one-to-one at IoU >= the threshold (one-to-one without an assignment: above 0.5 an instance
+    overlaps that much with at most one other)."""
+    true_positives = np.array([(iou >= t).sum() if iou.size else 0 for t in AP_THRESHOLDS])
+    return float(np.mean(true_positives / (n_real + n_pred - true_positives)))
+
+
+def splits_and_merges(shared: Overlaps) -> dict[str, int]:
+    """Real instances split into two or more predicted ones that each lie mostly (more than half
+    their area) inside it, and predicted instances that hold most of two or more real ones."""
+    pred_inside = shared.overlap > 0.5 * shared.area_pred[None, :]
+    real_inside = shared.overlap > 0.5 * shared.area_real[:, None]
+    return {"splits": int((pred_inside.sum(1) >= 2).sum()), "merges": int((real_inside.sum(0) >= 2).sum())}
+
+
+def match_instances(real_masks: np.ndarray, pred_masks: np.ndarray, min_iou: float = 0.5, *, shared: Overlaps | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one pairs of real and predicted instances, maximising total IoU, each pair above ``min_iou``.
 
-    Returns the real labels, predicted labels and IoUs of the pairs (for level 3); ``iou`` as in
-    :func:`instance_scores`.
+    Returns the real labels, predicted labels and IoUs of the pairs (for level 3); ``shared`` as
+    in :func:`instance_scores`.
     """
-    iou, real_ids, pred_ids = iou or iou_matrix(real_masks, pred_masks)
+    shared = shared or overlaps(real_masks, pred_masks)
+    iou, real_ids, pred_ids = shared.iou, shared.real_ids, shared.pred_ids
     if iou.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)

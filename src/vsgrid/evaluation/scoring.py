@@ -31,7 +31,7 @@ import pandas as pd
 from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import FeatureSet, worker_pool, workers_for
-from vsgrid.evaluation.metrics import IMAGE_METRICS, LEVEL, instance_scores, iou_matrix, match_instances, pixel_scores
+from vsgrid.evaluation.metrics import IMAGE_METRICS, LEVEL, instance_scores, match_instances, overlaps, pixel_scores
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
 from vsgrid.layout import SEGMENTED
@@ -52,11 +52,11 @@ class ImageScoring:
     features: FeatureSet  # the selected features, measured in the prediction
 
 
-def matched_differences(index: int, real: pd.DataFrame, predicted: pd.DataFrame, real_masks, pred_masks, features: list[str], min_iou: float, *, iou=None) -> pd.DataFrame:
+def matched_differences(index: int, real: pd.DataFrame, predicted: pd.DataFrame, real_masks, pred_masks, features: list[str], min_iou: float, *, shared=None) -> pd.DataFrame:
     """For one image and each feature: the sum of |real - predicted| over matched instance pairs,
     their count, and the image's matched and real instance counts (what N-MAE and the match rate
     are computed from). ``real`` and ``predicted`` are the image's feature rows, by ``label``."""
-    real_ids, pred_ids, _ = match_instances(np.asarray(real_masks), np.asarray(pred_masks), min_iou, iou=iou)
+    real_ids, pred_ids, _ = match_instances(np.asarray(real_masks), np.asarray(pred_masks), min_iou, shared=shared)
     sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
     if len(real_ids) and len(real) and len(predicted):
         r, p = real.set_index("label"), predicted.set_index("label")
@@ -72,11 +72,11 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     settings = how.settings
     flag = image_flag(real, how.saturation, blank_range=settings["blank_range"], saturated_fraction=settings["saturated_fraction"])
     row = {"image": index, "flag": flag, **pixel_scores(real, pred)}
-    iou = iou_matrix(real_masks, pred_masks)
+    shared = overlaps(real_masks, pred_masks)
     if how.stain in SEGMENTED:
-        row.update(instance_scores(real_masks, pred_masks, settings["iou_threshold"], iou=iou))
+        row.update(instance_scores(real_masks, pred_masks, settings["iou_threshold"], shared=shared))
     predicted = how.features.measure(pred, pred_masks)
-    differences = matched_differences(index, real_rows, predicted, real_masks, pred_masks, list(how.features.names), settings["match_iou"], iou=iou)
+    differences = matched_differences(index, real_rows, predicted, real_masks, pred_masks, list(how.features.names), settings["match_iou"], shared=shared)
     predicted.insert(0, "image", index)
     return row, differences, predicted
 
