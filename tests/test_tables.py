@@ -7,7 +7,8 @@ import pytest
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.scoring import RunValues, run_scores, score
-from vsgrid.grid import runs
+from vsgrid.data.store import create_store
+from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
 from vsgrid.report.tables import bootstrap_weights, delta_table, task_table
 
@@ -33,11 +34,28 @@ def write_run(layout, run, ssim, nmae_sums, n_pairs=(2, 2), real_std=(2.0, 4.0),
     run_scores(RunValues.from_tables(images, differences)).to_parquet(folder / "scores.parquet")
 
 
+def write_test_store(path, wells):
+    """A store of tiny test images, one per entry of ``wells`` (what the bootstrap needs: wells)."""
+    metadata = pd.DataFrame({"split": "test", "index": range(len(wells)), "plate": "P1", "well": wells, "field": 1})
+    with create_store(path, {"test": len(wells)}, (4, 4), metadata, {"data_set": path.stem}, with_masks=False):
+        pass
+
+
 @pytest.fixture
 def grid(tmp_path):
-    """One cell type, two seeds: runs lung-nontoxic -> lung-nontoxic, -> lung-toxic, lung-toxic -> lung-toxic."""
-    config = validate({"grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": [0, 1]}, "results": {"dir": str(tmp_path)}})
+    """One cell type, two seeds: runs lung-nontoxic -> lung-nontoxic, -> lung-toxic, lung-toxic -> lung-toxic;
+    two test images per test set, in two wells; the image-level CI unless a test says otherwise."""
+    config = validate(
+        {
+            "grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": [0, 1]},
+            "data": {"dir": str(tmp_path / "data")},
+            "results": {"dir": str(tmp_path)},
+            "evaluation": {"bootstrap_resamples": 200, "ci": "images"},
+        }
+    )
     layout = Layout.of(config)
+    for data_set in data_sets(config["grid"]):
+        write_test_store(layout.store(data_set), wells=["A01", "A02"])
     for run in runs(config):
         trained_toxic = run.model.train_set.phenotype == "toxic"
         seed = run.model.seed
@@ -56,7 +74,7 @@ def row(deltas, train_set, test_set, metric, kind="test_distribution"):
 
 
 def test_value_baseline_and_delta_are_means_over_seeds(grid):
-    deltas = delta_table(grid, n_resamples=200, seed=0)
+    deltas = delta_table(grid)
     ssim = row(deltas, "lung-nontoxic", "lung-toxic", "ssim")
     assert ssim["value"] == pytest.approx(0.65) and ssim["baseline"] == pytest.approx(0.8)
     assert ssim["delta"] == pytest.approx(-0.15) and ssim["seeds"] == 2 and ssim["task"] == 1
@@ -69,7 +87,7 @@ def test_value_baseline_and_delta_are_means_over_seeds(grid):
 
 
 def test_the_confidence_interval_brackets_the_delta_and_follows_the_images(grid):
-    deltas = delta_table(grid, n_resamples=500, seed=0)
+    deltas = delta_table(grid)
     ssim = row(deltas, "lung-nontoxic", "lung-toxic", "ssim")
     # Each resample draws the same images for model and baseline: per image the delta is
     # (0.55 - 0.9) on image 0 and (0.75 - 0.7) on image 1, so every replicate lies between.
@@ -84,7 +102,7 @@ def test_one_function_gives_the_value_and_every_replicate(grid):
     run = next(r for r in runs(grid) if r.model.train_set.phenotype == "nontoxic" and r.test_set.phenotype == "toxic")
     values = RunValues.read(layout.run_dir(run.model, run.test_set))
     scores = pd.read_parquet(layout.run_dir(run.model, run.test_set) / "scores.parquet").set_index(["metric", "feature"])["value"]
-    weights = bootstrap_weights(values.n_images, 50, 0, "lung-toxic")
+    weights = bootstrap_weights(np.array(["A01", "A02"]), 50, np.random.default_rng(0), nested=True)
     for metric in values.metrics:
         assert float(score(metric, values, np.ones(values.n_images))) == scores[(metric, "")]
         by_resample = np.array([score(metric, values, w) for w in weights])
@@ -123,7 +141,7 @@ def test_a_damaged_run_table_is_named(grid):
     damaged = layout.run_dir(run.model, run.test_set) / "images.parquet"
     damaged.write_bytes(damaged.read_bytes()[:100])
     with pytest.raises(VsgridError, match=f"{damaged} cannot be read as a table .*it is damaged, rerun the step that writes it"):
-        delta_table(grid, n_resamples=10)
+        delta_table(grid)
 
 
 def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
@@ -140,3 +158,27 @@ def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeyp
     assert main(["grid", "--config", str(tmp_path / "c.yaml"), "--tsv", str(tmp_path / "out" / "runs.tsv")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"cannot write {tmp_path / 'out' / 'runs.tsv'}: Permission denied")
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_the_nested_bootstrap_draws_wells_then_their_fields():
+    units = np.array(["A01"] * 3 + ["B02"] * 3 + ["C03"] * 2)
+    weights = bootstrap_weights(units, 400, np.random.default_rng(0), nested=True)
+    per_well = np.stack([weights[:, units == u].sum(1) for u in ("A01", "B02", "C03")], axis=1)
+    # A well drawn k times contributes k times its number of fields: 3, 3 or 2 per draw.
+    assert np.all(per_well[:, :2] % 3 == 0) and np.all(per_well[:, 2] % 2 == 0)
+    assert np.all((per_well / [3, 3, 2]).sum(1) == 3)  # three wells drawn per resample
+    flat = bootstrap_weights(units, 400, np.random.default_rng(0), nested=False)
+    assert np.all(flat.sum(1) == 8) and np.any(flat[:, units == "A01"].sum(1) % 3)  # images drawn one by one
+
+
+def test_the_hierarchical_ci_counts_wells_and_seeds(grid, tmp_path):
+    """With two seeds a side, drawing seeds too widens the interval of images alone (one field per
+    well here, so wells and images are drawn alike); with one seed the table says so."""
+    grid["evaluation"]["ci"] = "hierarchical"
+    hierarchical = row(delta_table(grid), "lung-nontoxic", "lung-toxic", "ssim")
+    grid["evaluation"]["ci"] = "images"
+    images = row(delta_table(grid), "lung-nontoxic", "lung-toxic", "ssim")
+    assert hierarchical["ci_levels"] == "seeds, wells, fields" and images["ci_levels"] == "images"
+    assert hierarchical["ci_high"] - hierarchical["ci_low"] >= images["ci_high"] - images["ci_low"] - 1e-12
+    one_seed = {**grid, "grid": {**grid["grid"], "seeds": [0]}, "evaluation": {**grid["evaluation"], "ci": "hierarchical"}}
+    assert "a single seed: training variation not counted" in row(delta_table(one_seed), "lung-nontoxic", "lung-toxic", "ssim")["ci_levels"]

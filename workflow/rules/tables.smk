@@ -5,7 +5,8 @@ TABLES = ["runs", "deltas", "deltas_pixel", "deltas_instance", "deltas_feature",
 
 rule tables:
     input:
-        [LAYOUT.run_dir(run.model, run.test_set) / f"{name}.parquet" for run in RUNS for name in ("scores", "images", "feature_differences")],
+        runs=[LAYOUT.run_dir(run.model, run.test_set) / f"{name}.parquet" for run in RUNS for name in ("scores", "images", "feature_differences")],
+        stores=[LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID)],  # the wells and plates of the test images
     output:
         [LAYOUT.tables / f"{table}.{ext}" for table in TABLES for ext in ("parquet", "csv")],
     params:

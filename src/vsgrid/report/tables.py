@@ -3,8 +3,16 @@
 A *model type* is a model without its seed (``lung-nontoxic.dapi``). Its value on a test set is
 the mean over seeds of the runs' scores; its *delta* is that value minus the baseline's (the model
 type trained on the test set's distribution, or the toxic model type of the training cell type),
-with a paired bootstrap confidence interval over test images: each resample draws the same test
-images for the run and for its baseline, and every replicate is computed by
+with a 95 % bootstrap confidence interval, ``evaluation.ci``:
+
+- ``hierarchical`` (default): each resample draws the seeds of the model type and of the baseline
+  (with replacement), then the test set's wells (or plates, ``evaluation.ci_unit``), then the
+  fields of each drawn well. Seeds vary with training, wells with culture, focus and dose; fields
+  of one well share them, so a CI over fields alone is too narrow. With a single seed on a side,
+  training variation cannot be counted and the ``ci_levels`` column says so;
+- ``images``: test images drawn with replacement (what earlier versions reported).
+
+Model and baseline are always resampled on the same images. Every replicate is computed by
 :func:`vsgrid.evaluation.scoring.score`, the function that computed the run's value.
 """
 
@@ -16,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vsgrid.data.store import open_store
 from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.files import read_table, write_table
@@ -28,13 +37,36 @@ log = logging.getLogger(__name__)
 BASELINES = ("test_distribution", "train_celltype")
 
 
-def bootstrap_weights(n_images: int, n_resamples: int, seed: int, test_set: str) -> np.ndarray:
-    """How often each test image is drawn in each resample, (n_resamples, n_images): the same for
-    every run on the test set, so that model and baseline are compared on the same images."""
-    draws = rng_for(seed, "bootstrap", test_set).integers(0, n_images, size=(n_resamples, n_images))
-    counts = np.zeros((n_resamples, n_images))
-    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
+def bootstrap_weights(units: np.ndarray, n_resamples: int, rng: np.random.Generator, nested: bool) -> np.ndarray:
+    """How often each test image is drawn in each resample, (n_resamples, n_images).
+
+    ``units`` names each image's well (or plate). ``nested``: draw units with replacement, then
+    the images of each drawn unit with replacement; else draw images with replacement.
+    """
+    n = len(units)
+    if not nested:
+        draws = rng.integers(0, n, size=(n_resamples, n))
+        counts = np.zeros((n_resamples, n))
+        np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
+        return counts
+    _, unit_of, sizes = np.unique(units, return_inverse=True, return_counts=True)
+    order = np.argsort(unit_of, kind="stable")  # images grouped by unit
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    counts = np.zeros((n_resamples, n))
+    for k in range(n_resamples):
+        picked = rng.integers(0, len(sizes), len(sizes))
+        size, start = np.repeat(sizes[picked], sizes[picked]), np.repeat(starts[picked], sizes[picked])
+        counts[k] = np.bincount(order[start + (rng.random(len(size)) * size).astype(int)], minlength=n)
     return counts
+
+
+def _test_weights(config: dict, twin: DataSet, n_resamples: int) -> np.ndarray:
+    """The resampling weights of a test set's images, shared by every run on them."""
+    settings = config["evaluation"]
+    rng = rng_for(settings["seed"], "bootstrap", twin.name)
+    metadata = open_store(Layout.of(config).store(twin)).split_metadata("test")
+    units = metadata["plate"].astype(str) + ("/" + metadata["well"].astype(str) if settings["ci_unit"] == "well" else "")
+    return bootstrap_weights(units.to_numpy(), n_resamples, rng, nested=settings["ci"] == "hierarchical")
 
 
 def run_table(config: dict) -> pd.DataFrame:
@@ -53,14 +85,14 @@ def run_table(config: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def delta_table(config: dict, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def delta_table(config: dict) -> pd.DataFrame:
     """Per (model type, test set, metric) and baseline kind: value, baseline, delta and its 95 % CI.
 
     One test set at a time: its runs are read once, scored and resampled, and dropped before the
     next test set, so memory does not grow with the number of runs (a baseline run serves every
     model type compared with it on its test set).
     """
-    layout = Layout.of(config)
+    layout, settings = Layout.of(config), config["evaluation"]
     # Runs by the test set's twin (a control and the test set it re-acquires share their images),
     # then by test set and model type.
     grouped: dict[DataSet, dict[DataSet, dict[tuple, list[Run]]]] = {}
@@ -69,40 +101,52 @@ def delta_table(config: dict, n_resamples: int = 1000, seed: int = 0) -> pd.Data
         by_test_set.setdefault((run.model.train_set, run.model.stain), []).append(run)
     rows = []
     for twin, test_sets in grouped.items():
-        scored = _score_runs(layout, [r for types in test_sets.values() for seeds in types.values() for r in seeds], n_resamples, seed, twin.name)
+        weights = _test_weights(config, twin, settings["bootstrap_resamples"])
+        scored = _score_runs(layout, [r for types in test_sets.values() for seeds in types.values() for r in seeds], weights)
         for test_set, model_types in test_sets.items():
             for (train_set, stain), seeds in model_types.items():
                 for kind in BASELINES:
                     base_runs = test_sets.get(twin, {}).get((baseline_of(train_set, test_set, kind), stain))
                     if base_runs:
-                        rows += _delta_rows(kind, seeds, base_runs, scored)
+                        rows += _delta_rows(kind, seeds, base_runs, scored, settings)
     return pd.DataFrame(rows)
 
 
-def _score_runs(layout: Layout, test_set_runs: list[Run], n_resamples: int, seed: int, images_of: str) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
-    """Each run's value and bootstrap replicates per metric; every run on the images of the test
-    set ``images_of`` is resampled on the same images."""
-    scored, weights = {}, None
+def _score_runs(layout: Layout, test_set_runs: list[Run], weights: np.ndarray) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
+    """Each run's value and its replicate in each resample, per metric."""
+    scored = {}
     for run in test_set_runs:
         values = RunValues.read(layout.run_dir(run.model, run.test_set))
-        if weights is None:
-            weights = bootstrap_weights(values.n_images, n_resamples, seed, images_of)
         everyone = np.ones(values.n_images)
         scored[run.name] = {m: (float(score(m, values, everyone)), score(m, values, weights)) for m in values.metrics}
     return scored
 
 
-def _delta_rows(kind: str, seeds: list[Run], base_runs: list[Run], scored: dict) -> list[dict]:
+def _mean_over_seeds(replicates: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
+    """(seeds, resamples) -> (resamples,): the mean over the seeds, or over those drawn for each resample."""
+    if draws is None:
+        return replicates.mean(0)
+    return replicates[draws, np.arange(replicates.shape[1])[:, None]].mean(1)
+
+
+def _delta_rows(kind: str, seeds: list[Run], base_runs: list[Run], scored: dict, settings: dict) -> list[dict]:
     """A model type against its baseline on one test set, a row per metric: the mean over seeds
     of each side's values, their difference, and its percentile interval over the resamples."""
-    first = seeds[0]
+    first, hierarchical = seeds[0], settings["ci"] == "hierarchical"
+    rng = rng_for(settings["seed"], "seeds", first.test_set.name, first.model.model_type, base_runs[0].model.model_type)
+    n_resamples = settings["bootstrap_resamples"]
+    # The same seed draws for every metric: one resample is one imagined repetition of the study.
+    draws = [rng.integers(0, len(side), (n_resamples, len(side))) if hierarchical and len(side) > 1 else None for side in (seeds, base_runs)]
+    levels = f"seeds, {settings['ci_unit']}s, fields" if hierarchical else "images"
+    if hierarchical and min(len(seeds), len(base_runs)) == 1:
+        levels = f"{settings['ci_unit']}s, fields (a single seed: training variation not counted)"
     rows = []
     for metric in scored[first.name]:
         model_scores = [scored[r.name][metric] for r in seeds]
         base_scores = [scored[r.name][metric] for r in base_runs]
         value = float(np.mean([v for v, _ in model_scores]))
         baseline = float(np.mean([v for v, _ in base_scores]))
-        spread = np.mean([r for _, r in model_scores], axis=0) - np.mean([r for _, r in base_scores], axis=0)
+        spread = _mean_over_seeds(np.array([r for _, r in model_scores]), draws[0]) - _mean_over_seeds(np.array([r for _, r in base_scores]), draws[1])
         low, high = np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
         rows.append(
             {
@@ -110,7 +154,7 @@ def _delta_rows(kind: str, seeds: list[Run], base_runs: list[Run], scored: dict)
                 "train_set": first.model.train_set.name, "test_set": first.test_set.name, "model_type": first.model.model_type,
                 "baseline_train_set": base_runs[0].model.train_set.name, "level": LEVEL[metric], "metric": metric,
                 "value": value, "baseline": baseline, "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
-                "seeds": len(seeds),
+                "seeds": len(seeds), "ci": settings["ci"], "ci_levels": levels,
             }
         )  # fmt: skip
     return rows
@@ -133,8 +177,7 @@ def write_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     """All tables, Parquet and CSV, into ``out_dir``: runs, deltas (combined and one per level),
     tasks and features."""
     out = Path(out_dir)
-    evaluation = config["evaluation"]
-    deltas = delta_table(config, evaluation["bootstrap_resamples"], evaluation["seed"])
+    deltas = delta_table(config)
     per_run = run_table(config)
     tables = {
         "runs": per_run,
