@@ -38,7 +38,7 @@ def test_one_row_per_instance_and_about_two_hundred_cellprofiler_features(field)
 )
 def test_values_agree_with_cp_measure_called_directly(field, group, names):
     image, masks = field
-    ours = measure(image, masks, accelerator=None)
+    ours = measure(image, masks, accelerator=None, conventions="cp_measure")  # cp_measure's own defaults, as called directly
     direct = get_core_measurements()[group](masks, image.astype(np.float64) / 65535)
     for name in names:
         np.testing.assert_allclose(ours[PREFIX[group] + name], direct[name], equal_nan=True)
@@ -83,7 +83,7 @@ def test_the_numba_backend_gives_the_same_features(field):
 
 
 def test_a_feature_list_measures_only_the_groups_it_needs(field):
-    features = FeatureSet.from_config({"groups": list(PREFIX), "names": None, "accelerator": "numba"}, ["AreaShape_Area", "Granularity_2"])
+    features = FeatureSet.from_config({"groups": list(PREFIX), "names": None, "accelerator": "numba", "conventions": "cellprofiler"}, ["AreaShape_Area", "Granularity_2"])
     assert features.groups == ("sizeshape", "granularity") and features.columns == ["AreaShape_Area", "Granularity_2"]
     assert list(features.measure(*field).columns) == ["label", "AreaShape_Area", "Granularity_2"]
 
@@ -95,3 +95,48 @@ def test_a_shorter_granularity_spectrum_gives_the_same_first_scales(field):
     whole = measure(image, masks, ("granularity",))
     short = FeatureSet(("granularity",), ("Granularity_2", "Granularity_5")).measure(image, masks)
     np.testing.assert_array_equal(short[["Granularity_2", "Granularity_5"]].to_numpy(), whole[["Granularity_2", "Granularity_5"]].to_numpy())
+
+
+def single_object(values, shape=(6, 6)):
+    """One object whose pixels hold ``values`` (counts), on a zero background."""
+    image, masks = np.zeros(shape, np.uint16), np.zeros(shape, np.int32)
+    flat = np.ravel_multi_index(np.unravel_index(np.arange(len(values)), (2, len(values) // 2)), shape)
+    image.flat[flat], masks.flat[flat] = values, 1
+    return image, masks
+
+
+@pytest.mark.parametrize("accelerator", ["numba", None])
+def test_quartiles_median_and_mad_follow_cellprofilers_rule(accelerator):
+    """Values 1000 ... 8000 counts (n = 8). CellProfiler takes the value at position n q
+    (interpolated): quartiles 3000 and 7000, median 5000; MAD the median of |x - 5000| at n / 2: 2000.
+    numpy's (n - 1) q gives 2750, 4500 and 6250, and MAD 2000."""
+    image, masks = single_object(np.arange(1, 9) * 1000)
+    names = ["Intensity_LowerQuartileIntensity", "Intensity_MedianIntensity", "Intensity_UpperQuartileIntensity", "Intensity_MADIntensity"]
+    cellprofiler = measure(image, masks, ("intensity",), names, accelerator)[names].iloc[0] * 65535
+    np.testing.assert_allclose(cellprofiler, [3000, 5000, 7000, 2000], rtol=1e-9)
+    numpy_rule = measure(image, masks, ("intensity",), names, accelerator, conventions="cp_measure")[names].iloc[0] * 65535
+    np.testing.assert_allclose(numpy_rule, [2750, 4500, 6250, 2000], rtol=1e-9)
+
+
+@pytest.mark.parametrize("accelerator", ["numba", None])
+def test_texture_that_cannot_be_computed_is_zero_as_cellprofiler_records_it(accelerator):
+    """A 2 x 2 object has no pixel pairs at Haralick's offset of 3: CellProfiler records 0."""
+    image, masks = single_object([9000, 9100, 9050, 9200], shape=(8, 8))
+    texture = measure(image, masks, ("texture",), accelerator=accelerator)
+    assert len(texture) == 1 and (texture.drop(columns="label").to_numpy() == 0).all()
+    raw = measure(image, masks, ("texture",), accelerator=accelerator, conventions="cp_measure")
+    assert np.isnan(raw.drop(columns="label").to_numpy()).all()
+
+
+def test_a_dim_image_has_no_nan_texture(field):
+    """On a dim 16-bit image (maximum 235 counts, one grey level at 8 bits) cp_measure leaves
+    texture NaN; by CellProfiler's conventions none is."""
+    image, masks = field
+    dim = (image.astype(np.float64) / image.max() * 235).astype(np.uint16)
+    assert measure(dim, masks, ("texture",)).drop(columns="label").isna().to_numpy().mean() == 0
+    assert measure(dim, masks, ("texture",), conventions="cp_measure").drop(columns="label").isna().to_numpy().mean() > 0.2
+
+
+def test_only_cellprofiler_4_names_by_default():
+    assert not {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} & set(feature_names(("sizeshape",)))
+    assert {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} <= set(feature_names(("sizeshape",), "cp_measure"))

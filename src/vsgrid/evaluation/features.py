@@ -4,7 +4,24 @@
 CellProfiler names its measurements (``AreaShape_Area``, ``Intensity_MeanIntensity``,
 ``Texture_Contrast_3_00_256``, ``RadialDistribution_FracAtD_1of4``, ``Granularity_3``; the channel
 suffix is left out because a table holds one stain). Images are scaled as CellProfiler loads
-16-bit images, counts / 65535, for real and virtual stains alike, so their features compare.
+16-bit images, counts / 65535, for real and predicted stains alike, so their features compare.
+
+Conventions (``features.conventions``). ``cellprofiler`` (default) gives what CellProfiler 4.2's
+measurement modules record wherever their result is defined:
+
+- quartiles, median and MAD of intensity by CellProfiler's rule (position n q, interpolated; MAD
+  at n / 2), not numpy's (n - 1) q;
+- a Haralick texture feature that cannot be computed (an object too small for the offset, or a
+  single non-zero grey level after quantisation to 8 bits) is 0, as CellProfiler records it;
+- only CellProfiler 4 names: ``AreaShape_FilledArea`` and ``AreaShape_PerimeterCrofton`` are
+  cp_measure's own and are left out.
+
+``cp_measure`` keeps cp_measure's defaults (numpy quantiles, NaN texture, every name).
+Radial distribution centres each object on its pixel farthest from the edge; where several tie,
+cp_measure takes the first in row-major order and CellProfiler whichever SciPy's unstable sort
+leaves last, which depends on the SciPy version: objects with a tied centre (even widths,
+rectangles) can differ from CellProfiler in their 12 RadialDistribution features, under either
+convention.
 """
 
 from __future__ import annotations
@@ -55,26 +72,36 @@ U16_MAX = 65535.0
 POSITIONAL = re.compile(r"^(AreaShape_(Center_|BoundingBoxM(in|ax)imum_|Orientation$)|Location_)")
 
 
+CONVENTIONS = ("cellprofiler", "cp_measure")
+NOT_CELLPROFILER = frozenset({"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"})
+
+
 @lru_cache(maxsize=None)
-def _measurement(group: str, accelerator: str | None) -> Callable:
+def _measurement(group: str, accelerator: str | None, conventions: str = "cellprofiler") -> Callable:
     """cp_measure's function for a group, imported on first use (a job pays only for its groups)."""
     from cp_measure._sanitize import sanitize
 
     module, function, _, fast = GROUPS[group]
     path = f"cp_measure.core.numba.{fast}" if accelerator == "numba" and fast else f"cp_measure.core.{module}"
-    return sanitize(getattr(importlib.import_module(path), function))
+    measure = getattr(importlib.import_module(path), function)
+    if group == "intensity" and conventions == "cellprofiler":
+        measure = partial(measure, legacy=True)  # CellProfiler's quantile rule
+    return sanitize(measure)
 
 
-def _raw(group: str, image: np.ndarray, masks: np.ndarray, accelerator: str | None = None, **options) -> dict[str, np.ndarray]:
+def _raw(group: str, image: np.ndarray, masks: np.ndarray, accelerator: str | None = None, conventions: str = "cellprofiler", **options) -> dict[str, np.ndarray]:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # empty bins of tiny objects give NaN, kept as NaN
-        return _measurement(group, accelerator)(masks, image, **options)
+        values = _measurement(group, accelerator, conventions)(masks, image, **options)
+    if group == "texture" and conventions == "cellprofiler":  # CellProfiler records 0 where Haralick is undefined
+        values = {name: np.nan_to_num(np.asarray(v, np.float64), nan=0.0) for name, v in values.items()}
+    return values
 
 
 @lru_cache(maxsize=None)
-def feature_names(groups: tuple[str, ...]) -> tuple[str, ...]:
+def feature_names(groups: tuple[str, ...], conventions: str = "cellprofiler") -> tuple[str, ...]:
     """Every feature the groups produce, in measuring order (found by measuring a tiny image),
-    except the positional ones."""
+    except the positional ones (and, by CellProfiler's conventions, names it does not have)."""
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise VsgridError(f"features.groups: unknown group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}")
@@ -82,12 +109,13 @@ def feature_names(groups: tuple[str, ...]) -> tuple[str, ...]:
     masks = ((yy - 16) ** 2 + (xx - 16) ** 2 < 64).astype(np.int32) + 2 * ((yy - 32) ** 2 + (xx - 30) ** 2 < 49)
     image = np.random.default_rng(0).random((48, 48))
     names = (PREFIX[g] + name for g in groups for name in _raw(g, image, masks))
-    return tuple(name for name in names if not POSITIONAL.match(name))
+    left_out = NOT_CELLPROFILER if conventions == "cellprofiler" else frozenset()
+    return tuple(name for name in names if not POSITIONAL.match(name) and name not in left_out)
 
 
-def check_feature_names(names, groups: tuple[str, ...]) -> None:
+def check_feature_names(names, groups: tuple[str, ...], conventions: str = "cellprofiler") -> None:
     """Every configured name must be one the groups produce; the error suggests close names."""
-    known = feature_names(groups)
+    known = feature_names(groups, conventions)
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3)
@@ -103,16 +131,17 @@ class FeatureSet:
     groups: tuple[str, ...] = tuple(GROUPS)
     names: tuple[str, ...] | None = None
     accelerator: str | None = "numba"
+    conventions: str = "cellprofiler"
 
     @classmethod
     def from_config(cls, features: dict, names=None) -> FeatureSet:
         """The ``features`` section; ``names`` (the selected features of a ranking, say) override its own."""
         names = tuple(names) if names is not None else (tuple(features["names"]) if features["names"] else None)
-        groups = tuple(features["groups"])
+        groups, conventions = tuple(features["groups"]), features["conventions"]
         if names:
-            check_feature_names(names, groups)
-            groups = tuple(g for g in groups if set(names) & set(feature_names((g,))))
-        return cls(groups, names, None if features["accelerator"] == "none" else features["accelerator"])
+            check_feature_names(names, groups, conventions)
+            groups = tuple(g for g in groups if set(names) & set(feature_names((g,), conventions)))
+        return cls(groups, names, None if features["accelerator"] == "none" else features["accelerator"], conventions)
 
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale: stop at the largest scale asked for."""
@@ -123,7 +152,7 @@ class FeatureSet:
 
     @property
     def columns(self) -> list[str]:
-        return list(self.names) if self.names else list(feature_names(self.groups))
+        return list(self.names) if self.names else list(feature_names(self.groups, self.conventions))
 
     def measure(self, image: np.ndarray, masks: np.ndarray) -> pd.DataFrame:
         """Per-instance features of one 2-D image inside its label image: a ``label`` column and
@@ -138,16 +167,16 @@ class FeatureSet:
         scaled = image.astype(np.float64) / U16_MAX
         values = {}
         for group in self.groups:
-            for name, array in _raw(group, scaled, masks.astype(np.int32), self.accelerator, **self._options(group)).items():
+            for name, array in _raw(group, scaled, masks.astype(np.int32), self.accelerator, self.conventions, **self._options(group)).items():
                 values[PREFIX[group] + name] = np.asarray(array, dtype=np.float64)
         return pd.DataFrame({"label": labels.astype(np.int64), **{c: values[c] for c in columns}})
 
 
-def measure(image: np.ndarray, masks: np.ndarray, groups=tuple(GROUPS), names=None, accelerator: str | None = "numba") -> pd.DataFrame:
+def measure(image: np.ndarray, masks: np.ndarray, groups=tuple(GROUPS), names=None, accelerator: str | None = "numba", conventions: str = "cellprofiler") -> pd.DataFrame:
     """:meth:`FeatureSet.measure` for one image."""
     names = tuple(names) if names else None
-    groups = tuple(g for g in groups if set(names) & set(feature_names((g,)))) if names else tuple(groups)
-    return FeatureSet(groups, names, accelerator).measure(image, masks)
+    groups = tuple(g for g in groups if set(names) & set(feature_names((g,), conventions))) if names else tuple(groups)
+    return FeatureSet(groups, names, accelerator, conventions).measure(image, masks)
 
 
 def _measure_image(job: tuple[int, np.ndarray, np.ndarray, FeatureSet]) -> pd.DataFrame:
