@@ -85,6 +85,8 @@ class Store:
 
     @property
     def store_id(self) -> str:
+        if "store_id" not in self.attrs:
+            raise VsgridError(f"{self.path}: no store_id; it was written by an older vsgrid, so build it again")
         return self.attrs["store_id"]
 
     def images(self, split: str) -> arrays.Stack:
