@@ -9,6 +9,7 @@ from vsgrid import grid as vsgrid_grid
 from vsgrid.config import result_settings
 from vsgrid.files import write_text
 from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.resources import REFERENCE_PIXELS, job_resources
 
 try:
     config.update(validate(config))
@@ -30,6 +31,8 @@ def _config_file():
 
 shell.prefix(f"set -euo pipefail; export VSGRID_CONFIG={shlex.quote(str(_config_file()))}; ")
 VSGRID = 'vsgrid {command} --config "$VSGRID_CONFIG"'
+# torch's kernels use every core unless told; a job gets its `threads` (prefix of the torch rules).
+TORCH_THREADS = "export OMP_NUM_THREADS={threads}; "
 
 GRID = config["grid"]
 LAYOUT = Layout.of(config)
@@ -66,6 +69,25 @@ def model_stain(wildcards):
 def gpu(needed):
     """A GPU for the rules that use one; the SLURM profile turns it into --gpus."""
     return 1 if needed else 0
+
+
+SPLITS = config["data"]["splits"]
+# Ingested plates' image size is known only once their store exists: ask as for the paper's.
+PIXELS = config["data"]["synthetic"]["field_size"] ** 2 if config["data"]["source"] == "synthetic" else REFERENCE_PIXELS
+
+
+def resources(step, images, pixels=PIXELS):
+    """A step's mem_mb and runtime from its measured cost (vsgrid.resources), for jobs of
+    ``images`` images (a number, or a function of the wildcards), growing with each retry."""
+
+    def estimate(wildcards, threads, attempt):
+        n = images(wildcards) if callable(images) else images
+        return job_resources(step, images=n, pixels=pixels, threads=threads, attempt=attempt)
+
+    return {
+        "mem_mb": lambda wildcards, threads, attempt: estimate(wildcards, threads, attempt)["mem_mb"],
+        "runtime": lambda wildcards, threads, attempt: estimate(wildcards, threads, attempt)["runtime"],
+    }
 
 
 def run_of(wildcards):

@@ -13,8 +13,7 @@ rule store:
         BENCHMARKS / "store" / "{data_set}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **resources("store", sum(SPLITS.values())),
     shell:
         VSGRID.format(command=config["data"]["source"].replace("synthetic", "synthesize"))
         + " --data-set {wildcards.data_set:q} --out {params.out:q} --quiet --no-summary > {log:q} 2>&1"

@@ -22,8 +22,7 @@ rule evaluate:
         BENCHMARKS / "evaluate" / "{model}" / "{test_set}.tsv"
     threads: FEATURE_WORKERS
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 240 * attempt,
+        **resources("evaluate", SPLITS["test"]),
     shell:
         VSGRID.format(command="evaluate") + " --test-set {wildcards.test_set:q} --stain {params.stain:q} --model {wildcards.model:q}"
         " --prediction {params.prediction:q} --real-masks {input.real_masks:q} --real-features {input.real_features:q}"

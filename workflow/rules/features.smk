@@ -15,8 +15,7 @@ rule features_real:
         BENCHMARKS / "features_real" / "{test_set}.{stain}.tsv"
     threads: FEATURE_WORKERS
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 240 * attempt,
+        **resources("features_real", SPLITS["test"]),
     shell:
         VSGRID.format(command="measure") + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
         " --masks {input.masks:q} --workers {threads} --out {output:q} --quiet > {log:q} 2>&1"
@@ -36,7 +35,6 @@ rule rank_features:
         BENCHMARKS / "rank_features" / "{cell_type}.{stain}.tsv"
     threads: FEATURE_WORKERS
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        **resources("rank_features", 0),
     shell:
         VSGRID.format(command="rank-features") + " --inputs {params.inputs:q} --workers {threads} --out {output:q} > {log:q} 2>&1"

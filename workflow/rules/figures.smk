@@ -20,7 +20,6 @@ rule figures:
         BENCHMARKS / "figures.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        **resources("figures", 0),
     shell:
         VSGRID.format(command="figures") + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"

@@ -19,8 +19,7 @@ rule infer:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        **resources("infer", lambda wc: SPLITS["test"] * len(TEST_SETS_OF[wc.model])),
     shell:
-        VSGRID.format(command="infer") + " --model {params.model:q} --test-set {params.test_sets:q}"
+        TORCH_THREADS + VSGRID.format(command="infer") + " --model {params.model:q} --test-set {params.test_sets:q}"
         " --out {output:q} --quiet > {log:q} 2>&1"

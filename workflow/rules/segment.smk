@@ -18,8 +18,7 @@ rule segment_real:
     threads: 1
     resources:
         gpu=gpu(CELLPOSE),
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 240 * attempt,
+        **resources("segment_real", SPLITS["test"]),
     shell:
         VSGRID.format(command="segment") + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -9,6 +9,7 @@ rule tables:
         stores=[LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID)],  # the wells and plates of the test images
     output:
         [LAYOUT.tables / f"{table}.{ext}" for table in TABLES for ext in ("parquet", "csv")],
+        LAYOUT.tables / "outcome.txt",
     params:
         out=LAYOUT.tables,
         settings=settings("evaluation"),
@@ -18,7 +19,6 @@ rule tables:
         BENCHMARKS / "tables.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        **resources("tables", len(RUNS) * SPLITS["test"], REFERENCE_PIXELS),
     shell:
         VSGRID.format(command="tables") + " --out {params.out:q} > {log:q} 2>&1"

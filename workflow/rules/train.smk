@@ -2,6 +2,10 @@
 # from the model folder's last.pt, which is not an output and so survives the failed job.
 
 
+# Crops or whole fields; per image and epoch.
+TRAIN_PIXELS = config["train"]["crop_size"] ** 2 if config["train"]["crop_size"] else PIXELS
+
+
 rule train:
     input:
         store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
@@ -20,8 +24,7 @@ rule train:
     threads: config["train"]["workers"] + 1
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: 2880 * attempt,
+        **resources("train", SPLITS["train"] * config["train"]["max_epochs"], TRAIN_PIXELS),
     shell:
-        VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
+        TORCH_THREADS + VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
         " --seed {params.seed} --out {params.out:q} --quiet > {log:q} 2>&1"
