@@ -10,6 +10,7 @@ from vsgrid.evaluation.scoring import RunValues, run_scores, score
 from vsgrid.data.store import create_store
 from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
+from vsgrid.report import outcome
 from vsgrid.report.tables import bootstrap_weights, delta_table, task_table
 
 FEATURES = ["AreaShape_Area", "Intensity_MeanIntensity"]
@@ -182,3 +183,24 @@ def test_the_hierarchical_ci_counts_wells_and_seeds(grid, tmp_path):
     assert hierarchical["ci_high"] - hierarchical["ci_low"] >= images["ci_high"] - images["ci_low"] - 1e-12
     one_seed = {**grid, "grid": {**grid["grid"], "seeds": [0]}, "evaluation": {**grid["evaluation"], "ci": "hierarchical"}}
     assert "a single seed: training variation not counted" in row(delta_table(one_seed), "lung-nontoxic", "lung-toxic", "ssim")["ci_levels"]
+
+
+def test_the_outcome_shows_in_distribution_quality_and_deltas_whose_ci_excludes_zero():
+    runs = pd.DataFrame(
+        [
+            {"shift": shift, "stain": "dapi", "metric": metric, "feature": "", "value": value}
+            for shift, metric, value in [("none", "ssim", 0.9), ("none", "ssim", 0.8), ("none", "f1", 0.6), ("phenotype", "ssim", 0.1)]
+        ]
+    )
+    deltas = pd.DataFrame(
+        [
+            {"baseline_kind": "test_distribution", "task": 1, "shift": "phenotype", "stain": "dapi", "metric": "ssim", "delta": d, "ci_low": lo, "ci_high": hi}
+            for d, lo, hi in [(-0.2, -0.3, -0.1), (-0.1, -0.2, 0.05), (0.0, 0.0, 0.0)]
+        ]
+        + [{"baseline_kind": "train_celltype", "task": 1, "shift": "phenotype", "stain": "dapi", "metric": "ssim", "delta": 5, "ci_low": 4, "ci_high": 6}]
+    )
+    quality = outcome.in_distribution(runs)
+    assert quality.loc["dapi", "ssim"] == pytest.approx(0.85) and quality.loc["dapi", "f1"] == pytest.approx(0.6)
+    row = outcome.task_deltas(deltas).iloc[0]
+    assert row["delta ssim"] == "-0.100 (1/3)" and row["delta f1"] == "-"
+    assert "-0.100 (1/3)" in outcome.outcome_text(runs, deltas)

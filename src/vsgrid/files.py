@@ -139,9 +139,10 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         yield
 
 
-def write_text(text: str, path: str | Path) -> None:
+def write_text(text: str, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
 
 
 @contextmanager

@@ -27,9 +27,10 @@ import pandas as pd
 from vsgrid.data.store import open_store
 from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
 from vsgrid.evaluation.scoring import RunValues, score
-from vsgrid.files import read_table, write_table
+from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import DataSet, Run, baseline_of, runs
 from vsgrid.layout import Layout
+from vsgrid.report.outcome import outcome_text
 from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def task_table(deltas: pd.DataFrame) -> pd.DataFrame:
 
 def write_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     """All tables, Parquet and CSV, into ``out_dir``: runs, deltas (combined and one per level),
-    tasks and features."""
+    tasks and features; and ``outcome.txt``, the grid's outcome in a few lines."""
     out = Path(out_dir)
     deltas = delta_table(config)
     per_run = run_table(config)
@@ -192,5 +193,6 @@ def write_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
             path = out / f"{name}{suffix}"
             write_table(table.reset_index(drop=True), path)
             written[f"{name}{suffix}"] = path
+    written["outcome.txt"] = write_text(outcome_text(per_run, deltas), out / "outcome.txt")
     log.info("wrote %d tables under %s", len(written), out)
     return written
