@@ -7,7 +7,7 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.selection import RankingSettings, rank_features, saabas_contributions
+from vsgrid.evaluation.selection import RankingSettings, rank_features, saabas_contributions, sampled_rows
 
 
 def toy(n=600, seed=0):
@@ -57,3 +57,15 @@ def test_a_target_with_one_class_is_refused():
     features, _ = toy()
     with pytest.raises(VsgridError, match="single class"):
         rank_features(features, pd.Series(["toxic"] * len(features)), settings())
+
+
+def test_a_feature_table_is_sampled_a_row_group_at_a_time(tmp_path):
+    table = pd.DataFrame({"image": np.arange(10_000) // 100, "label": np.arange(10_000), "f": np.arange(10_000.0)})
+    path = tmp_path / "features.parquet"
+    table.to_parquet(path, row_group_size=1000)
+    everything = sampled_rows(path, 20_000, np.random.default_rng(0))
+    pd.testing.assert_frame_equal(everything, table)  # no more rows than kept: every row, in order
+    sample = sampled_rows(path, 2000, np.random.default_rng(0))
+    assert len(sample) == 2000 and sample["label"].is_unique and sample["label"].is_monotonic_increasing
+    # uniform over the whole table, not the first row groups: each tenth holds about 200 of 2000
+    assert np.bincount(sample["label"] // 1000).min() > 140

@@ -16,7 +16,9 @@ Two importances (``evaluation.selection``):
 At paper scale a forest on every instance takes hours: the forest learns from a subsample of
 ``evaluation.ranking_instances`` instances, stratified by target, drawn ``ranking_subsamples``
 times (with replacement, a bootstrap); importances are averaged over the draws, and each
-feature's ``stability`` is the share of draws that put it in the top.
+feature's ``stability`` is the share of draws that put it in the top. Each test set's table is
+read a row group at a time, keeping a uniform sample of at most ``instances x subsamples`` rows,
+so memory does not grow with the test set either.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import pandas as pd
 
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.stacks import test_store
-from vsgrid.files import read_table, write_table
+from vsgrid.files import table_batches, table_columns, write_table
 from vsgrid.grid import DataSet
+from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +163,28 @@ def ranking_target(config: dict, test_set: str, features: pd.DataFrame) -> np.nd
     return meta[target].astype(str).to_numpy()[features["image"]]
 
 
+def sampled_rows(path: str | Path, keep: int, rng: np.random.Generator) -> pd.DataFrame:
+    """At most ``keep`` rows of a feature table, uniformly at random (every row when it has no
+    more), read a row group at a time: memory is bounded by ``keep``, not by the test set."""
+    kept, keys = None, np.empty(0)
+    for batch in table_batches(path, table_columns(path)):
+        kept = batch if kept is None else pd.concat([kept, batch], ignore_index=True)
+        keys = np.concatenate([keys, rng.random(len(batch))])
+        if len(kept) > keep:  # the rows with the smallest keys: a uniform sample of all read so far
+            smallest = np.sort(np.argpartition(keys, keep)[:keep])
+            kept, keys = kept.iloc[smallest].reset_index(drop=True), keys[smallest]
+    return kept if kept is not None else pd.DataFrame(columns=table_columns(path))
+
+
 def rank_test_sets(config: dict, inputs: dict[str, str | Path], out: str | Path, n_jobs: int = 1) -> pd.DataFrame:
     """Rank the features of the real-stain feature tables of a cell type's test sets (test set ->
     path), with ``n_jobs`` cores, and write the ranking table to ``out``."""
+    settings = RankingSettings.from_config(config["evaluation"], n_jobs)
     frames = []
     for test_set, path in inputs.items():
-        table = read_table(path)
+        table = sampled_rows(path, settings.instances * settings.subsamples, rng_for(settings.seed, "ranking rows", test_set))
         frames.append(table.assign(target=ranking_target(config, test_set, table)))
     features = pd.concat(frames, ignore_index=True)
-    settings = RankingSettings.from_config(config["evaluation"], n_jobs)
     ranking = rank_features(features.drop(columns=["image", "label", "target"]), features["target"], settings)
     write_table(ranking, Path(out))
     chosen = ranking[ranking["selected"]]
