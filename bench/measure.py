@@ -9,14 +9,18 @@ import time
 from pathlib import Path
 
 
-def run(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak memory (MB: resident set of the process and its workers together,
-    sampled every 0.1 s) of one vsgrid process."""
+def run(command: list[str], cwd: Path) -> tuple[float, float, float]:
+    """Wall seconds, peak memory (MB: resident set of the process and its workers together,
+    sampled every 0.1 s) and CPU seconds (user and system, of the process and every worker it
+    waited for) of one vsgrid process."""
+    import resource
+
     import psutil
 
     if command[0] == "vsgrid":  # this interpreter's, wherever the command runs
         command = [sys.executable, "-m", "vsgrid.cli", *command[1:]]
     log = tempfile.TemporaryFile("w+")  # a pipe left unread would fill and stall the process
+    cpu_before = _children_cpu(resource)
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     watched, peak = psutil.Process(process.pid), 0
@@ -31,4 +35,9 @@ def run(command: list[str], cwd: Path) -> tuple[float, float]:
     if process.returncode:
         log.seek(0)
         sys.exit(f"{' '.join(command)} failed:\n{log.read()[-3000:]}")
-    return seconds, peak / 2**20
+    return seconds, peak / 2**20, _children_cpu(resource) - cpu_before
+
+
+def _children_cpu(resource) -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -77,7 +77,7 @@ def main():
         config = grid_config(work, cell_types)
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         n_runs = write_runs(config, args.images)
-        seconds, peak = run(["vsgrid", "tables", "--config", str(work / "config.yaml"), "--out", str(work / "tables")], work)
+        seconds, peak, _ = run(["vsgrid", "tables", "--config", str(work / "config.yaml"), "--out", str(work / "tables")], work)
         print(f"{n_runs:6d} {args.images:10d} {seconds:8.1f} {seconds / n_runs:6.2f} {peak:8.0f}", flush=True)
         shutil.rmtree(work)
 
