@@ -40,11 +40,11 @@ class Cost:
 
 
 COSTS = {
-    "store": Cost(start_s=10, core_s_per_image=0.70, peak_mb=720),
+    "store": Cost(start_s=10, core_s_per_image=0.55, peak_mb=720),
     "segment_real": Cost(start_s=10, core_s_per_image=0.18, peak_mb=560),  # classical, one core
-    "features_real": Cost(start_s=20, core_s_per_image=0.80, peak_mb=1470),
+    "features_real": Cost(start_s=20, core_s_per_image=1.00, peak_mb=1440),
     "rank_features": Cost(start_s=300, core_s_per_image=0.0, peak_mb=2500),  # capped instances; the forest's trees
-    "evaluate": Cost(start_s=20, core_s_per_image=0.65, peak_mb=1970),
+    "evaluate": Cost(start_s=20, core_s_per_image=0.56, peak_mb=1980),
     "train": Cost(start_s=60, core_s_per_image=0.15, peak_mb=12000),  # per image and epoch, on the GPU
     "infer": Cost(start_s=60, core_s_per_image=0.20, peak_mb=6000),  # generator and Cellpose, on the GPU
     "tables": Cost(start_s=20, core_s_per_image=0.0004, peak_mb=1500),  # per run image: runs x test images
