@@ -4,8 +4,10 @@
 
 For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds, grid.pairs: all, so (2N)^2 x 9
 runs) it writes every run's per-image tables (random values of the right shape: the tables step
-does not care what they mean) and times `vsgrid tables` with 1,000 bootstrap resamples. Memory
-should stay flat and time grow linearly with the number of runs.
+does not care what they mean), and test stores that hold only what the tables read (the wells of
+4,800 tiny test images, 9 fields per well), and times `vsgrid tables` with 1,000 bootstrap
+resamples and the default hierarchical CI. Memory should stay flat and time grow linearly with
+the number of runs.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import yaml
 from measure import run
 
 from vsgrid.config import validate
+from vsgrid.data.store import create_store
 from vsgrid.evaluation.scoring import RunValues, run_scores
-from vsgrid.grid import runs
+from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
 
 FEATURES = [f"feature_{k:02d}" for k in range(20)]
@@ -33,7 +36,7 @@ def grid_config(work: Path, cell_types: int) -> dict:
     return validate(
         {
             "grid": {"cell_types": names, "pairs": "all"},
-            "data": {"synthetic": {"cell_types": {n: profile for n in names}}},
+            "data": {"dir": str(work / "data"), "synthetic": {"cell_types": {n: profile for n in names}}},
             "results": {"dir": str(work / "results")},
             "evaluation": {"bootstrap_resamples": 1000},
         }
@@ -42,6 +45,10 @@ def grid_config(work: Path, cell_types: int) -> dict:
 
 def write_runs(config: dict, n_images: int) -> int:
     layout, rng = Layout.of(config), np.random.default_rng(0)
+    wells = pd.DataFrame({"split": "test", "index": range(n_images), "plate": "P1", "well": [f"W{k // 9:03d}" for k in range(n_images)], "field": np.arange(n_images) % 9})
+    for data_set in data_sets(config["grid"]):
+        with create_store(layout.store(data_set), {"test": n_images}, (4, 4), wells, {"data_set": data_set.name}, with_masks=False):
+            pass
     for run_ in runs(config):
         images = pd.DataFrame({"image": np.arange(n_images), "flag": "", **{m: rng.random(n_images) for m in ("ssim", "psnr", "f1", "jaccard", "precision", "recall")}})
         differences = pd.DataFrame(
