@@ -42,25 +42,13 @@ def gamma_correct(image: np.ndarray, gamma: float) -> np.ndarray:
 # --------------------------------------------------------------------------- classical
 
 
-def noise_floor(image: np.ndarray, sds: float = 5.0) -> float:
-    """``sds`` noise SDs above the background, both read from the darkest pixels (the 0.5th and
-    5th percentiles of a Gaussian background; at least 5 % of the image must be background).
-
-    Otsu's threshold always splits an image in two, even one of background alone: a field
-    without nuclei became 424 objects of noise. No object is fainter than this floor.
-    """
-    low, high = np.percentile(image, [0.5, 5.0])
-    sd = (high - low) / (2.5758 - 1.6449)
-    return float(high + 1.6449 * sd + sds * sd)
-
-
 def classical_labels(image: np.ndarray, diameter_px: float, sigma_px: float = 1.0, min_area_px: int = 10) -> np.ndarray:
-    """Smooth, Otsu threshold (never below the noise floor), drop specks under ``min_area_px``,
-    split touching objects by a distance-transform watershed."""
+    """Smooth, Otsu threshold, drop specks under ``min_area_px``, split touching objects by a
+    distance-transform watershed."""
     smooth = ndi.gaussian_filter(image.astype(np.float32), sigma_px)
     if smooth.max() <= smooth.min():
         return np.zeros(image.shape, np.int32)
-    foreground = remove_small_objects(smooth > max(threshold_otsu(smooth), noise_floor(smooth)), max_size=min_area_px)
+    foreground = remove_small_objects(smooth > threshold_otsu(smooth), max_size=min_area_px)
     if not foreground.any():
         return np.zeros(image.shape, np.int32)
     distance = ndi.distance_transform_edt(foreground)
