@@ -134,14 +134,21 @@ class FeatureSet:
     conventions: str = "cellprofiler"
 
     @classmethod
+    def of(cls, groups=tuple(GROUPS), names=None, accelerator: str | None = "numba", conventions: str = "cellprofiler") -> FeatureSet:
+        """The features ``names`` (all of ``groups`` when None), measuring only the groups that produce them."""
+        names = tuple(names) if names else None
+        if names:
+            groups = tuple(g for g in groups if set(names) & set(feature_names((g,), conventions)))
+        return cls(tuple(groups), names, accelerator, conventions)
+
+    @classmethod
     def from_config(cls, features: dict, names=None) -> FeatureSet:
         """The ``features`` section; ``names`` (the selected features of a ranking, say) override its own."""
-        names = tuple(names) if names is not None else (tuple(features["names"]) if features["names"] else None)
+        names = names if names is not None else features["names"]
         groups, conventions = tuple(features["groups"]), features["conventions"]
         if names:
             check_feature_names(names, groups, conventions)
-            groups = tuple(g for g in groups if set(names) & set(feature_names((g,), conventions)))
-        return cls(groups, names, None if features["accelerator"] == "none" else features["accelerator"], conventions)
+        return cls.of(groups, names, None if features["accelerator"] == "none" else features["accelerator"], conventions)
 
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale: stop at the largest scale asked for."""
@@ -174,9 +181,7 @@ class FeatureSet:
 
 def measure(image: np.ndarray, masks: np.ndarray, groups=tuple(GROUPS), names=None, accelerator: str | None = "numba", conventions: str = "cellprofiler") -> pd.DataFrame:
     """:meth:`FeatureSet.measure` for one image."""
-    names = tuple(names) if names else None
-    groups = tuple(g for g in groups if set(names) & set(feature_names((g,), conventions))) if names else tuple(groups)
-    return FeatureSet(groups, names, accelerator, conventions).measure(image, masks)
+    return FeatureSet.of(groups, names, accelerator, conventions).measure(image, masks)
 
 
 def _measure_image(job: tuple[int, np.ndarray, np.ndarray, FeatureSet]) -> pd.DataFrame:
