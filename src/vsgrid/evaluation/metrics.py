@@ -87,7 +87,7 @@ def data_range(real: np.ndarray) -> float:
 
 def pcc(real: np.ndarray, pred: np.ndarray) -> float:
     """Pearson correlation of the pixel values; NaN when either image is constant."""
-    x, y = real.astype(np.float64).ravel(), pred.astype(np.float64).ravel()
+    x, y = np.asarray(real, np.float64).ravel(), np.asarray(pred, np.float64).ravel()
     x, y = x - x.mean(), y - y.mean()
     denominator = np.sqrt((x * x).sum() * (y * y).sum())
     return float((x * y).sum() / denominator) if denominator > 0 else math.nan
@@ -95,12 +95,17 @@ def pcc(real: np.ndarray, pred: np.ndarray) -> float:
 
 def nrmse(real: np.ndarray, pred: np.ndarray) -> float:
     """Root mean square error over the real image's data range (at least 1 count)."""
-    return math.sqrt(float(np.mean((real.astype(np.float64) - pred.astype(np.float64)) ** 2))) / data_range(real)
+    return math.sqrt(_mse(real, pred)) / data_range(real)
+
+
+def _mse(real: np.ndarray, pred: np.ndarray) -> float:
+    """Mean squared error in float64, without copying inputs that are float64 already."""
+    return float(np.mean((np.asarray(real, np.float64) - np.asarray(pred, np.float64)) ** 2))
 
 
 def psnr(real: np.ndarray, pred: np.ndarray) -> float:
     """PSNR in dB with the data range of the real image; identical images give +inf."""
-    mse = float(np.mean((real.astype(np.float64) - pred.astype(np.float64)) ** 2))
+    mse = _mse(real, pred)
     return math.inf if mse == 0 else 10 * math.log10(data_range(real) ** 2 / mse)
 
 
