@@ -27,4 +27,4 @@ rule train:
         **resources("train", SPLITS["train"] * config["train"]["max_epochs"], TRAIN_PIXELS),
     shell:
         TORCH_THREADS + VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
-        " --seed {params.seed} --out {params.out:q} --quiet > {log:q} 2>&1"
+        " --seed {params.seed:q} --out {params.out:q} --quiet > {log:q} 2>&1"
