@@ -13,9 +13,11 @@ quick: $(VENV)/.installed
 	@echo
 	@cat results/quick/tables/outcome.txt
 	@echo
+	@cat results/quick/tables/screen_outcome.txt
+	@echo
 	@echo "The quick grid is done:"
-	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline)"
-	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b as PNG and PDF)"
+	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline; screen.csv: level 4)"
+	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b, 7, 8 as PNG and PDF)"
 	@echo "  report   results/quick/report.html"
 
 test: $(VENV)/.installed

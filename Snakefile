@@ -33,6 +33,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/screen.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -42,4 +43,6 @@ rule all:
     input:
         rules.tables.output,
         rules.figures.output,
+        rules.screen_tables.output if SCREEN_RUNS else [],
+        rules.screen_figures.output if SCREEN_RUNS else [],
     default_target: True

@@ -72,7 +72,12 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert (paper["ci_low"] <= paper["delta"] + 1e-9).all() and (paper["delta"] <= paper["ci_high"] + 1e-9).all()
     runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
-    for name in ("figure2", "figure3", "figure4", "figure5", "figure6a", "figure6b"):
+    screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
+    # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and 5 features, cy5 the last 6
+    assert screen["model"].nunique() == 4 and screen.groupby("stain")["readout"].nunique().to_dict() == {"dapi": 7, "cy5": 6}
+    assert (screen["value"].notna() | screen["reason"].notna()).all()  # a missing metric always says why
+    assert (screen.loc[screen["is_baseline"] & screen["delta"].notna(), "delta"] == 0).all()
+    for name in ("figure2", "figure3", "figure4", "figure5", "figure6a", "figure6b", "figure7", "figure8"):
         assert (grid / RESULTS / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned(grid) == {}  # nothing left to do
     log = (grid / RESULTS / "logs" / "train" / "lung-nontoxic.dapi.s0.log").read_text()
@@ -97,15 +102,17 @@ def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
 
 def test_forcing_one_model_reruns_only_its_downstream(grid):
     jobs = planned(grid, "--forcerun", f"{RESULTS}/models/lung-nontoxic.dapi.s0/summary.json")
-    # The model, its predictions (one job) and its 4 runs (lung/breast x non-toxic/toxic), the tables and the figures.
-    assert jobs == {"train": 1, "infer": 1, "evaluate": 4, "tables": 1, "figures": 1, "all": 1}
+    # The model, its predictions (one job) and its 4 runs (lung/breast x non-toxic/toxic), the tables and the
+    # figures; and its screen predictions (one job), its 2 screen runs, the screen tables and figures.
+    assert jobs == {"train": 1, "infer": 1, "evaluate": 4, "tables": 1, "figures": 1, "all": 1,
+                    "infer_screen": 1, "screen_run": 2, "screen_tables": 1, "screen_figures": 1}  # fmt: skip
 
 
 def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs(grid, tmp_path):
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("figures: {dpi: 50}\n")
-    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {"figures": 1, "all": 1}
-    assert planned(grid, "--config", "figures={formats: [svg]}") == {"figures": 1, "all": 1}
+    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {"figures": 1, "screen_figures": 1, "all": 1}
+    assert planned(grid, "--config", "figures={formats: [svg]}") == {"figures": 1, "screen_figures": 1, "all": 1}
     before = (grid / RESULTS / "figures" / "figure2.png").stat().st_size
     snakemake(grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures", configfile=[grid / "config.yaml", overlay])
     assert (grid / RESULTS / "figures" / "figure2.png").stat().st_size < before  # drawn at the overlay's 50 dpi, not 60

@@ -120,6 +120,12 @@ def _move_renamed_keys(config: dict) -> None:
 
 def _check_cross_keys(config: dict) -> None:
     data = config["data"]
+    screen = config["evaluation"]["screen"]
+    if screen["enabled"] and data["source"] != "synthetic":
+        raise VsgridError("invalid configuration: evaluation.screen.enabled needs data.source synthetic (screen stores of ingested plates are not built yet)")
+    unknown = [s for s in screen["stains"] if s not in config["grid"]["stains"]]
+    if unknown:
+        raise VsgridError(f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in grid.stains ({', '.join(config['grid']['stains'])})")
     for k, control in enumerate(config["grid"]["controls"]):
         cell_type, _, phenotype = control["test_set"].partition("-")
         if cell_type not in config["grid"]["cell_types"] or phenotype not in config["grid"]["phenotypes"]:

@@ -245,6 +245,38 @@ def counts(config: dict) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True, order=True)
+class ScreenRun:
+    """(model, screen cell type): a model's virtual screen of a cell type's held-out plates, and
+    the model whose screen of them it is compared with (trained on that cell type, same phenotype)."""
+
+    model: Model
+    cell_type: str
+
+    @property
+    def baseline(self) -> Model:
+        return Model(DataSet(self.cell_type, self.model.train_set.phenotype), self.model.stain, self.model.seed)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.model == self.baseline
+
+
+def screen_stains(config: dict) -> list[str]:
+    return config["evaluation"]["screen"]["stains"] or config["grid"]["stains"]
+
+
+def screen_runs(config: dict) -> list[ScreenRun]:
+    """Level 4's runs: every model trained on ``evaluation.screen.train_phenotypes`` screens every
+    cell type of the grid (none unless ``evaluation.screen.enabled``)."""
+    screen = config["evaluation"]["screen"]
+    if not screen["enabled"]:
+        return []
+    stains = screen_stains(config)
+    chosen = [m for m in models(config["grid"]) if m.train_set.phenotype in screen["train_phenotypes"] and m.stain in stains]
+    return [ScreenRun(model, cell_type) for model in chosen for cell_type in config["grid"]["cell_types"]]
+
+
 TSV_COLUMNS = ["run", "model", "model_type", "train_set", "test_set", "stain", "seed", "task", "shift", "baseline_train_set"]
 
 

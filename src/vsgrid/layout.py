@@ -12,6 +12,10 @@ path is spelled once. Standard library only, like :mod:`vsgrid.grid`.
     <results.dir>/reference/<test set>/<stain>.masks.zarr       real-stain masks (dapi, fitc)
     <results.dir>/reference/<test set>/<stain>.features.parquet real-stain features
     <results.dir>/reference/rankings/<cell type>.<stain>.tsv    feature ranking
+    <data.dir>/screen/<cell type>.zarr                          level 4: held-out plates, every well
+    <results.dir>/screen/reference/<cell type>/<stain>.*        real masks, phenotype forest, wells
+    <results.dir>/screen/predictions/<model>/<cell type>.zarr   a model's virtual screen
+    <results.dir>/screen/runs/<model>/<cell type>.wells.parquet its per-well profiles
     <results.dir>/tables/, figures/, logs/, benchmarks/
 
 Arguments naming a data set, model or test set take the grid's objects or their names (or a
@@ -43,6 +47,11 @@ def _name(item: str | DataSet | Model) -> str:
 def store_path(data_dir: str | Path, data_set) -> Path:
     """The store of a data set in a folder of stores."""
     return Path(data_dir) / f"{_name(data_set)}.zarr"
+
+
+def screen_store_path(data_dir: str | Path, cell_type: str) -> Path:
+    """The screen store of a cell type in a folder of stores."""
+    return Path(data_dir) / "screen" / f"{cell_type}.zarr"
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,25 @@ class Layout:
 
     def ranking(self, cell_type: str, stain: str) -> Path:
         return self.results / "reference" / "rankings" / f"{cell_type}.{stain}.tsv"
+
+    def screen_store(self, cell_type: str) -> Path:
+        return screen_store_path(self.data, cell_type)
+
+    def screen_reference(self, cell_type: str) -> Path:
+        """The real stains' masks, phenotype forests and per-well profiles of a cell type's screen."""
+        return self.results / "screen" / "reference" / cell_type
+
+    def screen_real_wells(self, cell_type: str, stain: str) -> Path:
+        return self.screen_reference(cell_type) / f"{stain}.wells.parquet"
+
+    def screen_predictions(self, model) -> Path:
+        return self.results / "screen" / "predictions" / _name(model)
+
+    def screen_prediction(self, model, cell_type: str) -> Path:
+        return self.screen_predictions(model) / f"{cell_type}.zarr"
+
+    def screen_wells(self, model, cell_type: str) -> Path:
+        return self.results / "screen" / "runs" / _name(model) / f"{cell_type}.wells.parquet"
 
     @property
     def tables(self) -> Path:

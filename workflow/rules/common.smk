@@ -8,7 +8,7 @@ import shlex
 from vsgrid import grid as vsgrid_grid
 from vsgrid.config import result_settings
 from vsgrid.files import write_text
-from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.layout import SEGMENTED, Layout, masks_stain
 from vsgrid.resources import REFERENCE_PIXELS, job_resources
 
 try:

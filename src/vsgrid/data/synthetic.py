@@ -35,12 +35,13 @@ from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
 from vsgrid import __version__
+from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet, test_sets
 from vsgrid.data.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
 from vsgrid.seeds import rng_for
-from vsgrid.data.splits import sample_splits
+from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import as_uint16, create_store
-from vsgrid.layout import store_path
+from vsgrid.layout import screen_store_path, store_path
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
 
@@ -280,15 +281,16 @@ def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Genera
 # --------------------------------------------------------------------------- plates and stores
 
 
-def field_table(cell_type: str, config: dict) -> pd.DataFrame:
-    """Every field of every synthetic plate of a cell type, with its phenotype and toxicity."""
+def field_table(cell_type: str, config: dict, fields_per_well: int | None = None) -> pd.DataFrame:
+    """Every field of every synthetic plate of a cell type, with its phenotype and toxicity
+    (``fields_per_well`` defaults to the data's)."""
     synthetic, rule = config["data"]["synthetic"], config["data"]["phenotype_rule"]
     layout = synthetic_layout()
     layout["phenotype"] = label_phenotypes(layout["compound"], layout["concentration"], **rule)
     model = toxicity_model(config["data"]["seed"])
     layout["toxicity"] = [toxicity(c, x, model) for c, x in zip(layout["compound"], layout["concentration"])]
     plates = pd.DataFrame({"plate": [f"{cell_type}-P{p + 1:02d}" for p in range(synthetic["plates_per_cell_type"])]})
-    fields = pd.DataFrame({"field": np.arange(1, synthetic["fields_per_well"] + 1)})
+    fields = pd.DataFrame({"field": np.arange(1, (fields_per_well or synthetic["fields_per_well"]) + 1)})
     table = plates.merge(layout, how="cross").merge(fields, how="cross")
     table.insert(0, "cell_type", cell_type)
     return table
@@ -319,12 +321,35 @@ def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, O
     group[f"{field.split}_masks"][field.index] = masks
 
 
-def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
-    """Render the sampled fields of one (cell type, phenotype) and write its store atomically.
+def _render_store(path: Path, splits: dict[str, pd.DataFrame], cell_type: str, attrs: dict, config: dict, optics: Optics, executor, progress: bool) -> Path:
+    """Render the fields of ``splits`` (tables of fields per split) into a new store at ``path``.
 
     Memory does not grow with the number of fields: each field is rendered and written by one
     worker, and only small job descriptions are queued.
     """
+    data, synthetic = config["data"], config["data"]["synthetic"]
+    metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
+    metadata = metadata[["split", "index", *next(iter(splits.values())).columns]]
+    shape = (synthetic["field_size"],) * 2
+    profile = Profile(**synthetic["cell_types"][cell_type])
+    provenance = {"source": "synthetic", "seed": data["seed"], "vsgrid": __version__, "profile": vars(profile), "optics": vars(optics)}
+    attrs = {**attrs, "cell_type": cell_type, "pixel_size_um": synthetic["pixel_size_um"], "provenance": provenance}
+    with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True) as group:
+        where = Path(group.store.root)
+        common = (data["seed"], cell_type, profile, shape, synthetic["pixel_size_um"], optics)
+        jobs = [
+            (_Field(where, split, i, *row), *common)
+            for split, frame in splits.items()
+            for i, row in enumerate(frame[["plate", "well", "field", "toxicity"]].itertuples(index=False))
+        ]
+        done = executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
+        for _ in tqdm(done, total=len(jobs), desc=attrs["data_set"], disable=not progress, unit="field"):
+            pass
+    return path
+
+
+def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
+    """Render the sampled fields of one (cell type, phenotype) and write its store atomically."""
     data, synthetic = config["data"], config["data"]["synthetic"]
     table = field_table(data_set.cell_type, config)
     table = table[table["phenotype"] == data_set.phenotype]
@@ -333,42 +358,52 @@ def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, p
     if data_set.acquisition:  # a control: its twin's test fields through other optics
         splits = {"test": splits["test"]}
         optics = Optics(**synthetic["acquisitions"][data_set.acquisition])
-    metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
-    metadata = metadata[["split", "index", *table.columns]]
+    attrs = {"data_set": data_set.name, "phenotype": data_set.phenotype}
+    return _render_store(store_path(out_dir, data_set.name), splits, data_set.cell_type, attrs, config, optics, executor, progress)
 
-    shape = (synthetic["field_size"],) * 2
-    profile = Profile(**synthetic["cell_types"][data_set.cell_type])
-    attrs = {
-        "data_set": data_set.name,
-        "cell_type": data_set.cell_type,
-        "phenotype": data_set.phenotype,
-        "pixel_size_um": synthetic["pixel_size_um"],
-        "provenance": {"source": "synthetic", "seed": data["seed"], "vsgrid": __version__, "profile": vars(profile), "optics": vars(optics)},
-    }
-    path = store_path(out_dir, data_set.name)
-    with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True) as group:
-        where = Path(group.store.root)
-        common = (data["seed"], data_set.cell_type, profile, shape, synthetic["pixel_size_um"], optics)
-        jobs = [
-            (_Field(where, split, i, *row), *common)
-            for split, frame in splits.items()
-            for i, row in enumerate(frame[["plate", "well", "field", "toxicity"]].itertuples(index=False))
-        ]
-        done = executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
-        for _ in tqdm(done, total=len(jobs), desc=data_set.name, disable=not progress, unit="field"):
-            pass
-    return path
+
+def screen_fields(cell_type: str, config: dict) -> pd.DataFrame:
+    """The fields of a cell type's screen: every well of its held-out plates (the test sets'),
+    ``evaluation.screen.fields_per_well`` fields each, or only the first ``compounds`` compounds'
+    wells besides the controls; in plate, well, field order."""
+    screen = config["evaluation"]["screen"]
+    table = field_table(cell_type, config, screen["fields_per_well"])
+    plates = config["data"]["test_plates"]
+    table = table[table["plate"].isin(held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates)]
+    if screen["compounds"]:
+        kept = sorted(table.loc[table["compound"].str.startswith("CPD-"), "compound"].unique())[: screen["compounds"]]
+        table = table[~table["compound"].str.startswith("CPD-") | table["compound"].isin(kept)]
+    return table.sort_values(["plate", "well", "field"]).reset_index(drop=True)
+
+
+def build_screen_store(cell_type: str, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
+    """Render a cell type's screen (:func:`screen_fields`) into its store under ``out_dir``, with
+    each compound's true EC50 (uM) in its attributes."""
+    truth = {name: ec50 for name, (ec50, _, _) in toxicity_model(config["data"]["seed"]).items()}
+    attrs = {"data_set": f"{cell_type}-screen", "phenotype": "screen", "true_ec50_um": truth}
+    return _render_store(screen_store_path(out_dir, cell_type), {"test": screen_fields(cell_type, config)}, cell_type, attrs, config, Optics(), executor, progress)
+
+
+def _pool(config: dict, workers: int | None):
+    """``workers`` rendering processes (default ``data.synthetic.workers``; 0 = one per core this
+    process may use, 1 = render in this process)."""
+    workers = workers if workers is not None else config["data"]["synthetic"]["workers"]
+    workers = workers or len(os.sched_getaffinity(0))  # the cores this job may use, not the node's
+    return nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
 
 
 def synthesize(config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> list[Path]:
-    """Build one store per (cell type, phenotype) of the grid under ``out_dir``.
-
-    ``workers`` rendering processes (default ``data.synthetic.workers``; 0 = one per core this
-    process may use, 1 = render in this process).
-    """
-    workers = workers if workers is not None else config["data"]["synthetic"]["workers"]
-    workers = workers or len(os.sched_getaffinity(0))  # the cores this job may use, not the node's
-    pool = nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
-    with pool as executor:
+    """Build one store per (cell type, phenotype) of the grid under ``out_dir``."""
+    with _pool(config, workers) as executor:
         return [build_store(d, config, Path(out_dir), executor, progress) for d in test_sets(config["grid"])]
 
+
+def synthesize_screens(config: dict, out_dir: str | Path, cell_types: list[str], workers: int | None = None, progress: bool = True) -> list[Path]:
+    """Build the screen store of each of ``cell_types`` under ``out_dir``."""
+    if config["data"]["source"] != "synthetic":
+        raise VsgridError("screen stores are rendered from synthetic plates only (data.source is not synthetic)")
+    unknown = [c for c in cell_types if c not in config["grid"]["cell_types"]]
+    if unknown:
+        raise VsgridError(f"--cell-type {unknown[0]!r} is not in grid.cell_types ({', '.join(config['grid']['cell_types'])})")
+    with _pool(config, workers) as executor:
+        return [build_screen_store(c, config, Path(out_dir), executor, progress) for c in cell_types]

@@ -26,12 +26,22 @@ log = logging.getLogger(__name__)
 
 def predict_test_sets(config: dict, model_dir: str | Path, test_sets: list[str], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
     """Predict (and, for segmented stains, segment) each test set into ``<out_dir>/<test set>.zarr``."""
+    return predict_stores(config, model_dir, {name: Layout.of(config).store(name) for name in test_sets}, out_dir, batch_size=batch_size, progress=progress)
+
+
+def predict_screens(config: dict, model_dir: str | Path, cell_types: list[str], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
+    """Predict (and segment) the screen of each cell type into ``<out_dir>/<cell type>.zarr``."""
+    return predict_stores(config, model_dir, {name: Layout.of(config).screen_store(name) for name in cell_types}, out_dir, batch_size=batch_size, progress=progress)
+
+
+def predict_stores(config: dict, model_dir: str | Path, stores: dict[str, Path], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
+    """Predict the test split of each store (name -> path) into ``<out_dir>/<name>.zarr``."""
     predictor = Predictor(model_dir, config["device"], config["network"])
     batch_size = batch_size or config["infer"]["batch_size"]
     written, segmenters = [], {}  # Cellpose loads once per pixel size, normally once
-    for test_set in test_sets:
-        store = open_store(Layout.of(config).store(test_set))
-        out = Path(out_dir) / f"{test_set}.zarr"
+    for name, path in stores.items():
+        store = open_store(path)
+        out = Path(out_dir) / f"{name}.zarr"
         with atomic_path(out) as tmp:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             image = predictor.predict_test_set(store, group, batch_size, progress)
@@ -42,7 +52,7 @@ def predict_test_sets(config: dict, model_dir: str | Path, test_sets: list[str],
                 segment = segmenters[pixel_size]
                 labels = create_labels(group, image.shape, name="labels")
                 found = segment_into(segment, image, labels, config["evaluation"]["block_images"])
-                log.info("%s: %d instances in the prediction", test_set, found)
+                log.info("%s: %d instances in the prediction", name, found)
         log.info("wrote %s (%d images)", out, image.shape[0])
         written.append(out)
     return written

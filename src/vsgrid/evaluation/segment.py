@@ -24,6 +24,7 @@ from skimage.measure import label
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
+from vsgrid.data.store import Store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
 from vsgrid.files import atomic_path
@@ -154,10 +155,14 @@ def segment_into(segment, images, labels, block_size: int) -> int:
 def segment_test_set(config: dict, test_set: str, stain: str, out: str | Path) -> int:
     """Segment the real stain of a test set into a label stack at ``out``, a block at a time;
     returns the number of instances found."""
-    store = test_store(config, test_set)
+    return segment_store(config, test_store(config, test_set), stain, out)
+
+
+def segment_store(config: dict, store: Store, stain: str, out: str | Path) -> int:
+    """Segment the real stain of a store's test split (a test set's or a screen's) into ``out``."""
     images = real_stain(store, stain)
     segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
-    attrs = {"stain": stain, "test_set": test_set, "source": "real", "backend": config["segmentation"]["backend"], "store_id": store.store_id}
+    attrs = {"stain": stain, "test_set": store.attrs["data_set"], "source": "real", "backend": config["segmentation"]["backend"], "store_id": store.store_id}
     with atomic_path(Path(out)) as tmp:
         found = segment_into(segment, images, create_labels(tmp, images.shape, attrs), config["evaluation"]["block_images"])
     log.info("wrote %s (%d images, %d instances)", out, len(images), found)

@@ -61,7 +61,7 @@ class RankingSettings:
         )  # fmt: skip
 
 
-def _imputed(features: pd.DataFrame) -> np.ndarray:
+def imputed(features: pd.DataFrame) -> np.ndarray:
     """The features as floats, a non-finite value replaced by its column's median (0 for a column
     without any)."""
     x = features.to_numpy(np.float64)
@@ -133,7 +133,7 @@ def rank_features(features: pd.DataFrame, target: pd.Series, settings: RankingSe
         raise VsgridError(f"the feature-ranking target has a single class ({classes.index[0]!r}); rank on a target with two or more")
     if classes.min() < 4:
         raise VsgridError(f"the feature-ranking target class {classes.idxmin()!r} has only {classes.min()} instance(s); it needs 4 or more")
-    x, y = _imputed(features), target.to_numpy()
+    x, y = imputed(features), target.to_numpy()
     size = min(settings.instances, len(y))
     draws = []
     for k in range(settings.subsamples):

@@ -1,0 +1,5 @@
+import sys
+
+from vsgrid.cli import main
+
+sys.exit(main())

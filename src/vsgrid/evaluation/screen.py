@@ -1,0 +1,304 @@
+"""Level 4: do virtual stains lead to the same screening decisions as real ones?
+
+From per-well readouts of a screen plate (:mod:`vsgrid.evaluation.wells`), real and virtual:
+
+- **potency**: a 4-parameter Hill curve per compound, ``bottom + (top - bottom) / (1 + 10 **
+  ((log_ec50 - log10 c) * slope))``, fitted by least squares over a bounded grid of ``log_ec50``
+  (one decade either side of the tested range) and ``slope`` (0.5 to 5), ``bottom`` and ``top``
+  solved exactly for each: no starting values, no divergence, and every bootstrap resample fitted
+  at once. A fit whose EC50 lands on the grid's edge has not converged; a curve no better than a
+  constant (F test, p > 0.05) is flat. Neither gives an EC50;
+- **hit calls**: a treated well is a hit when its readout lies more than ``k`` robust SDs
+  (1.4826 x MAD of the DMSO wells) from the DMSO median;
+- **assay quality**: Z' = 1 - 3 (SD positive + SD DMSO) / |mean positive - mean DMSO|, the
+  positive controls pooled.
+
+Virtual is compared with real: ``ec50_error`` (mean |log10 EC50 virtual - real| over the compounds
+whose real curve has an EC50; a compound whose virtual curve has none counts as the whole tested
+range, the EC50 being anywhere in it), ``hit_kappa`` (Cohen's kappa), ``hit_precision``,
+``hit_recall`` (real calls as truth) and ``z_prime`` with ``z_prime_real``. A metric that cannot be
+computed (a compound with too few concentrations, a plate without DMSO or positive controls, no
+spread anywhere) is NaN *with its reason*, never a crash.
+
+Confidence intervals resample wells within each (compound, concentration), the same wells for real
+and virtual stains (and for a baseline model), so the design of the plate is kept.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LOG_EC50_STEP = 0.02  # log10 units: well under the 0.3 that separates a good EC50 from a bad one
+SLOPES = np.geomspace(0.5, 5.0, 12)
+FLAT_P = 0.05
+MAD_TO_SD = 1.4826
+
+# Level-4 metrics and which way is better (+1 higher, -1 lower).
+DIRECTION = {"ec50_error": -1, "hit_kappa": 1, "hit_precision": 1, "hit_recall": 1, "z_prime": 1, "z_prime_real": 1}
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """``evaluation.screen``'s decision settings and the plate's control names."""
+
+    hit_sd: float = 3.0
+    min_concentrations: int = 4
+    negative: tuple[str, ...] = ("DMSO",)
+    positive: tuple[str, ...] = ("etoposide", "staurosporine")
+
+    @classmethod
+    def from_config(cls, config: dict) -> ScreenSettings:
+        screen, rule = config["evaluation"]["screen"], config["data"]["phenotype_rule"]
+        return cls(screen["hit_sd"], screen["min_concentrations"], tuple(rule["negative_controls"]), tuple(rule["positive_controls"]))
+
+    def is_negative(self, compound: pd.Series) -> np.ndarray:
+        return compound.str.lower().isin([n.lower() for n in self.negative]).to_numpy()
+
+    def is_positive(self, compound: pd.Series) -> np.ndarray:
+        return compound.str.lower().isin([p.lower() for p in self.positive]).to_numpy()
+
+
+class Missing(ValueError):
+    """A metric that cannot be computed; the message is its reason."""
+
+
+# --------------------------------------------------------------------------- Hill fits
+
+
+def hill(log_concentration, bottom, top, log_ec50, slope):
+    """The 4-parameter Hill curve at ``log10`` concentrations."""
+    return bottom + (top - bottom) / (1.0 + 10.0 ** ((log_ec50 - np.asarray(log_concentration)) * slope))
+
+
+@dataclass(frozen=True)
+class HillFit:
+    """A fitted curve per resample: arrays of shape (resamples,). ``log_ec50`` is NaN where the
+    fit is flat or did not converge."""
+
+    log_ec50: np.ndarray
+    bottom: np.ndarray
+    top: np.ndarray
+    slope: np.ndarray
+    flat: np.ndarray
+    converged: np.ndarray
+
+
+def fit_hill(concentration: np.ndarray, responses: np.ndarray, min_concentrations: int = 4) -> HillFit:
+    """Fit Hill curves to ``responses`` (resamples, wells) at ``concentration`` (wells, > 0).
+
+    Least squares over the (log EC50, slope) grid with ``bottom`` and ``top`` exact for each, so
+    every row is fitted at once. Raises :class:`Missing` with fewer than ``min_concentrations``
+    (at least 4: a 4-parameter curve through fewer fits anything).
+    """
+    log_c = np.log10(np.asarray(concentration, np.float64))
+    y = np.atleast_2d(np.asarray(responses, np.float64))
+    needed = max(4, min_concentrations)
+    if len(np.unique(log_c)) < needed:
+        raise Missing(f"{len(np.unique(log_c))} concentration(s); a Hill fit needs {needed}")
+    low, high = log_c.min() - 1.0, log_c.max() + 1.0
+    log_ec50s = np.arange(low, high + LOG_EC50_STEP / 2, LOG_EC50_STEP)
+    grid_ec50, grid_slope = (g.ravel() for g in np.meshgrid(log_ec50s, SLOPES, indexing="ij"))
+    s = 1.0 / (1.0 + 10.0 ** ((grid_ec50[:, None] - log_c[None, :]) * grid_slope[:, None]))  # (grid, wells)
+    n = len(log_c)
+    s_sum, ss_sum = s.sum(1), (s * s).sum(1)
+    y_sum, yy_sum, sy_sum = y.sum(1), (y * y).sum(1), y @ s.T  # (resamples,), (resamples, grid)
+    denominator = n * ss_sum - s_sum**2
+    amplitude = (n * sy_sum - s_sum * y_sum[:, None]) / np.where(denominator > 0, denominator, np.inf)
+    bottom = (y_sum[:, None] - amplitude * s_sum) / n
+    rss = yy_sum[:, None] - bottom * y_sum[:, None] - amplitude * sy_sum
+    best = np.argmin(rss, axis=1)
+    rows = np.arange(len(y))
+    rss_best, tss = np.maximum(rss[rows, best], 0.0), yy_sum - y_sum**2 / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = ((tss - rss_best) / 3.0) / (rss_best / (n - 4))
+    p = np.where(tss <= 1e-12 * np.maximum(yy_sum, 1e-300), 1.0, np.where(rss_best > 0, stats.f.sf(f, 3, max(n - 4, 1)), 0.0))
+    on_edge = np.isin(grid_ec50[best], (log_ec50s[0], log_ec50s[-1]))
+    flat, converged = p > FLAT_P, ~on_edge
+    log_ec50 = np.where(flat | ~converged, np.nan, grid_ec50[best])
+    return HillFit(log_ec50, bottom[rows, best], bottom[rows, best] + amplitude[rows, best], grid_slope[best], flat, converged)
+
+
+def fit_reason(fit: HillFit, row: int = 0) -> str:
+    """Why row ``row`` of a fit has no EC50 ('' when it has one)."""
+    if fit.flat[row]:
+        return "flat curve (no better than a constant, p > 0.05)"
+    if not fit.converged[row]:
+        return "EC50 outside the fitted range (a decade beyond the tested concentrations)"
+    return ""
+
+
+# --------------------------------------------------------------------------- hits and Z'
+
+
+def robust_center_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and 1.4826 x MAD along the last axis."""
+    center = np.median(values, axis=-1)
+    return center, MAD_TO_SD * np.median(np.abs(values - center[..., None]), axis=-1)
+
+
+def hit_calls(readout: np.ndarray, dmso: np.ndarray, k: float) -> np.ndarray:
+    """Treated wells (resamples, wells) more than ``k`` robust SDs of the DMSO wells from their median."""
+    center, scale = robust_center_scale(np.atleast_2d(dmso))
+    if np.any(scale <= 0):
+        raise Missing("the DMSO wells have no spread (MAD 0): a hit threshold is undefined")
+    return np.abs(np.atleast_2d(readout) - center[:, None]) > k * scale[:, None]
+
+
+def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Z' of positive and negative control wells, per resample (rows)."""
+    positive, negative = np.atleast_2d(positive), np.atleast_2d(negative)
+    separation = np.abs(positive.mean(1) - negative.mean(1))
+    if np.any(separation <= 0):
+        raise Missing("the positive controls and DMSO have the same mean: Z' is undefined")
+    return 1.0 - 3.0 * (positive.std(1, ddof=1) + negative.std(1, ddof=1)) / separation
+
+
+def cohen_kappa(real: np.ndarray, virtual: np.ndarray) -> np.ndarray:
+    """Cohen's kappa of two boolean call sets per resample (rows)."""
+    real, virtual = np.atleast_2d(real), np.atleast_2d(virtual)
+    observed = (real == virtual).mean(1)
+    p_real, p_virtual = real.mean(1), virtual.mean(1)
+    expected = p_real * p_virtual + (1 - p_real) * (1 - p_virtual)
+    if np.any(expected >= 1):
+        raise Missing("every treated well gets the same call from both stains: kappa is undefined")
+    return (observed - expected) / (1 - expected)
+
+
+# --------------------------------------------------------------------------- a plate's decisions
+
+
+@dataclass(frozen=True)
+class Plate:
+    """The wells of a screen plate (one row per well, in the same order for every stain):
+    ``compound`` and ``concentration``, and which wells are DMSO, positive controls, treated."""
+
+    wells: pd.DataFrame
+    settings: ScreenSettings
+
+    @property
+    def negative(self) -> np.ndarray:
+        return self.settings.is_negative(self.wells["compound"].astype(str))
+
+    @property
+    def positive(self) -> np.ndarray:
+        return self.settings.is_positive(self.wells["compound"].astype(str))
+
+    @property
+    def treated(self) -> np.ndarray:
+        return ~self.negative
+
+    def compounds(self) -> list[str]:
+        """The compounds with a dose range: neither DMSO nor a positive control."""
+        frame = self.wells[~self.negative & ~self.positive]
+        return sorted(frame["compound"].astype(str).unique())
+
+    def strata(self) -> list[np.ndarray]:
+        """Well indices per (compound, concentration): what a bootstrap resamples within."""
+        groups = self.wells.groupby(["compound", "concentration"], sort=True).indices
+        return [np.asarray(v) for v in groups.values()]
+
+    def resamples(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Row 0 the plate as it is, then ``n`` resamples of its wells within their strata: (n + 1, wells)."""
+        index = np.tile(np.arange(len(self.wells)), (n + 1, 1))
+        for stratum in self.strata():
+            index[1:, stratum] = rng.choice(stratum, size=(n, len(stratum)), replace=True)
+        return index
+
+
+def curves(plate: Plate, values: np.ndarray, index: np.ndarray) -> dict[str, HillFit | Missing]:
+    """The Hill fit of every compound of the plate, per resample (``index`` from :meth:`Plate.resamples`)."""
+    fits: dict[str, HillFit | Missing] = {}
+    compound = plate.wells["compound"].astype(str).to_numpy()
+    for name in plate.compounds():
+        columns = np.flatnonzero(compound == name)
+        try:
+            fits[name] = fit_hill(plate.wells["concentration"].to_numpy()[columns], values[index[:, columns]], plate.settings.min_concentrations)
+        except Missing as reason:
+            fits[name] = Missing(f"{name}: {reason}")
+    return fits
+
+
+def _check_controls(plate: Plate) -> None:
+    if not plate.negative.any():
+        raise Missing(f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})")
+
+
+def decisions(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray | Missing]:
+    """Every level-4 metric of one readout, virtual against real, per resample.
+
+    ``real`` and ``virtual`` hold the readout per well of ``plate``; ``index`` (resamples, wells)
+    picks the wells of each resample (row 0: the plate itself). A metric that cannot be computed is
+    a :class:`Missing` with its reason.
+    """
+    out: dict[str, np.ndarray | Missing] = {}
+    out["ec50_error"] = _ec50_error(plate, real, virtual, index)
+    try:
+        _check_controls(plate)
+        dmso = index[:, plate.negative]
+        treated = index[:, plate.treated]
+        calls_real = hit_calls(real[treated], real[dmso], plate.settings.hit_sd)
+        calls_virtual = hit_calls(virtual[treated], virtual[dmso], plate.settings.hit_sd)
+        out["hit_kappa"] = cohen_kappa(calls_real, calls_virtual)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hits_both = (calls_real & calls_virtual).sum(1)
+            out["hit_precision"] = _defined(hits_both / calls_virtual.sum(1), "the virtual stain calls no hits: precision is undefined")
+            out["hit_recall"] = _defined(hits_both / calls_real.sum(1), "the real stain calls no hits: recall is undefined")
+    except Missing as reason:
+        out.update(dict.fromkeys(("hit_kappa", "hit_precision", "hit_recall"), reason))
+    try:
+        _check_controls(plate)
+        if not plate.positive.any():
+            raise Missing(f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})")
+        out["z_prime"] = z_prime(virtual[index[:, plate.positive]], virtual[index[:, plate.negative]])
+        out["z_prime_real"] = z_prime(real[index[:, plate.positive]], real[index[:, plate.negative]])
+    except Missing as reason:
+        out["z_prime"] = out["z_prime_real"] = reason
+    return out
+
+
+def _defined(values: np.ndarray, reason: str) -> np.ndarray | Missing:
+    return values if np.isfinite(values[0]) else Missing(reason)
+
+
+def _ec50_error(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray) -> np.ndarray | Missing:
+    real_fits, virtual_fits = curves(plate, real, index), curves(plate, virtual, index)
+    doses = plate.wells.loc[plate.wells["compound"].astype(str).isin(plate.compounds()), "concentration"].to_numpy()
+    tested_range = float(np.log10(doses.max() / doses.min())) if len(doses) else 0.0
+    errors, reasons = [], []
+    for name, fit in real_fits.items():
+        if isinstance(fit, Missing):
+            reasons.append(str(fit))
+            continue
+        if np.isnan(fit.log_ec50[0]):
+            reasons.append(f"{name}: real {fit_reason(fit)}")
+            continue
+        other = virtual_fits[name]
+        difference = np.abs(other.log_ec50 - fit.log_ec50)
+        # A resample whose real curve has no EC50 says nothing; one whose virtual curve has none
+        # missed the compound: the EC50 could be anywhere in the tested range.
+        errors.append(np.where(np.isnan(fit.log_ec50), np.nan, np.where(np.isnan(other.log_ec50), tested_range, difference)))
+    if not errors:
+        return Missing("no compound has a real-stain EC50" + (f" ({'; '.join(reasons)})" if reasons else " (no compounds on the plate)"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no real curve has an EC50
+        return np.nanmean(np.array(errors), axis=0)
+
+
+def truth_errors(plate: Plate, real: np.ndarray, true_ec50_um: dict[str, float]) -> pd.DataFrame:
+    """Per compound: the real-stain EC50 against the synthetic truth (log10 uM), with its reason
+    when there is none."""
+    index = np.arange(len(plate.wells))[None, :]
+    rows = []
+    for name, fit in curves(plate, real, index).items():
+        truth = np.log10(true_ec50_um[name]) if name in true_ec50_um else np.nan
+        if isinstance(fit, Missing):
+            rows.append({"compound": name, "true_log_ec50": truth, "log_ec50": np.nan, "error": np.nan, "reason": str(fit)})
+            continue
+        estimate = float(fit.log_ec50[0])
+        rows.append({"compound": name, "true_log_ec50": truth, "log_ec50": estimate, "error": estimate - truth, "reason": fit_reason(fit)})
+    return pd.DataFrame(rows, columns=["compound", "true_log_ec50", "log_ec50", "error", "reason"])

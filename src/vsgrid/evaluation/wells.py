@@ -1,0 +1,178 @@
+"""Level 4's per-well profiles: what a screen reads per well, from real or virtual stains.
+
+A screen store (:func:`vsgrid.data.synthetic.build_screen_store`) holds the held-out plates of a
+cell type whole: every well, ``evaluation.screen.fields_per_well`` fields each, in plate, well,
+field order. Per well and stain, :func:`well_profiles` gives
+
+- ``cell_count``: instances of the stain's own segmentation (dapi, fitc; cy5 has none of its own);
+- ``phenotype_score``: the mean toxic probability of the well's cells, from a random forest on the
+  selected features trained on real-stain cells of *other* plates (the data sets' train and
+  validation splits), so that the screen plate never teaches its own answer;
+- the median of each selected feature (``evaluation.screen.readouts: selected``) or of every
+  measured feature (``all``).
+
+Images are measured a block at a time and a well's cells are dropped once the well is complete,
+so memory holds a block and one well, whatever the number of plates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vsgrid.data.store import Store, open_store
+from vsgrid.errors import VsgridError
+from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool, workers_for
+from vsgrid.evaluation.scoring import selected_features
+from vsgrid.evaluation.segment import segmenter
+from vsgrid.evaluation.selection import imputed
+from vsgrid.evaluation.stacks import StainView, blocks, read_prediction, read_stack, real_stain
+from vsgrid.files import atomic_path, read_table, write_table
+from vsgrid.grid import NONTOXIC, TOXIC, data_sets
+from vsgrid.layout import SEGMENTED, Layout, masks_stain
+
+log = logging.getLogger(__name__)
+
+WELL_COLUMNS = ["plate", "well", "compound", "concentration", "fields"]
+
+
+@dataclass(frozen=True)
+class PhenotypeScorer:
+    """A forest that gives each cell its probability of the toxic phenotype from its features."""
+
+    forest: object
+    features: tuple[str, ...]
+
+    def __call__(self, cells: pd.DataFrame) -> np.ndarray:
+        if cells.empty:
+            return np.zeros(0)
+        toxic = list(self.forest.classes_).index(TOXIC)
+        return self.forest.predict_proba(imputed(cells[list(self.features)]))[:, toxic]
+
+
+def train_scorer(cells: pd.DataFrame, target: np.ndarray, features: list[str], trees: int, seed: int) -> PhenotypeScorer:
+    """Fit the phenotype forest on real-stain cells (one row each) and their phenotypes."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    classes = set(target)
+    if classes != {TOXIC, NONTOXIC}:
+        raise VsgridError(f"the phenotype score needs non-toxic and toxic training cells; the train and validation splits gave {sorted(classes) or 'none'}")
+    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, min_samples_leaf=2).fit(imputed(cells[features]), target)
+    return PhenotypeScorer(forest, tuple(features))
+
+
+def well_profiles(images, masks, metadata: pd.DataFrame, features: FeatureSet, scorer: PhenotypeScorer, *, counts: bool, readouts: list[str], block_size: int, pmap=map) -> pd.DataFrame:
+    """One row per well: :data:`WELL_COLUMNS`, ``cell_count`` (when ``counts``), ``phenotype_score``
+    and the median of each of ``readouts``; streamed a block of images at a time.
+
+    ``metadata`` has one row per image, in image order, sorted by plate and well.
+    """
+    well_of = metadata["plate"].astype(str) + "/" + metadata["well"].astype(str)
+    last_image = pd.Series(np.arange(len(metadata))).groupby(well_of.to_numpy()).max()
+    if well_of.ne(well_of.shift()).sum() != len(last_image):
+        raise VsgridError("the screen's images are not grouped by well (plate, well, field order); rebuild the screen store")
+    rows, pending = [], []
+    for start, stop in blocks(len(metadata), block_size):
+        cells = measure_stack(images[start:stop], masks[start:stop], features, pmap, first_index=start)
+        pending.append(cells.assign(phenotype_score=scorer(cells)))
+        cells = pd.concat(pending, ignore_index=True)
+        done = last_image[last_image < stop].index
+        for key in well_of.iloc[start:stop].drop_duplicates():
+            if key in done:
+                rows.append(_profile(metadata[well_of == key], cells[cells["image"].isin(np.flatnonzero(well_of == key))], counts, readouts))
+        pending = [cells[~cells["image"].map(well_of).isin(done)]]
+    return pd.DataFrame(rows)
+
+
+def _profile(wells: pd.DataFrame, cells: pd.DataFrame, counts: bool, readouts: list[str]) -> dict:
+    first = wells.iloc[0]
+    row = {"plate": str(first["plate"]), "well": str(first["well"]), "compound": str(first["compound"]), "concentration": float(first["concentration"]), "fields": len(wells)}
+    if counts:
+        row["cell_count"] = float(len(cells))
+    row["phenotype_score"] = float(cells["phenotype_score"].mean()) if len(cells) else np.nan
+    medians = cells[readouts].median() if len(cells) else pd.Series(np.nan, index=readouts)
+    return {**row, **medians.to_dict()}
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def screen_store(config: dict, cell_type: str) -> Store:
+    return open_store(Layout.of(config).screen_store(cell_type))
+
+
+def measured_features(config: dict, selected: list[str]) -> FeatureSet:
+    """The features a screen measures per cell: the selected ones, or every configured one
+    (``evaluation.screen.readouts: all``); each is a readout, its well median."""
+    return FeatureSet.from_config(config["features"], selected if config["evaluation"]["screen"]["readouts"] == "selected" else None)
+
+
+def _training_cells(config: dict, cell_type: str, stain: str, features: FeatureSet) -> tuple[pd.DataFrame, np.ndarray]:
+    """Real-stain cells of the train and validation splits of a cell type's data sets, with their
+    phenotype: plates the screen does not hold."""
+    frames, target = [], []
+    for data_set, split in ((d, s) for d in data_sets(config["grid"]) if d.cell_type == cell_type for s in ("train", "val")):
+        store = open_store(Layout.of(config).store(data_set))
+        images = store.images(split)
+        stain_view, masks_view = StainView(images, store.channel_index(stain)), StainView(images, store.channel_index(masks_stain(stain)))
+        segment = segmenter(config["segmentation"], masks_stain(stain), float(store.attrs["pixel_size_um"]))
+        for start, stop in blocks(len(stain_view), config["evaluation"]["block_images"]):
+            cells = measure_stack(stain_view[start:stop], segment(masks_view[start:stop]), features)
+            frames.append(cells)
+            target += [data_set.phenotype] * len(cells)
+    return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
+
+
+def measure_screen_reference(config: dict, cell_type: str, stain: str, *, masks: str | Path, ranking: str | Path, out_dir: str | Path, workers: int | None = None) -> pd.DataFrame:
+    """The real stain of a cell type's screen, profiled per well in its real ``masks`` (cy5: the
+    DAPI nuclei): writes the phenotype forest and the profiles under ``out_dir``
+    (``<stain>.forest.joblib``, ``<stain>.wells.parquet``)."""
+    import joblib
+
+    store, out_dir = screen_store(config, cell_type), Path(out_dir)
+    selected = selected_features(read_table(ranking), list(FeatureSet.from_config(config["features"]).columns))
+    features = measured_features(config, selected)
+    images, labels = real_stain(store, stain), read_stack(masks)
+    if labels.shape != images.shape:
+        raise VsgridError(f"masks {masks} have shape {labels.shape} but the screen's images have {images.shape}")
+    cells, target = _training_cells(config, cell_type, stain, features)
+    evaluation = config["evaluation"]
+    scorer = train_scorer(cells, target, selected, evaluation["forest_trees"], evaluation["seed"])
+    with worker_pool(workers_for(config["features"], workers)) as pmap:
+        wells = well_profiles(images, labels, store.split_metadata("test"), features, scorer, counts=stain in SEGMENTED,
+                              readouts=features.columns, block_size=evaluation["block_images"], pmap=pmap)  # fmt: skip
+    with atomic_path(out_dir / f"{stain}.forest.joblib") as tmp:
+        joblib.dump(scorer, tmp)
+    write_table(wells, out_dir / f"{stain}.wells.parquet")
+    log.info("wrote %s (%d wells)", out_dir / f"{stain}.wells.parquet", len(wells))
+    return wells
+
+
+def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: str | Path, reference: str | Path, out: str | Path, nuclei: str | Path | None = None,
+                       model: str | None = None, workers: int | None = None) -> pd.DataFrame:  # fmt: skip
+    """A model's virtual stain of a cell type's screen, profiled per well like the real one (same
+    features, same phenotype forest from ``reference``, the real stain's folder), into ``out``;
+    in its own masks (dapi, fitc) or the real DAPI ``nuclei`` (cy5)."""
+    import joblib
+
+    store, reference = screen_store(config, cell_type), Path(reference)
+    pred = read_prediction(prediction, store, stain, model)
+    if stain not in SEGMENTED and nuclei is None:
+        raise VsgridError(f"{stain} is measured in the real DAPI nuclei of the screen: give their masks (--nuclei)")
+    masks = pred.labels if stain in SEGMENTED else read_stack(nuclei)
+    if masks is None or masks.shape != pred.image.shape:
+        raise VsgridError(f"the prediction {prediction} has no masks matching its {pred.image.shape} images")
+    scorer = joblib.load(reference / f"{stain}.forest.joblib")
+    readouts = [c for c in read_table(reference / f"{stain}.wells.parquet").columns if c not in (*WELL_COLUMNS, "cell_count", "phenotype_score")]
+    features = FeatureSet.from_config(config["features"], sorted(set(scorer.features) | set(readouts)))
+    with worker_pool(workers_for(config["features"], workers)) as pmap:
+        wells = well_profiles(pred.image, masks, store.split_metadata("test"), features, scorer,
+                              counts=stain in SEGMENTED, readouts=readouts, block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
+    write_table(wells, Path(out))
+    log.info("wrote %s (%d wells)", out, len(wells))
+    return wells
+

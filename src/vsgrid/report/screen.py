@@ -1,0 +1,158 @@
+"""Level 4's tables: each screen run's decisions against the real stain's, with CIs and deltas.
+
+For every screen run (model, screen cell type) and readout, :func:`vsgrid.evaluation.screen.decisions`
+gives each metric on the plate and on ``evaluation.screen.bootstrap_resamples`` resamples of its
+wells (within each compound and concentration). The baseline convention is the grid's: a run is
+compared with the model of the same stain, seed and training phenotype trained on the screen's own
+cell type, on the same resampled wells, so ``delta`` = run - baseline with a paired CI. Written:
+
+- ``screen.parquet``/``.csv``: one row per (run, readout, metric): value, 95 % CI, reason when
+  missing, baseline value, delta and its CI;
+- ``screen_truth.parquet``/``.csv``: per (cell type, stain, readout, compound) the real-stain EC50
+  against the synthetic truth;
+- ``screen_outcome.txt``: the summary a user reads first.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vsgrid.data.store import open_store
+from vsgrid.errors import VsgridError
+from vsgrid.evaluation.screen import Missing, Plate, ScreenSettings, decisions, truth_errors
+from vsgrid.files import read_table, write_table, write_text
+from vsgrid.grid import ScreenRun, screen_runs
+from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.seeds import rng_for
+
+log = logging.getLogger(__name__)
+
+KEYS = ["plate", "well"]
+WELL_INFO = ["plate", "well", "compound", "concentration", "fields"]
+TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
+
+
+def summary_readout(stain: str) -> str:
+    """The readout the outcome and the figures show: a screen's classic cell count where the stain
+    is segmented, else the phenotype score."""
+    return "cell_count" if stain in SEGMENTED else "phenotype_score"
+
+
+def readouts(wells: pd.DataFrame) -> list[str]:
+    return [c for c in wells.columns if c not in WELL_INFO]
+
+
+def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, what: str) -> None:
+    if len(real) != len(virtual) or not real[KEYS].reset_index(drop=True).equals(virtual[KEYS].reset_index(drop=True)):
+        raise VsgridError(f"{what}: its wells are not the real screen's wells; rerun its screen steps")
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if len(finite) < 0.9 * len(values):  # too many resamples without a value: no honest interval
+        return np.nan, np.nan
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def run_rows(run: ScreenRun, stain: str, real: pd.DataFrame, virtual: pd.DataFrame, baseline: pd.DataFrame, settings: ScreenSettings, resamples: int, seed: int) -> list[dict]:
+    """The rows of one screen run: every readout x metric, with CI and paired delta to the baseline."""
+    rows = []
+    for readout in readouts(real):
+        usable = np.isfinite(real[readout]) & np.isfinite(virtual[readout]) & np.isfinite(baseline[readout])
+        plate = Plate(real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings)
+        index = plate.resamples(resamples, rng_for(seed, "screen", run.cell_type, stain, readout))
+        ours = decisions(plate, real.loc[usable, readout].to_numpy(), virtual.loc[usable, readout].to_numpy(), index)
+        theirs = decisions(plate, real.loc[usable, readout].to_numpy(), baseline.loc[usable, readout].to_numpy(), index)
+        for metric, values in ours.items():
+            row = {"model": run.model.name, "model_type": run.model.model_type, "train_set": run.model.train_set.name, "train_cell_type": run.model.train_set.cell_type,
+                   "cell_type": run.cell_type, "stain": stain, "seed": run.model.seed, "readout": readout, "metric": metric,
+                   "wells": int(usable.sum()), "baseline_model": run.baseline.name, "is_baseline": run.is_baseline}  # fmt: skip
+            base = theirs[metric]
+            if isinstance(values, Missing):
+                rows.append({**row, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "reason": str(values)})
+                continue
+            row.update(value=float(values[0]), reason="")
+            row["ci_low"], row["ci_high"] = _interval(values[1:])
+            if not isinstance(base, Missing):
+                delta = values - base
+                row.update(baseline_value=float(base[0]), delta=float(delta[0]))
+                row["delta_ci_low"], row["delta_ci_high"] = _interval(delta[1:])
+            rows.append(row)
+    return rows
+
+
+def screen_table(config: dict) -> pd.DataFrame:
+    """Every screen run's level-4 rows (see the module docstring)."""
+    layout, screen = Layout.of(config), config["evaluation"]["screen"]
+    settings = ScreenSettings.from_config(config)
+    rows = []
+    for run in screen_runs(config):
+        stain = run.model.stain
+        real = read_table(layout.screen_real_wells(run.cell_type, stain))
+        virtual, baseline = read_table(layout.screen_wells(run.model, run.cell_type)), read_table(layout.screen_wells(run.baseline, run.cell_type))
+        for frame, what in ((virtual, run.model.name), (baseline, run.baseline.name)):
+            _aligned(real, frame, f"{layout.screen_wells(run.model, run.cell_type)} ({what})")
+        rows += run_rows(run, stain, real, virtual, baseline, settings, screen["bootstrap_resamples"], config["evaluation"]["seed"])
+    columns = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed", "readout", "metric", "value", "ci_low", "ci_high", "reason",
+               "wells", "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low", "delta_ci_high"]  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def truth_table(config: dict) -> pd.DataFrame:
+    """The real-stain EC50 of every compound, readout, stain and cell type against the synthetic truth."""
+    layout, settings = Layout.of(config), ScreenSettings.from_config(config)
+    frames = []
+    for cell_type, stain in sorted({(run.cell_type, run.model.stain) for run in screen_runs(config)}):
+        truth = open_store(layout.screen_store(cell_type)).attrs.get("true_ec50_um", {})
+        real = read_table(layout.screen_real_wells(cell_type, stain))
+        for readout in readouts(real):
+            usable = np.isfinite(real[readout])
+            plate = Plate(real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings)
+            errors = truth_errors(plate, real.loc[usable, readout].to_numpy(), truth)
+            frames.append(errors.assign(cell_type=cell_type, stain=stain, readout=readout))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["compound", "true_log_ec50", "log_ec50", "error", "reason", "cell_type", "stain", "readout"])
+    return table[["cell_type", "stain", "readout", "compound", "true_log_ec50", "log_ec50", "error", "reason"]]
+
+
+def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame) -> str:
+    """What a user reads first: the real stain's EC50s against the truth, then each model type's
+    decisions on its stain's summary readout, mean over seeds, with the first seed's CIs."""
+    lines = ["Level 4: screen decisions, virtual vs real", ""]
+    for (readout, stain, cell_type), group in truth[truth["readout"].isin(["cell_count", "phenotype_score"])].groupby(["readout", "stain", "cell_type"]):
+        within = (group["error"].abs() <= TRUTH_TOLERANCE).sum()
+        lines.append(f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)")
+    lines += ["", f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} {'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}"]
+    summary = table[table["readout"] == table["stain"].map(summary_readout)]
+    for (model_type, cell_type, readout), group in summary.groupby(["model_type", "cell_type", "readout"], sort=True):
+        first = group[group["seed"] == group["seed"].min()].set_index("metric")
+        value = group.groupby("metric")["value"].mean()
+
+        def cell(metric: str, width: int) -> str:
+            if metric not in first.index or not np.isfinite(first.loc[metric, "value"]):
+                return f"{'missing':>{width}s}"
+            interval = f" [{first.loc[metric, 'ci_low']:.2f}, {first.loc[metric, 'ci_high']:.2f}]" if width > 7 else ""
+            return f"{value[metric]:.2f}{interval}".rjust(width)
+
+        lines.append(f"{model_type:26s} {cell_type:9s} {readout:15s} {cell('ec50_error', 22)} {cell('hit_kappa', 22)} {cell('z_prime', 7)} {cell('z_prime_real', 7)}")
+    lines += ["", "missing: see the reason column of screen.csv"]
+    return "\n".join(lines) + "\n"
+
+
+def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    table, truth = screen_table(config), truth_table(config)
+    written = {}
+    for name, frame in (("screen", table), ("screen_truth", truth)):
+        write_table(frame, out_dir / f"{name}.parquet")
+        written[name] = write_text(frame.to_csv(index=False), out_dir / f"{name}.csv")
+    written["outcome"] = write_text(screen_outcome(table, truth), out_dir / "screen_outcome.txt")
+    missing = table[table["reason"].fillna("") != ""]
+    log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
+    print(written["outcome"].read_text())
+    return written
+

@@ -1,0 +1,167 @@
+# Level 4 (evaluation.screen): each cell type's held-out plates predicted whole, profiled per well
+# from real and virtual stains, and compared as a screen decides (EC50s, hit calls, Z').
+
+SCREEN_RUNS = vsgrid_grid.screen_runs(config)
+SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS})
+SCREEN = config["evaluation"]["screen"]
+# A 384-well plate per held-out plate (an upper bound when only some compounds are kept).
+_PLATES = config["data"]["test_plates"]
+SCREEN_IMAGES = 384 * (_PLATES if isinstance(_PLATES, int) else len(_PLATES)) * SCREEN["fields_per_well"]
+
+
+def screen_masks(cell_type, stain):
+    """The real masks a screen stain is measured in (cy5: the DAPI nuclei)."""
+    return LAYOUT.screen_reference(cell_type) / f"{masks_stain(stain)}.masks.zarr"
+
+
+def screen_run_inputs(wc):
+    stain = model_stain(wc)
+    return {
+        "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
+        "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.joblib",
+        "nuclei": screen_masks(wc.cell_type, stain),
+    }
+
+
+rule screen_store:
+    output:
+        directory(LAYOUT.screen_store("{cell_type}")),
+    params:
+        settings=settings("data", "evaluation"),
+    log:
+        LOGS / "screen_store" / "{cell_type}.log",
+    benchmark:
+        BENCHMARKS / "screen_store" / "{cell_type}.tsv"
+    threads: 2
+    resources:
+        **resources("store", SCREEN_IMAGES),
+    shell:
+        VSGRID.format(command="screen-store") + " --cell-type {wildcards.cell_type:q} --workers {threads} --quiet > {log:q} 2>&1"
+
+
+rule infer_screen:
+    input:
+        model=LAYOUT.model_dir("{model}") / "summary.json",
+        stores=[LAYOUT.screen_store(c) for c in GRID["cell_types"]],
+    output:
+        directory(LAYOUT.screen_predictions("{model}")),
+    params:
+        model=lambda wc: LAYOUT.model_dir(wc.model),
+        cell_types=GRID["cell_types"],
+        settings=settings("network", "infer", "device", "segmentation"),
+    log:
+        LOGS / "infer_screen" / "{model}.log",
+    benchmark:
+        BENCHMARKS / "infer_screen" / "{model}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        **resources("infer", SCREEN_IMAGES * len(GRID["cell_types"])),
+    shell:
+        TORCH_THREADS + VSGRID.format(command="infer") + " --model {params.model:q} --screen {params.cell_types:q}"
+        " --out {output:q} --quiet > {log:q} 2>&1"
+
+
+rule segment_screen:
+    input:
+        store=LAYOUT.screen_store("{cell_type}"),
+    output:
+        directory(LAYOUT.screen_reference("{cell_type}") / "{stain}.masks.zarr"),
+    params:
+        settings=settings("segmentation", "evaluation"),
+    wildcard_constraints:
+        stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
+    log:
+        LOGS / "segment_screen" / "{cell_type}.{stain}.log",
+    threads: 1
+    resources:
+        gpu=gpu(CELLPOSE),
+        **resources("segment_real", SCREEN_IMAGES),
+    shell:
+        VSGRID.format(command="segment") + " --screen {wildcards.cell_type:q} --stain {wildcards.stain:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule screen_reference:
+    input:
+        store=LAYOUT.screen_store("{cell_type}"),
+        masks=lambda wc: screen_masks(wc.cell_type, wc.stain),
+        ranking=LAYOUT.ranking("{cell_type}", "{stain}"),
+        stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],  # their validation cells train the phenotype forest
+    output:
+        wells=LAYOUT.screen_real_wells("{cell_type}", "{stain}"),
+        forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.joblib",
+    params:
+        out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
+        settings=settings("features", "evaluation", "segmentation"),
+    log:
+        LOGS / "screen_reference" / "{cell_type}.{stain}.log",
+    benchmark:
+        BENCHMARKS / "screen_reference" / "{cell_type}.{stain}.tsv"
+    threads: FEATURE_WORKERS
+    resources:
+        gpu=gpu(CELLPOSE),
+        **resources("evaluate", SCREEN_IMAGES),
+    shell:
+        VSGRID.format(command="screen-reference") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q} --masks {input.masks:q}"
+        " --ranking {input.ranking:q} --out {params.out:q} --workers {threads} > {log:q} 2>&1"
+
+
+rule screen_run:
+    input:
+        unpack(screen_run_inputs),
+        predictions=LAYOUT.screen_predictions("{model}"),
+    output:
+        LAYOUT.screen_wells("{model}", "{cell_type}"),
+    params:
+        prediction=lambda wc: LAYOUT.screen_prediction(wc.model, wc.cell_type),
+        reference=lambda wc: LAYOUT.screen_reference(wc.cell_type),
+        stain=model_stain,
+        settings=settings("features", "evaluation"),
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in SCREEN_MODELS) or "NONE",
+    log:
+        LOGS / "screen_run" / "{model}" / "{cell_type}.log",
+    threads: FEATURE_WORKERS
+    resources:
+        **resources("evaluate", SCREEN_IMAGES),
+    shell:
+        VSGRID.format(command="screen-run") + " --cell-type {wildcards.cell_type:q} --stain {params.stain:q} --model {wildcards.model:q}"
+        " --prediction {params.prediction:q} --reference {params.reference:q} --nuclei {input.nuclei:q} --out {output:q} --workers {threads} > {log:q} 2>&1"
+
+
+rule screen_tables:
+    input:
+        real=[LAYOUT.screen_real_wells(c, s) for c, s in sorted({(r.cell_type, r.model.stain) for r in SCREEN_RUNS})],
+        runs=[LAYOUT.screen_wells(r.model, r.cell_type) for r in SCREEN_RUNS],
+    output:
+        [LAYOUT.tables / f"{name}.{ext}" for name in ("screen", "screen_truth") for ext in ("parquet", "csv")],
+        LAYOUT.tables / "screen_outcome.txt",
+    params:
+        out=LAYOUT.tables,
+        settings=settings("evaluation", "data"),
+    log:
+        LOGS / "screen_tables.log",
+    threads: 1
+    resources:
+        **resources("tables", 0),
+    shell:
+        VSGRID.format(command="screen-tables") + " --out {params.out:q} > {log:q} 2>&1"
+
+
+rule screen_figures:
+    input:
+        tables=LAYOUT.tables / "screen.parquet",
+        wells=rules.screen_tables.input,
+    output:
+        [figure(name, ext) for name in ("figure7", "figure8") for ext in config["figures"]["formats"]],
+    params:
+        tables=LAYOUT.tables,
+        out=LAYOUT.figures,
+        settings=settings("figures", "evaluation"),
+    log:
+        LOGS / "screen_figures.log",
+    threads: 1
+    resources:
+        **resources("figures", 0),
+    shell:
+        VSGRID.format(command="screen-figures") + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"
