@@ -30,7 +30,7 @@ from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool, w
 from vsgrid.evaluation.scoring import selected_features
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.selection import imputed
-from vsgrid.evaluation.stacks import StainView, blocks, read_prediction, read_stack, real_stain
+from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain
 from vsgrid.files import atomic_path, read_table, write_table
 from vsgrid.grid import NONTOXIC, TOXIC, data_sets
 from vsgrid.layout import SEGMENTED, Layout, masks_stain
@@ -115,13 +115,16 @@ def _training_cells(config: dict, cell_type: str, stain: str, features: FeatureS
     """Real-stain cells of the train and validation splits of a cell type's data sets, with their
     phenotype: plates the screen does not hold."""
     frames, target = [], []
+    per_split = config["evaluation"]["screen"]["forest_fields"] // 2
     for data_set, split in ((d, s) for d in data_sets(config["grid"]) if d.cell_type == cell_type for s in ("train", "val")):
         store = open_store(Layout.of(config).store(data_set))
         images = store.images(split)
-        stain_view, masks_view = StainView(images, store.channel_index(stain)), StainView(images, store.channel_index(masks_stain(stain)))
+        # At most forest_fields / 2 fields per split, spread evenly over its plates and wells.
+        chosen = np.unique(np.linspace(0, len(images) - 1, min(per_split, len(images))).astype(int))
         segment = segmenter(config["segmentation"], masks_stain(stain), float(store.attrs["pixel_size_um"]))
-        for start, stop in blocks(len(stain_view), config["evaluation"]["block_images"]):
-            cells = measure_stack(stain_view[start:stop], segment(masks_view[start:stop]), features)
+        for block in np.array_split(chosen, max(1, -(-len(chosen) // config["evaluation"]["block_images"]))):
+            fields = images[block.tolist()]
+            cells = measure_stack(fields[:, store.channel_index(stain)], segment(fields[:, store.channel_index(masks_stain(stain))]), features)
             frames.append(cells)
             target += [data_set.phenotype] * len(cells)
     return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
