@@ -71,7 +71,7 @@ def test_z_prime_and_kappa_match_their_definitions():
     rng = np.random.default_rng(2)
     a, b = rng.random(40) < 0.3, rng.random(40) < 0.4
     assert cohen_kappa(a, b)[0] == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
-    with pytest.raises(Missing, match="same call"):
+    with pytest.raises(Missing, match="call every treated well not a hit"):
         cohen_kappa(np.zeros(5, bool), np.zeros(5, bool))
 
 
@@ -191,3 +191,15 @@ def test_a_blurred_virtual_screen_decides_worse_than_a_faithful_one(lung_screen)
     assert good["ec50_error"][0] < bad["ec50_error"][0]
     assert good["hit_kappa"][0] > bad["hit_kappa"][0]
     assert good["z_prime"][0] > bad["z_prime"][0]
+
+
+def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
+    from vsgrid.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dir: {tmp_path / 'data'}}}\n")
+    assert main(["screen-store", "--config", str(config), "--cell-type", "kidney"]) == 2
+    assert "--cell-type 'kidney' is not in grid.cell_types" in capsys.readouterr().err
+    config.write_text("data: {source: ingest}\nevaluation: {screen: {enabled: true}}\n")
+    assert main(["screen-tables", "--config", str(config), "--out", str(tmp_path)]) == 2
+    assert "evaluation.screen.enabled needs data.source synthetic" in capsys.readouterr().err

@@ -73,6 +73,8 @@ rule segment_screen:
         stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:
         LOGS / "segment_screen" / "{cell_type}.{stain}.log",
+    benchmark:
+        BENCHMARKS / "segment_screen" / "{cell_type}.{stain}.tsv"
     threads: 1
     resources:
         gpu=gpu(CELLPOSE),
@@ -121,6 +123,8 @@ rule screen_run:
         model="|".join(re.escape(m) for m in SCREEN_MODELS) or "NONE",
     log:
         LOGS / "screen_run" / "{model}" / "{cell_type}.log",
+    benchmark:
+        BENCHMARKS / "screen_run" / "{model}" / "{cell_type}.tsv"
     threads: FEATURE_WORKERS
     resources:
         **resources("evaluate", SCREEN_IMAGES),
@@ -141,6 +145,8 @@ rule screen_tables:
         settings=settings("evaluation", "data"),
     log:
         LOGS / "screen_tables.log",
+    benchmark:
+        BENCHMARKS / "screen_tables.tsv"
     threads: 1
     resources:
         **resources("tables", 0),
@@ -160,6 +166,8 @@ rule screen_figures:
         settings=settings("figures", "evaluation"),
     log:
         LOGS / "screen_figures.log",
+    benchmark:
+        BENCHMARKS / "screen_figures.tsv"
     threads: 1
     resources:
         **resources("figures", 0),

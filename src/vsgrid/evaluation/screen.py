@@ -165,7 +165,8 @@ def cohen_kappa(real: np.ndarray, virtual: np.ndarray) -> np.ndarray:
     p_real, p_virtual = real.mean(1), virtual.mean(1)
     expected = p_real * p_virtual + (1 - p_real) * (1 - p_virtual)
     if np.any(expected >= 1):
-        raise Missing("every treated well gets the same call from both stains: kappa is undefined")
+        said = "a hit" if real[0, 0] else "not a hit"
+        raise Missing(f"both stains call every treated well {said}: kappa is undefined (perfect agreement by chance)")
     return (observed - expected) / (1 - expected)
 
 
@@ -223,33 +224,49 @@ def curves(plate: Plate, values: np.ndarray, index: np.ndarray) -> dict[str, Hil
     return fits
 
 
+@dataclass(frozen=True)
+class Readout:
+    """A readout's values per well of a plate and its Hill fits per compound, per resample:
+    fitted once, compared with as many other readouts as needed."""
+
+    values: np.ndarray
+    fits: dict[str, HillFit | Missing]
+
+    @classmethod
+    def of(cls, plate: Plate, values: np.ndarray, index: np.ndarray) -> Readout:
+        values = np.asarray(values, np.float64)
+        return cls(values, curves(plate, values, index))
+
+
 def _check_controls(plate: Plate) -> None:
     if not plate.negative.any():
         raise Missing(f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})")
 
 
-def decisions(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray | Missing]:
+def decisions(plate: Plate, real: Readout | np.ndarray, virtual: Readout | np.ndarray, index: np.ndarray) -> dict[str, np.ndarray | Missing]:
     """Every level-4 metric of one readout, virtual against real, per resample.
 
-    ``real`` and ``virtual`` hold the readout per well of ``plate``; ``index`` (resamples, wells)
-    picks the wells of each resample (row 0: the plate itself). A metric that cannot be computed is
-    a :class:`Missing` with its reason.
+    ``real`` and ``virtual`` hold the readout per well of ``plate`` (as :class:`Readout` when
+    their fits are reused); ``index`` (resamples, wells) picks the wells of each resample (row 0:
+    the plate itself). A metric that cannot be computed is a :class:`Missing` with its reason.
     """
-    out: dict[str, np.ndarray | Missing] = {}
-    out["ec50_error"] = _ec50_error(plate, real, virtual, index)
+    real, virtual = (r if isinstance(r, Readout) else Readout.of(plate, r, index) for r in (real, virtual))
+    out: dict[str, np.ndarray | Missing] = {"ec50_error": _ec50_error(plate, real, virtual)}
+    real, virtual = real.values, virtual.values
     try:
         _check_controls(plate)
         dmso = index[:, plate.negative]
         treated = index[:, plate.treated]
         calls_real = hit_calls(real[treated], real[dmso], plate.settings.hit_sd)
         calls_virtual = hit_calls(virtual[treated], virtual[dmso], plate.settings.hit_sd)
-        out["hit_kappa"] = cohen_kappa(calls_real, calls_virtual)
+    except Missing as reason:
+        out.update(dict.fromkeys(("hit_kappa", "hit_precision", "hit_recall"), reason))
+    else:
+        out["hit_kappa"] = _or_missing(cohen_kappa, calls_real, calls_virtual)
         with np.errstate(invalid="ignore", divide="ignore"):
             hits_both = (calls_real & calls_virtual).sum(1)
             out["hit_precision"] = _defined(hits_both / calls_virtual.sum(1), "the virtual stain calls no hits: precision is undefined")
             out["hit_recall"] = _defined(hits_both / calls_real.sum(1), "the real stain calls no hits: recall is undefined")
-    except Missing as reason:
-        out.update(dict.fromkeys(("hit_kappa", "hit_precision", "hit_recall"), reason))
     try:
         _check_controls(plate)
         if not plate.positive.any():
@@ -261,12 +278,19 @@ def decisions(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.nda
     return out
 
 
+def _or_missing(metric, *args) -> np.ndarray | Missing:
+    try:
+        return metric(*args)
+    except Missing as reason:
+        return reason
+
+
 def _defined(values: np.ndarray, reason: str) -> np.ndarray | Missing:
     return values if np.isfinite(values[0]) else Missing(reason)
 
 
-def _ec50_error(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray) -> np.ndarray | Missing:
-    real_fits, virtual_fits = curves(plate, real, index), curves(plate, virtual, index)
+def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> np.ndarray | Missing:
+    real_fits, virtual_fits = real.fits, virtual.fits
     doses = plate.wells.loc[plate.wells["compound"].astype(str).isin(plate.compounds()), "concentration"].to_numpy()
     tested_range = float(np.log10(doses.max() / doses.min())) if len(doses) else 0.0
     errors, reasons = [], []

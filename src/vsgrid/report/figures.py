@@ -36,6 +36,12 @@ STAIN_NAMES = {"dapi": "DAPI (nuclei)", "fitc": "FITC (cytoplasm)", "cy5": "Cy5 
 STAIN_COLOURS = {"dapi": "#d62728", "fitc": "#17becf", "cy5": "#bcbd22"}
 
 
+def use_style(settings: dict) -> None:
+    """The ``figures`` section's style and resolution, for every figure drawn after it."""
+    plt.style.use(settings["style"])
+    plt.rcParams.update({"figure.dpi": settings["dpi"], "savefig.dpi": settings["dpi"]})
+
+
 def save(figure, out_dir: Path, name: str, formats) -> list[Path]:
     """Each format written atomically."""
     paths = []
@@ -184,8 +190,7 @@ def qualitative(config: dict, panel: dict, image_index: int):
 def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure, each as PNG and PDF (``figures.formats``), written atomically."""
     settings = config["figures"]
-    plt.style.use(settings["style"])
-    plt.rcParams.update({"figure.dpi": settings["dpi"], "savefig.dpi": settings["dpi"]})
+    use_style(settings)
     out = Path(out_dir)
     tables = Path(tables_dir)
     deltas = read_table(tables / "deltas.parquet")

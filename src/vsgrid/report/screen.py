@@ -23,7 +23,7 @@ import pandas as pd
 
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.screen import Missing, Plate, ScreenSettings, decisions, truth_errors
+from vsgrid.evaluation.screen import Missing, Plate, Readout, ScreenSettings, decisions, truth_errors
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import ScreenRun, screen_runs
 from vsgrid.layout import SEGMENTED, Layout
@@ -46,9 +46,9 @@ def readouts(wells: pd.DataFrame) -> list[str]:
     return [c for c in wells.columns if c not in WELL_INFO]
 
 
-def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, what: str) -> None:
+def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, path: str) -> None:
     if len(real) != len(virtual) or not real[KEYS].reset_index(drop=True).equals(virtual[KEYS].reset_index(drop=True)):
-        raise VsgridError(f"{what}: its wells are not the real screen's wells; rerun its screen steps")
+        raise VsgridError(f"{path}: its wells are not the real screen's wells; rerun its screen steps")
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -59,30 +59,35 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def run_rows(run: ScreenRun, stain: str, real: pd.DataFrame, virtual: pd.DataFrame, baseline: pd.DataFrame, settings: ScreenSettings, resamples: int, seed: int) -> list[dict]:
-    """The rows of one screen run: every readout x metric, with CI and paired delta to the baseline."""
+def screen_rows(runs: list[ScreenRun], real: pd.DataFrame, virtual: dict[str, pd.DataFrame], settings: ScreenSettings, resamples: int, seed: int) -> list[dict]:
+    """The rows of the screen runs of one (screen, stain, seed), every readout x metric, with CIs
+    and paired deltas to each run's baseline. ``virtual``: model name -> its per-well profile.
+
+    Each readout is fitted once per stain (real, each model) on the wells every one of them has a
+    value for, and all are resampled alike: the deltas are paired."""
     rows = []
     for readout in readouts(real):
-        usable = np.isfinite(real[readout]) & np.isfinite(virtual[readout]) & np.isfinite(baseline[readout])
+        usable = np.isfinite(real[readout]).to_numpy() & np.logical_and.reduce([np.isfinite(v[readout]).to_numpy() for v in virtual.values()])
         plate = Plate(real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings)
-        index = plate.resamples(resamples, rng_for(seed, "screen", run.cell_type, stain, readout))
-        ours = decisions(plate, real.loc[usable, readout].to_numpy(), virtual.loc[usable, readout].to_numpy(), index)
-        theirs = decisions(plate, real.loc[usable, readout].to_numpy(), baseline.loc[usable, readout].to_numpy(), index)
-        for metric, values in ours.items():
-            row = {"model": run.model.name, "model_type": run.model.model_type, "train_set": run.model.train_set.name, "train_cell_type": run.model.train_set.cell_type,
-                   "cell_type": run.cell_type, "stain": stain, "seed": run.model.seed, "readout": readout, "metric": metric,
-                   "wells": int(usable.sum()), "baseline_model": run.baseline.name, "is_baseline": run.is_baseline}  # fmt: skip
-            base = theirs[metric]
-            if isinstance(values, Missing):
-                rows.append({**row, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "reason": str(values)})
-                continue
-            row.update(value=float(values[0]), reason="")
-            row["ci_low"], row["ci_high"] = _interval(values[1:])
-            if not isinstance(base, Missing):
-                delta = values - base
-                row.update(baseline_value=float(base[0]), delta=float(delta[0]))
-                row["delta_ci_low"], row["delta_ci_high"] = _interval(delta[1:])
-            rows.append(row)
+        index = plate.resamples(resamples, rng_for(seed, "screen", runs[0].cell_type, runs[0].model.stain, readout))
+        truth = Readout.of(plate, real.loc[usable, readout], index)
+        decided = {name: decisions(plate, truth, Readout.of(plate, wells.loc[usable, readout], index), index) for name, wells in virtual.items()}
+        for run in runs:
+            ours, theirs = decided[run.model.name], decided[run.baseline.name]
+            for metric, values in ours.items():
+                row = {"model": run.model.name, "model_type": run.model.model_type, "train_set": run.model.train_set.name, "train_cell_type": run.model.train_set.cell_type,
+                       "cell_type": run.cell_type, "stain": run.model.stain, "seed": run.model.seed, "readout": readout, "metric": metric,
+                       "wells": int(usable.sum()), "baseline_model": run.baseline.name, "is_baseline": run.is_baseline}  # fmt: skip
+                if isinstance(values, Missing):
+                    rows.append({**row, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "reason": str(values)})
+                    continue
+                row.update(value=float(values[0]), reason="")
+                row["ci_low"], row["ci_high"] = _interval(values[1:])
+                if not isinstance(theirs[metric], Missing):
+                    delta = values - theirs[metric]
+                    row.update(baseline_value=float(theirs[metric][0]), delta=float(delta[0]))
+                    row["delta_ci_low"], row["delta_ci_high"] = _interval(delta[1:])
+                rows.append(row)
     return rows
 
 
@@ -90,14 +95,18 @@ def screen_table(config: dict) -> pd.DataFrame:
     """Every screen run's level-4 rows (see the module docstring)."""
     layout, screen = Layout.of(config), config["evaluation"]["screen"]
     settings = ScreenSettings.from_config(config)
-    rows = []
+    groups: dict[tuple, list[ScreenRun]] = {}
     for run in screen_runs(config):
-        stain = run.model.stain
-        real = read_table(layout.screen_real_wells(run.cell_type, stain))
-        virtual, baseline = read_table(layout.screen_wells(run.model, run.cell_type)), read_table(layout.screen_wells(run.baseline, run.cell_type))
-        for frame, what in ((virtual, run.model.name), (baseline, run.baseline.name)):
-            _aligned(real, frame, f"{layout.screen_wells(run.model, run.cell_type)} ({what})")
-        rows += run_rows(run, stain, real, virtual, baseline, settings, screen["bootstrap_resamples"], config["evaluation"]["seed"])
+        groups.setdefault((run.cell_type, run.model.stain, run.model.seed, run.model.train_set.phenotype), []).append(run)
+    rows = []
+    for (cell_type, stain, _, _), runs in groups.items():
+        real = read_table(layout.screen_real_wells(cell_type, stain))
+        virtual = {}
+        for model in {m for run in runs for m in (run.model, run.baseline)}:
+            path = layout.screen_wells(model, cell_type)
+            virtual[model.name] = read_table(path)
+            _aligned(real, virtual[model.name], str(path))
+        rows += screen_rows(runs, real, virtual, settings, screen["bootstrap_resamples"], config["evaluation"]["seed"])
     columns = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed", "readout", "metric", "value", "ci_low", "ci_high", "reason",
                "wells", "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low", "delta_ci_high"]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)

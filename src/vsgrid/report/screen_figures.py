@@ -24,7 +24,7 @@ from vsgrid.evaluation.screen import Missing, Plate, ScreenSettings, curves, hil
 from vsgrid.files import read_table  # noqa: E402
 from vsgrid.grid import focus_cell_type, screen_runs  # noqa: E402
 from vsgrid.layout import Layout  # noqa: E402
-from vsgrid.report.figures import STAIN_NAMES, save  # noqa: E402
+from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.report.screen import summary_readout  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ def figure8(table: pd.DataFrame, cell_types, stains):
 
 def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> list[Path]:
     settings = config["figures"]
-    plt.style.use(settings["style"])
-    plt.rcParams.update({"figure.dpi": settings["dpi"], "savefig.dpi": settings["dpi"]})
+    use_style(settings)
     layout, out = Layout.of(config), Path(out_dir)
     table = read_table(Path(tables_dir) / "screen.parquet")
     runs = screen_runs(config)

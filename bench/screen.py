@@ -1,0 +1,113 @@
+"""Level 4's cost: does a screen job's memory stay flat as its plates grow?
+
+    .venv/bin/python bench/screen.py [--plates 1 3] [--size 128] [--out /tmp/vsgrid-screen]
+
+For each number of held-out plates (384 wells, one field each, every compound), builds the lung
+screen of the quick config at ``--size`` pixels and runs level 4's steps as the workflow does, each
+as its own `vsgrid` process: segment the real DAPI, profile it per well (screen-reference, with the
+phenotype forest), profile a virtual stain (screen-run: the real stain blurred and noisy, segmented
+as an inference job would) and compute the decisions with their CIs (screen-tables). Per step:
+CPU seconds per image and peak memory (resident set of the process and its workers): the same
+peak at 3 plates as at 1 means the step streams.
+
+The ranking the profiles read is written by hand (20 intensity and shape features): ranking
+costs nothing here that bench/scale.py does not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+import zarr
+from measure import run
+from scipy import ndimage as ndi
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_for(work: Path, plates: int, size: int) -> Path:
+    config = yaml.safe_load((ROOT / "config" / "quick.yaml").read_text())
+    config["grid"].update(cell_types=["lung"], stains=["dapi"], controls=[])
+    config["data"].update(dir=str(work / "data"), splits={"train": 16, "val": 8, "test": 8}, test_plates=plates)
+    config["data"]["synthetic"].update(plates_per_cell_type=plates + 1, field_size=size)
+    config["evaluation"]["screen"].update(compounds=None, bootstrap_resamples=100)
+    config["results"]["dir"] = str(work / "results")
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def hand_ranking(path: Path) -> None:
+    from vsgrid.evaluation.features import feature_names
+
+    names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"feature": names, "selected": True, "rank": np.arange(1, 21)}).to_csv(path, sep="\t", index=False)
+
+
+def virtual_screen(store: Path, out: Path) -> None:
+    """The real DAPI of the screen blurred and noisy, with its own classical masks, as infer writes it."""
+    from vsgrid import arrays
+    from vsgrid.config import validate
+    from vsgrid.data.store import open_store
+    from vsgrid.evaluation.segment import segmenter
+
+    opened = open_store(store)
+    n, _, height, width = opened.images("test").shape
+    group = zarr.open_group(out, mode="w")
+    image = arrays.create(group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image")
+    labels = arrays.create(group, (n, height, width), chunks=(1, height, width), dtype="int32", name="labels")
+    segment = segmenter(validate({"segmentation": {"backend": "classical"}})["segmentation"], "dapi", float(opened.attrs["pixel_size_um"]))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        real = opened.images("test")[i, 1].astype(np.float32)
+        predicted = np.clip(ndi.gaussian_filter(real, 1.0) + rng.normal(0, 100, real.shape), 0, 65535).astype(np.uint16)
+        image[i], labels[i] = predicted, segment(predicted[None])[0]
+    group.attrs.update({"stain": "dapi", "test_set": opened.attrs["data_set"], "store_id": opened.store_id, "model": "lung-nontoxic.dapi.s0"})
+
+
+def measure_plates(work: Path, plates: int, size: int) -> tuple[int, dict]:
+    config = config_for(work, plates, size)
+    c = ["--config", str(config)]
+    run(["vsgrid", "synthesize", *c, "--quiet", "--no-summary"], work)
+    run(["vsgrid", "screen-store", *c, "--cell-type", "lung", "--quiet"], work)
+    results, ref = work / "results", work / "results" / "screen" / "reference" / "lung"
+    ranking = results / "reference" / "rankings" / "lung.dapi.tsv"
+    hand_ranking(ranking)
+    masks = ref / "dapi.masks.zarr"
+    steps = {"segment_screen": run(["vsgrid", "segment", *c, "--screen", "lung", "--stain", "dapi", "--out", str(masks)], work)}
+    steps["screen_reference"] = run(["vsgrid", "screen-reference", *c, "--cell-type", "lung", "--stain", "dapi", "--masks", str(masks), "--ranking", str(ranking), "--out", str(ref)], work)
+    prediction = results / "screen" / "predictions" / "lung-nontoxic.dapi.s0" / "lung.zarr"
+    virtual_screen(work / "data" / "screen" / "lung.zarr", prediction)
+    wells = results / "screen" / "runs" / "lung-nontoxic.dapi.s0" / "lung.wells.parquet"
+    steps["screen_run"] = run(["vsgrid", "screen-run", *c, "--cell-type", "lung", "--stain", "dapi", "--model", "lung-nontoxic.dapi.s0",
+                               "--prediction", str(prediction), "--reference", str(ref), "--out", str(wells)], work)  # fmt: skip
+    steps["screen_tables"] = run(["vsgrid", "screen-tables", *c, "--out", str(results / "tables")], work)
+    images = zarr.open_array(masks, mode="r").shape[0]
+    return images, steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plates", type=int, nargs=2, default=[1, 3])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-screen"))
+    args = parser.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)
+    measured = {p: measure_plates(args.out / f"plates-{p}", p, args.size) for p in args.plates}
+    (small, (n_small, s_small)), (large, (n_large, s_large)) = measured.items()
+    print(f"lung screen, {args.size} x {args.size} fields, one per well: {n_small} images ({small} plate(s)) and {n_large} ({large})")
+    print(f"{'step':<17} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}")
+    for step in s_small:
+        per_image = (s_large[step][2] - s_small[step][2]) / (n_large - n_small)
+        print(f"{step:<17} {per_image:12.4f} {s_small[step][1]:12.0f} {s_large[step][1]:12.0f}")
+
+
+if __name__ == "__main__":
+    main()
