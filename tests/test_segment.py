@@ -28,6 +28,21 @@ def test_classical_backend_on_an_empty_image():
     assert classical_labels(np.full((32, 32), 100, np.uint16), 10).max() == 0
 
 
+def test_a_field_of_background_noise_has_no_objects_but_a_dim_nucleus_stays(quick_config):
+    """Otsu splits any image in two; the noise floor on raw counts drops what it splits out of
+    noise (a field without cells gave hundreds of objects) and keeps an object a few hundred counts
+    above a background of 300 with shot noise (SD about 23 counts)."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(300, 23, (2, 96, 96))
+    yy, xx = np.mgrid[:96, :96]
+    noise[1] += 400 * (((yy - 40) ** 2 + (xx - 50) ** 2) < 25)  # a dim fragment, radius 5 pixels
+    segment = segmenter({**quick_config["segmentation"], "backend": "classical"}, "dapi", 1.3)
+    empty, fragment = segment(np.clip(noise, 0, 65535).astype(np.uint16))
+    assert classical_labels(gamma_correct(noise[0].astype(np.uint16), 0.3), 8.5).max() > 20  # what the floor is for
+    assert empty.max() == 0
+    assert fragment.max() == 1 and fragment[40, 50] == 1
+
+
 def test_cy5_is_not_segmented(quick_config):
     with pytest.raises(VsgridError, match="cy5 is measured in the DAPI nuclei"):
         segmenter(quick_config["segmentation"], "cy5", 1.3)

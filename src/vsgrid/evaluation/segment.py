@@ -22,10 +22,11 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.measure import label
 from skimage.morphology import remove_small_objects
-from skimage.segmentation import watershed
+from skimage.segmentation import relabel_sequential, watershed
 
 from vsgrid.data.store import Store
 from vsgrid.errors import VsgridError
+from vsgrid.evaluation.metrics import MAD_TO_SD
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
 from vsgrid.files import atomic_path
 from vsgrid.layout import SEGMENTED
@@ -59,18 +60,43 @@ def classical_labels(image: np.ndarray, diameter_px: float, sigma_px: float = 1.
     return watershed(-distance, markers, mask=foreground).astype(np.int32)
 
 
+def noise_sd(image: np.ndarray) -> float:
+    """Robust SD of an image's pixel noise: 1.4826 x MAD of the differences of horizontal
+    neighbours (which cancel smooth structure), over sqrt(2)."""
+    differences = np.diff(image.astype(np.float64), axis=1).ravel()
+    return float(MAD_TO_SD * np.median(np.abs(differences - np.median(differences))) / np.sqrt(2))
+
+
+def drop_faint(labels: np.ndarray, counts: np.ndarray, floor_sd: float) -> np.ndarray:
+    """Labels without the objects whose mean raw count lies within ``floor_sd`` noise SDs of the
+    background (the 5th percentile of the counts), renumbered 1..n.
+
+    Otsu always splits an image in two: a field without cells comes back as hundreds of objects of
+    background noise. On raw counts the floor sits a few counts above the background, far below
+    any stained object, even the dim fragments of dying cells (their mean is thousands of counts
+    above it); in gamma-corrected images the noise is stretched and such a floor cut into them.
+    """
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    floor = np.percentile(counts, 5) + floor_sd * noise_sd(counts)
+    keep = np.concatenate([[False], ndi.mean(counts.astype(np.float64), labels, index=np.arange(1, n + 1)) > floor])
+    return relabel_sequential(np.where(keep[labels], labels, 0))[0].astype(np.int32)
+
+
 class ClassicalSegmenter:
     """The scikit-image backend, for quick configs: fast, no weights, no GPU.
 
     It sees the same gamma-corrected images as Cellpose: the threshold then follows the dim
-    edges of objects instead of cutting through them (F1 on synthetic nuclei 0.64 -> 0.93).
+    edges of objects instead of cutting through them (F1 on synthetic nuclei 0.64 -> 0.93); objects
+    no brighter than the background noise are then dropped on the raw counts (:func:`drop_faint`).
     """
 
-    def __init__(self, diameter_px: float, sigma_px: float, min_area_px: int, gamma: float):
-        self.diameter_px, self.sigma_px, self.min_area_px, self.gamma = diameter_px, sigma_px, min_area_px, gamma
+    def __init__(self, diameter_px: float, sigma_px: float, min_area_px: int, gamma: float, floor_sd: float):
+        self.diameter_px, self.sigma_px, self.min_area_px, self.gamma, self.floor_sd = diameter_px, sigma_px, min_area_px, gamma, floor_sd
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.stack([classical_labels(gamma_correct(image, self.gamma), self.diameter_px, self.sigma_px, self.min_area_px) for image in images])
+        return np.stack([drop_faint(classical_labels(gamma_correct(image, self.gamma), self.diameter_px, self.sigma_px, self.min_area_px), image, self.floor_sd) for image in images])
 
 
 # --------------------------------------------------------------------------- cellpose
@@ -128,7 +154,7 @@ def classical_segmenter(settings: dict, stain: str, pixel_size_um: float) -> Cla
     classical = settings["classical"]
     diameter_px = settings["diameter_um"][stain] / pixel_size_um
     min_area_px = int(classical["min_area_fraction"] * np.pi / 4 * diameter_px**2)
-    return ClassicalSegmenter(diameter_px, classical["sigma_um"] / pixel_size_um, min_area_px, settings["gamma"])
+    return ClassicalSegmenter(diameter_px, classical["sigma_um"] / pixel_size_um, min_area_px, settings["gamma"], classical["noise_floor_sd"])
 
 
 def segmenter(settings: dict, stain: str, pixel_size_um: float):
