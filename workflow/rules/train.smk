@@ -22,6 +22,9 @@ rule train:
     benchmark:
         BENCHMARKS / "train" / "{model}.tsv"
     threads: config["train"]["workers"] + 1
+    # Training is the longest chain (train -> infer -> evaluate, tables): start every model
+    # first, so that no training is left for the end when the other work has run out.
+    priority: 1
     resources:
         gpu=1,
         **resources("train", SPLITS["train"] * config["train"]["max_epochs"], TRAIN_PIXELS),
