@@ -68,13 +68,19 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     # 12 (train set, test set) pairs x 2 stains; dapi has 13 metrics, cy5 (no level 2) 6.
     assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 13, "cy5": 12 * 6}
     baselines = paper[paper["train_set"] == paper["baseline_train_set"]]
-    assert (baselines["delta"] == 0).all() and len(baselines) == 4 * (13 + 6)
-    assert (paper["ci_low"] <= paper["delta"] + 1e-9).all() and (paper["delta"] <= paper["ci_high"] + 1e-9).all()
+    assert (baselines["delta"].dropna() == 0).all() and len(baselines) == 4 * (13 + 6)
+    # The tiny models' DAPI has no instance matching a real one: N-MAE is undefined there, and only there.
+    undefined = paper[paper["delta"].isna()]
+    matched = paper[paper["metric"] == "match_rate"].set_index(["model_type", "test_set"])["value"]
+    assert set(undefined["metric"]) <= {"nmae"} and (matched[undefined.set_index(["model_type", "test_set"]).index] == 0).all()
+    defined = paper.dropna(subset=["delta"])
+    assert (defined["ci_low"] <= defined["delta"] + 1e-9).all() and (defined["delta"] <= defined["ci_high"] + 1e-9).all()
     runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
-    # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and 5 features, cy5 the last 6
-    assert screen["model"].nunique() == 4 and screen.groupby("stain")["readout"].nunique().to_dict() == {"dapi": 7, "cy5": 6}
+    # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5 selected features, cy5 the last 6
+    readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
+    assert screen["model"].nunique() == 4 and set(readouts[:, "dapi"]) == {7} and set(readouts[:, "cy5"]) == {6}
     assert (screen["value"].notna() | screen["reason"].notna()).all()  # a missing metric always says why
     assert (screen.loc[screen["is_baseline"] & screen["delta"].notna(), "delta"] == 0).all()
     for name in ("figure2", "figure3", "figure4", "figure5", "figure6a", "figure6b", "figure7", "figure8"):

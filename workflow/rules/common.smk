@@ -131,3 +131,26 @@ def figure(name, ext):
     if ext != "png":
         return path
     return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
+
+
+# Level 4 (evaluation.screen): its runs, and what a screen job reads.
+SCREEN_RUNS = vsgrid_grid.screen_runs(config)
+SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS})
+SCREEN = config["evaluation"]["screen"]
+# A 384-well plate per held-out plate (an upper bound when only some compounds are kept).
+_PLATES = config["data"]["test_plates"]
+SCREEN_IMAGES = 384 * (_PLATES if isinstance(_PLATES, int) else len(_PLATES)) * SCREEN["fields_per_well"]
+
+
+def screen_masks(cell_type, stain):
+    """The real masks a screen stain is measured in (cy5: the DAPI nuclei)."""
+    return LAYOUT.screen_reference(cell_type) / f"{masks_stain(stain)}.masks.zarr"
+
+
+def screen_run_inputs(wc):
+    stain = model_stain(wc)
+    return {
+        "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
+        "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.joblib",
+        "nuclei": screen_masks(wc.cell_type, stain),
+    }

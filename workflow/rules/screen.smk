@@ -1,28 +1,6 @@
 # Level 4 (evaluation.screen): each cell type's held-out plates predicted whole, profiled per well
 # from real and virtual stains, and compared as a screen decides (EC50s, hit calls, Z').
 
-SCREEN_RUNS = vsgrid_grid.screen_runs(config)
-SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS})
-SCREEN = config["evaluation"]["screen"]
-# A 384-well plate per held-out plate (an upper bound when only some compounds are kept).
-_PLATES = config["data"]["test_plates"]
-SCREEN_IMAGES = 384 * (_PLATES if isinstance(_PLATES, int) else len(_PLATES)) * SCREEN["fields_per_well"]
-
-
-def screen_masks(cell_type, stain):
-    """The real masks a screen stain is measured in (cy5: the DAPI nuclei)."""
-    return LAYOUT.screen_reference(cell_type) / f"{masks_stain(stain)}.masks.zarr"
-
-
-def screen_run_inputs(wc):
-    stain = model_stain(wc)
-    return {
-        "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
-        "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.joblib",
-        "nuclei": screen_masks(wc.cell_type, stain),
-    }
-
-
 rule screen_store:
     output:
         directory(LAYOUT.screen_store("{cell_type}")),

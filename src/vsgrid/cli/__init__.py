@@ -53,7 +53,7 @@ def _summary(args) -> None:
 def _describe_model(args) -> None:
     from vsgrid.model.network import NetworkConfig, description
     config = config_of(args)
-    print(description(NetworkConfig.fromconfig_of(config["network"]), args.size or config["data"]["synthetic"]["field_size"]))
+    print(description(NetworkConfig.from_config(config["network"]), args.size or config["data"]["synthetic"]["field_size"]))
 
 
 def _train(args) -> int:
