@@ -16,6 +16,7 @@ from vsgrid.seeds import rng_for
 
 ROWS, COLUMNS = 16, 24
 N_COMPOUNDS = 10
+COMPOUNDS = tuple(f"CPD-{k + 1:02d}" for k in range(N_COMPOUNDS))  # the synthetic plates' test compounds
 CONCENTRATIONS_UM = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 POSITIVE_CONTROL_DOSE_UM = {"etoposide": 10.0, "staurosporine": 1.0}
 
@@ -52,7 +53,7 @@ def synthetic_layout() -> pd.DataFrame:
                 block = column - 2
                 position = (block % 2) * ROWS + row
                 if position < 5 * len(CONCENTRATIONS_UM):
-                    compound = f"CPD-{block // 2 + 1:02d}"
+                    compound = COMPOUNDS[block // 2]
                     concentration = CONCENTRATIONS_UM[position // 5]
                 else:
                     compound, concentration = "DMSO", 0.0
@@ -90,9 +91,9 @@ def toxicity_model(seed: int) -> dict[str, tuple[float, float, float]]:
     rng = rng_for(seed, "compounds")
     midpoint = np.sqrt(CONCENTRATIONS_UM[2] * CONCENTRATIONS_UM[3])
     model = {}
-    for k in range(N_COMPOUNDS):
+    for name in COMPOUNDS:
         ec50 = midpoint * float(np.exp(rng.normal(0.0, 0.35)))
-        model[f"CPD-{k + 1:02d}"] = (ec50, float(rng.uniform(1.5, 3.0)), float(rng.uniform(0.6, 0.95)))
+        model[name] = (ec50, float(rng.uniform(1.5, 3.0)), float(rng.uniform(0.6, 0.95)))
     model["etoposide"] = (1.0, 2.0, 0.95)
     model["staurosporine"] = (0.1, 2.0, 0.97)
     return model

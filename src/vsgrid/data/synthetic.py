@@ -37,7 +37,7 @@ from tqdm import tqdm
 from vsgrid import __version__
 from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet, test_sets
-from vsgrid.data.plates import label_phenotypes, synthetic_layout, toxicity, toxicity_model
+from vsgrid.data.plates import COMPOUNDS, label_phenotypes, synthetic_layout, toxicity, toxicity_model
 from vsgrid.seeds import rng_for
 from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import as_uint16, create_store
@@ -371,8 +371,7 @@ def screen_fields(cell_type: str, config: dict) -> pd.DataFrame:
     plates = config["data"]["test_plates"]
     table = table[table["plate"].isin(held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates)]
     if screen["compounds"]:
-        kept = sorted(table.loc[table["compound"].str.startswith("CPD-"), "compound"].unique())[: screen["compounds"]]
-        table = table[~table["compound"].str.startswith("CPD-") | table["compound"].isin(kept)]
+        table = table[~table["compound"].isin(COMPOUNDS) | table["compound"].isin(COMPOUNDS[: screen["compounds"]])]
     return table.sort_values(["plate", "well", "field"]).reset_index(drop=True)
 
 

@@ -39,9 +39,6 @@ LOG_EC50_STEP = 0.02  # log10 units: well under the 0.3 that separates a good EC
 SLOPES = np.geomspace(0.5, 5.0, 12)
 FLAT_P = 0.05
 
-# Level-4 metrics and which way is better (+1 higher, -1 lower).
-DIRECTION = {"ec50_error": -1, "hit_kappa": 1, "hit_precision": 1, "hit_recall": 1, "z_prime": 1, "z_prime_real": 1}
-
 
 @dataclass(frozen=True)
 class ScreenSettings:

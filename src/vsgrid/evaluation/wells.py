@@ -38,6 +38,12 @@ from vsgrid.layout import SEGMENTED, Layout, masks_stain
 log = logging.getLogger(__name__)
 
 WELL_COLUMNS = ["plate", "well", "compound", "concentration", "fields"]
+SCORES = ("cell_count", "phenotype_score")  # read from every cell; the other readouts are feature medians
+
+
+def readouts(wells: pd.DataFrame) -> list[str]:
+    """The readouts of a per-well profile: every column but the well's own description."""
+    return [c for c in wells.columns if c not in WELL_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -71,20 +77,21 @@ def well_profiles(images, masks, metadata: pd.DataFrame, features: FeatureSet, s
 
     ``metadata`` has one row per image, in image order, sorted by plate and well.
     """
-    well_of = metadata["plate"].astype(str) + "/" + metadata["well"].astype(str)
-    last_image = pd.Series(np.arange(len(metadata))).groupby(well_of.to_numpy()).max()
-    if well_of.ne(well_of.shift()).sum() != len(last_image):
+    # Wells numbered in image order: a well that comes back after another would get a lower number.
+    well, _ = pd.factorize(metadata["plate"].astype(str) + "/" + metadata["well"].astype(str))
+    if np.any(np.diff(well) < 0):
         raise VsgridError("the screen's images are not grouped by well (plate, well, field order); rebuild the screen store")
-    rows, pending = [], []
+    first_image = np.searchsorted(well, np.arange(well.max() + 2 if len(well) else 1))
+    rows, held, done = [], None, 0
     for start, stop in blocks(len(metadata), block_size):
         cells = measure_stack(images[start:stop], masks[start:stop], features, pmap, first_index=start)
-        pending.append(cells.assign(phenotype_score=scorer(cells)))
-        cells = pd.concat(pending, ignore_index=True)
-        done = last_image[last_image < stop].index
-        for key in well_of.iloc[start:stop].drop_duplicates():
-            if key in done:
-                rows.append(_profile(metadata[well_of == key], cells[cells["image"].isin(np.flatnonzero(well_of == key))], counts, readouts))
-        pending = [cells[~cells["image"].map(well_of).isin(done)]]
+        cells = cells.assign(phenotype_score=scorer(cells), well=well[cells["image"].to_numpy()])
+        held = cells if held is None else pd.concat([held, cells], ignore_index=True)
+        complete = well[stop] if stop < len(well) else well[-1] + 1  # every well below it has all its images
+        by_well = dict(tuple(held[held["well"] < complete].groupby("well")))
+        for w in range(done, complete):
+            rows.append(_profile(metadata.iloc[first_image[w] : first_image[w + 1]], by_well.get(w, held.iloc[:0]), counts, readouts))
+        held, done = held[held["well"] >= complete], complete
     return pd.DataFrame(rows)
 
 
@@ -122,8 +129,8 @@ def _training_cells(config: dict, cell_type: str, stain: str, features: FeatureS
         # At most forest_fields / 2 fields per split, spread evenly over its plates and wells.
         chosen = np.unique(np.linspace(0, len(images) - 1, min(per_split, len(images))).astype(int))
         segment = segmenter(config["segmentation"], masks_stain(stain), float(store.attrs["pixel_size_um"]))
-        for block in np.array_split(chosen, max(1, -(-len(chosen) // config["evaluation"]["block_images"]))):
-            fields = images[block.tolist()]
+        for start, stop in blocks(len(chosen), config["evaluation"]["block_images"]):
+            fields = images[chosen[start:stop].tolist()]
             cells = measure_stack(fields[:, store.channel_index(stain)], segment(fields[:, store.channel_index(masks_stain(stain))]), features)
             frames.append(cells)
             target += [data_set.phenotype] * len(cells)
@@ -170,11 +177,11 @@ def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: 
     if masks is None or masks.shape != pred.image.shape:
         raise VsgridError(f"the prediction {prediction} has no masks matching its {pred.image.shape} images")
     scorer = joblib.load(reference / f"{stain}.forest.joblib")
-    readouts = [c for c in read_table(reference / f"{stain}.wells.parquet").columns if c not in (*WELL_COLUMNS, "cell_count", "phenotype_score")]
-    features = FeatureSet.from_config(config["features"], sorted(set(scorer.features) | set(readouts)))
+    medians = [r for r in readouts(read_table(reference / f"{stain}.wells.parquet")) if r not in SCORES]
+    features = FeatureSet.from_config(config["features"], sorted(set(scorer.features) | set(medians)))
     with worker_pool(workers_for(config["features"], workers)) as pmap:
         wells = well_profiles(pred.image, masks, store.split_metadata("test"), features, scorer,
-                              counts=stain in SEGMENTED, readouts=readouts, block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
+                              counts=stain in SEGMENTED, readouts=medians, block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
     write_table(wells, Path(out))
     log.info("wrote %s (%d wells)", out, len(wells))
     return wells

@@ -24,6 +24,7 @@ import pandas as pd
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.screen import Missing, Plate, Readout, ScreenSettings, decisions, truth_errors
+from vsgrid.evaluation.wells import readouts
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import ScreenRun, screen_runs
 from vsgrid.layout import SEGMENTED, Layout
@@ -32,7 +33,6 @@ from vsgrid.seeds import rng_for
 log = logging.getLogger(__name__)
 
 KEYS = ["plate", "well"]
-WELL_INFO = ["plate", "well", "compound", "concentration", "fields"]
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
 
 
@@ -40,10 +40,6 @@ def summary_readout(stain: str) -> str:
     """The readout the outcome and the figures show: a screen's classic cell count where the stain
     is segmented, else the phenotype score."""
     return "cell_count" if stain in SEGMENTED else "phenotype_score"
-
-
-def readouts(wells: pd.DataFrame) -> list[str]:
-    return [c for c in wells.columns if c not in WELL_INFO]
 
 
 def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, path: str) -> None:
@@ -157,11 +153,12 @@ def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     table, truth = screen_table(config), truth_table(config)
     written = {}
     for name, frame in (("screen", table), ("screen_truth", truth)):
-        write_table(frame, out_dir / f"{name}.parquet")
-        written[name] = write_text(frame.to_csv(index=False), out_dir / f"{name}.csv")
-    written["outcome"] = write_text(screen_outcome(table, truth), out_dir / "screen_outcome.txt")
+        for suffix in (".parquet", ".csv"):
+            written[f"{name}{suffix}"] = out_dir / f"{name}{suffix}"
+            write_table(frame, written[f"{name}{suffix}"])
+    written["screen_outcome.txt"] = write_text(screen_outcome(table, truth), out_dir / "screen_outcome.txt")
     missing = table[table["reason"].fillna("") != ""]
     log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
-    print(written["outcome"].read_text())
+    print(written["screen_outcome.txt"].read_text())
     return written
 
