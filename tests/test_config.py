@@ -103,3 +103,11 @@ def test_results_depend_on_settings_without_their_execution_only_keys():
     settings = result_settings(config, "features", "train")
     assert "workers" not in settings["features"] and "workers" not in settings["train"] and settings["train"]["lr"] == 0.001
     assert config["features"]["workers"] == 3  # the config itself is untouched
+
+
+def test_level_4_settings_are_their_own_section():
+    """evaluation.screen has steps of its own: changing it must not rerun the grid's evaluations."""
+    config = validate({"evaluation": {"screen": {"enabled": True, "hit_sd": 2.0}}})
+    settings = result_settings(config, "evaluation", "evaluation.screen")
+    assert "screen" not in settings["evaluation"] and settings["evaluation.screen"]["hit_sd"] == 2.0
+    assert "screen" in config["evaluation"]  # the config itself is untouched

@@ -125,6 +125,12 @@ def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs
     snakemake(grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures")  # back as the other tests expect
 
 
+def test_a_level_4_setting_reruns_only_level_4(grid, tmp_path):
+    overlay = tmp_path / "screen.yaml"
+    overlay.write_text("evaluation: {screen: {hit_sd: 2.5}}\n")
+    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {"screen_tables": 1, "screen_figures": 1, "all": 1}
+
+
 def test_bad_config_and_a_run_outside_the_grid_fail_before_any_job(grid, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  stains: [dapi, gfp]\n")

@@ -212,9 +212,24 @@ def load_config(*paths: str | Path) -> dict:
 EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("features", "workers"), ("evaluation", "block_images"))
 
 
+# Nested sections with steps of their own: a step that reads the parent section does not depend on
+# them; a step that names one ("evaluation.screen") does.
+OWN_SECTIONS = (("evaluation", "screen"),)
+
+
 def result_settings(config: dict, *sections: str) -> dict:
-    """The config's ``sections`` without their execution-only keys: what a step's results depend on."""
-    chosen = copy.deepcopy({section: config[section] for section in sections})
+    """The config's ``sections`` (a dotted name picks a nested section or key) without their
+    execution-only keys and without the nested sections that have steps of their own: what a
+    step's results depend on."""
+    chosen = {}
+    for section in sections:
+        node = config
+        for key in section.split("."):
+            node = node[key]
+        chosen[section] = copy.deepcopy(node)
+    for parent, child in OWN_SECTIONS:
+        if isinstance(chosen.get(parent), dict):
+            chosen[parent].pop(child, None)
     for *parents, key in EXECUTION_ONLY:
         node = chosen
         for parent in parents:

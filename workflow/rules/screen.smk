@@ -5,7 +5,7 @@ rule screen_store:
     output:
         directory(LAYOUT.screen_store("{cell_type}")),
     params:
-        settings=settings("data", "evaluation"),
+        settings=settings("data", "evaluation.screen.fields_per_well", "evaluation.screen.compounds"),
     log:
         LOGS / "screen_store" / "{cell_type}.log",
     benchmark:
@@ -72,7 +72,7 @@ rule screen_reference:
         forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.joblib",
     params:
         out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
-        settings=settings("features", "evaluation", "segmentation"),
+        settings=settings("features", "evaluation", "evaluation.screen.readouts", "evaluation.screen.forest_fields", "segmentation"),
     log:
         LOGS / "screen_reference" / "{cell_type}.{stain}.log",
     benchmark:
@@ -96,7 +96,7 @@ rule screen_run:
         prediction=lambda wc: LAYOUT.screen_prediction(wc.model, wc.cell_type),
         reference=lambda wc: LAYOUT.screen_reference(wc.cell_type),
         stain=model_stain,
-        settings=settings("features", "evaluation"),
+        settings=settings("features", "evaluation", "evaluation.screen.readouts"),
     wildcard_constraints:
         model="|".join(re.escape(m) for m in SCREEN_MODELS) or "NONE",
     log:
@@ -120,7 +120,7 @@ rule screen_tables:
         LAYOUT.tables / "screen_outcome.txt",
     params:
         out=LAYOUT.tables,
-        settings=settings("evaluation", "data"),
+        settings=settings("evaluation", "evaluation.screen", "data"),
     log:
         LOGS / "screen_tables.log",
     benchmark:
@@ -141,7 +141,7 @@ rule screen_figures:
     params:
         tables=LAYOUT.tables,
         out=LAYOUT.figures,
-        settings=settings("figures", "evaluation"),
+        settings=settings("figures", "evaluation.screen"),
     log:
         LOGS / "screen_figures.log",
     benchmark:
