@@ -2,8 +2,9 @@
 
 Errors in the input (:class:`vsgrid.errors.VsgridError`) are printed as one line naming the file
 or key, with exit status 2; the Snakemake rules call these subcommands. Level 4's ``screen-*``
-subcommands live in :mod:`vsgrid.cli.screen`, the options they share in :mod:`vsgrid.cli.options`. Package modules are
-imported inside each subcommand, so that a job pays only for the libraries it uses.
+subcommands live in :mod:`vsgrid.cli.screen`, the options they share in
+:mod:`vsgrid.cli.options`. Package modules are imported inside each subcommand, so that a job
+pays only for the libraries it uses.
 """
 
 from __future__ import annotations
