@@ -58,6 +58,7 @@ class Losses:
     """Weights of the generator's losses beside LSGAN (``network`` section of the config)."""
 
     lambda_feat: float = 10.0
+    lambda_l1: float = 0.0
     lambda_vgg: float = 0.0
     vgg_weights: str | None = None
 

@@ -161,8 +161,9 @@ def train_step(generator, discriminator, opt_g, opt_d, vgg, bf, target, net: Net
     loss_d = 0.5 * (lsgan_loss(pred_fake_for_d, False) + lsgan_loss(pred_real, True))
     loss_gan = lsgan_loss(pred_fake, True)
     loss_fm = losses.lambda_feat * feature_matching_loss(pred_fake, pred_real, net.n_layers_D)
+    loss_l1 = losses.lambda_l1 * torch.nn.functional.l1_loss(fake, target)
     loss_vgg = losses.lambda_vgg * vgg(fake, target) if vgg is not None else torch.zeros((), device=bf.device)
-    loss_g = loss_gan + loss_fm + loss_vgg
+    loss_g = loss_gan + loss_fm + loss_l1 + loss_vgg
 
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -170,7 +171,7 @@ def train_step(generator, discriminator, opt_g, opt_d, vgg, bf, target, net: Net
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    values = {"loss_g": loss_g, "loss_d": loss_d, "loss_gan": loss_gan, "loss_fm": loss_fm, "loss_vgg": loss_vgg}
+    values = {"loss_g": loss_g, "loss_d": loss_d, "loss_gan": loss_gan, "loss_fm": loss_fm, "loss_l1": loss_l1, "loss_vgg": loss_vgg}
     return {name: float(value.detach()) for name, value in values.items()}
 
 
