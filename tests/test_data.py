@@ -28,10 +28,12 @@ def test_normalize_round_trip():
     assert np.allclose(denormalize(values, stats), counts, atol=0.01)
 
 
-def test_stain_pairs_random_access(quick_stores):
+@pytest.mark.parametrize("preload_mb", [0, 64], ids=["field by field", "preloaded"])
+def test_stain_pairs_random_access(quick_stores, preload_mb):
     path = quick_stores["breast-toxic"]
     stats = normalization_stats(path)
-    pairs = StainPairs(path, "val", "fitc", stats)
+    pairs = StainPairs(path, "val", "fitc", stats, preload_mb=preload_mb)
+    assert (pairs._fields is not None) == (preload_mb > 0)
     raw = open_store(path).images("val")
     assert len(pairs) == raw.shape[0]
     for i in (0, len(pairs) - 1, -1, 5):

@@ -1,5 +1,7 @@
 # Level 4 (evaluation.screen): each cell type's held-out plates predicted whole, profiled per well
 # from real and virtual stains, and compared as a screen decides (EC50s, hit calls, Z').
+# Every rule here has training's priority: the chain ends in screen_tables, after the last screen
+# run, and left until the grid's evaluations are done it ran alone on one core at the end.
 
 rule screen_store:
     output:
@@ -11,6 +13,7 @@ rule screen_store:
     benchmark:
         BENCHMARKS / "screen_store" / "{cell_type}.tsv"
     threads: 2
+    priority: 1
     resources:
         **resources("store", SCREEN_IMAGES),
     shell:
@@ -32,6 +35,7 @@ rule infer_screen:
     benchmark:
         BENCHMARKS / "infer_screen" / "{model}.tsv"
     threads: 2
+    priority: 1
     resources:
         gpu=1,
         **resources("infer", SCREEN_IMAGES * len(GRID["cell_types"])),
@@ -54,6 +58,7 @@ rule segment_screen:
     benchmark:
         BENCHMARKS / "segment_screen" / "{cell_type}.{stain}.tsv"
     threads: 1
+    priority: 1
     resources:
         gpu=gpu(CELLPOSE),
         **resources("segment_real", SCREEN_IMAGES),
@@ -78,6 +83,7 @@ rule screen_reference:
     benchmark:
         BENCHMARKS / "screen_reference" / "{cell_type}.{stain}.tsv"
     threads: FEATURE_WORKERS
+    priority: 1
     resources:
         gpu=gpu(CELLPOSE),
         **resources("evaluate", SCREEN_IMAGES),
@@ -104,6 +110,7 @@ rule screen_run:
     benchmark:
         BENCHMARKS / "screen_run" / "{model}" / "{cell_type}.tsv"
     threads: FEATURE_WORKERS
+    priority: 1
     resources:
         **resources("evaluate", SCREEN_IMAGES),
     shell:
@@ -126,6 +133,7 @@ rule screen_tables:
     benchmark:
         BENCHMARKS / "screen_tables.tsv"
     threads: 1
+    priority: 1
     resources:
         **resources("tables", 0),
     shell:
@@ -147,6 +155,7 @@ rule screen_figures:
     benchmark:
         BENCHMARKS / "screen_figures.tsv"
     threads: 1
+    priority: 1
     resources:
         **resources("figures", 0),
     shell:

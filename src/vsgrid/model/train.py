@@ -85,6 +85,7 @@ class TrainSettings:
     crop_size: int | None
     flips: bool
     workers: int
+    preload_mb: float
 
     @classmethod
     def from_config(cls, train: dict) -> TrainSettings:
@@ -258,8 +259,7 @@ class Trainer:
         """Train epoch after epoch until early stopping or ``max_epochs``; SIGTERM saves and raises."""
         self._to_device()
         vgg = self._vgg()
-        train_pairs = StainPairs(self.store, "train", self.model.stain, self.stats)
-        val_pairs = StainPairs(self.store, "val", self.model.stain, self.stats)
+        train_pairs, val_pairs = (StainPairs(self.store, split, self.model.stain, self.stats, preload_mb=self.settings.preload_mb) for split in ("train", "val"))
         with _SigtermFlag() as sigterm:
             while not self.finished:
                 started = time.perf_counter()
