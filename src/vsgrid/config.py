@@ -209,7 +209,7 @@ def load_config(*paths: str | Path) -> dict:
 
 # Keys that change how a step runs, not what it computes: they neither rerun a step nor make a
 # model folder train afresh.
-EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("train", "preload_mb"), ("features", "workers"), ("evaluation", "block_images"))
+EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("train", "preload_mb"), ("infer", "threads"), ("features", "workers"), ("evaluation", "block_images"))
 
 
 # Nested sections with steps of their own: a step that reads the parent section does not depend on

@@ -16,7 +16,7 @@ rule infer:
         LOGS / "infer" / "{model}.log",
     benchmark:
         BENCHMARKS / "infer" / "{model}.tsv"
-    threads: 2
+    threads: config["infer"]["threads"]
     resources:
         gpu=1,
         **resources("infer", lambda wc: SPLITS["test"] * len(TEST_SETS_OF[wc.model])),

@@ -34,7 +34,7 @@ rule infer_screen:
         LOGS / "infer_screen" / "{model}.log",
     benchmark:
         BENCHMARKS / "infer_screen" / "{model}.tsv"
-    threads: 2
+    threads: config["infer"]["threads"]
     priority: 1
     resources:
         gpu=1,
