@@ -11,6 +11,7 @@ from vsgrid.evaluation.screen import (
     LOG_EC50_STEP,
     Missing,
     Plate,
+    Readout,
     ScreenSettings,
     cohen_kappa,
     decisions,
@@ -23,6 +24,11 @@ from vsgrid.evaluation.screen import (
 )
 
 DOSES = np.array([0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+
+
+def decide(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray) -> dict:
+    """Level-4 decisions of two readouts given per well, each fitted over ``index``."""
+    return decisions(plate, Readout.of(plate, real, index), Readout.of(plate, virtual, index), index)
 
 
 def plate_wells(compounds=("CPD-01", "CPD-02"), dmso=16, positives=8, doses=DOSES, replicates=5) -> pd.DataFrame:
@@ -90,9 +96,9 @@ def test_virtual_equal_to_real_agrees_perfectly_and_noise_makes_every_metric_wor
     real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
     plate = Plate(wells, ScreenSettings())
     index = plate.resamples(20, np.random.default_rng(0))
-    same = decisions(plate, real, real.copy(), index)
+    same = decide(plate, real, real.copy(), index)
     assert same["ec50_error"][0] == 0 and same["hit_kappa"][0] == 1 and same["z_prime"][0] == same["z_prime_real"][0]
-    degraded = decisions(plate, real, real + rng.normal(0, 0.25, len(real)), index)
+    degraded = decide(plate, real, real + rng.normal(0, 0.25, len(real)), index)
     assert degraded["ec50_error"][0] > 0.05
     assert degraded["hit_kappa"][0] < 0.9 and degraded["z_prime"][0] < same["z_prime"][0]
     assert index.shape == (21, len(wells)) and (index[0] == np.arange(len(wells))).all()
@@ -104,23 +110,23 @@ def test_bad_plates_report_the_metric_missing_with_its_reason():
     rng = np.random.default_rng(4)
     no_dmso = plate_wells(dmso=0)
     values = readout(no_dmso, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
-    out = decisions(Plate(no_dmso, ScreenSettings()), values, values, np.arange(len(no_dmso))[None, :])
+    out = decide(Plate(no_dmso, ScreenSettings()), values, values, np.arange(len(no_dmso))[None, :])
     assert isinstance(out["hit_kappa"], Missing) and "negative-control" in str(out["hit_kappa"])
     assert isinstance(out["z_prime"], Missing) and np.isfinite(out["ec50_error"][0])
 
     no_positive = plate_wells(positives=0)
     values = readout(no_positive, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
-    out = decisions(Plate(no_positive, ScreenSettings()), values, values, np.arange(len(no_positive))[None, :])
+    out = decide(Plate(no_positive, ScreenSettings()), values, values, np.arange(len(no_positive))[None, :])
     assert isinstance(out["z_prime"], Missing) and "positive-control" in str(out["z_prime"])
 
     few = plate_wells(doses=DOSES[:3])
     values = readout(few, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
-    out = decisions(Plate(few, ScreenSettings()), values, values, np.arange(len(few))[None, :])
+    out = decide(Plate(few, ScreenSettings()), values, values, np.arange(len(few))[None, :])
     assert isinstance(out["ec50_error"], Missing) and "CPD-01: 3 concentration(s); a Hill fit needs 4" in str(out["ec50_error"])
 
     wells = plate_wells()
     same = np.full(len(wells), 7.0)
-    out = decisions(Plate(wells, ScreenSettings()), same, same, np.arange(len(wells))[None, :])
+    out = decide(Plate(wells, ScreenSettings()), same, same, np.arange(len(wells))[None, :])
     assert all(isinstance(v, Missing) for v in out.values()), out
     assert "flat" in str(out["ec50_error"]) and "no spread" in str(out["hit_kappa"])
 
@@ -187,7 +193,7 @@ def test_a_blurred_virtual_screen_decides_worse_than_a_faithful_one(lung_screen)
     blurred = profiles(store, np.stack([ndi.gaussian_filter(i.astype(np.float32), 3.0) for i in images]).astype(np.uint16), segment)
     plate = Plate(real[["compound", "concentration"]], ScreenSettings())
     index = plate.resamples(0, rng)
-    good, bad = (decisions(plate, real["cell_count"].to_numpy(), v["cell_count"].to_numpy(), index) for v in (faithful, blurred))
+    good, bad = (decide(plate, real["cell_count"].to_numpy(), v["cell_count"].to_numpy(), index) for v in (faithful, blurred))
     assert good["ec50_error"][0] < bad["ec50_error"][0]
     assert good["hit_kappa"][0] > bad["hit_kappa"][0]
     assert good["z_prime"][0] > bad["z_prime"][0]

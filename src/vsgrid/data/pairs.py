@@ -97,8 +97,7 @@ class StainPairs:
         else:
             if self._images is None:
                 self._images = open_store(self.store_path).images(self.split)
-            field = self._images[int(i)]
-            bf, target = field[self._channels[0]], field[self._channels[1]]
+            bf, target = self._images[int(i)][self._channels]
         return normalize(bf[None], self.stats["bf"]), normalize(target[None], self.stats[self.stain])
 
     def __getstate__(self):

@@ -241,14 +241,13 @@ def _check_controls(plate: Plate) -> None:
         raise Missing(f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})")
 
 
-def decisions(plate: Plate, real: Readout | np.ndarray, virtual: Readout | np.ndarray, index: np.ndarray) -> dict[str, np.ndarray | Missing]:
+def decisions(plate: Plate, real: Readout, virtual: Readout, index: np.ndarray) -> dict[str, np.ndarray | Missing]:
     """Every level-4 metric of one readout, virtual against real, per resample.
 
-    ``real`` and ``virtual`` hold the readout per well of ``plate`` (as :class:`Readout` when
-    their fits are reused); ``index`` (resamples, wells) picks the wells of each resample (row 0:
-    the plate itself). A metric that cannot be computed is a :class:`Missing` with its reason.
+    ``real`` and ``virtual`` hold the readout per well of ``plate`` with their fits over the same
+    ``index`` (resamples, wells), which picks the wells of each resample (row 0: the plate
+    itself). A metric that cannot be computed is a :class:`Missing` with its reason.
     """
-    real, virtual = (r if isinstance(r, Readout) else Readout.of(plate, r, index) for r in (real, virtual))
     out: dict[str, np.ndarray | Missing] = {"ec50_error": _ec50_error(plate, real, virtual)}
     real, virtual = real.values, virtual.values
     try:
