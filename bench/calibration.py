@@ -46,7 +46,17 @@ def run_grid(config: dict, work: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(bin_dir / "snakemake"), "--profile", "profiles/local", "--configfile", str(path), "--until", "evaluate", "--quiet", "progress"]
+    command = [
+        str(bin_dir / "snakemake"),
+        "--profile",
+        "profiles/local",
+        "--configfile",
+        str(path),
+        "--until",
+        "evaluate",
+        "--quiet",
+        "progress",
+    ]
     subprocess.run(command, cwd=ROOT, env=env, check=True)
 
 
@@ -59,7 +69,10 @@ def aa_deltas(config: dict, ci: str) -> pd.DataFrame:
     for test_set in sorted({r.test_set for r in all_runs}, key=str):
         weights = _test_weights(config, test_set.twin, settings["bootstrap_resamples"])
         for stain in config["grid"]["stains"]:
-            seeds = sorted((r for r in all_runs if r.test_set == test_set and r.model.stain == stain), key=lambda r: r.model.seed)
+            seeds = sorted(
+                (r for r in all_runs if r.test_set == test_set and r.model.stain == stain),
+                key=lambda r: r.model.seed,
+            )
             half = len(seeds) // 2
             scored = _score_runs(layout, seeds, weights)
             rows += _delta_rows("aa", seeds[:half], seeds[half : 2 * half], scored, settings)
@@ -67,21 +80,29 @@ def aa_deltas(config: dict, ci: str) -> pd.DataFrame:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-calibration"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = calibration_config(args.out, args.seeds)
     run_grid(copy.deepcopy(config), args.out)
-    print(f"A/A: seeds {list(range(args.seeds // 2))} against {list(range(args.seeds // 2, 2 * (args.seeds // 2)))} of lung-nontoxic, every stain")
+    print(
+        f"A/A: seeds {list(range(args.seeds // 2))} against {list(range(args.seeds // 2, 2 * (args.seeds // 2)))} of lung-nontoxic, every stain"
+    )
     print(f"{'CI':<13} {'cells':>5} {'contain 0':>9} {'coverage':>8} {'median width':>12}")
     for ci in ("images", "hierarchical"):
         deltas = aa_deltas(config, ci)
         finite = deltas.dropna(subset=["ci_low", "ci_high"])
         covers = (finite["ci_low"] <= 0) & (finite["ci_high"] >= 0)
-        width = (finite["ci_high"] - finite["ci_low"]) / finite["baseline"].abs().where(finite["baseline"] != 0)
-        print(f"{ci:<13} {len(finite):5d} {int(covers.sum()):9d} {covers.mean():8.1%} {np.nanmedian(width):11.1%}")
+        width = (finite["ci_high"] - finite["ci_low"]) / finite["baseline"].abs().where(
+            finite["baseline"] != 0
+        )
+        print(
+            f"{ci:<13} {len(finite):5d} {int(covers.sum()):9d} {covers.mean():8.1%} {np.nanmedian(width):11.1%}"
+        )
         deltas.to_csv(args.out / f"aa-{ci}.csv", index=False)
     print(f"(width relative to the baseline's value; per-cell deltas in {args.out}/aa-*.csv)")
 

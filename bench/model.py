@@ -19,13 +19,29 @@ from pathlib import Path
 import torch
 
 from vsgrid.config import load_config
-from vsgrid.model.network import GlobalGenerator, MultiscaleDiscriminator, NetworkConfig, forward_flops, lsgan_loss, optimizers, padded_size
+from vsgrid.model.network import (
+    GlobalGenerator,
+    MultiscaleDiscriminator,
+    NetworkConfig,
+    forward_flops,
+    lsgan_loss,
+    optimizers,
+    padded_size,
+)
 from vsgrid.model.train import Device, _step, build_networks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by device-name substring.
-BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1}
+BF16_PEAK_TFLOPS = {
+    "H200": 989.4,
+    "H100 SXM": 989.4,
+    "H100 80GB HBM3": 989.4,
+    "H100 PCIe": 756.0,
+    "H100": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+}
 
 
 def training_flops(net: NetworkConfig, size: int, batch: int) -> int:
@@ -35,10 +51,15 @@ def training_flops(net: NetworkConfig, size: int, batch: int) -> int:
 
     with torch.device("meta"):
         generator, discriminator = GlobalGenerator(net), MultiscaleDiscriminator(net)
-        bf, target = torch.empty(batch, net.input_nc, size, size), torch.empty(batch, net.output_nc, size, size)
+        bf, target = (
+            torch.empty(batch, net.input_nc, size, size),
+            torch.empty(batch, net.output_nc, size, size),
+        )
     with FlopCounterMode(display=False) as counter:
         fake = generator(bf)
-        loss_d = lsgan_loss(discriminator(torch.cat([bf, fake.detach()], 1)), False) + lsgan_loss(discriminator(torch.cat([bf, target], 1)), True)
+        loss_d = lsgan_loss(discriminator(torch.cat([bf, fake.detach()], 1)), False) + lsgan_loss(
+            discriminator(torch.cat([bf, target], 1)), True
+        )
         loss_g = lsgan_loss(discriminator(torch.cat([bf, fake], 1)), True)
         loss_g.backward(retain_graph=True)
         loss_d.backward()
@@ -70,7 +91,19 @@ def measure(config: dict, size: int, batch: int, steps: int, device: Device) -> 
         torch.cuda.reset_peak_memory_stats()
 
     def train_step():
-        _step(generator, discriminator, opt_g, opt_d, None, bf, target, net, config["model"], device, multiple)
+        _step(
+            generator,
+            discriminator,
+            opt_g,
+            opt_d,
+            None,
+            bf,
+            target,
+            net,
+            config["model"],
+            device,
+            multiple,
+        )
 
     def infer_step():
         with torch.no_grad(), device.autocast():
@@ -80,24 +113,42 @@ def measure(config: dict, size: int, batch: int, steps: int, device: Device) -> 
     infer_s = timed(infer_step, steps, device)
     result = {"train_img_s": batch / train_s, "infer_img_s": batch / infer_s}
     result["train_tflops"] = training_flops(net, size, batch) / train_s / 1e12
-    result["infer_tflops"] = forward_flops(GlobalGenerator(net), (batch, net.input_nc, size, size)) / infer_s / 1e12
+    result["infer_tflops"] = (
+        forward_flops(GlobalGenerator(net), (batch, net.input_nc, size, size)) / infer_s / 1e12
+    )
     if device.is_gpu:
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return result
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["quick", "paper"], help="one case only")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default: 20 quick, 2 paper on CPU, 10 on GPU)")
-    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if not in the built-in table")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per case (default: 20 quick, 2 paper on CPU, 10 on GPU)",
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the GPU's dense bf16 peak, if not in the built-in table"
+    )
     args = parser.parse_args()
 
-    cases = {"quick": load_config(ROOT / "config" / "quick.yaml"), "paper": load_config(ROOT / "config" / "config.yaml")}
+    cases = {
+        "quick": load_config(ROOT / "config" / "quick.yaml"),
+        "paper": load_config(ROOT / "config" / "config.yaml"),
+    }
     auto = Device.pick({})
-    name = torch.cuda.get_device_name() if auto.is_gpu else platform.processor() or platform.machine()
+    name = (
+        torch.cuda.get_device_name() if auto.is_gpu else platform.processor() or platform.machine()
+    )
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
-    peak = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items() if auto.is_gpu and k in name), None)
+    peak = args.peak_tflops or next(
+        (v for k, v in BF16_PEAK_TFLOPS.items() if auto.is_gpu and k in name), None
+    )
     variants = {"fp32 eager": Device(auto.torch_device, False, False)}
     if auto.is_gpu:
         variants["bf16 + channels_last"] = auto
@@ -108,7 +159,9 @@ def main():
         size = padded_size(config["data"]["synthetic"]["field_size"], net.n_downsample)
         batch = config["train"]["batch_size"] if case == "quick" else 1
         steps = args.steps or (10 if auto.is_gpu else (20 if case == "quick" else 2))
-        print(f"\n{case} network (ngf {net.ngf}, {net.n_downsample} down, {net.n_blocks} blocks) at {size} x {size}, batch {batch}, {steps} steps")
+        print(
+            f"\n{case} network (ngf {net.ngf}, {net.n_downsample} down, {net.n_blocks} blocks) at {size} x {size}, batch {batch}, {steps} steps"
+        )
         for variant, device in variants.items():
             torch.backends.cudnn.benchmark = device.bf16
             r = measure(config, size, batch, steps, device)

@@ -33,13 +33,25 @@ from measure import run
 from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = {"test_images": 4800, "runs": 243, "segment_real": 12, "features_real": 18, "rank_features": 9, "train": 54, "infer": 54}
+PAPER = {
+    "test_images": 4800,
+    "runs": 243,
+    "segment_real": 12,
+    "features_real": 18,
+    "rank_features": 9,
+    "train": 54,
+    "infer": 54,
+}
 
 
 def config_for(work: Path, test_images: int, workers: int) -> Path:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["grid"].update(cell_types=["lung"], phenotypes=["nontoxic", "toxic"], stains=["dapi"], seeds=[0])
-    config["data"].update(dir=str(work / "data"), splits={"train": 4, "val": 4, "test": test_images}, test_plates=1)
+    config["grid"].update(
+        cell_types=["lung"], phenotypes=["nontoxic", "toxic"], stains=["dapi"], seeds=[0]
+    )
+    config["data"].update(
+        dir=str(work / "data"), splits={"train": 4, "val": 4, "test": test_images}, test_plates=1
+    )
     config["data"]["synthetic"].update(plates_per_cell_type=2, workers=workers)
     config["segmentation"] = {"backend": "classical"}
     config["features"] = {"workers": workers}
@@ -60,15 +72,30 @@ def fake_prediction(store: Path, out: Path, n: int) -> None:
 
     opened = open_store(store)
     group = zarr.open_group(out, mode="w")
-    image = arrays.create(group, (n, 1080, 1080), chunks=(1, 1080, 1080), dtype="uint16", name="image")
-    labels = arrays.create(group, (n, 1080, 1080), chunks=(1, 1080, 1080), dtype="int32", name="labels")
-    segment = segmenter(validate({"segmentation": {"backend": "classical"}})["segmentation"], "dapi", 0.65)
+    image = arrays.create(
+        group, (n, 1080, 1080), chunks=(1, 1080, 1080), dtype="uint16", name="image"
+    )
+    labels = arrays.create(
+        group, (n, 1080, 1080), chunks=(1, 1080, 1080), dtype="int32", name="labels"
+    )
+    segment = segmenter(
+        validate({"segmentation": {"backend": "classical"}})["segmentation"], "dapi", 0.65
+    )
     rng = np.random.default_rng(0)
     for i in range(n):
         real = opened.images("test")[i, 1].astype(np.float32)
-        predicted = np.clip(ndi.gaussian_filter(real, 1.5) + rng.normal(0, 150, real.shape), 0, 65535).astype(np.uint16)
+        predicted = np.clip(
+            ndi.gaussian_filter(real, 1.5) + rng.normal(0, 150, real.shape), 0, 65535
+        ).astype(np.uint16)
         image[i], labels[i] = predicted, segment(predicted[None])[0]
-    group.attrs.update({"stain": "dapi", "test_set": "lung-toxic", "store_id": opened.store_id, "model": "lung-nontoxic.dapi.s0"})
+    group.attrs.update(
+        {
+            "stain": "dapi",
+            "test_set": "lung-toxic",
+            "store_id": opened.store_id,
+            "model": "lung-nontoxic.dapi.s0",
+        }
+    )
 
 
 def slice_store(full: Path, out: Path, n: int) -> None:
@@ -79,7 +106,9 @@ def slice_store(full: Path, out: Path, n: int) -> None:
     for name in ("test", "test_masks"):
         group[name].resize((n, *group[name].shape[1:]))
     meta = (out / "metadata.tsv").read_text().splitlines()
-    kept = [meta[0]] + [line for line in meta[1:] if not line.startswith("test\t") or int(line.split("\t")[1]) < n]
+    kept = [meta[0]] + [
+        line for line in meta[1:] if not line.startswith("test\t") or int(line.split("\t")[1]) < n
+    ]
     (out / "metadata.tsv").write_text("\n".join(kept) + "\n")
 
 
@@ -92,21 +121,98 @@ def measure_slice(work: Path, full: Path, n: int, workers: int) -> dict[str, tup
     steps = {}
     for data_set in ("lung-toxic", "lung-nontoxic"):
         masks = ref / data_set / "dapi.masks.zarr"
-        steps.setdefault("segment_real", []).append(run(["vsgrid", "segment", *c, "--test-set", data_set, "--stain", "dapi", "--out", str(masks)], here))
+        steps.setdefault("segment_real", []).append(
+            run(
+                [
+                    "vsgrid",
+                    "segment",
+                    *c,
+                    "--test-set",
+                    data_set,
+                    "--stain",
+                    "dapi",
+                    "--out",
+                    str(masks),
+                ],
+                here,
+            )
+        )
         features = ref / data_set / "dapi.features.parquet"
-        steps.setdefault("features_real", []).append(run(["vsgrid", "measure", *c, "--test-set", data_set, "--stain", "dapi", "--masks", str(masks), "--out", str(features), "--quiet"], here))
+        steps.setdefault("features_real", []).append(
+            run(
+                [
+                    "vsgrid",
+                    "measure",
+                    *c,
+                    "--test-set",
+                    data_set,
+                    "--stain",
+                    "dapi",
+                    "--masks",
+                    str(masks),
+                    "--out",
+                    str(features),
+                    "--quiet",
+                ],
+                here,
+            )
+        )
     inputs = [f"{d}={ref / d / 'dapi.features.parquet'}" for d in ("lung-nontoxic", "lung-toxic")]
-    steps["rank_features"] = [run(["vsgrid", "rank-features", *c, "--inputs", *inputs, "--workers", str(workers), "--out", str(ref / "lung.dapi.tsv")], here)]
+    steps["rank_features"] = [
+        run(
+            [
+                "vsgrid",
+                "rank-features",
+                *c,
+                "--inputs",
+                *inputs,
+                "--workers",
+                str(workers),
+                "--out",
+                str(ref / "lung.dapi.tsv"),
+            ],
+            here,
+        )
+    ]
     fake_prediction(here / "data" / "lung-toxic.zarr", here / "prediction.zarr", n)
-    evaluate = ["vsgrid", "evaluate", *c, "--test-set", "lung-toxic", "--stain", "dapi", "--prediction", str(here / "prediction.zarr"), "--model", "lung-nontoxic.dapi.s0"]
-    evaluate += ["--real-masks", str(ref / "lung-toxic" / "dapi.masks.zarr"), "--real-features", str(ref / "lung-toxic" / "dapi.features.parquet")]
-    evaluate += ["--ranking", str(ref / "lung.dapi.tsv"), "--workers", str(workers), "--out", str(here / "run")]
+    evaluate = [
+        "vsgrid",
+        "evaluate",
+        *c,
+        "--test-set",
+        "lung-toxic",
+        "--stain",
+        "dapi",
+        "--prediction",
+        str(here / "prediction.zarr"),
+        "--model",
+        "lung-nontoxic.dapi.s0",
+    ]
+    evaluate += [
+        "--real-masks",
+        str(ref / "lung-toxic" / "dapi.masks.zarr"),
+        "--real-features",
+        str(ref / "lung-toxic" / "dapi.features.parquet"),
+    ]
+    evaluate += [
+        "--ranking",
+        str(ref / "lung.dapi.tsv"),
+        "--workers",
+        str(workers),
+        "--out",
+        str(here / "run"),
+    ]
     steps["evaluate"] = [run(evaluate, here)]
-    return {step: (np.mean([cpu for _, _, cpu in values]), max(peak for _, peak, _ in values)) for step, values in steps.items()}
+    return {
+        step: (np.mean([cpu for _, _, cpu in values]), max(peak for _, peak, _ in values))
+        for step, values in steps.items()
+    }
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs=2, default=[32, 128])
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-scale"))
@@ -116,23 +222,54 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for n in (small, large):  # the large store is the one the slices are cut from
-        seconds, peak, cpu = run(["vsgrid", "synthesize", "--config", str(config_for(work / "full", n, args.workers)), "--quiet", "--no-summary"], work)
+        seconds, peak, cpu = run(
+            [
+                "vsgrid",
+                "synthesize",
+                "--config",
+                str(config_for(work / "full", n, args.workers)),
+                "--quiet",
+                "--no-summary",
+            ],
+            work,
+        )
         fields = 2 * (n + 8)
-        print(f"synthesize: {fields} fields of 1080 x 1080 in {seconds:.0f} s ({cpu / fields:.2f} core-s per field), peak {peak:.0f} MB", flush=True)
-    measured = {n: measure_slice(work, work / "full" / "data", n, args.workers) for n in (small, large)}
+        print(
+            f"synthesize: {fields} fields of 1080 x 1080 in {seconds:.0f} s ({cpu / fields:.2f} core-s per field), peak {peak:.0f} MB",
+            flush=True,
+        )
+    measured = {
+        n: measure_slice(work, work / "full" / "data", n, args.workers) for n in (small, large)
+    }
     report = {"workers": args.workers, "sizes": [small, large], "steps": {}}
-    print(f"\n{'step':<14} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}   paper grid (4,800 images per test set)")
+    print(
+        f"\n{'step':<14} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}   paper grid (4,800 images per test set)"
+    )
     core_hours = 0.0
     for step in measured[small]:
         (s_small, m_small), (s_large, m_large) = measured[small][step], measured[large][step]
         per_image = (s_large - s_small) / (large - small)
         jobs = PAPER[step] if step != "evaluate" else PAPER["runs"]
         # The ranking learns from a capped subsample: its cost stops growing with the test set.
-        job_core_hours = (s_large + per_image * (PAPER["test_images"] - large)) / 3600 if step != "rank_features" else s_large / 3600
+        job_core_hours = (
+            (s_large + per_image * (PAPER["test_images"] - large)) / 3600
+            if step != "rank_features"
+            else s_large / 3600
+        )
         core_hours += job_core_hours * jobs
-        report["steps"][step] = {"core_seconds_per_image": per_image, "peak_mb": [m_small, m_large], "jobs": jobs, "core_hours_per_job": job_core_hours}
-        print(f"{step:<14} {per_image:12.3f} {m_small:12.0f} {m_large:12.0f}   {jobs:4d} jobs x {job_core_hours:6.2f} core-h = {jobs * job_core_hours:6.1f} core-h", flush=True)
-    print(f"\nCPU steps of the paper grid: {core_hours:.0f} core-hours; GPU jobs: {PAPER['train']} train, {PAPER['infer']} infer (with Cellpose on the predictions)")
+        report["steps"][step] = {
+            "core_seconds_per_image": per_image,
+            "peak_mb": [m_small, m_large],
+            "jobs": jobs,
+            "core_hours_per_job": job_core_hours,
+        }
+        print(
+            f"{step:<14} {per_image:12.3f} {m_small:12.0f} {m_large:12.0f}   {jobs:4d} jobs x {job_core_hours:6.2f} core-h = {jobs * job_core_hours:6.1f} core-h",
+            flush=True,
+        )
+    print(
+        f"\nCPU steps of the paper grid: {core_hours:.0f} core-hours; GPU jobs: {PAPER['train']} train, {PAPER['infer']} infer (with Cellpose on the predictions)"
+    )
     (work / "scale.json").write_text(json.dumps(report, indent=2))
 
 

@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def config_for(work: Path, plates: int, size: int) -> Path:
     config = yaml.safe_load((ROOT / "config" / "quick.yaml").read_text())
     config["grid"].update(cell_types=["lung"], stains=["dapi"], controls=[])
-    config["data"].update(dir=str(work / "data"), splits={"train": 16, "val": 8, "test": 8}, test_plates=plates)
+    config["data"].update(
+        dir=str(work / "data"), splits={"train": 16, "val": 8, "test": 8}, test_plates=plates
+    )
     config["data"]["synthetic"].update(plates_per_cell_type=plates + 1, field_size=size)
     config["evaluation"]["screen"].update(compounds=None, bootstrap_resamples=100)
     config["results"]["dir"] = str(work / "results")
@@ -48,7 +50,9 @@ def hand_ranking(path: Path) -> None:
 
     names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"feature": names, "selected": True, "rank": np.arange(1, 21)}).to_csv(path, sep="\t", index=False)
+    pd.DataFrame({"feature": names, "selected": True, "rank": np.arange(1, 21)}).to_csv(
+        path, sep="\t", index=False
+    )
 
 
 def virtual_screen(store: Path, out: Path) -> None:
@@ -61,15 +65,32 @@ def virtual_screen(store: Path, out: Path) -> None:
     opened = open_store(store)
     n, _, height, width = opened.images("test").shape
     group = zarr.open_group(out, mode="w")
-    image = arrays.create(group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image")
-    labels = arrays.create(group, (n, height, width), chunks=(1, height, width), dtype="int32", name="labels")
-    segment = segmenter(validate({"segmentation": {"backend": "classical"}})["segmentation"], "dapi", float(opened.attrs["pixel_size_um"]))
+    image = arrays.create(
+        group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image"
+    )
+    labels = arrays.create(
+        group, (n, height, width), chunks=(1, height, width), dtype="int32", name="labels"
+    )
+    segment = segmenter(
+        validate({"segmentation": {"backend": "classical"}})["segmentation"],
+        "dapi",
+        float(opened.attrs["pixel_size_um"]),
+    )
     rng = np.random.default_rng(0)
     for i in range(n):
         real = opened.images("test")[i, 1].astype(np.float32)
-        predicted = np.clip(ndi.gaussian_filter(real, 1.0) + rng.normal(0, 100, real.shape), 0, 65535).astype(np.uint16)
+        predicted = np.clip(
+            ndi.gaussian_filter(real, 1.0) + rng.normal(0, 100, real.shape), 0, 65535
+        ).astype(np.uint16)
         image[i], labels[i] = predicted, segment(predicted[None])[0]
-    group.attrs.update({"stain": "dapi", "test_set": opened.attrs["data_set"], "store_id": opened.store_id, "model": "lung-nontoxic.dapi.s0"})
+    group.attrs.update(
+        {
+            "stain": "dapi",
+            "test_set": opened.attrs["data_set"],
+            "store_id": opened.store_id,
+            "model": "lung-nontoxic.dapi.s0",
+        }
+    )
 
 
 def measure_plates(work: Path, plates: int, size: int) -> tuple[int, dict]:
@@ -81,20 +102,46 @@ def measure_plates(work: Path, plates: int, size: int) -> tuple[int, dict]:
     ranking = results / "reference" / "rankings" / "lung.dapi.tsv"
     hand_ranking(ranking)
     masks = ref / "dapi.masks.zarr"
-    steps = {"segment_screen": run(["vsgrid", "segment", *c, "--screen", "lung", "--stain", "dapi", "--out", str(masks)], work)}
-    steps["screen_reference"] = run(["vsgrid", "screen-reference", *c, "--cell-type", "lung", "--stain", "dapi", "--masks", str(masks), "--ranking", str(ranking), "--out", str(ref)], work)
+    steps = {
+        "segment_screen": run(
+            ["vsgrid", "segment", *c, "--screen", "lung", "--stain", "dapi", "--out", str(masks)],
+            work,
+        )
+    }
+    steps["screen_reference"] = run(
+        [
+            "vsgrid",
+            "screen-reference",
+            *c,
+            "--cell-type",
+            "lung",
+            "--stain",
+            "dapi",
+            "--masks",
+            str(masks),
+            "--ranking",
+            str(ranking),
+            "--out",
+            str(ref),
+        ],
+        work,
+    )
     prediction = results / "screen" / "predictions" / "lung-nontoxic.dapi.s0" / "lung.zarr"
     virtual_screen(work / "data" / "screen" / "lung.zarr", prediction)
     wells = results / "screen" / "runs" / "lung-nontoxic.dapi.s0" / "lung.wells.parquet"
     steps["screen_run"] = run(["vsgrid", "screen-run", *c, "--cell-type", "lung", "--stain", "dapi", "--model", "lung-nontoxic.dapi.s0",
                                "--prediction", str(prediction), "--reference", str(ref), "--out", str(wells)], work)  # fmt: skip
-    steps["screen_tables"] = run(["vsgrid", "screen-tables", *c, "--out", str(results / "tables")], work)
+    steps["screen_tables"] = run(
+        ["vsgrid", "screen-tables", *c, "--out", str(results / "tables")], work
+    )
     images = zarr.open_array(masks, mode="r").shape[0]
     return images, steps
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--plates", type=int, nargs=2, default=[1, 3])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-screen"))
@@ -102,8 +149,12 @@ def main():
     shutil.rmtree(args.out, ignore_errors=True)
     measured = {p: measure_plates(args.out / f"plates-{p}", p, args.size) for p in args.plates}
     (small, (n_small, s_small)), (large, (n_large, s_large)) = measured.items()
-    print(f"lung screen, {args.size} x {args.size} fields, one per well: {n_small} images ({small} plate(s)) and {n_large} ({large})")
-    print(f"{'step':<17} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}")
+    print(
+        f"lung screen, {args.size} x {args.size} fields, one per well: {n_small} images ({small} plate(s)) and {n_large} ({large})"
+    )
+    print(
+        f"{'step':<17} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}"
+    )
     for step in s_small:
         per_image = (s_large[step][2] - s_small[step][2]) / (n_large - n_small)
         print(f"{step:<17} {per_image:12.4f} {s_small[step][1]:12.0f} {s_large[step][1]:12.0f}")

@@ -23,26 +23,41 @@ from vsgrid.layout import Layout
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="config/quick.yaml")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     config = load_config(args.config)
     layout, top = Layout.of(config), config["evaluation"]["top_features"]
-    print(f"{'cell type':<10} {'stain':<5} {'shared top ' + str(top):>14} {'stability saabas':>17} {'stability permutation':>22}")
+    print(
+        f"{'cell type':<10} {'stain':<5} {'shared top ' + str(top):>14} {'stability saabas':>17} {'stability permutation':>22}"
+    )
     with tempfile.TemporaryDirectory() as work:
         for cell_type in config["grid"]["cell_types"]:
             for stain in config["grid"]["stains"]:
-                inputs = {d.name: layout.real_features(d.name, stain) for d in data_sets(config["grid"]) if d.cell_type == cell_type}
+                inputs = {
+                    d.name: layout.real_features(d.name, stain)
+                    for d in data_sets(config["grid"])
+                    if d.cell_type == cell_type
+                }
                 rankings = {}
                 for method in ("saabas", "permutation"):
                     method_config = copy.deepcopy(config)
                     method_config["evaluation"]["selection"] = method
-                    ranking = rank_test_sets(method_config, inputs, Path(work) / f"{method}.tsv", n_jobs=args.workers)
+                    ranking = rank_test_sets(
+                        method_config, inputs, Path(work) / f"{method}.tsv", n_jobs=args.workers
+                    )
                     rankings[method] = ranking[ranking["selected"]]
-                shared = len(set(rankings["saabas"]["feature"]) & set(rankings["permutation"]["feature"]))
+                shared = len(
+                    set(rankings["saabas"]["feature"]) & set(rankings["permutation"]["feature"])
+                )
                 stability = [rankings[m]["stability"].mean() for m in ("saabas", "permutation")]
-                print(f"{cell_type:<10} {stain:<5} {shared:>14d} {stability[0]:>17.2f} {stability[1]:>22.2f}", flush=True)
+                print(
+                    f"{cell_type:<10} {stain:<5} {shared:>14d} {stability[0]:>17.2f} {stability[1]:>22.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from vsgrid.config import load_config
-from vsgrid.seeds import rng_for
 from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
+from vsgrid.seeds import rng_for
 
 ROOT = Path(__file__).resolve().parents[1]
-LUNG = Profile(**load_config(ROOT / "config" / "config.yaml")["data"]["synthetic"]["cell_types"]["lung"])
+LUNG = Profile(
+    **load_config(ROOT / "config" / "config.yaml")["data"]["synthetic"]["cell_types"]["lung"]
+)
 
 
 def render(args):
@@ -43,18 +45,28 @@ def rate(size: int, n: int, workers: int) -> tuple[float, float]:
 
 def main():
     cores = os.cpu_count()
-    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}"
+    )
     for size, n in ((256, 64), (1080, 12)):
         for workers in (1, cores):
             fields_per_s, cells = rate(size, n, workers)
-            print(f"{size:>5} x {size:<5} {workers} process(es): {fields_per_s:7.2f} fields/s  ({cells:.0f} cells per field)")
+            print(
+                f"{size:>5} x {size:<5} {workers} process(es): {fields_per_s:7.2f} fields/s  ({cells:.0f} cells per field)"
+            )
     config = load_config(ROOT / "config" / "quick.yaml")
-    n_fields = sum(config["data"]["splits"].values()) * len(config["grid"]["cell_types"]) * len(config["grid"]["phenotypes"])
+    n_fields = (
+        sum(config["data"]["splits"].values())
+        * len(config["grid"]["cell_types"])
+        * len(config["grid"]["phenotypes"])
+    )
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         synthesize(config, out, progress=False)
         seconds = time.perf_counter() - start
-    print(f"quick dataset (config/quick.yaml, {n_fields} fields of 128 x 128, {cores} processes): {seconds:.1f} s")
+    print(
+        f"quick dataset (config/quick.yaml, {n_fields} fields of 128 x 128, {cores} processes): {seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ def grid_config(work: Path, cell_types: int) -> dict:
     return validate(
         {
             "grid": {"cell_types": names, "pairs": "all"},
-            "data": {"dir": str(work / "data"), "synthetic": {"cell_types": {n: profile for n in names}}},
+            "data": {
+                "dir": str(work / "data"),
+                "synthetic": {"cell_types": {n: profile for n in names}},
+            },
             "results": {"dir": str(work / "results")},
             "evaluation": {"bootstrap_resamples": 1000},
         }
@@ -45,12 +48,36 @@ def grid_config(work: Path, cell_types: int) -> dict:
 
 def write_runs(config: dict, n_images: int) -> int:
     layout, rng = Layout.of(config), np.random.default_rng(0)
-    wells = pd.DataFrame({"split": "test", "index": range(n_images), "plate": "P1", "well": [f"W{k // 9:03d}" for k in range(n_images)], "field": np.arange(n_images) % 9})
+    wells = pd.DataFrame(
+        {
+            "split": "test",
+            "index": range(n_images),
+            "plate": "P1",
+            "well": [f"W{k // 9:03d}" for k in range(n_images)],
+            "field": np.arange(n_images) % 9,
+        }
+    )
     for data_set in data_sets(config["grid"]):
-        with create_store(layout.store(data_set), {"test": n_images}, (4, 4), wells, {"data_set": data_set.name}, with_masks=False):
+        with create_store(
+            layout.store(data_set),
+            {"test": n_images},
+            (4, 4),
+            wells,
+            {"data_set": data_set.name},
+            with_masks=False,
+        ):
             pass
     for run_ in runs(config):
-        images = pd.DataFrame({"image": np.arange(n_images), "flag": "", **{m: rng.random(n_images) for m in ("ssim", "psnr", "f1", "jaccard", "precision", "recall")}})
+        images = pd.DataFrame(
+            {
+                "image": np.arange(n_images),
+                "flag": "",
+                **{
+                    m: rng.random(n_images)
+                    for m in ("ssim", "psnr", "f1", "jaccard", "precision", "recall")
+                },
+            }
+        )
         differences = pd.DataFrame(
             {
                 "image": np.repeat(np.arange(n_images), len(FEATURES)),
@@ -71,7 +98,9 @@ def write_runs(config: dict, n_images: int) -> int:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cell-types", type=int, nargs="+", default=[2, 4, 10])
     parser.add_argument("--images", type=int, default=4800)
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-tables"))
@@ -84,8 +113,21 @@ def main():
         config = grid_config(work, cell_types)
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         n_runs = write_runs(config, args.images)
-        seconds, peak, _ = run(["vsgrid", "tables", "--config", str(work / "config.yaml"), "--out", str(work / "tables")], work)
-        print(f"{n_runs:6d} {args.images:10d} {seconds:8.1f} {seconds / n_runs:6.2f} {peak:8.0f}", flush=True)
+        seconds, peak, _ = run(
+            [
+                "vsgrid",
+                "tables",
+                "--config",
+                str(work / "config.yaml"),
+                "--out",
+                str(work / "tables"),
+            ],
+            work,
+        )
+        print(
+            f"{n_runs:6d} {args.images:10d} {seconds:8.1f} {seconds / n_runs:6.2f} {peak:8.0f}",
+            flush=True,
+        )
         shutil.rmtree(work)
 
 

@@ -42,7 +42,9 @@ def test_flipped_bytes_are_an_error(stack):
     for k in range(4):
         data[len(data) // 2 + k] ^= 0xFF
     chunk(path, 3).write_bytes(bytes(data))
-    with pytest.raises(VsgridError, match=r"prediction.zarr: a chunk of images 3 cannot be decoded"):
+    with pytest.raises(
+        VsgridError, match=r"prediction.zarr: a chunk of images 3 cannot be decoded"
+    ):
         arrays.open_array(path)[3]
 
 
@@ -50,7 +52,9 @@ def test_a_truncated_chunk_names_the_file(stack):
     path, _ = stack
     data = chunk(path, 0).read_bytes()
     chunk(path, 0).write_bytes(data[: len(data) // 2])
-    with pytest.raises(VsgridError, match=r"prediction.zarr: a chunk of images 0..3 cannot be decoded"):
+    with pytest.raises(
+        VsgridError, match=r"prediction.zarr: a chunk of images 0..3 cannot be decoded"
+    ):
         arrays.open_array(path)[0:4]
 
 

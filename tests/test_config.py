@@ -21,7 +21,18 @@ def test_empty_config_is_the_paper_grid_with_defaults():
 
 
 def test_defaults_fill_in_beside_given_keys_without_changing_them():
-    config = validate({"grid": {"cell_types": ["lung"], "seeds": [7]}, "data": {"synthetic": {"cell_types": {"lung": {"density_per_mm2": 1, "cell_radius_um": 2, "nucleus_radius_um": 1}}}}})
+    config = validate(
+        {
+            "grid": {"cell_types": ["lung"], "seeds": [7]},
+            "data": {
+                "synthetic": {
+                    "cell_types": {
+                        "lung": {"density_per_mm2": 1, "cell_radius_um": 2, "nucleus_radius_um": 1}
+                    }
+                }
+            },
+        }
+    )
     assert config["grid"]["seeds"] == [7]
     assert config["grid"]["stains"] == ["dapi", "fitc", "cy5"]
     assert config["data"]["synthetic"]["cell_types"]["lung"]["clustering"] == 0.3
@@ -37,9 +48,24 @@ def test_defaults_fill_in_beside_given_keys_without_changing_them():
         ({"grid": {"seeds": [0, 1, 1]}}, ["grid.seeds", "1 more than once"]),
         ({"grid": {"pairs": "some"}}, ["grid.pairs", "paper, all"]),
         ({"grid": {"cell_types": ["lung", "Lung Cells"]}}, ["grid.cell_types[1]"]),
-        ({"grid": {"cell_types": ["lung", "kidney"]}}, ["grid.cell_types", "'kidney'", "data.synthetic.cell_types"]),
+        (
+            {"grid": {"cell_types": ["lung", "kidney"]}},
+            ["grid.cell_types", "'kidney'", "data.synthetic.cell_types"],
+        ),
         ({"data": {"source": "ingest"}}, ["data.ingest.load_data"]),
-        ({"data": {"source": "ingest", "ingest": {"load_data": "/no/such.csv", "plate_map": "x", "plate_cell_types": "y"}}}, ["data.ingest.load_data", "/no/such.csv does not exist"]),
+        (
+            {
+                "data": {
+                    "source": "ingest",
+                    "ingest": {
+                        "load_data": "/no/such.csv",
+                        "plate_map": "x",
+                        "plate_cell_types": "y",
+                    },
+                }
+            },
+            ["data.ingest.load_data", "/no/such.csv does not exist"],
+        ),
         ({"grid": {"seeds": []}}, ["grid.seeds"]),
     ],
 )
@@ -75,16 +101,35 @@ def test_ingest_config_needs_plates_of_every_grid_cell_type(tmp_path):
     for name in ("load_data.csv", "plate_map.csv"):
         (tmp_path / name).write_text("x\n")
     (tmp_path / "plates.csv").write_text("plate,cell_type\nP1,lung\nP2,ovarian\n")
-    ingest = {k: str(tmp_path / f) for k, f in (("load_data", "load_data.csv"), ("plate_map", "plate_map.csv"), ("plate_cell_types", "plates.csv"))}
-    with pytest.raises(VsgridError, match="'breast', which no plate of data.ingest.plate_cell_types"):
+    ingest = {
+        k: str(tmp_path / f)
+        for k, f in (
+            ("load_data", "load_data.csv"),
+            ("plate_map", "plate_map.csv"),
+            ("plate_cell_types", "plates.csv"),
+        )
+    }
+    with pytest.raises(
+        VsgridError, match="'breast', which no plate of data.ingest.plate_cell_types"
+    ):
         validate({"data": {"source": "ingest", "ingest": ingest}})
-    assert validate({"grid": {"cell_types": ["lung", "ovarian"]}, "data": {"source": "ingest", "ingest": ingest}})["data"]["source"] == "ingest"
+    assert (
+        validate(
+            {
+                "grid": {"cell_types": ["lung", "ovarian"]},
+                "data": {"source": "ingest", "ingest": ingest},
+            }
+        )["data"]["source"]
+        == "ingest"
+    )
 
 
 def test_a_key_given_twice_or_a_directory_is_refused(tmp_path):
     twice = tmp_path / "twice.yaml"
     twice.write_text("grid:\n  seeds: [0]\n  seeds: [0, 1]\n")
-    with pytest.raises(VsgridError, match="twice.yaml is not valid YAML: key 'seeds' is given twice .*line 3"):
+    with pytest.raises(
+        VsgridError, match="twice.yaml is not valid YAML: key 'seeds' is given twice .*line 3"
+    ):
         load_config(twice)
     with pytest.raises(VsgridError, match="is a directory; give a YAML file"):
         load_config(tmp_path)
@@ -92,8 +137,15 @@ def test_a_key_given_twice_or_a_directory_is_refused(tmp_path):
 
 def test_the_former_section_names_are_read_with_a_deprecation_message(caplog):
     config = validate({"model": {"ngf": 8}, "train": {"bf16": False}})
-    assert config["network"]["ngf"] == 8 and config["device"]["bf16"] is False and "model" not in config
-    assert "config key model is deprecated" in caplog.text and "rename it to device.bf16" in caplog.text
+    assert (
+        config["network"]["ngf"] == 8
+        and config["device"]["bf16"] is False
+        and "model" not in config
+    )
+    assert (
+        "config key model is deprecated" in caplog.text
+        and "rename it to device.bf16" in caplog.text
+    )
     with pytest.raises(VsgridError, match="both model and network are set"):
         validate({"model": {"ngf": 8}, "network": {"ngf": 16}})
 
@@ -101,7 +153,11 @@ def test_the_former_section_names_are_read_with_a_deprecation_message(caplog):
 def test_results_depend_on_settings_without_their_execution_only_keys():
     config = validate({"features": {"workers": 3}, "train": {"workers": 2, "lr": 0.001}})
     settings = result_settings(config, "features", "train")
-    assert "workers" not in settings["features"] and "workers" not in settings["train"] and settings["train"]["lr"] == 0.001
+    assert (
+        "workers" not in settings["features"]
+        and "workers" not in settings["train"]
+        and settings["train"]["lr"] == 0.001
+    )
     assert config["features"]["workers"] == 3  # the config itself is untouched
 
 

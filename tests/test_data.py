@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from vsgrid.data.pairs import StainPairs, denormalize, iter_batches, normalization_stats, normalize
-from vsgrid.errors import VsgridError
 from vsgrid.data.store import open_store
+from vsgrid.errors import VsgridError
 
 
 def test_normalization_stats_are_exact_percentiles(quick_stores):

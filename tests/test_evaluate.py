@@ -14,12 +14,12 @@ from scipy import ndimage as ndi
 
 from vsgrid import arrays
 from vsgrid.cli import main
+from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.scoring import evaluate
 from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool
+from vsgrid.evaluation.scoring import evaluate
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.selection import RankingSettings, rank_features
-from vsgrid.data.store import open_store
 
 N_IMAGES = 12
 GROUPS = ("sizeshape", "zernike", "feret", "intensity", "texture", "radial_distribution")
@@ -37,16 +37,38 @@ def setup(quick_config, quick_stores):
         masks = segment(real)
         with worker_pool(2) as pmap:
             tables[test_set] = (real, masks, measure_stack(real, masks, FeatureSet(GROUPS), pmap))
-    features = pd.concat([t[2].assign(target=name) for name, t in tables.items()], ignore_index=True)
-    settings = RankingSettings(top=20, trees=50, method="permutation", repeats=3, seed=0, instances=100_000, subsamples=1)
-    ranking = rank_features(features.drop(columns=["image", "label", "target"]), features["target"], settings)
+    features = pd.concat(
+        [t[2].assign(target=name) for name, t in tables.items()], ignore_index=True
+    )
+    settings = RankingSettings(
+        top=20, trees=50, method="permutation", repeats=3, seed=0, instances=100_000, subsamples=1
+    )
+    ranking = rank_features(
+        features.drop(columns=["image", "label", "target"]), features["target"], settings
+    )
     real, masks, real_features = tables["lung-toxic"]
-    return {"config": config, "segment": segment, "real": real, "masks": masks, "features": real_features, "ranking": ranking}
+    return {
+        "config": config,
+        "segment": segment,
+        "real": real,
+        "masks": masks,
+        "features": real_features,
+        "ranking": ranking,
+    }
 
 
 def score(setup, pred):
     pred_masks = setup["segment"](pred)
-    tables = evaluate(setup["real"], pred, "dapi", setup["masks"], pred_masks, setup["features"], setup["ranking"], setup["config"])
+    tables = evaluate(
+        setup["real"],
+        pred,
+        "dapi",
+        setup["masks"],
+        pred_masks,
+        setup["features"],
+        setup["ranking"],
+        setup["config"],
+    )
     scores = tables["scores"]
     return dict(scores.loc[scores["feature"] == "", ["metric", "value"]].itertuples(index=False))
 
@@ -97,7 +119,11 @@ def test_every_metric_worsens_step_by_step(setup, degrade):
         return (np.diff(values) <= 1e-9).all() and values[-1] < values[0]
 
     for metric in ("ssim", "psnr", "f1", "jaccard"):
-        assert worsens(table[metric].to_numpy()), (degrade.__name__, metric, table[metric].to_numpy())
+        assert worsens(table[metric].to_numpy()), (
+            degrade.__name__,
+            metric,
+            table[metric].to_numpy(),
+        )
     nmae, match_rate = table["nmae"].to_numpy(), table["match_rate"].to_numpy()
     # N-MAE compares matched instances only, so it is not monotonic in the damage: features do not
     # depend on where an instance lies (a shifted copy changes them only through interpolation),
@@ -124,28 +150,99 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     config = copy.deepcopy(quick_config)
     config["data"]["dir"] = str(next(iter(quick_stores.values())).parent)
     config["segmentation"]["backend"] = "classical"
-    config["features"]["names"] = ["AreaShape_Area", "Intensity_MeanIntensity", "Texture_Contrast_3_00_256", "Granularity_2"]
+    config["features"]["names"] = [
+        "AreaShape_Area",
+        "Intensity_MeanIntensity",
+        "Texture_Contrast_3_00_256",
+        "Granularity_2",
+    ]
     config["evaluation"].update(top_features=2, forest_trees=20, permutation_repeats=2)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     c = ["--config", str(path)]
     for test_set in ("lung-nontoxic", "lung-toxic"):
-        assert main(["segment", *c, "--test-set", test_set, "--stain", "dapi", "--out", str(tmp_path / f"{test_set}.masks.zarr")]) == 0
-        assert main(["measure", *c, "--test-set", test_set, "--stain", "dapi", "--masks", str(tmp_path / f"{test_set}.masks.zarr"), "--out", str(tmp_path / f"{test_set}.features.parquet"), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    *c,
+                    "--test-set",
+                    test_set,
+                    "--stain",
+                    "dapi",
+                    "--out",
+                    str(tmp_path / f"{test_set}.masks.zarr"),
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "measure",
+                    *c,
+                    "--test-set",
+                    test_set,
+                    "--stain",
+                    "dapi",
+                    "--masks",
+                    str(tmp_path / f"{test_set}.masks.zarr"),
+                    "--out",
+                    str(tmp_path / f"{test_set}.features.parquet"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     inputs = [f"{t}={tmp_path / f'{t}.features.parquet'}" for t in ("lung-nontoxic", "lung-toxic")]
-    assert main(["rank-features", *c, "--inputs", *inputs, "--out", str(tmp_path / "ranking.tsv")]) == 0
+    assert (
+        main(["rank-features", *c, "--inputs", *inputs, "--out", str(tmp_path / "ranking.tsv")])
+        == 0
+    )
     # A "prediction" that is the real stain with noise, segmented and measured like one.
     store = open_store(quick_stores["lung-toxic"])
     real = store.images("test")[:, 1]
     group = zarr.open_group(tmp_path / "pred.zarr", mode="w")
-    noisy = np.clip(real + np.random.default_rng(0).normal(0, 300, real.shape), 0, 65535).astype(np.uint16)
-    arrays.create(group, real.shape, chunks=(1, *real.shape[1:]), dtype="uint16", name="image")[:] = noisy
-    arrays.create(group, real.shape, chunks=(1, *real.shape[1:]), dtype="int32", name="labels")[:] = segmenter(config["segmentation"], "dapi", 1.3)(noisy)
-    group.attrs.update({"model": "lung-nontoxic.dapi.s0", "stain": "dapi", "test_set": "lung-toxic", "store_id": store.store_id})
+    noisy = np.clip(real + np.random.default_rng(0).normal(0, 300, real.shape), 0, 65535).astype(
+        np.uint16
+    )
+    arrays.create(group, real.shape, chunks=(1, *real.shape[1:]), dtype="uint16", name="image")[
+        :
+    ] = noisy
+    arrays.create(group, real.shape, chunks=(1, *real.shape[1:]), dtype="int32", name="labels")[
+        :
+    ] = segmenter(config["segmentation"], "dapi", 1.3)(noisy)
+    group.attrs.update(
+        {
+            "model": "lung-nontoxic.dapi.s0",
+            "stain": "dapi",
+            "test_set": "lung-toxic",
+            "store_id": store.store_id,
+        }
+    )
     p = ["--test-set", "lung-toxic", "--stain", "dapi"]
-    files = {"--prediction": "pred.zarr", "--real-masks": "lung-toxic.masks.zarr", "--real-features": "lung-toxic.features.parquet", "--ranking": "ranking.tsv"}
+    files = {
+        "--prediction": "pred.zarr",
+        "--real-masks": "lung-toxic.masks.zarr",
+        "--real-features": "lung-toxic.features.parquet",
+        "--ranking": "ranking.tsv",
+    }
     arguments = [x for option, name in files.items() for x in (option, str(tmp_path / name))]
-    assert main(["evaluate", *c, *p, *arguments, "--model", "lung-nontoxic.dapi.s0", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                *c,
+                *p,
+                *arguments,
+                "--model",
+                "lung-nontoxic.dapi.s0",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     images = pd.read_parquet(tmp_path / "run" / "images.parquet")
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")
     assert len(images) == real.shape[0] and {"ssim", "psnr", "f1", "jaccard"} <= set(images.columns)
@@ -153,7 +250,9 @@ def test_cli_runs_segment_measure_rank_and_evaluate(quick_config, quick_stores, 
     assert 0 < scores.set_index(["metric", "feature"]).loc[("f1", ""), "value"] < 1
     assert (scores["metric"] == "nmae").sum() == 3  # two selected features and their mean
     predicted = pd.read_parquet(tmp_path / "run" / "features.parquet")
-    assert len(predicted) > 0 and list(predicted.columns[2:]) == list(pd.read_csv(tmp_path / "ranking.tsv", sep="\t").query("selected")["feature"])
+    assert len(predicted) > 0 and list(predicted.columns[2:]) == list(
+        pd.read_csv(tmp_path / "ranking.tsv", sep="\t").query("selected")["feature"]
+    )
 
 
 def test_cli_reports_a_missing_cellpose_model(quick_config, quick_stores, tmp_path, capsys):
@@ -165,11 +264,28 @@ def test_cli_reports_a_missing_cellpose_model(quick_config, quick_stores, tmp_pa
     config["segmentation"]["cellpose"]["models"]["dapi"] = str(tmp_path / "no-such-weights")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["segment", "--config", str(path), "--test-set", "lung-toxic", "--stain", "dapi", "--out", str(tmp_path / "m.zarr")]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--config",
+                str(path),
+                "--test-set",
+                "lung-toxic",
+                "--stain",
+                "dapi",
+                "--out",
+                str(tmp_path / "m.zarr"),
+            ]
+        )
+        == 2
+    )
     assert "neither an existing file nor a built-in model name" in capsys.readouterr().err
 
 
-def test_evaluate_refuses_a_prediction_of_another_stain_model_or_store_build(quick_config, quick_stores, tmp_path, capsys):
+def test_evaluate_refuses_a_prediction_of_another_stain_model_or_store_build(
+    quick_config, quick_stores, tmp_path, capsys
+):
     import yaml
 
     config = copy.deepcopy(quick_config)
@@ -178,13 +294,49 @@ def test_evaluate_refuses_a_prediction_of_another_stain_model_or_store_build(qui
     path.write_text(yaml.safe_dump(config))
     store = open_store(quick_stores["lung-toxic"])
     pred = zarr.open_group(tmp_path / "pred.zarr", mode="w")
-    arrays.create(pred, (store.images("test").shape[0], 128, 128), chunks=(1, 128, 128), dtype="uint16", name="image")[:] = 0
-    run = ["evaluate", "--config", str(path), "--test-set", "lung-toxic", "--stain", "dapi", "--prediction", str(tmp_path / "pred.zarr"), "--out", str(tmp_path / "run")]
-    run += ["--real-masks", "m.zarr", "--real-features", "f.parquet", "--ranking", "r.tsv", "--model", "lung-nontoxic.dapi.s0"]
+    arrays.create(
+        pred,
+        (store.images("test").shape[0], 128, 128),
+        chunks=(1, 128, 128),
+        dtype="uint16",
+        name="image",
+    )[:] = 0
+    run = [
+        "evaluate",
+        "--config",
+        str(path),
+        "--test-set",
+        "lung-toxic",
+        "--stain",
+        "dapi",
+        "--prediction",
+        str(tmp_path / "pred.zarr"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    run += [
+        "--real-masks",
+        "m.zarr",
+        "--real-features",
+        "f.parquet",
+        "--ranking",
+        "r.tsv",
+        "--model",
+        "lung-nontoxic.dapi.s0",
+    ]
     for attrs, complaint in (
-        ({"stain": "fitc", "model": "lung-nontoxic.dapi.s0", "store_id": store.store_id}, "stain 'fitc', not 'dapi'"),
-        ({"stain": "dapi", "model": "lung-nontoxic.fitc.s0", "store_id": store.store_id}, "model 'lung-nontoxic.fitc.s0', not 'lung-nontoxic.dapi.s0'"),
-        ({"stain": "dapi", "model": "lung-nontoxic.dapi.s0", "store_id": "an earlier build"}, "store_id 'an earlier build'"),
+        (
+            {"stain": "fitc", "model": "lung-nontoxic.dapi.s0", "store_id": store.store_id},
+            "stain 'fitc', not 'dapi'",
+        ),
+        (
+            {"stain": "dapi", "model": "lung-nontoxic.fitc.s0", "store_id": store.store_id},
+            "model 'lung-nontoxic.fitc.s0', not 'lung-nontoxic.dapi.s0'",
+        ),
+        (
+            {"stain": "dapi", "model": "lung-nontoxic.dapi.s0", "store_id": "an earlier build"},
+            "store_id 'an earlier build'",
+        ),
     ):
         pred.attrs.update({"test_set": "lung-toxic", **attrs})
         assert main(run) == 2

@@ -3,9 +3,17 @@ import pandas as pd
 import pytest
 from cp_measure.bulk import get_core_measurements
 
-from vsgrid.errors import VsgridError
-from vsgrid.evaluation.features import PREFIX, FeatureSet, check_feature_names, feature_names, measure, measure_stack, worker_pool
 from vsgrid.data.store import open_store
+from vsgrid.errors import VsgridError
+from vsgrid.evaluation.features import (
+    PREFIX,
+    FeatureSet,
+    check_feature_names,
+    feature_names,
+    measure,
+    measure_stack,
+    worker_pool,
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +28,16 @@ def test_one_row_per_instance_and_about_two_hundred_cellprofiler_features(field)
     assert list(table["label"]) == sorted(np.unique(masks[masks > 0]))
     features = [c for c in table.columns if c != "label"]
     assert 190 <= len(features) <= 230
-    for name in ("AreaShape_Area", "AreaShape_Eccentricity", "Intensity_MeanIntensity", "Texture_Contrast_3_00_256", "RadialDistribution_FracAtD_1of4", "Granularity_2", "AreaShape_Zernike_2_2", "AreaShape_MaxFeretDiameter"):
+    for name in (
+        "AreaShape_Area",
+        "AreaShape_Eccentricity",
+        "Intensity_MeanIntensity",
+        "Texture_Contrast_3_00_256",
+        "RadialDistribution_FracAtD_1of4",
+        "Granularity_2",
+        "AreaShape_Zernike_2_2",
+        "AreaShape_MaxFeretDiameter",
+    ):
         assert name in features
 
 
@@ -28,7 +45,10 @@ def test_one_row_per_instance_and_about_two_hundred_cellprofiler_features(field)
     "group, names",
     [
         ("sizeshape", ["Area", "Perimeter", "Solidity"]),
-        ("intensity", ["Intensity_MeanIntensity", "Intensity_IntegratedIntensity", "Intensity_MADIntensity"]),
+        (
+            "intensity",
+            ["Intensity_MeanIntensity", "Intensity_IntegratedIntensity", "Intensity_MADIntensity"],
+        ),
         ("texture", ["Contrast_3_00_256", "Entropy_3_01_256"]),
         ("radial_distribution", ["RadialDistribution_MeanFrac_2of4"]),
         ("granularity", ["Granularity_1", "Granularity_5"]),
@@ -38,7 +58,9 @@ def test_one_row_per_instance_and_about_two_hundred_cellprofiler_features(field)
 )
 def test_values_agree_with_cp_measure_called_directly(field, group, names):
     image, masks = field
-    ours = measure(image, masks, accelerator=None, conventions="cp_measure")  # cp_measure's own defaults, as called directly
+    ours = measure(
+        image, masks, accelerator=None, conventions="cp_measure"
+    )  # cp_measure's own defaults, as called directly
     direct = get_core_measurements()[group](masks, image.astype(np.float64) / 65535)
     for name in names:
         np.testing.assert_allclose(ours[PREFIX[group] + name], direct[name], equal_nan=True)
@@ -51,7 +73,9 @@ def test_images_without_instances_give_an_empty_table(field):
 
 
 def test_unknown_feature_name_is_refused_with_a_suggestion():
-    with pytest.raises(VsgridError, match="'AreaShape_Areaa' is not a feature .*did you mean AreaShape_Area"):
+    with pytest.raises(
+        VsgridError, match="'AreaShape_Areaa' is not a feature .*did you mean AreaShape_Area"
+    ):
         check_feature_names(["AreaShape_Areaa"], ("sizeshape",))
     assert "Granularity_1" in feature_names(("granularity",))
 
@@ -65,7 +89,10 @@ def test_float_masks_are_refused(field):
 def test_processes_give_the_same_table(quick_stores):
     store = open_store(quick_stores["ovarian-toxic"])
     images, masks = store.images("test")[:6, 1], store.masks("test")[:6, 0].astype(np.int32)
-    features = FeatureSet(("sizeshape", "intensity", "texture"), ("AreaShape_Area", "Intensity_MeanIntensity", "Texture_Contrast_3_00_256"))
+    features = FeatureSet(
+        ("sizeshape", "intensity", "texture"),
+        ("AreaShape_Area", "Intensity_MeanIntensity", "Texture_Contrast_3_00_256"),
+    )
     serial = measure_stack(images, masks, features)
     with worker_pool(2) as pmap:
         parallel = measure_stack(images, masks, features, pmap)
@@ -77,14 +104,30 @@ def test_the_numba_backend_gives_the_same_features(field):
     """cp_measure's numba kernels (intensity, texture, Feret) against its NumPy ones: equal to
     1e-9 relative (the kernels sum in another order), NaN where NaN."""
     image, masks = field
-    fast, plain = measure(image, masks, accelerator="numba"), measure(image, masks, accelerator=None)
+    fast, plain = (
+        measure(image, masks, accelerator="numba"),
+        measure(image, masks, accelerator=None),
+    )
     assert list(fast.columns) == list(plain.columns)
-    np.testing.assert_allclose(fast.to_numpy(), plain.to_numpy(), rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        fast.to_numpy(), plain.to_numpy(), rtol=1e-9, atol=1e-12, equal_nan=True
+    )
 
 
 def test_a_feature_list_measures_only_the_groups_it_needs(field):
-    features = FeatureSet.from_config({"groups": list(PREFIX), "names": None, "accelerator": "numba", "conventions": "cellprofiler"}, ["AreaShape_Area", "Granularity_2"])
-    assert features.groups == ("sizeshape", "granularity") and features.columns == ["AreaShape_Area", "Granularity_2"]
+    features = FeatureSet.from_config(
+        {
+            "groups": list(PREFIX),
+            "names": None,
+            "accelerator": "numba",
+            "conventions": "cellprofiler",
+        },
+        ["AreaShape_Area", "Granularity_2"],
+    )
+    assert features.groups == ("sizeshape", "granularity") and features.columns == [
+        "AreaShape_Area",
+        "Granularity_2",
+    ]
     assert list(features.measure(*field).columns) == ["label", "AreaShape_Area", "Granularity_2"]
 
 
@@ -94,13 +137,18 @@ def test_a_shorter_granularity_spectrum_gives_the_same_first_scales(field):
     image, masks = field
     whole = measure(image, masks, ("granularity",))
     short = FeatureSet(("granularity",), ("Granularity_2", "Granularity_5")).measure(image, masks)
-    np.testing.assert_array_equal(short[["Granularity_2", "Granularity_5"]].to_numpy(), whole[["Granularity_2", "Granularity_5"]].to_numpy())
+    np.testing.assert_array_equal(
+        short[["Granularity_2", "Granularity_5"]].to_numpy(),
+        whole[["Granularity_2", "Granularity_5"]].to_numpy(),
+    )
 
 
 def single_object(values, shape=(6, 6)):
     """One object whose pixels hold ``values`` (counts), on a zero background."""
     image, masks = np.zeros(shape, np.uint16), np.zeros(shape, np.int32)
-    flat = np.ravel_multi_index(np.unravel_index(np.arange(len(values)), (2, len(values) // 2)), shape)
+    flat = np.ravel_multi_index(
+        np.unravel_index(np.arange(len(values)), (2, len(values) // 2)), shape
+    )
     image.flat[flat], masks.flat[flat] = values, 1
     return image, masks
 
@@ -111,10 +159,20 @@ def test_quartiles_median_and_mad_follow_cellprofilers_rule(accelerator):
     (interpolated): quartiles 3000 and 7000, median 5000; MAD the median of |x - 5000| at n / 2: 2000.
     numpy's (n - 1) q gives 2750, 4500 and 6250, and MAD 2000."""
     image, masks = single_object(np.arange(1, 9) * 1000)
-    names = ["Intensity_LowerQuartileIntensity", "Intensity_MedianIntensity", "Intensity_UpperQuartileIntensity", "Intensity_MADIntensity"]
+    names = [
+        "Intensity_LowerQuartileIntensity",
+        "Intensity_MedianIntensity",
+        "Intensity_UpperQuartileIntensity",
+        "Intensity_MADIntensity",
+    ]
     cellprofiler = measure(image, masks, ("intensity",), names, accelerator)[names].iloc[0] * 65535
     np.testing.assert_allclose(cellprofiler, [3000, 5000, 7000, 2000], rtol=1e-9)
-    numpy_rule = measure(image, masks, ("intensity",), names, accelerator, conventions="cp_measure")[names].iloc[0] * 65535
+    numpy_rule = (
+        measure(image, masks, ("intensity",), names, accelerator, conventions="cp_measure")[
+            names
+        ].iloc[0]
+        * 65535
+    )
     np.testing.assert_allclose(numpy_rule, [2750, 4500, 6250, 2000], rtol=1e-9)
 
 
@@ -134,9 +192,20 @@ def test_a_dim_image_has_no_nan_texture(field):
     image, masks = field
     dim = (image.astype(np.float64) / image.max() * 235).astype(np.uint16)
     assert measure(dim, masks, ("texture",)).drop(columns="label").isna().to_numpy().mean() == 0
-    assert measure(dim, masks, ("texture",), conventions="cp_measure").drop(columns="label").isna().to_numpy().mean() > 0.2
+    assert (
+        measure(dim, masks, ("texture",), conventions="cp_measure")
+        .drop(columns="label")
+        .isna()
+        .to_numpy()
+        .mean()
+        > 0.2
+    )
 
 
 def test_only_cellprofiler_4_names_by_default():
-    assert not {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} & set(feature_names(("sizeshape",)))
-    assert {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} <= set(feature_names(("sizeshape",), "cp_measure"))
+    assert not {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} & set(
+        feature_names(("sizeshape",))
+    )
+    assert {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} <= set(
+        feature_names(("sizeshape",), "cp_measure")
+    )

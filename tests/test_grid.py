@@ -22,12 +22,21 @@ def role(run):
 
 
 def test_paper_grid_counts(paper):
-    assert grid.counts(paper) == {"models": 54, "runs": 243, "task 1": 54, "task 2": 54, "task 3": 135, "baseline runs": 54}
+    assert grid.counts(paper) == {
+        "models": 54,
+        "runs": 243,
+        "task 1": 54,
+        "task 2": 54,
+        "task 3": 135,
+        "baseline runs": 54,
+    }
 
 
 def test_paper_grid_pairs_and_tasks_match_the_design_table(paper):
     runs = grid.runs(paper)
-    per_pair = Counter((role(r), r.task) for r in runs if r.model.stain == "dapi" and r.model.seed == 0)
+    per_pair = Counter(
+        (role(r), r.task) for r in runs if r.model.stain == "dapi" and r.model.seed == 0
+    )
     assert per_pair == {
         ("NT_c -> NT_c", 1): 3,
         ("NT_c -> T_c", 1): 3,
@@ -45,7 +54,9 @@ def test_test_distribution_baseline_is_the_model_of_the_test_set(paper):
     for run in runs:
         assert run.baseline_train_set == run.test_set
         assert (run.baseline_train_set, run.test_set) in kept
-    task1 = next(r for r in runs if role(r) == "NT_c -> T_c" and r.model.train_set.cell_type == "ovarian")
+    task1 = next(
+        r for r in runs if role(r) == "NT_c -> T_c" and r.model.train_set.cell_type == "ovarian"
+    )
     assert task1.baseline_train_set == DataSet("ovarian", "toxic")
 
 
@@ -70,8 +81,15 @@ def test_all_pairs_adds_the_nine_excluded_pairs(paper):
 
 
 def test_grid_grows_with_the_config_lists():
-    profiles = {c: {"density_per_mm2": 100, "cell_radius_um": 10, "nucleus_radius_um": 5} for c in "abcde"}
-    config = validate({"grid": {"cell_types": list("abcde"), "seeds": [0]}, "data": {"synthetic": {"cell_types": profiles}}})
+    profiles = {
+        c: {"density_per_mm2": 100, "cell_radius_um": 10, "nucleus_radius_um": 5} for c in "abcde"
+    }
+    config = validate(
+        {
+            "grid": {"cell_types": list("abcde"), "seeds": [0]},
+            "data": {"synthetic": {"cell_types": profiles}},
+        }
+    )
     # 5 x 2 x 3 models; pairs: 10 x 10 minus the 5 x 5 toxic -> non-toxic ones.
     assert grid.counts(config)["models"] == 30
     assert grid.counts(config)["runs"] == 75 * 3
@@ -98,23 +116,39 @@ def test_cli_prints_counts_and_writes_tsv(tmp_path, capsys):
     rows = out.read_text().splitlines()
     assert rows[0].split("\t") == grid.TSV_COLUMNS
     assert len(rows) == 244
-    assert "lung-nontoxic.dapi.s0@lung-toxic\tlung-nontoxic.dapi.s0\tlung-nontoxic.dapi\tlung-nontoxic\tlung-toxic\tdapi\t0\t1\tphenotype\tlung-toxic" in rows
+    assert (
+        "lung-nontoxic.dapi.s0@lung-toxic\tlung-nontoxic.dapi.s0\tlung-nontoxic.dapi\tlung-nontoxic\tlung-toxic\tdapi\t0\t1\tphenotype\tlung-toxic"
+        in rows
+    )
 
 
 def test_a_control_is_tested_by_its_twins_models_against_themselves_on_the_twin():
-    config = validate({"grid": {"controls": [{"test_set": "lung-nontoxic", "acquisition": "defocus"}]}})
+    config = validate(
+        {"grid": {"controls": [{"test_set": "lung-nontoxic", "acquisition": "defocus"}]}}
+    )
     control = grid.DataSet.parse("lung-nontoxic+defocus")
     assert control.twin == DataSet("lung", "nontoxic") and control.name == "lung-nontoxic+defocus"
     runs = [r for r in grid.runs(config) if r.test_set == control]
-    assert len(runs) == 9 and {r.model.train_set for r in runs} == {control.twin}  # 3 stains x 3 seeds
-    assert all(r.task == 0 and r.shift == "acquisition" and r.baseline_train_set == control.twin for r in runs)
+    assert len(runs) == 9 and {r.model.train_set for r in runs} == {
+        control.twin
+    }  # 3 stains x 3 seeds
+    assert all(
+        r.task == 0 and r.shift == "acquisition" and r.baseline_train_set == control.twin
+        for r in runs
+    )
     assert grid.counts(config)["runs"] == 243 + 9
     restricted = grid.restrict(config, ["lung-nontoxic+defocus"])["grid"]
     assert grid.data_sets(restricted) == [] and grid.controls(restricted) == [control]
 
 
 def test_a_control_needs_a_grid_test_set_and_known_optics():
-    with pytest.raises(VsgridError, match=r"grid.controls\[0\].test_set: 'kidney-toxic' is not a data set of the grid"):
+    with pytest.raises(
+        VsgridError,
+        match=r"grid.controls\[0\].test_set: 'kidney-toxic' is not a data set of the grid",
+    ):
         validate({"grid": {"controls": [{"test_set": "kidney-toxic", "acquisition": "defocus"}]}})
-    with pytest.raises(VsgridError, match=r"grid.controls\[0\].acquisition: 'fog' is not in data.synthetic.acquisitions \(defocus\)"):
+    with pytest.raises(
+        VsgridError,
+        match=r"grid.controls\[0\].acquisition: 'fog' is not in data.synthetic.acquisitions \(defocus\)",
+    ):
         validate({"grid": {"controls": [{"test_set": "lung-toxic", "acquisition": "fog"}]}})

@@ -7,14 +7,20 @@ import tifffile
 
 from vsgrid.cli import main
 from vsgrid.config import validate
-from vsgrid.errors import VsgridError
 from vsgrid.data.ingest import ingest
 from vsgrid.data.store import open_store
+from vsgrid.errors import VsgridError
 
 CHANNEL_NAMES = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
 WELLS = {  # well -> (compound, concentration); one compound at six concentrations
-    "A01": ("DMSO", 0), "A02": ("CPD-A", 0.01), "A03": ("CPD-A", 0.03), "A04": ("CPD-A", 0.1),
-    "B01": ("CPD-A", 0.3), "B02": ("CPD-A", 1), "B03": ("CPD-A", 3), "B04": ("Etoposide", 10),
+    "A01": ("DMSO", 0),
+    "A02": ("CPD-A", 0.01),
+    "A03": ("CPD-A", 0.03),
+    "A04": ("CPD-A", 0.1),
+    "B01": ("CPD-A", 0.3),
+    "B02": ("CPD-A", 1),
+    "B03": ("CPD-A", 3),
+    "B04": ("Etoposide", 10),
 }
 PLATES = {"PL1": "lung", "PL2": "lung", "PL3": "lung"}  # PL3, last by name, is the test plate
 SITES = (1, 2)
@@ -43,8 +49,13 @@ class PlateSet:
                         row[f"PathName_{name}"] = f"images/{plate}"
                     rows.append(row)
         pd.DataFrame(rows).to_csv(root / "load_data.csv", index=False)
-        pd.DataFrame([(w, c, x) for w, (c, x) in WELLS.items()], columns=["well", "compound", "concentration"]).to_csv(root / "plate_map.csv", index=False)
-        pd.DataFrame(list(PLATES.items()), columns=["plate", "cell_type"]).to_csv(root / "plates.csv", index=False)
+        pd.DataFrame(
+            [(w, c, x) for w, (c, x) in WELLS.items()],
+            columns=["well", "compound", "concentration"],
+        ).to_csv(root / "plate_map.csv", index=False)
+        pd.DataFrame(list(PLATES.items()), columns=["plate", "cell_type"]).to_csv(
+            root / "plates.csv", index=False
+        )
 
     def config(self, **splits):
         return validate(
@@ -55,7 +66,14 @@ class PlateSet:
                     "dir": str(self.root / "stores"),
                     "splits": {"train": 12, "val": 4, "test": 8, **splits},
                     "test_plates": 1,
-                    "ingest": {k: str(self.root / f) for k, f in (("load_data", "load_data.csv"), ("plate_map", "plate_map.csv"), ("plate_cell_types", "plates.csv"))},
+                    "ingest": {
+                        k: str(self.root / f)
+                        for k, f in (
+                            ("load_data", "load_data.csv"),
+                            ("plate_map", "plate_map.csv"),
+                            ("plate_cell_types", "plates.csv"),
+                        )
+                    },
                 },
             }
         )
@@ -80,10 +98,15 @@ def test_round_trip_gives_back_every_array_written(plates):
         for split in ("train", "val", "test"):
             meta, images = store.split_metadata(split), store.images(split)[:]
             assert len(meta) == len(images) == config["data"]["splits"][split]
-            assert set(meta["plate"]) == ({"PL3"} if split == "test" else {"PL1", "PL2"}) or split == "val"
+            assert (
+                set(meta["plate"]) == ({"PL3"} if split == "test" else {"PL1", "PL2"})
+                or split == "val"
+            )
             for row, image in zip(meta.itertuples(), images):
                 for c, channel in enumerate(("bf", "dapi", "fitc", "cy5")):
-                    assert np.array_equal(image[c], plates.images[(row.plate, row.well, row.field, channel)])
+                    assert np.array_equal(
+                        image[c], plates.images[(row.plate, row.well, row.field, channel)]
+                    )
                 seen += 1
     assert seen == 2 * 24
 
@@ -104,7 +127,10 @@ def test_float_tiffs_within_range_are_accepted(tmp_path):
     path = ingest(plates.config(), tmp_path / "stores", progress=False)[0]
     store = open_store(path)
     row = store.split_metadata("train").iloc[0]
-    assert np.array_equal(store.images("train")[0][1], plates.images[(row.plate, row.well, row.field, "dapi")].astype(np.uint16))
+    assert np.array_equal(
+        store.images("train")[0][1],
+        plates.images[(row.plate, row.well, row.field, "dapi")].astype(np.uint16),
+    )
 
 
 def garbage_tiff(plates):
@@ -154,7 +180,9 @@ def well_not_in_plate_map(plates):
 
 
 def plate_without_cell_type(plates):
-    pd.DataFrame({"plate": ["PL1", "PL3"], "cell_type": ["lung", "lung"]}).to_csv(plates.root / "plates.csv", index=False)
+    pd.DataFrame({"plate": ["PL1", "PL3"], "cell_type": ["lung", "lung"]}).to_csv(
+        plates.root / "plates.csv", index=False
+    )
     return "plates.csv", "plate\\(s\\) PL2 .* have no cell type"
 
 
@@ -166,7 +194,9 @@ def missing_column(plates):
 
 def well_listed_twice(plates):
     table = pd.read_csv(plates.root / "plate_map.csv")
-    pd.concat([table, pd.DataFrame([{"well": "A2", "compound": "CPD-B", "concentration": 1}])]).to_csv(plates.root / "plate_map.csv", index=False)
+    pd.concat(
+        [table, pd.DataFrame([{"well": "A2", "compound": "CPD-B", "concentration": 1}])]
+    ).to_csv(plates.root / "plate_map.csv", index=False)
     return "plate_map.csv", "well A02 is listed twice \\(rows 3 and 10\\)"
 
 
@@ -177,7 +207,9 @@ def field_listed_twice(plates):
 
 
 def empty_cell_type(plates):
-    pd.DataFrame({"plate": ["PL1", "PL2", "PL3"], "cell_type": ["lung", "", "lung"]}).to_csv(plates.root / "plates.csv", index=False)
+    pd.DataFrame({"plate": ["PL1", "PL2", "PL3"], "cell_type": ["lung", "", "lung"]}).to_csv(
+        plates.root / "plates.csv", index=False
+    )
     return "plates.csv", "row 3: plate PL2 has no cell_type"
 
 
@@ -206,7 +238,9 @@ def test_bad_input_names_the_file_and_keeps_the_earlier_store(plates, damage):
     with pytest.raises(VsgridError, match=reason) as error:
         ingest(config, out, progress=False)
     assert name in str(error.value)
-    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no temporary or partial store left
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        before
+    )  # no temporary or partial store left
     for store_name, images in before.items():
         assert np.array_equal(open_store(out / store_name).images("train")[:], images)
 
@@ -217,7 +251,19 @@ def test_command_line_exit_status_and_message(plates, capsys):
         "data:\n  source: ingest\n  splits: {train: 12, val: 4, test: 8}\n  test_plates: 1\n"
         f"  ingest: {{load_data: {plates.root}/load_data.csv, plate_map: {plates.root}/plate_map.csv, plate_cell_types: {plates.root}/typo.csv}}\n"
     )
-    assert main(["ingest", "--config", str(plates.root / "config.yaml"), "--out", str(plates.root / "s"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "ingest",
+                "--config",
+                str(plates.root / "config.yaml"),
+                "--out",
+                str(plates.root / "s"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "typo.csv does not exist" in capsys.readouterr().err
     assert not (plates.root / "s").exists()
 
@@ -234,7 +280,9 @@ def test_a_failure_in_a_later_store_leaves_every_store_as_it_was(plates):
     out = plates.root / "stores"
     ingest(plates.config(), out, progress=False)
     before = {p.name: open_store(p).images("test")[:] for p in out.iterdir()}
-    garbage_tiff_in_toxic_well = plates.file("PL3", "B02", 2, "cy5")  # read by the second store only
+    garbage_tiff_in_toxic_well = plates.file(
+        "PL3", "B02", 2, "cy5"
+    )  # read by the second store only
     garbage_tiff_in_toxic_well.write_bytes(b"II*\x00garbage")
     reseeded = plates.config()
     reseeded["data"]["seed"] = 1  # other splits: a rebuilt first store would differ

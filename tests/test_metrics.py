@@ -5,7 +5,15 @@ import pytest
 from scipy import ndimage as ndi
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.metrics import AP_THRESHOLDS, instance_scores, match_instances, nrmse, overlaps, pcc, pixel_scores
+from vsgrid.evaluation.metrics import (
+    AP_THRESHOLDS,
+    instance_scores,
+    match_instances,
+    nrmse,
+    overlaps,
+    pcc,
+    pixel_scores,
+)
 
 
 def square(masks, label, y, x, h, w):
@@ -69,10 +77,33 @@ def test_hand_made_masks_give_the_exact_f1_and_jaccard():
 
 def test_masks_against_themselves_and_empty_masks():
     real, _ = hand_made()
-    assert instance_scores(real, real) == {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "ap": 1.0, "splits": 0, "merges": 0, "n_real": 4, "n_pred": 4}
+    assert instance_scores(real, real) == {
+        "f1": 1.0,
+        "jaccard": 1.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "ap": 1.0,
+        "splits": 0,
+        "merges": 0,
+        "n_real": 4,
+        "n_pred": 4,
+    }
     empty = np.zeros_like(real)
-    assert instance_scores(empty, empty)["f1"] == 1.0 and instance_scores(empty, empty)["jaccard"] == 1.0
-    assert instance_scores(real, empty) == {"f1": 0.0, "jaccard": 0.0, "precision": 0.0, "recall": 0.0, "ap": 0.0, "splits": 0, "merges": 0, "n_real": 4, "n_pred": 0}
+    assert (
+        instance_scores(empty, empty)["f1"] == 1.0
+        and instance_scores(empty, empty)["jaccard"] == 1.0
+    )
+    assert instance_scores(real, empty) == {
+        "f1": 0.0,
+        "jaccard": 0.0,
+        "precision": 0.0,
+        "recall": 0.0,
+        "ap": 0.0,
+        "splits": 0,
+        "merges": 0,
+        "n_real": 4,
+        "n_pred": 0,
+    }
     assert instance_scores(empty, real)["f1"] == 0.0 and instance_scores(empty, real)["n_pred"] == 4
 
 
@@ -100,7 +131,12 @@ def test_compact_and_sparse_labels_give_the_same_ious():
     real, pred = hand_made()
     compact, sparse = overlaps(real, pred), overlaps(real * 100_000, pred * 100_000)
     np.testing.assert_array_equal(compact.iou, sparse.iou)
-    assert list(compact.real_ids) == [1, 2, 3, 4] and list(sparse.real_ids) == [100_000, 200_000, 300_000, 400_000]
+    assert list(compact.real_ids) == [1, 2, 3, 4] and list(sparse.real_ids) == [
+        100_000,
+        200_000,
+        300_000,
+        400_000,
+    ]
 
 
 def test_pcc_and_nrmse_by_construction_and_against_scipy_and_skimage():
@@ -109,13 +145,17 @@ def test_pcc_and_nrmse_by_construction_and_against_scipy_and_skimage():
 
     rng = np.random.default_rng(3)
     real = rng.integers(0, 4000, (40, 50)).astype(np.uint16)
-    assert pcc(real, real) == pytest.approx(1.0) and pcc(real, 4000 - real.astype(float)) == pytest.approx(-1.0)
+    assert pcc(real, real) == pytest.approx(1.0) and pcc(
+        real, 4000 - real.astype(float)
+    ) == pytest.approx(-1.0)
     assert nrmse(real, real) == 0.0
     offset = real.astype(float) + 10.0  # a constant error of 10 counts
     assert nrmse(real, offset) == pytest.approx(10.0 / (real.max() - real.min()))
     noisy = real + rng.normal(0, 300, real.shape)
     assert pcc(real, noisy) == pytest.approx(pearsonr(real.ravel(), noisy.ravel())[0], rel=1e-12)
-    assert nrmse(real, noisy) == pytest.approx(normalized_root_mse(real.astype(float), noisy, normalization="min-max"), rel=1e-12)
+    assert nrmse(real, noisy) == pytest.approx(
+        normalized_root_mse(real.astype(float), noisy, normalization="min-max"), rel=1e-12
+    )
     assert np.isnan(pcc(np.full((4, 4), 3), noisy[:4, :4]))
 
 
@@ -126,7 +166,9 @@ def test_average_precision_by_construction_and_against_cellpose():
     expected = [(3 if t <= 0.7 else 2 if t <= 0.8 else 1) for t in AP_THRESHOLDS]
     expected = np.mean([tp / (4 + 4 - tp) for tp in expected])
     assert instance_scores(real, pred)["ap"] == pytest.approx(expected)
-    relabelled = np.unique(pred, return_inverse=True)[1].reshape(pred.shape)  # Cellpose wants labels 1..n
+    relabelled = np.unique(pred, return_inverse=True)[1].reshape(
+        pred.shape
+    )  # Cellpose wants labels 1..n
     cellpose_ap = average_precision(real, relabelled, threshold=list(AP_THRESHOLDS))[0]
     assert instance_scores(real, pred)["ap"] == pytest.approx(float(np.mean(cellpose_ap)), rel=1e-6)
     rng = np.random.default_rng(0)
@@ -134,7 +176,10 @@ def test_average_precision_by_construction_and_against_cellpose():
         blobs = ndi.label(ndi.gaussian_filter(rng.random((80, 80)), 2) > 0.52)[0]
         moved = ndi.label(ndi.shift(blobs > 0, (1, 2), order=0))[0]
         ours = instance_scores(blobs, moved)["ap"]
-        assert ours == pytest.approx(float(np.mean(average_precision(blobs, moved, threshold=list(AP_THRESHOLDS))[0])), rel=1e-6)
+        assert ours == pytest.approx(
+            float(np.mean(average_precision(blobs, moved, threshold=list(AP_THRESHOLDS))[0])),
+            rel=1e-6,
+        )
 
 
 def test_splits_and_merges_by_construction():

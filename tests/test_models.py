@@ -39,7 +39,9 @@ def test_discriminator_returns_features_of_every_layer_per_scale():
     outputs = MultiscaleDiscriminator(SMALL)(torch.randn(1, 2, 64, 64))
     assert len(outputs) == 2 and all(len(scale) == SMALL.n_layers_D + 2 for scale in outputs)
     assert outputs[0][-1].shape[1] == 1
-    assert outputs[1][0].shape[-1] < outputs[0][0].shape[-1]  # the second scale sees a half-size image
+    assert (
+        outputs[1][0].shape[-1] < outputs[0][0].shape[-1]
+    )  # the second scale sees a half-size image
 
 
 def test_losses():
@@ -53,21 +55,29 @@ def test_losses():
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero():
-    settings = TrainSettings.from_config({**validate({})["train"], "lr": 2e-4, "lr_decay_start": 100, "max_epochs": 200})
+    settings = TrainSettings.from_config(
+        {**validate({})["train"], "lr": 2e-4, "lr_decay_start": 100, "max_epochs": 200}
+    )
     assert settings.learning_rate(0) == settings.learning_rate(99) == 2e-4
     assert settings.learning_rate(150) == pytest.approx(1e-4)
     assert settings.learning_rate(200) == 0
 
 
 def test_padded_size():
-    assert padded_size(1080, 4) == 1088 and padded_size(128, 2) == 128 and padded_size(129, 2) == 132
+    assert (
+        padded_size(1080, 4) == 1088 and padded_size(128, 2) == 128 and padded_size(129, 2) == 132
+    )
 
 
 def test_vgg_loss_loads_torchvision_style_weights(tmp_path):
     features = vgg19_features()
     assert len(features) == 30 and isinstance(features[28], torch.nn.Conv2d)
     path = tmp_path / "vgg19.pth"
-    torch.save({f"features.{k}": v for k, v in features.state_dict().items()} | {"classifier.0.weight": torch.zeros(2, 2)}, path)
+    torch.save(
+        {f"features.{k}": v for k, v in features.state_dict().items()}
+        | {"classifier.0.weight": torch.zeros(2, 2)},
+        path,
+    )
     loaded = load_vgg19_features(path)
     assert torch.equal(loaded[0].weight, features[0].weight)
     loss = VGGLoss(loaded)

@@ -39,13 +39,24 @@ def commands() -> list[str]:
 def clone(tmp_path_factory):
     """What a fresh clone holds, linked into a scratch folder so that commands write only there."""
     here = tmp_path_factory.mktemp("clone")
-    for name in ("Snakefile", "workflow", "config", "profiles", "envs", "src", "Makefile", "pyproject.toml"):
+    for name in (
+        "Snakefile",
+        "workflow",
+        "config",
+        "profiles",
+        "envs",
+        "src",
+        "Makefile",
+        "pyproject.toml",
+    ):
         (here / name).symlink_to(ROOT / name)
     return here
 
 
 def run(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(command, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def as_checked(command: str) -> str:

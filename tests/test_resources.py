@@ -2,7 +2,14 @@
 
 import pytest
 
-from vsgrid.resources import COSTS, MARGIN, MAX_RUNTIME_MIN, MIN_RUNTIME_MIN, REFERENCE_PIXELS, job_resources
+from vsgrid.resources import (
+    COSTS,
+    MARGIN,
+    MAX_RUNTIME_MIN,
+    MIN_RUNTIME_MIN,
+    REFERENCE_PIXELS,
+    job_resources,
+)
 
 
 @pytest.mark.parametrize("step", ["segment_real", "features_real", "evaluate"])
@@ -23,7 +30,10 @@ def test_memory_follows_image_size_not_image_count():
 
 
 def test_a_retry_asks_for_more_up_to_the_runtime_limit():
-    first, second = (job_resources("features_real", images=4800, pixels=REFERENCE_PIXELS, threads=4, attempt=a) for a in (1, 2))
+    first, second = (
+        job_resources("features_real", images=4800, pixels=REFERENCE_PIXELS, threads=4, attempt=a)
+        for a in (1, 2)
+    )
     assert second["mem_mb"] == 2 * first["mem_mb"] and second["runtime"] >= 2 * first["runtime"] - 1
     training = job_resources("train", images=21000 * 200, pixels=REFERENCE_PIXELS, threads=5)
     assert training["runtime"] == MAX_RUNTIME_MIN

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import instance_scores
 from vsgrid.evaluation.segment import classical_labels, gamma_correct, load_cellpose, segmenter
-from vsgrid.data.store import open_store
 
 
 def test_gamma_correction_brightens_dim_pixels():
@@ -38,7 +38,9 @@ def test_a_field_of_background_noise_has_no_objects_but_a_dim_nucleus_stays(quic
     noise[1] += 400 * (((yy - 40) ** 2 + (xx - 50) ** 2) < 25)  # a dim fragment, radius 5 pixels
     segment = segmenter({**quick_config["segmentation"], "backend": "classical"}, "dapi", 1.3)
     empty, fragment = segment(np.clip(noise, 0, 65535).astype(np.uint16))
-    assert classical_labels(gamma_correct(noise[0].astype(np.uint16), 0.3), 8.5).max() > 20  # what the floor is for
+    assert (
+        classical_labels(gamma_correct(noise[0].astype(np.uint16), 0.3), 8.5).max() > 20
+    )  # what the floor is for
     assert empty.max() == 0
     assert fragment.max() == 1 and fragment[40, 50] == 1
 
@@ -69,11 +71,30 @@ def test_train_cellpose_from_scratch_on_ground_truth(quick_config, quick_stores,
     The full run (README) reaches F1 0.99 at IoU 0.7 after 10 epochs."""
     from vsgrid.evaluation.cellpose_train import train_cellpose
 
-    config = {**quick_config, "data": {**quick_config["data"], "dir": str(quick_stores["breast-nontoxic"].parent)}}
-    report = train_cellpose(config, "breast-nontoxic", "dapi", tmp_path / "nuclei.cp", epochs=1, learning_rate=0.05, batch_size=8)
+    config = {
+        **quick_config,
+        "data": {**quick_config["data"], "dir": str(quick_stores["breast-nontoxic"].parent)},
+    }
+    report = train_cellpose(
+        config,
+        "breast-nontoxic",
+        "dapi",
+        tmp_path / "nuclei.cp",
+        epochs=1,
+        learning_rate=0.05,
+        batch_size=8,
+    )
     assert (tmp_path / "nuclei.cp").is_file() and (tmp_path / "nuclei.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert 0 <= report["f1_cellpose"] <= 1 and report["f1_classical"] > 0.8
-    segment = segmenter({**quick_config["segmentation"], "backend": "cellpose", "cellpose": {"models": {"dapi": str(tmp_path / "nuclei.cp")}, "batch_size": 8}}, "dapi", 1.3)
+    segment = segmenter(
+        {
+            **quick_config["segmentation"],
+            "backend": "cellpose",
+            "cellpose": {"models": {"dapi": str(tmp_path / "nuclei.cp")}, "batch_size": 8},
+        },
+        "dapi",
+        1.3,
+    )
     labels = segment(open_store(quick_stores["breast-nontoxic"]).images("test")[:4, 1])
     assert labels.shape == (4, 128, 128) and labels.dtype == np.int32

@@ -7,7 +7,12 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.selection import RankingSettings, rank_features, saabas_contributions, sampled_rows
+from vsgrid.evaluation.selection import (
+    RankingSettings,
+    rank_features,
+    saabas_contributions,
+    sampled_rows,
+)
 
 
 def toy(n=600, seed=0):
@@ -16,11 +21,24 @@ def toy(n=600, seed=0):
     signal, weak = rng.normal(size=n), rng.normal(size=n)
     target = np.where(signal + 0.3 * weak + 0.3 * rng.normal(size=n) > 0, "toxic", "nontoxic")
     noise = {f"noise_{k}": rng.normal(size=n) for k in range(6)}
-    return pd.DataFrame({"noise_a": rng.normal(size=n), "signal": signal, "weak": weak, **noise}), pd.Series(target)
+    return pd.DataFrame(
+        {"noise_a": rng.normal(size=n), "signal": signal, "weak": weak, **noise}
+    ), pd.Series(target)
 
 
 def settings(**changes):
-    return RankingSettings(**{"top": 2, "trees": 30, "method": "saabas", "repeats": 2, "seed": 0, "instances": 10_000, "subsamples": 3, **changes})
+    return RankingSettings(
+        **{
+            "top": 2,
+            "trees": 30,
+            "method": "saabas",
+            "repeats": 2,
+            "seed": 0,
+            "instances": 10_000,
+            "subsamples": 3,
+            **changes,
+        }
+    )
 
 
 def test_saabas_contributions_add_up_to_the_forests_prediction():
@@ -29,7 +47,9 @@ def test_saabas_contributions_add_up_to_the_forests_prediction():
     forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(x, target)
     contributions = saabas_contributions(forest, x[:50])
     bias = np.mean([tree.tree_.value[0, 0, :] for tree in forest.estimators_], axis=0)
-    np.testing.assert_allclose(bias + contributions.sum(axis=1), forest.predict_proba(x[:50]), atol=1e-12)
+    np.testing.assert_allclose(
+        bias + contributions.sum(axis=1), forest.predict_proba(x[:50]), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("method", ["saabas", "permutation"])
@@ -38,8 +58,19 @@ def test_the_informative_feature_ranks_first_and_stably(method):
     ranking = rank_features(features, target, settings(method=method))
     assert ranking.iloc[0]["feature"] == "signal" and ranking.iloc[0]["stability"] == 1.0
     assert ranking["selected"].sum() == 2 and (ranking["method"] == method).all()
-    assert set(ranking.columns) == {"feature", "importance", "importance_std", "stability", "rank", "selected", "method"}
-    assert ranking["stability"].between(0, 1).all() and ranking.loc[ranking["rank"] > 4, "stability"].max() < 1
+    assert set(ranking.columns) == {
+        "feature",
+        "importance",
+        "importance_std",
+        "stability",
+        "rank",
+        "selected",
+        "method",
+    }
+    assert (
+        ranking["stability"].between(0, 1).all()
+        and ranking.loc[ranking["rank"] > 4, "stability"].max() < 1
+    )
 
 
 def test_a_subsample_bounds_the_instances_the_forest_sees(monkeypatch):
@@ -47,7 +78,9 @@ def test_a_subsample_bounds_the_instances_the_forest_sees(monkeypatch):
 
     seen = []
     real = selection._importance
-    monkeypatch.setattr(selection, "_importance", lambda x, y, s, seed: seen.append(len(y)) or real(x, y, s, seed))
+    monkeypatch.setattr(
+        selection, "_importance", lambda x, y, s, seed: seen.append(len(y)) or real(x, y, s, seed)
+    )
     features, target = toy(n=600)
     rank_features(features, target, settings(instances=200, subsamples=2))
     assert seen == [200, 200]
@@ -60,12 +93,18 @@ def test_a_target_with_one_class_is_refused():
 
 
 def test_a_feature_table_is_sampled_a_row_group_at_a_time(tmp_path):
-    table = pd.DataFrame({"image": np.arange(10_000) // 100, "label": np.arange(10_000), "f": np.arange(10_000.0)})
+    table = pd.DataFrame(
+        {"image": np.arange(10_000) // 100, "label": np.arange(10_000), "f": np.arange(10_000.0)}
+    )
     path = tmp_path / "features.parquet"
     table.to_parquet(path, row_group_size=1000)
     everything = sampled_rows(path, 20_000, np.random.default_rng(0))
     pd.testing.assert_frame_equal(everything, table)  # no more rows than kept: every row, in order
     sample = sampled_rows(path, 2000, np.random.default_rng(0))
-    assert len(sample) == 2000 and sample["label"].is_unique and sample["label"].is_monotonic_increasing
+    assert (
+        len(sample) == 2000
+        and sample["label"].is_unique
+        and sample["label"].is_monotonic_increasing
+    )
     # uniform over the whole table, not the first row groups: each tenth holds about 200 of 2000
     assert np.bincount(sample["label"] // 1000).min() > 140

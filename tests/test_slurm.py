@@ -23,12 +23,24 @@ def why_not() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
 def test_gpu_rules_run_through_the_slurm_profile(tmp_path):
-    result = subprocess.run(["bash", str(SCRIPT)], env={**os.environ, "VSGRID_SLURM_WORKDIR": str(tmp_path)}, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**os.environ, "VSGRID_SLURM_WORKDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
-    assert "rule train: job" in output and "rule infer: job" in output and "on partition gpu with a GPU" in output
+    assert (
+        "rule train: job" in output
+        and "rule infer: job" in output
+        and "on partition gpu with a GPU" in output
+    )
     assert "rule evaluate: job" in output and "on partition cpu without a GPU" in output
-    scores = tmp_path / "results" / "runs" / "lung-nontoxic.dapi.s0" / "lung-toxic" / "scores.parquet"
+    scores = (
+        tmp_path / "results" / "runs" / "lung-nontoxic.dapi.s0" / "lung-toxic" / "scores.parquet"
+    )
     import pandas as pd
 
     assert {"ssim", "psnr", "f1", "nmae"} <= set(pd.read_parquet(scores)["metric"])

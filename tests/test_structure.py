@@ -33,7 +33,10 @@ def imported(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vsgrid"):
             # `from vsgrid.model import checkpoint` imports a module; `from vsgrid.grid import Run` a name
-            names.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names)
+            names.update(
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                for a in node.names
+            )
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names if a.name.startswith("vsgrid"))
     return names
@@ -46,18 +49,32 @@ def stage(module: str) -> int:
 
 @pytest.mark.parametrize("module", [m for m in MODULES if not m.startswith("vsgrid.cli")])
 def test_no_module_imports_from_a_later_stage(module):
-    later = [name for name in imported(MODULES[module]) if stage(name) > stage(module) and name not in LEAVES]
+    later = [
+        name
+        for name in imported(MODULES[module])
+        if stage(name) > stage(module) and name not in LEAVES
+    ]
     assert not later, f"{module} imports {later}"
 
 
 def test_importing_inference_does_not_import_training():
     code = "import sys, vsgrid.model.infer; print('vsgrid.model.train' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 def test_the_snakefiles_imports_need_only_the_standard_library():
     code = "import sys, vsgrid.layout, vsgrid.grid, vsgrid.config; print(sorted({'numpy', 'pandas', 'torch', 'zarr'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "[]"
+    )
 
 
 def test_the_command_line_is_thin_and_functions_fit_on_a_screen():
@@ -65,6 +82,9 @@ def test_the_command_line_is_thin_and_functions_fit_on_a_screen():
     long = []
     for module, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > 60
+            ):
                 long.append(f"{module}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long

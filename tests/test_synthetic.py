@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from vsgrid.data import synthetic
 from vsgrid.config import validate
-from vsgrid.errors import VsgridError
-from vsgrid.seeds import rng_for
+from vsgrid.data import synthetic
 from vsgrid.data.store import CHANNELS, open_store
 from vsgrid.data.summary import image_flag, summarize
 from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
+from vsgrid.errors import VsgridError
+from vsgrid.seeds import rng_for
 
 LUNG = Profile(600, 13, 5.5, 1.3, 0.3)
 
@@ -21,7 +21,13 @@ def tiny_config(seed=0, **synthetic_overrides):
                 "seed": seed,
                 "splits": {"train": 4, "val": 2, "test": 3},
                 "test_plates": 1,
-                "synthetic": {"plates_per_cell_type": 2, "fields_per_well": 1, "field_size": 64, "pixel_size_um": 1.3, **synthetic_overrides},
+                "synthetic": {
+                    "plates_per_cell_type": 2,
+                    "fields_per_well": 1,
+                    "field_size": 64,
+                    "pixel_size_um": 1.3,
+                    **synthetic_overrides,
+                },
             },
         }
     )
@@ -73,12 +79,19 @@ def test_store_layout(quick_stores, quick_config):
     for split in ("train", "val", "test"):
         images = store.images(split)
         assert images.shape == (splits[split], 4, size, size) and images.dtype == np.uint16
-        assert images.chunks == (1, 1, size, size) and images.array.shards == (1, 4, size, size)  # one file per field, one chunk per channel
+        assert images.chunks == (1, 1, size, size) and images.array.shards == (
+            1,
+            4,
+            size,
+            size,
+        )  # one file per field, one chunk per channel
         assert store.masks(split).shape == (splits[split], 2, size, size)
         meta = store.split_metadata(split)
         assert len(meta) == splits[split] and (meta["phenotype"] == "toxic").all()
     assert store.attrs["channels"] == ["bf", "dapi", "fitc", "cy5"]
-    assert store.attrs["pixel_size_um"] == 1.3 and store.attrs["provenance"]["source"] == "synthetic"
+    assert (
+        store.attrs["pixel_size_um"] == 1.3 and store.attrs["provenance"]["source"] == "synthetic"
+    )
     assert len(store.store_id) == 32
 
 
@@ -156,7 +169,10 @@ def test_failed_build_keeps_the_earlier_store(tmp_path, monkeypatch):
 def test_asking_for_more_images_than_the_plates_hold_names_the_key(tmp_path):
     config = tiny_config()
     config["data"]["splits"]["test"] = 10_000
-    with pytest.raises(VsgridError, match=r"lung-toxic: data.splits.test asks for 10000 images but the held-out test plates have only \d+"):
+    with pytest.raises(
+        VsgridError,
+        match=r"lung-toxic: data.splits.test asks for 10000 images but the held-out test plates have only \d+",
+    ):
         synthesize(config, tmp_path, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -169,14 +185,20 @@ def test_blank_and_saturated_images_are_flagged():
     clipped = noisy.copy()
     clipped[:4] = 65535
     assert image_flag(clipped, 65535, **thresholds) == "saturated"
-    assert image_flag(np.minimum(noisy, 255), 255, **thresholds) == "saturated"  # an 8-bit camera's top
+    assert (
+        image_flag(np.minimum(noisy, 255), 255, **thresholds) == "saturated"
+    )  # an 8-bit camera's top
 
 
 def test_a_nucleus_fragment_outside_the_field_renders():
     """lung-P01 F04 field 5 of the paper config (seed 0) has a fragment of a nucleus above the
     field: its render window once ended at a negative index and wrapped around."""
     config = validate({})
-    row = synthetic.field_table("lung", config).query("plate == 'lung-P01' and well == 'F04' and field == 5").iloc[0]
+    row = (
+        synthetic.field_table("lung", config)
+        .query("plate == 'lung-P01' and well == 'F04' and field == 5")
+        .iloc[0]
+    )
     rng = rng_for(0, "field", "lung", row.plate, row.well, int(row.field))
     profile = Profile(**config["data"]["synthetic"]["cell_types"]["lung"])
     cells = sample_cells(rng, profile, row.toxicity, (1080, 1080), 0.65)
@@ -188,10 +210,16 @@ def test_a_control_renders_its_twins_test_fields_with_other_bright_field_only(tm
     config = tiny_config()
     config["grid"]["controls"] = [{"test_set": "lung-toxic", "acquisition": "defocus"}]
     twin, control = (open_store(p) for p in synthesize(config, tmp_path, workers=1, progress=False))
-    assert control.attrs["data_set"] == "lung-toxic+defocus" and control.images("train").shape[0] == 0
+    assert (
+        control.attrs["data_set"] == "lung-toxic+defocus" and control.images("train").shape[0] == 0
+    )
     original, reacquired = twin.images("test")[:], control.images("test")[:]
     assert np.array_equal(original[:, 1:], reacquired[:, 1:])  # the same stains, byte for byte
     # Out of focus: fine structure (the Laplacian, with the shot noise smoothed away) fades.
-    structure = lambda stack: np.mean([np.var(ndi.laplace(ndi.gaussian_filter(bf.astype(float), 1))) for bf in stack])  # noqa: E731
+    structure = lambda stack: np.mean(
+        [np.var(ndi.laplace(ndi.gaussian_filter(bf.astype(float), 1))) for bf in stack]
+    )  # noqa: E731
     assert structure(reacquired[:, 0]) < 0.5 * structure(original[:, 0])
-    assert twin.split_metadata("test")[["plate", "well", "field"]].equals(control.split_metadata("test")[["plate", "well", "field"]])
+    assert twin.split_metadata("test")[["plate", "well", "field"]].equals(
+        control.split_metadata("test")[["plate", "well", "field"]]
+    )

@@ -17,13 +17,13 @@ import yaml
 import zarr
 
 from vsgrid.cli import main
-from vsgrid.errors import VsgridError
-from vsgrid.grid import DataSet, Model
 from vsgrid.data.pairs import denormalize, normalize
 from vsgrid.data.store import as_uint16, create_store, open_store
+from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import instance_scores, pixel_scores, psnr
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.files import HOST, folder_lock, write_text
+from vsgrid.grid import DataSet, Model
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
 from vsgrid.model.infer import infer, load_generator
@@ -43,7 +43,9 @@ def config(quick_config, quick_stores, tmp_path_factory):
 
 def short(config, epochs):
     config = copy.deepcopy(config)
-    config["train"].update(max_epochs=epochs, lr_decay_start=epochs, crop_size=64)  # what these tests check does not need more
+    config["train"].update(
+        max_epochs=epochs, lr_decay_start=epochs, crop_size=64
+    )  # what these tests check does not need more
     return config
 
 
@@ -63,7 +65,9 @@ def mean_psnr(real, pred):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stain", ["dapi", "cy5"])
-def test_the_quick_models_are_good_enough_for_the_grid_to_mean_something(config, quick_stores, tmp_path, stain):
+def test_the_quick_models_are_good_enough_for_the_grid_to_mean_something(
+    config, quick_stores, tmp_path, stain
+):
     """The quick grid's own training settings, on one data set: DAPI reaches the quick grid's
     thresholds in distribution (SSIM >= 0.85, F1 at IoU 0.7 >= 0.6; the quick grid's own
     lung-nontoxic DAPI model: 0.96 and 0.80, bench/RESULTS.md), Cy5 beats predicting the training
@@ -79,12 +83,30 @@ def test_the_quick_models_are_good_enough_for_the_grid_to_mean_something(config,
     saved = checkpoint.load(tmp_path / "model" / "best.pt")
     untrained, _ = build_networks(NetworkConfig(**saved["network"]), seed=0)
     (tmp_path / "untrained").mkdir()
-    checkpoint.save({**saved, "generator": untrained.state_dict()}, tmp_path / "untrained" / "best.pt")
-    assert mean_psnr(real, predicted) > mean_psnr(real, predict(tmp_path / "untrained", quick_stores[lung.name], tmp_path / "u.zarr")) + 3
+    checkpoint.save(
+        {**saved, "generator": untrained.state_dict()}, tmp_path / "untrained" / "best.pt"
+    )
+    assert (
+        mean_psnr(real, predicted)
+        > mean_psnr(
+            real, predict(tmp_path / "untrained", quick_stores[lung.name], tmp_path / "u.zarr")
+        )
+        + 3
+    )
     if stain == "dapi":
-        segment = segmenter(config["segmentation"], stain, config["data"]["synthetic"]["pixel_size_um"])
+        segment = segmenter(
+            config["segmentation"], stain, config["data"]["synthetic"]["pixel_size_um"]
+        )
         assert np.mean([pixel_scores(r, p)["ssim"] for r, p in zip(real, predicted)]) >= 0.85
-        assert np.mean([instance_scores(r, p, 0.7)["f1"] for r, p in zip(segment(real), segment(predicted))]) >= 0.6
+        assert (
+            np.mean(
+                [
+                    instance_scores(r, p, 0.7)["f1"]
+                    for r, p in zip(segment(real), segment(predicted))
+                ]
+            )
+            >= 0.6
+        )
     else:
         training_mean = round(saved["stats"][stain]["mean"])
         assert mean_psnr(real, predicted) > mean_psnr(real, np.full_like(real, training_mean))
@@ -138,10 +160,16 @@ def test_a_model_folder_is_trained_by_one_process_at_a_time(config, tmp_path):
 def test_temporaries_of_dead_processes_are_removed_at_the_next_write(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    leftovers = [tmp_path / f".best.pt.tmp-{HOST}-{dead.pid}", tmp_path / f".prediction.zarr.tmp-{HOST}-{dead.pid}"]
+    leftovers = [
+        tmp_path / f".best.pt.tmp-{HOST}-{dead.pid}",
+        tmp_path / f".prediction.zarr.tmp-{HOST}-{dead.pid}",
+    ]
     leftovers[0].write_bytes(b"half a checkpoint")
     leftovers[1].mkdir()
-    kept = [tmp_path / f".log.csv.tmp-{HOST}-{os.getpid()}", tmp_path / f".last.pt.tmp-otherhost-{dead.pid}"]
+    kept = [
+        tmp_path / f".log.csv.tmp-{HOST}-{os.getpid()}",
+        tmp_path / f".last.pt.tmp-otherhost-{dead.pid}",
+    ]
     for path in kept:
         path.write_bytes(b"")
     write_text("{}", tmp_path / "summary.json")
@@ -149,7 +177,24 @@ def test_temporaries_of_dead_processes_are_removed_at_the_next_write(tmp_path):
 
 
 def run_cli(config_file, out, *extra):
-    command = [sys.executable, "-m", "vsgrid.cli", "train", "--config", str(config_file), "--train-set", "lung-toxic", "--stain", "dapi", "--seed", "0", "--out", str(out), "--quiet", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "vsgrid.cli",
+        "train",
+        "--config",
+        str(config_file),
+        "--train-set",
+        "lung-toxic",
+        "--stain",
+        "dapi",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -176,7 +221,9 @@ def test_sigterm_saves_and_a_rerun_resumes_to_the_same_weights(config, tmp_path)
     assert resumed.wait(timeout=300) == 0, output
     assert "resuming" in output
     for name in ("last.pt", "best.pt"):
-        assert same_weights(state_dict(tmp_path / "uninterrupted", name), state_dict(tmp_path / "interrupted", name))
+        assert same_weights(
+            state_dict(tmp_path / "uninterrupted", name), state_dict(tmp_path / "interrupted", name)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -187,16 +234,31 @@ def trained(config, tmp_path_factory):
 
 
 def test_inference_output_is_aligned_uint16(trained, quick_stores, tmp_path):
-    out = infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "p.zarr", batch_size=5, progress=False)
+    out = infer(
+        trained, quick_stores["ovarian-nontoxic"], tmp_path / "p.zarr", batch_size=5, progress=False
+    )
     prediction = zarr.open_array(out / "image")
     test = open_store(quick_stores["ovarian-nontoxic"]).images("test")
     assert prediction.shape == (test.shape[0], *test.shape[2:]) and prediction.dtype == np.uint16
     assert prediction.chunks == (1, *test.shape[2:])
     attrs = zarr.open_group(out).attrs
-    assert attrs["stain"] == "dapi" and attrs["test_set"] == "ovarian-nontoxic" and attrs["store_id"] == open_store(quick_stores["ovarian-nontoxic"]).store_id
+    assert (
+        attrs["stain"] == "dapi"
+        and attrs["test_set"] == "ovarian-nontoxic"
+        and attrs["store_id"] == open_store(quick_stores["ovarian-nontoxic"]).store_id
+    )
     # Batch size changes which convolution kernels run, and with them float rounding: inference
     # promises the same prediction within 1 count (a rounding that crosses .5), not the same bytes.
-    again = zarr.open_array(infer(trained, quick_stores["ovarian-nontoxic"], tmp_path / "q.zarr", batch_size=48, progress=False) / "image")[:]
+    again = zarr.open_array(
+        infer(
+            trained,
+            quick_stores["ovarian-nontoxic"],
+            tmp_path / "q.zarr",
+            batch_size=48,
+            progress=False,
+        )
+        / "image"
+    )[:]
     difference = np.abs(again.astype(np.int32) - prediction[:].astype(np.int32))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
 
@@ -205,34 +267,58 @@ def test_inference_on_images_of_another_odd_size_pads_and_crops(trained, quick_s
     source = open_store(quick_stores["lung-toxic"])
     crops = source.images("test")[:6, :, :75, :93]
     meta = source.split_metadata("test").iloc[:6].assign(split="test")
-    with create_store(tmp_path / "odd.zarr", {"test": 6}, (75, 93), meta, {"data_set": "odd"}, with_masks=False) as group:
+    with create_store(
+        tmp_path / "odd.zarr", {"test": 6}, (75, 93), meta, {"data_set": "odd"}, with_masks=False
+    ) as group:
         group["test"][:] = crops
-    out = infer(trained, tmp_path / "odd.zarr", tmp_path / "odd_pred.zarr", batch_size=4, progress=False)
+    out = infer(
+        trained, tmp_path / "odd.zarr", tmp_path / "odd_pred.zarr", batch_size=4, progress=False
+    )
     prediction = zarr.open_array(out / "image")[:]
     assert prediction.shape == (6, 75, 93) and prediction.dtype == np.uint16
     # The same as reflect-padding to 76 x 96 by hand and keeping the top-left 75 x 93.
     generator, saved = load_generator(trained, Device.pick())
     bf = torch.from_numpy(normalize(crops[:, 0], saved["stats"]["bf"])[:, None])
     with torch.no_grad():
-        by_hand = generator(torch.nn.functional.pad(bf, (0, 3, 0, 1), mode="reflect"))[..., :75, :93]
+        by_hand = generator(torch.nn.functional.pad(bf, (0, 3, 0, 1), mode="reflect"))[
+            ..., :75, :93
+        ]
     expected = as_uint16(denormalize(by_hand[:, 0].numpy(), saved["stats"]["dapi"]))
     assert np.array_equal(prediction, expected)
 
 
-def test_checkpoint_for_another_model_or_network_is_refused(trained, config, quick_stores, tmp_path):
+def test_checkpoint_for_another_model_or_network_is_refused(
+    trained, config, quick_stores, tmp_path
+):
     fitc_folder = _copy(trained, tmp_path / "lung-toxic.fitc.s0", "best.pt")
     with pytest.raises(VsgridError, match="trained for stain 'dapi', not 'fitc'"):
-        infer(fitc_folder, quick_stores["lung-toxic"], tmp_path / "x.zarr", batch_size=4, progress=False)
+        infer(
+            fitc_folder,
+            quick_stores["lung-toxic"],
+            tmp_path / "x.zarr",
+            batch_size=4,
+            progress=False,
+        )
     bigger = {**config["network"], "ngf": 16}
     with pytest.raises(VsgridError, match="another network shape: ngf 8 \\(config: 16\\)"):
-        infer(trained, quick_stores["lung-toxic"], tmp_path / "y.zarr", batch_size=4, network=bigger, progress=False)
+        infer(
+            trained,
+            quick_stores["lung-toxic"],
+            tmp_path / "y.zarr",
+            batch_size=4,
+            network=bigger,
+            progress=False,
+        )
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "y.zarr").exists()
 
 
 def test_a_best_checkpoint_where_the_last_is_expected_is_named(trained, config, tmp_path):
     folder = _copy(trained, tmp_path / "m", "settings.json")
     (folder / "last.pt").write_bytes((trained / "best.pt").read_bytes())
-    with pytest.raises(VsgridError, match="last.pt is a generator checkpoint \\(what best.pt holds\\), not a training checkpoint"):
+    with pytest.raises(
+        VsgridError,
+        match="last.pt is a generator checkpoint \\(what best.pt holds\\), not a training checkpoint",
+    ):
         train(short(config, 1), Model(LUNG_TOXIC, "dapi", 0), folder, progress=False)
 
 
@@ -241,10 +327,15 @@ def test_a_full_disk_is_named_and_leaves_no_half_checkpoint(trained, tmp_path, m
 
     def full(obj, path):
         Path(path).write_bytes(b"half")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
+        )
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(VsgridError, match="cannot write checkpoint .*best.pt: the disk is full \\(.* GiB free there\\)"):
+    with pytest.raises(
+        VsgridError,
+        match="cannot write checkpoint .*best.pt: the disk is full \\(.* GiB free there\\)",
+    ):
         checkpoint.save(saved, tmp_path / "best.pt")
     assert list(tmp_path.iterdir()) == []
 
@@ -252,9 +343,19 @@ def test_a_full_disk_is_named_and_leaves_no_half_checkpoint(trained, tmp_path, m
 def test_images_smaller_than_the_network_takes_are_named(trained, quick_stores, tmp_path):
     source = open_store(quick_stores["lung-toxic"])
     meta = source.split_metadata("test").iloc[:2].assign(split="test")
-    with create_store(tmp_path / "tiny.zarr", {"test": 2}, (4, 4), meta, {"data_set": "lung-toxic"}, with_masks=False) as group:
+    with create_store(
+        tmp_path / "tiny.zarr",
+        {"test": 2},
+        (4, 4),
+        meta,
+        {"data_set": "lung-toxic"},
+        with_masks=False,
+    ) as group:
         group["test"][:] = source.images("test")[:2, :, :4, :4]
-    with pytest.raises(VsgridError, match="are 4 x 4 pixels, too small for this network \\(2 downsamplings need at least 5 x 5\\)"):
+    with pytest.raises(
+        VsgridError,
+        match="are 4 x 4 pixels, too small for this network \\(2 downsamplings need at least 5 x 5\\)",
+    ):
         infer(trained, tmp_path / "tiny.zarr", tmp_path / "t.zarr", batch_size=2, progress=False)
 
 
@@ -270,19 +371,33 @@ def test_truncated_checkpoint_is_a_clear_error(trained, quick_stores, tmp_path):
     broken.mkdir()
     data = (trained / "best.pt").read_bytes()
     (broken / "best.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(VsgridError, match="best.pt cannot be read: it is truncated, damaged or not a vsgrid checkpoint") as error:
+    with pytest.raises(
+        VsgridError,
+        match="best.pt cannot be read: it is truncated, damaged or not a vsgrid checkpoint",
+    ) as error:
         infer(broken, quick_stores["lung-toxic"], tmp_path / "x.zarr", batch_size=4, progress=False)
-    assert "weights_only" not in str(error.value)  # torch's advice to load untrusted files does not apply
+    assert "weights_only" not in str(
+        error.value
+    )  # torch's advice to load untrusted files does not apply
     assert not (tmp_path / "x.zarr").exists()
 
 
 def test_a_generator_that_outputs_nan_is_reported(trained, quick_stores, tmp_path):
     saved = checkpoint.load(trained / "best.pt")
-    weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in saved["generator"].items()}
+    weights = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in saved["generator"].items()
+    }
     (tmp_path / "nan").mkdir()
     checkpoint.save({**saved, "generator": weights}, tmp_path / "nan" / "best.pt")
     with pytest.raises(VsgridError, match="NaN or infinite"):
-        infer(tmp_path / "nan", quick_stores["lung-toxic"], tmp_path / "n.zarr", batch_size=4, progress=False)
+        infer(
+            tmp_path / "nan",
+            quick_stores["lung-toxic"],
+            tmp_path / "n.zarr",
+            batch_size=4,
+            progress=False,
+        )
     assert not (tmp_path / "n.zarr").exists()
 
 
@@ -298,7 +413,37 @@ def test_load_generator_matches_training_weights(trained):
 def test_cli_rejects_an_unknown_train_set_or_stain(config, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(path), "--train-set", "lung_toxic", "--stain", "dapi", "--seed", "0"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--train-set",
+                "lung_toxic",
+                "--stain",
+                "dapi",
+                "--seed",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "--train-set" in capsys.readouterr().err
-    assert main(["train", "--config", str(path), "--train-set", "lung-toxic", "--stain", "gfp", "--seed", "0"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--train-set",
+                "lung-toxic",
+                "--stain",
+                "gfp",
+                "--seed",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "--stain 'gfp'" in capsys.readouterr().err

@@ -19,11 +19,28 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 def snakemake(workdir, *args, configfile=None, check=True):
     """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's config.yaml
     (``configfile`` may be a list: later files overlay earlier ones)."""
-    configfiles = configfile if isinstance(configfile, list) else [configfile or Path(workdir) / "config.yaml"]
-    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, configfiles), "--cores", "2", *args]
+    configfiles = (
+        configfile
+        if isinstance(configfile, list)
+        else [configfile or Path(workdir) / "config.yaml"]
+    )
+    command = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        *map(str, configfiles),
+        "--cores",
+        "2",
+        *args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -32,7 +49,11 @@ def planned(workdir, *args, **kwargs) -> dict[str, int]:
     result = snakemake(workdir, "-n", *args, **kwargs)
     text = result.stdout + result.stderr
     stats = text[text.find("Job stats:") :].split("\n\n")[0] if "Job stats:" in text else ""
-    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if rule != "total"}
+    return {
+        rule: int(count)
+        for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)
+        if rule != "total"
+    }
 
 
 def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
@@ -40,10 +61,16 @@ def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
     jobs = planned(tmp_path, configfile=ROOT / "config" / "config.yaml")
     # One infer job per model predicts the test sets of all its runs: 243 inferences in 54 jobs.
     assert jobs["train"] == 54 and jobs["infer"] == 54 and jobs["evaluate"] == 243
-    test_sets = re.findall(r"vsgrid infer .*--test-set ((?:'?[a-z]+-(?:non)?toxic'? )+)--out", result.stdout)
+    test_sets = re.findall(
+        r"vsgrid infer .*--test-set ((?:'?[a-z]+-(?:non)?toxic'? )+)--out", result.stdout
+    )
     assert len(test_sets) == 54 and sum(len(t.split()) for t in test_sets) == 243
     # Real-stain work once per test set and stain, the ranking once per cell type and stain.
-    assert jobs["segment_real"] == 6 * 2 and jobs["features_real"] == 6 * 3 and jobs["rank_features"] == 3 * 3
+    assert (
+        jobs["segment_real"] == 6 * 2
+        and jobs["features_real"] == 6 * 3
+        and jobs["rank_features"] == 3 * 3
+    )
     assert jobs["store"] == 6 and jobs["tables"] == jobs["figures"] == 1
 
 
@@ -72,23 +99,45 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     # The tiny models' DAPI has no instance matching a real one: N-MAE is undefined there, and only there.
     undefined = paper[paper["delta"].isna()]
     matched = paper[paper["metric"] == "match_rate"].set_index(["model_type", "test_set"])["value"]
-    assert set(undefined["metric"]) <= {"nmae"} and (matched[undefined.set_index(["model_type", "test_set"]).index] == 0).all()
+    assert (
+        set(undefined["metric"]) <= {"nmae"}
+        and (matched[undefined.set_index(["model_type", "test_set"]).index] == 0).all()
+    )
     defined = paper.dropna(subset=["delta"])
-    assert (defined["ci_low"] <= defined["delta"] + 1e-9).all() and (defined["delta"] <= defined["ci_high"] + 1e-9).all()
+    assert (defined["ci_low"] <= defined["delta"] + 1e-9).all() and (
+        defined["delta"] <= defined["ci_high"] + 1e-9
+    ).all()
     runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
     # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5 selected features, cy5 the last 6
     readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
-    assert screen["model"].nunique() == 4 and set(readouts[:, "dapi"]) == {7} and set(readouts[:, "cy5"]) == {6}
-    assert (screen["value"].notna() | screen["reason"].notna()).all()  # a missing metric always says why
+    assert (
+        screen["model"].nunique() == 4
+        and set(readouts[:, "dapi"]) == {7}
+        and set(readouts[:, "cy5"]) == {6}
+    )
+    assert (
+        screen["value"].notna() | screen["reason"].notna()
+    ).all()  # a missing metric always says why
     assert (screen.loc[screen["is_baseline"] & screen["delta"].notna(), "delta"] == 0).all()
-    for name in ("figure2", "figure3", "figure4", "figure5", "figure6a", "figure6b", "figure7", "figure8"):
+    for name in (
+        "figure2",
+        "figure3",
+        "figure4",
+        "figure5",
+        "figure6a",
+        "figure6b",
+        "figure7",
+        "figure8",
+    ):
         assert (grid / RESULTS / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned(grid) == {}  # nothing left to do
     log = (grid / RESULTS / "logs" / "train" / "lung-nontoxic.dapi.s0.log").read_text()
     assert "reached max_epochs (2)" in log
-    benchmark = pd.read_csv(grid / RESULTS / "benchmarks" / "train" / "lung-nontoxic.dapi.s0.tsv", sep="\t")
+    benchmark = pd.read_csv(
+        grid / RESULTS / "benchmarks" / "train" / "lung-nontoxic.dapi.s0.tsv", sep="\t"
+    )
     assert {"s", "max_rss", "cpu_time"} <= set(benchmark.columns)
 
 
@@ -117,30 +166,63 @@ def test_forcing_one_model_reruns_only_its_downstream(grid):
 def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs(grid, tmp_path):
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("figures: {dpi: 50}\n")
-    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {"figures": 1, "screen_figures": 1, "all": 1}
-    assert planned(grid, "--config", "figures={formats: [svg]}") == {"figures": 1, "screen_figures": 1, "all": 1}
+    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {
+        "figures": 1,
+        "screen_figures": 1,
+        "all": 1,
+    }
+    assert planned(grid, "--config", "figures={formats: [svg]}") == {
+        "figures": 1,
+        "screen_figures": 1,
+        "all": 1,
+    }
     before = (grid / RESULTS / "figures" / "figure2.png").stat().st_size
-    snakemake(grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures", configfile=[grid / "config.yaml", overlay])
-    assert (grid / RESULTS / "figures" / "figure2.png").stat().st_size < before  # drawn at the overlay's 50 dpi, not 60
-    snakemake(grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures")  # back as the other tests expect
+    snakemake(
+        grid,
+        f"{RESULTS}/figures/figure2.png",
+        "--forcerun",
+        "figures",
+        configfile=[grid / "config.yaml", overlay],
+    )
+    assert (
+        grid / RESULTS / "figures" / "figure2.png"
+    ).stat().st_size < before  # drawn at the overlay's 50 dpi, not 60
+    snakemake(
+        grid, f"{RESULTS}/figures/figure2.png", "--forcerun", "figures"
+    )  # back as the other tests expect
 
 
 def test_a_level_4_setting_reruns_only_level_4(grid, tmp_path):
     overlay = tmp_path / "screen.yaml"
     overlay.write_text("evaluation: {screen: {hit_sd: 2.5}}\n")
-    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {"screen_tables": 1, "screen_figures": 1, "all": 1}
+    assert planned(grid, configfile=[grid / "config.yaml", overlay]) == {
+        "screen_tables": 1,
+        "screen_figures": 1,
+        "all": 1,
+    }
 
 
 def test_bad_config_and_a_run_outside_the_grid_fail_before_any_job(grid, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  stains: [dapi, gfp]\n")
     result = snakemake(grid, "-n", configfile=bad, check=False)
-    assert result.returncode != 0 and "grid.stains[1]: 'gfp' is not one of dapi, fitc, cy5" in result.stdout + result.stderr
-    result = snakemake(grid, "-n", f"{RESULTS}/runs/lung-nontoxic.dapi.s0/kidney-toxic/scores.parquet", check=False)
+    assert (
+        result.returncode != 0
+        and "grid.stains[1]: 'gfp' is not one of dapi, fitc, cy5" in result.stdout + result.stderr
+    )
+    result = snakemake(
+        grid, "-n", f"{RESULTS}/runs/lung-nontoxic.dapi.s0/kidney-toxic/scores.parquet", check=False
+    )
     assert result.returncode != 0 and "MissingRuleException" in result.stdout + result.stderr
     # pairs: paper tests toxic-trained models on toxic test sets only
-    result = snakemake(grid, "-n", f"{RESULTS}/runs/lung-toxic.dapi.s0/lung-nontoxic/scores.parquet", check=False)
-    assert result.returncode != 0 and "lung-toxic.dapi.s0 on lung-nontoxic is not a run of this grid" in result.stdout + result.stderr
+    result = snakemake(
+        grid, "-n", f"{RESULTS}/runs/lung-toxic.dapi.s0/lung-nontoxic/scores.parquet", check=False
+    )
+    assert (
+        result.returncode != 0
+        and "lung-toxic.dapi.s0 on lung-nontoxic is not a run of this grid"
+        in result.stdout + result.stderr
+    )
 
 
 def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(grid, tmp_path):
@@ -155,9 +237,14 @@ def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(grid, tmp_path):
     shutil.rmtree(work / RESULTS / "tables")
     result = snakemake(work, "--keep-going", f"{RESULTS}/tables/runs.parquet", check=False)
     assert result.returncode != 0
-    assert "last.pt cannot be read" in (work / RESULTS / "logs" / "train" / "breast-toxic.dapi.s0.log").read_text()
+    assert (
+        "last.pt cannot be read"
+        in (work / RESULTS / "logs" / "train" / "breast-toxic.dapi.s0.log").read_text()
+    )
     assert not (model / "summary.json").exists()
-    assert (work / RESULTS / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic" / "scores.parquet").exists()
+    assert (
+        work / RESULTS / "runs" / "lung-nontoxic.dapi.s0" / "breast-toxic" / "scores.parquet"
+    ).exists()
     assert not (work / RESULTS / "tables" / "runs.parquet").exists()
 
 
@@ -166,4 +253,6 @@ def test_lint_reports_only_the_justified_item(tmp_path):
     the README: the jobs need the vsgrid package itself, which a per-rule conda file cannot install."""
     result = snakemake(tmp_path, "--lint", configfile=ROOT / ".test" / "config.yaml", check=False)
     items = set(re.findall(r"^\s+\* (.+?):?$", result.stdout + result.stderr, re.M))
-    assert items == {"Specify a conda environment or container for each rule."}, result.stdout + result.stderr
+    assert items == {"Specify a conda environment or container for each rule."}, (
+        result.stdout + result.stderr
+    )

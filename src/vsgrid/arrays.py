@@ -69,9 +69,13 @@ class Stack:
             return self.array[selection]
         except MissingChunk as missing:
             key = missing.args[0]
-            raise VsgridError(f"{self.path}: chunk {key[key.rfind('c/'):]} is missing (the array is damaged; rebuild it)") from None
+            raise VsgridError(
+                f"{self.path}: chunk {key[key.rfind('c/') :]} is missing (the array is damaged; rebuild it)"
+            ) from None
         except (RuntimeError, ValueError, OSError) as exc:
-            raise VsgridError(f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded ({exc}); the array is damaged, rebuild it") from None
+            raise VsgridError(
+                f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded ({exc}); the array is damaged, rebuild it"
+            ) from None
 
 
 def _describe(selection) -> str:
@@ -81,13 +85,22 @@ def _describe(selection) -> str:
     return str(first)
 
 
-def create(where: zarr.Group | str | Path, shape, chunks, dtype, name: str | None = None, shards=None) -> zarr.Array:
+def create(
+    where: zarr.Group | str | Path, shape, chunks, dtype, name: str | None = None, shards=None
+) -> zarr.Array:
     """A new array with checksums, every chunk written: ``name`` in a group, or an array at a path.
 
     ``shards`` groups chunks into one file each (a field's channels, say), so that reading one
     channel decodes one chunk while the file system holds one file per field.
     """
-    options = {"shape": shape, "chunks": chunks, "shards": shards, "dtype": dtype, "compressors": COMPRESSORS, "config": ALWAYS_WRITE}
+    options = {
+        "shape": shape,
+        "chunks": chunks,
+        "shards": shards,
+        "dtype": dtype,
+        "compressors": COMPRESSORS,
+        "config": ALWAYS_WRITE,
+    }
     if isinstance(where, zarr.Group):
         return where.create_array(name, **options)
     return zarr.create_array(where, zarr_format=3, **options)
@@ -101,7 +114,9 @@ def open_array(path: str | Path) -> Stack:
     """An array written by :func:`create`, opened for checked reading."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
-        raise VsgridError(f"{path} is not a Zarr array (no zarr.json); the step that writes it did not finish")
+        raise VsgridError(
+            f"{path} is not a Zarr array (no zarr.json); the step that writes it did not finish"
+        )
     try:
         return Stack(zarr.open_array(_strict(path), mode="r"), path)
     except (ValueError, OSError) as exc:

@@ -76,7 +76,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
             seen.add(item)
         return f"{key}: {error.instance} lists {', '.join(map(repr, duplicates))} more than once"
     if error.validator == "enum":
-        return f"{key}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+        return (
+            f"{key}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+        )
     return f"{key}: {error.message}"
 
 
@@ -91,9 +93,13 @@ def validate(config: dict) -> dict:
     """
     config = copy.deepcopy(config) if config is not None else {}
     if not isinstance(config, dict):
-        raise VsgridError(f"the configuration must be a mapping of keys, not {type(config).__name__}")
+        raise VsgridError(
+            f"the configuration must be a mapping of keys, not {type(config).__name__}"
+        )
     _move_renamed_keys(config)
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(
+        _Validator(load_schema()).iter_errors(config), key=lambda e: list(map(str, e.absolute_path))
+    )
     if errors:
         raise VsgridError("invalid configuration: " + _describe(errors[0]))
     _check_cross_keys(config)
@@ -113,8 +119,14 @@ def _move_renamed_keys(config: dict) -> None:
         for parent in new_parents:
             target = target.setdefault(parent, {})
         if new_key in target:
-            raise VsgridError(f"invalid configuration: both {'.'.join(old)} and {'.'.join(new)} are set; keep {'.'.join(new)}")
-        log.warning("config key %s is deprecated and will be removed in the next release: rename it to %s", ".".join(old), ".".join(new))
+            raise VsgridError(
+                f"invalid configuration: both {'.'.join(old)} and {'.'.join(new)} are set; keep {'.'.join(new)}"
+            )
+        log.warning(
+            "config key %s is deprecated and will be removed in the next release: rename it to %s",
+            ".".join(old),
+            ".".join(new),
+        )
         target[new_key] = source.pop(old_key)
 
 
@@ -122,17 +134,35 @@ def _check_cross_keys(config: dict) -> None:
     data = config["data"]
     screen = config["evaluation"]["screen"]
     if screen["enabled"] and data["source"] != "synthetic":
-        raise VsgridError("invalid configuration: evaluation.screen.enabled needs data.source synthetic (screen stores of ingested plates are not built yet)")
+        raise VsgridError(
+            "invalid configuration: evaluation.screen.enabled needs data.source synthetic (screen stores of ingested plates are not built yet)"
+        )
     unknown = [s for s in screen["stains"] if s not in config["grid"]["stains"]]
     if unknown:
-        raise VsgridError(f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in grid.stains ({', '.join(config['grid']['stains'])})")
+        raise VsgridError(
+            f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in grid.stains ({', '.join(config['grid']['stains'])})"
+        )
     for k, control in enumerate(config["grid"]["controls"]):
         cell_type, _, phenotype = control["test_set"].partition("-")
-        if cell_type not in config["grid"]["cell_types"] or phenotype not in config["grid"]["phenotypes"]:
-            raise VsgridError(f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} is not a data set of the grid")
-        if data["source"] != "synthetic" or control["acquisition"] not in data["synthetic"]["acquisitions"]:
-            known = ", ".join(data["synthetic"]["acquisitions"]) if data["source"] == "synthetic" else "none: controls are rendered, synthetic data only"
-            raise VsgridError(f"invalid configuration: grid.controls[{k}].acquisition: {control['acquisition']!r} is not in data.synthetic.acquisitions ({known})")
+        if (
+            cell_type not in config["grid"]["cell_types"]
+            or phenotype not in config["grid"]["phenotypes"]
+        ):
+            raise VsgridError(
+                f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} is not a data set of the grid"
+            )
+        if (
+            data["source"] != "synthetic"
+            or control["acquisition"] not in data["synthetic"]["acquisitions"]
+        ):
+            known = (
+                ", ".join(data["synthetic"]["acquisitions"])
+                if data["source"] == "synthetic"
+                else "none: controls are rendered, synthetic data only"
+            )
+            raise VsgridError(
+                f"invalid configuration: grid.controls[{k}].acquisition: {control['acquisition']!r} is not in data.synthetic.acquisitions ({known})"
+            )
     if data["source"] == "synthetic":
         profiles = data["synthetic"]["cell_types"]
         for cell_type in config["grid"]["cell_types"]:
@@ -144,9 +174,13 @@ def _check_cross_keys(config: dict) -> None:
     else:
         for key in ("load_data", "plate_map", "plate_cell_types"):
             if not data["ingest"][key]:
-                raise VsgridError(f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set")
+                raise VsgridError(
+                    f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set"
+                )
             if not Path(data["ingest"][key]).is_file():
-                raise VsgridError(f"invalid configuration: data.ingest.{key}: {data['ingest'][key]} does not exist")
+                raise VsgridError(
+                    f"invalid configuration: data.ingest.{key}: {data['ingest'][key]} does not exist"
+                )
         with open(data["ingest"]["plate_cell_types"], newline="") as f:
             known = {row.get("cell_type") for row in csv.DictReader(f)}
         for cell_type in config["grid"]["cell_types"]:
@@ -161,7 +195,11 @@ def merge(base: dict, update: dict) -> dict:
     """Deep merge: mappings are merged key by key, anything else in ``update`` replaces."""
     merged = dict(base)
     for key, value in update.items():
-        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged
 
 
@@ -173,7 +211,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -181,7 +221,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
-        raise VsgridError(f"config file {path} is a directory; give a YAML file such as config/quick.yaml")
+        raise VsgridError(
+            f"config file {path} is a directory; give a YAML file such as config/quick.yaml"
+        )
     try:
         with open(path) as f:
             # JSON is the workflow's hand-over format; YAML 1.1 would read its 1e-05 as a string
@@ -189,9 +231,13 @@ def read_yaml(path: str | Path) -> dict:
     except FileNotFoundError:
         raise VsgridError(f"config file {path} does not exist") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise VsgridError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {' '.join(str(exc).split())}") from None
+        raise VsgridError(
+            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {' '.join(str(exc).split())}"
+        ) from None
     if raw is not None and not isinstance(raw, dict):
-        raise VsgridError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+        raise VsgridError(
+            f"config file {path} must hold a mapping of keys, not {type(raw).__name__}"
+        )
     return raw or {}
 
 
@@ -209,7 +255,14 @@ def load_config(*paths: str | Path) -> dict:
 
 # Keys that change how a step runs, not what it computes: they neither rerun a step nor make a
 # model folder train afresh.
-EXECUTION_ONLY = (("data", "synthetic", "workers"), ("train", "workers"), ("train", "preload_mb"), ("infer", "threads"), ("features", "workers"), ("evaluation", "block_images"))
+EXECUTION_ONLY = (
+    ("data", "synthetic", "workers"),
+    ("train", "workers"),
+    ("train", "preload_mb"),
+    ("infer", "threads"),
+    ("features", "workers"),
+    ("evaluation", "block_images"),
+)
 
 
 # Nested sections with steps of their own: a step that reads the parent section does not depend on

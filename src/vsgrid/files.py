@@ -100,7 +100,9 @@ def atomic_paths(finals: list[str | Path]) -> Iterator[list[Path]]:
         for tmp in tmps:
             remove(tmp)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
-            raise VsgridError(f"cannot write {', '.join(map(str, finals))}: {exc.strerror}") from None
+            raise VsgridError(
+                f"cannot write {', '.join(map(str, finals))}: {exc.strerror}"
+            ) from None
         raise
     except BaseException:
         for tmp in tmps:
@@ -131,7 +133,9 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise VsgridError(f"{folder} is being {what} by {holder}; wait for it to end or stop it, then run again") from None
+            raise VsgridError(
+                f"{folder} is being {what} by {holder}; wait for it to end or stop it, then run again"
+            ) from None
         handle.truncate(0)
         handle.write(f"process {os.getpid()} on {HOST}")
         handle.flush()
@@ -156,10 +160,12 @@ def _reading_table(path: Path) -> Iterator[None]:
     except FileNotFoundError:
         raise VsgridError(f"{path} does not exist; the step that writes it has not run") from None
     except (OSError, ValueError, pyarrow.ArrowException, pd.errors.ParserError) as exc:
-        raise VsgridError(f"{path} cannot be read as a table ({type(exc).__name__}: {str(exc)[:200]}); it is damaged, rerun the step that writes it") from None
+        raise VsgridError(
+            f"{path} cannot be read as a table ({type(exc).__name__}: {str(exc)[:200]}); it is damaged, rerun the step that writes it"
+        ) from None
 
 
-def read_table(path: str | Path, columns: list[str] | None = None, **options) -> "pd.DataFrame":
+def read_table(path: str | Path, columns: list[str] | None = None, **options) -> pd.DataFrame:
     """A Parquet, TSV or CSV table, by extension (``options`` go to pandas: ``filters`` for a
     Parquet table's row groups, say); a missing or damaged file is a :class:`VsgridError`."""
     import pandas as pd
@@ -168,7 +174,9 @@ def read_table(path: str | Path, columns: list[str] | None = None, **options) ->
     with _reading_table(path):
         if path.suffix == ".parquet":
             return pd.read_parquet(path, columns=columns, **options)
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", usecols=columns, **options)
+        return pd.read_csv(
+            path, sep="\t" if path.suffix == ".tsv" else ",", usecols=columns, **options
+        )
 
 
 def table_columns(path: str | Path) -> list[str]:
@@ -179,7 +187,7 @@ def table_columns(path: str | Path) -> list[str]:
         return pq.read_schema(path).names
 
 
-def table_batches(path: str | Path, columns: list[str]) -> Iterator["pd.DataFrame"]:
+def table_batches(path: str | Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     """A Parquet table's ``columns``, a batch of rows at a time."""
     import pyarrow.parquet as pq
 
@@ -199,7 +207,7 @@ def table_appender(path: str | Path) -> Iterator:
     with atomic_path(path) as tmp, ExitStack() as stack:
         writer = None
 
-        def append(frame: "pd.DataFrame") -> None:
+        def append(frame: pd.DataFrame) -> None:
             nonlocal writer
             table = pyarrow.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
@@ -211,7 +219,7 @@ def table_appender(path: str | Path) -> Iterator:
             raise ValueError(f"no rows nor columns were appended to {path}")
 
 
-def write_table(table: "pd.DataFrame", path: str | Path) -> None:
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
     """A TSV, CSV or Parquet table, by the extension of ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:

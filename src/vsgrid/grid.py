@@ -55,7 +55,9 @@ class DataSet:
 
     @property
     def name(self) -> str:
-        return f"{self.cell_type}-{self.phenotype}" + (f"+{self.acquisition}" if self.acquisition else "")
+        return f"{self.cell_type}-{self.phenotype}" + (
+            f"+{self.acquisition}" if self.acquisition else ""
+        )
 
     @property
     def twin(self) -> DataSet:
@@ -66,8 +68,15 @@ class DataSet:
     def parse(cls, name: str) -> DataSet:
         pair, _, acquisition = name.partition("+")
         cell_type, sep, phenotype = pair.partition("-")
-        if not sep or not cell_type or phenotype not in (NONTOXIC, TOXIC) or (_ and not acquisition):
-            raise ValueError(f"{name!r} is not a data set name like 'lung-nontoxic' (or a control like 'lung-nontoxic+defocus')")
+        if (
+            not sep
+            or not cell_type
+            or phenotype not in (NONTOXIC, TOXIC)
+            or (_ and not acquisition)
+        ):
+            raise ValueError(
+                f"{name!r} is not a data set name like 'lung-nontoxic' (or a control like 'lung-nontoxic+defocus')"
+            )
         return cls(cell_type, phenotype, acquisition)
 
 
@@ -123,7 +132,10 @@ def data_sets(grid: dict) -> list[DataSet]:
 
 def controls(grid: dict) -> list[DataSet]:
     """The grid's controls, in config order."""
-    return [DataSet(**{**vars(DataSet.parse(c["test_set"])), "acquisition": c["acquisition"]}) for c in grid["controls"]]
+    return [
+        DataSet(**{**vars(DataSet.parse(c["test_set"])), "acquisition": c["acquisition"]})
+        for c in grid["controls"]
+    ]
 
 
 def test_sets(grid: dict) -> list[DataSet]:
@@ -139,22 +151,33 @@ def restrict(config: dict, names: list[str] | None) -> dict:
     known = {d.name: d for d in test_sets(config["grid"])}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise VsgridError(f"--data-set {', '.join(unknown)} is not in the grid; known: {', '.join(sorted(known))}")
+        raise VsgridError(
+            f"--data-set {', '.join(unknown)} is not in the grid; known: {', '.join(sorted(known))}"
+        )
     plain = [known[n] for n in names if not known[n].acquisition]
     grid = dict(
         config["grid"],
         cell_types=sorted({d.cell_type for d in plain}),
         phenotypes=sorted({d.phenotype for d in plain}),
-        controls=[c for c, d in zip(config["grid"]["controls"], controls(config["grid"])) if d.name in names],
+        controls=[
+            c
+            for c, d in zip(config["grid"]["controls"], controls(config["grid"]))
+            if d.name in names
+        ],
     )
     if len(plain) != len(grid["cell_types"]) * len(grid["phenotypes"]):
-        raise VsgridError("--data-set must name a full cell type x phenotype block; give one data set per call")
+        raise VsgridError(
+            "--data-set must name a full cell type x phenotype block; give one data set per call"
+        )
     return dict(config, grid=grid)
 
 
 def models(grid: dict) -> list[Model]:
     """Every (train set, stain, seed) of the grid: 54 for the paper's."""
-    return [Model(d, stain, seed) for d, stain, seed in product(data_sets(grid), grid["stains"], grid["seeds"])]
+    return [
+        Model(d, stain, seed)
+        for d, stain, seed in product(data_sets(grid), grid["stains"], grid["seeds"])
+    ]
 
 
 def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
@@ -164,7 +187,9 @@ def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
     except ValueError as exc:
         raise VsgridError(f"--train-set: {exc}") from None
     if stain not in config["grid"]["stains"]:
-        raise VsgridError(f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})")
+        raise VsgridError(
+            f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})"
+        )
     return Model(data_set, stain, seed)
 
 
@@ -177,9 +202,12 @@ def shift_of(train_set: DataSet, test_set: DataSet) -> str:
     """What differs between training and test distribution: none, phenotype, cell_type or both."""
     new_phenotype = train_set.phenotype != test_set.phenotype
     new_cell_type = train_set.cell_type != test_set.cell_type
-    return {(False, False): "none", (True, False): "phenotype", (False, True): "cell_type", (True, True): "both"}[
-        (new_phenotype, new_cell_type)
-    ]
+    return {
+        (False, False): "none",
+        (True, False): "phenotype",
+        (False, True): "cell_type",
+        (True, True): "both",
+    }[(new_phenotype, new_cell_type)]
 
 
 def task_of(train_set: DataSet, test_set: DataSet) -> int:
@@ -222,7 +250,10 @@ def runs(config: dict, baseline: str | None = None) -> list[Run]:
     grid = config["grid"]
     baseline = baseline or config["baseline"]
     kept = set(pairs(grid))
-    tested = [(train_set, test_set, task_of(train_set, test_set), shift_of(train_set, test_set)) for train_set, test_set in pairs(grid)]
+    tested = [
+        (train_set, test_set, task_of(train_set, test_set), shift_of(train_set, test_set))
+        for train_set, test_set in pairs(grid)
+    ]
     tested += [(control.twin, control, 0, "acquisition") for control in controls(grid)]
     result = []
     for train_set, test_set, task, shift in tested:
@@ -255,7 +286,11 @@ class ScreenRun:
 
     @property
     def baseline(self) -> Model:
-        return Model(DataSet(self.cell_type, self.model.train_set.phenotype), self.model.stain, self.model.seed)
+        return Model(
+            DataSet(self.cell_type, self.model.train_set.phenotype),
+            self.model.stain,
+            self.model.seed,
+        )
 
     @property
     def is_baseline(self) -> bool:
@@ -273,11 +308,30 @@ def screen_runs(config: dict) -> list[ScreenRun]:
     if not screen["enabled"]:
         return []
     stains = screen_stains(config)
-    chosen = [m for m in models(config["grid"]) if m.train_set.phenotype in screen["train_phenotypes"] and m.stain in stains]
-    return [ScreenRun(model, cell_type) for model in chosen for cell_type in config["grid"]["cell_types"]]
+    chosen = [
+        m
+        for m in models(config["grid"])
+        if m.train_set.phenotype in screen["train_phenotypes"] and m.stain in stains
+    ]
+    return [
+        ScreenRun(model, cell_type)
+        for model in chosen
+        for cell_type in config["grid"]["cell_types"]
+    ]
 
 
-TSV_COLUMNS = ["run", "model", "model_type", "train_set", "test_set", "stain", "seed", "task", "shift", "baseline_train_set"]
+TSV_COLUMNS = [
+    "run",
+    "model",
+    "model_type",
+    "train_set",
+    "test_set",
+    "stain",
+    "seed",
+    "task",
+    "shift",
+    "baseline_train_set",
+]
 
 
 def runs_tsv(config: dict) -> str:

@@ -22,7 +22,9 @@ import math
 from dataclasses import dataclass
 
 REFERENCE_PIXELS = 1080 * 1080
-BASE_MB = 450  # a vsgrid process with its libraries imported, before any image (quick grid's max_rss)
+BASE_MB = (
+    450  # a vsgrid process with its libraries imported, before any image (quick grid's max_rss)
+)
 MARGIN = 2.0
 MIN_RUNTIME_MIN = 10
 # Two days, a common limit of GPU partitions. The paper's training (200 epochs of 21,000 fields)
@@ -43,16 +45,26 @@ COSTS = {
     "store": Cost(start_s=10, core_s_per_image=0.55, peak_mb=720),
     "segment_real": Cost(start_s=10, core_s_per_image=0.18, peak_mb=560),  # classical, one core
     "features_real": Cost(start_s=20, core_s_per_image=1.00, peak_mb=1440),
-    "rank_features": Cost(start_s=300, core_s_per_image=0.0, peak_mb=2500),  # capped instances; the forest's trees
+    "rank_features": Cost(
+        start_s=300, core_s_per_image=0.0, peak_mb=2500
+    ),  # capped instances; the forest's trees
     "evaluate": Cost(start_s=20, core_s_per_image=0.56, peak_mb=1980),
-    "train": Cost(start_s=60, core_s_per_image=0.15, peak_mb=12000),  # per image and epoch, on the GPU
-    "infer": Cost(start_s=60, core_s_per_image=0.20, peak_mb=6000),  # generator and Cellpose, on the GPU
-    "tables": Cost(start_s=20, core_s_per_image=0.0004, peak_mb=1500),  # per run image: runs x test images
+    "train": Cost(
+        start_s=60, core_s_per_image=0.15, peak_mb=12000
+    ),  # per image and epoch, on the GPU
+    "infer": Cost(
+        start_s=60, core_s_per_image=0.20, peak_mb=6000
+    ),  # generator and Cellpose, on the GPU
+    "tables": Cost(
+        start_s=20, core_s_per_image=0.0004, peak_mb=1500
+    ),  # per run image: runs x test images
     "figures": Cost(start_s=60, core_s_per_image=0.0, peak_mb=2000),
 }
 
 
-def job_resources(step: str, *, images: int, pixels: int, threads: int, attempt: int = 1) -> dict[str, int]:
+def job_resources(
+    step: str, *, images: int, pixels: int, threads: int, attempt: int = 1
+) -> dict[str, int]:
     """``mem_mb`` and ``runtime`` (minutes) for one job of ``step`` on ``images`` images of
     ``pixels`` pixels each, using ``threads`` cores; both grow with ``attempt``."""
     cost = COSTS[step]
@@ -61,5 +73,7 @@ def job_resources(step: str, *, images: int, pixels: int, threads: int, attempt:
     peak = BASE_MB + max(cost.peak_mb - BASE_MB, 0) * scale
     return {
         "mem_mb": int(math.ceil(MARGIN * peak * attempt)),
-        "runtime": min(MAX_RUNTIME_MIN, max(MIN_RUNTIME_MIN, int(math.ceil(MARGIN * seconds / 60 * attempt)))),
+        "runtime": min(
+            MAX_RUNTIME_MIN, max(MIN_RUNTIME_MIN, int(math.ceil(MARGIN * seconds / 60 * attempt)))
+        ),
     }

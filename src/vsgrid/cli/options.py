@@ -21,5 +21,9 @@ TEST_SET = option("--test-set", required=True, help="e.g. lung-toxic")
 STAIN = option("--stain", required=True, help="dapi, fitc or cy5")
 OUT = option("--out", required=True, help="where to write the result")
 CELL_TYPE = option("--cell-type", required=True, help="e.g. lung")
-WORKERS = option("--workers", type=int, help="processes (default: from the config; 0 there = every core)")
-STORES = option("--out", dest="out_stores", help="folder of the stores (default: data.dir of the config)")
+WORKERS = option(
+    "--workers", type=int, help="processes (default: from the config; 0 there = every core)"
+)
+STORES = option(
+    "--out", dest="out_stores", help="folder of the stores (default: data.dir of the config)"
+)

@@ -7,41 +7,106 @@ from vsgrid.cli.options import CELL_TYPE, OUT, QUIET, STAIN, WORKERS, config_of,
 
 def _screen_store(args) -> None:
     from vsgrid.data.synthetic import synthesize_screens
+
     config = config_of(args)
-    synthesize_screens(config, config["data"]["dir"], args.cell_type, workers=args.workers, progress=not args.quiet)
+    synthesize_screens(
+        config, config["data"]["dir"], args.cell_type, workers=args.workers, progress=not args.quiet
+    )
 
 
 def _screen_reference(args) -> None:
     from vsgrid.evaluation.wells import measure_screen_reference
-    measure_screen_reference(config_of(args), args.cell_type, args.stain, masks=args.masks, ranking=args.ranking, out_dir=args.out, workers=args.workers)
+
+    measure_screen_reference(
+        config_of(args),
+        args.cell_type,
+        args.stain,
+        masks=args.masks,
+        ranking=args.ranking,
+        out_dir=args.out,
+        workers=args.workers,
+    )
 
 
 def _screen_run(args) -> None:
     from vsgrid.evaluation.wells import measure_screen_run
-    measure_screen_run(config_of(args), args.cell_type, args.stain, prediction=args.prediction, reference=args.reference, out=args.out, nuclei=args.nuclei, model=args.model, workers=args.workers)
+
+    measure_screen_run(
+        config_of(args),
+        args.cell_type,
+        args.stain,
+        prediction=args.prediction,
+        reference=args.reference,
+        out=args.out,
+        nuclei=args.nuclei,
+        model=args.model,
+        workers=args.workers,
+    )
 
 
 def _screen_tables(args) -> None:
     from vsgrid.report.screen import write_screen_tables
+
     write_screen_tables(config_of(args), args.out)
 
 
 def _screen_figures(args) -> None:
     from vsgrid.report.screen_figures import make_screen_figures
+
     make_screen_figures(config_of(args), args.tables, args.out)
 
 
 COMMANDS = [
-    ("screen-store", _screen_store, "render the screen store (held-out plates, every well) of cell types", [option("--cell-type", nargs="+", required=True), WORKERS, QUIET]),
-    ("screen-reference", _screen_reference, "profile a screen's real stain per well (masks, phenotype forest, well medians)", [
-        CELL_TYPE, STAIN, option("--ranking", required=True, help="feature ranking of the (cell type, stain) (.tsv)"),
-        option("--masks", required=True, help="real masks of the screen (cy5: the DAPI nuclei)"), option("--out", required=True, help="folder of the screen's real-stain files"), WORKERS,
-    ]),
-    ("screen-run", _screen_run, "profile a model's virtual screen per well, like the real one", [
-        CELL_TYPE, STAIN, OUT, option("--prediction", required=True, help="the model's screen prediction (.zarr)"),
-        option("--reference", required=True, help="folder written by `vsgrid screen-reference`"), option("--nuclei", help="real DAPI masks of the screen (cy5)"),
-        option("--model", help="the model the prediction must be of"), WORKERS,
-    ]),
-    ("screen-tables", _screen_tables, "level 4: decisions virtual vs real per screen run, with CIs and deltas", [OUT]),
-    ("screen-figures", _screen_figures, "draw level 4's dose-response and heatmap figures", [option("--tables", required=True, help="folder written by `vsgrid screen-tables`"), OUT]),
+    (
+        "screen-store",
+        _screen_store,
+        "render the screen store (held-out plates, every well) of cell types",
+        [option("--cell-type", nargs="+", required=True), WORKERS, QUIET],
+    ),
+    (
+        "screen-reference",
+        _screen_reference,
+        "profile a screen's real stain per well (masks, phenotype forest, well medians)",
+        [
+            CELL_TYPE,
+            STAIN,
+            option(
+                "--ranking", required=True, help="feature ranking of the (cell type, stain) (.tsv)"
+            ),
+            option(
+                "--masks", required=True, help="real masks of the screen (cy5: the DAPI nuclei)"
+            ),
+            option("--out", required=True, help="folder of the screen's real-stain files"),
+            WORKERS,
+        ],
+    ),
+    (
+        "screen-run",
+        _screen_run,
+        "profile a model's virtual screen per well, like the real one",
+        [
+            CELL_TYPE,
+            STAIN,
+            OUT,
+            option("--prediction", required=True, help="the model's screen prediction (.zarr)"),
+            option(
+                "--reference", required=True, help="folder written by `vsgrid screen-reference`"
+            ),
+            option("--nuclei", help="real DAPI masks of the screen (cy5)"),
+            option("--model", help="the model the prediction must be of"),
+            WORKERS,
+        ],
+    ),
+    (
+        "screen-tables",
+        _screen_tables,
+        "level 4: decisions virtual vs real per screen run, with CIs and deltas",
+        [OUT],
+    ),
+    (
+        "screen-figures",
+        _screen_figures,
+        "draw level 4's dose-response and heatmap figures",
+        [option("--tables", required=True, help="folder written by `vsgrid screen-tables`"), OUT],
+    ),
 ]

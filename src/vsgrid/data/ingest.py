@@ -25,12 +25,12 @@ import tifffile
 from tqdm import tqdm
 
 from vsgrid import __version__
-from vsgrid.errors import VsgridError
-from vsgrid.grid import DataSet, data_sets
 from vsgrid.data.plates import label_phenotypes, normalize_well
 from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import CHANNELS, as_uint16, create_store
+from vsgrid.errors import VsgridError
 from vsgrid.files import atomic_paths
+from vsgrid.grid import DataSet, data_sets
 from vsgrid.layout import store_path
 
 U16_MAX = np.iinfo(np.uint16).max
@@ -46,7 +46,9 @@ def _read_csv(path: str | Path, role: str, required: list[str]) -> pd.DataFrame:
         raise VsgridError(f"{role} {path} is not a readable CSV: {exc}") from None
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise VsgridError(f"{role} {path} lacks column(s) {', '.join(missing)} (has: {', '.join(table.columns)})")
+        raise VsgridError(
+            f"{role} {path} lacks column(s) {', '.join(missing)} (has: {', '.join(table.columns)})"
+        )
     return table
 
 
@@ -55,7 +57,9 @@ def _as_float(values: pd.Series, path: Path, column: str) -> pd.Series:
     bad = numbers.isna() | ~np.isfinite(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise VsgridError(f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a number")
+        raise VsgridError(
+            f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a number"
+        )
     return numbers
 
 
@@ -64,23 +68,41 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
     load_data_path = Path(ingest["load_data"])
     channels = ingest["channels"]
     file_columns = [f"{kind}_{channels[c]}" for c in CHANNELS for kind in ("FileName", "PathName")]
-    fields = _read_csv(load_data_path, "LoadData CSV", ["Metadata_Plate", "Metadata_Well", "Metadata_Site", *file_columns])
+    fields = _read_csv(
+        load_data_path,
+        "LoadData CSV",
+        ["Metadata_Plate", "Metadata_Well", "Metadata_Site", *file_columns],
+    )
     fields["well"] = [_well(w, load_data_path) for w in fields["Metadata_Well"]]
     fields["plate"] = fields["Metadata_Plate"]
     fields["field"] = _as_whole(fields["Metadata_Site"], load_data_path, "Metadata_Site")
     _unique(fields, ["plate", "well", "field"], load_data_path, "plate {} well {} site {}")
     for channel in CHANNELS:
-        folder, name = fields[f"PathName_{channels[channel]}"], fields[f"FileName_{channels[channel]}"]
-        fields[f"file_{channel}"] = [str(_resolve(load_data_path.parent, d, n)) for d, n in zip(folder, name)]
+        folder, name = (
+            fields[f"PathName_{channels[channel]}"],
+            fields[f"FileName_{channels[channel]}"],
+        )
+        fields[f"file_{channel}"] = [
+            str(_resolve(load_data_path.parent, d, n)) for d, n in zip(folder, name)
+        ]
 
     plate_map_path = Path(ingest["plate_map"])
     plate_map = _read_csv(plate_map_path, "plate map", ["well", "compound", "concentration"])
     plate_map["well"] = [_well(w, plate_map_path) for w in plate_map["well"]]
-    plate_map["concentration"] = _as_float(plate_map["concentration"], plate_map_path, "concentration")
-    plate_map["phenotype"] = label_phenotypes(plate_map["compound"], plate_map["concentration"], **rule)
+    plate_map["concentration"] = _as_float(
+        plate_map["concentration"], plate_map_path, "concentration"
+    )
+    plate_map["phenotype"] = label_phenotypes(
+        plate_map["compound"], plate_map["concentration"], **rule
+    )
     keys = ["plate", "well"] if "plate" in plate_map.columns else ["well"]
     _unique(plate_map, keys, plate_map_path, " ".join(f"{k} {{}}" for k in keys))
-    fields = fields.merge(plate_map[[*keys, "compound", "concentration", "phenotype"]], on=keys, how="left", indicator=True)
+    fields = fields.merge(
+        plate_map[[*keys, "compound", "concentration", "phenotype"]],
+        on=keys,
+        how="left",
+        indicator=True,
+    )
     unmapped = fields[fields["_merge"] == "left_only"]
     if len(unmapped):
         first = unmapped.iloc[0]
@@ -91,15 +113,28 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
 
     cell_types_path = Path(ingest["plate_cell_types"])
     plate_cell_types = _read_csv(cell_types_path, "plate -> cell type CSV", ["plate", "cell_type"])
-    for row, (plate, cell_type) in enumerate(zip(plate_cell_types["plate"], plate_cell_types["cell_type"]), start=2):
+    for row, (plate, cell_type) in enumerate(
+        zip(plate_cell_types["plate"], plate_cell_types["cell_type"]), start=2
+    ):
         if not cell_type.strip():
             raise VsgridError(f"{cell_types_path}: row {row}: plate {plate} has no cell_type")
     _unique(plate_cell_types, ["plate"], cell_types_path, "plate {}")
     fields = fields.drop(columns="_merge").merge(plate_cell_types, on="plate", how="left")
     orphans = sorted(fields.loc[fields["cell_type"].isna(), "plate"].unique())
     if orphans:
-        raise VsgridError(f"plate(s) {', '.join(orphans)} of {load_data_path} have no cell type in {cell_types_path}")
-    columns = ["cell_type", "plate", "well", "field", "compound", "concentration", "phenotype", *[f"file_{c}" for c in CHANNELS]]
+        raise VsgridError(
+            f"plate(s) {', '.join(orphans)} of {load_data_path} have no cell type in {cell_types_path}"
+        )
+    columns = [
+        "cell_type",
+        "plate",
+        "well",
+        "field",
+        "compound",
+        "concentration",
+        "phenotype",
+        *[f"file_{c}" for c in CHANNELS],
+    ]
     if "test" in fields.columns:
         columns.append("test")
     return fields[columns]
@@ -110,7 +145,9 @@ def _as_whole(values: pd.Series, path: Path, column: str) -> pd.Series:
     fractional = numbers != np.floor(numbers)
     if fractional.any():
         row = int(np.flatnonzero(fractional)[0])
-        raise VsgridError(f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a whole number")
+        raise VsgridError(
+            f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a whole number"
+        )
     return numbers.astype(int)
 
 
@@ -121,7 +158,9 @@ def _unique(table: pd.DataFrame, keys: list[str], path: Path, naming: str) -> No
         rows = np.flatnonzero(repeated)
         first = table.iloc[rows[0]]
         twin = next(r for r in rows[1:] if (table.iloc[r][keys] == first[keys]).all())
-        raise VsgridError(f"{path}: {naming.format(*first[keys])} is listed twice (rows {rows[0] + 2} and {twin + 2})")
+        raise VsgridError(
+            f"{path}: {naming.format(*first[keys])} is listed twice (rows {rows[0] + 2} and {twin + 2})"
+        )
 
 
 def _well(well: str, path: Path) -> str:
@@ -163,7 +202,9 @@ class TiffReader:
             self.reference = (plane.shape, plane.dtype, path)
         shape, dtype, first = self.reference
         if plane.shape != shape or plane.dtype != dtype:
-            raise VsgridError(f"image {path} is {plane.shape} {plane.dtype} but {first} is {shape} {dtype}; all images must match")
+            raise VsgridError(
+                f"image {path} is {plane.shape} {plane.dtype} but {first} is {shape} {dtype}; all images must match"
+            )
         return self._to_uint16(plane, path)
 
     @staticmethod
@@ -171,11 +212,17 @@ class TiffReader:
         if plane.dtype in (np.uint8, np.uint16):
             return plane.astype(np.uint16)
         if plane.dtype.kind != "f":
-            raise VsgridError(f"image {path} has dtype {plane.dtype}; expected uint8, uint16 or float")
+            raise VsgridError(
+                f"image {path} has dtype {plane.dtype}; expected uint8, uint16 or float"
+            )
         if not np.isfinite(plane).all():
-            raise VsgridError(f"image {path} contains {int((~np.isfinite(plane)).sum())} NaN or infinite pixels")
+            raise VsgridError(
+                f"image {path} contains {int((~np.isfinite(plane)).sum())} NaN or infinite pixels"
+            )
         if plane.min() < 0 or plane.max() > U16_MAX:
-            raise VsgridError(f"image {path} has values in [{plane.min()}, {plane.max()}], outside the 16-bit range 0..{U16_MAX}")
+            raise VsgridError(
+                f"image {path} has values in [{plane.min()}, {plane.max()}], outside the 16-bit range 0..{U16_MAX}"
+            )
         return as_uint16(plane)
 
 
@@ -206,8 +253,12 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
     for data_set in data_sets(config["grid"]):
         of_cell_type = fields[fields["cell_type"] == data_set.cell_type]
         test_plates = _test_plates(of_cell_type, data["test_plates"])
-        candidates = of_cell_type[of_cell_type["phenotype"] == data_set.phenotype].drop(columns="test", errors="ignore")
-        plans[data_set] = sample_splits(candidates, data["splits"], test_plates, data["seed"], data_set.name)
+        candidates = of_cell_type[of_cell_type["phenotype"] == data_set.phenotype].drop(
+            columns="test", errors="ignore"
+        )
+        plans[data_set] = sample_splits(
+            candidates, data["splits"], test_plates, data["seed"], data_set.name
+        )
     read = TiffReader()
     paths = [store_path(out_dir, d.name) for d in plans]
     with atomic_paths(paths) as staged:
@@ -216,10 +267,19 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
     return paths
 
 
-def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader, config: dict, path: Path, progress: bool) -> None:
+def _write(
+    data_set: DataSet,
+    splits: dict[str, pd.DataFrame],
+    read: TiffReader,
+    config: dict,
+    path: Path,
+    progress: bool,
+) -> None:
     first = next(frame for frame in splits.values() if len(frame))
     shape = read(first.iloc[0]["file_bf"]).shape
-    metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
+    metadata = pd.concat(
+        [frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()]
+    )
     metadata = metadata[["split", "index", *first.columns]]
     ingest_cfg = config["data"]["ingest"]
     attrs = {
@@ -237,9 +297,19 @@ def _write(data_set: DataSet, splits: dict[str, pd.DataFrame], read: TiffReader,
             "vsgrid": __version__,
         },
     }
-    with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=False) as group:
+    with create_store(
+        path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=False
+    ) as group:
         for split, frame in splits.items():
             images = group[split]
             rows = frame[[f"file_{c}" for c in CHANNELS]].itertuples(index=False)
-            for i, files in enumerate(tqdm(rows, total=len(frame), desc=f"{data_set.name} {split}", disable=not progress, unit="field")):
+            for i, files in enumerate(
+                tqdm(
+                    rows,
+                    total=len(frame),
+                    desc=f"{data_set.name} {split}",
+                    disable=not progress,
+                    unit="field",
+                )
+            ):
                 images[i] = np.stack([read(f) for f in files])

@@ -11,14 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from vsgrid.errors import VsgridError
 from vsgrid.data.store import CHANNELS, open_store
+from vsgrid.errors import VsgridError
 
 U16_LEVELS = 1 << 16
 
 
 def normalization_stats(
-    store_path: str | Path, split: str = "train", channels=CHANNELS, max_images: int = 512, low: float = 0.1, high: float = 99.9
+    store_path: str | Path,
+    split: str = "train",
+    channels=CHANNELS,
+    max_images: int = 512,
+    low: float = 0.1,
+    high: float = 99.9,
 ) -> dict[str, dict[str, float]]:
     """Per-channel statistics of a split, to normalise 16-bit images the same way everywhere.
 
@@ -34,7 +39,9 @@ def normalization_stats(
     images = store.images(split)
     if images.shape[0] == 0:
         raise VsgridError(f"{store.path}: split {split!r} is empty; no normalisation statistics")
-    picks = np.unique(np.linspace(0, images.shape[0] - 1, min(max_images, images.shape[0])).astype(int))
+    picks = np.unique(
+        np.linspace(0, images.shape[0] - 1, min(max_images, images.shape[0])).astype(int)
+    )
     index = [store.channel_index(c) for c in channels]
     histograms = np.zeros((len(channels), U16_LEVELS), np.int64)
     for i in picks:
@@ -75,7 +82,9 @@ class StainPairs:
     worker processes.
     """
 
-    def __init__(self, store_path: str | Path, split: str, stain: str, stats: dict, *, preload_mb: float = 0):
+    def __init__(
+        self, store_path: str | Path, split: str, stain: str, stats: dict, *, preload_mb: float = 0
+    ):
         self.store_path, self.split, self.stain, self.stats = Path(store_path), split, stain, stats
         store = open_store(store_path)
         self._channels = [store.channel_index("bf"), store.channel_index(stain)]
@@ -83,8 +92,13 @@ class StainPairs:
         self._length = int(images.shape[0])
         self._images = None
         self._fields = None
-        if self._length * 2 * images.shape[-2] * images.shape[-1] * images.dtype.itemsize <= preload_mb * 2**20:
-            self._fields = np.concatenate([fields for _, fields in iter_batches(store_path, split, 64, ("bf", stain))])
+        if (
+            self._length * 2 * images.shape[-2] * images.shape[-1] * images.dtype.itemsize
+            <= preload_mb * 2**20
+        ):
+            self._fields = np.concatenate(
+                [fields for _, fields in iter_batches(store_path, split, 64, ("bf", stain))]
+            )
 
     def __len__(self) -> int:
         return self._length
@@ -98,13 +112,17 @@ class StainPairs:
             if self._images is None:
                 self._images = open_store(self.store_path).images(self.split)
             bf, target = self._images[int(i)][self._channels]
-        return normalize(bf[None], self.stats["bf"]), normalize(target[None], self.stats[self.stain])
+        return normalize(bf[None], self.stats["bf"]), normalize(
+            target[None], self.stats[self.stain]
+        )
 
     def __getstate__(self):
         return {**self.__dict__, "_images": None}
 
 
-def iter_batches(store_path: str | Path, split: str, batch_size: int, channels=CHANNELS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_batches(
+    store_path: str | Path, split: str, batch_size: int, channels=CHANNELS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream a split in order, ``batch_size`` fields at a time, never holding the whole split.
 
     Yields ``(indices, images)`` with ``images`` of shape (B, len(channels), H, W) uint16.

@@ -16,7 +16,9 @@ from vsgrid.seeds import rng_for
 
 ROWS, COLUMNS = 16, 24
 N_COMPOUNDS = 10
-COMPOUNDS = tuple(f"CPD-{k + 1:02d}" for k in range(N_COMPOUNDS))  # the synthetic plates' test compounds
+COMPOUNDS = tuple(
+    f"CPD-{k + 1:02d}" for k in range(N_COMPOUNDS)
+)  # the synthetic plates' test compounds
 CONCENTRATIONS_UM = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 POSITIVE_CONTROL_DOSE_UM = {"etoposide": 10.0, "staurosporine": 1.0}
 

@@ -23,7 +23,9 @@ def held_out_plates(plates, n_test: int) -> list[str]:
     return names[-n_test:]
 
 
-def sample_splits(fields: pd.DataFrame, sizes: dict, test_plates, seed: int, data_set: str) -> dict[str, pd.DataFrame]:
+def sample_splits(
+    fields: pd.DataFrame, sizes: dict, test_plates, seed: int, data_set: str
+) -> dict[str, pd.DataFrame]:
     """Draw ``sizes["train"]``, ``sizes["val"]`` and ``sizes["test"]`` fields without replacement.
 
     ``fields`` are the candidate fields of one (cell type, phenotype), with a ``plate`` column.

@@ -57,11 +57,26 @@ def create_store(
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for split in SPLITS:
             n = sizes.get(split, 0)
-            for name, planes in ((split, CHANNELS), (f"{split}_masks", MASKS if with_masks else ())):
+            for name, planes in (
+                (split, CHANNELS),
+                (f"{split}_masks", MASKS if with_masks else ()),
+            ):
                 if planes:
                     field = (1, len(planes), height, width)
-                    arrays.create(group, (n, *field[1:]), chunks=(1, 1, height, width), shards=field, dtype="uint16", name=name)
-        defaults = {"channels": list(CHANNELS), "masks": list(MASKS) if with_masks else [], "saturation": 65535, "store_id": uuid.uuid4().hex}
+                    arrays.create(
+                        group,
+                        (n, *field[1:]),
+                        chunks=(1, 1, height, width),
+                        shards=field,
+                        dtype="uint16",
+                        name=name,
+                    )
+        defaults = {
+            "channels": list(CHANNELS),
+            "masks": list(MASKS) if with_masks else [],
+            "saturation": 65535,
+            "store_id": uuid.uuid4().hex,
+        }
         group.attrs.update({**defaults, **attrs})
         yield group
         metadata.to_csv(tmp / METADATA, sep="\t", index=False)
@@ -86,7 +101,9 @@ class Store:
     @property
     def store_id(self) -> str:
         if "store_id" not in self.attrs:
-            raise VsgridError(f"{self.path}: no store_id; it was written by an older vsgrid, so build it again")
+            raise VsgridError(
+                f"{self.path}: no store_id; it was written by an older vsgrid, so build it again"
+            )
         return self.attrs["store_id"]
 
     def images(self, split: str) -> arrays.Stack:
@@ -94,24 +111,34 @@ class Store:
 
     def masks(self, split: str) -> arrays.Stack:
         if not self.has_masks:
-            raise VsgridError(f"{self.path} has no ground-truth masks (only synthetic stores have them)")
+            raise VsgridError(
+                f"{self.path} has no ground-truth masks (only synthetic stores have them)"
+            )
         return arrays.member(self.group, f"{split}_masks", self.path)
 
     def split_metadata(self, split: str) -> pd.DataFrame:
-        return self.metadata[self.metadata["split"] == split].sort_values("index").reset_index(drop=True)
+        return (
+            self.metadata[self.metadata["split"] == split]
+            .sort_values("index")
+            .reset_index(drop=True)
+        )
 
     def channel_index(self, channel: str) -> int:
         try:
             return CHANNELS.index(channel)
         except ValueError:
-            raise VsgridError(f"unknown channel {channel!r}; a store holds {', '.join(CHANNELS)}") from None
+            raise VsgridError(
+                f"unknown channel {channel!r}; a store holds {', '.join(CHANNELS)}"
+            ) from None
 
 
 def open_store(path: str | Path) -> Store:
     """Open a store for reading; a missing or incomplete store is a :class:`VsgridError`."""
     path = Path(path)
     if not (path / "zarr.json").exists():
-        raise VsgridError(f"no data store at {path}: build it with `vsgrid synthesize` or `vsgrid ingest`")
+        raise VsgridError(
+            f"no data store at {path}: build it with `vsgrid synthesize` or `vsgrid ingest`"
+        )
     if not (path / METADATA).exists():
         raise VsgridError(f"data store {path} has no {METADATA}; rebuild it")
     group = arrays.open_group(path)

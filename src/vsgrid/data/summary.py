@@ -24,7 +24,9 @@ STAINS = ("dapi", "fitc", "cy5")
 BLANK, SATURATED = "blank", "saturated"
 
 
-def image_flag(image: np.ndarray, saturation: int, *, blank_range: float, saturated_fraction: float) -> str:
+def image_flag(
+    image: np.ndarray, saturation: int, *, blank_range: float, saturated_fraction: float
+) -> str:
     """``blank`` when an image's values span fewer than ``blank_range`` counts (no signal: a failed
     acquisition), ``saturated`` when more than ``saturated_fraction`` of its pixels sit at the
     camera's ``saturation`` count, else empty. Such a real image says nothing of a prediction:
@@ -45,7 +47,12 @@ def count_foci(cy5: np.ndarray, nuclei: np.ndarray, pixel_size_um: float) -> int
     image = cy5.astype(np.float32)
     spots = white_tophat(ndi.gaussian_filter(image, 0.5), disk(max(1, round(1.5 / pixel_size_um))))
     noise = 1.4826 * np.median(np.abs(image - ndi.median_filter(image, 3))) + 1.0
-    peaks = peak_local_max(spots, min_distance=max(1, round(0.8 / pixel_size_um)), threshold_abs=6 * noise, labels=(nuclei > 0).astype(int))
+    peaks = peak_local_max(
+        spots,
+        min_distance=max(1, round(0.8 / pixel_size_um)),
+        threshold_abs=6 * noise,
+        labels=(nuclei > 0).astype(int),
+    )
     return len(peaks)
 
 
@@ -70,7 +77,9 @@ class _Correlation:
         return float(cov * cov / (vx * vy)) if vx > 0 and vy > 0 else 0.0
 
 
-def summarize_store(path: str | Path, split: str = "train", max_images: int = 64, quality: dict | None = None) -> dict:
+def summarize_store(
+    path: str | Path, split: str = "train", max_images: int = 64, quality: dict | None = None
+) -> dict:
     """One row of the summary table for one store (measured on up to ``max_images`` fields).
 
     ``quality`` holds :func:`image_flag`'s thresholds (the ``evaluation`` section of the config);
@@ -80,7 +89,9 @@ def summarize_store(path: str | Path, split: str = "train", max_images: int = 64
     store = open_store(path)
     attrs, images = store.attrs, store.images(split)
     pixel_size = float(attrs["pixel_size_um"])
-    picks = np.unique(np.linspace(0, images.shape[0] - 1, min(max_images, images.shape[0])).astype(int))
+    picks = np.unique(
+        np.linspace(0, images.shape[0] - 1, min(max_images, images.shape[0])).astype(int)
+    )
     channel = {c: store.channel_index(c) for c in ("bf", *STAINS)}
     cells, areas, brightness, foci, nuclei_total, flagged = [], [], [], 0, 0, Counter()
     fits = {stain: _Correlation() for stain in STAINS}
@@ -100,7 +111,15 @@ def summarize_store(path: str | Path, split: str = "train", max_images: int = 64
         nuclei_total += len(ids)
         for stain in STAINS:
             fits[stain].add(field[channel["bf"]], field[channel[stain]])
-        flags = {image_flag(field[channel[s]], attrs["saturation"], blank_range=quality["blank_range"], saturated_fraction=quality["saturated_fraction"]) for s in STAINS}
+        flags = {
+            image_flag(
+                field[channel[s]],
+                attrs["saturation"],
+                blank_range=quality["blank_range"],
+                saturated_fraction=quality["saturated_fraction"],
+            )
+            for s in STAINS
+        }
         flagged.update(flags - {""})
     sizes = split_sizes(store)
     return {
@@ -117,7 +136,9 @@ def summarize_store(path: str | Path, split: str = "train", max_images: int = 64
     }
 
 
-def summarize(paths, split: str = "train", max_images: int = 64, quality: dict | None = None) -> pd.DataFrame:
+def summarize(
+    paths, split: str = "train", max_images: int = 64, quality: dict | None = None
+) -> pd.DataFrame:
     """The summary table of several stores, one row each."""
     return pd.DataFrame([summarize_store(p, split, max_images, quality) for p in paths])
 
@@ -138,7 +159,9 @@ def format_summary(table: pd.DataFrame) -> str:
             "saturated_fields": "saturated",
         }
     )
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}")
+    return shown.to_string(
+        index=False, float_format=lambda v: f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    )
 
 
 def summary_text(paths, quality: dict | None = None) -> str:

@@ -35,13 +35,19 @@ from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
 from vsgrid import __version__
-from vsgrid.errors import VsgridError
-from vsgrid.grid import DataSet, test_sets
-from vsgrid.data.plates import COMPOUNDS, label_phenotypes, synthetic_layout, toxicity, toxicity_model
-from vsgrid.seeds import rng_for
+from vsgrid.data.plates import (
+    COMPOUNDS,
+    label_phenotypes,
+    synthetic_layout,
+    toxicity,
+    toxicity_model,
+)
 from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import as_uint16, create_store
+from vsgrid.errors import VsgridError
+from vsgrid.grid import DataSet, test_sets
 from vsgrid.layout import screen_store_path, store_path
+from vsgrid.seeds import rng_for
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
 
@@ -88,7 +94,9 @@ def _place(rng, n, shape, radius_px, clustering, min_distance):
     return placed
 
 
-def sample_cells(rng: np.random.Generator, profile: Profile, toxicity_level: float, shape, pixel_size_um: float) -> dict:
+def sample_cells(
+    rng: np.random.Generator, profile: Profile, toxicity_level: float, shape, pixel_size_um: float
+) -> dict:
     """Draw the cells of one field: a structure of arrays, one entry per cell.
 
     Lengths are in pixels. ``state`` is one of HEALTHY, MITOTIC, CONDENSED, FRAGMENTED.
@@ -104,16 +112,24 @@ def sample_cells(rng: np.random.Generator, profile: Profile, toxicity_level: flo
     affected = rng.random(n) < t
     state = np.full(n, HEALTHY)
     state[~affected & (rng.random(n) < 0.04)] = MITOTIC
-    state[affected] = rng.choice([DAMAGED, CONDENSED, FRAGMENTED], size=affected.sum(), p=[0.45, 0.35, 0.2])
+    state[affected] = rng.choice(
+        [DAMAGED, CONDENSED, FRAGMENTED], size=affected.sum(), p=[0.45, 0.35, 0.2]
+    )
     rounded = (state != HEALTHY) & (state != DAMAGED)
 
     size = rng.lognormal(0.0, 0.12, n)
     major = cell_r * size * np.where(rounded, 0.75, 1.0) * np.sqrt(profile.elongation)
     elongation = np.where(rounded, 1.05, profile.elongation * rng.lognormal(0.0, 0.1, n))
-    nuc_scale = np.select([state == MITOTIC, state == DAMAGED, state == CONDENSED], [0.8, 1.1, 0.6], 1.0)
+    nuc_scale = np.select(
+        [state == MITOTIC, state == DAMAGED, state == CONDENSED], [0.8, 1.1, 0.6], 1.0
+    )
     nuc_major = nuc_r * size * nuc_scale * rng.lognormal(0.0, 0.08, n)
     # Damaged cells carry many gammaH2AX foci; dying ones show pan-nuclear signal instead.
-    dna_damage = np.select([state == DAMAGED, state == CONDENSED, affected], [12.0, 2.0, 0.0], np.where(rng.random(n) < 0.1, 4.0, 0.3))
+    dna_damage = np.select(
+        [state == DAMAGED, state == CONDENSED, affected],
+        [12.0, 2.0, 0.0],
+        np.where(rng.random(n) < 0.1, 4.0, 0.3),
+    )
     return {
         "centre": centre,
         "theta": rng.uniform(0, np.pi, n),
@@ -126,11 +142,16 @@ def sample_cells(rng: np.random.Generator, profile: Profile, toxicity_level: flo
         "nucleus_minor": nuc_major / np.where(rounded, 1.0, rng.uniform(1.0, 1.35, n)),
         "nucleus_theta": rng.uniform(0, np.pi, n),
         "state": state,
-        "dapi": rng.lognormal(0.0, 0.2, n) * np.select([state == MITOTIC, state == CONDENSED, state == FRAGMENTED], [2.2, 1.8, 2.0], 1.0),
+        "dapi": rng.lognormal(0.0, 0.2, n)
+        * np.select(
+            [state == MITOTIC, state == CONDENSED, state == FRAGMENTED], [2.2, 1.8, 2.0], 1.0
+        ),
         "fitc": rng.lognormal(0.0, 0.25, n) * np.where(rounded, 1.4, 1.0),
         "height": rng.lognormal(0.0, 0.15, n) * np.where(rounded, 1.6, 1.0),
         "foci": rng.poisson(dna_damage),
-        "pan_nuclear": np.select([state == FRAGMENTED, state == CONDENSED, state == DAMAGED], [0.6, 0.4, 0.1], 0.03),
+        "pan_nuclear": np.select(
+            [state == FRAGMENTED, state == CONDENSED, state == DAMAGED], [0.6, 0.4, 0.1], 0.03
+        ),
     }
 
 
@@ -156,12 +177,18 @@ def _window(centre, reach, shape):
 def _nucleus_blobs(cells, i, rng):
     """(centre, major, minor, theta) of the nucleus of cell ``i``: several pieces if fragmented."""
     centre = cells["centre"][i] + cells["nucleus_offset"][i]
-    major, minor, theta = cells["nucleus_major"][i], cells["nucleus_minor"][i], cells["nucleus_theta"][i]
+    major, minor, theta = (
+        cells["nucleus_major"][i],
+        cells["nucleus_minor"][i],
+        cells["nucleus_theta"][i],
+    )
     if cells["state"][i] != FRAGMENTED:
         return [(centre, major, minor, theta)]
     pieces = rng.integers(3, 7)
     angles = rng.uniform(0, 2 * np.pi, pieces)
-    offsets = np.stack([np.sin(angles), np.cos(angles)], 1) * major * rng.uniform(0.3, 0.8, (pieces, 1))
+    offsets = (
+        np.stack([np.sin(angles), np.cos(angles)], 1) * major * rng.uniform(0.3, 0.8, (pieces, 1))
+    )
     return [(centre + o, 0.38 * major, 0.38 * major, 0.0) for o in offsets]
 
 
@@ -179,8 +206,13 @@ def rasterize(cells: dict, shape, rng: np.random.Generator):
         reach = cells["major"][i] * (1.0 + cells["wobble"][i].sum()) + 1
         win = _window(cells["centre"][i], reach, shape)
         yy, xx = np.ogrid[win]
-        d, angle = _ellipse_distance(yy, xx, cells["centre"][i], cells["theta"][i], cells["major"][i], cells["minor"][i])
-        outline = 1.0 + sum(a * np.cos((k + 2) * angle + p) for k, (a, p) in enumerate(zip(cells["wobble"][i], cells["wobble_phase"][i])))
+        d, angle = _ellipse_distance(
+            yy, xx, cells["centre"][i], cells["theta"][i], cells["major"][i], cells["minor"][i]
+        )
+        outline = 1.0 + sum(
+            a * np.cos((k + 2) * angle + p)
+            for k, (a, p) in enumerate(zip(cells["wobble"][i], cells["wobble_phase"][i]))
+        )
         d = d / outline
         mine = (d < 1.0) & (d < best[win])
         best[win][mine] = d[mine]
@@ -202,7 +234,13 @@ def rasterize(cells: dict, shape, rng: np.random.Generator):
     nucleus_labels = forward[nucleus_labels]
     owner = inverse[np.arange(cell_labels.max() + 1)] - 1
     profile = lambda d: np.sqrt(np.clip(1.0 - d**2, 0.0, 1.0)).astype(np.float32)  # noqa: E731 - dome of a unit ellipse
-    return cell_labels.astype(np.uint16), nucleus_labels.astype(np.uint16), profile(best), profile(nucleus_best), owner
+    return (
+        cell_labels.astype(np.uint16),
+        nucleus_labels.astype(np.uint16),
+        profile(best),
+        profile(nucleus_best),
+        owner,
+    )
 
 
 # --------------------------------------------------------------------------- images
@@ -216,7 +254,9 @@ def _noise_texture(rng, shape, sigma):
 def _detect(signal, background, gain, read_noise, rng):
     """Expected photo-electron counts plus shot and read noise."""
     counts = background + gain * signal
-    return counts + rng.standard_normal(counts.shape, dtype=np.float32) * np.sqrt(np.maximum(counts, 0) * 0.5 + read_noise**2)
+    return counts + rng.standard_normal(counts.shape, dtype=np.float32) * np.sqrt(
+        np.maximum(counts, 0) * 0.5 + read_noise**2
+    )
 
 
 def _foci_image(cells, nucleus_labels, shape, rng):
@@ -237,7 +277,9 @@ def _foci_image(cells, nucleus_labels, shape, rng):
     return points * (nucleus_labels > 0)
 
 
-def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Generator, optics: Optics = Optics()):
+def render_field(
+    cells: dict, shape, pixel_size_um: float, rng: np.random.Generator, optics: Optics = Optics()
+):
     """Render one field: ``image`` (4, H, W) uint16 in CHANNELS order and ``masks`` (2, H, W) uint16."""
     cell_labels, nucleus_labels, cell_profile, nucleus_profile, owner = rasterize(cells, shape, rng)
     px = 1.0 / pixel_size_um  # pixels per um
@@ -254,13 +296,19 @@ def render_field(cells: dict, shape, pixel_size_um: float, rng: np.random.Genera
     dapi = nucleus_profile * per_cell("dapi") * (1.0 + 0.3 * chromatin) * in_nucleus
     cytoplasm = (0.35 + 0.65 * cell_profile) * in_cell * (1.0 - 0.45 * in_nucleus)
     fitc = cytoplasm * per_cell("fitc") * (1.0 + 0.25 * granules)
-    foci = ndi.gaussian_filter(_foci_image(cells, nucleus_labels, shape, rng), 0.5 * px) * (2 * np.pi * (0.5 * px) ** 2)
+    foci = ndi.gaussian_filter(_foci_image(cells, nucleus_labels, shape, rng), 0.5 * px) * (
+        2 * np.pi * (0.5 * px) ** 2
+    )
     cy5 = foci + nucleus_profile * per_cell("pan_nuclear") * in_nucleus
 
-    thickness = per_cell("height") * (0.6 * cell_profile + 0.5 * nucleus_profile + 0.08 * granules * in_cell)
+    thickness = per_cell("height") * (
+        0.6 * cell_profile + 0.5 * nucleus_profile + 0.08 * granules * in_cell
+    )
     halo = ndi.gaussian_filter(thickness, 1.0 * px) - ndi.gaussian_filter(thickness, 4.0 * px)
     defocused = ndi.gaussian_filter(thickness, 1.5 * px)
-    yy, xx = (axis.astype(np.float32) for axis in np.ogrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j])
+    yy, xx = (
+        axis.astype(np.float32) for axis in np.ogrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j]
+    )
     a = rng.normal(0.0, optics.illumination, 4)
     illumination = 1.0 + a[0] * yy + a[1] * xx + a[2] * yy * xx + a[3] * (yy**2 + xx**2)
     bf = illumination * (1.0 + 0.9 * halo - 0.12 * defocused)
@@ -288,9 +336,15 @@ def field_table(cell_type: str, config: dict, fields_per_well: int | None = None
     layout = synthetic_layout()
     layout["phenotype"] = label_phenotypes(layout["compound"], layout["concentration"], **rule)
     model = toxicity_model(config["data"]["seed"])
-    layout["toxicity"] = [toxicity(c, x, model) for c, x in zip(layout["compound"], layout["concentration"])]
-    plates = pd.DataFrame({"plate": [f"{cell_type}-P{p + 1:02d}" for p in range(synthetic["plates_per_cell_type"])]})
-    fields = pd.DataFrame({"field": np.arange(1, (fields_per_well or synthetic["fields_per_well"]) + 1)})
+    layout["toxicity"] = [
+        toxicity(c, x, model) for c, x in zip(layout["compound"], layout["concentration"])
+    ]
+    plates = pd.DataFrame(
+        {"plate": [f"{cell_type}-P{p + 1:02d}" for p in range(synthetic["plates_per_cell_type"])]}
+    )
+    fields = pd.DataFrame(
+        {"field": np.arange(1, (fields_per_well or synthetic["fields_per_well"]) + 1)}
+    )
     table = plates.merge(layout, how="cross").merge(fields, how="cross")
     table.insert(0, "cell_type", cell_type)
     return table
@@ -321,45 +375,88 @@ def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, O
     group[f"{field.split}_masks"][field.index] = masks
 
 
-def _render_store(path: Path, splits: dict[str, pd.DataFrame], cell_type: str, attrs: dict, config: dict, optics: Optics, executor, progress: bool) -> Path:
+def _render_store(
+    path: Path,
+    splits: dict[str, pd.DataFrame],
+    cell_type: str,
+    attrs: dict,
+    config: dict,
+    optics: Optics,
+    executor,
+    progress: bool,
+) -> Path:
     """Render the fields of ``splits`` (tables of fields per split) into a new store at ``path``.
 
     Memory does not grow with the number of fields: each field is rendered and written by one
     worker, and only small job descriptions are queued.
     """
     data, synthetic = config["data"], config["data"]["synthetic"]
-    metadata = pd.concat([frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()])
+    metadata = pd.concat(
+        [frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()]
+    )
     metadata = metadata[["split", "index", *next(iter(splits.values())).columns]]
     shape = (synthetic["field_size"],) * 2
     profile = Profile(**synthetic["cell_types"][cell_type])
-    provenance = {"source": "synthetic", "seed": data["seed"], "vsgrid": __version__, "profile": vars(profile), "optics": vars(optics)}
-    attrs = {**attrs, "cell_type": cell_type, "pixel_size_um": synthetic["pixel_size_um"], "provenance": provenance}
-    with create_store(path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True) as group:
+    provenance = {
+        "source": "synthetic",
+        "seed": data["seed"],
+        "vsgrid": __version__,
+        "profile": vars(profile),
+        "optics": vars(optics),
+    }
+    attrs = {
+        **attrs,
+        "cell_type": cell_type,
+        "pixel_size_um": synthetic["pixel_size_um"],
+        "provenance": provenance,
+    }
+    with create_store(
+        path, {s: len(f) for s, f in splits.items()}, shape, metadata, attrs, with_masks=True
+    ) as group:
         where = Path(group.store.root)
         common = (data["seed"], cell_type, profile, shape, synthetic["pixel_size_um"], optics)
         jobs = [
             (_Field(where, split, i, *row), *common)
             for split, frame in splits.items()
-            for i, row in enumerate(frame[["plate", "well", "field", "toxicity"]].itertuples(index=False))
+            for i, row in enumerate(
+                frame[["plate", "well", "field", "toxicity"]].itertuples(index=False)
+            )
         ]
-        done = executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
-        for _ in tqdm(done, total=len(jobs), desc=attrs["data_set"], disable=not progress, unit="field"):
+        done = (
+            executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
+        )
+        for _ in tqdm(
+            done, total=len(jobs), desc=attrs["data_set"], disable=not progress, unit="field"
+        ):
             pass
     return path
 
 
-def build_store(data_set: DataSet, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
+def build_store(
+    data_set: DataSet, config: dict, out_dir: Path, executor=None, progress: bool = True
+) -> Path:
     """Render the sampled fields of one (cell type, phenotype) and write its store atomically."""
     data, synthetic = config["data"], config["data"]["synthetic"]
     table = field_table(data_set.cell_type, config)
     table = table[table["phenotype"] == data_set.phenotype]
-    splits = sample_splits(table, data["splits"], data["test_plates"], data["seed"], data_set.twin.name)
+    splits = sample_splits(
+        table, data["splits"], data["test_plates"], data["seed"], data_set.twin.name
+    )
     optics = Optics()
     if data_set.acquisition:  # a control: its twin's test fields through other optics
         splits = {"test": splits["test"]}
         optics = Optics(**synthetic["acquisitions"][data_set.acquisition])
     attrs = {"data_set": data_set.name, "phenotype": data_set.phenotype}
-    return _render_store(store_path(out_dir, data_set.name), splits, data_set.cell_type, attrs, config, optics, executor, progress)
+    return _render_store(
+        store_path(out_dir, data_set.name),
+        splits,
+        data_set.cell_type,
+        attrs,
+        config,
+        optics,
+        executor,
+        progress,
+    )
 
 
 def screen_fields(cell_type: str, config: dict) -> pd.DataFrame:
@@ -369,18 +466,36 @@ def screen_fields(cell_type: str, config: dict) -> pd.DataFrame:
     screen = config["evaluation"]["screen"]
     table = field_table(cell_type, config, screen["fields_per_well"])
     plates = config["data"]["test_plates"]
-    table = table[table["plate"].isin(held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates)]
+    table = table[
+        table["plate"].isin(
+            held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates
+        )
+    ]
     if screen["compounds"]:
-        table = table[~table["compound"].isin(COMPOUNDS) | table["compound"].isin(COMPOUNDS[: screen["compounds"]])]
+        table = table[
+            ~table["compound"].isin(COMPOUNDS)
+            | table["compound"].isin(COMPOUNDS[: screen["compounds"]])
+        ]
     return table.sort_values(["plate", "well", "field"]).reset_index(drop=True)
 
 
-def build_screen_store(cell_type: str, config: dict, out_dir: Path, executor=None, progress: bool = True) -> Path:
+def build_screen_store(
+    cell_type: str, config: dict, out_dir: Path, executor=None, progress: bool = True
+) -> Path:
     """Render a cell type's screen (:func:`screen_fields`) into its store under ``out_dir``, with
     each compound's true EC50 (uM) in its attributes."""
     truth = {name: ec50 for name, (ec50, _, _) in toxicity_model(config["data"]["seed"]).items()}
     attrs = {"data_set": f"{cell_type}-screen", "phenotype": "screen", "true_ec50_um": truth}
-    return _render_store(screen_store_path(out_dir, cell_type), {"test": screen_fields(cell_type, config)}, cell_type, attrs, config, Optics(), executor, progress)
+    return _render_store(
+        screen_store_path(out_dir, cell_type),
+        {"test": screen_fields(cell_type, config)},
+        cell_type,
+        attrs,
+        config,
+        Optics(),
+        executor,
+        progress,
+    )
 
 
 def _pool(config: dict, workers: int | None):
@@ -391,18 +506,35 @@ def _pool(config: dict, workers: int | None):
     return nullcontext() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
 
 
-def synthesize(config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> list[Path]:
+def synthesize(
+    config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True
+) -> list[Path]:
     """Build one store per (cell type, phenotype) of the grid under ``out_dir``."""
     with _pool(config, workers) as executor:
-        return [build_store(d, config, Path(out_dir), executor, progress) for d in test_sets(config["grid"])]
+        return [
+            build_store(d, config, Path(out_dir), executor, progress)
+            for d in test_sets(config["grid"])
+        ]
 
 
-def synthesize_screens(config: dict, out_dir: str | Path, cell_types: list[str], workers: int | None = None, progress: bool = True) -> list[Path]:
+def synthesize_screens(
+    config: dict,
+    out_dir: str | Path,
+    cell_types: list[str],
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Build the screen store of each of ``cell_types`` under ``out_dir``."""
     if config["data"]["source"] != "synthetic":
-        raise VsgridError("screen stores are rendered from synthetic plates only (data.source is not synthetic)")
+        raise VsgridError(
+            "screen stores are rendered from synthetic plates only (data.source is not synthetic)"
+        )
     unknown = [c for c in cell_types if c not in config["grid"]["cell_types"]]
     if unknown:
-        raise VsgridError(f"--cell-type {unknown[0]!r} is not in grid.cell_types ({', '.join(config['grid']['cell_types'])})")
+        raise VsgridError(
+            f"--cell-type {unknown[0]!r} is not in grid.cell_types ({', '.join(config['grid']['cell_types'])})"
+        )
     with _pool(config, workers) as executor:
-        return [build_screen_store(c, config, Path(out_dir), executor, progress) for c in cell_types]
+        return [
+            build_screen_store(c, config, Path(out_dir), executor, progress) for c in cell_types
+        ]

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vsgrid.errors import VsgridError
-from vsgrid.files import atomic_path, write_text
-from vsgrid.evaluation.metrics import instance_scores
 from vsgrid.data.store import MASKS, open_store
+from vsgrid.errors import VsgridError
+from vsgrid.evaluation.metrics import instance_scores
 from vsgrid.evaluation.segment import CellposeSegmenter, classical_segmenter, gamma_correct
+from vsgrid.files import atomic_path, write_text
 from vsgrid.layout import SEGMENTED, Layout
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,21 @@ def median_diameter(masks: np.ndarray) -> float:
 
 def f1_against_truth(segment, images, truth, iou_threshold: float) -> float:
     predicted = segment(images)
-    return float(np.mean([instance_scores(t, p, iou_threshold)["f1"] for t, p in zip(truth, predicted)]))
+    return float(
+        np.mean([instance_scores(t, p, iou_threshold)["f1"] for t, p in zip(truth, predicted)])
+    )
 
 
-def train_cellpose(config: dict, train_set: str, stain: str, out: str | Path, *, epochs: int, learning_rate: float, batch_size: int) -> dict:
+def train_cellpose(
+    config: dict,
+    train_set: str,
+    stain: str,
+    out: str | Path,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+) -> dict:
     """Train on the store of ``train_set``, save the weights to ``out`` (atomically) and return the
     report (also ``out``.json): F1 at ``evaluation.iou_threshold`` of Cellpose and of the
     classical backend against the ground truth of the test split."""
@@ -55,7 +66,9 @@ def train_cellpose(config: dict, train_set: str, stain: str, out: str | Path, *,
     from cellpose import models, train
 
     if stain not in SEGMENTED:
-        raise VsgridError(f"--stain must be one of {', '.join(SEGMENTED)}: Cellpose segments nuclei and cells")
+        raise VsgridError(
+            f"--stain must be one of {', '.join(SEGMENTED)}: Cellpose segments nuclei and cells"
+        )
     settings = config["segmentation"]
     store = open_store(Layout.of(config).store(train_set))
     images, truth = _ground_truth(store, "train", stain)
@@ -64,10 +77,15 @@ def train_cellpose(config: dict, train_set: str, stain: str, out: str | Path, *,
     gamma = settings["gamma"]
     gpu = torch.cuda.is_available()
     torch.manual_seed(0)
-    model = models.CellposeModel(gpu=gpu, pretrained_model=False, model_type=None, diam_mean=diameter)
+    model = models.CellposeModel(
+        gpu=gpu, pretrained_model=False, model_type=None, diam_mean=diameter
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.training-") as work, atomic_path(out) as tmp:
+    with (
+        tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.training-") as work,
+        atomic_path(out) as tmp,
+    ):
         weights, train_losses, _ = train.train_seg(
             model.net,
             train_data=[gamma_correct(i, gamma) for i in images],

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,12 @@ GROUPS = {
     "feret": ("measureobjectsizeshape", "get_feret", "AreaShape_", "_feret"),
     "intensity": ("measureobjectintensity", "get_intensity", "", "measureobjectintensity"),
     "texture": ("measuretexture", "get_texture", "Texture_", "measuretexture"),
-    "radial_distribution": ("measureobjectintensitydistribution", "get_radial_distribution", "", None),
+    "radial_distribution": (
+        "measureobjectintensitydistribution",
+        "get_radial_distribution",
+        "",
+        None,
+    ),
     "granularity": ("measuregranularity", "get_granularity", "", None),
 }
 PREFIX = {group: prefix for group, (_, _, prefix, _) in GROUPS.items()}
@@ -76,37 +81,60 @@ CONVENTIONS = ("cellprofiler", "cp_measure")
 NOT_CELLPROFILER = frozenset({"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"})
 
 
-@lru_cache(maxsize=None)
-def _measurement(group: str, accelerator: str | None, conventions: str = "cellprofiler") -> Callable:
+@cache
+def _measurement(
+    group: str, accelerator: str | None, conventions: str = "cellprofiler"
+) -> Callable:
     """cp_measure's function for a group, imported on first use (a job pays only for its groups)."""
     from cp_measure._sanitize import sanitize
 
     module, function, _, fast = GROUPS[group]
-    path = f"cp_measure.core.numba.{fast}" if accelerator == "numba" and fast else f"cp_measure.core.{module}"
+    path = (
+        f"cp_measure.core.numba.{fast}"
+        if accelerator == "numba" and fast
+        else f"cp_measure.core.{module}"
+    )
     measure = getattr(importlib.import_module(path), function)
     if group == "intensity" and conventions == "cellprofiler":
         measure = partial(measure, legacy=True)  # CellProfiler's quantile rule
     return sanitize(measure)
 
 
-def _raw(group: str, image: np.ndarray, masks: np.ndarray, accelerator: str | None = None, conventions: str = "cellprofiler", **options) -> dict[str, np.ndarray]:
+def _raw(
+    group: str,
+    image: np.ndarray,
+    masks: np.ndarray,
+    accelerator: str | None = None,
+    conventions: str = "cellprofiler",
+    **options,
+) -> dict[str, np.ndarray]:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # empty bins of tiny objects give NaN, kept as NaN
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # empty bins of tiny objects give NaN, kept as NaN
         values = _measurement(group, accelerator, conventions)(masks, image, **options)
-    if group == "texture" and conventions == "cellprofiler":  # CellProfiler records 0 where Haralick is undefined
-        values = {name: np.nan_to_num(np.asarray(v, np.float64), nan=0.0) for name, v in values.items()}
+    if (
+        group == "texture" and conventions == "cellprofiler"
+    ):  # CellProfiler records 0 where Haralick is undefined
+        values = {
+            name: np.nan_to_num(np.asarray(v, np.float64), nan=0.0) for name, v in values.items()
+        }
     return values
 
 
-@lru_cache(maxsize=None)
+@cache
 def feature_names(groups: tuple[str, ...], conventions: str = "cellprofiler") -> tuple[str, ...]:
     """Every feature the groups produce, in measuring order (found by measuring a tiny image),
     except the positional ones (and, by CellProfiler's conventions, names it does not have)."""
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
-        raise VsgridError(f"features.groups: unknown group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}")
+        raise VsgridError(
+            f"features.groups: unknown group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}"
+        )
     yy, xx = np.mgrid[:48, :48]
-    masks = ((yy - 16) ** 2 + (xx - 16) ** 2 < 64).astype(np.int32) + 2 * ((yy - 32) ** 2 + (xx - 30) ** 2 < 49)
+    masks = ((yy - 16) ** 2 + (xx - 16) ** 2 < 64).astype(np.int32) + 2 * (
+        (yy - 32) ** 2 + (xx - 30) ** 2 < 49
+    )
     image = np.random.default_rng(0).random((48, 48))
     names = (PREFIX[g] + name for g in groups for name in _raw(g, image, masks))
     left_out = NOT_CELLPROFILER if conventions == "cellprofiler" else frozenset()
@@ -120,7 +148,9 @@ def check_feature_names(names, groups: tuple[str, ...], conventions: str = "cell
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise VsgridError(f"features.names: {name!r} is not a feature of groups {', '.join(groups)}{hint}")
+            raise VsgridError(
+                f"features.names: {name!r} is not a feature of groups {', '.join(groups)}{hint}"
+            )
 
 
 @dataclass(frozen=True)
@@ -134,7 +164,13 @@ class FeatureSet:
     conventions: str = "cellprofiler"
 
     @classmethod
-    def of(cls, groups=tuple(GROUPS), names=None, accelerator: str | None = "numba", conventions: str = "cellprofiler") -> FeatureSet:
+    def of(
+        cls,
+        groups=tuple(GROUPS),
+        names=None,
+        accelerator: str | None = "numba",
+        conventions: str = "cellprofiler",
+    ) -> FeatureSet:
         """The features ``names`` (all of ``groups`` when None), measuring only the groups that produce them."""
         names = tuple(names) if names else None
         if names:
@@ -148,18 +184,27 @@ class FeatureSet:
         groups, conventions = tuple(features["groups"]), features["conventions"]
         if names:
             check_feature_names(names, groups, conventions)
-        return cls.of(groups, names, None if features["accelerator"] == "none" else features["accelerator"], conventions)
+        return cls.of(
+            groups,
+            names,
+            None if features["accelerator"] == "none" else features["accelerator"],
+            conventions,
+        )
 
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale: stop at the largest scale asked for."""
         if group != "granularity" or not self.names:
             return {}
-        scales = [int(n.removeprefix("Granularity_")) for n in self.names if n.startswith("Granularity_")]
+        scales = [
+            int(n.removeprefix("Granularity_")) for n in self.names if n.startswith("Granularity_")
+        ]
         return {"granular_spectrum_length": max(scales)}
 
     @property
     def columns(self) -> list[str]:
-        return list(self.names) if self.names else list(feature_names(self.groups, self.conventions))
+        return (
+            list(self.names) if self.names else list(feature_names(self.groups, self.conventions))
+        )
 
     def measure(self, image: np.ndarray, masks: np.ndarray) -> pd.DataFrame:
         """Per-instance features of one 2-D image inside its label image: a ``label`` column and
@@ -170,16 +215,32 @@ class FeatureSet:
             raise VsgridError(f"image has shape {image.shape} but its masks have {masks.shape}")
         labels = np.unique(masks[masks > 0])
         if len(labels) == 0:
-            return pd.DataFrame({"label": np.zeros(0, np.int64), **{c: np.zeros(0) for c in columns}})
+            return pd.DataFrame(
+                {"label": np.zeros(0, np.int64), **{c: np.zeros(0) for c in columns}}
+            )
         scaled = image.astype(np.float64) / U16_MAX
         values = {}
         for group in self.groups:
-            for name, array in _raw(group, scaled, masks.astype(np.int32), self.accelerator, self.conventions, **self._options(group)).items():
+            for name, array in _raw(
+                group,
+                scaled,
+                masks.astype(np.int32),
+                self.accelerator,
+                self.conventions,
+                **self._options(group),
+            ).items():
                 values[PREFIX[group] + name] = np.asarray(array, dtype=np.float64)
         return pd.DataFrame({"label": labels.astype(np.int64), **{c: values[c] for c in columns}})
 
 
-def measure(image: np.ndarray, masks: np.ndarray, groups=tuple(GROUPS), names=None, accelerator: str | None = "numba", conventions: str = "cellprofiler") -> pd.DataFrame:
+def measure(
+    image: np.ndarray,
+    masks: np.ndarray,
+    groups=tuple(GROUPS),
+    names=None,
+    accelerator: str | None = "numba",
+    conventions: str = "cellprofiler",
+) -> pd.DataFrame:
     """:meth:`FeatureSet.measure` for one image."""
     return FeatureSet.of(groups, names, accelerator, conventions).measure(image, masks)
 
@@ -202,7 +263,9 @@ def worker_pool(workers: int) -> Iterator[Callable]:
         yield partial(pool.map, chunksize=1)
 
 
-def measure_stack(images, masks, features: FeatureSet, pmap: Callable = map, first_index: int = 0) -> pd.DataFrame:
+def measure_stack(
+    images, masks, features: FeatureSet, pmap: Callable = map, first_index: int = 0
+) -> pd.DataFrame:
     """Features of a stack of images (N, H, W) in their masks, one row per (image, label);
     images are numbered from ``first_index``."""
     jobs = ((first_index + i, images[i], masks[i], features) for i in range(len(images)))
@@ -217,7 +280,17 @@ def workers_for(settings: dict, workers: int | None = None) -> int:
     return workers or settings["workers"] or len(os.sched_getaffinity(0))
 
 
-def measure_test_set(config: dict, test_set: str, stain: str, masks: str | Path, out: str | Path, *, prediction=None, workers=None, progress: bool = True) -> int:
+def measure_test_set(
+    config: dict,
+    test_set: str,
+    stain: str,
+    masks: str | Path,
+    out: str | Path,
+    *,
+    prediction=None,
+    workers=None,
+    progress: bool = True,
+) -> int:
     """Features of every instance of a test set's real stain (or of a prediction of it) inside the
     label stack ``masks``, streamed block by block into the Parquet table ``out`` (one row group
     per block). Returns the number of instances."""
@@ -226,14 +299,25 @@ def measure_test_set(config: dict, test_set: str, stain: str, masks: str | Path,
     settings = config["features"]
     features = FeatureSet.from_config(settings)
     store = test_store(config, test_set)
-    images = read_prediction(prediction, store, stain).image if prediction else real_stain(store, stain)
+    images = (
+        read_prediction(prediction, store, stain).image if prediction else real_stain(store, stain)
+    )
     labels = read_stack(masks)
     if labels.shape != images.shape:
-        raise VsgridError(f"masks {masks} have shape {labels.shape} but the images have {images.shape}")
+        raise VsgridError(
+            f"masks {masks} have shape {labels.shape} but the images have {images.shape}"
+        )
     found = 0
     with worker_pool(workers_for(settings, workers)) as pmap, table_appender(out) as append:
-        for start, stop in tqdm(blocks(len(images), config["evaluation"]["block_images"]), desc=f"features {stain}", disable=not progress, unit="block"):
-            table = measure_stack(images[start:stop], labels[start:stop], features, pmap, first_index=start)
+        for start, stop in tqdm(
+            blocks(len(images), config["evaluation"]["block_images"]),
+            desc=f"features {stain}",
+            disable=not progress,
+            unit="block",
+        ):
+            table = measure_stack(
+                images[start:stop], labels[start:stop], features, pmap, first_index=start
+            )
             append(table)
             found += len(table)
     log.info("wrote %s (%d instances x %d features)", out, found, len(features.columns))

@@ -57,7 +57,9 @@ LEVEL = {
 }
 LOWER_IS_BETTER = frozenset({"nrmse", "splits", "merges", "nmae"})
 AP_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
-IMAGE_METRICS = tuple(m for m, level in LEVEL.items() if level != "feature")  # one value per test image
+IMAGE_METRICS = tuple(
+    m for m, level in LEVEL.items() if level != "feature"
+)  # one value per test image
 # A normal distribution's SD is 1.4826 times its median absolute deviation (robust spreads).
 MAD_TO_SD = 1.4826
 
@@ -67,7 +69,9 @@ def check_pair(real: np.ndarray, pred: np.ndarray, what: str = "prediction") -> 
     if real.shape != pred.shape:
         raise VsgridError(f"{what} has shape {pred.shape} but the real image has {real.shape}")
     if np.issubdtype(pred.dtype, np.floating) and not np.isfinite(pred).all():
-        raise VsgridError(f"{what} contains {int((~np.isfinite(pred)).sum())} NaN or infinite values")
+        raise VsgridError(
+            f"{what} contains {int((~np.isfinite(pred)).sum())} NaN or infinite values"
+        )
 
 
 def pixel_scores(real: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -79,7 +83,12 @@ def pixel_scores(real: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     check_pair(real, pred)
     real, pred = real.astype(np.float64), pred.astype(np.float64)
     ssim = float(structural_similarity(real, pred, data_range=data_range(real)))
-    return {"ssim": ssim, "psnr": psnr(real, pred), "pcc": pcc(real, pred), "nrmse": nrmse(real, pred)}
+    return {
+        "ssim": ssim,
+        "psnr": psnr(real, pred),
+        "pcc": pcc(real, pred),
+        "nrmse": nrmse(real, pred),
+    }
 
 
 def data_range(real: np.ndarray) -> float:
@@ -138,32 +147,64 @@ def overlaps(real: np.ndarray, pred: np.ndarray) -> Overlaps:
     check_labels(real, "real masks")
     check_labels(pred, "predicted masks")
     if real.shape != pred.shape:
-        raise VsgridError(f"predicted masks have shape {pred.shape} but the real masks have {real.shape}")
+        raise VsgridError(
+            f"predicted masks have shape {pred.shape} but the real masks have {real.shape}"
+        )
     real, pred = real.ravel().astype(np.int64), pred.ravel().astype(np.int64)
     n_real, n_pred = (int(real.max()) + 1, int(pred.max()) + 1) if real.size else (1, 1)
     if n_real * n_pred <= 1 << 24:  # labels numbered compactly: count every pair of labels at once
-        overlap = np.bincount(real * n_pred + pred, minlength=n_real * n_pred).reshape(n_real, n_pred).astype(np.float64)
+        overlap = (
+            np.bincount(real * n_pred + pred, minlength=n_real * n_pred)
+            .reshape(n_real, n_pred)
+            .astype(np.float64)
+        )
         real_ids, pred_ids = np.flatnonzero(overlap.sum(1)), np.flatnonzero(overlap.sum(0))
         overlap = overlap[np.ix_(real_ids, pred_ids)]
     else:
         real_ids, real_index = np.unique(real, return_inverse=True)
         pred_ids, pred_index = np.unique(pred, return_inverse=True)
-        overlap = coo_matrix((np.ones(real.size), (real_index, pred_index)), shape=(len(real_ids), len(pred_ids))).toarray()
+        overlap = coo_matrix(
+            (np.ones(real.size), (real_index, pred_index)), shape=(len(real_ids), len(pred_ids))
+        ).toarray()
     area_real, area_pred = overlap.sum(1), overlap.sum(0)
     keep_rows, keep_cols = real_ids > 0, pred_ids > 0  # drop the background
-    return Overlaps(overlap[np.ix_(keep_rows, keep_cols)], area_real[keep_rows], area_pred[keep_cols], real_ids[keep_rows], pred_ids[keep_cols])
+    return Overlaps(
+        overlap[np.ix_(keep_rows, keep_cols)],
+        area_real[keep_rows],
+        area_pred[keep_cols],
+        real_ids[keep_rows],
+        pred_ids[keep_cols],
+    )
 
 
-def instance_scores(real_masks: np.ndarray, pred_masks: np.ndarray, iou_threshold: float = 0.7, *, shared: Overlaps | None = None) -> dict[str, float]:
+def instance_scores(
+    real_masks: np.ndarray,
+    pred_masks: np.ndarray,
+    iou_threshold: float = 0.7,
+    *,
+    shared: Overlaps | None = None,
+) -> dict[str, float]:
     """F1, Jaccard index, precision, recall, average precision, splits and merges of predicted
     against real instances (module docstring); ``shared``, when given, is their :func:`overlaps`,
     computed once for every score."""
     shared = shared or overlaps(real_masks, pred_masks)
     iou, n_real, n_pred = shared.iou, len(shared.real_ids), len(shared.pred_ids)
     if n_real == 0 and n_pred == 0:
-        return {"f1": 1.0, "jaccard": 1.0, "precision": 1.0, "recall": 1.0, "ap": 1.0, "splits": 0, "merges": 0, "n_real": 0, "n_pred": 0}
+        return {
+            "f1": 1.0,
+            "jaccard": 1.0,
+            "precision": 1.0,
+            "recall": 1.0,
+            "ap": 1.0,
+            "splits": 0,
+            "merges": 0,
+            "n_real": 0,
+            "n_pred": 0,
+        }
     matches = int((iou > iou_threshold).sum()) if iou.size else 0
-    best = np.concatenate([iou.max(1) if n_pred else np.zeros(n_real), iou.max(0) if n_real else np.zeros(n_pred)])
+    best = np.concatenate(
+        [iou.max(1) if n_pred else np.zeros(n_real), iou.max(0) if n_real else np.zeros(n_pred)]
+    )
     return {
         "f1": 2 * matches / (n_real + n_pred),
         "jaccard": float(best.mean()),
@@ -189,10 +230,19 @@ def splits_and_merges(shared: Overlaps) -> dict[str, int]:
     their area) inside it, and predicted instances that hold most of two or more real ones."""
     pred_inside = shared.overlap > 0.5 * shared.area_pred[None, :]
     real_inside = shared.overlap > 0.5 * shared.area_real[:, None]
-    return {"splits": int((pred_inside.sum(1) >= 2).sum()), "merges": int((real_inside.sum(0) >= 2).sum())}
+    return {
+        "splits": int((pred_inside.sum(1) >= 2).sum()),
+        "merges": int((real_inside.sum(0) >= 2).sum()),
+    }
 
 
-def match_instances(real_masks: np.ndarray, pred_masks: np.ndarray, min_iou: float = 0.5, *, shared: Overlaps | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_instances(
+    real_masks: np.ndarray,
+    pred_masks: np.ndarray,
+    min_iou: float = 0.5,
+    *,
+    shared: Overlaps | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one pairs of real and predicted instances, maximising total IoU, each pair above ``min_iou``.
 
     Returns the real labels, predicted labels and IoUs of the pairs (for level 3); ``shared`` as

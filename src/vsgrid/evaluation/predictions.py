@@ -24,17 +24,55 @@ from vsgrid.model.infer import Predictor
 log = logging.getLogger(__name__)
 
 
-def predict_test_sets(config: dict, model_dir: str | Path, test_sets: list[str], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
+def predict_test_sets(
+    config: dict,
+    model_dir: str | Path,
+    test_sets: list[str],
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Predict (and, for segmented stains, segment) each test set into ``<out_dir>/<test set>.zarr``."""
-    return predict_stores(config, model_dir, {name: Layout.of(config).store(name) for name in test_sets}, out_dir, batch_size=batch_size, progress=progress)
+    return predict_stores(
+        config,
+        model_dir,
+        {name: Layout.of(config).store(name) for name in test_sets},
+        out_dir,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
-def predict_screens(config: dict, model_dir: str | Path, cell_types: list[str], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
+def predict_screens(
+    config: dict,
+    model_dir: str | Path,
+    cell_types: list[str],
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Predict (and segment) the screen of each cell type into ``<out_dir>/<cell type>.zarr``."""
-    return predict_stores(config, model_dir, {name: Layout.of(config).screen_store(name) for name in cell_types}, out_dir, batch_size=batch_size, progress=progress)
+    return predict_stores(
+        config,
+        model_dir,
+        {name: Layout.of(config).screen_store(name) for name in cell_types},
+        out_dir,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
-def predict_stores(config: dict, model_dir: str | Path, stores: dict[str, Path], out_dir: str | Path, *, batch_size: int | None = None, progress: bool = True) -> list[Path]:
+def predict_stores(
+    config: dict,
+    model_dir: str | Path,
+    stores: dict[str, Path],
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Predict the test split of each store (name -> path) into ``<out_dir>/<name>.zarr``."""
     predictor = Predictor(model_dir, config["device"], config["network"])
     batch_size = batch_size or config["infer"]["batch_size"]
@@ -48,7 +86,9 @@ def predict_stores(config: dict, model_dir: str | Path, stores: dict[str, Path],
             if predictor.stain in SEGMENTED:
                 pixel_size = float(store.attrs["pixel_size_um"])
                 if pixel_size not in segmenters:
-                    segmenters[pixel_size] = segmenter(config["segmentation"], predictor.stain, pixel_size)
+                    segmenters[pixel_size] = segmenter(
+                        config["segmentation"], predictor.stain, pixel_size
+                    )
                 segment = segmenters[pixel_size]
                 labels = create_labels(group, image.shape, name="labels")
                 found = segment_into(segment, image, labels, config["evaluation"]["block_images"])

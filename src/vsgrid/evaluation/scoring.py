@@ -31,7 +31,14 @@ import pandas as pd
 from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import FeatureSet, worker_pool, workers_for
-from vsgrid.evaluation.metrics import IMAGE_METRICS, LEVEL, instance_scores, match_instances, overlaps, pixel_scores
+from vsgrid.evaluation.metrics import (
+    IMAGE_METRICS,
+    LEVEL,
+    instance_scores,
+    match_instances,
+    overlaps,
+    pixel_scores,
+)
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
 from vsgrid.layout import SEGMENTED
@@ -52,17 +59,41 @@ class ImageScoring:
     features: FeatureSet  # the selected features, measured in the prediction
 
 
-def matched_differences(index: int, real: pd.DataFrame, predicted: pd.DataFrame, real_masks, pred_masks, features: list[str], min_iou: float, *, shared=None) -> pd.DataFrame:
+def matched_differences(
+    index: int,
+    real: pd.DataFrame,
+    predicted: pd.DataFrame,
+    real_masks,
+    pred_masks,
+    features: list[str],
+    min_iou: float,
+    *,
+    shared=None,
+) -> pd.DataFrame:
     """For one image and each feature: the sum of |real - predicted| over matched instance pairs,
     their count, and the image's matched and real instance counts (what N-MAE and the match rate
     are computed from). ``real`` and ``predicted`` are the image's feature rows, by ``label``."""
-    real_ids, pred_ids, _ = match_instances(np.asarray(real_masks), np.asarray(pred_masks), min_iou, shared=shared)
+    real_ids, pred_ids, _ = match_instances(
+        np.asarray(real_masks), np.asarray(pred_masks), min_iou, shared=shared
+    )
     sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
     if len(real_ids) and len(real) and len(predicted):
         r, p = real.set_index("label"), predicted.set_index("label")
-        diff = np.abs(r.loc[real_ids, features].to_numpy(np.float64) - p.loc[pred_ids, features].to_numpy(np.float64))
+        diff = np.abs(
+            r.loc[real_ids, features].to_numpy(np.float64)
+            - p.loc[pred_ids, features].to_numpy(np.float64)
+        )
         sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
-    return pd.DataFrame({"image": index, "feature": features, "abs_diff_sum": sums, "n_pairs": counts, "n_matched": len(real_ids), "n_real": len(real)})
+    return pd.DataFrame(
+        {
+            "image": index,
+            "feature": features,
+            "abs_diff_sum": sums,
+            "n_pairs": counts,
+            "n_matched": len(real_ids),
+            "n_real": len(real),
+        }
+    )
 
 
 def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -70,13 +101,29 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     features and their differences to the real ones: (scores row, differences, predicted features)."""
     index, real, pred, real_masks, pred_masks, real_rows, how = job
     settings = how.settings
-    flag = image_flag(real, how.saturation, blank_range=settings["blank_range"], saturated_fraction=settings["saturated_fraction"])
+    flag = image_flag(
+        real,
+        how.saturation,
+        blank_range=settings["blank_range"],
+        saturated_fraction=settings["saturated_fraction"],
+    )
     row = {"image": index, "flag": flag, **pixel_scores(real, pred)}
     shared = overlaps(real_masks, pred_masks)
     if how.stain in SEGMENTED:
-        row.update(instance_scores(real_masks, pred_masks, settings["iou_threshold"], shared=shared))
+        row.update(
+            instance_scores(real_masks, pred_masks, settings["iou_threshold"], shared=shared)
+        )
     predicted = how.features.measure(pred, pred_masks)
-    differences = matched_differences(index, real_rows, predicted, real_masks, pred_masks, list(how.features.names), settings["match_iou"], shared=shared)
+    differences = matched_differences(
+        index,
+        real_rows,
+        predicted,
+        real_masks,
+        pred_masks,
+        list(how.features.names),
+        settings["match_iou"],
+        shared=shared,
+    )
     predicted.insert(0, "image", index)
     return row, differences, predicted
 
@@ -127,9 +174,13 @@ class RunValues:
     def from_tables(cls, images: pd.DataFrame, differences: pd.DataFrame) -> RunValues:
         images = images.sort_values("image")
         n = len(images)
-        wide = differences.pivot_table(index="image", columns="feature", values=["abs_diff_sum", "n_pairs"], aggfunc="sum").reindex(range(n), fill_value=0)
+        wide = differences.pivot_table(
+            index="image", columns="feature", values=["abs_diff_sum", "n_pairs"], aggfunc="sum"
+        ).reindex(range(n), fill_value=0)
         features = list(wide["abs_diff_sum"].columns)
-        per_image = differences.drop_duplicates("image").set_index("image").reindex(range(n), fill_value=0)
+        per_image = (
+            differences.drop_duplicates("image").set_index("image").reindex(range(n), fill_value=0)
+        )
         return cls(
             valid=(images["flag"] == "").to_numpy() if "flag" in images else np.ones(n, bool),
             images={m: images[m].to_numpy(np.float64) for m in IMAGE_METRICS if m in images},
@@ -138,13 +189,19 @@ class RunValues:
             n_pairs=wide["n_pairs"].to_numpy(np.float64),
             n_matched=per_image["n_matched"].to_numpy(np.float64),
             n_real=per_image["n_real"].to_numpy(np.float64),
-            real_std=differences.drop_duplicates("feature").set_index("feature")["real_std"].reindex(features).to_numpy(np.float64),
+            real_std=differences.drop_duplicates("feature")
+            .set_index("feature")["real_std"]
+            .reindex(features)
+            .to_numpy(np.float64),
         )
 
     @classmethod
     def read(cls, run_dir: str | Path) -> RunValues:
         run_dir = Path(run_dir)
-        return cls.from_tables(read_table(run_dir / "images.parquet"), read_table(run_dir / "feature_differences.parquet"))
+        return cls.from_tables(
+            read_table(run_dir / "images.parquet"),
+            read_table(run_dir / "feature_differences.parquet"),
+        )
 
     @property
     def n_images(self) -> int:
@@ -181,7 +238,9 @@ def score(metric: str, values: RunValues, weights: np.ndarray) -> np.ndarray:
         return (weights @ values.n_matched) / np.maximum(weights @ values.n_real, 1)
     if metric == "nmae":
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no feature has a value
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # a resample where no feature has a value
             return np.nanmean(nmae_per_feature(values, weights), axis=-1)
     raise ValueError(f"unknown metric {metric!r}")
 
@@ -189,10 +248,19 @@ def score(metric: str, values: RunValues, weights: np.ndarray) -> np.ndarray:
 def run_scores(values: RunValues) -> pd.DataFrame:
     """The run's long score table: every metric's value, and N-MAE per selected feature."""
     everyone = np.ones(values.n_images)
-    rows = [{"level": LEVEL[m], "metric": m, "feature": "", "value": float(score(m, values, everyone))} for m in values.images]
+    rows = [
+        {"level": LEVEL[m], "metric": m, "feature": "", "value": float(score(m, values, everyone))}
+        for m in values.images
+    ]
     per_feature = nmae_per_feature(values, everyone)
-    rows += [{"level": "feature", "metric": "nmae", "feature": f, "value": float(v)} for f, v in zip(values.features, per_feature)]
-    rows += [{"level": "feature", "metric": m, "feature": "", "value": float(score(m, values, everyone))} for m in ("nmae", "match_rate")]
+    rows += [
+        {"level": "feature", "metric": "nmae", "feature": f, "value": float(v)}
+        for f, v in zip(values.features, per_feature)
+    ]
+    rows += [
+        {"level": "feature", "metric": m, "feature": "", "value": float(score(m, values, everyone))}
+        for m in ("nmae", "match_rate")
+    ]
     return pd.DataFrame(rows)
 
 
@@ -203,52 +271,127 @@ def selected_features(ranking: pd.DataFrame, real_features: list[str]) -> list[s
     selected = ranking.loc[ranking["selected"], "feature"].tolist()
     missing = [f for f in selected if f not in real_features]
     if missing:
-        raise VsgridError(f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table lacks; rerun the feature steps")
+        raise VsgridError(
+            f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table lacks; rerun the feature steps"
+        )
     return selected
 
 
-def run_tables(rows: list[dict], differences: list[pd.DataFrame], real_std: pd.Series) -> dict[str, pd.DataFrame]:
+def run_tables(
+    rows: list[dict], differences: list[pd.DataFrame], real_std: pd.Series
+) -> dict[str, pd.DataFrame]:
     """A run's per-image tables and scores from its images' results."""
     images = pd.DataFrame(rows)
     differences = pd.concat(differences, ignore_index=True)
     differences["real_std"] = differences["feature"].map(real_std)
-    return {"images": images, "feature_differences": differences, "scores": run_scores(RunValues.from_tables(images, differences))}
+    return {
+        "images": images,
+        "feature_differences": differences,
+        "scores": run_scores(RunValues.from_tables(images, differences)),
+    }
 
 
-def evaluate(real, pred, stain: str, real_masks, pred_masks, real_features: pd.DataFrame, ranking: pd.DataFrame, config: dict, saturation: int = 65535) -> dict[str, pd.DataFrame]:
+def evaluate(
+    real,
+    pred,
+    stain: str,
+    real_masks,
+    pred_masks,
+    real_features: pd.DataFrame,
+    ranking: pd.DataFrame,
+    config: dict,
+    saturation: int = 65535,
+) -> dict[str, pd.DataFrame]:
     """All three levels of one run held in memory (what :func:`evaluate_run` does a block at a time).
 
     For Cy5, ``real_masks`` and ``pred_masks`` are both the real DAPI nuclei (Cy5 is measured
     inside them); level 2 is not computed. Returns the run's tables and the prediction's features.
     """
     selected = selected_features(ranking, list(real_features.columns))
-    how = ImageScoring(stain, config["evaluation"], saturation, FeatureSet.from_config(config["features"], selected))
+    how = ImageScoring(
+        stain,
+        config["evaluation"],
+        saturation,
+        FeatureSet.from_config(config["features"], selected),
+    )
     by_image = dict(tuple(real_features.groupby("image")))
     empty = real_features.iloc[:0]
-    jobs = [(i, np.asarray(real[i]), np.asarray(pred[i]), np.asarray(real_masks[i]), np.asarray(pred_masks[i]), by_image.get(i, empty), how) for i in range(len(real))]
+    jobs = [
+        (
+            i,
+            np.asarray(real[i]),
+            np.asarray(pred[i]),
+            np.asarray(real_masks[i]),
+            np.asarray(pred_masks[i]),
+            by_image.get(i, empty),
+            how,
+        )
+        for i in range(len(real))
+    ]
     rows, differences, predicted = zip(*map(score_image, jobs))
-    return {**run_tables(list(rows), list(differences), feature_spread([real_features], selected)), "features": pd.concat(predicted, ignore_index=True)}
+    return {
+        **run_tables(list(rows), list(differences), feature_spread([real_features], selected)),
+        "features": pd.concat(predicted, ignore_index=True),
+    }
 
 
-def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_masks, real_features, ranking, out, model=None, workers=None) -> pd.DataFrame:
+def evaluate_run(
+    config: dict,
+    test_set: str,
+    stain: str,
+    *,
+    prediction,
+    real_masks,
+    real_features,
+    ranking,
+    out,
+    model=None,
+    workers=None,
+) -> pd.DataFrame:
     """Score one run at the three levels, a block of images at a time, and write its tables under
     ``out``; returns its scores. The prediction's masks are its own (dapi, fitc) or the real DAPI
     nuclei (cy5); its selected features are measured here, the real ones read by row group."""
     store = test_store(config, test_set)
-    real, pred, real_labels = real_stain(store, stain), read_prediction(prediction, store, stain, model), read_stack(real_masks)
+    real, pred, real_labels = (
+        real_stain(store, stain),
+        read_prediction(prediction, store, stain, model),
+        read_stack(real_masks),
+    )
     pred_labels = pred.labels if stain in SEGMENTED else real_labels
     if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
-        raise VsgridError(f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not match the test set's {real.shape} images")
+        raise VsgridError(
+            f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not match the test set's {real.shape} images"
+        )
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
-    how = ImageScoring(stain, config["evaluation"], store.attrs["saturation"], FeatureSet.from_config(config["features"], selected))
+    how = ImageScoring(
+        stain,
+        config["evaluation"],
+        store.attrs["saturation"],
+        FeatureSet.from_config(config["features"], selected),
+    )
     out, rows, differences = Path(out), [], []
-    with worker_pool(workers_for(config["features"], workers)) as pmap, table_appender(out / "features.parquet") as append:
+    with (
+        worker_pool(workers_for(config["features"], workers)) as pmap,
+        table_appender(out / "features.parquet") as append,
+    ):
         for start, stop in blocks(len(real), config["evaluation"]["block_images"]):
-            rows_of = read_table(real_features, columns=["image", "label", *selected], filters=[("image", ">=", start), ("image", "<", stop)])
+            rows_of = read_table(
+                real_features,
+                columns=["image", "label", *selected],
+                filters=[("image", ">=", start), ("image", "<", stop)],
+            )
             by_image, empty = dict(tuple(rows_of.groupby("image"))), rows_of.iloc[:0]
-            images = zip(range(start, stop), real[start:stop], pred.image[start:stop], real_labels[start:stop], pred_labels[start:stop])
-            for row, difference, predicted in pmap(score_image, [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]):
+            images = zip(
+                range(start, stop),
+                real[start:stop],
+                pred.image[start:stop],
+                real_labels[start:stop],
+                pred_labels[start:stop],
+            )
+            for row, difference, predicted in pmap(
+                score_image, [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]
+            ):
                 rows.append(row)
                 differences.append(difference)
                 append(predicted)
@@ -256,5 +399,12 @@ def evaluate_run(config: dict, test_set: str, stain: str, *, prediction, real_ma
     for name, table in tables.items():
         write_table(table, out / f"{name}.parquet")
     scores = tables["scores"]
-    log.info("%s: %s", out, ", ".join(f"{m} {v:.4g}" for m, v in scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)))
+    log.info(
+        "%s: %s",
+        out,
+        ", ".join(
+            f"{m} {v:.4g}"
+            for m, v in scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)
+        ),
+    )
     return scores

@@ -52,7 +52,12 @@ class ScreenSettings:
     @classmethod
     def from_config(cls, config: dict) -> ScreenSettings:
         screen, rule = config["evaluation"]["screen"], config["data"]["phenotype_rule"]
-        return cls(screen["hit_sd"], screen["min_concentrations"], tuple(rule["negative_controls"]), tuple(rule["positive_controls"]))
+        return cls(
+            screen["hit_sd"],
+            screen["min_concentrations"],
+            tuple(rule["negative_controls"]),
+            tuple(rule["positive_controls"]),
+        )
 
     def is_negative(self, compound: pd.Series) -> np.ndarray:
         return compound.str.lower().isin([n.lower() for n in self.negative]).to_numpy()
@@ -70,7 +75,9 @@ class Missing(ValueError):
 
 def hill(log_concentration, bottom, top, log_ec50, slope):
     """The 4-parameter Hill curve at ``log10`` concentrations."""
-    return bottom + (top - bottom) / (1.0 + 10.0 ** ((log_ec50 - np.asarray(log_concentration)) * slope))
+    return bottom + (top - bottom) / (
+        1.0 + 10.0 ** ((log_ec50 - np.asarray(log_concentration)) * slope)
+    )
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,9 @@ class HillFit:
     converged: np.ndarray
 
 
-def fit_hill(concentration: np.ndarray, responses: np.ndarray, min_concentrations: int = 4) -> HillFit:
+def fit_hill(
+    concentration: np.ndarray, responses: np.ndarray, min_concentrations: int = 4
+) -> HillFit:
     """Fit Hill curves to ``responses`` (resamples, wells) at ``concentration`` (wells, > 0).
 
     Least squares over the (log EC50, slope) grid with ``bottom`` and ``top`` exact for each, so
@@ -101,12 +110,16 @@ def fit_hill(concentration: np.ndarray, responses: np.ndarray, min_concentration
     low, high = log_c.min() - 1.0, log_c.max() + 1.0
     log_ec50s = np.arange(low, high + LOG_EC50_STEP / 2, LOG_EC50_STEP)
     grid_ec50, grid_slope = (g.ravel() for g in np.meshgrid(log_ec50s, SLOPES, indexing="ij"))
-    s = 1.0 / (1.0 + 10.0 ** ((grid_ec50[:, None] - log_c[None, :]) * grid_slope[:, None]))  # (grid, wells)
+    s = 1.0 / (
+        1.0 + 10.0 ** ((grid_ec50[:, None] - log_c[None, :]) * grid_slope[:, None])
+    )  # (grid, wells)
     n = len(log_c)
     s_sum, ss_sum = s.sum(1), (s * s).sum(1)
     y_sum, yy_sum, sy_sum = y.sum(1), (y * y).sum(1), y @ s.T  # (resamples,), (resamples, grid)
     denominator = n * ss_sum - s_sum**2
-    amplitude = (n * sy_sum - s_sum * y_sum[:, None]) / np.where(denominator > 0, denominator, np.inf)
+    amplitude = (n * sy_sum - s_sum * y_sum[:, None]) / np.where(
+        denominator > 0, denominator, np.inf
+    )
     bottom = (y_sum[:, None] - amplitude * s_sum) / n
     rss = yy_sum[:, None] - bottom * y_sum[:, None] - amplitude * sy_sum
     best = np.argmin(rss, axis=1)
@@ -114,11 +127,22 @@ def fit_hill(concentration: np.ndarray, responses: np.ndarray, min_concentration
     rss_best, tss = np.maximum(rss[rows, best], 0.0), yy_sum - y_sum**2 / n
     with np.errstate(divide="ignore", invalid="ignore"):
         f = ((tss - rss_best) / 3.0) / (rss_best / (n - 4))
-    p = np.where(tss <= 1e-12 * np.maximum(yy_sum, 1e-300), 1.0, np.where(rss_best > 0, stats.f.sf(f, 3, max(n - 4, 1)), 0.0))
+    p = np.where(
+        tss <= 1e-12 * np.maximum(yy_sum, 1e-300),
+        1.0,
+        np.where(rss_best > 0, stats.f.sf(f, 3, max(n - 4, 1)), 0.0),
+    )
     on_edge = np.isin(grid_ec50[best], (log_ec50s[0], log_ec50s[-1]))
     flat, converged = p > FLAT_P, ~on_edge
     log_ec50 = np.where(flat | ~converged, np.nan, grid_ec50[best])
-    return HillFit(log_ec50, bottom[rows, best], bottom[rows, best] + amplitude[rows, best], grid_slope[best], flat, converged)
+    return HillFit(
+        log_ec50,
+        bottom[rows, best],
+        bottom[rows, best] + amplitude[rows, best],
+        grid_slope[best],
+        flat,
+        converged,
+    )
 
 
 def fit_reason(fit: HillFit, row: int = 0) -> str:
@@ -164,7 +188,9 @@ def cohen_kappa(real: np.ndarray, virtual: np.ndarray) -> np.ndarray:
     expected = p_real * p_virtual + (1 - p_real) * (1 - p_virtual)
     if np.any(expected >= 1):
         said = "a hit" if real[0, 0] else "not a hit"
-        raise Missing(f"both stains call every treated well {said}: kappa is undefined (perfect agreement by chance)")
+        raise Missing(
+            f"both stains call every treated well {said}: kappa is undefined (perfect agreement by chance)"
+        )
     return (observed - expected) / (1 - expected)
 
 
@@ -216,7 +242,11 @@ def curves(plate: Plate, values: np.ndarray, index: np.ndarray) -> dict[str, Hil
     for name in plate.compounds():
         columns = np.flatnonzero(compound == name)
         try:
-            fits[name] = fit_hill(plate.wells["concentration"].to_numpy()[columns], values[index[:, columns]], plate.settings.min_concentrations)
+            fits[name] = fit_hill(
+                plate.wells["concentration"].to_numpy()[columns],
+                values[index[:, columns]],
+                plate.settings.min_concentrations,
+            )
         except Missing as reason:
             fits[name] = Missing(f"{name}: {reason}")
     return fits
@@ -238,10 +268,14 @@ class Readout:
 
 def _check_controls(plate: Plate) -> None:
     if not plate.negative.any():
-        raise Missing(f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})")
+        raise Missing(
+            f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})"
+        )
 
 
-def decisions(plate: Plate, real: Readout, virtual: Readout, index: np.ndarray) -> dict[str, np.ndarray | Missing]:
+def decisions(
+    plate: Plate, real: Readout, virtual: Readout, index: np.ndarray
+) -> dict[str, np.ndarray | Missing]:
     """Every level-4 metric of one readout, virtual against real, per resample.
 
     ``real`` and ``virtual`` hold the readout per well of ``plate`` with their fits over the same
@@ -262,14 +296,25 @@ def decisions(plate: Plate, real: Readout, virtual: Readout, index: np.ndarray) 
         out["hit_kappa"] = _or_missing(cohen_kappa, calls_real, calls_virtual)
         with np.errstate(invalid="ignore", divide="ignore"):
             hits_both = (calls_real & calls_virtual).sum(1)
-            out["hit_precision"] = _defined(hits_both / calls_virtual.sum(1), "the virtual stain calls no hits: precision is undefined")
-            out["hit_recall"] = _defined(hits_both / calls_real.sum(1), "the real stain calls no hits: recall is undefined")
+            out["hit_precision"] = _defined(
+                hits_both / calls_virtual.sum(1),
+                "the virtual stain calls no hits: precision is undefined",
+            )
+            out["hit_recall"] = _defined(
+                hits_both / calls_real.sum(1), "the real stain calls no hits: recall is undefined"
+            )
     try:
         _check_controls(plate)
         if not plate.positive.any():
-            raise Missing(f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})")
-        out["z_prime"] = z_prime(virtual[index[:, plate.positive]], virtual[index[:, plate.negative]])
-        out["z_prime_real"] = z_prime(real[index[:, plate.positive]], real[index[:, plate.negative]])
+            raise Missing(
+                f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
+            )
+        out["z_prime"] = z_prime(
+            virtual[index[:, plate.positive]], virtual[index[:, plate.negative]]
+        )
+        out["z_prime_real"] = z_prime(
+            real[index[:, plate.positive]], real[index[:, plate.negative]]
+        )
     except Missing as reason:
         out["z_prime"] = out["z_prime_real"] = reason
     return out
@@ -288,7 +333,9 @@ def _defined(values: np.ndarray, reason: str) -> np.ndarray | Missing:
 
 def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> np.ndarray | Missing:
     real_fits, virtual_fits = real.fits, virtual.fits
-    doses = plate.wells.loc[plate.wells["compound"].astype(str).isin(plate.compounds()), "concentration"].to_numpy()
+    doses = plate.wells.loc[
+        plate.wells["compound"].astype(str).isin(plate.compounds()), "concentration"
+    ].to_numpy()
     tested_range = float(np.log10(doses.max() / doses.min())) if len(doses) else 0.0
     errors, reasons = [], []
     for name, fit in real_fits.items():
@@ -302,11 +349,22 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> np.ndarray | M
         difference = np.abs(other.log_ec50 - fit.log_ec50)
         # A resample whose real curve has no EC50 says nothing; one whose virtual curve has none
         # missed the compound: the EC50 could be anywhere in the tested range.
-        errors.append(np.where(np.isnan(fit.log_ec50), np.nan, np.where(np.isnan(other.log_ec50), tested_range, difference)))
+        errors.append(
+            np.where(
+                np.isnan(fit.log_ec50),
+                np.nan,
+                np.where(np.isnan(other.log_ec50), tested_range, difference),
+            )
+        )
     if not errors:
-        return Missing("no compound has a real-stain EC50" + (f" ({'; '.join(reasons)})" if reasons else " (no compounds on the plate)"))
+        return Missing(
+            "no compound has a real-stain EC50"
+            + (f" ({'; '.join(reasons)})" if reasons else " (no compounds on the plate)")
+        )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no real curve has an EC50
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # a resample where no real curve has an EC50
         return np.nanmean(np.array(errors), axis=0)
 
 
@@ -318,8 +376,24 @@ def truth_errors(plate: Plate, real: np.ndarray, true_ec50_um: dict[str, float])
     for name, fit in curves(plate, real, index).items():
         truth = np.log10(true_ec50_um[name]) if name in true_ec50_um else np.nan
         if isinstance(fit, Missing):
-            rows.append({"compound": name, "true_log_ec50": truth, "log_ec50": np.nan, "error": np.nan, "reason": str(fit)})
+            rows.append(
+                {
+                    "compound": name,
+                    "true_log_ec50": truth,
+                    "log_ec50": np.nan,
+                    "error": np.nan,
+                    "reason": str(fit),
+                }
+            )
             continue
         estimate = float(fit.log_ec50[0])
-        rows.append({"compound": name, "true_log_ec50": truth, "log_ec50": estimate, "error": estimate - truth, "reason": fit_reason(fit)})
+        rows.append(
+            {
+                "compound": name,
+                "true_log_ec50": truth,
+                "log_ec50": estimate,
+                "error": estimate - truth,
+                "reason": fit_reason(fit),
+            }
+        )
     return pd.DataFrame(rows, columns=["compound", "true_log_ec50", "log_ec50", "error", "reason"])

@@ -44,7 +44,9 @@ def gamma_correct(image: np.ndarray, gamma: float) -> np.ndarray:
 # --------------------------------------------------------------------------- classical
 
 
-def classical_labels(image: np.ndarray, diameter_px: float, sigma_px: float = 1.0, min_area_px: int = 10) -> np.ndarray:
+def classical_labels(
+    image: np.ndarray, diameter_px: float, sigma_px: float = 1.0, min_area_px: int = 10
+) -> np.ndarray:
     """Smooth, Otsu threshold, drop specks under ``min_area_px``, split touching objects by a
     distance-transform watershed."""
     smooth = ndi.gaussian_filter(image.astype(np.float32), sigma_px)
@@ -54,7 +56,12 @@ def classical_labels(image: np.ndarray, diameter_px: float, sigma_px: float = 1.
     if not foreground.any():
         return np.zeros(image.shape, np.int32)
     distance = ndi.distance_transform_edt(foreground)
-    peaks = peak_local_max(distance, min_distance=max(1, int(0.35 * diameter_px)), labels=label(foreground), exclude_border=False)
+    peaks = peak_local_max(
+        distance,
+        min_distance=max(1, int(0.35 * diameter_px)),
+        labels=label(foreground),
+        exclude_border=False,
+    )
     markers = np.zeros(image.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-distance, markers, mask=foreground).astype(np.int32)
@@ -80,7 +87,9 @@ def drop_faint(labels: np.ndarray, counts: np.ndarray, floor_sd: float) -> np.nd
     if n == 0:
         return labels
     floor = np.percentile(counts, 5) + floor_sd * noise_sd(counts)
-    keep = np.concatenate([[False], ndi.mean(counts.astype(np.float64), labels, index=np.arange(1, n + 1)) > floor])
+    keep = np.concatenate(
+        [[False], ndi.mean(counts.astype(np.float64), labels, index=np.arange(1, n + 1)) > floor]
+    )
     return relabel_sequential(np.where(keep[labels], labels, 0))[0].astype(np.int32)
 
 
@@ -92,11 +101,33 @@ class ClassicalSegmenter:
     no brighter than the background noise are then dropped on the raw counts (:func:`drop_faint`).
     """
 
-    def __init__(self, diameter_px: float, sigma_px: float, min_area_px: int, gamma: float, floor_sd: float):
-        self.diameter_px, self.sigma_px, self.min_area_px, self.gamma, self.floor_sd = diameter_px, sigma_px, min_area_px, gamma, floor_sd
+    def __init__(
+        self, diameter_px: float, sigma_px: float, min_area_px: int, gamma: float, floor_sd: float
+    ):
+        self.diameter_px, self.sigma_px, self.min_area_px, self.gamma, self.floor_sd = (
+            diameter_px,
+            sigma_px,
+            min_area_px,
+            gamma,
+            floor_sd,
+        )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.stack([drop_faint(classical_labels(gamma_correct(image, self.gamma), self.diameter_px, self.sigma_px, self.min_area_px), image, self.floor_sd) for image in images])
+        return np.stack(
+            [
+                drop_faint(
+                    classical_labels(
+                        gamma_correct(image, self.gamma),
+                        self.diameter_px,
+                        self.sigma_px,
+                        self.min_area_px,
+                    ),
+                    image,
+                    self.floor_sd,
+                )
+                for image in images
+            ]
+        )
 
 
 # --------------------------------------------------------------------------- cellpose
@@ -130,7 +161,9 @@ def load_cellpose(model: str, gpu: bool):
                 "with `vsgrid train-cellpose` and give the file's path as the model"
             )
         return models.CellposeModel(gpu=gpu, model_type=model)
-    raise VsgridError(f"Cellpose model {model!r} is neither an existing file nor a built-in model name ({', '.join(models.MODEL_NAMES)})")
+    raise VsgridError(
+        f"Cellpose model {model!r} is neither an existing file nor a built-in model name ({', '.join(models.MODEL_NAMES)})"
+    )
 
 
 class CellposeSegmenter:
@@ -142,11 +175,19 @@ class CellposeSegmenter:
         gpu = torch.cuda.is_available()
         self.model = load_cellpose(model, gpu=gpu)
         self.diameter_px, self.gamma, self.batch_size = diameter_px, gamma, batch_size
-        log.info("Cellpose %s on %s", model, f"GPU {torch.cuda.get_device_name()}" if gpu else "the CPU")
+        log.info(
+            "Cellpose %s on %s", model, f"GPU {torch.cuda.get_device_name()}" if gpu else "the CPU"
+        )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         prepared = [gamma_correct(image, self.gamma) for image in images]
-        masks, _, _ = self.model.eval(prepared, channels=[0, 0], diameter=self.diameter_px, batch_size=self.batch_size, progress=False)
+        masks, _, _ = self.model.eval(
+            prepared,
+            channels=[0, 0],
+            diameter=self.diameter_px,
+            batch_size=self.batch_size,
+            progress=False,
+        )
         return np.stack([np.asarray(m, dtype=np.int32) for m in masks])
 
 
@@ -154,17 +195,30 @@ def classical_segmenter(settings: dict, stain: str, pixel_size_um: float) -> Cla
     classical = settings["classical"]
     diameter_px = settings["diameter_um"][stain] / pixel_size_um
     min_area_px = int(classical["min_area_fraction"] * np.pi / 4 * diameter_px**2)
-    return ClassicalSegmenter(diameter_px, classical["sigma_um"] / pixel_size_um, min_area_px, settings["gamma"], classical["noise_floor_sd"])
+    return ClassicalSegmenter(
+        diameter_px,
+        classical["sigma_um"] / pixel_size_um,
+        min_area_px,
+        settings["gamma"],
+        classical["noise_floor_sd"],
+    )
 
 
 def segmenter(settings: dict, stain: str, pixel_size_um: float):
     """The configured backend for a stain (``segmentation`` section of the config)."""
     if stain not in SEGMENTED:
-        raise VsgridError(f"stain {stain!r} is not segmented (only {', '.join(SEGMENTED)}); cy5 is measured in the DAPI nuclei")
+        raise VsgridError(
+            f"stain {stain!r} is not segmented (only {', '.join(SEGMENTED)}); cy5 is measured in the DAPI nuclei"
+        )
     if settings["backend"] == "classical":
         return classical_segmenter(settings, stain, pixel_size_um)
     cellpose = settings["cellpose"]
-    return CellposeSegmenter(cellpose["models"][stain], settings["diameter_um"][stain] / pixel_size_um, settings["gamma"], cellpose["batch_size"])
+    return CellposeSegmenter(
+        cellpose["models"][stain],
+        settings["diameter_um"][stain] / pixel_size_um,
+        settings["gamma"],
+        cellpose["batch_size"],
+    )
 
 
 def segment_into(segment, images, labels, block_size: int) -> int:
@@ -188,8 +242,19 @@ def segment_store(config: dict, store: Store, stain: str, out: str | Path) -> in
     """Segment the real stain of a store's test split (a test set's or a screen's) into ``out``."""
     images = real_stain(store, stain)
     segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
-    attrs = {"stain": stain, "test_set": store.attrs["data_set"], "source": "real", "backend": config["segmentation"]["backend"], "store_id": store.store_id}
+    attrs = {
+        "stain": stain,
+        "test_set": store.attrs["data_set"],
+        "source": "real",
+        "backend": config["segmentation"]["backend"],
+        "store_id": store.store_id,
+    }
     with atomic_path(Path(out)) as tmp:
-        found = segment_into(segment, images, create_labels(tmp, images.shape, attrs), config["evaluation"]["block_images"])
+        found = segment_into(
+            segment,
+            images,
+            create_labels(tmp, images.shape, attrs),
+            config["evaluation"]["block_images"],
+        )
     log.info("wrote %s (%d images, %d instances)", out, len(images), found)
     return found

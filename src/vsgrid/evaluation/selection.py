@@ -87,7 +87,9 @@ def saabas_contributions(forest, x: np.ndarray) -> np.ndarray:
         value = t.value[:, 0, :]
         for child_of in (t.children_left, t.children_right):
             parents = np.flatnonzero(child_of >= 0)
-            rows.append(offset + child_of[parents])  # the change at an edge belongs to its parent's split feature
+            rows.append(
+                offset + child_of[parents]
+            )  # the change at an edge belongs to its parent's split feature
             columns.append(t.feature[parents])
             deltas.append(value[child_of[parents]] - value[parents])
     rows, columns, deltas = np.concatenate(rows), np.concatenate(columns), np.concatenate(deltas)
@@ -108,17 +110,30 @@ def _importance(x: np.ndarray, y: np.ndarray, settings: RankingSettings, seed: i
     from sklearn.inspection import permutation_importance
     from sklearn.model_selection import train_test_split
 
-    x_fit, x_held, y_fit, y_held = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
-    forest = RandomForestClassifier(n_estimators=settings.trees, random_state=seed, n_jobs=settings.n_jobs).fit(x_fit, y_fit)
+    x_fit, x_held, y_fit, y_held = train_test_split(
+        x, y, test_size=0.3, stratify=y, random_state=seed
+    )
+    forest = RandomForestClassifier(
+        n_estimators=settings.trees, random_state=seed, n_jobs=settings.n_jobs
+    ).fit(x_fit, y_fit)
     # Importances are averages over held-out instances: a few thousand pin them down, and
     # permutation importance predicts them once per feature and repeat.
     x_held, y_held = x_held[:HELD_OUT], y_held[:HELD_OUT]
     if settings.method == "saabas":
         return saabas_importance(forest, x_held)
-    return permutation_importance(forest, x_held, y_held, n_repeats=settings.repeats, random_state=seed, n_jobs=settings.n_jobs).importances_mean
+    return permutation_importance(
+        forest,
+        x_held,
+        y_held,
+        n_repeats=settings.repeats,
+        random_state=seed,
+        n_jobs=settings.n_jobs,
+    ).importances_mean
 
 
-def rank_features(features: pd.DataFrame, target: pd.Series, settings: RankingSettings) -> pd.DataFrame:
+def rank_features(
+    features: pd.DataFrame, target: pd.Series, settings: RankingSettings
+) -> pd.DataFrame:
     """Rank feature columns by how much a random forest predicting ``target`` relies on them.
 
     ``features``: one row per instance, feature columns only. Returns one row per feature with
@@ -130,21 +145,34 @@ def rank_features(features: pd.DataFrame, target: pd.Series, settings: RankingSe
 
     classes = target.value_counts()
     if len(classes) < 2:
-        raise VsgridError(f"the feature-ranking target has a single class ({classes.index[0]!r}); rank on a target with two or more")
+        raise VsgridError(
+            f"the feature-ranking target has a single class ({classes.index[0]!r}); rank on a target with two or more"
+        )
     if classes.min() < 4:
-        raise VsgridError(f"the feature-ranking target class {classes.idxmin()!r} has only {classes.min()} instance(s); it needs 4 or more")
+        raise VsgridError(
+            f"the feature-ranking target class {classes.idxmin()!r} has only {classes.min()} instance(s); it needs 4 or more"
+        )
     x, y = imputed(features), target.to_numpy()
     size = min(settings.instances, len(y))
     draws = []
     for k in range(settings.subsamples):
-        chosen = resample(np.arange(len(y)), n_samples=size, stratify=y, random_state=settings.seed + k)
+        chosen = resample(
+            np.arange(len(y)), n_samples=size, stratify=y, random_state=settings.seed + k
+        )
         draws.append(_importance(x[chosen], y[chosen], settings, settings.seed + k))
     draws = np.array(draws)
     top_of_draw = np.argsort(np.argsort(-draws, axis=1, kind="stable"), axis=1) < settings.top
     ranking = pd.DataFrame(
-        {"feature": features.columns, "importance": draws.mean(0), "importance_std": draws.std(0), "stability": top_of_draw.mean(0)}
+        {
+            "feature": features.columns,
+            "importance": draws.mean(0),
+            "importance_std": draws.std(0),
+            "stability": top_of_draw.mean(0),
+        }
     )
-    ranking = ranking.sort_values(["importance", "feature"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    ranking = ranking.sort_values(
+        ["importance", "feature"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
     ranking["rank"] = np.arange(1, len(ranking) + 1)
     ranking["selected"] = ranking["rank"] <= settings.top
     ranking["method"] = settings.method
@@ -159,7 +187,9 @@ def ranking_target(config: dict, test_set: str, features: pd.DataFrame) -> np.nd
         return np.full(len(features), DataSet.parse(test_set).phenotype, dtype=object)
     meta = test_store(config, test_set).split_metadata("test")
     if target not in meta.columns:
-        raise VsgridError(f"evaluation.target {target!r} is not a column of the metadata ({', '.join(meta.columns)})")
+        raise VsgridError(
+            f"evaluation.target {target!r} is not a column of the metadata ({', '.join(meta.columns)})"
+        )
     return meta[target].astype(str).to_numpy()[features["image"]]
 
 
@@ -176,17 +206,31 @@ def sampled_rows(path: str | Path, keep: int, rng: np.random.Generator) -> pd.Da
     return kept if kept is not None else pd.DataFrame(columns=table_columns(path))
 
 
-def rank_test_sets(config: dict, inputs: dict[str, str | Path], out: str | Path, n_jobs: int = 1) -> pd.DataFrame:
+def rank_test_sets(
+    config: dict, inputs: dict[str, str | Path], out: str | Path, n_jobs: int = 1
+) -> pd.DataFrame:
     """Rank the features of the real-stain feature tables of a cell type's test sets (test set ->
     path), with ``n_jobs`` cores, and write the ranking table to ``out``."""
     settings = RankingSettings.from_config(config["evaluation"], n_jobs)
     frames = []
     for test_set, path in inputs.items():
-        table = sampled_rows(path, settings.instances * settings.subsamples, rng_for(settings.seed, "ranking rows", test_set))
+        table = sampled_rows(
+            path,
+            settings.instances * settings.subsamples,
+            rng_for(settings.seed, "ranking rows", test_set),
+        )
         frames.append(table.assign(target=ranking_target(config, test_set, table)))
     features = pd.concat(frames, ignore_index=True)
-    ranking = rank_features(features.drop(columns=["image", "label", "target"]), features["target"], settings)
+    ranking = rank_features(
+        features.drop(columns=["image", "label", "target"]), features["target"], settings
+    )
     write_table(ranking, Path(out))
     chosen = ranking[ranking["selected"]]
-    log.info("top %d by %s importance (stability %.2f on average): %s", len(chosen), settings.method, chosen["stability"].mean(), ", ".join(chosen["feature"]))
+    log.info(
+        "top %d by %s importance (stability %.2f on average): %s",
+        len(chosen),
+        settings.method,
+        chosen["stability"].mean(),
+        ", ".join(chosen["feature"]),
+    )
     return ranking

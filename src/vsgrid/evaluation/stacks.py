@@ -60,7 +60,12 @@ def read_stack(path: str | Path) -> arrays.Stack:
     return arrays.open_array(path)
 
 
-def create_labels(where: zarr.Group | str | Path, shape: tuple[int, int, int], attrs: dict | None = None, name: str | None = None) -> zarr.Array:
+def create_labels(
+    where: zarr.Group | str | Path,
+    shape: tuple[int, int, int],
+    attrs: dict | None = None,
+    name: str | None = None,
+) -> zarr.Array:
     """An empty label stack (N, H, W) int32, one image per chunk, to fill block by block."""
     labels = arrays.create(where, shape, chunks=(1, *shape[1:]), dtype="int32", name=name)
     labels.attrs.update(attrs or {})
@@ -75,20 +80,37 @@ class Prediction:
     attrs: dict
 
 
-def read_prediction(path: str | Path, store: Store, stain: str, model: str | None = None) -> Prediction:
+def read_prediction(
+    path: str | Path, store: Store, stain: str, model: str | None = None
+) -> Prediction:
     """A prediction, which must be of ``stain`` (and ``model``) on the test split of ``store`` as
     it is now: a prediction of another build of the store would be scored against other images."""
     path = Path(path)
     if not (path / "image" / "zarr.json").is_file():
-        raise VsgridError(f"{path} is not a prediction (no image array); the inference that writes it did not finish")
+        raise VsgridError(
+            f"{path} is not a prediction (no image array); the inference that writes it did not finish"
+        )
     group = arrays.open_group(path)
     attrs = dict(group.attrs)
-    expected = {"stain": stain, "test_set": store.attrs["data_set"], "store_id": store.store_id, "model": model}
-    wrong = [f"{key} {attrs.get(key)!r}, not {value!r}" for key, value in expected.items() if value is not None and attrs.get(key) != value]
+    expected = {
+        "stain": stain,
+        "test_set": store.attrs["data_set"],
+        "store_id": store.store_id,
+        "model": model,
+    }
+    wrong = [
+        f"{key} {attrs.get(key)!r}, not {value!r}"
+        for key, value in expected.items()
+        if value is not None and attrs.get(key) != value
+    ]
     if wrong:
-        raise VsgridError(f"prediction {path} is not the one asked for: {'; '.join(wrong)} (store_id differs when the store was rebuilt since)")
+        raise VsgridError(
+            f"prediction {path} is not the one asked for: {'; '.join(wrong)} (store_id differs when the store was rebuilt since)"
+        )
     image = arrays.member(group, "image", path)
     if image.shape[0] != store.images("test").shape[0]:
-        raise VsgridError(f"prediction {path} has {image.shape[0]} images but the test split of {store.path} has {store.images('test').shape[0]}")
+        raise VsgridError(
+            f"prediction {path} has {image.shape[0]} images but the test split of {store.path} has {store.images('test').shape[0]}"
+        )
     labels = arrays.member(group, "labels", path) if "labels" in group else None
     return Prediction(path, image, labels, attrs)

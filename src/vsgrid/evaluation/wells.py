@@ -38,7 +38,10 @@ from vsgrid.layout import SEGMENTED, Layout, masks_stain
 log = logging.getLogger(__name__)
 
 WELL_COLUMNS = ["plate", "well", "compound", "concentration", "fields"]
-SCORES = ("cell_count", "phenotype_score")  # read from every cell; the other readouts are feature medians
+SCORES = (
+    "cell_count",
+    "phenotype_score",
+)  # read from every cell; the other readouts are feature medians
 
 
 def readouts(wells: pd.DataFrame) -> list[str]:
@@ -60,18 +63,35 @@ class PhenotypeScorer:
         return self.forest.predict_proba(imputed(cells[list(self.features)]))[:, toxic]
 
 
-def train_scorer(cells: pd.DataFrame, target: np.ndarray, features: list[str], trees: int, seed: int) -> PhenotypeScorer:
+def train_scorer(
+    cells: pd.DataFrame, target: np.ndarray, features: list[str], trees: int, seed: int
+) -> PhenotypeScorer:
     """Fit the phenotype forest on real-stain cells (one row each) and their phenotypes."""
     from sklearn.ensemble import RandomForestClassifier
 
     classes = set(target)
     if classes != {TOXIC, NONTOXIC}:
-        raise VsgridError(f"the phenotype score needs non-toxic and toxic training cells; the train and validation splits gave {sorted(classes) or 'none'}")
-    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, min_samples_leaf=2).fit(imputed(cells[features]), target)
+        raise VsgridError(
+            f"the phenotype score needs non-toxic and toxic training cells; the train and validation splits gave {sorted(classes) or 'none'}"
+        )
+    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, min_samples_leaf=2).fit(
+        imputed(cells[features]), target
+    )
     return PhenotypeScorer(forest, tuple(features))
 
 
-def well_profiles(images, masks, metadata: pd.DataFrame, features: FeatureSet, scorer: PhenotypeScorer, *, counts: bool, readouts: list[str], block_size: int, pmap=map) -> pd.DataFrame:
+def well_profiles(
+    images,
+    masks,
+    metadata: pd.DataFrame,
+    features: FeatureSet,
+    scorer: PhenotypeScorer,
+    *,
+    counts: bool,
+    readouts: list[str],
+    block_size: int,
+    pmap=map,
+) -> pd.DataFrame:
     """One row per well: :data:`WELL_COLUMNS`, ``cell_count`` (when ``counts``), ``phenotype_score``
     and the median of each of ``readouts``; streamed a block of images at a time.
 
@@ -80,24 +100,43 @@ def well_profiles(images, masks, metadata: pd.DataFrame, features: FeatureSet, s
     # Wells numbered in image order: a well that comes back after another would get a lower number.
     well, _ = pd.factorize(metadata["plate"].astype(str) + "/" + metadata["well"].astype(str))
     if np.any(np.diff(well) < 0):
-        raise VsgridError("the screen's images are not grouped by well (plate, well, field order); rebuild the screen store")
+        raise VsgridError(
+            "the screen's images are not grouped by well (plate, well, field order); rebuild the screen store"
+        )
     first_image = np.searchsorted(well, np.arange(well.max() + 2 if len(well) else 1))
     rows, held, done = [], None, 0
     for start, stop in blocks(len(metadata), block_size):
-        cells = measure_stack(images[start:stop], masks[start:stop], features, pmap, first_index=start)
+        cells = measure_stack(
+            images[start:stop], masks[start:stop], features, pmap, first_index=start
+        )
         cells = cells.assign(phenotype_score=scorer(cells), well=well[cells["image"].to_numpy()])
         held = cells if held is None else pd.concat([held, cells], ignore_index=True)
-        complete = well[stop] if stop < len(well) else well[-1] + 1  # every well below it has all its images
+        complete = (
+            well[stop] if stop < len(well) else well[-1] + 1
+        )  # every well below it has all its images
         by_well = dict(tuple(held[held["well"] < complete].groupby("well")))
         for w in range(done, complete):
-            rows.append(_profile(metadata.iloc[first_image[w] : first_image[w + 1]], by_well.get(w, held.iloc[:0]), counts, readouts))
+            rows.append(
+                _profile(
+                    metadata.iloc[first_image[w] : first_image[w + 1]],
+                    by_well.get(w, held.iloc[:0]),
+                    counts,
+                    readouts,
+                )
+            )
         held, done = held[held["well"] >= complete], complete
     return pd.DataFrame(rows)
 
 
 def _profile(wells: pd.DataFrame, cells: pd.DataFrame, counts: bool, readouts: list[str]) -> dict:
     first = wells.iloc[0]
-    row = {"plate": str(first["plate"]), "well": str(first["well"]), "compound": str(first["compound"]), "concentration": float(first["concentration"]), "fields": len(wells)}
+    row = {
+        "plate": str(first["plate"]),
+        "well": str(first["well"]),
+        "compound": str(first["compound"]),
+        "concentration": float(first["concentration"]),
+        "fields": len(wells),
+    }
     if counts:
         row["cell_count"] = float(len(cells))
     row["phenotype_score"] = float(cells["phenotype_score"].mean()) if len(cells) else np.nan
@@ -115,40 +154,69 @@ def screen_store(config: dict, cell_type: str) -> Store:
 def measured_features(config: dict, selected: list[str]) -> FeatureSet:
     """The features a screen measures per cell: the selected ones, or every configured one
     (``evaluation.screen.readouts: all``); each is a readout, its well median."""
-    return FeatureSet.from_config(config["features"], selected if config["evaluation"]["screen"]["readouts"] == "selected" else None)
+    return FeatureSet.from_config(
+        config["features"],
+        selected if config["evaluation"]["screen"]["readouts"] == "selected" else None,
+    )
 
 
-def _training_cells(config: dict, cell_type: str, stain: str, features: FeatureSet) -> tuple[pd.DataFrame, np.ndarray]:
+def _training_cells(
+    config: dict, cell_type: str, stain: str, features: FeatureSet
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Real-stain cells of the train and validation splits of a cell type's data sets, with their
     phenotype: plates the screen does not hold."""
     frames, target = [], []
     per_split = config["evaluation"]["screen"]["forest_fields"] // 2
-    for data_set, split in ((d, s) for d in data_sets(config["grid"]) if d.cell_type == cell_type for s in ("train", "val")):
+    for data_set, split in (
+        (d, s)
+        for d in data_sets(config["grid"])
+        if d.cell_type == cell_type
+        for s in ("train", "val")
+    ):
         store = open_store(Layout.of(config).store(data_set))
         images = store.images(split)
         # At most forest_fields / 2 fields per split, spread evenly over its plates and wells.
         chosen = np.unique(np.linspace(0, len(images) - 1, min(per_split, len(images))).astype(int))
-        segment = segmenter(config["segmentation"], masks_stain(stain), float(store.attrs["pixel_size_um"]))
+        segment = segmenter(
+            config["segmentation"], masks_stain(stain), float(store.attrs["pixel_size_um"])
+        )
         for start, stop in blocks(len(chosen), config["evaluation"]["block_images"]):
             fields = images[chosen[start:stop].tolist()]
-            cells = measure_stack(fields[:, store.channel_index(stain)], segment(fields[:, store.channel_index(masks_stain(stain))]), features)
+            cells = measure_stack(
+                fields[:, store.channel_index(stain)],
+                segment(fields[:, store.channel_index(masks_stain(stain))]),
+                features,
+            )
             frames.append(cells)
             target += [data_set.phenotype] * len(cells)
     return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
 
 
-def measure_screen_reference(config: dict, cell_type: str, stain: str, *, masks: str | Path, ranking: str | Path, out_dir: str | Path, workers: int | None = None) -> pd.DataFrame:
+def measure_screen_reference(
+    config: dict,
+    cell_type: str,
+    stain: str,
+    *,
+    masks: str | Path,
+    ranking: str | Path,
+    out_dir: str | Path,
+    workers: int | None = None,
+) -> pd.DataFrame:
     """The real stain of a cell type's screen, profiled per well in its real ``masks`` (cy5: the
     DAPI nuclei): writes the phenotype forest and the profiles under ``out_dir``
     (``<stain>.forest.joblib``, ``<stain>.wells.parquet``)."""
     import joblib
 
     store, out_dir = screen_store(config, cell_type), Path(out_dir)
-    selected = selected_features(read_table(ranking), list(FeatureSet.from_config(config["features"]).columns))
+    selected = selected_features(
+        read_table(ranking), list(FeatureSet.from_config(config["features"]).columns)
+    )
     features = measured_features(config, selected)
     images, labels = real_stain(store, stain), read_stack(masks)
     if labels.shape != images.shape:
-        raise VsgridError(f"masks {masks} have shape {labels.shape} but the screen's images have {images.shape}")
+        raise VsgridError(
+            f"masks {masks} have shape {labels.shape} but the screen's images have {images.shape}"
+        )
     cells, target = _training_cells(config, cell_type, stain, features)
     evaluation = config["evaluation"]
     scorer = train_scorer(cells, target, selected, evaluation["forest_trees"], evaluation["seed"])
@@ -172,17 +240,24 @@ def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: 
     store, reference = screen_store(config, cell_type), Path(reference)
     pred = read_prediction(prediction, store, stain, model)
     if stain not in SEGMENTED and nuclei is None:
-        raise VsgridError(f"{stain} is measured in the real DAPI nuclei of the screen: give their masks (--nuclei)")
+        raise VsgridError(
+            f"{stain} is measured in the real DAPI nuclei of the screen: give their masks (--nuclei)"
+        )
     masks = pred.labels if stain in SEGMENTED else read_stack(nuclei)
     if masks is None or masks.shape != pred.image.shape:
-        raise VsgridError(f"the prediction {prediction} has no masks matching its {pred.image.shape} images")
+        raise VsgridError(
+            f"the prediction {prediction} has no masks matching its {pred.image.shape} images"
+        )
     scorer = joblib.load(reference / f"{stain}.forest.joblib")
-    medians = [r for r in readouts(read_table(reference / f"{stain}.wells.parquet")) if r not in SCORES]
-    features = FeatureSet.from_config(config["features"], sorted(set(scorer.features) | set(medians)))
+    medians = [
+        r for r in readouts(read_table(reference / f"{stain}.wells.parquet")) if r not in SCORES
+    ]
+    features = FeatureSet.from_config(
+        config["features"], sorted(set(scorer.features) | set(medians))
+    )
     with worker_pool(workers_for(config["features"], workers)) as pmap:
         wells = well_profiles(pred.image, masks, store.split_metadata("test"), features, scorer,
                               counts=stain in SEGMENTED, readouts=medians, block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
     write_table(wells, Path(out))
     log.info("wrote %s (%d wells)", out, len(wells))
     return wells
-

@@ -28,7 +28,9 @@ FORMAT = 1
 FILES = {"training": "last.pt", "generator": "best.pt"}
 
 
-def payload(kind: str, net: NetworkConfig, model: Model, stats: dict, generator: torch.nn.Module, **extra) -> dict:
+def payload(
+    kind: str, net: NetworkConfig, model: Model, stats: dict, generator: torch.nn.Module, **extra
+) -> dict:
     """The checkpoint dictionary of ``kind`` (``training`` or ``generator``)."""
     return {
         "format": FORMAT,
@@ -49,10 +51,14 @@ def save(checkpoint: dict, path: Path) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
     except (RuntimeError, OSError) as exc:  # torch reports a full disk as "file write failed"
-        full = getattr(exc, "errno", None) == errno.ENOSPC or any(s in str(exc) for s in ("No space left", "file write failed"))
+        full = getattr(exc, "errno", None) == errno.ENOSPC or any(
+            s in str(exc) for s in ("No space left", "file write failed")
+        )
         why = "the disk is full" if full else str(exc).splitlines()[0][:200]
         free = shutil.disk_usage(path.parent).free / 2**30
-        raise VsgridError(f"cannot write checkpoint {path}: {why} ({free:.2f} GiB free there)") from None
+        raise VsgridError(
+            f"cannot write checkpoint {path}: {why} ({free:.2f} GiB free there)"
+        ) from None
 
 
 def load(path: str | Path, kind: str | None = None) -> dict:
@@ -63,24 +69,38 @@ def load(path: str | Path, kind: str | None = None) -> dict:
         raise VsgridError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises several types for damaged files, with advice that does not apply
-        raise VsgridError(f"checkpoint {path} cannot be read: it is truncated, damaged or not a vsgrid checkpoint") from None
+    except (
+        Exception
+    ):  # torch raises several types for damaged files, with advice that does not apply
+        raise VsgridError(
+            f"checkpoint {path} cannot be read: it is truncated, damaged or not a vsgrid checkpoint"
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise VsgridError(f"checkpoint {path} is not a vsgrid checkpoint of format {FORMAT}")
     if kind is not None and checkpoint.get("kind") != kind:
         theirs = checkpoint.get("kind")
-        raise VsgridError(f"checkpoint {path} is a {theirs} checkpoint (what {FILES.get(theirs, '?')} holds), not a {kind} checkpoint ({FILES[kind]})")
+        raise VsgridError(
+            f"checkpoint {path} is a {theirs} checkpoint (what {FILES.get(theirs, '?')} holds), not a {kind} checkpoint ({FILES[kind]})"
+        )
     return checkpoint
 
 
-def check_compatible(checkpoint: dict, path: Path, net: NetworkConfig, model: Model | None = None) -> None:
+def check_compatible(
+    checkpoint: dict, path: Path, net: NetworkConfig, model: Model | None = None
+) -> None:
     """A checkpoint must be of the expected model (train set, stain, seed) and network shape."""
     if model is not None:
         if checkpoint["stain"] != model.stain:
-            raise VsgridError(f"checkpoint {path} was trained for stain {checkpoint['stain']!r}, not {model.stain!r}")
+            raise VsgridError(
+                f"checkpoint {path} was trained for stain {checkpoint['stain']!r}, not {model.stain!r}"
+            )
         if (checkpoint["train_set"], checkpoint["seed"]) != (model.train_set.name, model.seed):
-            raise VsgridError(f"checkpoint {path} belongs to {checkpoint['train_set']} seed {checkpoint['seed']}, not {model.name}")
+            raise VsgridError(
+                f"checkpoint {path} belongs to {checkpoint['train_set']} seed {checkpoint['seed']}, not {model.name}"
+            )
     theirs = checkpoint["network"]
-    differences = [f"{k} {theirs.get(k)} (config: {v})" for k, v in net.as_dict().items() if theirs.get(k) != v]
+    differences = [
+        f"{k} {theirs.get(k)} (config: {v})" for k, v in net.as_dict().items() if theirs.get(k) != v
+    ]
     if differences:
         raise VsgridError(f"checkpoint {path} has another network shape: {', '.join(differences)}")

@@ -23,7 +23,11 @@ class Device:
         settings = settings or {}
         if torch.cuda.is_available():
             torch.backends.cudnn.benchmark = settings.get("cudnn_benchmark", True)
-            return cls(torch.device("cuda"), settings.get("bf16", True), settings.get("channels_last", True))
+            return cls(
+                torch.device("cuda"),
+                settings.get("bf16", True),
+                settings.get("channels_last", True),
+            )
         return cls(torch.device("cpu"), False, False)
 
     @property

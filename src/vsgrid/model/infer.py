@@ -81,12 +81,24 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
 class Predictor:
     """A model's generator, loaded once and kept on its device for every test set it predicts."""
 
-    def __init__(self, model_dir: str | Path, device_settings: dict | None = None, network: dict | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device_settings: dict | None = None,
+        network: dict | None = None,
+    ):
         self.model_dir = Path(model_dir)
         self.device = Device.pick(device_settings)
-        self.generator, self.saved = load_generator(model_dir, self.device, NetworkConfig.from_config(network) if network else None)
+        self.generator, self.saved = load_generator(
+            model_dir, self.device, NetworkConfig.from_config(network) if network else None
+        )
         self.net = NetworkConfig(**self.saved["network"])
-        log.info("%s on %s%s", self.model_dir.name, self.device, " (bf16 autocast)" if self.device.bf16 else "")
+        log.info(
+            "%s on %s%s",
+            self.model_dir.name,
+            self.device,
+            " (bf16 autocast)" if self.device.bf16 else "",
+        )
 
     @property
     def stain(self) -> str:
@@ -100,7 +112,9 @@ class Predictor:
             fake = self.generator(padded)[..., :height, :width]
         values = fake.float().cpu().numpy()[:, 0]
         if not np.isfinite(values).all():
-            raise VsgridError("the generator produced NaN or infinite values; its weights are broken (retrain the model)")
+            raise VsgridError(
+                "the generator produced NaN or infinite values; its weights are broken (retrain the model)"
+            )
         return as_uint16(denormalize(values, self.saved["stats"][self.stain]))
 
     def attributes(self, store: Store) -> dict:
@@ -117,36 +131,61 @@ class Predictor:
             "vsgrid": __version__,
         }
 
-    def predict_test_set(self, store: Store, group: zarr.Group, batch_size: int, progress: bool = True) -> zarr.Array:
+    def predict_test_set(
+        self, store: Store, group: zarr.Group, batch_size: int, progress: bool = True
+    ) -> zarr.Array:
         """Predict the test split of ``store`` into ``group["image"]``; returns that array."""
         n, _, height, width = store.images("test").shape
         self.net.check_size(height, width, f"the test images of {store.path}")
-        image = arrays.create(group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image")
+        image = arrays.create(
+            group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image"
+        )
         group.attrs.update(self.attributes(store))
         batches = prefetched(iter_batches(store.path, "test", batch_size, channels=("bf",)))
-        bar = tqdm(batches, total=-(-n // batch_size), desc=f"{self.model_dir.name} on {store.path.stem}", disable=not progress, unit="batch")
+        bar = tqdm(
+            batches,
+            total=-(-n // batch_size),
+            desc=f"{self.model_dir.name} on {store.path.stem}",
+            disable=not progress,
+            unit="batch",
+        )
         with ThreadPoolExecutor(1) as writer:
             pending = None
             for indices, bf in bar:
                 try:
                     predicted = self.predict(bf[:, 0])
                 except VsgridError as exc:
-                    raise VsgridError(f"{self.model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}") from None
+                    raise VsgridError(
+                        f"{self.model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}"
+                    ) from None
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(image.__setitem__, slice(indices[0], indices[-1] + 1), predicted)
+                pending = writer.submit(
+                    image.__setitem__, slice(indices[0], indices[-1] + 1), predicted
+                )
             if pending is not None:
                 pending.result()
         return image
 
 
-def infer(model_dir: str | Path, test_store: str | Path, out: str | Path, *, batch_size: int, device_settings: dict | None = None, network: dict | None = None, progress: bool = True) -> Path:
+def infer(
+    model_dir: str | Path,
+    test_store: str | Path,
+    out: str | Path,
+    *,
+    batch_size: int,
+    device_settings: dict | None = None,
+    network: dict | None = None,
+    progress: bool = True,
+) -> Path:
     """Write the prediction of the model in ``model_dir`` for the test split of ``test_store`` to
     the group ``out``, atomically. ``device_settings`` and ``network`` are the config's sections;
     a checkpoint of another network shape is refused."""
     predictor = Predictor(model_dir, device_settings, network)
     store = open_store(test_store)
     with atomic_path(out) as tmp:
-        predictor.predict_test_set(store, zarr.open_group(tmp, mode="w", zarr_format=3), batch_size, progress)
+        predictor.predict_test_set(
+            store, zarr.open_group(tmp, mode="w", zarr_format=3), batch_size, progress
+        )
     log.info("wrote %s (%d images)", out, store.images("test").shape[0])
     return Path(out)

@@ -49,8 +49,13 @@ class NetworkConfig:
     def check_size(self, height: int, width: int, what: str) -> None:
         """Images must reach the bottleneck at least 2 pixels wide, where residual blocks reflect-pad by 1."""
         smallest = 2 * self.multiple
-        if -(-height // self.multiple) * self.multiple < smallest or -(-width // self.multiple) * self.multiple < smallest:
-            raise VsgridError(f"{what} are {height} x {width} pixels, too small for this network ({self.n_downsample} downsamplings need at least {smallest - self.multiple + 1} x {smallest - self.multiple + 1})")
+        if (
+            -(-height // self.multiple) * self.multiple < smallest
+            or -(-width // self.multiple) * self.multiple < smallest
+        ):
+            raise VsgridError(
+                f"{what} are {height} x {width} pixels, too small for this network ({self.n_downsample} downsamplings need at least {smallest - self.multiple + 1} x {smallest - self.multiple + 1})"
+            )
 
 
 @dataclass(frozen=True)
@@ -121,15 +126,26 @@ class GlobalGenerator(nn.Module):
     def __init__(self, net: NetworkConfig):
         super().__init__()
         ngf = net.ngf
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(net.input_nc, ngf, kernel_size=7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
+        layers = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(net.input_nc, ngf, kernel_size=7),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(True),
+        ]
         for i in range(net.n_downsample):
             width = ngf * 2**i
-            layers += [nn.Conv2d(width, width * 2, kernel_size=3, stride=2, padding=1), nn.InstanceNorm2d(width * 2), nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(width, width * 2, kernel_size=3, stride=2, padding=1),
+                nn.InstanceNorm2d(width * 2),
+                nn.ReLU(True),
+            ]
         layers += [ResnetBlock(ngf * 2**net.n_downsample) for _ in range(net.n_blocks)]
         for i in range(net.n_downsample, 0, -1):
             width = ngf * 2**i
             layers += [
-                nn.ConvTranspose2d(width, width // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
+                nn.ConvTranspose2d(
+                    width, width // 2, kernel_size=3, stride=2, padding=1, output_padding=1
+                ),
                 nn.InstanceNorm2d(width // 2),
                 nn.ReLU(True),
             ]
@@ -153,12 +169,22 @@ class NLayerDiscriminator(nn.Module):
     def __init__(self, input_nc: int, ndf: int, n_layers: int):
         super().__init__()
         kw, pad = 4, 2
-        layers = [nn.Sequential(nn.Conv2d(input_nc, ndf, kw, stride=2, padding=pad), nn.LeakyReLU(0.2, True))]
+        layers = [
+            nn.Sequential(
+                nn.Conv2d(input_nc, ndf, kw, stride=2, padding=pad), nn.LeakyReLU(0.2, True)
+            )
+        ]
         width = ndf
         for n in range(1, n_layers + 1):
             previous, width = width, min(width * 2, 512)
             stride = 2 if n < n_layers else 1
-            layers.append(nn.Sequential(nn.Conv2d(previous, width, kw, stride=stride, padding=pad), nn.InstanceNorm2d(width), nn.LeakyReLU(0.2, True)))
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(previous, width, kw, stride=stride, padding=pad),
+                    nn.InstanceNorm2d(width),
+                    nn.LeakyReLU(0.2, True),
+                )
+            )
         layers.append(nn.Sequential(nn.Conv2d(width, 1, kw, stride=1, padding=pad)))
         self.layers = nn.ModuleList(layers)
 
@@ -179,7 +205,10 @@ class MultiscaleDiscriminator(nn.Module):
 
     def __init__(self, net: NetworkConfig):
         super().__init__()
-        self.scales = nn.ModuleList(NLayerDiscriminator(net.input_nc + net.output_nc, net.ndf, net.n_layers_D) for _ in range(net.num_D))
+        self.scales = nn.ModuleList(
+            NLayerDiscriminator(net.input_nc + net.output_nc, net.ndf, net.n_layers_D)
+            for _ in range(net.num_D)
+        )
 
     def forward(self, x) -> list[list[torch.Tensor]]:
         outputs = []
@@ -196,10 +225,15 @@ class MultiscaleDiscriminator(nn.Module):
 def lsgan_loss(outputs: list[list[torch.Tensor]], target_is_real: bool) -> torch.Tensor:
     """Least-squares GAN loss on the score map of every scale, summed over scales."""
     target = 1.0 if target_is_real else 0.0
-    return sum(F.mse_loss(scale[-1].float(), torch.full_like(scale[-1].float(), target)) for scale in outputs)
+    return sum(
+        F.mse_loss(scale[-1].float(), torch.full_like(scale[-1].float(), target))
+        for scale in outputs
+    )
 
 
-def feature_matching_loss(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]], n_layers: int) -> torch.Tensor:
+def feature_matching_loss(
+    fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]], n_layers: int
+) -> torch.Tensor:
     """L1 between discriminator features of fake and real, weighted as in the reference
     (4 / (n_layers + 1) per layer, 1 / num_D per scale); the score maps are not matched."""
     layer_weight, scale_weight = 4.0 / (n_layers + 1), 1.0 / len(fake)
@@ -245,7 +279,9 @@ def load_vgg19_features(path: str | Path) -> nn.Sequential:
     try:
         features.load_state_dict({k: v for k, v in wanted.items() if k in features.state_dict()})
     except RuntimeError as exc:
-        raise VsgridError(f"model.vgg_weights: {path} is not a torchvision VGG19 checkpoint: {exc}") from None
+        raise VsgridError(
+            f"model.vgg_weights: {path} is not a torchvision VGG19 checkpoint: {exc}"
+        ) from None
     return features.eval().requires_grad_(False)
 
 
@@ -255,7 +291,9 @@ class VGGLoss(nn.Module):
 
     def __init__(self, features: nn.Sequential):
         super().__init__()
-        self.slices = nn.ModuleList(features[a:b] for a, b in zip((0, *VGG_SLICES[:-1]), VGG_SLICES))
+        self.slices = nn.ModuleList(
+            features[a:b] for a, b in zip((0, *VGG_SLICES[:-1]), VGG_SLICES)
+        )
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 

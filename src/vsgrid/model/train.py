@@ -37,11 +37,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from vsgrid.config import result_settings
 from vsgrid.data.pairs import StainPairs, denormalize, normalization_stats
+from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import psnr
-from vsgrid.config import result_settings
-from vsgrid.data.store import open_store
 from vsgrid.files import folder_lock, remove, remove_stale_temporaries, write_table, write_text
 from vsgrid.grid import Model
 from vsgrid.layout import Layout
@@ -105,8 +105,16 @@ class TrainSettings:
 class Augmented(torch.utils.data.Dataset):
     """Crops and flips of a :class:`StainPairs`, drawn from (seed, epoch, index) alone."""
 
-    def __init__(self, pairs: StainPairs, seed: int, epoch: int, crop_size: int | None, flips: bool):
-        self.pairs, self.seed, self.epoch, self.crop_size, self.flips = pairs, seed, epoch, crop_size, flips
+    def __init__(
+        self, pairs: StainPairs, seed: int, epoch: int, crop_size: int | None, flips: bool
+    ):
+        self.pairs, self.seed, self.epoch, self.crop_size, self.flips = (
+            pairs,
+            seed,
+            epoch,
+            crop_size,
+            flips,
+        )
 
     def __len__(self):
         return len(self.pairs)
@@ -117,12 +125,16 @@ class Augmented(torch.utils.data.Dataset):
         if self.crop_size and self.crop_size < min(bf.shape[-2:]):
             y = rng.integers(0, bf.shape[-2] - self.crop_size + 1)
             x = rng.integers(0, bf.shape[-1] - self.crop_size + 1)
-            bf, target = (a[:, y : y + self.crop_size, x : x + self.crop_size] for a in (bf, target))
+            bf, target = (
+                a[:, y : y + self.crop_size, x : x + self.crop_size] for a in (bf, target)
+            )
         if self.flips:
             for axis in (-1, -2):
                 if rng.random() < 0.5:
                     bf, target = np.flip(bf, axis), np.flip(target, axis)
-        return torch.from_numpy(np.ascontiguousarray(bf)), torch.from_numpy(np.ascontiguousarray(target))
+        return torch.from_numpy(np.ascontiguousarray(bf)), torch.from_numpy(
+            np.ascontiguousarray(target)
+        )
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -151,7 +163,18 @@ def optimizers(generator: torch.nn.Module, discriminator: torch.nn.Module, setti
     )
 
 
-def train_step(generator, discriminator, opt_g, opt_d, vgg, bf, target, net: NetworkConfig, losses: Losses, device: Device) -> dict:
+def train_step(
+    generator,
+    discriminator,
+    opt_g,
+    opt_d,
+    vgg,
+    bf,
+    target,
+    net: NetworkConfig,
+    losses: Losses,
+    device: Device,
+) -> dict:
     """One Pix2PixHD iteration: generator update, then discriminator update."""
     padded, (height, width) = pad_to_multiple(bf, net.multiple)
     with device.autocast():
@@ -163,7 +186,11 @@ def train_step(generator, discriminator, opt_g, opt_d, vgg, bf, target, net: Net
     loss_gan = lsgan_loss(pred_fake, True)
     loss_fm = losses.lambda_feat * feature_matching_loss(pred_fake, pred_real, net.n_layers_D)
     loss_l1 = losses.lambda_l1 * torch.nn.functional.l1_loss(fake, target)
-    loss_vgg = losses.lambda_vgg * vgg(fake, target) if vgg is not None else torch.zeros((), device=bf.device)
+    loss_vgg = (
+        losses.lambda_vgg * vgg(fake, target)
+        if vgg is not None
+        else torch.zeros((), device=bf.device)
+    )
     loss_g = loss_gan + loss_fm + loss_l1 + loss_vgg
 
     opt_g.zero_grad(set_to_none=True)
@@ -172,11 +199,20 @@ def train_step(generator, discriminator, opt_g, opt_d, vgg, bf, target, net: Net
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    values = {"loss_g": loss_g, "loss_d": loss_d, "loss_gan": loss_gan, "loss_fm": loss_fm, "loss_l1": loss_l1, "loss_vgg": loss_vgg}
+    values = {
+        "loss_g": loss_g,
+        "loss_d": loss_d,
+        "loss_gan": loss_gan,
+        "loss_fm": loss_fm,
+        "loss_l1": loss_l1,
+        "loss_vgg": loss_vgg,
+    }
     return {name: float(value.detach()) for name, value in values.items()}
 
 
-def validate(generator, pairs: StainPairs, stats: dict, device: Device, multiple: int, batch_size: int) -> dict:
+def validate(
+    generator, pairs: StainPairs, stats: dict, device: Device, multiple: int, batch_size: int
+) -> dict:
     """Mean L1 and PSNR of the generator on a split, in the stain's 16-bit units (``stats``: the stain's)."""
     l1, scores = [], []
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=False)
@@ -216,11 +252,36 @@ class _SigtermFlag:
 class Trainer:
     """One model's networks, optimisers, data and early-stopping state, saved in ``last.pt``."""
 
-    def __init__(self, model: Model, net: NetworkConfig, losses: Losses, settings: TrainSettings, device: Device, store: Path, out: Path):
-        self.model, self.net, self.losses, self.settings, self.device, self.store, self.out = model, net, losses, settings, device, store, out
+    def __init__(
+        self,
+        model: Model,
+        net: NetworkConfig,
+        losses: Losses,
+        settings: TrainSettings,
+        device: Device,
+        store: Path,
+        out: Path,
+    ):
+        self.model, self.net, self.losses, self.settings, self.device, self.store, self.out = (
+            model,
+            net,
+            losses,
+            settings,
+            device,
+            store,
+            out,
+        )
         self.generator, self.discriminator = build_networks(net, model.seed)
         self.opt_g, self.opt_d = optimizers(self.generator, self.discriminator, settings)
-        self.state = {"epoch": 0, "batch": 0, "best_l1": math.inf, "best_epoch": None, "bad_epochs": 0, "history": [], "stop_reason": None}
+        self.state = {
+            "epoch": 0,
+            "batch": 0,
+            "best_l1": math.inf,
+            "best_epoch": None,
+            "bad_epochs": 0,
+            "history": [],
+            "stop_reason": None,
+        }
         self.stats = None
 
     @property
@@ -234,7 +295,11 @@ class Trainer:
         recorded = json.loads(settings.read_text()) if settings.exists() else None
         if last.exists() and recorded != record:
             changed = sorted(k for k in record if (recorded or {}).get(k) != record[k])
-            log.warning("%s was trained under other settings (%s): training afresh", self.out, ", ".join(changed))
+            log.warning(
+                "%s was trained under other settings (%s): training afresh",
+                self.out,
+                ", ".join(changed),
+            )
         elif last.exists() and not afresh:
             self._resume(checkpoint.load(last, kind="training"), last)
             return "finished" if self.finished else "resume"
@@ -253,24 +318,46 @@ class Trainer:
         self.opt_d.load_state_dict(saved["opt_d"])
         self.state, self.stats = saved["state"], saved["stats"]
         if not self.finished:
-            log.info("resuming %s at epoch %d, batch %d", self.model.name, self.state["epoch"] + 1, self.state["batch"])
+            log.info(
+                "resuming %s at epoch %d, batch %d",
+                self.model.name,
+                self.state["epoch"] + 1,
+                self.state["batch"],
+            )
 
     def fit(self, progress: bool = True) -> None:
         """Train epoch after epoch until early stopping or ``max_epochs``; SIGTERM saves and raises."""
         self._to_device()
         vgg = self._vgg()
-        train_pairs, val_pairs = (StainPairs(self.store, split, self.model.stain, self.stats, preload_mb=self.settings.preload_mb) for split in ("train", "val"))
+        train_pairs, val_pairs = (
+            StainPairs(
+                self.store, split, self.model.stain, self.stats, preload_mb=self.settings.preload_mb
+            )
+            for split in ("train", "val")
+        )
         with _SigtermFlag() as sigterm:
             while not self.finished:
                 started = time.perf_counter()
                 sums = self._epoch(train_pairs, vgg, sigterm, progress)
-                metrics = validate(self.generator, val_pairs, self.stats[self.model.stain], self.device, self.net.multiple, self.settings.batch_size)
+                metrics = validate(
+                    self.generator,
+                    val_pairs,
+                    self.stats[self.model.stain],
+                    self.device,
+                    self.net.multiple,
+                    self.settings.batch_size,
+                )
                 self._end_epoch(sums, metrics, time.perf_counter() - started)
                 if sigterm.raised:
-                    raise Interrupted(f"{self.model.name}: SIGTERM after epoch {self.state['epoch']}; saved {self.out / 'last.pt'}")
+                    raise Interrupted(
+                        f"{self.model.name}: SIGTERM after epoch {self.state['epoch']}; saved {self.out / 'last.pt'}"
+                    )
 
     def _to_device(self) -> None:
-        self.generator, self.discriminator = self.device.prepare(self.generator), self.device.prepare(self.discriminator)
+        self.generator, self.discriminator = (
+            self.device.prepare(self.generator),
+            self.device.prepare(self.discriminator),
+        )
         for optimizer in (self.opt_g, self.opt_d):  # optimiser state follows its parameters' device
             for param_state in optimizer.state.values():
                 for key, value in param_state.items():
@@ -281,7 +368,9 @@ class Trainer:
         if self.losses.lambda_vgg <= 0:
             return None
         if not self.losses.vgg_weights:
-            raise VsgridError("network.lambda_vgg > 0 needs network.vgg_weights (a local torchvision vgg19-dcbb9e9d.pth)")
+            raise VsgridError(
+                "network.lambda_vgg > 0 needs network.vgg_weights (a local torchvision vgg19-dcbb9e9d.pth)"
+            )
         return self.device.prepare(VGGLoss(load_vgg19_features(self.losses.vgg_weights)))
 
     def _epoch(self, train_pairs: StainPairs, vgg, sigterm: _SigtermFlag, progress: bool) -> dict:
@@ -292,31 +381,69 @@ class Trainer:
                 group["lr"] = settings.learning_rate(epoch)
         batches = epoch_batches(len(train_pairs), settings.batch_size, self.model.seed, epoch)
         dataset = Augmented(train_pairs, self.model.seed, epoch, settings.crop_size, settings.flips)
-        options = {"num_workers": settings.workers, "pin_memory": True} if self.device.is_gpu else {}
+        options = (
+            {"num_workers": settings.workers, "pin_memory": True} if self.device.is_gpu else {}
+        )
         loader = DataLoader(dataset, batch_sampler=batches[self.state["batch"] :], **options)
         sums = self.state.setdefault("sums", {})
-        bar = tqdm(loader, total=len(batches), initial=self.state["batch"], desc=f"{self.model.name} epoch {epoch + 1}", disable=not progress, unit="batch")
+        bar = tqdm(
+            loader,
+            total=len(batches),
+            initial=self.state["batch"],
+            desc=f"{self.model.name} epoch {epoch + 1}",
+            disable=not progress,
+            unit="batch",
+        )
         for bf, target in bar:
-            losses = train_step(self.generator, self.discriminator, self.opt_g, self.opt_d, vgg, self.device.to(bf), self.device.to(target), self.net, self.losses, self.device)
+            losses = train_step(
+                self.generator,
+                self.discriminator,
+                self.opt_g,
+                self.opt_d,
+                vgg,
+                self.device.to(bf),
+                self.device.to(target),
+                self.net,
+                self.losses,
+                self.device,
+            )
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.state["batch"] += 1
             bar.set_postfix(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}")
             if sigterm.raised:
                 self.save_last()
-                raise Interrupted(f"{self.model.name}: SIGTERM at epoch {epoch + 1}, batch {self.state['batch']}; saved {self.out / 'last.pt'}")
+                raise Interrupted(
+                    f"{self.model.name}: SIGTERM at epoch {epoch + 1}, batch {self.state['batch']}; saved {self.out / 'last.pt'}"
+                )
         return {key: value / len(batches) for key, value in sums.items()}
 
     def _end_epoch(self, losses: dict, metrics: dict, seconds: float) -> None:
         """Log the epoch, keep the best generator, decide whether to stop, save ``last.pt``."""
         epoch, state, settings = self.state["epoch"], self.state, self.settings
-        row = {"epoch": epoch + 1, "lr": settings.learning_rate(epoch), **losses, **metrics, "seconds": seconds}
+        row = {
+            "epoch": epoch + 1,
+            "lr": settings.learning_rate(epoch),
+            **losses,
+            **metrics,
+            "seconds": seconds,
+        }
         row["best"] = improved = metrics["val_l1"] < state["best_l1"] - settings.min_delta
         if not all(math.isfinite(row[k]) for k in ("loss_g", "loss_d", "val_l1")):
-            raise VsgridError(f"{self.model.name}: training diverged at epoch {epoch + 1} ({row}); {self.out / 'best.pt'} keeps the last good generator")
+            raise VsgridError(
+                f"{self.model.name}: training diverged at epoch {epoch + 1} ({row}); {self.out / 'best.pt'} keeps the last good generator"
+            )
         if improved:
             state.update(best_l1=metrics["val_l1"], best_epoch=epoch + 1, bad_epochs=0)
-            best = checkpoint.payload("generator", self.net, self.model, self.stats, self.generator, epoch=epoch + 1, val=metrics)
+            best = checkpoint.payload(
+                "generator",
+                self.net,
+                self.model,
+                self.stats,
+                self.generator,
+                epoch=epoch + 1,
+                val=metrics,
+            )
             checkpoint.save(best, self.out / "best.pt")
         else:
             state["bad_epochs"] += 1
@@ -328,7 +455,12 @@ class Trainer:
             state["stop_reason"] = f"reached max_epochs ({settings.max_epochs})"
         self.save_last()
         write_table(pd.DataFrame(state["history"]), self.out / "log.csv")
-        log.info("%s epoch %d: %s", self.model.name, epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        log.info(
+            "%s epoch %d: %s",
+            self.model.name,
+            epoch + 1,
+            ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)),
+        )
 
     def save_last(self) -> None:
         last = checkpoint.payload(
@@ -350,7 +482,11 @@ class Trainer:
 
 def training_record(config: dict, model: Model, store_id: str) -> dict:
     """What a model folder is trained under: resuming needs all of it unchanged."""
-    record = {"model": model.name, **result_settings(config, "network", "train", "device", "data"), "store_id": store_id}
+    record = {
+        "model": model.name,
+        **result_settings(config, "network", "train", "device", "data"),
+        "store_id": store_id,
+    }
     record["data"].pop("dir")  # where the store lies is not what it holds; store_id is
     return record
 
@@ -370,15 +506,22 @@ def train(config: dict, model: Model, out_dir: str | Path, progress: bool = True
         record = training_record(config, model, store.store_id)
         network, settings = config["network"], TrainSettings.from_config(config["train"])
         net = NetworkConfig.from_config(network)
-        height, width = (min(side, settings.crop_size or side) for side in store.images("train").shape[-2:])
+        height, width = (
+            min(side, settings.crop_size or side) for side in store.images("train").shape[-2:]
+        )
         net.check_size(height, width, "training images (or train.crop_size crops)")
 
         def trainer() -> Trainer:
-            return Trainer(model, net, Losses.from_config(network), settings, device, store.path, out)
+            return Trainer(
+                model, net, Losses.from_config(network), settings, device, store.path, out
+            )
 
         current = trainer()
         if current.start(record) == "finished" and not (out / "summary.json").exists():
-            log.warning("%s: a finished training was run again (a forced rerun): training afresh", model.name)
+            log.warning(
+                "%s: a finished training was run again (a forced rerun): training afresh",
+                model.name,
+            )
             current = trainer()
             current.start(record, afresh=True)
         if not current.finished:

@@ -31,7 +31,13 @@ from vsgrid.layout import Layout  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "f1": "F1 score", "jaccard": "Jaccard index", "nmae": "N-MAE"}  # the paper's
+METRICS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "f1": "F1 score",
+    "jaccard": "Jaccard index",
+    "nmae": "N-MAE",
+}  # the paper's
 STAIN_NAMES = {"dapi": "DAPI (nuclei)", "fitc": "FITC (cytoplasm)", "cy5": "Cy5 (DNA damage)"}
 STAIN_COLOURS = {"dapi": "#d62728", "fitc": "#17becf", "cy5": "#bcbd22"}
 
@@ -76,11 +82,24 @@ def figure2(deltas: pd.DataFrame, cell_types, stains):
             part = rows[(rows["metric"] == metric) & (rows["stain"] == stain)].set_index("test_set")
             part = part.reindex([DataSet(c, TOXIC).name for c in cell_types])
             x = np.arange(len(cell_types)) + (k - (len(stains) - 1) / 2) * width
-            errors = np.abs(np.vstack([part["delta"] - part["ci_low"], part["ci_high"] - part["delta"]]))
-            ax.bar(x, part["delta"], width, yerr=errors, color=STAIN_COLOURS.get(stain), label=STAIN_NAMES.get(stain, stain), capsize=2)
+            errors = np.abs(
+                np.vstack([part["delta"] - part["ci_low"], part["ci_high"] - part["delta"]])
+            )
+            ax.bar(
+                x,
+                part["delta"],
+                width,
+                yerr=errors,
+                color=STAIN_COLOURS.get(stain),
+                label=STAIN_NAMES.get(stain, stain),
+                capsize=2,
+            )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(cell_types)), cell_types)
-        ax.set_title(METRICS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""), fontsize=10)
+        ax.set_title(
+            METRICS[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""),
+            fontsize=10,
+        )
     axes[0][0].set_ylabel("delta vs toxic-trained baseline")
     axes[0][-1].legend(fontsize=8, loc="best")
     figure.suptitle("Task 1: trained on non-toxic, tested on toxic (same cell type)", fontsize=11)
@@ -91,14 +110,21 @@ def figure2(deltas: pd.DataFrame, cell_types, stains):
 def figure4(features: pd.DataFrame, cell_type: str, stains):
     """N-MAE per selected feature: non-toxic- vs toxic-trained models of ``cell_type`` on its toxic test set."""
     test_set = DataSet(cell_type, TOXIC).name
-    shown = [s for s in stains if not features[(features["stain"] == s) & (features["test_set"] == test_set)].empty]
+    shown = [
+        s
+        for s in stains
+        if not features[(features["stain"] == s) & (features["test_set"] == test_set)].empty
+    ]
     figure, axes = plt.subplots(len(shown), 1, figsize=(11, 3.3 * len(shown)), squeeze=False)
     for ax, stain in zip(axes[:, 0], shown):
         part = features[(features["stain"] == stain) & (features["test_set"] == test_set)]
         table = part.groupby(["train_set", "feature"])["value"].mean().unstack("train_set")
         order = table.mean(axis=1).sort_values(ascending=False).index
         x = np.arange(len(order))
-        for train_set, colour, label in ((DataSet(cell_type, NONTOXIC).name, "#2ca02c", "trained on non-toxic"), (test_set, "#e8b100", "trained on toxic (baseline)")):
+        for train_set, colour, label in (
+            (DataSet(cell_type, NONTOXIC).name, "#2ca02c", "trained on non-toxic"),
+            (test_set, "#e8b100", "trained on toxic (baseline)"),
+        ):
             if train_set not in table:
                 continue
             values = table.loc[order, train_set]
@@ -106,20 +132,35 @@ def figure4(features: pd.DataFrame, cell_type: str, stains):
             ax.axhline(values.mean(), color=colour, linestyle="--", linewidth=1)
         ax.set_xticks(x, [f.replace("_", " ") for f in order], rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("N-MAE")
-        ax.set_title(f"{STAIN_NAMES.get(stain, stain)}: {len(order)} most informative features, test set {test_set}", fontsize=10)
+        ax.set_title(
+            f"{STAIN_NAMES.get(stain, stain)}: {len(order)} most informative features, test set {test_set}",
+            fontsize=10,
+        )
         ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
 
-def heatmap_values(deltas: pd.DataFrame, cell_types, stains, test_phenotype: str) -> dict[str, pd.DataFrame]:
+def heatmap_values(
+    deltas: pd.DataFrame, cell_types, stains, test_phenotype: str
+) -> dict[str, pd.DataFrame]:
     """Per metric, the train x test cell-type matrix of deltas of non-toxic-trained models,
     averaged over ``stains``; the non-toxic diagonal is the baseline itself (0)."""
     rows = _paper_deltas(deltas)
-    rows = rows[(_of(rows["train_set"], "phenotype") == NONTOXIC) & (_of(rows["test_set"], "phenotype") == test_phenotype) & rows["stain"].isin(stains)]
-    rows = rows.assign(train=_of(rows["train_set"], "cell_type"), test=_of(rows["test_set"], "cell_type"))
+    rows = rows[
+        (_of(rows["train_set"], "phenotype") == NONTOXIC)
+        & (_of(rows["test_set"], "phenotype") == test_phenotype)
+        & rows["stain"].isin(stains)
+    ]
+    rows = rows.assign(
+        train=_of(rows["train_set"], "cell_type"), test=_of(rows["test_set"], "cell_type")
+    )
     return {
-        metric: rows[rows["metric"] == metric].groupby(["train", "test"])["delta"].mean().unstack("test").reindex(index=cell_types, columns=cell_types)
+        metric: rows[rows["metric"] == metric]
+        .groupby(["train", "test"])["delta"]
+        .mean()
+        .unstack("test")
+        .reindex(index=cell_types, columns=cell_types)
         for metric in METRICS
         if metric in set(rows["metric"])
     }
@@ -129,7 +170,14 @@ def figure6(deltas: pd.DataFrame, cell_types, stains) -> tuple:
     """Figures 6a (task 2) and 6b (task 3), sharing one colour scale per metric."""
     task2 = heatmap_values(deltas, cell_types, stains, NONTOXIC)
     task3 = heatmap_values(deltas, cell_types, stains, TOXIC)
-    limits = {m: max(np.nanmax(np.abs(task2[m].to_numpy())), np.nanmax(np.abs(task3.get(m, task2[m]).to_numpy())), 1e-9) for m in task2}
+    limits = {
+        m: max(
+            np.nanmax(np.abs(task2[m].to_numpy())),
+            np.nanmax(np.abs(task3.get(m, task2[m]).to_numpy())),
+            1e-9,
+        )
+        for m in task2
+    }
     titles = {
         "a": "6a  Task 2: new cell type (non-toxic -> non-toxic); diagonal = baseline",
         "b": "6b  Task 3: new cell type and phenotype (non-toxic -> toxic); diagonal = task 1",
@@ -139,19 +187,34 @@ def figure6(deltas: pd.DataFrame, cell_types, stains) -> tuple:
         figure, axes = plt.subplots(1, len(values), figsize=(3.3 * len(values), 3.4), squeeze=False)
         for ax, (metric, matrix) in zip(axes[0], values.items()):
             cmap = "RdBu_r" if metric in LOWER_IS_BETTER else "RdBu"
-            image = ax.imshow(matrix.to_numpy(dtype=float), cmap=cmap, vmin=-limits[metric], vmax=limits[metric])
+            image = ax.imshow(
+                matrix.to_numpy(dtype=float), cmap=cmap, vmin=-limits[metric], vmax=limits[metric]
+            )
             ax.grid(False)  # the style's grid lines would cut through the cells
             for (i, j), v in np.ndenumerate(matrix.to_numpy(dtype=float)):
                 if np.isfinite(v):
-                    colour = "white" if abs(v) > 0.6 * limits[metric] else "black"  # readable on the strong colours
-                    ax.text(j, i, f"{v:+.2f}" if abs(v) < 10 else f"{v:+.0f}", ha="center", va="center", fontsize=8, color=colour)
+                    colour = (
+                        "white" if abs(v) > 0.6 * limits[metric] else "black"
+                    )  # readable on the strong colours
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:+.2f}" if abs(v) < 10 else f"{v:+.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color=colour,
+                    )
             ax.set_xticks(range(len(cell_types)), cell_types, rotation=30)
             ax.set_yticks(range(len(cell_types)), cell_types)
             ax.set_xlabel("test")
             ax.set_title(METRICS[metric], fontsize=10)
             figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         axes[0][0].set_ylabel("train")
-        figure.suptitle(f"{titles[key]} ({', '.join(stains)} averaged; blue = better than baseline)", fontsize=10)
+        figure.suptitle(
+            f"{titles[key]} ({', '.join(stains)} averaged; blue = better than baseline)",
+            fontsize=10,
+        )
         figure.tight_layout()
         figures.append(figure)
     return tuple(figures)
@@ -169,14 +232,23 @@ def qualitative(config: dict, panel: dict, image_index: int):
     field = store.images("test")[image_index]
     stains = config["grid"]["stains"]
     columns = ["bright-field", "real", *panel["columns"]]
-    figure, axes = plt.subplots(len(stains), len(columns), figsize=(2.3 * len(columns), 2.4 * len(stains)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(stains), len(columns), figsize=(2.3 * len(columns), 2.4 * len(stains)), squeeze=False
+    )
     for row, stain in enumerate(stains):
         real = field[store.channel_index(stain)]
         low, high = _display_range(real)
         images = [field[store.channel_index("bf")], real]
-        images += [arrays.open_array(layout.prediction(model.format(stain=stain), panel["test_set"]) / "image")[image_index] for model in panel["models"]]
+        images += [
+            arrays.open_array(
+                layout.prediction(model.format(stain=stain), panel["test_set"]) / "image"
+            )[image_index]
+            for model in panel["models"]
+        ]
         for col, (ax, image) in enumerate(zip(axes[row], images)):
-            ax.imshow(image, cmap="gray", vmin=None if col == 0 else low, vmax=None if col == 0 else high)
+            ax.imshow(
+                image, cmap="gray", vmin=None if col == 0 else low, vmax=None if col == 0 else high
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
@@ -199,10 +271,16 @@ def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> l
     cell_types, stains = grid["cell_types"], grid["stains"]
     segmented = [s for s in settings["figure6_stains"] if s in stains]
     written = save(figure2(deltas, cell_types, stains), out, "figure2", settings["formats"])
-    written += save(figure4(features, focus_cell_type(config), stains), out, "figure4", settings["formats"])
-    for name, figure in zip(("figure6a", "figure6b"), figure6(deltas, cell_types, segmented or stains)):
+    written += save(
+        figure4(features, focus_cell_type(config), stains), out, "figure4", settings["formats"]
+    )
+    for name, figure in zip(
+        ("figure6a", "figure6b"), figure6(deltas, cell_types, segmented or stains)
+    ):
         written += save(figure, out, name, settings["formats"])
     for name, panel in panel_runs(config).items():
-        written += save(qualitative(config, panel, settings["panel_image"]), out, name, settings["formats"])
+        written += save(
+            qualitative(config, panel, settings["panel_image"]), out, name, settings["formats"]
+        )
     log.info("wrote %d figure files under %s", len(written), out)
     return written

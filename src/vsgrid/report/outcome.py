@@ -32,7 +32,11 @@ def in_distribution(runs: pd.DataFrame) -> pd.DataFrame:
 def task_deltas(deltas: pd.DataFrame) -> pd.DataFrame:
     """Per (task, shift, stain), each metric's mean delta against the test set's own baseline,
     with the count of CIs excluding 0 (``+0.012 (3/4)``)."""
-    shifted = deltas[(deltas["baseline_kind"] == "test_distribution") & (deltas["shift"] != "none") & deltas["metric"].isin(DELTAS)]
+    shifted = deltas[
+        (deltas["baseline_kind"] == "test_distribution")
+        & (deltas["shift"] != "none")
+        & deltas["metric"].isin(DELTAS)
+    ]
     rows = []
     for (task, shift, stain), group in shifted.groupby(["task", "shift", "stain"], sort=True):
         by_metric = {m: g for m, g in group.groupby("metric")}

@@ -23,7 +23,14 @@ import pandas as pd
 
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.screen import Missing, Plate, Readout, ScreenSettings, decisions, truth_errors
+from vsgrid.evaluation.screen import (
+    Missing,
+    Plate,
+    Readout,
+    ScreenSettings,
+    decisions,
+    truth_errors,
+)
 from vsgrid.evaluation.wells import readouts
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import ScreenRun, screen_runs
@@ -43,8 +50,12 @@ def summary_readout(stain: str) -> str:
 
 
 def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, path: str) -> None:
-    if len(real) != len(virtual) or not real[KEYS].reset_index(drop=True).equals(virtual[KEYS].reset_index(drop=True)):
-        raise VsgridError(f"{path}: its wells are not the real screen's wells; rerun its screen steps")
+    if len(real) != len(virtual) or not real[KEYS].reset_index(drop=True).equals(
+        virtual[KEYS].reset_index(drop=True)
+    ):
+        raise VsgridError(
+            f"{path}: its wells are not the real screen's wells; rerun its screen steps"
+        )
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -55,7 +66,14 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def screen_rows(runs: list[ScreenRun], real: pd.DataFrame, virtual: dict[str, pd.DataFrame], settings: ScreenSettings, resamples: int, seed: int) -> list[dict]:
+def screen_rows(
+    runs: list[ScreenRun],
+    real: pd.DataFrame,
+    virtual: dict[str, pd.DataFrame],
+    settings: ScreenSettings,
+    resamples: int,
+    seed: int,
+) -> list[dict]:
     """The rows of the screen runs of one (screen, stain, seed), every readout x metric, with CIs
     and paired deltas to each run's baseline. ``virtual``: model name -> its per-well profile.
 
@@ -63,11 +81,22 @@ def screen_rows(runs: list[ScreenRun], real: pd.DataFrame, virtual: dict[str, pd
     value for, and all are resampled alike: the deltas are paired."""
     rows = []
     for readout in readouts(real):
-        usable = np.isfinite(real[readout]).to_numpy() & np.logical_and.reduce([np.isfinite(v[readout]).to_numpy() for v in virtual.values()])
-        plate = Plate(real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings)
-        index = plate.resamples(resamples, rng_for(seed, "screen", runs[0].cell_type, runs[0].model.stain, readout))
+        usable = np.isfinite(real[readout]).to_numpy() & np.logical_and.reduce(
+            [np.isfinite(v[readout]).to_numpy() for v in virtual.values()]
+        )
+        plate = Plate(
+            real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings
+        )
+        index = plate.resamples(
+            resamples, rng_for(seed, "screen", runs[0].cell_type, runs[0].model.stain, readout)
+        )
         truth = Readout.of(plate, real.loc[usable, readout], index)
-        decided = {name: decisions(plate, truth, Readout.of(plate, wells.loc[usable, readout], index), index) for name, wells in virtual.items()}
+        decided = {
+            name: decisions(
+                plate, truth, Readout.of(plate, wells.loc[usable, readout], index), index
+            )
+            for name, wells in virtual.items()
+        }
         for run in runs:
             ours, theirs = decided[run.model.name], decided[run.baseline.name]
             for metric, values in ours.items():
@@ -75,7 +104,15 @@ def screen_rows(runs: list[ScreenRun], real: pd.DataFrame, virtual: dict[str, pd
                        "cell_type": run.cell_type, "stain": run.model.stain, "seed": run.model.seed, "readout": readout, "metric": metric,
                        "wells": int(usable.sum()), "baseline_model": run.baseline.name, "is_baseline": run.is_baseline}  # fmt: skip
                 if isinstance(values, Missing):
-                    rows.append({**row, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan, "reason": str(values)})
+                    rows.append(
+                        {
+                            **row,
+                            "value": np.nan,
+                            "ci_low": np.nan,
+                            "ci_high": np.nan,
+                            "reason": str(values),
+                        }
+                    )
                     continue
                 row.update(value=float(values[0]), reason="")
                 row["ci_low"], row["ci_high"] = _interval(values[1:])
@@ -93,7 +130,9 @@ def screen_table(config: dict) -> pd.DataFrame:
     settings = ScreenSettings.from_config(config)
     groups: dict[tuple, list[ScreenRun]] = {}
     for run in screen_runs(config):
-        groups.setdefault((run.cell_type, run.model.stain, run.model.seed, run.model.train_set.phenotype), []).append(run)
+        groups.setdefault(
+            (run.cell_type, run.model.stain, run.model.seed, run.model.train_set.phenotype), []
+        ).append(run)
     rows = []
     for (cell_type, stain, _, _), runs in groups.items():
         real = read_table(layout.screen_real_wells(cell_type, stain))
@@ -102,7 +141,14 @@ def screen_table(config: dict) -> pd.DataFrame:
             path = layout.screen_wells(model, cell_type)
             virtual[model.name] = read_table(path)
             _aligned(real, virtual[model.name], str(path))
-        rows += screen_rows(runs, real, virtual, settings, screen["bootstrap_resamples"], config["evaluation"]["seed"])
+        rows += screen_rows(
+            runs,
+            real,
+            virtual,
+            settings,
+            screen["bootstrap_resamples"],
+            config["evaluation"]["seed"],
+        )
     columns = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed", "readout", "metric", "value", "ci_low", "ci_high", "reason",
                "wells", "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low", "delta_ci_high"]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)
@@ -112,38 +158,83 @@ def truth_table(config: dict) -> pd.DataFrame:
     """The real-stain EC50 of every compound, readout, stain and cell type against the synthetic truth."""
     layout, settings = Layout.of(config), ScreenSettings.from_config(config)
     frames = []
-    for cell_type, stain in sorted({(run.cell_type, run.model.stain) for run in screen_runs(config)}):
+    for cell_type, stain in sorted(
+        {(run.cell_type, run.model.stain) for run in screen_runs(config)}
+    ):
         truth = open_store(layout.screen_store(cell_type)).attrs.get("true_ec50_um", {})
         real = read_table(layout.screen_real_wells(cell_type, stain))
         for readout in readouts(real):
             usable = np.isfinite(real[readout])
-            plate = Plate(real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings)
+            plate = Plate(
+                real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings
+            )
             errors = truth_errors(plate, real.loc[usable, readout].to_numpy(), truth)
             frames.append(errors.assign(cell_type=cell_type, stain=stain, readout=readout))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["compound", "true_log_ec50", "log_ec50", "error", "reason", "cell_type", "stain", "readout"])
-    return table[["cell_type", "stain", "readout", "compound", "true_log_ec50", "log_ec50", "error", "reason"]]
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(
+            columns=[
+                "compound",
+                "true_log_ec50",
+                "log_ec50",
+                "error",
+                "reason",
+                "cell_type",
+                "stain",
+                "readout",
+            ]
+        )
+    )
+    return table[
+        [
+            "cell_type",
+            "stain",
+            "readout",
+            "compound",
+            "true_log_ec50",
+            "log_ec50",
+            "error",
+            "reason",
+        ]
+    ]
 
 
 def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame) -> str:
     """What a user reads first: the real stain's EC50s against the truth, then each model type's
     decisions on its stain's summary readout, mean over seeds, with the first seed's CIs."""
     lines = ["Level 4: screen decisions, virtual vs real", ""]
-    for (readout, stain, cell_type), group in truth[truth["readout"].isin(["cell_count", "phenotype_score"])].groupby(["readout", "stain", "cell_type"]):
+    for (readout, stain, cell_type), group in truth[
+        truth["readout"].isin(["cell_count", "phenotype_score"])
+    ].groupby(["readout", "stain", "cell_type"]):
         within = (group["error"].abs() <= TRUTH_TOLERANCE).sum()
-        lines.append(f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)")
-    lines += ["", f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} {'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}"]
+        lines.append(
+            f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)"
+        )
+    lines += [
+        "",
+        f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} {'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}",
+    ]
     summary = table[table["readout"] == table["stain"].map(summary_readout)]
-    for (model_type, cell_type, readout), group in summary.groupby(["model_type", "cell_type", "readout"], sort=True):
+    for (model_type, cell_type, readout), group in summary.groupby(
+        ["model_type", "cell_type", "readout"], sort=True
+    ):
         first = group[group["seed"] == group["seed"].min()].set_index("metric")
         value = group.groupby("metric")["value"].mean()
 
         def cell(metric: str, width: int) -> str:
             if metric not in first.index or not np.isfinite(first.loc[metric, "value"]):
                 return f"{'missing':>{width}s}"
-            interval = f" [{first.loc[metric, 'ci_low']:.2f}, {first.loc[metric, 'ci_high']:.2f}]" if width > 7 else ""
+            interval = (
+                f" [{first.loc[metric, 'ci_low']:.2f}, {first.loc[metric, 'ci_high']:.2f}]"
+                if width > 7
+                else ""
+            )
             return f"{value[metric]:.2f}{interval}".rjust(width)
 
-        lines.append(f"{model_type:26s} {cell_type:9s} {readout:15s} {cell('ec50_error', 22)} {cell('hit_kappa', 22)} {cell('z_prime', 7)} {cell('z_prime_real', 7)}")
+        lines.append(
+            f"{model_type:26s} {cell_type:9s} {readout:15s} {cell('ec50_error', 22)} {cell('hit_kappa', 22)} {cell('z_prime', 7)} {cell('z_prime_real', 7)}"
+        )
     lines += ["", "missing: see the reason column of screen.csv"]
     return "\n".join(lines) + "\n"
 
@@ -156,9 +247,10 @@ def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
         for suffix in (".parquet", ".csv"):
             written[f"{name}{suffix}"] = out_dir / f"{name}{suffix}"
             write_table(frame, written[f"{name}{suffix}"])
-    written["screen_outcome.txt"] = write_text(screen_outcome(table, truth), out_dir / "screen_outcome.txt")
+    written["screen_outcome.txt"] = write_text(
+        screen_outcome(table, truth), out_dir / "screen_outcome.txt"
+    )
     missing = table[table["reason"].fillna("") != ""]
     log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
     print(written["screen_outcome.txt"].read_text())
     return written
-

@@ -29,17 +29,31 @@ from vsgrid.report.screen import summary_readout  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-READOUT_NAMES = {"cell_count": "cells per well", "phenotype_score": "phenotype score (mean toxic probability)"}
-HEATMAP_METRICS = {"ec50_error": ("EC50 error (log10, virtual vs real)", "Reds", (0.0, None)), "hit_kappa": ("hit-call kappa", "Blues", (0.0, 1.0))}
+READOUT_NAMES = {
+    "cell_count": "cells per well",
+    "phenotype_score": "phenotype score (mean toxic probability)",
+}
+HEATMAP_METRICS = {
+    "ec50_error": ("EC50 error (log10, virtual vs real)", "Reds", (0.0, None)),
+    "hit_kappa": ("hit-call kappa", "Blues", (0.0, 1.0)),
+}
 
 
-def figure7(wells: dict[str, pd.DataFrame], settings: ScreenSettings, compounds: int, cell_type: str, stain: str):
+def figure7(
+    wells: dict[str, pd.DataFrame],
+    settings: ScreenSettings,
+    compounds: int,
+    cell_type: str,
+    stain: str,
+):
     """``wells``: label -> per-well profile, the real stain first."""
     readout = summary_readout(stain)
     real = next(iter(wells.values()))
     plate = Plate(real[["compound", "concentration"]], settings)
     shown = plate.compounds()[:compounds]
-    figure, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(
+        1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False, sharey=True
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, compound in zip(axes[0], shown):
         for k, (label, frame) in enumerate(wells.items()):
@@ -47,43 +61,87 @@ def figure7(wells: dict[str, pd.DataFrame], settings: ScreenSettings, compounds:
             rows = frame["compound"].astype(str) == compound
             x, y = frame.loc[rows, "concentration"].to_numpy(), frame.loc[rows, readout].to_numpy()
             ax.scatter(x, y, s=12, color=colour, alpha=0.7, label=label)
-            fit = curves(Plate(frame[["compound", "concentration"]], settings), frame[readout].to_numpy(), np.arange(len(frame))[None, :])[compound]
-            if isinstance(fit, Missing) or not np.isfinite(fit.log_ec50[0]):  # no EC50: the mean, dashed
+            fit = curves(
+                Plate(frame[["compound", "concentration"]], settings),
+                frame[readout].to_numpy(),
+                np.arange(len(frame))[None, :],
+            )[compound]
+            if isinstance(fit, Missing) or not np.isfinite(
+                fit.log_ec50[0]
+            ):  # no EC50: the mean, dashed
                 ax.axhline(np.nanmean(y), color=colour, lw=1.0, ls="--")
                 continue
             grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
-            ax.plot(grid, hill(np.log10(grid), fit.bottom[0], fit.top[0], fit.log_ec50[0], fit.slope[0]), color=colour, lw=1.5)
+            ax.plot(
+                grid,
+                hill(np.log10(grid), fit.bottom[0], fit.top[0], fit.log_ec50[0], fit.slope[0]),
+                color=colour,
+                lw=1.5,
+            )
             ax.axvline(10 ** fit.log_ec50[0], color=colour, lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_xlabel("concentration (uM)")
         ax.set_title(compound, fontsize=10)
     axes[0][0].set_ylabel(READOUT_NAMES[readout])
     axes[0][-1].legend(fontsize=7, loc="best")
-    figure.suptitle(f"Figure 7: dose-response on the {cell_type} screen, {STAIN_NAMES.get(stain, stain)}: real (black) vs virtual, Hill fits, EC50 dotted (dashed: no EC50)", fontsize=10)
+    figure.suptitle(
+        f"Figure 7: dose-response on the {cell_type} screen, {STAIN_NAMES.get(stain, stain)}: real (black) vs virtual, Hill fits, EC50 dotted (dashed: no EC50)",
+        fontsize=10,
+    )
     figure.tight_layout()
     return figure
 
 
 def figure8(table: pd.DataFrame, cell_types, stains):
-    rows = table[(table["readout"] == table["stain"].map(summary_readout)) & table["metric"].isin(list(HEATMAP_METRICS))]
-    figure, axes = plt.subplots(len(stains), len(HEATMAP_METRICS), figsize=(3.6 * len(HEATMAP_METRICS), 3.2 * len(stains)), squeeze=False)
+    rows = table[
+        (table["readout"] == table["stain"].map(summary_readout))
+        & table["metric"].isin(list(HEATMAP_METRICS))
+    ]
+    figure, axes = plt.subplots(
+        len(stains),
+        len(HEATMAP_METRICS),
+        figsize=(3.6 * len(HEATMAP_METRICS), 3.2 * len(stains)),
+        squeeze=False,
+    )
     for i, stain in enumerate(stains):
         for j, (metric, (title, cmap, (low, high))) in enumerate(HEATMAP_METRICS.items()):
             ax = axes[i][j]
             picked = rows[(rows["stain"] == stain) & (rows["metric"] == metric)]
-            matrix = picked.groupby(["train_cell_type", "cell_type"])["value"].mean().unstack("cell_type").reindex(index=cell_types, columns=cell_types).to_numpy(dtype=float)
-            top = high if high is not None else max(np.nanmax(matrix) if np.isfinite(matrix).any() else 1.0, 1e-9)
+            matrix = (
+                picked.groupby(["train_cell_type", "cell_type"])["value"]
+                .mean()
+                .unstack("cell_type")
+                .reindex(index=cell_types, columns=cell_types)
+                .to_numpy(dtype=float)
+            )
+            top = (
+                high
+                if high is not None
+                else max(np.nanmax(matrix) if np.isfinite(matrix).any() else 1.0, 1e-9)
+            )
             image = ax.imshow(matrix, cmap=cmap, vmin=low, vmax=top)
             ax.grid(False)
             for (r, c), v in np.ndenumerate(matrix):
-                ax.text(c, r, f"{v:.2f}" if np.isfinite(v) else "n/a", ha="center", va="center", fontsize=8, color="white" if np.isfinite(v) and v > low + 0.6 * (top - low) else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}" if np.isfinite(v) else "n/a",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if np.isfinite(v) and v > low + 0.6 * (top - low) else "black",
+                )
             ax.set_xticks(range(len(cell_types)), cell_types, rotation=30)
             ax.set_yticks(range(len(cell_types)), cell_types)
             ax.set_xlabel("screen (test) cell type")
-            ax.set_ylabel(f"{stain} ({READOUT_NAMES[summary_readout(stain)].split(' (')[0]}): train cell type")
+            ax.set_ylabel(
+                f"{stain} ({READOUT_NAMES[summary_readout(stain)].split(' (')[0]}): train cell type"
+            )
             ax.set_title(title, fontsize=10)
             figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    figure.suptitle("Figure 8: screen decisions from virtual stains (n/a: missing, see screen.csv)", fontsize=10)
+    figure.suptitle(
+        "Figure 8: screen decisions from virtual stains (n/a: missing, see screen.csv)", fontsize=10
+    )
     figure.tight_layout()
     return figure
 
@@ -96,11 +154,29 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
     runs = screen_runs(config)
     stains = sorted({r.model.stain for r in runs}, key=config["grid"]["stains"].index)
     focus, seed = focus_cell_type(config), config["grid"]["seeds"][0]
-    shown = [r for r in runs if r.cell_type == focus and r.model.stain == stains[0] and r.model.seed == seed]
+    shown = [
+        r
+        for r in runs
+        if r.cell_type == focus and r.model.stain == stains[0] and r.model.seed == seed
+    ]
     wells = {"real": read_table(layout.screen_real_wells(focus, stains[0]))}
-    wells.update({f"trained on {r.model.train_set.name}": read_table(layout.screen_wells(r.model, focus)) for r in shown})
+    wells.update(
+        {
+            f"trained on {r.model.train_set.name}": read_table(layout.screen_wells(r.model, focus))
+            for r in shown
+        }
+    )
     screen = config["evaluation"]["screen"]
-    written = save(figure7(wells, ScreenSettings.from_config(config), screen["figure_compounds"], focus, stains[0]), out, "figure7", settings["formats"])
-    written += save(figure8(table, config["grid"]["cell_types"], stains), out, "figure8", settings["formats"])
+    written = save(
+        figure7(
+            wells, ScreenSettings.from_config(config), screen["figure_compounds"], focus, stains[0]
+        ),
+        out,
+        "figure7",
+        settings["formats"],
+    )
+    written += save(
+        figure8(table, config["grid"]["cell_types"], stains), out, "figure8", settings["formats"]
+    )
     log.info("wrote %d figure files under %s", len(written), out)
     return written

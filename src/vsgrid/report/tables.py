@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 BASELINES = ("test_distribution", "train_celltype")
 
 
-def bootstrap_weights(units: np.ndarray, n_resamples: int, rng: np.random.Generator, nested: bool) -> np.ndarray:
+def bootstrap_weights(
+    units: np.ndarray, n_resamples: int, rng: np.random.Generator, nested: bool
+) -> np.ndarray:
     """How often each test image is drawn in each resample, (n_resamples, n_images).
 
     ``units`` names each image's well (or plate). ``nested``: draw units with replacement, then
@@ -56,8 +58,13 @@ def bootstrap_weights(units: np.ndarray, n_resamples: int, rng: np.random.Genera
     counts = np.zeros((n_resamples, n))
     for k in range(n_resamples):
         picked = rng.integers(0, len(sizes), len(sizes))
-        size, start = np.repeat(sizes[picked], sizes[picked]), np.repeat(starts[picked], sizes[picked])
-        counts[k] = np.bincount(order[start + (rng.random(len(size)) * size).astype(int)], minlength=n)
+        size, start = (
+            np.repeat(sizes[picked], sizes[picked]),
+            np.repeat(starts[picked], sizes[picked]),
+        )
+        counts[k] = np.bincount(
+            order[start + (rng.random(len(size)) * size).astype(int)], minlength=n
+        )
     return counts
 
 
@@ -66,8 +73,12 @@ def _test_weights(config: dict, twin: DataSet, n_resamples: int) -> np.ndarray:
     settings = config["evaluation"]
     rng = rng_for(settings["seed"], "bootstrap", twin.name)
     metadata = open_store(Layout.of(config).store(twin)).split_metadata("test")
-    units = metadata["plate"].astype(str) + ("/" + metadata["well"].astype(str) if settings["ci_unit"] == "well" else "")
-    return bootstrap_weights(units.to_numpy(), n_resamples, rng, nested=settings["ci"] == "hierarchical")
+    units = metadata["plate"].astype(str) + (
+        "/" + metadata["well"].astype(str) if settings["ci_unit"] == "well" else ""
+    )
+    return bootstrap_weights(
+        units.to_numpy(), n_resamples, rng, nested=settings["ci"] == "hierarchical"
+    )
 
 
 def run_table(config: dict) -> pd.DataFrame:
@@ -78,11 +89,32 @@ def run_table(config: dict) -> pd.DataFrame:
         scores = read_table(layout.run_dir(run.model, run.test_set) / "scores.parquet")
         frames.append(
             scores.assign(
-                run=run.name, model=run.model.name, model_type=run.model.model_type, task=run.task, shift=run.shift,
-                stain=run.model.stain, seed=run.model.seed, train_set=run.model.train_set.name, test_set=run.test_set.name,
+                run=run.name,
+                model=run.model.name,
+                model_type=run.model.model_type,
+                task=run.task,
+                shift=run.shift,
+                stain=run.model.stain,
+                seed=run.model.seed,
+                train_set=run.model.train_set.name,
+                test_set=run.test_set.name,
             )
         )
-    columns = ["run", "model", "model_type", "task", "shift", "stain", "seed", "train_set", "test_set", "level", "metric", "feature", "value"]
+    columns = [
+        "run",
+        "model",
+        "model_type",
+        "task",
+        "shift",
+        "stain",
+        "seed",
+        "train_set",
+        "test_set",
+        "level",
+        "metric",
+        "feature",
+        "value",
+    ]
     return pd.concat(frames, ignore_index=True)[columns]
 
 
@@ -103,23 +135,34 @@ def delta_table(config: dict) -> pd.DataFrame:
     rows = []
     for twin, test_sets in grouped.items():
         weights = _test_weights(config, twin, settings["bootstrap_resamples"])
-        scored = _score_runs(layout, [r for types in test_sets.values() for seeds in types.values() for r in seeds], weights)
+        scored = _score_runs(
+            layout,
+            [r for types in test_sets.values() for seeds in types.values() for r in seeds],
+            weights,
+        )
         for test_set, model_types in test_sets.items():
             for (train_set, stain), seeds in model_types.items():
                 for kind in BASELINES:
-                    base_runs = test_sets.get(twin, {}).get((baseline_of(train_set, test_set, kind), stain))
+                    base_runs = test_sets.get(twin, {}).get(
+                        (baseline_of(train_set, test_set, kind), stain)
+                    )
                     if base_runs:
                         rows += _delta_rows(kind, seeds, base_runs, scored, settings)
     return pd.DataFrame(rows)
 
 
-def _score_runs(layout: Layout, test_set_runs: list[Run], weights: np.ndarray) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
+def _score_runs(
+    layout: Layout, test_set_runs: list[Run], weights: np.ndarray
+) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
     """Each run's value and its replicate in each resample, per metric."""
     scored = {}
     for run in test_set_runs:
         values = RunValues.read(layout.run_dir(run.model, run.test_set))
         everyone = np.ones(values.n_images)
-        scored[run.name] = {m: (float(score(m, values, everyone)), score(m, values, weights)) for m in values.metrics}
+        scored[run.name] = {
+            m: (float(score(m, values, everyone)), score(m, values, weights))
+            for m in values.metrics
+        }
     return scored
 
 
@@ -130,14 +173,27 @@ def _mean_over_seeds(replicates: np.ndarray, draws: np.ndarray | None) -> np.nda
     return replicates[draws, np.arange(replicates.shape[1])[:, None]].mean(1)
 
 
-def _delta_rows(kind: str, seeds: list[Run], base_runs: list[Run], scored: dict, settings: dict) -> list[dict]:
+def _delta_rows(
+    kind: str, seeds: list[Run], base_runs: list[Run], scored: dict, settings: dict
+) -> list[dict]:
     """A model type against its baseline on one test set, a row per metric: the mean over seeds
     of each side's values, their difference, and its percentile interval over the resamples."""
     first, hierarchical = seeds[0], settings["ci"] == "hierarchical"
-    rng = rng_for(settings["seed"], "seeds", first.test_set.name, first.model.model_type, base_runs[0].model.model_type)
+    rng = rng_for(
+        settings["seed"],
+        "seeds",
+        first.test_set.name,
+        first.model.model_type,
+        base_runs[0].model.model_type,
+    )
     n_resamples = settings["bootstrap_resamples"]
     # The same seed draws for every metric: one resample is one imagined repetition of the study.
-    draws = [rng.integers(0, len(side), (n_resamples, len(side))) if hierarchical and len(side) > 1 else None for side in (seeds, base_runs)]
+    draws = [
+        rng.integers(0, len(side), (n_resamples, len(side)))
+        if hierarchical and len(side) > 1
+        else None
+        for side in (seeds, base_runs)
+    ]
     levels = f"seeds, {settings['ci_unit']}s, fields" if hierarchical else "images"
     if hierarchical and min(len(seeds), len(base_runs)) == 1:
         levels = f"{settings['ci_unit']}s, fields (a single seed: training variation not counted)"
@@ -147,8 +203,12 @@ def _delta_rows(kind: str, seeds: list[Run], base_runs: list[Run], scored: dict,
         base_scores = [scored[r.name][metric] for r in base_runs]
         value = float(np.mean([v for v, _ in model_scores]))
         baseline = float(np.mean([v for v, _ in base_scores]))
-        spread = _mean_over_seeds(np.array([r for _, r in model_scores]), draws[0]) - _mean_over_seeds(np.array([r for _, r in base_scores]), draws[1])
-        low, high = np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
+        spread = _mean_over_seeds(
+            np.array([r for _, r in model_scores]), draws[0]
+        ) - _mean_over_seeds(np.array([r for _, r in base_scores]), draws[1])
+        low, high = (
+            np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
+        )
         rows.append(
             {
                 "baseline_kind": kind, "task": first.task, "shift": first.shift, "stain": first.model.stain,
@@ -165,8 +225,13 @@ def task_table(deltas: pd.DataFrame) -> pd.DataFrame:
     """Mean delta per (baseline kind, task, stain, metric) over the task's shifted pairs, with the
     worst and the best delta in each metric's own direction (for N-MAE, lower is better)."""
     shifted = deltas[deltas["train_set"] != deltas["baseline_train_set"]]
-    table = shifted.groupby(["baseline_kind", "task", "stain", "level", "metric"], as_index=False).agg(
-        delta=("delta", "mean"), pairs=("delta", "size"), lowest=("delta", "min"), highest=("delta", "max")
+    table = shifted.groupby(
+        ["baseline_kind", "task", "stain", "level", "metric"], as_index=False
+    ).agg(
+        delta=("delta", "mean"),
+        pairs=("delta", "size"),
+        lowest=("delta", "min"),
+        highest=("delta", "max"),
     )
     lower_better = table["metric"].isin(LOWER_IS_BETTER)
     table["worst"] = np.where(lower_better, table["highest"], table["lowest"])
@@ -183,9 +248,14 @@ def write_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     tables = {
         "runs": per_run,
         "deltas": deltas,
-        **{f"deltas_{level}": deltas[deltas["level"] == level] for level in ("pixel", "instance", "feature")},
+        **{
+            f"deltas_{level}": deltas[deltas["level"] == level]
+            for level in ("pixel", "instance", "feature")
+        },
         "tasks": task_table(deltas),
-        "features": per_run[(per_run["metric"] == "nmae") & (per_run["feature"] != "")],  # N-MAE per selected feature (Figure 4)
+        "features": per_run[
+            (per_run["metric"] == "nmae") & (per_run["feature"] != "")
+        ],  # N-MAE per selected feature (Figure 4)
     }
     written = {}
     for name, table in tables.items():
