@@ -67,6 +67,24 @@ def test_defaults_fill_in_beside_given_keys_without_changing_them():
             ["data.ingest.load_data", "/no/such.csv does not exist"],
         ),
         ({"grid": {"seeds": []}}, ["grid.seeds"]),
+        # Python's `$` matches before a final newline: names reach file names, so the schema ends
+        # its patterns with \Z.
+        ({"grid": {"cell_types": ["lung\n"]}}, ["grid.cell_types[0]", "lung\\n"]),
+        (
+            {"grid": {"controls": [{"test_set": "lung-toxic\n", "acquisition": "defocus"}]}},
+            ["grid.controls[0].test_set"],
+        ),
+        (
+            {"data": {"synthetic": {"acquisitions": {"blur\n": {"defocus_um": 1}}}}},
+            ["data.synthetic.acquisitions", "blur\\n"],
+        ),
+        ({"grid": {"seeds": [2**64 + 1]}}, ["grid.seeds[0]", "maximum"]),
+        ({"data": {"seed": 2**31}}, ["data.seed"]),
+        ({"evaluation": {"seed": -1}}, ["evaluation.seed"]),
+        (
+            {"train": {"crop_size": 2048}},
+            ["train.crop_size", "2048", "data.synthetic.field_size: 1080"],
+        ),
     ],
 )
 def test_bad_config_names_the_key(config, names):

@@ -163,6 +163,12 @@ def _check_cross_keys(config: dict) -> None:
             raise VsgridError(
                 f"invalid configuration: grid.controls[{k}].acquisition: {control['acquisition']!r} is not in data.synthetic.acquisitions ({known})"
             )
+    crop, field = config["train"]["crop_size"], data["synthetic"]["field_size"]
+    if data["source"] == "synthetic" and crop and crop > field:
+        raise VsgridError(
+            f"invalid configuration: train.crop_size: {crop} is larger than the fields "
+            f"(data.synthetic.field_size: {field})"
+        )
     if data["source"] == "synthetic":
         profiles = data["synthetic"]["cell_types"]
         for cell_type in config["grid"]["cell_types"]:

@@ -506,9 +506,13 @@ def train(config: dict, model: Model, out_dir: str | Path, progress: bool = True
         record = training_record(config, model, store.store_id)
         network, settings = config["network"], TrainSettings.from_config(config["train"])
         net = NetworkConfig.from_config(network)
-        height, width = (
-            min(side, settings.crop_size or side) for side in store.images("train").shape[-2:]
-        )
+        fields = store.images("train").shape[-2:]
+        if settings.crop_size and settings.crop_size > min(fields):
+            raise VsgridError(
+                f"train.crop_size: {settings.crop_size} is larger than the training fields of "
+                f"{store.path} ({fields[0]} x {fields[1]})"
+            )
+        height, width = (min(side, settings.crop_size or side) for side in fields)
         net.check_size(height, width, "training images (or train.crop_size crops)")
 
         def trainer() -> Trainer:
