@@ -135,12 +135,14 @@ def _check_cross_keys(config: dict) -> None:
     screen = config["evaluation"]["screen"]
     if screen["enabled"] and data["source"] != "synthetic":
         raise VsgridError(
-            "invalid configuration: evaluation.screen.enabled needs data.source synthetic (screen stores of ingested plates are not built yet)"
+            "invalid configuration: evaluation.screen.enabled needs data.source synthetic "
+            "(screen stores of ingested plates are not built yet)"
         )
     unknown = [s for s in screen["stains"] if s not in config["grid"]["stains"]]
     if unknown:
         raise VsgridError(
-            f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in grid.stains ({', '.join(config['grid']['stains'])})"
+            f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in "
+            f"grid.stains ({', '.join(config['grid']['stains'])})"
         )
     for k, control in enumerate(config["grid"]["controls"]):
         cell_type, _, phenotype = control["test_set"].partition("-")
@@ -149,7 +151,8 @@ def _check_cross_keys(config: dict) -> None:
             or phenotype not in config["grid"]["phenotypes"]
         ):
             raise VsgridError(
-                f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} is not a data set of the grid"
+                f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} "
+                "is not a data set of the grid"
             )
         if (
             data["source"] != "synthetic"
@@ -161,7 +164,8 @@ def _check_cross_keys(config: dict) -> None:
                 else "none: controls are rendered, synthetic data only"
             )
             raise VsgridError(
-                f"invalid configuration: grid.controls[{k}].acquisition: {control['acquisition']!r} is not in data.synthetic.acquisitions ({known})"
+                f"invalid configuration: grid.controls[{k}].acquisition: "
+                f"{control['acquisition']!r} is not in data.synthetic.acquisitions ({known})"
             )
     crop, field = config["train"]["crop_size"], data["synthetic"]["field_size"]
     if data["source"] == "synthetic" and crop and crop > field:
@@ -238,7 +242,8 @@ def read_yaml(path: str | Path) -> dict:
         raise VsgridError(f"config file {path} does not exist") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise VsgridError(
-            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {' '.join(str(exc).split())}"
+            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+            f"{' '.join(str(exc).split())}"
         ) from None
     if raw is not None and not isinstance(raw, dict):
         raise VsgridError(
