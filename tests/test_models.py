@@ -28,6 +28,22 @@ def test_paper_generator_has_the_reference_parameter_count():
     assert info["generator_flops"] == pytest.approx(1.935e12, rel=1e-3)
 
 
+def test_generator_weights_are_named_as_in_pix2pixhd():
+    # NVIDIA/pix2pixHD's GlobalGenerator: one Sequential `model`; its ResnetBlock's layers in
+    # `conv_block` (pad 0, conv 1, norm 2, ReLU 3, pad 4, conv 5, norm 6), so its weights load.
+    names = {key.rsplit(".", 1)[0] for key in GlobalGenerator(SMALL).state_dict()}
+    assert names == {
+        "model.1",  # c7s1-ngf
+        "model.4",  # down 1
+        "model.7",  # down 2
+        "model.10.conv_block.1",
+        "model.10.conv_block.5",
+        "model.11",  # up 1
+        "model.14",  # up 2
+        "model.18",  # c7s1-output
+    }
+
+
 def test_generator_keeps_the_image_size_and_range():
     generator = GlobalGenerator(SMALL)
     y = generator(torch.randn(2, 1, 32, 48))

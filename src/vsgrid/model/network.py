@@ -49,12 +49,14 @@ class NetworkConfig:
     def check_size(self, height: int, width: int, what: str) -> None:
         """Images must reach the bottleneck at least 2 pixels wide, where residual blocks reflect-pad by 1."""
         smallest = 2 * self.multiple
+        least = smallest - self.multiple + 1
         if (
             -(-height // self.multiple) * self.multiple < smallest
             or -(-width // self.multiple) * self.multiple < smallest
         ):
             raise VsgridError(
-                f"{what} are {height} x {width} pixels, too small for this network ({self.n_downsample} downsamplings need at least {smallest - self.multiple + 1} x {smallest - self.multiple + 1})"
+                f"{what} are {height} x {width} pixels, too small for this network "
+                f"({self.n_downsample} downsamplings need at least {least} x {least})"
             )
 
 
@@ -101,7 +103,8 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.block = nn.Sequential(
+        # The reference's attribute name, so that pix2pixHD's own generator weights load as they are.
+        self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3),
             nn.InstanceNorm2d(dim),
@@ -112,7 +115,7 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x):
-        return x + self.block(x)
+        return x + self.conv_block(x)
 
 
 class GlobalGenerator(nn.Module):
@@ -265,13 +268,14 @@ def load_vgg19_features(path: str | Path) -> nn.Sequential:
     """VGG19 features with ImageNet weights from a local torchvision checkpoint (vgg19-dcbb9e9d.pth).
 
     Compute nodes are often offline: fetch the file once where there is internet and point
-    ``model.vgg_weights`` at it.
+    ``network.vgg_weights`` at it.
     """
     path = Path(path)
     if not path.is_file():
         raise VsgridError(
-            f"model.vgg_weights: {path} does not exist; download torchvision's vgg19-dcbb9e9d.pth once "
-            "on a machine with internet and copy it there, or set model.lambda_vgg: 0"
+            f"network.vgg_weights: {path} does not exist; download torchvision's "
+            "vgg19-dcbb9e9d.pth once on a machine with internet and copy it there, or set "
+            "network.lambda_vgg: 0"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     features = vgg19_features()
@@ -280,7 +284,7 @@ def load_vgg19_features(path: str | Path) -> nn.Sequential:
         features.load_state_dict({k: v for k, v in wanted.items() if k in features.state_dict()})
     except RuntimeError as exc:
         raise VsgridError(
-            f"model.vgg_weights: {path} is not a torchvision VGG19 checkpoint: {exc}"
+            f"network.vgg_weights: {path} is not a torchvision VGG19 checkpoint: {exc}"
         ) from None
     return features.eval().requires_grad_(False)
 
