@@ -21,6 +21,8 @@ quick: $(VENV)/.installed
 	@echo "  report   results/quick/report.html"
 
 test: $(VENV)/.installed
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
 	$(RUN) pytest
 
 bench: $(VENV)/.installed
