@@ -68,7 +68,10 @@ def test_importing_inference_does_not_import_training():
 
 
 def test_the_snakefiles_imports_need_only_the_standard_library():
-    code = "import sys, vsgrid.layout, vsgrid.grid, vsgrid.config; print(sorted({'numpy', 'pandas', 'torch', 'zarr'} & set(sys.modules)))"
+    code = (
+        "import sys, vsgrid.layout, vsgrid.grid, vsgrid.config; "
+        "print(sorted({'numpy', 'pandas', 'torch', 'zarr'} & set(sys.modules)))"
+    )
     assert (
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True

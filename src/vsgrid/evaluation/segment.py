@@ -162,7 +162,8 @@ def load_cellpose(model: str, gpu: bool):
             )
         return models.CellposeModel(gpu=gpu, model_type=model)
     raise VsgridError(
-        f"Cellpose model {model!r} is neither an existing file nor a built-in model name ({', '.join(models.MODEL_NAMES)})"
+        f"Cellpose model {model!r} is neither an existing file nor a built-in model name "
+        f"({', '.join(models.MODEL_NAMES)})"
     )
 
 

@@ -55,10 +55,9 @@ class RankingSettings:
 
     @classmethod
     def from_config(cls, evaluation: dict, n_jobs: int = 1) -> RankingSettings:
-        return cls(
-            evaluation["top_features"], evaluation["forest_trees"], evaluation["selection"], evaluation["permutation_repeats"],
-            evaluation["seed"], evaluation["ranking_instances"], evaluation["ranking_subsamples"], n_jobs,
-        )  # fmt: skip
+        keys = ("top_features", "forest_trees", "selection", "permutation_repeats", "seed")
+        keys += ("ranking_instances", "ranking_subsamples")
+        return cls(*(evaluation[key] for key in keys), n_jobs)
 
 
 def imputed(features: pd.DataFrame) -> np.ndarray:
@@ -150,7 +149,8 @@ def rank_features(
         )
     if classes.min() < 4:
         raise VsgridError(
-            f"the feature-ranking target class {classes.idxmin()!r} has only {classes.min()} instance(s); it needs 4 or more"
+            f"the feature-ranking target class {classes.idxmin()!r} has only {classes.min()} "
+            "instance(s); it needs 4 or more"
         )
     x, y = imputed(features), target.to_numpy()
     size = min(settings.instances, len(y))

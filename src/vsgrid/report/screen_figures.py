@@ -85,7 +85,8 @@ def figure7(
     axes[0][0].set_ylabel(READOUT_NAMES[readout])
     axes[0][-1].legend(fontsize=7, loc="best")
     figure.suptitle(
-        f"Figure 7: dose-response on the {cell_type} screen, {STAIN_NAMES.get(stain, stain)}: real (black) vs virtual, Hill fits, EC50 dotted (dashed: no EC50)",
+        f"Figure 7: dose-response on the {cell_type} screen, {STAIN_NAMES.get(stain, stain)}: "
+        "real (black) vs virtual, Hill fits, EC50 dotted (dashed: no EC50)",
         fontsize=10,
     )
     figure.tight_layout()
