@@ -24,6 +24,7 @@ from measure import run
 from vsgrid.config import validate
 from vsgrid.data.store import create_store
 from vsgrid.evaluation.scoring import RunValues, run_scores
+from vsgrid.files import write_table
 from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
 
@@ -91,9 +92,9 @@ def write_runs(config: dict, n_images: int) -> int:
         )
         folder = layout.run_dir(run_.model, run_.test_set)
         folder.mkdir(parents=True, exist_ok=True)
-        images.to_parquet(folder / "images.parquet")
-        differences.to_parquet(folder / "feature_differences.parquet")
-        run_scores(RunValues.from_tables(images, differences)).to_parquet(folder / "scores.parquet")
+        write_table(images, folder / "images.parquet")
+        write_table(differences, folder / "feature_differences.parquet")
+        write_table(run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet")
     return len(runs(config))
 
 

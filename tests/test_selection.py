@@ -13,6 +13,7 @@ from vsgrid.evaluation.selection import (
     saabas_contributions,
     sampled_rows,
 )
+from vsgrid.files import table_appender
 
 
 def toy(n=600, seed=0):
@@ -97,7 +98,9 @@ def test_a_feature_table_is_sampled_a_row_group_at_a_time(tmp_path):
         {"image": np.arange(10_000) // 100, "label": np.arange(10_000), "f": np.arange(10_000.0)}
     )
     path = tmp_path / "features.parquet"
-    table.to_parquet(path, row_group_size=1000)
+    with table_appender(path) as append:
+        for start in range(0, len(table), 1000):
+            append(table.iloc[start : start + 1000])
     everything = sampled_rows(path, 20_000, np.random.default_rng(0))
     pd.testing.assert_frame_equal(everything, table)  # no more rows than kept: every row, in order
     sample = sampled_rows(path, 2000, np.random.default_rng(0))

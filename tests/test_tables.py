@@ -8,6 +8,7 @@ from vsgrid.config import validate
 from vsgrid.data.store import create_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.scoring import RunValues, run_scores, score
+from vsgrid.files import write_table
 from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
 from vsgrid.report import outcome
@@ -38,9 +39,9 @@ def write_run(layout, run, ssim, nmae_sums, n_pairs=(2, 2), real_std=(2.0, 4.0),
     )
     folder = layout.run_dir(run.model, run.test_set)
     folder.mkdir(parents=True)
-    images.to_parquet(folder / "images.parquet")
-    differences.to_parquet(folder / "feature_differences.parquet")
-    run_scores(RunValues.from_tables(images, differences)).to_parquet(folder / "scores.parquet")
+    write_table(images, folder / "images.parquet")
+    write_table(differences, folder / "feature_differences.parquet")
+    write_table(run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet")
 
 
 def write_test_store(path, wells):
@@ -141,8 +142,9 @@ def test_one_function_gives_the_value_and_every_replicate(grid):
 def test_task_table_ranks_worst_and_best_in_each_metrics_direction():
     deltas = pd.DataFrame(
         {
-            "baseline_kind": "test_distribution", "task": 2, "stain": "dapi", "train_set": ["a-nontoxic", "b-nontoxic"] * 2,
-            "baseline_train_set": ["c-nontoxic"] * 4, "level": ["pixel", "pixel", "feature", "feature"],
+            "baseline_kind": "test_distribution", "task": 2, "stain": "dapi",
+            "train_set": ["a-nontoxic", "b-nontoxic"] * 2, "baseline_train_set": ["c-nontoxic"] * 4,
+            "level": ["pixel", "pixel", "feature", "feature"],
             "metric": ["ssim", "ssim", "nmae", "nmae"], "delta": [-0.2, 0.1, -0.3, 0.4],
         }
     )  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -149,6 +150,83 @@ def write_text(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
+# A Parquet table vsgrid writes carries the SHA-256 of the whole file in its footer's key-value
+# metadata (the digest's own 64 bytes read as zeros), so a flipped byte anywhere (a data page, a
+# page header, the footer's statistics or schema) is an error on read, as in vsgrid's Zarr
+# arrays. Page checksums alone miss the page headers and the footer: a row group skipped on
+# damaged statistics, or a value read under a damaged type, reads back as different values.
+_DIGEST_KEY = b"vsgrid.sha256"
+_UNSEALED = b"0" * 64
+_BLOCK = 1 << 20
+_verified: set[tuple] = set()  # files already checked: a table read a block at a time hashes once
+
+
+def _footer(handle) -> tuple[int, bytes]:
+    """Where a Parquet file's footer starts, and its bytes."""
+    size = handle.seek(0, os.SEEK_END)
+    if size < 12:
+        raise ValueError("too short to be a Parquet file")
+    handle.seek(size - 8)
+    tail = handle.read(8)
+    start = size - 8 - int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1" or start < 4:
+        raise ValueError("no Parquet footer")
+    handle.seek(start)
+    return start, handle.read(size - 8 - start)
+
+
+def _digest(handle, hole: int) -> bytes:
+    """The SHA-256 of a file, hex, the 64 bytes at ``hole`` taken as :data:`_UNSEALED`."""
+    digest = hashlib.sha256()
+    size = handle.seek(0, os.SEEK_END)
+    for start, stop in ((0, hole), (hole + len(_UNSEALED), size)):
+        handle.seek(start)
+        while start < stop:
+            block = handle.read(min(_BLOCK, stop - start))
+            if not block:  # shorter than its footer says
+                break
+            digest.update(block)
+            start += len(block)
+        if stop == hole:
+            digest.update(_UNSEALED)
+    return digest.hexdigest().encode()
+
+
+def _seal(path: Path) -> None:
+    """Write the digest of a just-written Parquet file into the placeholder of its footer."""
+    with open(path, "r+b") as handle:
+        start, footer = _footer(handle)
+        hole = start + footer.rindex(_UNSEALED)
+        digest = _digest(handle, hole)
+        handle.seek(hole)
+        handle.write(digest)
+
+
+def _verify(path: Path) -> None:
+    """A Parquet table must hold the digest it was sealed with; raises naming it otherwise."""
+    import pyarrow.parquet as pq
+
+    status = path.stat()
+    key = (str(path.resolve()), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    if key in _verified:
+        return
+    with open(path, "rb") as handle:
+        start, footer = _footer(handle)
+        sealed = (pq.read_metadata(handle).metadata or {}).get(_DIGEST_KEY)
+        if sealed is None:
+            raise VsgridError(
+                f"{path} carries no vsgrid checksum (written by another program or an older vsgrid); "
+                "rerun the step that writes it"
+            )
+        where = footer.rfind(sealed)
+        if len(sealed) != len(_UNSEALED) or where < 0 or _digest(handle, start + where) != sealed:
+            raise VsgridError(
+                f"{path} is damaged (its bytes differ from the checksum it was written with); "
+                "rerun the step that writes it"
+            )
+    _verified.add(key)
+
+
 @contextmanager
 def _reading_table(path: Path) -> Iterator[None]:
     """A missing or damaged table read inside the block is a :class:`VsgridError` naming it."""
@@ -156,12 +234,15 @@ def _reading_table(path: Path) -> Iterator[None]:
     import pyarrow
 
     try:
+        if path.suffix == ".parquet":
+            _verify(path)
         yield
     except FileNotFoundError:
         raise VsgridError(f"{path} does not exist; the step that writes it has not run") from None
     except (OSError, ValueError, pyarrow.ArrowException, pd.errors.ParserError) as exc:
         raise VsgridError(
-            f"{path} cannot be read as a table ({type(exc).__name__}: {str(exc)[:200]}); it is damaged, rerun the step that writes it"
+            f"{path} cannot be read as a table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            "it is damaged, rerun the step that writes it"
         ) from None
 
 
@@ -200,7 +281,9 @@ def table_batches(path: str | Path, columns: list[str]) -> Iterator[pd.DataFrame
 def table_appender(path: str | Path) -> Iterator:
     """Yield ``append(frame)`` to stream frames of one schema into a Parquet table, a row group
     each (a reader can then skip row groups by their statistics); the table appears at ``path``
-    when the block ends. Append at least one frame, if empty, so that the columns are known."""
+    when the block ends. Append at least one frame, if empty, so that the columns are known.
+
+    Pages carry CRCs (for other Parquet readers) and the file its digest (what vsgrid checks)."""
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -211,19 +294,25 @@ def table_appender(path: str | Path) -> Iterator:
             nonlocal writer
             table = pyarrow.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
-                writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema))
+                writer = stack.enter_context(
+                    pq.ParquetWriter(tmp, table.schema, write_page_checksum=True)
+                )
             writer.write_table(table.cast(writer.schema))
 
         yield append
         if writer is None:
             raise ValueError(f"no rows nor columns were appended to {path}")
+        writer.add_key_value_metadata({_DIGEST_KEY: _UNSEALED})
+        writer.close()
+        _seal(tmp)
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
     """A TSV, CSV or Parquet table, by the extension of ``path``."""
     path = Path(path)
+    if path.suffix == ".parquet":
+        with table_appender(path) as append:
+            append(table)
+        return
     with atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
-            table.to_parquet(tmp, index=False)
-        else:
-            table.to_csv(tmp, sep="\t" if path.suffix == ".tsv" else ",", index=False)
+        table.to_csv(tmp, sep="\t" if path.suffix == ".tsv" else ",", index=False)
