@@ -35,6 +35,8 @@ CHANNELS = ("bf", "dapi", "fitc", "cy5")
 MASKS = ("nucleus", "cell")
 SPLITS = ("train", "val", "test")
 METADATA = "metadata.tsv"
+# Images are 16-bit counts; the camera saturates at the top of the range.
+U16_MAX = 65535
 
 
 @contextmanager
@@ -74,7 +76,7 @@ def create_store(
         defaults = {
             "channels": list(CHANNELS),
             "masks": list(MASKS) if with_masks else [],
-            "saturation": 65535,
+            "saturation": U16_MAX,
             "store_id": uuid.uuid4().hex,
         }
         group.attrs.update({**defaults, **attrs})
@@ -152,4 +154,4 @@ def split_sizes(store: Store) -> dict[str, int]:
 
 def as_uint16(array: np.ndarray) -> np.ndarray:
     """Clip and round float intensities into uint16 counts."""
-    return np.clip(np.rint(array), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    return np.clip(np.rint(array), 0, U16_MAX).astype(np.uint16)

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from vsgrid.data.store import U16_MAX
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import check_labels
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
@@ -71,13 +72,10 @@ GROUPS = {
     "granularity": ("measuregranularity", "get_granularity", "", None),
 }
 PREFIX = {group: prefix for group, (_, _, prefix, _) in GROUPS.items()}
-U16_MAX = 65535.0
 # Where an object lies in the field, and which way it points, say nothing about the cell; left out
 # as in CellProfiler-based profiling.
 POSITIONAL = re.compile(r"^(AreaShape_(Center_|BoundingBoxM(in|ax)imum_|Orientation$)|Location_)")
 
-
-CONVENTIONS = ("cellprofiler", "cp_measure")
 NOT_CELLPROFILER = frozenset({"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"})
 
 

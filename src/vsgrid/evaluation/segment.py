@@ -24,7 +24,7 @@ from skimage.measure import label
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
 
-from vsgrid.data.store import Store
+from vsgrid.data.store import U16_MAX, Store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import MAD_TO_SD
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
@@ -32,8 +32,6 @@ from vsgrid.files import atomic_path
 from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
-
-U16_MAX = 65535.0
 
 
 def gamma_correct(image: np.ndarray, gamma: float) -> np.ndarray:
