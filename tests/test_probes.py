@@ -1,11 +1,99 @@
 """Damage and bad input that earlier probes found reported wrongly: each is one line naming the file."""
 
+import copy
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+import zarr
 
+from vsgrid import arrays
+from vsgrid.data.store import open_store
+from vsgrid.data.synthetic import synthesize
 from vsgrid.errors import VsgridError
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
+from vsgrid.grid import restrict
+
+
+@pytest.fixture(scope="module")
+def grid(quick_config, tmp_path_factory):
+    """The quick grid's lung-toxic store alone (32 test images), and its config file."""
+    config = copy.deepcopy(restrict(quick_config, ["lung-toxic"]))
+    config["data"]["splits"] = {"train": 8, "val": 4, "test": 32}
+    config["evaluation"]["block_images"] = 32  # a failed read leaves 31 chunk reads in flight
+    out = tmp_path_factory.mktemp("probes")
+    config["data"]["dir"] = str(out / "data")
+    synthesize(config, out / "data", workers=1, progress=False)
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    return config, out
+
+
+def vsgrid(out, *args) -> subprocess.CompletedProcess:
+    """The command line in a process of its own: what it prints up to the interpreter's exit."""
+    command = [sys.executable, "-m", "vsgrid.cli", args[0], "--config", str(out / "config.yaml")]
+    return subprocess.run([*command, *args[1:]], capture_output=True, text=True, timeout=300)
+
+
+def evaluation_inputs(out, n: int) -> dict:
+    """A dapi prediction of lung-toxic (the real stain), real masks, features and a ranking."""
+    store = open_store(out / "data" / "lung-toxic.zarr")
+    real = store.images("test")[:, store.channel_index("dapi")]
+    shape, chunks = real.shape, (1, *real.shape[1:])
+    group = zarr.open_group(out / "pred.zarr", mode="w")
+    arrays.create(group, shape, chunks=chunks, dtype="uint16", name="image")[:] = real
+    labels = np.zeros(shape, np.int32)
+    labels[:, 10:20, 10:20] = 1
+    arrays.create(group, shape, chunks=chunks, dtype="int32", name="labels")[:] = labels
+    group.attrs.update(
+        {"stain": "dapi", "test_set": "lung-toxic", "store_id": store.store_id, "model": None}
+    )
+    arrays.create(out / "masks.zarr", shape, chunks=chunks, dtype="int32")[:] = labels
+    features = pd.DataFrame({"image": range(n), "label": 1, "AreaShape_Area": 100.0 + np.arange(n)})
+    write_table(features, out / "features.parquet")
+    write_table(
+        pd.DataFrame({"feature": ["AreaShape_Area"], "selected": [True]}), out / "ranking.tsv"
+    )
+    return {
+        "--prediction": out / "pred.zarr",
+        "--real-masks": out / "masks.zarr",
+        "--real-features": out / "features.parquet",
+        "--ranking": out / "ranking.tsv",
+    }
+
+
+def evaluate(out, inputs) -> subprocess.CompletedProcess:
+    files = [str(x) for option, path in inputs.items() for x in (option, path)]
+    return vsgrid(
+        out,
+        "evaluate",
+        "--test-set",
+        "lung-toxic",
+        "--stain",
+        "dapi",
+        *files,
+        "--out",
+        str(out / "run"),
+    )
+
+
+def test_a_damaged_prediction_is_one_line_and_nothing_after_it(grid):
+    _, out = grid
+    inputs = evaluation_inputs(out, 32)
+    chunk = out / "pred.zarr" / "image" / "c" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    done = evaluate(out, inputs)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"vsgrid evaluate: error: {out / 'pred.zarr' / 'image'}: a chunk of images 0..31 cannot be "
+        'decoded (Zstd decompression error: b"Restored data doesn\'t match checksum"); the array '
+        "is damaged, rebuild it"
+    ]
+    assert not list((out / "run").glob("*.parquet"))
 
 
 def _table() -> pd.DataFrame:
@@ -68,3 +156,21 @@ def test_a_parquet_table_reads_back_as_pandas_writes_it(tmp_path):
     pd.testing.assert_frame_equal(
         read_table(tmp_path / "t.parquet"), pd.read_parquet(tmp_path / "pandas.parquet")
     )
+
+
+def test_a_failed_read_leaves_no_chunk_read_running(tmp_path):
+    import asyncio
+
+    import zarr.core.sync
+
+    stack = arrays.create(tmp_path / "a.zarr", (64, 64, 64), chunks=(1, 64, 64), dtype="uint16")
+    stack[:] = np.random.default_rng(0).integers(0, 1000, stack.shape)
+    chunk = tmp_path / "a.zarr" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-1] + b"\0")
+
+    async def others() -> int:
+        return len(asyncio.all_tasks()) - 1
+
+    with pytest.raises(VsgridError, match="cannot be decoded"):
+        arrays.open_array(tmp_path / "a.zarr")[:]
+    assert zarr.core.sync.sync(others()) == 0

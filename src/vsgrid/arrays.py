@@ -10,10 +10,12 @@ array and the chunk instead of a silent block of zeros or a bare codec error.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import zarr
+import zarr.core.sync
 from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore, WrapperStore
 
@@ -68,14 +70,29 @@ class Stack:
         try:
             return self.array[selection]
         except MissingChunk as missing:
+            _settle()
             key = missing.args[0]
             raise VsgridError(
                 f"{self.path}: chunk {key[key.rfind('c/') :]} is missing (the array is damaged; rebuild it)"
             ) from None
         except (RuntimeError, ValueError, OSError) as exc:
+            _settle()
             raise VsgridError(
-                f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded ({exc}); the array is damaged, rebuild it"
+                f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded "
+                f"({' '.join(str(exc).split())}); the array is damaged, rebuild it"
             ) from None
+
+
+def _settle() -> None:
+    """Wait for the chunk reads that a failed read leaves running on zarr's event loop: still
+    pending when the interpreter exits, each would print a traceback after the one-line error."""
+
+    async def others() -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    zarr.core.sync.sync(others())
 
 
 def _describe(selection) -> str:
