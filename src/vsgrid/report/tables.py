@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -118,28 +119,25 @@ def run_table(config: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
-def delta_table(config: dict) -> pd.DataFrame:
-    """Per (model type, test set, metric) and baseline kind: value, baseline, delta and its 95 % CI.
+class Comparison(NamedTuple):
+    """The runs (seeds) of one model type on one test set against the runs of its baseline on the
+    same images: on that test set, or for a control on the test set it re-acquires (its twin).
+    ``kind`` is the rows' ``baseline_kind``."""
 
-    One test set at a time: its runs are read once, scored and resampled, and dropped before the
-    next test set, so memory does not grow with the number of runs (a baseline run serves every
-    model type compared with it on its test set).
-    """
-    layout, settings = Layout.of(config), config["evaluation"]
-    # Runs by the test set's twin (a control and the test set it re-acquires share their images),
-    # then by test set and model type.
+    kind: str
+    runs: list[Run]
+    baseline_runs: list[Run]
+
+
+def delta_table(config: dict) -> pd.DataFrame:
+    """Per (model type, test set, metric) and baseline kind: value, baseline, delta and its 95 % CI."""
+    # Runs by the test set's twin, then by test set and model type.
     grouped: dict[DataSet, dict[DataSet, dict[tuple, list[Run]]]] = {}
     for run in runs(config):
         by_test_set = grouped.setdefault(run.test_set.twin, {}).setdefault(run.test_set, {})
         by_test_set.setdefault((run.model.train_set, run.model.stain), []).append(run)
-    rows = []
+    comparisons = []
     for twin, test_sets in grouped.items():
-        weights = _test_weights(config, twin, settings["bootstrap_resamples"])
-        scored = _score_runs(
-            layout,
-            [r for types in test_sets.values() for seeds in types.values() for r in seeds],
-            weights,
-        )
         for test_set, model_types in test_sets.items():
             for (train_set, stain), seeds in model_types.items():
                 for kind in BASELINES:
@@ -147,7 +145,28 @@ def delta_table(config: dict) -> pd.DataFrame:
                         (baseline_of(train_set, test_set, kind), stain)
                     )
                     if base_runs:
-                        rows += _delta_rows(kind, seeds, base_runs, scored, settings)
+                        comparisons.append(Comparison(kind, seeds, base_runs))
+    return run_deltas(config, comparisons)
+
+
+def run_deltas(config: dict, comparisons: list[Comparison]) -> pd.DataFrame:
+    """The deltas of these runs: a row per comparison and metric, with the CI ``evaluation.ci``.
+
+    One set of test images (a test set and its controls) at a time: its runs are read once, scored
+    and resampled, and dropped before the next one, so memory does not grow with the number of
+    runs (a baseline run serves every comparison it is in).
+    """
+    layout, settings = Layout.of(config), config["evaluation"]
+    by_twin: dict[DataSet, list[Comparison]] = {}
+    for comparison in comparisons:
+        by_twin.setdefault(comparison.runs[0].test_set.twin, []).append(comparison)
+    rows = []
+    for twin, group in by_twin.items():
+        weights = _test_weights(config, twin, settings["bootstrap_resamples"])
+        involved = {r.name: r for c in group for r in (*c.runs, *c.baseline_runs)}
+        scored = _score_runs(layout, list(involved.values()), weights)
+        for kind, seeds, base_runs in group:
+            rows += _delta_rows(kind, seeds, base_runs, scored, settings)
     return pd.DataFrame(rows)
 
 
@@ -212,9 +231,10 @@ def _delta_rows(
         rows.append(
             {
                 "baseline_kind": kind, "task": first.task, "shift": first.shift, "stain": first.model.stain,
-                "train_set": first.model.train_set.name, "test_set": first.test_set.name, "model_type": first.model.model_type,
-                "baseline_train_set": base_runs[0].model.train_set.name, "level": LEVEL[metric], "metric": metric,
-                "value": value, "baseline": baseline, "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
+                "train_set": first.model.train_set.name, "test_set": first.test_set.name,
+                "model_type": first.model.model_type, "baseline_train_set": base_runs[0].model.train_set.name,
+                "level": LEVEL[metric], "metric": metric, "value": value, "baseline": baseline,
+                "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
                 "seeds": len(seeds), "ci": settings["ci"], "ci_levels": levels,
             }
         )  # fmt: skip
