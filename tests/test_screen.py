@@ -1,6 +1,7 @@
 """Level 4: Hill fits, hit calls, Z', kappa and a plate's decisions, on plates built by hand."""
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -160,6 +161,110 @@ def test_bad_plates_report_the_metric_missing_with_its_reason():
     assert "flat" in str(out["ec50_error"]) and "no spread" in str(out["hit_kappa"])
 
 
+def test_a_single_positive_control_well_leaves_z_prime_missing_with_its_reason():
+    wells = plate_wells(positives=1)
+    values = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, np.random.default_rng(6))
+    plate = Plate(wells, ScreenSettings())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "degrees of freedom <= 0" was the silent NaN
+        out = decide(plate, values, values, plate.resamples(10, np.random.default_rng(0)))
+    for metric in ("z_prime", "z_prime_real"):
+        assert isinstance(out[metric], Missing), out[metric]
+        assert str(out[metric]).startswith("one positive-control well: no spread")
+
+
+def test_a_compounds_zero_concentration_wells_are_its_vehicle():
+    """A compound's 0-concentration wells are left out of its fit and of the hit calls: the plate
+    decides exactly as without them, whatever they read."""
+    rng = np.random.default_rng(7)
+    dosed = plate_wells()
+    vehicle = pd.DataFrame({"compound": ["CPD-01"] * 3 + ["CPD-02"] * 2, "concentration": 0.0})
+    wells = pd.concat([dosed, vehicle], ignore_index=True)
+    real = readout(dosed, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
+    virtual = real + rng.normal(0, 0.1, len(real))
+    odd = np.array([50.0, -50.0, 9.0, 20.0, 0.0])  # hits, were they treated; virtual disagrees
+    with_vehicle = decide(
+        Plate(wells, ScreenSettings()),
+        np.concatenate([real, odd]),
+        np.concatenate([virtual, -odd]),
+        np.arange(len(wells))[None, :],
+    )
+    without = decide(Plate(dosed, ScreenSettings()), real, virtual, np.arange(len(dosed))[None, :])
+    assert with_vehicle.keys() == without.keys()
+    for metric, values in without.items():  # the same wells, the same arithmetic: equal exactly
+        assert np.array_equal(with_vehicle[metric], values), metric
+    assert Plate(wells, ScreenSettings()).vehicle.sum() == 5
+    table = truth_errors(
+        Plate(wells, ScreenSettings()), np.concatenate([real, odd]), {"CPD-01": 0.1}
+    )
+    assert table["log_ec50"].notna().all()
+    with pytest.raises(Missing, match="concentration 0 is not a dose"):
+        fit_hill(np.r_[0.0, DOSES], np.ones((1, 7)))
+
+
+def test_a_hill_fit_leaves_wells_without_a_value_out_or_says_why():
+    c = np.repeat(DOSES, 3)
+    y = hill(np.log10(c), 2.0, 10.0, np.log10(0.17), 2.0) + np.random.default_rng(8).normal(
+        0, 0.3, c.size
+    )
+    holed = y.copy()
+    holed[[2, 7]] = np.nan  # two wells without cells
+    keep = np.isfinite(holed)
+    fit, expected = fit_hill(c, holed[None, :]), fit_hill(c[keep], y[keep][None, :])
+    for field in ("log_ec50", "bottom", "top", "slope", "flat", "converged"):
+        assert np.array_equal(getattr(fit, field), getattr(expected, field)), field
+    assert np.isfinite(fit.log_ec50[0]) and fit_reason(fit) == ""
+    gone = y.copy()
+    gone[c >= 0.3] = np.nan  # three of six concentrations have no value left
+    with pytest.raises(Missing, match=r"3 concentration\(s\) with a value; a Hill fit needs 4"):
+        fit_hill(c, gone[None, :])
+    rows = np.vstack([y, holed])  # a resample that drew a well without a value
+    with pytest.raises(Missing, match="NaN in some resamples only"):
+        fit_hill(c, rows)
+
+
+def test_two_dmso_wells_give_the_plates_calls_and_a_resample_without_spread_is_nan():
+    """With two DMSO wells a resample draws one of them twice in half the resamples (MAD 0, no
+    threshold): the plate's own calls stand, and only those resamples have no kappa."""
+    rng = np.random.default_rng(9)
+    wells = plate_wells(dmso=2)
+    real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng, noise=0.05)
+    virtual = real + rng.normal(0, 0.05, len(real))
+    plate = Plate(wells, ScreenSettings())
+    index = plate.resamples(200, np.random.default_rng(0))
+    out = decide(plate, real, virtual, index)
+    itself = decide(plate, real, virtual, index[:1])
+    for metric in ("hit_kappa", "hit_precision", "hit_recall"):
+        assert not isinstance(out[metric], Missing), out[metric]
+        assert out[metric][0] == itself[metric][0]  # the plate's value comes from the plate
+    drawn_twice = index[:, plate.negative][:, 0] == index[:, plate.negative][:, 1]
+    assert 60 < drawn_twice.sum() < 140  # about half of 200
+    assert np.isnan(out["hit_kappa"][drawn_twice]).all()
+    assert np.isfinite(out["hit_kappa"][~drawn_twice]).all()
+
+    same = real.copy()
+    same[plate.negative] = 1.0  # two identical DMSO wells: the plate itself has no threshold
+    out = decide(plate, same, same, index)
+    assert isinstance(out["hit_kappa"], Missing) and "no spread" in str(out["hit_kappa"])
+    one_dmso = plate_wells(dmso=1)  # the plate without its first DMSO well
+    one = decide(
+        Plate(one_dmso, ScreenSettings()), real[1:], real[1:], np.arange(len(one_dmso))[None, :]
+    )
+    assert str(one["hit_kappa"]).startswith("one DMSO well has no spread")
+    assert str(one["z_prime"]).startswith("one negative-control well: no spread")
+
+
+def test_a_resample_without_a_value_is_nan_and_the_plates_value_stands():
+    assert np.isnan(
+        z_prime(np.array([[1.0, 2.0], [3.0, 3.0]]), np.array([[5.0, 6.0], [3.0, 3.0]]))[1]
+    )
+    real = np.array([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    kappa = cohen_kappa(real, np.array([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]))
+    assert kappa[0] == pytest.approx(0.5) and np.isnan(kappa[1])
+    calls = hit_calls(np.array([[20.0], [20.0]]), np.array([[9.0, 11.0], [9.0, 9.0]]), 3.0)
+    assert calls[0].tolist() == [1.0] and np.isnan(calls[1]).all()
+
+
 def test_real_ec50s_are_checked_against_the_truth():
     wells = plate_wells(replicates=5)
     truth = {"CPD-01": 0.1, "CPD-02": 0.5}
@@ -268,3 +373,43 @@ def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
     config.write_text("data: {source: ingest}\nevaluation: {screen: {enabled: true}}\n")
     assert main(["screen-tables", "--config", str(config), "--out", str(tmp_path)]) == 2
     assert "evaluation.screen.enabled needs data.source synthetic" in capsys.readouterr().err
+
+
+def test_screen_rows_take_the_plates_value_and_a_ci_only_from_enough_defined_resamples():
+    """Two DMSO wells: the kappa of the plate stands with no CI (half the resamples have no hit
+    threshold, under the 90 % a CI needs); the Hill fits' EC50 error keeps its CI; the outcome
+    shows the plate's values."""
+    from vsgrid.grid import DataSet, Model, ScreenRun
+    from vsgrid.report.screen import COLUMNS, screen_outcome, screen_rows
+
+    rng = np.random.default_rng(12)
+    wells = plate_wells(dmso=2).assign(plate="P1", fields=1)
+    wells["well"] = [f"W{i:03d}" for i in range(len(wells))]
+    real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng, noise=0.05)
+    own, other = (
+        Model(DataSet("lung", "nontoxic"), "dapi", 0),
+        Model(DataSet("breast", "nontoxic"), "dapi", 0),
+    )
+    virtual = {
+        own.name: wells.assign(cell_count=real + rng.normal(0, 0.02, len(real))),
+        other.name: wells.assign(cell_count=real + rng.normal(0, 0.2, len(real))),
+    }
+    runs = [ScreenRun(own, "lung"), ScreenRun(other, "lung")]
+    table = pd.DataFrame(
+        screen_rows(runs, wells.assign(cell_count=real), virtual, ScreenSettings(), 100, 0)
+    ).reindex(columns=COLUMNS)
+    row = table.set_index(["model", "metric"])
+    kappa = row.loc[(other.name, "hit_kappa")]
+    plate = Plate(wells[["compound", "concentration"]], ScreenSettings())
+    itself = decide(
+        plate, real, virtual[other.name]["cell_count"].to_numpy(), np.arange(len(wells))[None, :]
+    )
+    assert kappa["value"] == itself["hit_kappa"][0] and kappa["reason"] == ""
+    assert np.isnan(kappa["ci_low"]) and np.isnan(kappa["delta_ci_low"])
+    error = row.loc[(other.name, "ec50_error")]
+    assert error["ci_low"] <= error["value"] <= error["ci_high"]
+    truth = pd.DataFrame(columns=["cell_type", "stain", "readout", "compound", "error"])
+    outcome = screen_outcome(table, truth).splitlines()
+    (line,) = [x for x in outcome if x.startswith(other.model_type)]
+    assert f"{error['value']:.2f} [{error['ci_low']:.2f}, {error['ci_high']:.2f}]" in line
+    assert f"{kappa['value']:.2f} [nan, nan]" in line

@@ -18,7 +18,14 @@ whose real curve has an EC50; a compound whose virtual curve has none counts as 
 range, the EC50 being anywhere in it), ``hit_kappa`` (Cohen's kappa), ``hit_precision``,
 ``hit_recall`` (real calls as truth) and ``z_prime`` with ``z_prime_real``. A metric that cannot be
 computed (a compound with too few concentrations, a plate without DMSO or positive controls, no
-spread anywhere) is NaN *with its reason*, never a crash.
+spread anywhere) is NaN *with its reason*, never a crash. A metric the plate has but a resample
+does not (a resample that draws one of two DMSO wells twice has no MAD) is NaN in that resample
+only: the plate's value comes from the plate, and its CI needs enough resamples that define it.
+
+A compound's well at concentration 0 holds its vehicle alone: it is neither in the compound's Hill
+fit (log10 0 has no place on the curve) nor a treated well (it received no compound, so it is
+never a hit), and it does not join the DMSO controls either (the plate's vehicle controls are the
+named ones; a dose recorded as 0 by mistake must not move the hit threshold).
 
 Confidence intervals resample wells within each (compound, concentration), the same wells for real
 and virtual stains (and for a baseline model), so the design of the plate is kept.
@@ -99,14 +106,13 @@ def fit_hill(
     """Fit Hill curves to ``responses`` (resamples, wells) at ``concentration`` (wells, > 0).
 
     Least squares over the (log EC50, slope) grid with ``bottom`` and ``top`` exact for each, so
-    every row is fitted at once. Raises :class:`Missing` with fewer than ``min_concentrations``
-    (at least 4: a 4-parameter curve through fewer fits anything).
+    every row is fitted at once. A well whose response is NaN in every row has no value (a well
+    without cells) and is left out. Raises :class:`Missing` with fewer than
+    ``min_concentrations`` with a value (at least 4: a 4-parameter curve through fewer fits
+    anything), for a concentration that is not a dose (0, below 0, NaN), and for a response that
+    is NaN in some rows only (leave the wells without a value out before resampling).
     """
-    log_c = np.log10(np.asarray(concentration, np.float64))
-    y = np.atleast_2d(np.asarray(responses, np.float64))
-    needed = max(4, min_concentrations)
-    if len(np.unique(log_c)) < needed:
-        raise Missing(f"{len(np.unique(log_c))} concentration(s); a Hill fit needs {needed}")
+    log_c, y = _fit_input(concentration, responses, min_concentrations)
     low, high = log_c.min() - 1.0, log_c.max() + 1.0
     log_ec50s = np.arange(low, high + LOG_EC50_STEP / 2, LOG_EC50_STEP)
     grid_ec50, grid_slope = (g.ravel() for g in np.meshgrid(log_ec50s, SLOPES, indexing="ij"))
@@ -145,6 +151,33 @@ def fit_hill(
     )
 
 
+def _fit_input(
+    concentration: np.ndarray, responses: np.ndarray, min_concentrations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_hill`'s log10 concentrations and responses of the wells with a value, or
+    :class:`Missing` with the reason there is no fit."""
+    concentration = np.asarray(concentration, np.float64)
+    y = np.atleast_2d(np.asarray(responses, np.float64))
+    not_doses = concentration[~(concentration > 0) | ~np.isfinite(concentration)]
+    if len(not_doses):
+        raise Missing(
+            f"concentration {not_doses[0]:g} is not a dose: a Hill fit over log10 concentration "
+            "needs concentrations > 0 (leave vehicle wells out)"
+        )
+    valued = np.isfinite(y).any(axis=0)
+    if not np.isfinite(y[:, valued]).all():
+        raise Missing(
+            "a response is NaN in some resamples only: leave the wells without a value out "
+            "before resampling"
+        )
+    log_c = np.log10(concentration[valued])
+    needed, found = max(4, min_concentrations), len(np.unique(log_c))
+    if found < needed:
+        with_value = "" if valued.all() else " with a value"
+        raise Missing(f"{found} concentration(s){with_value}; a Hill fit needs {needed}")
+    return log_c, y[:, valued]
+
+
 def fit_reason(fit: HillFit, row: int = 0) -> str:
     """Why row ``row`` of a fit has no EC50 ('' when it has one)."""
     if fit.flat[row]:
@@ -164,34 +197,56 @@ def robust_center_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hit_calls(readout: np.ndarray, dmso: np.ndarray, k: float) -> np.ndarray:
-    """Treated wells (resamples, wells) more than ``k`` robust SDs of the DMSO wells from their median."""
-    center, scale = robust_center_scale(np.atleast_2d(dmso))
-    if np.any(scale <= 0):
-        raise Missing("the DMSO wells have no spread (MAD 0): a hit threshold is undefined")
-    return np.abs(np.atleast_2d(readout) - center[:, None]) > k * scale[:, None]
+    """Treated wells (resamples, wells) more than ``k`` robust SDs of the DMSO wells from their
+    median: 1.0 a hit, 0.0 not, NaN throughout a resample (row) whose DMSO wells have no spread
+    (MAD 0). Raises :class:`Missing` when the plate's own DMSO wells (row 0) have none."""
+    dmso = np.atleast_2d(dmso)
+    center, scale = robust_center_scale(dmso)
+    if scale[0] <= 0:
+        wells = (
+            "one DMSO well has no spread (MAD 0)"
+            if dmso.shape[1] == 1
+            else "the DMSO wells have no spread (MAD 0: half of them or more share one value)"
+        )
+        raise Missing(f"{wells}: a hit threshold is undefined")
+    calls = (np.abs(np.atleast_2d(readout) - center[:, None]) > k * scale[:, None]).astype(float)
+    calls[scale <= 0] = np.nan
+    return calls
 
 
 def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Z' of positive and negative control wells, per resample (rows)."""
+    """Z' of positive and negative control wells, per resample (rows); NaN in a resample whose
+    controls have the same mean. Raises :class:`Missing` when the plate (row 0) has no Z'."""
     positive, negative = np.atleast_2d(positive), np.atleast_2d(negative)
+    for wells, name in ((positive, "positive-control"), (negative, "negative-control")):
+        if wells.shape[1] < 2:
+            raise Missing(
+                f"one {name} well: no spread (Z' needs the SD of two or more of each control)"
+            )
     separation = np.abs(positive.mean(1) - negative.mean(1))
-    if np.any(separation <= 0):
+    if separation[0] <= 0:
         raise Missing("the positive controls and DMSO have the same mean: Z' is undefined")
-    return 1.0 - 3.0 * (positive.std(1, ddof=1) + negative.std(1, ddof=1)) / separation
+    spread = positive.std(1, ddof=1) + negative.std(1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(separation > 0, 1.0 - 3.0 * spread / separation, np.nan)
 
 
 def cohen_kappa(real: np.ndarray, virtual: np.ndarray) -> np.ndarray:
-    """Cohen's kappa of two boolean call sets per resample (rows)."""
+    """Cohen's kappa of two call sets per resample (rows): boolean, or 1.0/0.0 with NaN rows as
+    :func:`hit_calls` gives them. NaN in a resample where kappa is undefined; raises
+    :class:`Missing` when the plate (row 0) has none."""
     real, virtual = np.atleast_2d(real), np.atleast_2d(virtual)
     observed = (real == virtual).mean(1)
     p_real, p_virtual = real.mean(1), virtual.mean(1)
     expected = p_real * p_virtual + (1 - p_real) * (1 - p_virtual)
-    if np.any(expected >= 1):
+    if expected[0] >= 1:
         said = "a hit" if real[0, 0] else "not a hit"
         raise Missing(
-            f"both stains call every treated well {said}: kappa is undefined (perfect agreement by chance)"
+            f"both stains call every treated well {said}: kappa is undefined (perfect agreement "
+            "by chance)"
         )
-    return (observed - expected) / (1 - expected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
 
 
 # --------------------------------------------------------------------------- a plate's decisions
@@ -214,8 +269,20 @@ class Plate:
         return self.settings.is_positive(self.wells["compound"].astype(str))
 
     @property
+    def vehicle(self) -> np.ndarray:
+        """A compound's wells at concentration 0: its vehicle alone (see the module docstring)."""
+        at_zero = self.wells["concentration"].to_numpy(np.float64) == 0
+        return ~self.negative & ~self.positive & at_zero
+
+    @property
     def treated(self) -> np.ndarray:
-        return ~self.negative
+        """The wells hit calls are made for: positive controls and compounds at a dose."""
+        return ~self.negative & ~self.vehicle
+
+    @property
+    def dosed(self) -> np.ndarray:
+        """The wells of the compounds' Hill fits: neither controls nor vehicle."""
+        return ~self.negative & ~self.positive & ~self.vehicle
 
     def compounds(self) -> list[str]:
         """The compounds with a dose range: neither DMSO nor a positive control."""
@@ -240,7 +307,7 @@ def curves(plate: Plate, values: np.ndarray, index: np.ndarray) -> dict[str, Hil
     fits: dict[str, HillFit | Missing] = {}
     compound = plate.wells["compound"].astype(str).to_numpy()
     for name in plate.compounds():
-        columns = np.flatnonzero(compound == name)
+        columns = np.flatnonzero((compound == name) & plate.dosed)
         try:
             fits[name] = fit_hill(
                 plate.wells["concentration"].to_numpy()[columns],
@@ -295,7 +362,7 @@ def decisions(
     else:
         out["hit_kappa"] = _or_missing(cohen_kappa, calls_real, calls_virtual)
         with np.errstate(invalid="ignore", divide="ignore"):
-            hits_both = (calls_real & calls_virtual).sum(1)
+            hits_both = (calls_real * calls_virtual).sum(1)
             out["hit_precision"] = _defined(
                 hits_both / calls_virtual.sum(1),
                 "the virtual stain calls no hits: precision is undefined",
@@ -333,9 +400,8 @@ def _defined(values: np.ndarray, reason: str) -> np.ndarray | Missing:
 
 def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> np.ndarray | Missing:
     real_fits, virtual_fits = real.fits, virtual.fits
-    doses = plate.wells.loc[
-        plate.wells["compound"].astype(str).isin(plate.compounds()), "concentration"
-    ].to_numpy()
+    doses = plate.wells.loc[plate.dosed, "concentration"].to_numpy(np.float64)
+    doses = doses[np.isfinite(doses) & (doses > 0)]
     tested_range = float(np.log10(doses.max() / doses.min())) if len(doses) else 0.0
     errors, reasons = [], []
     for name, fit in real_fits.items():

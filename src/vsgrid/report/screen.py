@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 KEYS = ["plate", "well"]
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
+COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed",
+           "readout", "metric", "value", "ci_low", "ci_high", "reason", "wells", "baseline_model",
+           "is_baseline", "baseline_value", "delta", "delta_ci_low", "delta_ci_high"]  # fmt: skip
 
 
 def summary_readout(stain: str) -> str:
@@ -56,6 +59,15 @@ def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, path: str) -> None:
         raise VsgridError(
             f"{path}: its wells are not the real screen's wells; rerun its screen steps"
         )
+
+
+def _run_columns(run: ScreenRun) -> dict:
+    """The columns of a screen row that name its run and the run's baseline."""
+    model = run.model
+    return {"model": model.name, "model_type": model.model_type, "train_set": model.train_set.name,
+            "train_cell_type": model.train_set.cell_type, "cell_type": run.cell_type,
+            "stain": model.stain, "seed": model.seed, "baseline_model": run.baseline.name,
+            "is_baseline": run.is_baseline}  # fmt: skip
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -100,9 +112,12 @@ def screen_rows(
         for run in runs:
             ours, theirs = decided[run.model.name], decided[run.baseline.name]
             for metric, values in ours.items():
-                row = {"model": run.model.name, "model_type": run.model.model_type, "train_set": run.model.train_set.name, "train_cell_type": run.model.train_set.cell_type,
-                       "cell_type": run.cell_type, "stain": run.model.stain, "seed": run.model.seed, "readout": readout, "metric": metric,
-                       "wells": int(usable.sum()), "baseline_model": run.baseline.name, "is_baseline": run.is_baseline}  # fmt: skip
+                row = {
+                    **_run_columns(run),
+                    "readout": readout,
+                    "metric": metric,
+                    "wells": int(usable.sum()),
+                }
                 if isinstance(values, Missing):
                     rows.append(
                         {
@@ -149,9 +164,7 @@ def screen_table(config: dict) -> pd.DataFrame:
             screen["bootstrap_resamples"],
             config["evaluation"]["seed"],
         )
-    columns = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed", "readout", "metric", "value", "ci_low", "ci_high", "reason",
-               "wells", "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low", "delta_ci_high"]  # fmt: skip
-    return pd.DataFrame(rows).reindex(columns=columns)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
 def truth_table(config: dict) -> pd.DataFrame:
@@ -209,34 +222,44 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame) -> str:
     ].groupby(["readout", "stain", "cell_type"]):
         within = (group["error"].abs() <= TRUTH_TOLERANCE).sum()
         lines.append(
-            f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)"
+            f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of "
+            f"the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)"
         )
     lines += [
         "",
-        f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} {'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}",
+        f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} "
+        f"{'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}",
     ]
     summary = table[table["readout"] == table["stain"].map(summary_readout)]
     for (model_type, cell_type, readout), group in summary.groupby(
         ["model_type", "cell_type", "readout"], sort=True
     ):
         first = group[group["seed"] == group["seed"].min()].set_index("metric")
-        value = group.groupby("metric")["value"].mean()
-
-        def cell(metric: str, width: int) -> str:
-            if metric not in first.index or not np.isfinite(first.loc[metric, "value"]):
-                return f"{'missing':>{width}s}"
-            interval = (
-                f" [{first.loc[metric, 'ci_low']:.2f}, {first.loc[metric, 'ci_high']:.2f}]"
-                if width > 7
-                else ""
+        mean = group.groupby("metric")["value"].mean()
+        cells = [
+            _outcome_cell(first, mean, metric, width)
+            for metric, width in (
+                ("ec50_error", 22),
+                ("hit_kappa", 22),
+                ("z_prime", 7),
+                ("z_prime_real", 7),
             )
-            return f"{value[metric]:.2f}{interval}".rjust(width)
-
-        lines.append(
-            f"{model_type:26s} {cell_type:9s} {readout:15s} {cell('ec50_error', 22)} {cell('hit_kappa', 22)} {cell('z_prime', 7)} {cell('z_prime_real', 7)}"
-        )
+        ]
+        lines.append(f"{model_type:26s} {cell_type:9s} {readout:15s} {' '.join(cells)}")
     lines += ["", "missing: see the reason column of screen.csv"]
     return "\n".join(lines) + "\n"
+
+
+def _outcome_cell(first: pd.DataFrame, mean: pd.Series, metric: str, width: int) -> str:
+    """A metric's mean over seeds, with the first seed's CI where the column is wide enough."""
+    if metric not in first.index or not np.isfinite(first.loc[metric, "value"]):
+        return f"{'missing':>{width}s}"
+    interval = (
+        f" [{first.loc[metric, 'ci_low']:.2f}, {first.loc[metric, 'ci_high']:.2f}]"
+        if width > 7
+        else ""
+    )
+    return f"{mean[metric]:.2f}{interval}".rjust(width)
 
 
 def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
