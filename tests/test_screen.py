@@ -1,7 +1,11 @@
 """Level 4: Hill fits, hit calls, Z', kappa and a plate's decisions, on plates built by hand."""
 
 import copy
+import os
+import pickle
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -373,6 +377,72 @@ def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
     config.write_text("data: {source: ingest}\nevaluation: {screen: {enabled: true}}\n")
     assert main(["screen-tables", "--config", str(config), "--out", str(tmp_path)]) == 2
     assert "evaluation.screen.enabled needs data.source synthetic" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the phenotype forest
+
+
+def forest_training(rng, cells=400):
+    """Cells whose two first features tell the phenotypes apart, some values missing."""
+    from vsgrid.evaluation.wells import ForestTraining
+    from vsgrid.grid import NONTOXIC, TOXIC
+
+    toxic = rng.random(cells) < 0.4
+    features = pd.DataFrame(
+        rng.normal(size=(cells, 4)) + toxic[:, None] * [1.0, 0.5, 0.0, 0.0],
+        columns=["Intensity_A", "AreaShape_B", "Texture_C", "Granularity_D"],
+    )
+    features.iloc[::17, 2] = np.nan
+    return ForestTraining(features, np.where(toxic, TOXIC, NONTOXIC).astype(object), 25, 3)
+
+
+def test_the_refit_forest_scores_every_cell_as_the_forest_it_replaces(tmp_path):
+    """The screen's jobs refit the forest from its training table: the same scores bit for bit
+    (same data, seed and tree order; any number of threads for the fit, one for the scores)."""
+    from vsgrid.evaluation.wells import ForestTraining, forest_path
+
+    rng = np.random.default_rng(10)
+    training = forest_training(rng)
+    original = training.fit()
+    path = forest_path(tmp_path, "dapi")
+    training.write(path)
+    refit = ForestTraining.read(path).fit(n_jobs=2)
+    cells = forest_training(rng, cells=300).cells
+    scores = original(cells)
+    assert refit.features == original.features and np.array_equal(refit(cells), scores)
+    assert len(np.unique(scores)) > 100  # scores spread over the cells, not one value
+
+
+def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
+    from vsgrid.errors import VsgridError
+    from vsgrid.evaluation.wells import ForestTraining, forest_path
+    from vsgrid.files import write_table
+
+    marker = tmp_path / "planted code ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    training = forest_training(np.random.default_rng(11))
+    training.write(forest_path(tmp_path, "dapi"))
+    (tmp_path / "dapi.forest.joblib").write_bytes(pickle.dumps(Payload()))  # the old name
+    ForestTraining.read(forest_path(tmp_path, "dapi")).fit()
+    forest_path(tmp_path, "fitc").write_bytes(pickle.dumps(Payload()))  # a pickle at the new name
+    with pytest.raises(VsgridError, match="fitc.forest.parquet"):
+        ForestTraining.read(forest_path(tmp_path, "fitc"))
+    assert not marker.exists()
+    source = Path(__file__).resolve().parents[1] / "src" / "vsgrid"
+    loader = re.compile(r"joblib|pickle\.loads?\(|allow_pickle=True")  # what runs a pickle's code
+    assert [p for p in source.rglob("*.py") if loader.search(p.read_text())] == []
+
+    damaged = forest_path(tmp_path, "dapi")
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    with pytest.raises(VsgridError, match="dapi.forest.parquet"):
+        ForestTraining.read(damaged)
+    write_table(training.cells, forest_path(tmp_path, "cy5"))  # features without phenotypes
+    with pytest.raises(VsgridError, match="cy5.forest.parquet is not a phenotype forest"):
+        ForestTraining.read(forest_path(tmp_path, "cy5"))
 
 
 def test_screen_rows_take_the_plates_value_and_a_ci_only_from_enough_defined_resamples():

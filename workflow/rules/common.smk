@@ -151,6 +151,6 @@ def screen_run_inputs(wc):
     stain = model_stain(wc)
     return {
         "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
-        "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.joblib",
+        "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.parquet",
         "nuclei": screen_masks(wc.cell_type, stain),
     }

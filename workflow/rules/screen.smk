@@ -74,7 +74,7 @@ rule screen_reference:
         stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],  # their validation cells train the phenotype forest
     output:
         wells=LAYOUT.screen_real_wells("{cell_type}", "{stain}"),
-        forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.joblib",
+        forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.parquet",
     params:
         out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
         settings=settings("features", "evaluation", "evaluation.screen.readouts", "evaluation.screen.forest_fields", "segmentation"),

@@ -31,7 +31,7 @@ from vsgrid.evaluation.scoring import selected_features
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.selection import imputed
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain
-from vsgrid.files import atomic_path, read_table, write_table
+from vsgrid.files import read_table, write_table
 from vsgrid.grid import NONTOXIC, TOXIC, data_sets
 from vsgrid.layout import SEGMENTED, Layout, masks_stain
 
@@ -64,20 +64,86 @@ class PhenotypeScorer:
 
 
 def train_scorer(
-    cells: pd.DataFrame, target: np.ndarray, features: list[str], trees: int, seed: int
+    cells: pd.DataFrame,
+    target: np.ndarray,
+    features: list[str],
+    trees: int,
+    seed: int,
+    *,
+    n_jobs: int = 1,
 ) -> PhenotypeScorer:
-    """Fit the phenotype forest on real-stain cells (one row each) and their phenotypes."""
+    """Fit the phenotype forest on real-stain cells (one row each) and their phenotypes, with
+    ``n_jobs`` threads: the same forest for any ``n_jobs`` (each tree's seed is drawn from
+    ``seed`` before the trees are grown), and it predicts on one so that the trees' probabilities
+    are always summed in the same order (bit for bit the same scores)."""
     from sklearn.ensemble import RandomForestClassifier
 
     classes = set(target)
     if classes != {TOXIC, NONTOXIC}:
         raise VsgridError(
-            f"the phenotype score needs non-toxic and toxic training cells; the train and validation splits gave {sorted(classes) or 'none'}"
+            "the phenotype score needs non-toxic and toxic training cells; the train and "
+            f"validation splits gave {sorted(classes) or 'none'}"
         )
-    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, min_samples_leaf=2).fit(
-        imputed(cells[features]), target
-    )
-    return PhenotypeScorer(forest, tuple(features))
+    forest = RandomForestClassifier(
+        n_estimators=trees, random_state=seed, min_samples_leaf=2, n_jobs=n_jobs
+    ).fit(imputed(cells[features]), target)
+    return PhenotypeScorer(forest.set_params(n_jobs=1), tuple(features))
+
+
+FOREST_TARGET = "phenotype"
+FOREST_SETTINGS = ("forest_trees", "forest_seed")
+
+
+def forest_path(folder: str | Path, stain: str) -> Path:
+    """Where a screen's real-stain folder keeps what its phenotype forest is trained from."""
+    return Path(folder) / f"{stain}.forest.parquet"
+
+
+@dataclass(frozen=True)
+class ForestTraining:
+    """What a phenotype forest is trained from: real-stain cells' features (one row each, one
+    column per feature, in order), their phenotypes, and the forest's trees and seed.
+
+    Jobs pass this table rather than the forest: a results folder then holds data only (a pickled
+    forest runs whatever code a planted file holds), and :meth:`fit` grows the same forest
+    wherever it is called (a seeded forest is deterministic on the same data, which Parquet keeps
+    bit for bit). A refit costs about 1 s at the quick size (2,600 cells, 30 trees) and 3 to 6
+    core-minutes at the paper's (230,000 cells of 20 features, 200 trees; a 43 MB table, where
+    the pickled forest would take about 0.9 GB), measured on the 2-core dev VM.
+    """
+
+    cells: pd.DataFrame
+    target: np.ndarray
+    trees: int
+    seed: int
+
+    def fit(self, *, n_jobs: int = 1) -> PhenotypeScorer:
+        return train_scorer(
+            self.cells, self.target, list(self.cells.columns), self.trees, self.seed, n_jobs=n_jobs
+        )
+
+    def write(self, path: str | Path) -> None:
+        trees, seed = FOREST_SETTINGS
+        table = self.cells.reset_index(drop=True).assign(
+            **{FOREST_TARGET: self.target, trees: self.trees, seed: self.seed}
+        )
+        write_table(table, path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> ForestTraining:
+        """The table :meth:`write` wrote; anything else is a :class:`VsgridError` naming it."""
+        table = read_table(path)
+        missing = [c for c in (FOREST_TARGET, *FOREST_SETTINGS) if c not in table.columns]
+        settings = table[[c for c in FOREST_SETTINGS if c in table.columns]].drop_duplicates()
+        if missing or len(settings) != 1 or len(table.columns) == 1 + len(FOREST_SETTINGS):
+            raise VsgridError(
+                f"{path} is not a phenotype forest's training table (cells' features, "
+                f"{FOREST_TARGET}, {', '.join(FOREST_SETTINGS)}, one forest's settings); rerun "
+                "its screen-reference step"
+            )
+        trees, seed = (int(settings[c].iloc[0]) for c in FOREST_SETTINGS)
+        cells = table.drop(columns=[FOREST_TARGET, *FOREST_SETTINGS])
+        return cls(cells, table[FOREST_TARGET].to_numpy(object), trees, seed)
 
 
 def well_profiles(
@@ -204,9 +270,7 @@ def measure_screen_reference(
 ) -> pd.DataFrame:
     """The real stain of a cell type's screen, profiled per well in its real ``masks`` (cy5: the
     DAPI nuclei): writes the phenotype forest and the profiles under ``out_dir``
-    (``<stain>.forest.joblib``, ``<stain>.wells.parquet``)."""
-    import joblib
-
+    (``<stain>.forest.parquet``, see :class:`ForestTraining`, and ``<stain>.wells.parquet``)."""
     store, out_dir = screen_store(config, cell_type), Path(out_dir)
     selected = selected_features(
         read_table(ranking), list(FeatureSet.from_config(config["features"]).columns)
@@ -219,24 +283,27 @@ def measure_screen_reference(
         )
     cells, target = _training_cells(config, cell_type, stain, features)
     evaluation = config["evaluation"]
-    scorer = train_scorer(cells, target, selected, evaluation["forest_trees"], evaluation["seed"])
-    with worker_pool(workers_for(config["features"], workers)) as pmap:
-        wells = well_profiles(images, labels, store.split_metadata("test"), features, scorer, counts=stain in SEGMENTED,
-                              readouts=features.columns, block_size=evaluation["block_images"], pmap=pmap)  # fmt: skip
-    with atomic_path(out_dir / f"{stain}.forest.joblib") as tmp:
-        joblib.dump(scorer, tmp)
+    training = ForestTraining(
+        cells[selected], target, evaluation["forest_trees"], evaluation["seed"]
+    )
+    cores = workers_for(config["features"], workers)
+    scorer = training.fit(n_jobs=cores)
+    with worker_pool(cores) as pmap:
+        wells = well_profiles(images, labels, store.split_metadata("test"), features, scorer,
+                              counts=stain in SEGMENTED, readouts=features.columns,
+                              block_size=evaluation["block_images"], pmap=pmap)  # fmt: skip
+    training.write(forest_path(out_dir, stain))
     write_table(wells, out_dir / f"{stain}.wells.parquet")
     log.info("wrote %s (%d wells)", out_dir / f"{stain}.wells.parquet", len(wells))
     return wells
 
 
-def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: str | Path, reference: str | Path, out: str | Path, nuclei: str | Path | None = None,
+def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: str | Path,
+                       reference: str | Path, out: str | Path, nuclei: str | Path | None = None,
                        model: str | None = None, workers: int | None = None) -> pd.DataFrame:  # fmt: skip
     """A model's virtual stain of a cell type's screen, profiled per well like the real one (same
     features, same phenotype forest from ``reference``, the real stain's folder), into ``out``;
     in its own masks (dapi, fitc) or the real DAPI ``nuclei`` (cy5)."""
-    import joblib
-
     store, reference = screen_store(config, cell_type), Path(reference)
     pred = read_prediction(prediction, store, stain, model)
     if stain not in SEGMENTED and nuclei is None:
@@ -248,16 +315,18 @@ def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: 
         raise VsgridError(
             f"the prediction {prediction} has no masks matching its {pred.image.shape} images"
         )
-    scorer = joblib.load(reference / f"{stain}.forest.joblib")
+    cores = workers_for(config["features"], workers)
+    scorer = ForestTraining.read(forest_path(reference, stain)).fit(n_jobs=cores)
     medians = [
         r for r in readouts(read_table(reference / f"{stain}.wells.parquet")) if r not in SCORES
     ]
     features = FeatureSet.from_config(
         config["features"], sorted(set(scorer.features) | set(medians))
     )
-    with worker_pool(workers_for(config["features"], workers)) as pmap:
+    with worker_pool(cores) as pmap:
         wells = well_profiles(pred.image, masks, store.split_metadata("test"), features, scorer,
-                              counts=stain in SEGMENTED, readouts=medians, block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
+                              counts=stain in SEGMENTED, readouts=medians,
+                              block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
     write_table(wells, Path(out))
     log.info("wrote %s (%d wells)", out, len(wells))
     return wells
