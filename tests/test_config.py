@@ -185,3 +185,11 @@ def test_level_4_settings_are_their_own_section():
     settings = result_settings(config, "evaluation", "evaluation.screen")
     assert "screen" not in settings["evaluation"] and settings["evaluation.screen"]["hit_sd"] == 2.0
     assert "screen" in config["evaluation"]  # the config itself is untouched
+
+
+def test_the_phenotype_rule_defaults_are_the_synthetic_plates_controls():
+    from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
+
+    rule = validate({})["data"]["phenotype_rule"]
+    assert tuple(rule["negative_controls"]) == NEGATIVE_CONTROLS
+    assert tuple(rule["positive_controls"]) == POSITIVE_CONTROLS

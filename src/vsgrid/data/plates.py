@@ -20,7 +20,10 @@ COMPOUNDS = tuple(
     f"CPD-{k + 1:02d}" for k in range(N_COMPOUNDS)
 )  # the synthetic plates' test compounds
 CONCENTRATIONS_UM = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+# The controls of the synthetic plates, and the phenotype rule's defaults (as in the config schema).
+NEGATIVE_CONTROLS = ("DMSO",)
 POSITIVE_CONTROL_DOSE_UM = {"etoposide": 10.0, "staurosporine": 1.0}
+POSITIVE_CONTROLS = tuple(POSITIVE_CONTROL_DOSE_UM)
 
 
 def well_name(row: int, column: int) -> str:
@@ -47,9 +50,9 @@ def synthetic_layout() -> pd.DataFrame:
     for column in range(COLUMNS):
         for row in range(ROWS):
             if column < 2:
-                compound, concentration = "DMSO", 0.0
+                compound, concentration = NEGATIVE_CONTROLS[0], 0.0
             elif column >= COLUMNS - 2:
-                compound = "etoposide" if column == COLUMNS - 2 else "staurosporine"
+                compound = POSITIVE_CONTROLS[column - (COLUMNS - 2)]
                 concentration = POSITIVE_CONTROL_DOSE_UM[compound]
             else:
                 block = column - 2
@@ -58,7 +61,7 @@ def synthetic_layout() -> pd.DataFrame:
                     compound = COMPOUNDS[block // 2]
                     concentration = CONCENTRATIONS_UM[position // 5]
                 else:
-                    compound, concentration = "DMSO", 0.0
+                    compound, concentration = NEGATIVE_CONTROLS[0], 0.0
             records.append((well_name(row, column), compound, concentration))
     return pd.DataFrame.from_records(records, columns=["well", "compound", "concentration"])
 
@@ -66,8 +69,8 @@ def synthetic_layout() -> pd.DataFrame:
 def label_phenotypes(
     compound: pd.Series,
     concentration: pd.Series,
-    negative_controls=("DMSO",),
-    positive_controls=("etoposide", "staurosporine"),
+    negative_controls=NEGATIVE_CONTROLS,
+    positive_controls=POSITIVE_CONTROLS,
     nontoxic_levels: int = 3,
 ) -> pd.Series:
     """The paper's phenotype of each well.

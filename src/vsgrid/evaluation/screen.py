@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
 from vsgrid.evaluation.metrics import MAD_TO_SD
 
 LOG_EC50_STEP = 0.02  # log10 units: well under the 0.3 that separates a good EC50 from a bad one
@@ -53,8 +54,8 @@ class ScreenSettings:
 
     hit_sd: float = 3.0
     min_concentrations: int = 4
-    negative: tuple[str, ...] = ("DMSO",)
-    positive: tuple[str, ...] = ("etoposide", "staurosporine")
+    negative: tuple[str, ...] = NEGATIVE_CONTROLS
+    positive: tuple[str, ...] = POSITIVE_CONTROLS
 
     @classmethod
     def from_config(cls, config: dict) -> ScreenSettings:
