@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 import zarr
 
@@ -15,7 +16,10 @@ from vsgrid.data.store import open_store
 from vsgrid.data.synthetic import synthesize
 from vsgrid.errors import VsgridError
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
-from vsgrid.grid import restrict
+from vsgrid.grid import find_model, restrict
+from vsgrid.layout import Layout
+from vsgrid.model import checkpoint
+from vsgrid.model.train import train
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +30,8 @@ def grid(quick_config, tmp_path_factory):
     config["evaluation"]["block_images"] = 32  # a failed read leaves 31 chunk reads in flight
     out = tmp_path_factory.mktemp("probes")
     config["data"]["dir"] = str(out / "data")
+    config["results"]["dir"] = str(out / "results")
+    config["train"].update(max_epochs=2, lr_decay_start=2, crop_size=64)
     synthesize(config, out / "data", workers=1, progress=False)
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     return config, out
@@ -174,3 +180,46 @@ def test_a_failed_read_leaves_no_chunk_read_running(tmp_path):
     with pytest.raises(VsgridError, match="cannot be decoded"):
         arrays.open_array(tmp_path / "a.zarr")[:]
     assert zarr.core.sync.sync(others()) == 0
+
+
+def test_a_lost_best_checkpoint_is_rewritten_by_rerunning_training(grid, caplog):
+    config, out = grid
+    model = find_model(config, "lung-toxic", "dapi", 0)
+    folder = Layout.of(config).model_dir(model)
+    train(config, model, folder, progress=False)
+    best = checkpoint.load(folder / "best.pt", kind="generator")
+    (folder / "best.pt").unlink()  # by hand, or by Snakemake before a rerun of a failed job
+    done = vsgrid(out, "train", "--train-set", "lung-toxic", "--stain", "dapi", "--seed", "0")
+    assert done.returncode == 0, done.stderr
+    assert f"{folder / 'best.pt'} was missing: rewritten from {folder / 'last.pt'}" in done.stderr
+    rewritten = checkpoint.load(folder / "best.pt", kind="generator")
+    assert rewritten["epoch"] == best["epoch"] and rewritten["val"] == best["val"]
+    assert all(torch.equal(rewritten["generator"][k], v) for k, v in best["generator"].items())
+
+    older = checkpoint.load(folder / "last.pt")  # a last.pt of a vsgrid that kept no copy
+    del older["best"]
+    checkpoint.save(older, folder / "last.pt")
+    (folder / "best.pt").unlink()
+    with pytest.raises(
+        VsgridError, match=f"{folder / 'best.pt'} is missing .* delete {folder / 'last.pt'}"
+    ):
+        train(config, model, folder, progress=False)
+
+
+class _Payload:
+    def __reduce__(self):  # unpickling this would call print: a stand-in for running any code
+        return (print, ("the payload ran",))
+
+
+def test_a_weights_file_with_a_pickle_payload_is_one_line_naming_it(tmp_path, capfd):
+    from vsgrid.evaluation.segment import load_cellpose
+    from vsgrid.model.network import load_vgg19_features
+
+    path = tmp_path / "weights.pt"
+    torch.save({"generator": _Payload()}, path)
+    refused = f"{path} holds pickled Python objects, not only weights: refused without running them"
+    for load in (checkpoint.load, load_vgg19_features, lambda p: load_cellpose(str(p), gpu=False)):
+        with pytest.raises(VsgridError, match=refused) as error:
+            load(path)
+        assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
+    assert "the payload ran" not in capfd.readouterr().out

@@ -316,3 +316,27 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
         return
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t" if path.suffix == ".tsv" else ",", index=False)
+
+
+def read_weights(path: str | Path, what: str, expected: str):
+    """What torch saved at ``path`` (a checkpoint, a network's weights), read as tensors only: a
+    pickle payload, which would run code, is refused. A missing, damaged or refused file is a
+    :class:`VsgridError` naming it as ``what`` (e.g. "checkpoint"), of which ``expected`` says
+    what it should be (e.g. "a vsgrid checkpoint")."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise VsgridError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types, with advice that does not apply
+        payload = isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
+    if payload:
+        raise VsgridError(
+            f"{what} {path} holds pickled Python objects, not only weights: refused without running "
+            f"them (it is not {expected}, or was saved from another program's objects)"
+        )
+    raise VsgridError(f"{what} {path} cannot be read: it is truncated, damaged or not {expected}")

@@ -11,6 +11,8 @@ rule train:
         store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
         LAYOUT.model_dir("{model}") / "summary.json",
+        # An output so that a deleted one replans the job, which rewrites it from last.pt.
+        LAYOUT.model_dir("{model}") / "best.pt",
     params:
         out=lambda wc: LAYOUT.model_dir(wc.model),
         train_set=lambda wc: MODELS[wc.model].train_set.name,

@@ -28,7 +28,7 @@ from vsgrid.data.store import U16_MAX, Store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import MAD_TO_SD
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
-from vsgrid.files import atomic_path
+from vsgrid.files import atomic_path, read_weights
 from vsgrid.layout import SEGMENTED
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ def load_cellpose(model: str, gpu: bool):
 
     path = Path(model).expanduser()
     if path.is_file():
+        read_weights(path, "Cellpose model", "a Cellpose model")  # refused here, not in Cellpose
         return models.CellposeModel(gpu=gpu, pretrained_model=str(path))
     if model in models.MODEL_NAMES:
         weights = _builtin_weights_file(model)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vsgrid.errors import VsgridError
-from vsgrid.files import atomic_path
+from vsgrid.files import atomic_path, read_weights
 from vsgrid.grid import Model
 from vsgrid.model.network import NetworkConfig
 
@@ -31,7 +31,8 @@ FILES = {"training": "last.pt", "generator": "best.pt"}
 def payload(
     kind: str, net: NetworkConfig, model: Model, stats: dict, generator: torch.nn.Module, **extra
 ) -> dict:
-    """The checkpoint dictionary of ``kind`` (``training`` or ``generator``)."""
+    """The checkpoint dictionary of ``kind`` (``training`` or ``generator``); the generator's
+    weights are copied to the CPU, so a payload kept in memory stays what it was when made."""
     return {
         "format": FORMAT,
         "kind": kind,
@@ -40,7 +41,9 @@ def payload(
         "stain": model.stain,
         "seed": model.seed,
         "stats": stats,
-        "generator": generator.state_dict(),
+        "generator": {
+            k: v.detach().to("cpu", copy=True) for k, v in generator.state_dict().items()
+        },
         **extra,
     }
 
@@ -65,22 +68,14 @@ def load(path: str | Path, kind: str | None = None) -> dict:
     """Load a checkpoint (of ``kind``, if given); a missing, truncated, foreign or other-kind file
     is a :class:`VsgridError`."""
     path = Path(path)
-    if not path.is_file():
-        raise VsgridError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ):  # torch raises several types for damaged files, with advice that does not apply
-        raise VsgridError(
-            f"checkpoint {path} cannot be read: it is truncated, damaged or not a vsgrid checkpoint"
-        ) from None
+    checkpoint = read_weights(path, "checkpoint", "a vsgrid checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise VsgridError(f"checkpoint {path} is not a vsgrid checkpoint of format {FORMAT}")
     if kind is not None and checkpoint.get("kind") != kind:
         theirs = checkpoint.get("kind")
         raise VsgridError(
-            f"checkpoint {path} is a {theirs} checkpoint (what {FILES.get(theirs, '?')} holds), not a {kind} checkpoint ({FILES[kind]})"
+            f"checkpoint {path} is a {theirs} checkpoint (what {FILES.get(theirs, '?')} holds), "
+            f"not a {kind} checkpoint ({FILES[kind]})"
         )
     return checkpoint
 

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vsgrid.errors import VsgridError
+from vsgrid.files import read_weights
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ def load_vgg19_features(path: str | Path) -> nn.Sequential:
             "vgg19-dcbb9e9d.pth once on a machine with internet and copy it there, or set "
             "network.lambda_vgg: 0"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_weights(path, "network.vgg_weights:", "a torchvision VGG19 checkpoint")
     features = vgg19_features()
     wanted = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     try:

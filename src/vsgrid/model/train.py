@@ -6,6 +6,8 @@ A model folder holds:
   epoch, the early-stopping state, the history); written atomically after every epoch and when
   SIGTERM arrives (SLURM preemption or time limit), so a rerun continues where it stopped;
 - ``best.pt``: the generator with the lowest validation L1 so far (what inference loads);
+  ``last.pt`` holds a copy, from which a rerun rewrites a lost ``best.pt`` (deleted by hand, or
+  by Snakemake, whose output it is, when a job fails or reruns);
 - ``log.csv``: one row per epoch (losses, learning rate, validation L1 and PSNR, seconds);
 - ``settings.json``: the settings it is trained under (network, train, device and data sections,
   and the identity of the store it reads);
@@ -283,6 +285,7 @@ class Trainer:
             "stop_reason": None,
         }
         self.stats = None
+        self.best = None  # what best.pt holds, saved in last.pt too
 
     @property
     def finished(self) -> bool:
@@ -317,6 +320,7 @@ class Trainer:
         self.opt_g.load_state_dict(saved["opt_g"])
         self.opt_d.load_state_dict(saved["opt_d"])
         self.state, self.stats = saved["state"], saved["stats"]
+        self.best = saved.get("best")
         if not self.finished:
             log.info(
                 "resuming %s at epoch %d, batch %d",
@@ -324,6 +328,20 @@ class Trainer:
                 self.state["epoch"] + 1,
                 self.state["batch"],
             )
+
+    def restore_best(self) -> None:
+        """Rewrite a lost ``best.pt`` from its copy in ``last.pt``: without it a finished model
+        would stay finished, and rerunning would not bring back what inference loads."""
+        best, last = (self.out / checkpoint.FILES[kind] for kind in ("generator", "training"))
+        if self.state["best_epoch"] is None or best.exists():
+            return
+        if self.best is None:
+            raise VsgridError(
+                f"{best} is missing and {last} (written by an older vsgrid) holds no copy of it; "
+                f"delete {last} and run again to train afresh"
+            )
+        checkpoint.save(self.best, best)
+        log.warning("%s was missing: rewritten from %s (epoch %d)", best, last, self.best["epoch"])
 
     def fit(self, progress: bool = True) -> None:
         """Train epoch after epoch until early stopping or ``max_epochs``; SIGTERM saves and raises."""
@@ -431,11 +449,12 @@ class Trainer:
         row["best"] = improved = metrics["val_l1"] < state["best_l1"] - settings.min_delta
         if not all(math.isfinite(row[k]) for k in ("loss_g", "loss_d", "val_l1")):
             raise VsgridError(
-                f"{self.model.name}: training diverged at epoch {epoch + 1} ({row}); {self.out / 'best.pt'} keeps the last good generator"
+                f"{self.model.name}: training diverged at epoch {epoch + 1} ({row}); "
+                f"{self.out / 'best.pt'} keeps the last good generator"
             )
         if improved:
             state.update(best_l1=metrics["val_l1"], best_epoch=epoch + 1, bad_epochs=0)
-            best = checkpoint.payload(
+            self.best = checkpoint.payload(
                 "generator",
                 self.net,
                 self.model,
@@ -444,7 +463,7 @@ class Trainer:
                 epoch=epoch + 1,
                 val=metrics,
             )
-            checkpoint.save(best, self.out / "best.pt")
+            checkpoint.save(self.best, self.out / "best.pt")
         else:
             state["bad_epochs"] += 1
         state["history"].append(row)
@@ -465,7 +484,8 @@ class Trainer:
     def save_last(self) -> None:
         last = checkpoint.payload(
             "training", self.net, self.model, self.stats, self.generator,
-            discriminator=self.discriminator.state_dict(), opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(), state=self.state,
+            discriminator=self.discriminator.state_dict(), opt_g=self.opt_g.state_dict(),
+            opt_d=self.opt_d.state_dict(), state=self.state, best=self.best,
         )  # fmt: skip
         checkpoint.save(last, self.out / "last.pt")
 
@@ -528,6 +548,7 @@ def train(config: dict, model: Model, out_dir: str | Path, progress: bool = True
             )
             current = trainer()
             current.start(record, afresh=True)
+        current.restore_best()
         if not current.finished:
             current.fit(progress)
         summary = current.summary()
