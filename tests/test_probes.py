@@ -43,12 +43,21 @@ def vsgrid(out, *args) -> subprocess.CompletedProcess:
     return subprocess.run([*command, *args[1:]], capture_output=True, text=True, timeout=300)
 
 
-def evaluation_inputs(out, n: int) -> dict:
-    """A dapi prediction of lung-toxic (the real stain), real masks, features and a ranking."""
+def real_features(images) -> pd.DataFrame:
+    """Rows of the one real instance (label 1) of each of ``images``."""
+    images = list(images)
+    return pd.DataFrame(
+        {"image": images, "label": 1, "AreaShape_Area": 100.0 + np.arange(len(images))}
+    )
+
+
+def evaluation_inputs(out, where, images) -> dict:
+    """In ``where``: a dapi prediction of lung-toxic (its real stain), real masks (one instance
+    per image), the real features of ``images`` and a ranking that selects one feature."""
     store = open_store(out / "data" / "lung-toxic.zarr")
     real = store.images("test")[:, store.channel_index("dapi")]
     shape, chunks = real.shape, (1, *real.shape[1:])
-    group = zarr.open_group(out / "pred.zarr", mode="w")
+    group = zarr.open_group(where / "pred.zarr", mode="w")
     arrays.create(group, shape, chunks=chunks, dtype="uint16", name="image")[:] = real
     labels = np.zeros(shape, np.int32)
     labels[:, 10:20, 10:20] = 1
@@ -56,50 +65,39 @@ def evaluation_inputs(out, n: int) -> dict:
     group.attrs.update(
         {"stain": "dapi", "test_set": "lung-toxic", "store_id": store.store_id, "model": None}
     )
-    arrays.create(out / "masks.zarr", shape, chunks=chunks, dtype="int32")[:] = labels
-    features = pd.DataFrame({"image": range(n), "label": 1, "AreaShape_Area": 100.0 + np.arange(n)})
-    write_table(features, out / "features.parquet")
+    arrays.create(where / "masks.zarr", shape, chunks=chunks, dtype="int32")[:] = labels
+    write_table(real_features(images), where / "features.parquet")
     write_table(
-        pd.DataFrame({"feature": ["AreaShape_Area"], "selected": [True]}), out / "ranking.tsv"
+        pd.DataFrame({"feature": ["AreaShape_Area"], "selected": [True]}), where / "ranking.tsv"
     )
-    return {
-        "--prediction": out / "pred.zarr",
-        "--real-masks": out / "masks.zarr",
-        "--real-features": out / "features.parquet",
-        "--ranking": out / "ranking.tsv",
+    names = {
+        "prediction": "pred.zarr",
+        "real-masks": "masks.zarr",
+        "real-features": "features.parquet",
     }
+    options = [x for option, name in names.items() for x in (f"--{option}", str(where / name))]
+    return [*options, "--ranking", str(where / "ranking.tsv"), "--out", str(where / "run")]
 
 
 def evaluate(out, inputs) -> subprocess.CompletedProcess:
-    files = [str(x) for option, path in inputs.items() for x in (option, path)]
-    return vsgrid(
-        out,
-        "evaluate",
-        "--test-set",
-        "lung-toxic",
-        "--stain",
-        "dapi",
-        *files,
-        "--out",
-        str(out / "run"),
-    )
+    return vsgrid(out, "evaluate", "--test-set", "lung-toxic", "--stain", "dapi", *inputs)
 
 
-def test_a_damaged_prediction_is_one_line_and_nothing_after_it(grid):
+def test_a_damaged_prediction_is_one_line_and_nothing_after_it(grid, tmp_path):
     _, out = grid
-    inputs = evaluation_inputs(out, 32)
-    chunk = out / "pred.zarr" / "image" / "c" / "0" / "0" / "0"
+    inputs = evaluation_inputs(out, tmp_path, range(32))
+    chunk = tmp_path / "pred.zarr" / "image" / "c" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     done = evaluate(out, inputs)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"vsgrid evaluate: error: {out / 'pred.zarr' / 'image'}: a chunk of images 0..31 cannot be "
-        'decoded (Zstd decompression error: b"Restored data doesn\'t match checksum"); the array '
+        f"vsgrid evaluate: error: {tmp_path / 'pred.zarr' / 'image'}: a chunk of images 0..31 cannot "
+        'be decoded (Zstd decompression error: b"Restored data doesn\'t match checksum"); the array '
         "is damaged, rebuild it"
     ]
-    assert not list((out / "run").glob("*.parquet"))
+    assert not list((tmp_path / "run").glob("*.parquet"))
 
 
 def _table() -> pd.DataFrame:
@@ -223,3 +221,18 @@ def test_a_weights_file_with_a_pickle_payload_is_one_line_naming_it(tmp_path, ca
             load(path)
         assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
     assert "the payload ran" not in capfd.readouterr().out
+
+
+def test_a_real_feature_table_without_some_images_rows_is_one_line_naming_them(grid, tmp_path):
+    _, out = grid
+    inputs = evaluation_inputs(out, tmp_path, [i for i in range(32) if i not in (3, 7, 20)])
+    done = evaluate(out, inputs)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"vsgrid evaluate: error: {tmp_path / 'features.parquet'} has no rows for real instances of "
+        "image(s) 3 (1 of its instances), 7 (1 of its instances), 20 (1 of its instances): it is "
+        "incomplete or was measured in other masks; rerun the step that writes it"
+    ]
+    assert not list((tmp_path / "run").glob("*.parquet"))
+    write_table(real_features(range(32)), tmp_path / "features.parquet")
+    assert evaluate(out, inputs).returncode == 0  # the same inputs, complete

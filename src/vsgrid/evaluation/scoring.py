@@ -96,9 +96,12 @@ def matched_differences(
     )
 
 
-def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Levels 1 and 2 of one image, the real image's quality flag, the prediction's selected
-    features and their differences to the real ones: (scores row, differences, predicted features)."""
+    features and their differences to the real ones: (scores row, differences, predicted
+    features, unmeasured), where ``unmeasured`` are the labels of the real instances without a
+    row in ``real_rows``; when there are any, the image is scored no further (see
+    :func:`check_measured`)."""
     index, real, pred, real_masks, pred_masks, real_rows, how = job
     settings = how.settings
     flag = image_flag(
@@ -109,6 +112,9 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     )
     row = {"image": index, "flag": flag, **pixel_scores(real, pred)}
     shared = overlaps(real_masks, pred_masks)
+    unmeasured = np.setdiff1d(shared.real_ids, real_rows["label"].to_numpy())
+    if len(unmeasured):
+        return row, None, None, unmeasured
     if how.stain in SEGMENTED:
         row.update(
             instance_scores(real_masks, pred_masks, settings["iou_threshold"], shared=shared)
@@ -125,7 +131,23 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         shared=shared,
     )
     predicted.insert(0, "image", index)
-    return row, differences, predicted
+    return row, differences, predicted, unmeasured
+
+
+def check_measured(results: list[tuple], source: str) -> None:
+    """Every real instance of the scored images must have its row in the real feature table
+    (``source``): one cut short, or measured in other masks, would be matched against no
+    features or the wrong ones."""
+    lacking = {row["image"]: unmeasured for row, _, _, unmeasured in results if len(unmeasured)}
+    if lacking:
+        images = ", ".join(
+            f"{image} ({len(labels)} of its instances)"
+            for image, labels in list(lacking.items())[:10]
+        ) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+        raise VsgridError(
+            f"{source} has no rows for real instances of image(s) {images}: it is incomplete or "
+            "was measured in other masks; rerun the step that writes it"
+        )
 
 
 def feature_spread(frames, features: list[str]) -> pd.Series:
@@ -272,7 +294,8 @@ def selected_features(ranking: pd.DataFrame, real_features: list[str]) -> list[s
     missing = [f for f in selected if f not in real_features]
     if missing:
         raise VsgridError(
-            f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table lacks; rerun the feature steps"
+            f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table "
+            "lacks; rerun the feature steps"
         )
     return selected
 
@@ -328,7 +351,9 @@ def evaluate(
         )
         for i in range(len(real))
     ]
-    rows, differences, predicted = zip(*map(score_image, jobs))
+    results = list(map(score_image, jobs))
+    check_measured(results, "the real feature table")
+    rows, differences, predicted, _ = zip(*results)
     return {
         **run_tables(list(rows), list(differences), feature_spread([real_features], selected)),
         "features": pd.concat(predicted, ignore_index=True),
@@ -360,7 +385,8 @@ def evaluate_run(
     pred_labels = pred.labels if stain in SEGMENTED else real_labels
     if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
         raise VsgridError(
-            f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not match the test set's {real.shape} images"
+            f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not "
+            f"match the test set's {real.shape} images"
         )
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
@@ -389,9 +415,14 @@ def evaluate_run(
                 real_labels[start:stop],
                 pred_labels[start:stop],
             )
-            for row, difference, predicted in pmap(
-                score_image, [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]
-            ):
+            results = list(
+                pmap(
+                    score_image,
+                    [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images],
+                )
+            )
+            check_measured(results, str(real_features))
+            for row, difference, predicted, _ in results:
                 rows.append(row)
                 differences.append(difference)
                 append(predicted)
