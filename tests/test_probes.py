@@ -236,3 +236,17 @@ def test_a_real_feature_table_without_some_images_rows_is_one_line_naming_them(g
     assert not list((tmp_path / "run").glob("*.parquet"))
     write_table(real_features(range(32)), tmp_path / "features.parquet")
     assert evaluate(out, inputs).returncode == 0  # the same inputs, complete
+
+
+@pytest.mark.parametrize("train_set", ["../x-toxic", "kidney-toxic", "lung-nontoxic"])
+def test_a_train_set_outside_the_grid_is_refused_naming_the_known_ones(grid, train_set, capsys):
+    from vsgrid.cli import main
+
+    config, out = grid
+    command = ["train", "--config", str(out / "config.yaml"), "--train-set", train_set]
+    assert main([*command, "--stain", "dapi", "--seed", "0"]) == 2
+    assert capsys.readouterr().err == (
+        f"vsgrid train: error: --train-set {train_set!r} is not a data set of the grid (lung-toxic)\n"
+    )
+    assert not (out / "results" / "models" / f"{train_set}.dapi.s0").exists()
+    assert not (out / "x-toxic.dapi.s0").exists()

@@ -186,6 +186,11 @@ def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
         data_set = DataSet.parse(train_set)
     except ValueError as exc:
         raise VsgridError(f"--train-set: {exc}") from None
+    known = [d.name for d in data_sets(config["grid"])]
+    if data_set.name not in known:  # "../x-toxic" parses, and would name a folder outside
+        raise VsgridError(
+            f"--train-set {train_set!r} is not a data set of the grid ({', '.join(known)})"
+        )
     if stain not in config["grid"]["stains"]:
         raise VsgridError(
             f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})"
