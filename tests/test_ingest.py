@@ -1,9 +1,15 @@
 """Real-plate ingest: a small plate set written by the test as TIFFs + LoadData CSV."""
 
+import math
+import subprocess
+import sys
+import zlib
+
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import yaml
 
 from vsgrid.cli import main
 from vsgrid.config import validate
@@ -224,8 +230,9 @@ def fractional_site(plates):
 @pytest.mark.parametrize(
     "damage",
     [
-        garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float, well_not_in_plate_map,
-        plate_without_cell_type, missing_column, well_listed_twice, field_listed_twice, empty_cell_type, fractional_site,
+        garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float,
+        well_not_in_plate_map, plate_without_cell_type, missing_column, well_listed_twice,
+        field_listed_twice, empty_cell_type, fractional_site,
     ],
 )  # fmt: skip
 def test_bad_input_names_the_file_and_keeps_the_earlier_store(plates, damage):
@@ -249,7 +256,8 @@ def test_command_line_exit_status_and_message(plates, capsys):
     (plates.root / "config.yaml").write_text(
         "grid: {cell_types: [lung]}\n"
         "data:\n  source: ingest\n  splits: {train: 12, val: 4, test: 8}\n  test_plates: 1\n"
-        f"  ingest: {{load_data: {plates.root}/load_data.csv, plate_map: {plates.root}/plate_map.csv, plate_cell_types: {plates.root}/typo.csv}}\n"
+        f"  ingest: {{load_data: {plates.root}/load_data.csv, plate_map: {plates.root}/plate_map.csv, "
+        f"plate_cell_types: {plates.root}/typo.csv}}\n"
     )
     assert (
         main(
@@ -291,3 +299,46 @@ def test_a_failure_in_a_later_store_leaves_every_store_as_it_was(plates):
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
     for name, images in before.items():
         assert np.array_equal(open_store(out / name).images("test")[:], images)
+
+
+def zlib_bomb(path, side=40_000, tile=4096):
+    """A TIFF of side x side zeros in zlib tiles: 3 MB on disk, 3.2 GB once decoded."""
+    encoded = zlib.compress(bytes(tile * tile * 2), 9)  # one tile of zeros, written for every tile
+    tifffile.imwrite(
+        path,
+        (encoded for _ in range(math.ceil(side / tile) ** 2)),
+        shape=(side, side),
+        dtype=np.uint16,
+        tile=(tile, tile),
+        compression="zlib",
+    )
+
+
+def test_a_tiff_that_inflates_to_gigabytes_is_refused_from_its_header(plates):
+    bomb = plates.file("PL2", "B01", 1, "dapi")
+    zlib_bomb(bomb)
+    (plates.root / "config.yaml").write_text(yaml.safe_dump(plates.config()))
+    measured = (  # the command, then its own peak memory (kB)
+        "import resource, sys; from vsgrid.cli import main; status = main(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(status)"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            measured,
+            "ingest",
+            "--config",
+            str(plates.root / "config.yaml"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"vsgrid ingest: error: image {bomb} declares 40000 x 40000 pixels, more than the 67,108,864 "
+        "of any microscope field; it is damaged or not a field image"
+    ]
+    assert int(done.stdout.split()[-1]) < 400 * 1024  # the decoded image alone would be 3.2 GB

@@ -175,6 +175,13 @@ def _resolve(base: Path, folder: str, name: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+# The most pixels a TIFF may declare: 8192 x 8192, beyond any camera's field. What a file declares
+# is checked before it is decoded, so a damaged or hostile one (a zlib bomb of 40,000 x 40,000
+# inflates to 3.2 GB) is refused at the cost of its header; after the first image, every TIFF must
+# declare the first one's shape, which is then the limit.
+MAX_PIXELS = 8192 * 8192
+
+
 class TiffReader:
     """Reads single-plane TIFFs and insists they all share the first one's shape and dtype."""
 
@@ -191,21 +198,35 @@ class TiffReader:
         if not Path(path).is_file():
             raise VsgridError(f"image {path} does not exist")
         try:
-            plane = np.squeeze(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tiff:
+                series = tiff.series[0]
+                self._check_declared(path, tuple(n for n in series.shape if n != 1), series.dtype)
+                plane = np.squeeze(tiff.asarray())
+        except VsgridError:
+            raise
         except Exception as exc:  # tifffile raises many types for damaged files
             raise VsgridError(f"image {path} is not a readable TIFF: {exc}") from None
-        if plane.size == 0:
-            raise VsgridError(f"image {path} is not a readable TIFF: it holds no image data")
-        if plane.ndim != 2:
-            raise VsgridError(f"image {path} has shape {plane.shape}; expected one 2-D plane")
-        if self.reference is None:
-            self.reference = (plane.shape, plane.dtype, path)
-        shape, dtype, first = self.reference
-        if plane.shape != shape or plane.dtype != dtype:
-            raise VsgridError(
-                f"image {path} is {plane.shape} {plane.dtype} but {first} is {shape} {dtype}; all images must match"
-            )
         return self._to_uint16(plane, path)
+
+    def _check_declared(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """The shape (size-1 axes left out) and dtype a TIFF declares, before it is decoded."""
+        if 0 in shape:
+            raise VsgridError(f"image {path} is not a readable TIFF: it holds no image data")
+        if len(shape) != 2:
+            raise VsgridError(f"image {path} has shape {shape}; expected one 2-D plane")
+        if shape[0] * shape[1] > MAX_PIXELS:
+            raise VsgridError(
+                f"image {path} declares {shape[0]} x {shape[1]} pixels, more than the "
+                f"{MAX_PIXELS:,} of any microscope field; it is damaged or not a field image"
+            )
+        if self.reference is None:
+            self.reference = (shape, dtype, path)
+        expected, expected_dtype, first = self.reference
+        if shape != expected or dtype != expected_dtype:
+            raise VsgridError(
+                f"image {path} is {shape} {dtype} but {first} is {expected} {expected_dtype}; "
+                "all images must match"
+            )
 
     @staticmethod
     def _to_uint16(plane: np.ndarray, path: str) -> np.ndarray:
