@@ -250,3 +250,15 @@ def test_a_train_set_outside_the_grid_is_refused_naming_the_known_ones(grid, tra
     )
     assert not (out / "results" / "models" / f"{train_set}.dapi.s0").exists()
     assert not (out / "x-toxic.dapi.s0").exists()
+
+
+@pytest.mark.parametrize("seed", ["7", str(2**64 + 1)])
+def test_a_seed_outside_the_grid_is_refused_in_one_line(grid, seed, capsys):
+    from vsgrid.cli import main
+
+    _, out = grid
+    command = ["train", "--config", str(out / "config.yaml"), "--train-set", "lung-toxic"]
+    assert main([*command, "--stain", "dapi", "--seed", seed]) == 2
+    assert (
+        capsys.readouterr().err == f"vsgrid train: error: --seed {seed} is not in grid.seeds (0)\n"
+    )

@@ -195,6 +195,10 @@ def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
         raise VsgridError(
             f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})"
         )
+    if seed not in config["grid"]["seeds"]:  # also keeps it in every library's range (the schema's)
+        raise VsgridError(
+            f"--seed {seed} is not in grid.seeds ({', '.join(map(str, config['grid']['seeds']))})"
+        )
     return Model(data_set, stain, seed)
 
 
