@@ -37,10 +37,18 @@ def test_gpu_rules_run_through_the_slurm_profile(tmp_path):
         and "rule infer: job" in output
         and "on partition gpu with a GPU" in output
     )
+    assert "rule infer_screen: job" in output  # level 4's GPU job
     assert "rule evaluate: job" in output and "on partition cpu without a GPU" in output
+    assert (
+        "rule screen_reference: job" in output and "rule screen_run: job" in output
+    )  # its CPU jobs
     scores = (
         tmp_path / "results" / "runs" / "lung-nontoxic.dapi.s0" / "lung-toxic" / "scores.parquet"
     )
     import pandas as pd
 
     assert {"ssim", "psnr", "f1", "nmae"} <= set(pd.read_parquet(scores)["metric"])
+    screen = tmp_path / "results" / "screen"
+    virtual = pd.read_parquet(screen / "runs" / "lung-nontoxic.dapi.s0" / "lung.wells.parquet")
+    real = pd.read_parquet(screen / "reference" / "lung" / "dapi.wells.parquet")
+    assert len(virtual) > 0 and virtual[["plate", "well"]].equals(real[["plate", "well"]])

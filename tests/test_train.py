@@ -226,6 +226,28 @@ def test_sigterm_saves_and_a_rerun_resumes_to_the_same_weights(config, tmp_path)
         )
 
 
+def test_a_job_that_completes_no_epoch_stops_the_next_resume_with_the_folder_named(
+    config, tmp_path, monkeypatch
+):
+    from vsgrid.model import train as training
+
+    class AtTheLimit(training._SigtermFlag):  # SIGTERM before the first batch ends: no epoch done
+        def __enter__(self):
+            super().__enter__()
+            self.raised = True
+            return self
+
+    model, out = Model(LUNG_TOXIC, "dapi", 0), tmp_path / "model"
+    monkeypatch.setattr(training, "_SigtermFlag", AtTheLimit)
+    with pytest.raises(training.Interrupted, match="no epoch completed"):
+        train(short(config, 2), model, out, progress=False)
+    with pytest.raises(VsgridError, match=f"{out}: .*raise the train rule's runtime"):
+        train(short(config, 2), model, out, progress=False)  # a retry of the same limit: no loop
+    monkeypatch.undo()
+    (out / training.STALLED).unlink()  # what the message says to do once the runtime is raised
+    assert train(short(config, 2), model, out, progress=False)["epochs"] == 2
+
+
 @pytest.fixture(scope="module")
 def trained(config, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")

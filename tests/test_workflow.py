@@ -1,5 +1,6 @@
 """The Snakemake workflow: the paper grid's plan, the .test grid run for real, partial reruns, bad input."""
 
+import json
 import os
 import re
 import shutil
@@ -72,6 +73,28 @@ def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
         and jobs["rank_features"] == 3 * 3
     )
     assert jobs["store"] == 6 and jobs["tables"] == jobs["figures"] == 1
+
+
+def test_the_paper_screen_tables_job_asks_for_its_measured_27_groups(tmp_path):
+    from vsgrid.resources import MARGIN
+
+    result = snakemake(tmp_path, "-n", "screen_tables", configfile=ROOT / "config" / "config.yaml")
+    job = result.stdout[result.stdout.find("rule screen_tables:") :]
+    runtime = int(re.search(r"resources: .*runtime=(\d+)", job).group(1))
+    assert runtime >= 27 * 61 / 60 * MARGIN  # 27 (screen, stain, seed) groups at 61 s each
+
+
+def test_a_config_key_given_twice_is_refused_and_config_values_are_typed(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train: {max_epochs: 3}\ntrain: {max_epochs: 4}\n")
+    result = snakemake(
+        tmp_path, "-n", configfile=[ROOT / ".test" / "config.yaml", twice], check=False
+    )
+    assert result.returncode != 0 and "key 'train' is given twice" in result.stdout + result.stderr
+    config = ROOT / ".test" / "config.yaml"
+    snakemake(tmp_path, "-n", "--config", "train={max_epochs: 4}", configfile=config)
+    (handed,) = (tmp_path / ".snakemake" / "vsgrid").glob("config-*.json")  # what the jobs read
+    assert json.loads(handed.read_text())["train"]["max_epochs"] == 4  # Snakemake's '4', typed
 
 
 # Paths with a space and with shell syntax: every rule must quote them, none may run them.

@@ -252,6 +252,26 @@ def read_yaml(path: str | Path) -> dict:
     return raw or {}
 
 
+def typed_strings(value, schema: dict | None = None):
+    """``value`` with the strings the schema types otherwise (integer, number, boolean, null) read
+    as YAML when that gives the type: Snakemake's ``--config train={max_epochs: 4}`` hands over
+    ``'4'``. Anything else is left for :func:`validate` to report."""
+    schema = load_schema() if schema is None else schema
+    if isinstance(value, dict):
+        fields = schema.get("properties", {})
+        return {key: typed_strings(item, fields.get(key, {})) for key, item in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [typed_strings(item, schema["items"]) for item in value]
+    types = schema.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    if not isinstance(value, str) or "string" in types:
+        return value
+    parsed = yaml.safe_load(value) if value.strip() else value
+    kinds = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+    fits = any(isinstance(parsed, kinds[t]) for t in types & kinds.keys())
+    return parsed if fits and not (isinstance(parsed, bool) and "boolean" not in types) else value
+
+
 def load_config(*paths: str | Path) -> dict:
     """Read YAML config files, merge them in order (later ones win, like Snakemake's
     ``--configfile a b``) and :func:`validate` the result; errors name the files."""

@@ -6,14 +6,18 @@ asking for ten times what they use, and a smaller grid asks for less. Sources (b
 
 - CPU steps: ``bench/scale.py`` on a 2-core x86-64 VM (slopes between two slices of one test set;
   peak resident memory, which does not grow with the number of images because every step streams);
-- tables: ``bench/tables.py`` (time per run of 4,800 images, flat memory);
+- tables: ``bench/tables.py`` (time per run of 4,800 images, flat memory); screen tables: 61 s
+  per group of screen runs (screen, stain, seed) at the paper's size;
 - train and infer: no GPU has measured them yet. Their costs are the paper network's FLOPs per
   image (``vsgrid describe-model``) at 15 % of an A100's bf16 peak, a deliberately low
   utilisation, plus Cellpose on each prediction; replace them with ``bench/model.py``'s figures
   from your GPU.
 
 A job asks for :data:`MARGIN` times the estimate, and each retry (Snakemake's ``attempt``) for
-that again. Stdlib only: the Snakefile imports it.
+that again, up to :data:`FAILURE_RETRIES` retries. A GPU step's time is the GPU's: its CPU
+threads feed the GPU and do not divide it. A training longer than :data:`MAX_RUNTIME_MIN` runs as
+a chain of jobs, each resuming from ``last.pt`` (:func:`train_retries`, :func:`training_plan`).
+Stdlib only: the Snakefile imports it.
 """
 
 from __future__ import annotations
@@ -30,15 +34,20 @@ MIN_RUNTIME_MIN = 10
 # Two days, a common limit of GPU partitions. The paper's training (200 epochs of 21,000 fields)
 # needs more: its job ends at the limit with last.pt saved and a retry resumes from there.
 MAX_RUNTIME_MIN = 2880
+# Retries for failures (memory, a node), as the SLURM profile gives every rule: each asks for more.
+# Memory and time stop growing after them (a training's later retries are its chain's next jobs).
+FAILURE_RETRIES = 2
 
 
 @dataclass(frozen=True)
 class Cost:
-    """One step's cost at 1080 x 1080: seconds per job, core-seconds per image, peak memory."""
+    """One step's cost at 1080 x 1080: seconds per job, core-seconds per image (GPU-seconds for a
+    ``gpu`` step), peak memory."""
 
     start_s: float
     core_s_per_image: float
     peak_mb: float
+    gpu: bool = False
 
 
 COSTS = {
@@ -50,16 +59,23 @@ COSTS = {
     ),  # capped instances; the forest's trees
     "evaluate": Cost(start_s=20, core_s_per_image=0.56, peak_mb=1980),
     "train": Cost(
-        start_s=60, core_s_per_image=0.15, peak_mb=12000
-    ),  # per image and epoch, on the GPU
-    "infer": Cost(
-        start_s=60, core_s_per_image=0.20, peak_mb=6000
-    ),  # generator and Cellpose, on the GPU
+        start_s=60, core_s_per_image=0.15, peak_mb=12000, gpu=True
+    ),  # per image and epoch
+    "infer": Cost(start_s=60, core_s_per_image=0.20, peak_mb=6000, gpu=True),  # generator, Cellpose
     "tables": Cost(
         start_s=20, core_s_per_image=0.0004, peak_mb=1500
     ),  # per run image: runs x test images
+    "screen_tables": Cost(start_s=20, core_s_per_image=61, peak_mb=1500),  # per group, not image
     "figures": Cost(start_s=60, core_s_per_image=0.0, peak_mb=2000),
 }
+
+
+def job_seconds(step: str, *, images: int, pixels: int, threads: int) -> float:
+    """The estimated time of one job of ``step`` on ``images`` images of ``pixels`` pixels each,
+    using ``threads`` cores (which share a CPU step's work, not a GPU step's)."""
+    cost = COSTS[step]
+    work = cost.core_s_per_image * pixels / REFERENCE_PIXELS * images
+    return cost.start_s + work / (1 if cost.gpu else max(threads, 1))
 
 
 def job_resources(
@@ -68,12 +84,58 @@ def job_resources(
     """``mem_mb`` and ``runtime`` (minutes) for one job of ``step`` on ``images`` images of
     ``pixels`` pixels each, using ``threads`` cores; both grow with ``attempt``."""
     cost = COSTS[step]
-    scale = pixels / REFERENCE_PIXELS
-    seconds = cost.start_s + cost.core_s_per_image * scale * images / max(threads, 1)
-    peak = BASE_MB + max(cost.peak_mb - BASE_MB, 0) * scale
+    seconds = job_seconds(step, images=images, pixels=pixels, threads=threads)
+    peak = BASE_MB + max(cost.peak_mb - BASE_MB, 0) * pixels / REFERENCE_PIXELS
+    growth = min(attempt, 1 + FAILURE_RETRIES)
     return {
-        "mem_mb": int(math.ceil(MARGIN * peak * attempt)),
+        "mem_mb": int(math.ceil(MARGIN * peak * growth)),
         "runtime": min(
-            MAX_RUNTIME_MIN, max(MIN_RUNTIME_MIN, int(math.ceil(MARGIN * seconds / 60 * attempt)))
+            MAX_RUNTIME_MIN, max(MIN_RUNTIME_MIN, int(math.ceil(MARGIN * seconds / 60 * growth)))
         ),
     }
+
+
+def config_pixels(config: dict) -> int:
+    """Pixels of the config's fields. Ingested plates' size is known only once their store exists:
+    they are counted as the paper's."""
+    data = config["data"]
+    return (
+        data["synthetic"]["field_size"] ** 2 if data["source"] == "synthetic" else REFERENCE_PIXELS
+    )
+
+
+def training_work(config: dict) -> tuple[int, int]:
+    """One model's training: images (per epoch x epochs) and their pixels (crops or whole fields)."""
+    train = config["train"]
+    pixels = train["crop_size"] ** 2 if train["crop_size"] else config_pixels(config)
+    return config["data"]["splits"]["train"] * train["max_epochs"], pixels
+
+
+def train_retries(config: dict) -> int:
+    """Retries of a training job: enough jobs of at most :data:`MAX_RUNTIME_MIN` to do
+    :data:`MARGIN` times the estimated work, each resuming from ``last.pt`` where the one before
+    stopped, and :data:`FAILURE_RETRIES` more."""
+    images, pixels = training_work(config)
+    seconds = job_seconds("train", images=images, pixels=pixels, threads=1)
+    return math.ceil(MARGIN * seconds / (MAX_RUNTIME_MIN * 60)) - 1 + FAILURE_RETRIES
+
+
+def training_plan(config: dict) -> str:
+    """What one model's training asks of the cluster, in three lines."""
+    (images, pixels), epochs = training_work(config), config["train"]["max_epochs"]
+    hours = job_seconds("train", images=images, pixels=pixels, threads=1) / 3600
+    asked, retries = (
+        job_resources("train", images=images, pixels=pixels, threads=1),
+        train_retries(config),
+    )
+    job_hours, epoch_hours = asked["runtime"] / 60, hours / epochs
+    return "\n".join(
+        [
+            f"train: {epochs} epochs x {images // epochs:,} images of {pixels:,} pixels: "
+            f"{hours:,.0f} GPU-hours estimated ({epoch_hours * 60:,.0f} min per epoch)",
+            f"a job: {job_hours:,.0f} h (about {job_hours / epoch_hours:,.0f} epochs), "
+            f"{asked['mem_mb'] / 1000:,.0f} GB; memory grows at the first {FAILURE_RETRIES} retries",
+            f"retries: {retries}, up to {retries + 1} jobs of {job_hours:,.0f} h ({(retries + 1) * job_hours:,.0f} h, "
+            f"{(retries + 1) * job_hours / hours:.1f} x the estimate), each resuming from last.pt",
+        ]
+    )

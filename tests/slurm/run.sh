@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A real single-node SLURM (Debian's munge, slurmctld, slurmd) with one fake GPU, and one
-# train/test cell of the .test grid through `snakemake --profile profiles/slurm`: its GPU jobs
-# (train, infer) land on the gpu partition with a GPU, its CPU jobs (segment_real with the
-# classical backend, features_real, evaluate) on the cpu partition without. Needs root and apt-get.
+# train/test cell of the .test grid and one of its screen runs through `snakemake --profile
+# profiles/slurm`: its GPU jobs (train, infer, infer_screen) land on the gpu partition with a GPU,
+# its CPU jobs (segment_real and segment_screen with the classical backend, features_real,
+# evaluate, screen_reference, screen_run) on the cpu partition without. Needs root and apt-get.
 #
-#   bash tests/slurm/run.sh [TARGET ...]      (default: one run's scores.parquet)
+#   bash tests/slurm/run.sh [TARGET ...]      (default: one run's scores.parquet, one screen run)
 #
 # The launcher gets its own environment (.venv-slurm: pyproject's `cluster` group), the jobs run
 # `vsgrid` from .venv, as on a cluster.
@@ -13,7 +14,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${VSGRID_SLURM_WORKDIR:-$(mktemp -d /tmp/vsgrid-slurm.XXXXXX)}
 HOST=$(hostname -s)
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(results/runs/lung-nontoxic.dapi.s0/lung-toxic/scores.parquet)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(results/runs/lung-nontoxic.dapi.s0/lung-toxic/scores.parquet
+                                     results/screen/runs/lung-nontoxic.dapi.s0/lung.wells.parquet)
 
 say() { echo "[slurm-test] $*"; }
 
@@ -87,9 +89,11 @@ mkdir -p "$PROFILE"
 import sys, yaml
 profile = yaml.safe_load(open(sys.argv[1]))
 profile["default-resources"].pop("slurm_account")
-profile["set-resources"].pop("segment_real")  # the .test grid segments with the classical backend: CPU work
+for rule in ("segment_real", "segment_screen"):  # the .test grid segments with the classical backend: CPU work
+    profile["set-resources"].pop(rule)
 profile["default-resources"].update(mem_mb=1000, runtime=30)
-rules = ["store", "train", "infer", "segment_real", "features_real", "rank_features", "evaluate", "tables", "figures"]
+rules = ["store", "train", "infer", "segment_real", "features_real", "rank_features", "evaluate", "tables", "figures",
+         "screen_store", "infer_screen", "segment_screen", "screen_reference", "screen_run"]
 for rule in rules:
     profile["set-resources"].setdefault(rule, {})
     profile["set-resources"][rule] = {**profile["set-resources"][rule], "mem_mb": 1500, "runtime": 30}
@@ -103,22 +107,25 @@ cd "$WORK"
 PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
     --directory "$WORK" --configfile "$ROOT/.test/config.yaml"
 
-job_of() {
+job_of() {  # the SLURM job id of a rule's job; nothing when the targets needed none
     local log
+    [ -d "$WORK/results/slurm_logs/rule_$1" ] || return 0
     log=$(find "$WORK/results/slurm_logs/rule_$1" -name '*.log' | head -1)
     [ -n "$log" ] || { say "no SLURM log of rule $1"; exit 1; }
     basename "$log" .log
 }
 say "checking that the GPU rules were submitted with --gpus, the CPU rules without"
-for rule in train infer; do
+for rule in train infer infer_screen; do
     job=$(job_of "$rule")
+    [ -n "$job" ] || { say "rule $rule: no job (the targets need none)"; continue; }
     details=$(scontrol show job "$job")
     echo "$details" | grep -Eq "TresPerJob=gres/gpu:a100:1|TresPerJob=gres:gpu:a100:1|gres/gpu" || { say "job $job of $rule has no GPU: $details"; exit 1; }
     echo "$details" | grep -q "Partition=gpu" || { say "job $job of $rule did not run on the gpu partition"; exit 1; }
     say "rule $rule: job $job on partition gpu with a GPU"
 done
-for rule in evaluate features_real segment_real; do
+for rule in evaluate features_real segment_real segment_screen screen_reference screen_run; do
     job=$(job_of "$rule")
+    [ -n "$job" ] || { say "rule $rule: no job (the targets need none)"; continue; }
     details=$(scontrol show job "$job")
     echo "$details" | grep -Eq "TresPerJob=[^ ]*gpu|gres/gpu|Partition=gpu" && { say "job $job of $rule asked for a GPU: $details"; exit 1; }
     echo "$details" | grep -q "Partition=cpu" || { say "job $job of $rule did not run on the cpu partition"; exit 1; }

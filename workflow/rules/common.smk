@@ -6,13 +6,16 @@ import json
 import shlex
 
 from vsgrid import grid as vsgrid_grid
-from vsgrid.config import result_settings
+from vsgrid.config import read_yaml, result_settings, typed_strings
 from vsgrid.files import write_text
 from vsgrid.layout import SEGMENTED, Layout, masks_stain
-from vsgrid.resources import REFERENCE_PIXELS, job_resources
+from vsgrid.resources import REFERENCE_PIXELS, config_pixels, job_resources, train_retries, training_work
 
 try:
-    config.update(validate(config))
+    # Snakemake merges --configfile files keeping the last of a key given twice: vsgrid refuses it.
+    for path in workflow.configfiles:
+        read_yaml(path)
+    config.update(validate(typed_strings(config)))
 except VsgridError as error:
     raise WorkflowError(str(error)) from None
 
@@ -72,8 +75,7 @@ def gpu(needed):
 
 
 SPLITS = config["data"]["splits"]
-# Ingested plates' image size is known only once their store exists: ask as for the paper's.
-PIXELS = config["data"]["synthetic"]["field_size"] ** 2 if config["data"]["source"] == "synthetic" else REFERENCE_PIXELS
+PIXELS = config_pixels(config)
 
 
 def resources(step, images, pixels=PIXELS):
@@ -140,11 +142,22 @@ SCREEN = config["evaluation"]["screen"]
 # A 384-well plate per held-out plate (an upper bound when only some compounds are kept).
 _PLATES = config["data"]["test_plates"]
 SCREEN_IMAGES = 384 * (_PLATES if isinstance(_PLATES, int) else len(_PLATES)) * SCREEN["fields_per_well"]
+# screen_tables compares the runs of one (screen, stain, seed, training phenotype) at a time.
+SCREEN_GROUPS = len({(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS})
+
+
+# The fields whose cells train a cell type's phenotype forest: at most forest_fields per data set.
+FOREST_IMAGES = SCREEN["forest_fields"] * len(GRID["phenotypes"])
 
 
 def screen_masks(cell_type, stain):
-    """The real masks a screen stain is measured in (cy5: the DAPI nuclei)."""
-    return LAYOUT.screen_reference(cell_type) / f"{masks_stain(stain)}.masks.zarr"
+    """The real masks of a segmented stain's screen (dapi, fitc; cy5 is measured in dapi's)."""
+    return LAYOUT.screen_reference(cell_type) / f"{stain}.masks.zarr"
+
+
+def screen_forest_masks(cell_type, stain):
+    """The real masks of a segmented stain in the phenotype forest's training fields."""
+    return LAYOUT.screen_reference(cell_type) / f"{stain}.forest_masks.zarr"
 
 
 def screen_run_inputs(wc):
@@ -152,5 +165,5 @@ def screen_run_inputs(wc):
     return {
         "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
         "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.parquet",
-        "nuclei": screen_masks(wc.cell_type, stain),
+        "nuclei": screen_masks(wc.cell_type, masks_stain(stain)),
     }

@@ -47,10 +47,14 @@ rule infer_screen:
 rule segment_screen:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
+        stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],
     output:
-        directory(LAYOUT.screen_reference("{cell_type}") / "{stain}.masks.zarr"),
+        masks=directory(screen_masks("{cell_type}", "{stain}")),
+        # The phenotype forest's training fields (vsgrid.evaluation.wells.forest_fields), segmented
+        # here on the GPU so that screen_reference only measures and fits: CPU work.
+        forest_masks=directory(screen_forest_masks("{cell_type}", "{stain}")),
     params:
-        settings=settings("segmentation", "evaluation"),
+        settings=settings("segmentation", "evaluation", "evaluation.screen.forest_fields"),
     wildcard_constraints:
         stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:
@@ -61,17 +65,19 @@ rule segment_screen:
     priority: 1
     resources:
         gpu=gpu(CELLPOSE),
-        **resources("segment_real", SCREEN_IMAGES),
+        **resources("segment_real", SCREEN_IMAGES + FOREST_IMAGES),
     shell:
-        VSGRID.format(command="segment") + " --screen {wildcards.cell_type:q} --stain {wildcards.stain:q} --out {output:q} > {log:q} 2>&1"
+        VSGRID.format(command="screen-segment") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q}"
+        " --masks {output.masks:q} --forest-masks {output.forest_masks:q} > {log:q} 2>&1"
 
 
 rule screen_reference:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
-        masks=lambda wc: screen_masks(wc.cell_type, wc.stain),
+        masks=lambda wc: screen_masks(wc.cell_type, masks_stain(wc.stain)),
+        forest_masks=lambda wc: screen_forest_masks(wc.cell_type, masks_stain(wc.stain)),
         ranking=LAYOUT.ranking("{cell_type}", "{stain}"),
-        stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],  # their validation cells train the phenotype forest
+        stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],  # their fields' cells train the phenotype forest
     output:
         wells=LAYOUT.screen_real_wells("{cell_type}", "{stain}"),
         forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.parquet",
@@ -85,11 +91,10 @@ rule screen_reference:
     threads: FEATURE_WORKERS
     priority: 1
     resources:
-        gpu=gpu(CELLPOSE),
-        **resources("evaluate", SCREEN_IMAGES),
+        **resources("evaluate", SCREEN_IMAGES + FOREST_IMAGES),
     shell:
         VSGRID.format(command="screen-reference") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q} --masks {input.masks:q}"
-        " --ranking {input.ranking:q} --out {params.out:q} --workers {threads} > {log:q} 2>&1"
+        " --forest-masks {input.forest_masks:q} --ranking {input.ranking:q} --out {params.out:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule screen_run:
@@ -135,7 +140,7 @@ rule screen_tables:
     threads: 1
     priority: 1
     resources:
-        **resources("tables", 0),
+        **resources("screen_tables", SCREEN_GROUPS, REFERENCE_PIXELS),
     shell:
         VSGRID.format(command="screen-tables") + " --out {params.out:q} > {log:q} 2>&1"
 

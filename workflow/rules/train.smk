@@ -1,9 +1,9 @@
 # One Pix2PixHD per (train set, stain, seed). A rerun after a failure or a time limit resumes
-# from the model folder's last.pt, which is not an output and so survives the failed job.
+# from the model folder's last.pt, which is not an output and so survives the failed job: a
+# training longer than a job's time limit runs as a chain of retries (vsgrid.resources.train_retries;
+# `vsgrid train-plan` shows it), and one that ends a job without finishing an epoch fails instead.
+TRAIN_IMAGES, TRAIN_PIXELS = training_work(config)
 
-
-# Crops or whole fields; per image and epoch.
-TRAIN_PIXELS = config["train"]["crop_size"] ** 2 if config["train"]["crop_size"] else PIXELS
 
 
 rule train:
@@ -27,9 +27,10 @@ rule train:
     # Training is the longest chain (train -> infer -> evaluate, tables): start every model
     # first, so that no training is left for the end when the other work has run out.
     priority: 1
+    retries: train_retries(config)
     resources:
         gpu=1,
-        **resources("train", SPLITS["train"] * config["train"]["max_epochs"], TRAIN_PIXELS),
+        **resources("train", TRAIN_IMAGES, TRAIN_PIXELS),
     shell:
         TORCH_THREADS + VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
         " --seed {params.seed:q} --out {params.out:q} --quiet > {log:q} 2>&1"

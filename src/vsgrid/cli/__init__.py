@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from vsgrid.cli import screen
+from vsgrid.cli import cluster, screen
 from vsgrid.cli.options import OUT, QUIET, STAIN, STORES, TEST_SET, WORKERS, config_of, option
 from vsgrid.errors import VsgridError
 
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, func, help, options in COMMANDS + screen.COMMANDS:
+    for name, func, help, options in COMMANDS + screen.COMMANDS + cluster.COMMANDS:
         sub = commands.add_parser(name, help=help, description=help)
         sub.add_argument(
             "--config",

@@ -14,6 +14,15 @@ def _screen_store(args) -> None:
     )
 
 
+def _screen_segment(args) -> None:
+    from vsgrid.evaluation.segment import segment_store
+    from vsgrid.evaluation.wells import screen_store, segment_forest_fields
+
+    config = config_of(args)
+    segment_store(config, screen_store(config, args.cell_type), args.stain, args.masks)
+    segment_forest_fields(config, args.cell_type, args.stain, args.forest_masks)
+
+
 def _screen_reference(args) -> None:
     from vsgrid.evaluation.wells import measure_screen_reference
 
@@ -22,6 +31,7 @@ def _screen_reference(args) -> None:
         args.cell_type,
         args.stain,
         masks=args.masks,
+        forest_masks=args.forest_masks,
         ranking=args.ranking,
         out_dir=args.out,
         workers=args.workers,
@@ -64,6 +74,21 @@ COMMANDS = [
         [option("--cell-type", nargs="+", required=True), WORKERS, QUIET],
     ),
     (
+        "screen-segment",
+        _screen_segment,
+        "segment a screen's real stain (dapi, fitc), and the same stain of its phenotype forest's training fields",
+        [
+            CELL_TYPE,
+            STAIN,
+            option("--masks", required=True, help="label stack of the screen (.zarr)"),
+            option(
+                "--forest-masks",
+                required=True,
+                help="label stack of the forest's training fields (.zarr)",
+            ),
+        ],
+    ),
+    (
         "screen-reference",
         _screen_reference,
         "profile a screen's real stain per well (masks, phenotype forest, well medians)",
@@ -75,6 +100,11 @@ COMMANDS = [
             ),
             option(
                 "--masks", required=True, help="real masks of the screen (cy5: the DAPI nuclei)"
+            ),
+            option(
+                "--forest-masks",
+                required=True,
+                help="real masks of the forest's training fields, of the same stain as --masks",
             ),
             option("--out", required=True, help="folder of the screen's real-stain files"),
             WORKERS,

@@ -30,10 +30,10 @@ from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool, w
 from vsgrid.evaluation.scoring import selected_features
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.selection import imputed
-from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain
-from vsgrid.files import read_table, write_table
-from vsgrid.grid import NONTOXIC, TOXIC, data_sets
-from vsgrid.layout import SEGMENTED, Layout, masks_stain
+from vsgrid.evaluation.stacks import blocks, create_labels, read_prediction, read_stack, real_stain
+from vsgrid.files import atomic_path, read_table, write_table
+from vsgrid.grid import NONTOXIC, TOXIC, DataSet, data_sets
+from vsgrid.layout import SEGMENTED, Layout
 
 log = logging.getLogger(__name__)
 
@@ -226,35 +226,91 @@ def measured_features(config: dict, selected: list[str]) -> FeatureSet:
     )
 
 
-def _training_cells(
-    config: dict, cell_type: str, stain: str, features: FeatureSet
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Real-stain cells of the train and validation splits of a cell type's data sets, with their
-    phenotype: plates the screen does not hold."""
-    frames, target = [], []
+def forest_fields(config: dict, cell_type: str) -> list[tuple[DataSet, str, list[int]]]:
+    """The real fields whose cells train a cell type's phenotype forest: (data set, split, image
+    indices) for the train and validation splits of its data sets, plates the screen does not hold;
+    at most ``forest_fields / 2`` fields per split, spread evenly over its plates and wells."""
     per_split = config["evaluation"]["screen"]["forest_fields"] // 2
-    for data_set, split in (
-        (d, s)
-        for d in data_sets(config["grid"])
-        if d.cell_type == cell_type
-        for s in ("train", "val")
-    ):
+    chosen = []
+    for data_set in (d for d in data_sets(config["grid"]) if d.cell_type == cell_type):
         store = open_store(Layout.of(config).store(data_set))
-        images = store.images(split)
-        # At most forest_fields / 2 fields per split, spread evenly over its plates and wells.
-        chosen = np.unique(np.linspace(0, len(images) - 1, min(per_split, len(images))).astype(int))
-        segment = segmenter(
-            config["segmentation"], masks_stain(stain), float(store.attrs["pixel_size_um"])
+        for split in ("train", "val"):
+            n = len(store.images(split))
+            chosen.append(
+                (
+                    data_set,
+                    split,
+                    np.unique(np.linspace(0, n - 1, min(per_split, n)).astype(int)).tolist(),
+                )
+            )
+    return chosen
+
+
+def _fields_record(config: dict, fields: list[tuple[DataSet, str, list[int]]]) -> list[dict]:
+    """What forest masks were segmented from: each store (by its id), split and image indices."""
+    layout = Layout.of(config)
+    return [
+        {
+            "data_set": d.name,
+            "split": split,
+            "images": images,
+            "store_id": open_store(layout.store(d)).store_id,
+        }
+        for d, split, images in fields
+    ]
+
+
+def segment_forest_fields(config: dict, cell_type: str, stain: str, out: str | Path) -> int:
+    """Segment the real ``stain`` (dapi, fitc) of the fields of :func:`forest_fields` into one label
+    stack at ``out``, in their order; returns the number of instances found. A GPU job's work with
+    Cellpose, so that the forest's job (:func:`measure_screen_reference`) is CPU work."""
+    fields = forest_fields(config, cell_type)
+    layout, block_size = Layout.of(config), config["evaluation"]["block_images"]
+    stores = [open_store(layout.store(d)) for d, _, _ in fields]
+    shape = (sum(len(images) for _, _, images in fields), *stores[0].images("train").shape[-2:])
+    attrs = {"stain": stain, "cell_type": cell_type, "source": "real", "backend": config["segmentation"]["backend"],
+             "forest_fields": _fields_record(config, fields)}  # fmt: skip
+    found, offset = 0, 0
+    with atomic_path(Path(out)) as tmp:
+        labels = create_labels(tmp, shape, attrs)
+        for store, (_, split, images) in zip(stores, fields):
+            segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
+            channel = store.channel_index(stain)
+            # Blocks within one split, as the forest's job reads them back.
+            for start, stop in blocks(len(images), block_size):
+                block = segment(store.images(split)[images[start:stop]][:, channel])
+                labels[offset + start : offset + stop] = block
+                found += int(sum(len(np.unique(m)) - 1 for m in block))
+            offset += len(images)
+    log.info("wrote %s (%d fields, %d instances)", out, shape[0], found)
+    return found
+
+
+def _training_cells(
+    config: dict, cell_type: str, stain: str, features: FeatureSet, masks: str | Path
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Real-stain cells of the fields of :func:`forest_fields`, measured in their ``masks`` (written
+    by :func:`segment_forest_fields`; cy5: the DAPI nuclei), with their phenotype."""
+    fields = forest_fields(config, cell_type)
+    labels = read_stack(masks)
+    if labels.attrs.get("forest_fields") != _fields_record(config, fields):
+        raise VsgridError(
+            f"{masks} holds masks of other fields than the phenotype forest of {cell_type} trains on "
+            "(other stores or evaluation.screen.forest_fields); segment them again (vsgrid screen-segment)"
         )
-        for start, stop in blocks(len(chosen), config["evaluation"]["block_images"]):
-            fields = images[chosen[start:stop].tolist()]
+    frames, target, offset = [], [], 0
+    for data_set, split, images in fields:
+        store = open_store(Layout.of(config).store(data_set))
+        for start, stop in blocks(len(images), config["evaluation"]["block_images"]):
+            fields_block = store.images(split)[images[start:stop]]
             cells = measure_stack(
-                fields[:, store.channel_index(stain)],
-                segment(fields[:, store.channel_index(masks_stain(stain))]),
+                fields_block[:, store.channel_index(stain)],
+                labels[offset + start : offset + stop],
                 features,
             )
             frames.append(cells)
             target += [data_set.phenotype] * len(cells)
+        offset += len(images)
     return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
 
 
@@ -264,13 +320,16 @@ def measure_screen_reference(
     stain: str,
     *,
     masks: str | Path,
+    forest_masks: str | Path,
     ranking: str | Path,
     out_dir: str | Path,
     workers: int | None = None,
 ) -> pd.DataFrame:
     """The real stain of a cell type's screen, profiled per well in its real ``masks`` (cy5: the
-    DAPI nuclei): writes the phenotype forest and the profiles under ``out_dir``
-    (``<stain>.forest.parquet``, see :class:`ForestTraining`, and ``<stain>.wells.parquet``)."""
+    DAPI nuclei), with the phenotype forest trained on the cells of ``forest_masks``
+    (:func:`segment_forest_fields`, of the same stain as ``masks``): writes the phenotype forest
+    and the profiles under ``out_dir`` (``<stain>.forest.parquet``, see :class:`ForestTraining`,
+    and ``<stain>.wells.parquet``)."""
     store, out_dir = screen_store(config, cell_type), Path(out_dir)
     selected = selected_features(
         read_table(ranking), list(FeatureSet.from_config(config["features"]).columns)
@@ -281,7 +340,7 @@ def measure_screen_reference(
         raise VsgridError(
             f"masks {masks} have shape {labels.shape} but the screen's images have {images.shape}"
         )
-    cells, target = _training_cells(config, cell_type, stain, features)
+    cells, target = _training_cells(config, cell_type, stain, features, forest_masks)
     evaluation = config["evaluation"]
     training = ForestTraining(
         cells[selected], target, evaluation["forest_trees"], evaluation["seed"]

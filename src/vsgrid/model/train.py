@@ -11,7 +11,9 @@ A model folder holds:
 - ``log.csv``: one row per epoch (losses, learning rate, validation L1 and PSNR, seconds);
 - ``settings.json``: the settings it is trained under (network, train, device and data sections,
   and the identity of the store it reads);
-- ``summary.json``: written last, when training has stopped (the workflow's output).
+- ``summary.json``: written last, when training has stopped (the workflow's output);
+- ``stalled.json``: written when SIGTERM ends a job that completed no epoch: a job of the same
+  time limit would do no better, so the next resume stops with an error instead of looping.
 
 A rerun with the same settings resumes an unfinished training from ``last.pt`` (and finds a
 finished one finished). A rerun with other settings, or of a finished training whose
@@ -66,6 +68,7 @@ from vsgrid.seeds import rng_for
 log = logging.getLogger(__name__)
 
 INTERRUPTED_EXIT = 143  # 128 + SIGTERM, what a job killed by SLURM reports
+STALLED = "stalled.json"
 
 
 class Interrupted(Exception):
@@ -305,6 +308,7 @@ class Trainer:
             )
         elif last.exists() and not afresh:
             self._resume(checkpoint.load(last, kind="training"), last)
+            self._check_progress()
             return "finished" if self.finished else "resume"
         for path in self.out.iterdir():
             if path.name != ".lock":
@@ -328,6 +332,24 @@ class Trainer:
                 self.state["epoch"] + 1,
                 self.state["batch"],
             )
+
+    def _check_progress(self) -> None:
+        """Refuse to resume where the job before ended at its time limit without completing an epoch."""
+        stalled = self.out / STALLED
+        if not self.finished and stalled.exists():
+            if json.loads(stalled.read_text())["epoch"] == self.state["epoch"]:
+                raise VsgridError(
+                    f"{self.out}: the last job reached its time limit without completing epoch "
+                    f"{self.state['epoch'] + 1}; raise the train rule's runtime (profile set-resources), "
+                    f"delete {stalled} and run again"
+                )
+
+    def _interrupted(self, started_epoch: int, message: str) -> Interrupted:
+        """The SIGTERM after a save; records a job that completed no epoch (:data:`STALLED`)."""
+        if self.state["epoch"] == started_epoch:
+            write_text(json.dumps({"epoch": started_epoch}) + "\n", self.out / STALLED)
+            message += "; no epoch completed in this job"
+        return Interrupted(message)
 
     def restore_best(self) -> None:
         """Rewrite a lost ``best.pt`` from its copy in ``last.pt``: without it a finished model
@@ -353,10 +375,14 @@ class Trainer:
             )
             for split in ("train", "val")
         )
+        started_epoch = self.state["epoch"]
         with _SigtermFlag() as sigterm:
             while not self.finished:
                 started = time.perf_counter()
-                sums = self._epoch(train_pairs, vgg, sigterm, progress)
+                try:
+                    sums = self._epoch(train_pairs, vgg, sigterm, progress)
+                except Interrupted as stop:
+                    raise self._interrupted(started_epoch, str(stop)) from None
                 metrics = validate(
                     self.generator,
                     val_pairs,
