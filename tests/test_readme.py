@@ -54,8 +54,10 @@ def clone(tmp_path_factory):
 
 
 def run(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    # A home of the scratch folder's own: `bash profiles/install.sh` installs into it.
+    env = {k: v for k, v in ENV.items() if k != "XDG_CONFIG_HOME"} | {"HOME": str(cwd / "home")}
     return subprocess.run(
-        command, shell=True, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+        command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -129,13 +129,18 @@ def training_plan(config: dict) -> str:
         train_retries(config),
     )
     job_hours, epoch_hours = asked["runtime"] / 60, hours / epochs
+
+    def duration(h: float) -> str:
+        return f"{h:,.0f} h" if h >= 2 else f"{h * 60:,.1f} min"
+
     return "\n".join(
         [
             f"train: {epochs} epochs x {images // epochs:,} images of {pixels:,} pixels: "
-            f"{hours:,.0f} GPU-hours estimated ({epoch_hours * 60:,.0f} min per epoch)",
-            f"a job: {job_hours:,.0f} h (about {job_hours / epoch_hours:,.0f} epochs), "
+            f"{duration(hours)} of GPU estimated ({duration(epoch_hours)} per epoch)",
+            f"a job: {duration(job_hours)} (about {job_hours / epoch_hours:,.0f} epochs), "
             f"{asked['mem_mb'] / 1000:,.0f} GB; memory grows at the first {FAILURE_RETRIES} retries",
-            f"retries: {retries}, up to {retries + 1} jobs of {job_hours:,.0f} h ({(retries + 1) * job_hours:,.0f} h, "
-            f"{(retries + 1) * job_hours / hours:.1f} x the estimate), each resuming from last.pt",
+            f"retries: {retries}, up to {retries + 1} jobs of {duration(job_hours)} "
+            f"({duration((retries + 1) * job_hours)}, {(retries + 1) * job_hours / hours:.1f} x the "
+            "estimate), each resuming from last.pt",
         ]
     )
