@@ -29,7 +29,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/synthesize.py
 	$(VENV)/bin/python bench/model.py
 	$(VENV)/bin/python bench/evaluate.py
-	$(RUN) python bench/workflow.py
+	$(VENV)/bin/python bench/workflow.py
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -3,94 +3,89 @@
     .venv/bin/python bench/calibration.py [--seeds 6] [--out /tmp/vsgrid-calibration]
 
 Runs the quick grid's workflow restricted to one training set (lung-nontoxic) with --seeds
-seeds of every stain, tested on its own test set and on the defocus control. Then it splits the
-seeds into two disjoint groups (first half "model", second half "baseline": the same training
-set, so the true delta is 0) and computes each (stain, test set, metric) delta with the tables'
-own code, once with the image-only CI and once with the hierarchical one (seeds, wells, fields).
-It prints how often each CI contains 0: a 95 % interval should, in about 95 % of the cells.
+seeds of every stain (or --stains), tested on its own test set and on the defocus control. Then it
+splits the seeds into two disjoint groups (first half "model", second half "baseline": the same
+training set, so the true delta is 0) and computes each (stain, test set, metric) delta with the
+tables' own code (vsgrid.report.tables.run_deltas), once with the image-only CI and once with the
+hierarchical one (seeds, wells, fields). It prints how often each CI contains 0: a 95 % interval
+should, in about 95 % of the cells.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+from measure import arguments, run_workflow
 
 from vsgrid.config import load_config
 from vsgrid.grid import runs
-from vsgrid.layout import Layout
-from vsgrid.report.tables import _delta_rows, _score_runs, _test_weights
+from vsgrid.report.tables import Comparison, run_deltas
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tiny: one seed a side (the hierarchical CI then cannot count training variation) and models
+# trained for one epoch on a few fields: it checks that the experiment runs, not the CIs.
+TINY = {"seeds": 2, "stains": ["dapi"], "fields": [8, 4, 8], "epochs": 1}
 
 
-def calibration_config(work: Path, seeds: int) -> dict:
+def calibration_config(work: Path, args: argparse.Namespace) -> dict:
     config = load_config(ROOT / "config" / "quick.yaml")
-    config["grid"].update(cell_types=["lung"], phenotypes=["nontoxic"], seeds=list(range(seeds)))
+    config["grid"].update(
+        cell_types=["lung"], phenotypes=["nontoxic"], seeds=list(range(args.seeds))
+    )
     config["grid"]["controls"] = [{"test_set": "lung-nontoxic", "acquisition": "defocus"}]
+    if args.stains:
+        config["grid"]["stains"] = args.stains
+    if args.fields:
+        config["data"]["splits"] = dict(zip(("train", "val", "test"), args.fields))
+    if args.epochs:
+        config["train"]["max_epochs"] = args.epochs
     config["evaluation"]["target"] = "compound"  # one phenotype only: rank on what varies within it
     config["data"]["dir"] = str(work / "data")
     config["results"]["dir"] = str(work / "results")
     return config
 
 
-def run_grid(config: dict, work: Path) -> None:
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        str(bin_dir / "snakemake"),
-        "--profile",
-        "profiles/local",
-        "--configfile",
-        str(path),
-        "--until",
-        "evaluate",
-        "--quiet",
-        "progress",
-    ]
-    subprocess.run(command, cwd=ROOT, env=env, check=True)
-
-
 def aa_deltas(config: dict, ci: str) -> pd.DataFrame:
     """Every (stain, test set, metric) delta between the two halves of the seeds, with ``ci``."""
-    settings = {**config["evaluation"], "ci": ci}
-    config = {**config, "evaluation": settings}
-    layout, rows = Layout.of(config), []
-    all_runs = runs(config)
+    config = {**config, "evaluation": {**config["evaluation"], "ci": ci}}
+    all_runs, comparisons = runs(config), []
     for test_set in sorted({r.test_set for r in all_runs}, key=str):
-        weights = _test_weights(config, test_set.twin, settings["bootstrap_resamples"])
         for stain in config["grid"]["stains"]:
             seeds = sorted(
                 (r for r in all_runs if r.test_set == test_set and r.model.stain == stain),
                 key=lambda r: r.model.seed,
             )
             half = len(seeds) // 2
-            scored = _score_runs(layout, seeds, weights)
-            rows += _delta_rows("aa", seeds[:half], seeds[half : 2 * half], scored, settings)
-    return pd.DataFrame(rows)
+            comparisons.append(Comparison("aa", seeds[:half], seeds[half : 2 * half]))
+    return run_deltas(config, comparisons)
 
 
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=6, help="seeds of each stain, split in two")
+    parser.add_argument("--stains", nargs="+", help="default: the quick grid's")
+    parser.add_argument(
+        "--fields",
+        type=int,
+        nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fields per split (default: the quick grid's)",
+    )
+    parser.add_argument("--epochs", type=int, help="train.max_epochs (default: the quick grid's)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-calibration"))
-    args = parser.parse_args()
+    args = arguments(parser, TINY)
     args.out.mkdir(parents=True, exist_ok=True)
-    config = calibration_config(args.out, args.seeds)
-    run_grid(copy.deepcopy(config), args.out)
+    config = calibration_config(args.out, args)
+    run_workflow(config, args.out, "evaluate")
+    half = args.seeds // 2
     print(
-        f"A/A: seeds {list(range(args.seeds // 2))} against {list(range(args.seeds // 2, 2 * (args.seeds // 2)))} of lung-nontoxic, every stain"
+        f"A/A: seeds {list(range(half))} against {list(range(half, 2 * half))} of lung-nontoxic,"
+        f" stains {', '.join(config['grid']['stains'])}"
     )
     print(f"{'CI':<13} {'cells':>5} {'contain 0':>9} {'coverage':>8} {'median width':>12}")
     for ci in ("images", "hierarchical"):
@@ -101,7 +96,8 @@ def main():
             finite["baseline"] != 0
         )
         print(
-            f"{ci:<13} {len(finite):5d} {int(covers.sum()):9d} {covers.mean():8.1%} {np.nanmedian(width):11.1%}"
+            f"{ci:<13} {len(finite):5d} {int(covers.sum()):9d} {covers.mean():8.1%}"
+            f" {np.nanmedian(width):11.1%}"
         )
         deltas.to_csv(args.out / f"aa-{ci}.csv", index=False)
     print(f"(width relative to the baseline's value; per-cell deltas in {args.out}/aa-*.csv)")

@@ -1,9 +1,9 @@
 """Evaluation speed: cp_measure features and Cellpose segmentation at the paper's image size.
 
-    .venv/bin/python bench/evaluate.py [--images 4] [--cellpose-weights FILE]
+    .venv/bin/python bench/evaluate.py [--images 8] [--size 1080] [--cellpose-weights FILE]
 
-Features: synthetic 1080 x 1080 lung fields (about 300 cells) with their ground-truth nuclei,
-every configured feature group, serial cp_measure against vsgrid's process pool on all cores.
+Features: synthetic lung fields (1080 x 1080: about 300 cells) with their ground-truth nuclei,
+every feature of config/config.yaml, serial cp_measure against vsgrid's process pool on all cores.
 Cellpose: images per second of Cellpose 3 (CPnet) on the same fields, gamma-corrected, with
 the given weights or, where none are at hand (no internet here), a randomly initialised CPnet:
 the network's cost does not depend on its weights, only mask finding does, a little.
@@ -18,19 +18,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from measure import arguments
 
 from vsgrid.config import load_config
 from vsgrid.data.synthetic import Profile, render_field, sample_cells
-from vsgrid.evaluation.features import measure, measure_stack
+from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool
 from vsgrid.seeds import rng_for
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = {"images": 2, "size": 128}
 
 
-def fields(n: int, size: int = 1080):
-    lung = Profile(
-        **load_config(ROOT / "config" / "config.yaml")["data"]["synthetic"]["cell_types"]["lung"]
-    )
+def fields(config: dict, n: int, size: int):
+    lung = Profile(**config["data"]["synthetic"]["cell_types"]["lung"])
     out = []
     for k in range(n):
         rng = rng_for(0, "bench-evaluate", k)
@@ -45,33 +45,40 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=8, help="fields measured")
+    parser.add_argument("--size", type=int, default=1080, help="their side in pixels")
     parser.add_argument(
         "--cellpose-weights", help="a Cellpose weights file (default: random CPnet)"
     )
-    args = parser.parse_args()
+    args = arguments(parser, TINY)
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {platform.machine()}, {cores} cores")
-    images, masks = fields(args.images)
+    config = load_config(ROOT / "config" / "config.yaml")
+    images, masks = fields(config, args.images, args.size)
     cells = np.mean([len(np.unique(m)) - 1 for m in masks])
-    n_features = measure(images[0][:64, :64], masks[0][:64, :64]).shape[1] - 1
+    features = FeatureSet.from_config(config["features"])
+    n_features = len(features.columns)
     print(
-        f"{args.images} fields of 1080 x 1080 with {cells:.0f} nuclei each, {n_features} features per nucleus"
+        f"{args.images} fields of {args.size} x {args.size} with {cells:.0f} nuclei each,"
+        f" {n_features} features per nucleus"
     )
 
     start = time.perf_counter()
     for image, mask in zip(images, masks):
-        measure(image, mask)
+        features.measure(image, mask)
     serial = time.perf_counter() - start
     start = time.perf_counter()
-    measure_stack(images, masks, workers=cores)
+    with worker_pool(cores) as pmap:  # its start-up counted: a job pays it too
+        measure_stack(images, masks, features, pmap)
     parallel = time.perf_counter() - start
     total = args.images * cells
     print(
-        f"features, serial cp_measure:   {total / serial:7.1f} nuclei/s ({total * n_features / serial:9.0f} feature values/s, {serial / args.images:.2f} s per field)"
+        f"features, serial cp_measure:   {total / serial:7.1f} nuclei/s"
+        f" ({total * n_features / serial:9.0f} feature values/s, {serial / args.images:.2f} s per field)"
     )
     print(
-        f"features, {cores} processes:       {total / parallel:7.1f} nuclei/s ({total * n_features / parallel:9.0f} feature values/s), speed-up {serial / parallel:.2f}x"
+        f"features, {cores} processes:       {total / parallel:7.1f} nuclei/s"
+        f" ({total * n_features / parallel:9.0f} feature values/s), speed-up {serial / parallel:.2f}x"
     )
 
     import torch
@@ -92,8 +99,10 @@ def main():
     start = time.perf_counter()
     model.eval(prepared, channels=[0, 0], diameter=17.0, batch_size=8)
     seconds = time.perf_counter() - start
+    where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
     print(
-        f"Cellpose 3 on {'GPU ' + torch.cuda.get_device_name() if gpu else 'CPU'}: {args.images / seconds:.3f} images/s ({seconds / args.images:.2f} s per 1080 x 1080 field)"
+        f"Cellpose 3 on {where}: {args.images / seconds:.3f} images/s"
+        f" ({seconds / args.images:.2f} s per {args.size} x {args.size} field)"
     )
 
 

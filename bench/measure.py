@@ -1,12 +1,47 @@
-"""Time and peak memory of a command, for the benchmarks (imported by bench/scale.py and bench/tables.py)."""
+"""What the benchmark scripts share: the command line's ``--tiny``, running the workflow on a
+config, and the time and peak memory of a command. A module the scripts import, not a script."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def arguments(parser: argparse.ArgumentParser, tiny: dict) -> argparse.Namespace:
+    """The parsed command line, with ``--tiny``: ``tiny``'s values as defaults (options given on
+    the command line still win), a size that runs in seconds, for smoke tests."""
+    options = " ".join(
+        f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in tiny.items()
+    )
+    parser.add_argument("--tiny", action="store_true", help=f"run in seconds: {options}")
+    args = parser.parse_args()
+    if args.tiny:
+        parser.set_defaults(**tiny)
+        args = parser.parse_args()
+    return args
+
+
+def run_workflow(config: dict, work: Path, until: str) -> None:
+    """The workflow on ``config`` (written to ``work``/config.yaml) up to the jobs of rule
+    ``until``, with the local profile; Snakemake's state stays in ``work``."""
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bin_dir = Path(sys.executable).parent  # the jobs call this environment's `vsgrid`
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "Snakefile")]
+    command += ["--directory", str(work), "--profile", str(ROOT / "profiles" / "local")]
+    command += ["--configfile", str(path), "--until", until, "--quiet", "rules", "progress"]
+    subprocess.run(command, env=env, check=True)
 
 
 def run(command: list[str], cwd: Path) -> tuple[float, float, float]:

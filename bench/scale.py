@@ -1,6 +1,6 @@
 """The paper grid's cost, from the real steps run on slices of one test set at paper image size.
 
-    .venv/bin/python bench/scale.py [--sizes 32 128] [--out /tmp/vsgrid-scale]
+    .venv/bin/python bench/scale.py [--sizes 32 128] [--field-size 1080] [--out /tmp/vsgrid-scale]
 
 Builds a synthetic lung-toxic store of the paper config (1080 x 1080 fields) with as many test
 fields as the largest slice, then runs each CPU step as its own `vsgrid` process on the first N
@@ -29,11 +29,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 import zarr
-from measure import run
+from measure import arguments, run
 from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tiny: every step on a few small fields; its extrapolation to the paper grid means nothing.
+TINY = {"sizes": [2, 4], "field_size": 256}
 PAPER = {
+    "field_size": 1080,
     "test_images": 4800,
     "runs": 243,
     "segment_real": 12,
@@ -44,7 +47,7 @@ PAPER = {
 }
 
 
-def config_for(work: Path, test_images: int, workers: int) -> Path:
+def config_for(work: Path, test_images: int, workers: int, field_size: int) -> Path:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["grid"].update(
         cell_types=["lung"], phenotypes=["nontoxic", "toxic"], stains=["dapi"], seeds=[0]
@@ -52,7 +55,9 @@ def config_for(work: Path, test_images: int, workers: int) -> Path:
     config["data"].update(
         dir=str(work / "data"), splits={"train": 4, "val": 4, "test": test_images}, test_plates=1
     )
-    config["data"]["synthetic"].update(plates_per_cell_type=2, workers=workers)
+    config["data"]["synthetic"].update(
+        plates_per_cell_type=2, workers=workers, field_size=field_size
+    )
     config["segmentation"] = {"backend": "classical"}
     config["features"] = {"workers": workers}
     config["results"] = {"dir": str(work / "results")}
@@ -71,13 +76,10 @@ def fake_prediction(store: Path, out: Path, n: int) -> None:
     from vsgrid.evaluation.segment import segmenter
 
     opened = open_store(store)
+    shape = opened.images("test").shape[-2:]
     group = zarr.open_group(out, mode="w")
-    image = arrays.create(
-        group, (n, 1080, 1080), chunks=(1, 1080, 1080), dtype="uint16", name="image"
-    )
-    labels = arrays.create(
-        group, (n, 1080, 1080), chunks=(1, 1080, 1080), dtype="int32", name="labels"
-    )
+    image = arrays.create(group, (n, *shape), chunks=(1, *shape), dtype="uint16", name="image")
+    labels = arrays.create(group, (n, *shape), chunks=(1, *shape), dtype="int32", name="labels")
     segment = segmenter(
         validate({"segmentation": {"backend": "classical"}})["segmentation"], "dapi", 0.65
     )
@@ -112,9 +114,11 @@ def slice_store(full: Path, out: Path, n: int) -> None:
     (out / "metadata.tsv").write_text("\n".join(kept) + "\n")
 
 
-def measure_slice(work: Path, full: Path, n: int, workers: int) -> dict[str, tuple[float, float]]:
+def measure_slice(
+    work: Path, full: Path, n: int, workers: int, field_size: int
+) -> dict[str, tuple[float, float]]:
     here = work / f"slice-{n}"
-    config = config_for(here, n, workers)
+    config = config_for(here, n, workers, field_size)
     for data_set in ("lung-toxic", "lung-nontoxic"):
         slice_store(full / f"{data_set}.zarr", here / "data" / f"{data_set}.zarr", n)
     ref, c = here / "results" / "reference", ["--config", str(config)]
@@ -213,10 +217,15 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs=2, default=[32, 128])
+    parser.add_argument(
+        "--sizes", type=int, nargs=2, default=[32, 128], help="test images of the two slices"
+    )
+    parser.add_argument(
+        "--field-size", type=int, default=1080, help="field side (the paper's: 1080)"
+    )
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-scale"))
-    args = parser.parse_args()
+    args = arguments(parser, TINY)
     small, large = args.sizes
     work = args.out
     shutil.rmtree(work, ignore_errors=True)
@@ -227,7 +236,7 @@ def main():
                 "vsgrid",
                 "synthesize",
                 "--config",
-                str(config_for(work / "full", n, args.workers)),
+                str(config_for(work / "full", n, args.workers, args.field_size)),
                 "--quiet",
                 "--no-summary",
             ],
@@ -235,15 +244,22 @@ def main():
         )
         fields = 2 * (n + 8)
         print(
-            f"synthesize: {fields} fields of 1080 x 1080 in {seconds:.0f} s ({cpu / fields:.2f} core-s per field), peak {peak:.0f} MB",
+            f"synthesize: {fields} fields of {args.field_size} x {args.field_size} in {seconds:.0f} s"
+            f" ({cpu / fields:.2f} core-s per field), peak {peak:.0f} MB",
             flush=True,
         )
     measured = {
-        n: measure_slice(work, work / "full" / "data", n, args.workers) for n in (small, large)
+        n: measure_slice(work, work / "full" / "data", n, args.workers, args.field_size)
+        for n in (small, large)
     }
     report = {"workers": args.workers, "sizes": [small, large], "steps": {}}
+    if args.field_size != PAPER["field_size"]:
+        print(
+            f"\n(fields of {args.field_size} pixels, not 1080: the paper grid's figures do not hold)"
+        )
     print(
-        f"\n{'step':<14} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}   paper grid (4,800 images per test set)"
+        f"\n{'step':<14} {'core-s/image':>12} {'peak MB @' + str(small):>12}"
+        f" {'peak MB @' + str(large):>12}   paper grid (4,800 images per test set)"
     )
     core_hours = 0.0
     for step in measured[small]:
@@ -264,11 +280,13 @@ def main():
             "core_hours_per_job": job_core_hours,
         }
         print(
-            f"{step:<14} {per_image:12.3f} {m_small:12.0f} {m_large:12.0f}   {jobs:4d} jobs x {job_core_hours:6.2f} core-h = {jobs * job_core_hours:6.1f} core-h",
+            f"{step:<14} {per_image:12.3f} {m_small:12.0f} {m_large:12.0f}   {jobs:4d} jobs x"
+            f" {job_core_hours:6.2f} core-h = {jobs * job_core_hours:6.1f} core-h",
             flush=True,
         )
     print(
-        f"\nCPU steps of the paper grid: {core_hours:.0f} core-hours; GPU jobs: {PAPER['train']} train, {PAPER['infer']} infer (with Cellpose on the predictions)"
+        f"\nCPU steps of the paper grid: {core_hours:.0f} core-hours; GPU jobs: {PAPER['train']} train,"
+        f" {PAPER['infer']} infer (with Cellpose on the predictions)"
     )
     (work / "scale.json").write_text(json.dumps(report, indent=2))
 

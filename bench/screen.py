@@ -1,14 +1,15 @@
 """Level 4's cost: does a screen job's memory stay flat as its plates grow?
 
-    .venv/bin/python bench/screen.py [--plates 1 3] [--size 128] [--out /tmp/vsgrid-screen]
+    .venv/bin/python bench/screen.py [--plates 1 3] [--size 128] [--compounds N] [--out DIR]
 
-For each number of held-out plates (384 wells, one field each, every compound), builds the lung
-screen of the quick config at ``--size`` pixels and runs level 4's steps as the workflow does, each
-as its own `vsgrid` process: segment the real DAPI, profile it per well (screen-reference, with the
-phenotype forest), profile a virtual stain (screen-run: the real stain blurred and noisy, segmented
-as an inference job would) and compute the decisions with their CIs (screen-tables). Per step:
-CPU seconds per image and peak memory (resident set of the process and its workers): the same
-peak at 3 plates as at 1 means the step streams.
+For each number of held-out plates (384 wells, one field each; every compound unless --compounds
+keeps fewer, and the controls), builds the lung screen of the quick config at ``--size`` pixels and
+runs level 4's steps as the workflow does, each as its own `vsgrid` process: segment the real DAPI
+(of the screen, and of the phenotype forest's training fields), profile it per well
+(screen-reference, with the phenotype forest), profile a virtual stain (screen-run: the real stain
+blurred and noisy, segmented as an inference job would) and compute the decisions with their CIs
+(screen-tables). Per step: CPU seconds per image and peak memory (resident set of the process and
+its workers): the same peak at 3 plates as at 1 means the step streams.
 
 The ranking the profiles read is written by hand (20 intensity and shape features): ranking
 costs nothing here that bench/scale.py does not measure.
@@ -24,20 +25,21 @@ import numpy as np
 import pandas as pd
 import yaml
 import zarr
-from measure import run
+from measure import arguments, run
 from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = {"plates": [1, 2], "size": 96, "compounds": 1}
 
 
-def config_for(work: Path, plates: int, size: int) -> Path:
+def config_for(work: Path, plates: int, size: int, compounds: int | None) -> Path:
     config = yaml.safe_load((ROOT / "config" / "quick.yaml").read_text())
     config["grid"].update(cell_types=["lung"], stains=["dapi"], controls=[])
     config["data"].update(
         dir=str(work / "data"), splits={"train": 16, "val": 8, "test": 8}, test_plates=plates
     )
     config["data"]["synthetic"].update(plates_per_cell_type=plates + 1, field_size=size)
-    config["evaluation"]["screen"].update(compounds=None, bootstrap_resamples=100)
+    config["evaluation"]["screen"].update(compounds=compounds, bootstrap_resamples=100)
     config["results"]["dir"] = str(work / "results")
     work.mkdir(parents=True, exist_ok=True)
     path = work / "config.yaml"
@@ -93,44 +95,35 @@ def virtual_screen(store: Path, out: Path) -> None:
     )
 
 
-def measure_plates(work: Path, plates: int, size: int) -> tuple[int, dict]:
-    config = config_for(work, plates, size)
+def measure_plates(work: Path, plates: int, size: int, compounds: int | None) -> tuple[int, dict]:
+    config = config_for(work, plates, size, compounds)
     c = ["--config", str(config)]
     run(["vsgrid", "synthesize", *c, "--quiet", "--no-summary"], work)
     run(["vsgrid", "screen-store", *c, "--cell-type", "lung", "--quiet"], work)
     results, ref = work / "results", work / "results" / "screen" / "reference" / "lung"
     ranking = results / "reference" / "rankings" / "lung.dapi.tsv"
     hand_ranking(ranking)
-    masks = ref / "dapi.masks.zarr"
+    masks, forest_masks = ref / "dapi.masks.zarr", ref / "dapi.forest_masks.zarr"
+    lung_dapi = [*c, "--cell-type", "lung", "--stain", "dapi", "--masks", str(masks)]
     steps = {
         "segment_screen": run(
-            ["vsgrid", "segment", *c, "--screen", "lung", "--stain", "dapi", "--out", str(masks)],
-            work,
+            ["vsgrid", "screen-segment", *lung_dapi, "--forest-masks", str(forest_masks)], work
         )
     }
     steps["screen_reference"] = run(
-        [
-            "vsgrid",
-            "screen-reference",
-            *c,
-            "--cell-type",
-            "lung",
-            "--stain",
-            "dapi",
-            "--masks",
-            str(masks),
-            "--ranking",
-            str(ranking),
-            "--out",
-            str(ref),
-        ],
+        ["vsgrid", "screen-reference", *lung_dapi, "--forest-masks", str(forest_masks)]
+        + ["--ranking", str(ranking), "--out", str(ref)],
         work,
     )
     prediction = results / "screen" / "predictions" / "lung-nontoxic.dapi.s0" / "lung.zarr"
     virtual_screen(work / "data" / "screen" / "lung.zarr", prediction)
     wells = results / "screen" / "runs" / "lung-nontoxic.dapi.s0" / "lung.wells.parquet"
-    steps["screen_run"] = run(["vsgrid", "screen-run", *c, "--cell-type", "lung", "--stain", "dapi", "--model", "lung-nontoxic.dapi.s0",
-                               "--prediction", str(prediction), "--reference", str(ref), "--out", str(wells)], work)  # fmt: skip
+    steps["screen_run"] = run(
+        ["vsgrid", "screen-run", *c, "--cell-type", "lung", "--stain", "dapi"]
+        + ["--model", "lung-nontoxic.dapi.s0", "--prediction", str(prediction)]
+        + ["--reference", str(ref), "--out", str(wells)],
+        work,
+    )
     steps["screen_tables"] = run(
         ["vsgrid", "screen-tables", *c, "--out", str(results / "tables")], work
     )
@@ -142,18 +135,28 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--plates", type=int, nargs=2, default=[1, 3])
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument(
+        "--plates", type=int, nargs=2, default=[1, 3], help="held-out plates, two screen sizes"
+    )
+    parser.add_argument("--size", type=int, default=128, help="field side in pixels")
+    parser.add_argument(
+        "--compounds", type=int, help="the first this many compounds' wells (default: all)"
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-screen"))
-    args = parser.parse_args()
+    args = arguments(parser, TINY)
     shutil.rmtree(args.out, ignore_errors=True)
-    measured = {p: measure_plates(args.out / f"plates-{p}", p, args.size) for p in args.plates}
+    measured = {
+        p: measure_plates(args.out / f"plates-{p}", p, args.size, args.compounds)
+        for p in args.plates
+    }
     (small, (n_small, s_small)), (large, (n_large, s_large)) = measured.items()
     print(
-        f"lung screen, {args.size} x {args.size} fields, one per well: {n_small} images ({small} plate(s)) and {n_large} ({large})"
+        f"lung screen, {args.size} x {args.size} fields, one per well:"
+        f" {n_small} images ({small} plate(s)) and {n_large} ({large})"
     )
     print(
-        f"{'step':<17} {'core-s/image':>12} {'peak MB @' + str(small):>12} {'peak MB @' + str(large):>12}"
+        f"{'step':<17} {'core-s/image':>12} {'peak MB @' + str(small):>12}"
+        f" {'peak MB @' + str(large):>12}"
     )
     for step in s_small:
         per_image = (s_large[step][2] - s_small[step][2]) / (n_large - n_small)

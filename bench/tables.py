@@ -1,6 +1,6 @@
 """Tables at any grid size: time and peak memory of `vsgrid tables` on generated run folders.
 
-    .venv/bin/python bench/tables.py [--cell-types 2 4 10] [--images 4800]
+    .venv/bin/python bench/tables.py [--cell-types 2 4 10] [--images 4800] [--resamples 1000]
 
 For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds, grid.pairs: all, so (2N)^2 x 9
 runs) it writes every run's per-image tables (random values of the right shape: the tables step
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from measure import run
+from measure import arguments, run
 
 from vsgrid.config import validate
 from vsgrid.data.store import create_store
@@ -29,9 +29,10 @@ from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
 
 FEATURES = [f"feature_{k:02d}" for k in range(20)]
+TINY = {"cell_types": [1, 2], "images": 36, "resamples": 100}
 
 
-def grid_config(work: Path, cell_types: int) -> dict:
+def grid_config(work: Path, cell_types: int, resamples: int) -> dict:
     names = [f"c{k}" for k in range(cell_types)]
     profile = {"density_per_mm2": 400, "cell_radius_um": 13, "nucleus_radius_um": 6}
     return validate(
@@ -42,7 +43,7 @@ def grid_config(work: Path, cell_types: int) -> dict:
                 "synthetic": {"cell_types": {n: profile for n in names}},
             },
             "results": {"dir": str(work / "results")},
-            "evaluation": {"bootstrap_resamples": 1000},
+            "evaluation": {"bootstrap_resamples": resamples},
         }
     )
 
@@ -94,7 +95,9 @@ def write_runs(config: dict, n_images: int) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         write_table(images, folder / "images.parquet")
         write_table(differences, folder / "feature_differences.parquet")
-        write_table(run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet")
+        write_table(
+            run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet"
+        )
     return len(runs(config))
 
 
@@ -103,15 +106,16 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cell-types", type=int, nargs="+", default=[2, 4, 10])
-    parser.add_argument("--images", type=int, default=4800)
+    parser.add_argument("--images", type=int, default=4800, help="test images per test set")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-tables"))
-    args = parser.parse_args()
+    args = arguments(parser, TINY)
     print(f"{'runs':>6} {'images/run':>10} {'seconds':>8} {'s/run':>6} {'peak MB':>8}")
     for cell_types in args.cell_types:
         work = args.out / f"grid-{cell_types}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        config = grid_config(work, cell_types)
+        config = grid_config(work, cell_types, args.resamples)
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         n_runs = write_runs(config, args.images)
         seconds, peak, _ = run(

@@ -1,0 +1,129 @@
+"""Every benchmark script runs at its tiny size and prints the figures it is for; its --help works.
+
+bench/measure.py is the module the scripts share (imported, never run), so it is not among them.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "measure")
+
+NUMBER = r"-?[\d.]+(?:e[+-]\d+)?"
+# What each script must print at its tiny size: the lines that carry its figures, with their units.
+FIGURES = {
+    "calibration": [
+        rf"^images\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
+        rf"^hierarchical\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
+    ],
+    "evaluate": [
+        rf"^features, serial cp_measure:\s+{NUMBER} nuclei/s",
+        rf"^features, \d+ processes:\s+{NUMBER} nuclei/s .* speed-up {NUMBER}x$",
+        rf"^Cellpose 3 on \w+.*: {NUMBER} images/s",
+    ],
+    "model": [
+        rf"^  {variant}\s+train\s+{NUMBER} img/s \({NUMBER} TFLOP/s\)"
+        rf"\s+infer\s+{NUMBER} img/s \({NUMBER} TFLOP/s\)"
+        for variant in (r"fp32 eager", r"bf16 autocast", r"bf16 \+ compile \(aot_eager\)")
+    ]
+    + [rf"^  FLOPs: {NUMBER} G per image per training step"],
+    "scale": [
+        rf"^synthesize: \d+ fields of 256 x 256 in {NUMBER} s",
+        *(
+            rf"^{step}\s+{NUMBER}\s+\d+\s+\d+\s+\d+ jobs x\s+{NUMBER} core-h"
+            for step in ("segment_real", "features_real", "rank_features", "evaluate")
+        ),
+        rf"^CPU steps of the paper grid: {NUMBER} core-hours",
+    ],
+    "screen": [
+        r"^lung screen, 96 x 96 fields, one per well: \d+ images",
+        *(
+            rf"^{step}\s+{NUMBER}\s+\d+\s+\d+$"
+            for step in ("segment_screen", "screen_reference", "screen_run", "screen_tables")
+        ),
+    ],
+    "selection": [rf"^lung\s+dapi\s+\d+\s+{NUMBER}\s+{NUMBER}$"],
+    "synthesize": [
+        rf"^\s*{size} x {size}\s+\d process\(es\):\s+{NUMBER} fields/s" for size in ("256", "1080")
+    ]
+    + [rf"^quick dataset .*: {NUMBER} s$"],
+    "tables": [rf"^\s+36\s+36\s+{NUMBER}\s+{NUMBER}\s+\d+$", rf"^\s+144\s+36\s+{NUMBER}"],
+    "workflow": [
+        rf"^one-rule Snakefile\s+dry run {NUMBER} s",
+        r"^quick.yaml grid\s+dry run .* 192 jobs: 18 train, 18 infer, 84 evaluate$",
+    ],
+}
+# Where a script writes: a scratch folder of the test session, never /tmp's shared defaults.
+OUT = {"calibration": "--out", "scale": "--out", "screen": "--out", "tables": "--out"}
+OUT["selection"] = "--build"
+# More than 30 s each on two cores: the workflow's jobs, or a dozen `vsgrid` processes.
+SLOW = {"calibration", "scale", "screen"}
+
+
+def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(BENCH / f"{script}.py"), "--tiny"]
+    if script in OUT:
+        command += [OUT[script], str(scratch / script)]
+    return subprocess.run(
+        command, cwd=scratch, env=ENV, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(request, tmp_path_factory):
+    """The tiny runs of the scripts whose tests were selected, two at a time: most of a run's time
+    is one process on one core (imports, small images), and the test machine has two."""
+    wanted = {
+        item.callspec.params["script"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_the_tiny_size_prints_the_figures"
+    }
+    scratch = tmp_path_factory.mktemp("bench")
+    with ThreadPoolExecutor(2) as pool:
+        futures = {s: pool.submit(run_tiny, s, scratch) for s in sorted(wanted)}
+    return {s: f.result() for s, f in futures.items()}
+
+
+def test_every_script_has_its_figures():
+    assert sorted(FIGURES) == SCRIPTS
+
+
+@pytest.mark.parametrize(
+    "script", [pytest.param(s, marks=[pytest.mark.slow] if s in SLOW else []) for s in SCRIPTS]
+)
+def test_the_tiny_size_prints_the_figures(script, tiny_runs):
+    result = tiny_runs[script]
+    assert result.returncode == 0, result.stderr[-3000:]
+    for figure in FIGURES[script]:
+        assert re.search(figure, result.stdout, re.M), (
+            f"no line matches {figure!r}:\n{result.stdout}"
+        )
+
+
+def test_help_of_every_script_exits_0_quickly(tmp_path):
+    """All at once: --help exits before any work, so it costs each script only its imports."""
+    running = {
+        s: subprocess.Popen(
+            [sys.executable, str(BENCH / f"{s}.py"), "--help"],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in SCRIPTS
+    }
+    for script, process in running.items():
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, f"{script}: {err[-2000:]}"
+        assert out.startswith("usage:") and "--tiny" in out, f"{script}: {out}"
+    assert not list(tmp_path.iterdir())  # and wrote nothing
