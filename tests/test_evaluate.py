@@ -14,10 +14,16 @@ from scipy import ndimage as ndi
 
 from vsgrid import arrays
 from vsgrid.cli import main
-from vsgrid.data.store import open_store
+from vsgrid.data.store import U16_MAX, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool
-from vsgrid.evaluation.scoring import evaluate
+from vsgrid.evaluation.scoring import (
+    ImageScoring,
+    feature_spread,
+    run_tables,
+    score_blocks,
+    selected_features,
+)
 from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.selection import RankingSettings, rank_features
 
@@ -58,18 +64,20 @@ def setup(quick_config, quick_stores):
 
 
 def score(setup, pred):
-    pred_masks = setup["segment"](pred)
-    tables = evaluate(
-        setup["real"],
-        pred,
-        "dapi",
-        setup["masks"],
-        pred_masks,
-        setup["features"],
-        setup["ranking"],
-        setup["config"],
+    """A run's scores through the scorer `vsgrid evaluate` uses, on arrays held in memory."""
+    real, features, config = setup["real"], setup["features"], setup["config"]
+    selected = selected_features(setup["ranking"], list(features.columns))
+    how = ImageScoring(
+        "dapi", config["evaluation"], U16_MAX, FeatureSet.from_config(config["features"], selected)
     )
-    scores = tables["scores"]
+    rows, differences = score_blocks(
+        how,
+        (real, pred, setup["masks"], setup["segment"](pred)),
+        lambda start, stop: features[features["image"].between(start, stop - 1)],
+        source="the real feature table",
+        block_images=5,  # blocks that do not divide the 12 images
+    )
+    scores = run_tables(rows, differences, feature_spread([features], selected))["scores"]
     return dict(scores.loc[scores["feature"] == "", ["metric", "value"]].itertuples(index=False))
 
 

@@ -5,8 +5,9 @@ the prediction, the real masks, the real-stain features and the feature ranking 
 type, stain). :func:`evaluate_run` reads them a block of images at a time, measures the
 prediction's selected features in its own masks, and writes, all Parquet:
 
-- ``images.parquet``: one row per test image: ssim, psnr, and for dapi/fitc f1, jaccard,
-  precision, recall, n_real, n_pred;
+- ``images.parquet``: one row per test image: its quality flag, the pixel metrics (ssim, psnr,
+  pcc, nrmse), and for dapi/fitc the instance metrics (f1, jaccard, precision, recall, ap,
+  splits, merges) with n_real and n_pred (:data:`vsgrid.evaluation.metrics.LEVEL`);
 - ``feature_differences.parquet``: per image and selected feature, the sum of |real - predicted|
   over matched instances, the number of pairs and the real feature's SD over the test set;
 - ``scores.parquet``: the run's scores, long: level, metric, feature, value;
@@ -314,50 +315,46 @@ def run_tables(
     }
 
 
-def evaluate(
-    real,
-    pred,
-    stain: str,
-    real_masks,
-    pred_masks,
-    real_features: pd.DataFrame,
-    ranking: pd.DataFrame,
-    config: dict,
-    saturation: int = 65535,
-) -> dict[str, pd.DataFrame]:
-    """All three levels of one run held in memory (what :func:`evaluate_run` does a block at a time).
+def score_blocks(
+    how: ImageScoring,
+    stacks: tuple,
+    real_rows,
+    *,
+    source: str,
+    block_images: int,
+    pmap=map,
+    keep=None,
+) -> tuple[list[dict], list[pd.DataFrame]]:
+    """Score every image of a run, a block at a time.
 
-    For Cy5, ``real_masks`` and ``pred_masks`` are both the real DAPI nuclei (Cy5 is measured
-    inside them); level 2 is not computed. Returns the run's tables and the prediction's features.
+    Parameters
+    ----------
+    stacks
+        The real stain, the prediction, the real masks and the prediction's masks (arrays or Zarr
+        arrays of the same images).
+    real_rows
+        ``real_rows(start, stop)``: the real feature table's rows of images ``start:stop``.
+    source
+        What ``real_rows`` reads, for the error when an instance has no row.
+    keep
+        Called with each image's predicted features (to stream them into a table).
+
+    Returns the per-image rows and feature differences (see :func:`run_tables`).
     """
-    selected = selected_features(ranking, list(real_features.columns))
-    how = ImageScoring(
-        stain,
-        config["evaluation"],
-        saturation,
-        FeatureSet.from_config(config["features"], selected),
-    )
-    by_image = dict(tuple(real_features.groupby("image")))
-    empty = real_features.iloc[:0]
-    jobs = [
-        (
-            i,
-            np.asarray(real[i]),
-            np.asarray(pred[i]),
-            np.asarray(real_masks[i]),
-            np.asarray(pred_masks[i]),
-            by_image.get(i, empty),
-            how,
-        )
-        for i in range(len(real))
-    ]
-    results = list(map(score_image, jobs))
-    check_measured(results, "the real feature table")
-    rows, differences, predicted, _ = zip(*results)
-    return {
-        **run_tables(list(rows), list(differences), feature_spread([real_features], selected)),
-        "features": pd.concat(predicted, ignore_index=True),
-    }
+    rows, differences = [], []
+    for start, stop in blocks(len(stacks[0]), block_images):
+        rows_of = real_rows(start, stop)
+        by_image, empty = dict(tuple(rows_of.groupby("image"))), rows_of.iloc[:0]
+        images = zip(range(start, stop), *(np.asarray(stack[start:stop]) for stack in stacks))
+        jobs = [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]
+        results = list(pmap(score_image, jobs))
+        check_measured(results, source)
+        for row, difference, predicted, _ in results:
+            rows.append(row)
+            differences.append(difference)
+            if keep is not None:
+                keep(predicted)
+    return rows, differences
 
 
 def evaluate_run(
@@ -396,36 +393,24 @@ def evaluate_run(
         store.attrs["saturation"],
         FeatureSet.from_config(config["features"], selected),
     )
-    out, rows, differences = Path(out), [], []
+    out = Path(out)
     with (
         worker_pool(workers_for(config["features"], workers)) as pmap,
         table_appender(out / "features.parquet") as append,
     ):
-        for start, stop in blocks(len(real), config["evaluation"]["block_images"]):
-            rows_of = read_table(
+        rows, differences = score_blocks(
+            how,
+            (real, pred.image, real_labels, pred_labels),
+            lambda start, stop: read_table(
                 real_features,
                 columns=["image", "label", *selected],
                 filters=[("image", ">=", start), ("image", "<", stop)],
-            )
-            by_image, empty = dict(tuple(rows_of.groupby("image"))), rows_of.iloc[:0]
-            images = zip(
-                range(start, stop),
-                real[start:stop],
-                pred.image[start:stop],
-                real_labels[start:stop],
-                pred_labels[start:stop],
-            )
-            results = list(
-                pmap(
-                    score_image,
-                    [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images],
-                )
-            )
-            check_measured(results, str(real_features))
-            for row, difference, predicted, _ in results:
-                rows.append(row)
-                differences.append(difference)
-                append(predicted)
+            ),
+            source=str(real_features),
+            block_images=config["evaluation"]["block_images"],
+            pmap=pmap,
+            keep=append,
+        )
     tables = run_tables(rows, differences, real_std)
     for name, table in tables.items():
         write_table(table, out / f"{name}.parquet")
