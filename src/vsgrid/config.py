@@ -144,29 +144,7 @@ def _check_cross_keys(config: dict) -> None:
             f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in "
             f"grid.stains ({', '.join(config['grid']['stains'])})"
         )
-    for k, control in enumerate(config["grid"]["controls"]):
-        cell_type, _, phenotype = control["test_set"].partition("-")
-        if (
-            cell_type not in config["grid"]["cell_types"]
-            or phenotype not in config["grid"]["phenotypes"]
-        ):
-            raise VsgridError(
-                f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} "
-                "is not a data set of the grid"
-            )
-        if (
-            data["source"] != "synthetic"
-            or control["acquisition"] not in data["synthetic"]["acquisitions"]
-        ):
-            known = (
-                ", ".join(data["synthetic"]["acquisitions"])
-                if data["source"] == "synthetic"
-                else "none: controls are rendered, synthetic data only"
-            )
-            raise VsgridError(
-                f"invalid configuration: grid.controls[{k}].acquisition: "
-                f"{control['acquisition']!r} is not in data.synthetic.acquisitions ({known})"
-            )
+    _check_controls(config)
     crop, field = config["train"]["crop_size"], data["synthetic"]["field_size"]
     if data["source"] == "synthetic" and crop and crop > field:
         raise VsgridError(
@@ -199,6 +177,34 @@ def _check_cross_keys(config: dict) -> None:
                     f"invalid configuration: grid.cell_types lists {cell_type!r}, which no plate of "
                     f"data.ingest.plate_cell_types ({data['ingest']['plate_cell_types']}) has"
                 )
+
+
+def _check_controls(config: dict) -> None:
+    """Each control is a data set of the grid seen through optics the generator knows."""
+    data = config["data"]
+    for k, control in enumerate(config["grid"]["controls"]):
+        cell_type, _, phenotype = control["test_set"].partition("-")
+        if (
+            cell_type not in config["grid"]["cell_types"]
+            or phenotype not in config["grid"]["phenotypes"]
+        ):
+            raise VsgridError(
+                f"invalid configuration: grid.controls[{k}].test_set: {control['test_set']!r} "
+                "is not a data set of the grid"
+            )
+        if (
+            data["source"] != "synthetic"
+            or control["acquisition"] not in data["synthetic"]["acquisitions"]
+        ):
+            known = (
+                ", ".join(data["synthetic"]["acquisitions"])
+                if data["source"] == "synthetic"
+                else "none: controls are rendered, synthetic data only"
+            )
+            raise VsgridError(
+                f"invalid configuration: grid.controls[{k}].acquisition: "
+                f"{control['acquisition']!r} is not in data.synthetic.acquisitions ({known})"
+            )
 
 
 def merge(base: dict, update: dict) -> dict:

@@ -63,8 +63,8 @@ def _as_float(values: pd.Series, path: Path, column: str) -> pd.Series:
     return numbers
 
 
-def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
-    """Every field of the LoadData CSV with its cell type, compound, concentration and phenotype."""
+def _load_data(ingest: dict) -> pd.DataFrame:
+    """The LoadData CSV's fields: plate, well, field and one file per channel."""
     load_data_path = Path(ingest["load_data"])
     channels = ingest["channels"]
     file_columns = [f"{kind}_{channels[c]}" for c in CHANNELS for kind in ("FileName", "PathName")]
@@ -85,7 +85,11 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
         fields[f"file_{channel}"] = [
             str(_resolve(load_data_path.parent, d, n)) for d, n in zip(folder, name)
         ]
+    return fields
 
+
+def _with_plate_map(fields: pd.DataFrame, ingest: dict, rule: dict) -> pd.DataFrame:
+    """``fields`` with each well's compound, concentration and phenotype from the plate map."""
     plate_map_path = Path(ingest["plate_map"])
     plate_map = _read_csv(plate_map_path, "plate map", ["well", "compound", "concentration"])
     plate_map["well"] = [_well(w, plate_map_path) for w in plate_map["well"]]
@@ -107,10 +111,15 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
     if len(unmapped):
         first = unmapped.iloc[0]
         raise VsgridError(
-            f"plate map {plate_map_path} has no entry for plate {first['plate']} well {first['well']} "
-            f"({len(unmapped)} fields of the LoadData CSV {load_data_path} are unmapped)"
+            f"plate map {plate_map_path} has no entry for plate {first['plate']} well "
+            f"{first['well']} ({len(unmapped)} fields of the LoadData CSV {Path(ingest['load_data'])} "
+            "are unmapped)"
         )
+    return fields.drop(columns="_merge")
 
+
+def _with_cell_types(fields: pd.DataFrame, ingest: dict) -> pd.DataFrame:
+    """``fields`` with each plate's cell type (and held-out flag, where given)."""
     cell_types_path = Path(ingest["plate_cell_types"])
     plate_cell_types = _read_csv(cell_types_path, "plate -> cell type CSV", ["plate", "cell_type"])
     for row, (plate, cell_type) in enumerate(
@@ -119,12 +128,19 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
         if not cell_type.strip():
             raise VsgridError(f"{cell_types_path}: row {row}: plate {plate} has no cell_type")
     _unique(plate_cell_types, ["plate"], cell_types_path, "plate {}")
-    fields = fields.drop(columns="_merge").merge(plate_cell_types, on="plate", how="left")
+    fields = fields.merge(plate_cell_types, on="plate", how="left")
     orphans = sorted(fields.loc[fields["cell_type"].isna(), "plate"].unique())
     if orphans:
         raise VsgridError(
-            f"plate(s) {', '.join(orphans)} of {load_data_path} have no cell type in {cell_types_path}"
+            f"plate(s) {', '.join(orphans)} of {Path(ingest['load_data'])} have no cell type in "
+            f"{cell_types_path}"
         )
+    return fields
+
+
+def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
+    """Every field of the LoadData CSV with its cell type, compound, concentration and phenotype."""
+    fields = _with_cell_types(_with_plate_map(_load_data(ingest), ingest, rule), ingest)
     columns = [
         "cell_type",
         "plate",

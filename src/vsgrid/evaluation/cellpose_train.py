@@ -49,6 +49,38 @@ def f1_against_truth(segment, images, truth, iou_threshold: float) -> float:
     )
 
 
+def _fit(
+    net, train, val, gamma: float, out: Path, *, epochs: int, learning_rate: float, batch_size: int
+) -> list[float]:
+    """Cellpose's own training of ``net`` on (images, masks) pairs, its weights saved atomically
+    to ``out``; returns the training losses per epoch."""
+    from cellpose import train as cellpose_train
+
+    images, truth = train
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.training-") as work,
+        atomic_path(out) as tmp,
+    ):
+        weights, losses, _ = cellpose_train.train_seg(
+            net,
+            train_data=[gamma_correct(i, gamma) for i in images],
+            train_labels=list(truth),
+            test_data=[gamma_correct(i, gamma) for i in val[0]],
+            test_labels=list(val[1]),
+            channels=[0, 0],
+            n_epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            min_train_masks=1,
+            bsize=min(224, images.shape[-1] // 16 * 16),
+            save_path=work,
+            model_name="cellpose",
+        )
+        os.replace(weights, tmp)
+    return losses
+
+
 def train_cellpose(
     config: dict,
     train_set: str,
@@ -63,7 +95,7 @@ def train_cellpose(
     report (also ``out``.json): F1 at ``evaluation.iou_threshold`` of Cellpose and of the
     classical backend against the ground truth of the test split."""
     import torch
-    from cellpose import models, train
+    from cellpose import models
 
     if stain not in SEGMENTED:
         raise VsgridError(
@@ -72,7 +104,6 @@ def train_cellpose(
     settings = config["segmentation"]
     store = open_store(Layout.of(config).store(train_set))
     images, truth = _ground_truth(store, "train", stain)
-    val_images, val_truth = _ground_truth(store, "val", stain)
     diameter = median_diameter(truth)
     gamma = settings["gamma"]
     gpu = torch.cuda.is_available()
@@ -81,27 +112,16 @@ def train_cellpose(
         gpu=gpu, pretrained_model=False, model_type=None, diam_mean=diameter
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.training-") as work,
-        atomic_path(out) as tmp,
-    ):
-        weights, train_losses, _ = train.train_seg(
-            model.net,
-            train_data=[gamma_correct(i, gamma) for i in images],
-            train_labels=list(truth),
-            test_data=[gamma_correct(i, gamma) for i in val_images],
-            test_labels=list(val_truth),
-            channels=[0, 0],
-            n_epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            min_train_masks=1,
-            bsize=min(224, images.shape[-1] // 16 * 16),
-            save_path=work,
-            model_name="cellpose",
-        )
-        os.replace(weights, tmp)
+    train_losses = _fit(
+        model.net,
+        (images, truth),
+        _ground_truth(store, "val", stain),
+        gamma,
+        out,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+    )
 
     test_images, test_truth = _ground_truth(store, "test", stain)
     cellpose = CellposeSegmenter(str(out), diameter, gamma, batch_size)

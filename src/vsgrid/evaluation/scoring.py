@@ -357,6 +357,23 @@ def score_blocks(
     return rows, differences
 
 
+def _run_stacks(store, stain: str, prediction, real_masks, model) -> tuple:
+    """A run's real stain, prediction, real masks and the prediction's masks (its own, or the
+    real DAPI nuclei for cy5), which must all be of the test set's images."""
+    real, pred, real_labels = (
+        real_stain(store, stain),
+        read_prediction(prediction, store, stain, model),
+        read_stack(real_masks),
+    )
+    pred_labels = pred.labels if stain in SEGMENTED else real_labels
+    if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
+        raise VsgridError(
+            f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not "
+            f"match the test set's {real.shape} images"
+        )
+    return real, pred.image, real_labels, pred_labels
+
+
 def evaluate_run(
     config: dict,
     test_set: str,
@@ -374,17 +391,7 @@ def evaluate_run(
     ``out``; returns its scores. The prediction's masks are its own (dapi, fitc) or the real DAPI
     nuclei (cy5); its selected features are measured here, the real ones read by row group."""
     store = test_store(config, test_set)
-    real, pred, real_labels = (
-        real_stain(store, stain),
-        read_prediction(prediction, store, stain, model),
-        read_stack(real_masks),
-    )
-    pred_labels = pred.labels if stain in SEGMENTED else real_labels
-    if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
-        raise VsgridError(
-            f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not "
-            f"match the test set's {real.shape} images"
-        )
+    stacks = _run_stacks(store, stain, prediction, real_masks, model)
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
     how = ImageScoring(
@@ -400,7 +407,7 @@ def evaluate_run(
     ):
         rows, differences = score_blocks(
             how,
-            (real, pred.image, real_labels, pred_labels),
+            stacks,
             lambda start, stop: read_table(
                 real_features,
                 columns=["image", "label", *selected],
