@@ -215,10 +215,13 @@ def test_a_control_renders_its_twins_test_fields_with_other_bright_field_only(tm
     )
     original, reacquired = twin.images("test")[:], control.images("test")[:]
     assert np.array_equal(original[:, 1:], reacquired[:, 1:])  # the same stains, byte for byte
+
     # Out of focus: fine structure (the Laplacian, with the shot noise smoothed away) fades.
-    structure = lambda stack: np.mean(
-        [np.var(ndi.laplace(ndi.gaussian_filter(bf.astype(float), 1))) for bf in stack]
-    )  # noqa: E731
+    def structure(stack):
+        return np.mean(
+            [np.var(ndi.laplace(ndi.gaussian_filter(bf.astype(float), 1))) for bf in stack]
+        )
+
     assert structure(reacquired[:, 0]) < 0.5 * structure(original[:, 0])
     assert twin.split_metadata("test")[["plate", "well", "field"]].equals(
         control.split_metadata("test")[["plate", "well", "field"]]

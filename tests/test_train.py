@@ -350,7 +350,8 @@ def test_a_full_disk_is_named_and_leaves_no_half_checkpoint(trained, tmp_path, m
     def full(obj, path):
         Path(path).write_bytes(b"half")
         raise RuntimeError(
-            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
         )
 
     monkeypatch.setattr(torch, "save", full)

@@ -133,7 +133,8 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
-    # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5 selected features, cy5 the last 6
+    # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5
+    # selected features, cy5 the last 6
     readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
     assert (
         screen["model"].nunique() == 4

@@ -43,6 +43,15 @@ from itertools import product
 from vsgrid.errors import VsgridError
 
 NONTOXIC, TOXIC = "nontoxic", "toxic"
+# The stains that are segmented, and the ground-truth mask each outlines. Every other stain (cy5)
+# has no objects of its own: it is measured inside the real DAPI nuclei, real and predicted alike.
+SEGMENTED = {"dapi": "nucleus", "fitc": "cell"}
+NUCLEI = "dapi"
+
+
+def masks_stain(stain: str) -> str:
+    """The stain whose masks ``stain``'s features are measured in."""
+    return stain if stain in SEGMENTED else NUCLEI
 
 
 @dataclass(frozen=True, order=True)

@@ -27,17 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vsgrid.grid import DataSet, Model
-
-# The stains that are segmented, and the ground-truth mask each outlines. Every other stain (cy5)
-# has no objects of its own: it is measured inside the real DAPI nuclei, real and predicted alike.
-SEGMENTED = {"dapi": "nucleus", "fitc": "cell"}
-NUCLEI = "dapi"
-
-
-def masks_stain(stain: str) -> str:
-    """The stain whose masks ``stain``'s features are measured in."""
-    return stain if stain in SEGMENTED else NUCLEI
+from vsgrid.grid import DataSet, Model, masks_stain
 
 
 def _name(item: str | DataSet | Model) -> str:

@@ -8,7 +8,8 @@ import shlex
 from vsgrid import grid as vsgrid_grid
 from vsgrid.config import read_yaml, result_settings, typed_strings
 from vsgrid.files import write_text
-from vsgrid.layout import SEGMENTED, Layout, masks_stain
+from vsgrid.grid import SEGMENTED, masks_stain
+from vsgrid.layout import Layout
 from vsgrid.resources import REFERENCE_PIXELS, config_pixels, job_resources, train_retries, training_work
 
 try:

@@ -22,7 +22,8 @@ from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import instance_scores
 from vsgrid.evaluation.segment import CellposeSegmenter, classical_segmenter, gamma_correct
 from vsgrid.files import atomic_path, write_text
-from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.grid import SEGMENTED
+from vsgrid.layout import Layout
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from vsgrid.data.store import open_store
 from vsgrid.evaluation.segment import segment_into, segmenter
 from vsgrid.evaluation.stacks import create_labels
 from vsgrid.files import atomic_path
-from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.grid import SEGMENTED
+from vsgrid.layout import Layout
 from vsgrid.model.infer import Predictor
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from vsgrid.evaluation.metrics import (
 )
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
-from vsgrid.layout import SEGMENTED
+from vsgrid.grid import SEGMENTED
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Both backends take a stack of uint16 images (N, H, W) and return int32 label images. Real-stain
 masks are computed once per (test set, stain) and reused by every run on that test set; Cy5 is
-not segmented: it is measured inside the nuclei of the real DAPI (:data:`vsgrid.layout.SEGMENTED`).
+not segmented: it is measured inside the nuclei of the real DAPI (:data:`vsgrid.grid.SEGMENTED`).
 
 Both backends see images gamma-corrected with gamma 0.3 (the paper's choice for Cellpose), i.e.
 (counts / 65535) ** 0.3. Compute nodes without internet need the weights on disk: a model file
@@ -29,7 +29,7 @@ from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import MAD_TO_SD
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
 from vsgrid.files import atomic_path, read_weights
-from vsgrid.layout import SEGMENTED
+from vsgrid.grid import SEGMENTED
 
 log = logging.getLogger(__name__)
 

@@ -105,12 +105,14 @@ def read_prediction(
     ]
     if wrong:
         raise VsgridError(
-            f"prediction {path} is not the one asked for: {'; '.join(wrong)} (store_id differs when the store was rebuilt since)"
+            f"prediction {path} is not the one asked for: {'; '.join(wrong)} "
+            "(store_id differs when the store was rebuilt since)"
         )
     image = arrays.member(group, "image", path)
     if image.shape[0] != store.images("test").shape[0]:
         raise VsgridError(
-            f"prediction {path} has {image.shape[0]} images but the test split of {store.path} has {store.images('test').shape[0]}"
+            f"prediction {path} has {image.shape[0]} images but the test split of {store.path} "
+            f"has {store.images('test').shape[0]}"
         )
     labels = arrays.member(group, "labels", path) if "labels" in group else None
     return Prediction(path, image, labels, attrs)

@@ -32,8 +32,8 @@ from vsgrid.evaluation.segment import segmenter
 from vsgrid.evaluation.selection import imputed
 from vsgrid.evaluation.stacks import blocks, create_labels, read_prediction, read_stack, real_stain
 from vsgrid.files import atomic_path, read_table, write_table
-from vsgrid.grid import NONTOXIC, TOXIC, DataSet, data_sets
-from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.grid import NONTOXIC, SEGMENTED, TOXIC, DataSet, data_sets
+from vsgrid.layout import Layout
 
 log = logging.getLogger(__name__)
 

@@ -458,7 +458,8 @@ class Trainer:
             if sigterm.raised:
                 self.save_last()
                 raise Interrupted(
-                    f"{self.model.name}: SIGTERM at epoch {epoch + 1}, batch {self.state['batch']}; saved {self.out / 'last.pt'}"
+                    f"{self.model.name}: SIGTERM at epoch {epoch + 1}, batch "
+                    f"{self.state['batch']}; saved {self.out / 'last.pt'}"
                 )
         return {key: value / len(batches) for key, value in sums.items()}
 

@@ -33,8 +33,8 @@ from vsgrid.evaluation.screen import (
 )
 from vsgrid.evaluation.wells import readouts
 from vsgrid.files import read_table, write_table, write_text
-from vsgrid.grid import ScreenRun, screen_runs
-from vsgrid.layout import SEGMENTED, Layout
+from vsgrid.grid import SEGMENTED, ScreenRun, screen_runs
+from vsgrid.layout import Layout
 from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
