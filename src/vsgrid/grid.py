@@ -43,6 +43,8 @@ from itertools import product
 from vsgrid.errors import VsgridError
 
 NONTOXIC, TOXIC = "nontoxic", "toxic"
+# A 384-well plate: the synthetic plates' layout, and the screen's size where the Snakefile plans.
+ROWS, COLUMNS = 16, 24
 # The stains that are segmented, and the ground-truth mask each outlines. Every other stain (cy5)
 # has no objects of its own: it is measured inside the real DAPI nuclei, real and predicted alike.
 SEGMENTED = {"dapi": "nucleus", "fitc": "cell"}

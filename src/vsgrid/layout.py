@@ -29,9 +29,32 @@ from pathlib import Path
 
 from vsgrid.grid import DataSet, Model, masks_stain
 
+# Every table and figure the workflow writes, named once: the rules declare them, the report code
+# writes and reads them.
+RUN_TABLES = ("scores", "images", "feature_differences", "features")  # a run's, Parquet
+GRID_TABLES = (
+    "runs",
+    "deltas",
+    "deltas_pixel",
+    "deltas_instance",
+    "deltas_feature",
+    "tasks",
+    "features",
+)
+SCREEN_TABLES = ("screen", "screen_truth")
+TABLE_FORMATS = ("parquet", "csv")
+OUTCOME, SCREEN_OUTCOME = "outcome.txt", "screen_outcome.txt"
+GRID_FIGURES = ("figure2", "figure4", "figure6a", "figure6b")  # and the panels, grid.panel_runs
+SCREEN_FIGURES = ("figure7", "figure8")
+
 
 def _name(item: str | DataSet | Model) -> str:
     return item if isinstance(item, str) else item.name
+
+
+def table_path(folder: str | Path, name: str, fmt: str = "parquet") -> Path:
+    """A table of a folder of tables, by name and format."""
+    return Path(folder) / f"{name}.{fmt}"
 
 
 def store_path(data_dir: str | Path, data_set) -> Path:
@@ -63,6 +86,10 @@ class Layout:
 
     def run_dir(self, model, test_set) -> Path:
         return self.results / "runs" / _name(model) / _name(test_set)
+
+    def run_table(self, model, test_set, name: str) -> Path:
+        """One of a run's :data:`RUN_TABLES`."""
+        return table_path(self.run_dir(model, test_set), name)
 
     def predictions(self, model) -> Path:
         """A model's predictions of its test sets, one group each (its inference job's output)."""
@@ -111,9 +138,15 @@ class Layout:
     def tables(self) -> Path:
         return self.results / "tables"
 
+    def table(self, name: str, fmt: str = "parquet") -> Path:
+        return table_path(self.tables, name, fmt)
+
     @property
     def figures(self) -> Path:
         return self.results / "figures"
+
+    def figure(self, name: str, fmt: str) -> Path:
+        return self.figures / f"{name}.{fmt}"
 
     @property
     def logs(self) -> Path:

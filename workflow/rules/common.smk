@@ -9,7 +9,17 @@ from vsgrid import grid as vsgrid_grid
 from vsgrid.config import read_yaml, result_settings, typed_strings
 from vsgrid.files import write_text
 from vsgrid.grid import SEGMENTED, masks_stain
-from vsgrid.layout import Layout
+from vsgrid.layout import (
+    GRID_FIGURES,
+    GRID_TABLES,
+    OUTCOME,
+    RUN_TABLES,
+    SCREEN_FIGURES,
+    SCREEN_OUTCOME,
+    SCREEN_TABLES,
+    TABLE_FORMATS,
+    Layout,
+)
 from vsgrid.resources import REFERENCE_PIXELS, config_pixels, job_resources, train_retries, training_work
 
 try:
@@ -125,12 +135,12 @@ def ranking_inputs(wildcards):
 
 
 PANELS = vsgrid_grid.panel_runs(config)
-FIGURES = ["figure2", "figure4", "figure6a", "figure6b", *PANELS]
+FIGURES = [*GRID_FIGURES, *PANELS]
 
 
 def figure(name, ext):
     """A figure file; the PNGs go into the report with their captions."""
-    path = LAYOUT.figures / f"{name}.{ext}"
+    path = LAYOUT.figure(name, ext)
     if ext != "png":
         return path
     return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
@@ -140,9 +150,12 @@ def figure(name, ext):
 SCREEN_RUNS = vsgrid_grid.screen_runs(config)
 SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS})
 SCREEN = config["evaluation"]["screen"]
-# A 384-well plate per held-out plate (an upper bound when only some compounds are kept).
+# A whole plate per held-out plate (an upper bound when only some compounds are kept).
 _PLATES = config["data"]["test_plates"]
-SCREEN_IMAGES = 384 * (_PLATES if isinstance(_PLATES, int) else len(_PLATES)) * SCREEN["fields_per_well"]
+SCREEN_IMAGES = (
+    vsgrid_grid.ROWS * vsgrid_grid.COLUMNS * (_PLATES if isinstance(_PLATES, int) else len(_PLATES))
+    * SCREEN["fields_per_well"]
+)
 # screen_tables compares the runs of one (screen, stain, seed, training phenotype) at a time.
 SCREEN_GROUPS = len({(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS})
 

@@ -7,10 +7,7 @@ rule evaluate:
         store=LAYOUT.store("{test_set}"),
         predictions=LAYOUT.predictions("{model}"),
     output:
-        scores=LAYOUT.run_dir("{model}", "{test_set}") / "scores.parquet",
-        images=LAYOUT.run_dir("{model}", "{test_set}") / "images.parquet",
-        differences=LAYOUT.run_dir("{model}", "{test_set}") / "feature_differences.parquet",
-        features=LAYOUT.run_dir("{model}", "{test_set}") / "features.parquet",
+        [LAYOUT.run_table("{model}", "{test_set}", name) for name in RUN_TABLES],
     params:
         out=lambda wc: LAYOUT.run_dir(wc.model, wc.test_set),
         prediction=lambda wc: LAYOUT.prediction(wc.model, wc.test_set),

@@ -4,8 +4,8 @@
 
 rule figures:
     input:
-        tables=LAYOUT.tables / "deltas.parquet",
-        features=LAYOUT.tables / "features.parquet",
+        tables=LAYOUT.table("deltas"),
+        features=LAYOUT.table("features"),
         predictions=[LAYOUT.predictions(model.format(stain=stain)) for panel in PANELS.values() for model in panel["models"] for stain in GRID["stains"]],
         stores=[LAYOUT.store(panel["test_set"]) for panel in PANELS.values()],
     output:

@@ -128,8 +128,8 @@ rule screen_tables:
         real=[LAYOUT.screen_real_wells(c, s) for c, s in sorted({(r.cell_type, r.model.stain) for r in SCREEN_RUNS})],
         runs=[LAYOUT.screen_wells(r.model, r.cell_type) for r in SCREEN_RUNS],
     output:
-        [LAYOUT.tables / f"{name}.{ext}" for name in ("screen", "screen_truth") for ext in ("parquet", "csv")],
-        LAYOUT.tables / "screen_outcome.txt",
+        [LAYOUT.table(name, fmt) for name in SCREEN_TABLES for fmt in TABLE_FORMATS],
+        LAYOUT.tables / SCREEN_OUTCOME,
     params:
         out=LAYOUT.tables,
         settings=settings("evaluation", "evaluation.screen", "data"),
@@ -147,10 +147,10 @@ rule screen_tables:
 
 rule screen_figures:
     input:
-        tables=LAYOUT.tables / "screen.parquet",
+        tables=LAYOUT.table("screen"),
         wells=rules.screen_tables.input,
     output:
-        [figure(name, ext) for name in ("figure7", "figure8") for ext in config["figures"]["formats"]],
+        [figure(name, ext) for name in SCREEN_FIGURES for ext in config["figures"]["formats"]],
     params:
         tables=LAYOUT.tables,
         out=LAYOUT.figures,

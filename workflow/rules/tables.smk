@@ -1,15 +1,13 @@
 # Every run's scores into tidy tables with deltas against the baselines (Parquet and CSV).
 
-TABLES = ["runs", "deltas", "deltas_pixel", "deltas_instance", "deltas_feature", "tasks", "features"]
-
 
 rule tables:
     input:
-        runs=[LAYOUT.run_dir(run.model, run.test_set) / f"{name}.parquet" for run in RUNS for name in ("scores", "images", "feature_differences")],
+        runs=[LAYOUT.run_table(run.model, run.test_set, name) for run in RUNS for name in ("scores", "images", "feature_differences")],
         stores=[LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID)],  # the wells and plates of the test images
     output:
-        [LAYOUT.tables / f"{table}.{ext}" for table in TABLES for ext in ("parquet", "csv")],
-        LAYOUT.tables / "outcome.txt",
+        [LAYOUT.table(name, fmt) for name in GRID_TABLES for fmt in TABLE_FORMATS],
+        LAYOUT.tables / OUTCOME,
     params:
         out=LAYOUT.tables,
         settings=settings("evaluation"),

@@ -11,10 +11,9 @@ import string
 import numpy as np
 import pandas as pd
 
-from vsgrid.grid import NONTOXIC, TOXIC
+from vsgrid.grid import COLUMNS, NONTOXIC, ROWS, TOXIC
 from vsgrid.seeds import rng_for
 
-ROWS, COLUMNS = 16, 24
 N_COMPOUNDS = 10
 COMPOUNDS = tuple(
     f"CPD-{k + 1:02d}" for k in range(N_COMPOUNDS)

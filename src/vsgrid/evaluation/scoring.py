@@ -43,6 +43,7 @@ from vsgrid.evaluation.metrics import (
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
 from vsgrid.grid import SEGMENTED
+from vsgrid.layout import table_path
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +223,8 @@ class RunValues:
     def read(cls, run_dir: str | Path) -> RunValues:
         run_dir = Path(run_dir)
         return cls.from_tables(
-            read_table(run_dir / "images.parquet"),
-            read_table(run_dir / "feature_differences.parquet"),
+            read_table(table_path(run_dir, "images")),
+            read_table(table_path(run_dir, "feature_differences")),
         )
 
     @property
@@ -403,7 +404,7 @@ def evaluate_run(
     out = Path(out)
     with (
         worker_pool(workers_for(config["features"], workers)) as pmap,
-        table_appender(out / "features.parquet") as append,
+        table_appender(table_path(out, "features")) as append,
     ):
         rows, differences = score_blocks(
             how,
@@ -420,7 +421,7 @@ def evaluate_run(
         )
     tables = run_tables(rows, differences, real_std)
     for name, table in tables.items():
-        write_table(table, out / f"{name}.parquet")
+        write_table(table, table_path(out, name))
     scores = tables["scores"]
     log.info(
         "%s: %s",

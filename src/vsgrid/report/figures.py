@@ -27,7 +27,7 @@ from vsgrid.data.store import open_store  # noqa: E402
 from vsgrid.evaluation.metrics import LOWER_IS_BETTER  # noqa: E402
 from vsgrid.files import atomic_path, read_table  # noqa: E402
 from vsgrid.grid import NONTOXIC, TOXIC, DataSet, focus_cell_type, panel_runs  # noqa: E402
-from vsgrid.layout import Layout  # noqa: E402
+from vsgrid.layout import GRID_FIGURES, Layout, table_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -265,18 +265,18 @@ def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> l
     use_style(settings)
     out = Path(out_dir)
     tables = Path(tables_dir)
-    deltas = read_table(tables / "deltas.parquet")
-    features = read_table(tables / "features.parquet")
+    deltas = read_table(table_path(tables, "deltas"))
+    features = read_table(table_path(tables, "features"))
     grid = config["grid"]
     cell_types, stains = grid["cell_types"], grid["stains"]
     segmented = [s for s in settings["figure6_stains"] if s in stains]
-    written = save(figure2(deltas, cell_types, stains), out, "figure2", settings["formats"])
-    written += save(
-        figure4(features, focus_cell_type(config), stains), out, "figure4", settings["formats"]
+    figures = (
+        figure2(deltas, cell_types, stains),
+        figure4(features, focus_cell_type(config), stains),
+        *figure6(deltas, cell_types, segmented or stains),
     )
-    for name, figure in zip(
-        ("figure6a", "figure6b"), figure6(deltas, cell_types, segmented or stains)
-    ):
+    written = []
+    for name, figure in zip(GRID_FIGURES, figures, strict=True):
         written += save(figure, out, name, settings["formats"])
     for name, panel in panel_runs(config).items():
         written += save(

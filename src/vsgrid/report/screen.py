@@ -34,7 +34,7 @@ from vsgrid.evaluation.screen import (
 from vsgrid.evaluation.wells import readouts
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import SEGMENTED, ScreenRun, screen_runs
-from vsgrid.layout import Layout
+from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
 from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
@@ -266,14 +266,12 @@ def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     table, truth = screen_table(config), truth_table(config)
     written = {}
-    for name, frame in (("screen", table), ("screen_truth", truth)):
-        for suffix in (".parquet", ".csv"):
-            written[f"{name}{suffix}"] = out_dir / f"{name}{suffix}"
-            write_table(frame, written[f"{name}{suffix}"])
-    written["screen_outcome.txt"] = write_text(
-        screen_outcome(table, truth), out_dir / "screen_outcome.txt"
-    )
+    for name, frame in zip(SCREEN_TABLES, (table, truth)):
+        for fmt in TABLE_FORMATS:
+            written[f"{name}.{fmt}"] = table_path(out_dir, name, fmt)
+            write_table(frame, written[f"{name}.{fmt}"])
+    written[SCREEN_OUTCOME] = write_text(screen_outcome(table, truth), out_dir / SCREEN_OUTCOME)
     missing = table[table["reason"].fillna("") != ""]
     log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
-    print(written["screen_outcome.txt"].read_text())
+    print(written[SCREEN_OUTCOME].read_text())
     return written

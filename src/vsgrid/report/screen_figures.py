@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 from vsgrid.evaluation.screen import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
 from vsgrid.files import read_table  # noqa: E402
 from vsgrid.grid import focus_cell_type, screen_runs  # noqa: E402
-from vsgrid.layout import Layout  # noqa: E402
+from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.report.screen import summary_readout  # noqa: E402
 
@@ -151,7 +151,7 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
     settings = config["figures"]
     use_style(settings)
     layout, out = Layout.of(config), Path(out_dir)
-    table = read_table(Path(tables_dir) / "screen.parquet")
+    table = read_table(table_path(tables_dir, "screen"))
     runs = screen_runs(config)
     stains = sorted({r.model.stain for r in runs}, key=config["grid"]["stains"].index)
     focus, seed = focus_cell_type(config), config["grid"]["seeds"][0]
@@ -168,16 +168,14 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
         }
     )
     screen = config["evaluation"]["screen"]
-    written = save(
+    figures = (
         figure7(
             wells, ScreenSettings.from_config(config), screen["figure_compounds"], focus, stains[0]
         ),
-        out,
-        "figure7",
-        settings["formats"],
+        figure8(table, config["grid"]["cell_types"], stains),
     )
-    written += save(
-        figure8(table, config["grid"]["cell_types"], stains), out, "figure8", settings["formats"]
-    )
+    written = []
+    for name, figure in zip(SCREEN_FIGURES, figures, strict=True):
+        written += save(figure, out, name, settings["formats"])
     log.info("wrote %d figure files under %s", len(written), out)
     return written

@@ -30,7 +30,7 @@ from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import DataSet, Run, baseline_of, runs
-from vsgrid.layout import Layout
+from vsgrid.layout import GRID_TABLES, OUTCOME, TABLE_FORMATS, Layout, table_path
 from vsgrid.report.outcome import outcome_text
 from vsgrid.seeds import rng_for
 
@@ -87,7 +87,7 @@ def run_table(config: dict) -> pd.DataFrame:
     layout = Layout.of(config)
     frames = []
     for run in runs(config):
-        scores = read_table(layout.run_dir(run.model, run.test_set) / "scores.parquet")
+        scores = read_table(layout.run_table(run.model, run.test_set, "scores"))
         frames.append(
             scores.assign(
                 run=run.name,
@@ -278,11 +278,10 @@ def write_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
         ],  # N-MAE per selected feature (Figure 4)
     }
     written = {}
-    for name, table in tables.items():
-        for suffix in (".parquet", ".csv"):
-            path = out / f"{name}{suffix}"
-            write_table(table.reset_index(drop=True), path)
-            written[f"{name}{suffix}"] = path
-    written["outcome.txt"] = write_text(outcome_text(per_run, deltas), out / "outcome.txt")
+    for name in GRID_TABLES:
+        for fmt in TABLE_FORMATS:
+            written[f"{name}.{fmt}"] = table_path(out, name, fmt)
+            write_table(tables[name].reset_index(drop=True), written[f"{name}.{fmt}"])
+    written[OUTCOME] = write_text(outcome_text(per_run, deltas), out / OUTCOME)
     log.info("wrote %d tables under %s", len(written), out)
     return written
