@@ -12,6 +12,7 @@ def test_empty_config_is_the_paper_grid_with_defaults():
         "phenotypes": ["nontoxic", "toxic"],
         "stains": ["dapi", "fitc", "cy5"],
         "seeds": [0, 1, 2],
+        "stain_seeds": {},
         "pairs": "paper",
         "controls": [],
     }

@@ -152,3 +152,17 @@ def test_a_control_needs_a_grid_test_set_and_known_optics():
         match=r"grid.controls\[0\].acquisition: 'fog' is not in data.synthetic.acquisitions \(defocus\)",
     ):
         validate({"grid": {"controls": [{"test_set": "lung-toxic", "acquisition": "fog"}]}})
+
+
+def test_a_stain_can_have_seeds_of_its_own():
+    config = validate(
+        {"grid": {"cell_types": ["lung"], "seeds": [0], "stain_seeds": {"dapi": [0, 1]}}}
+    )
+    names = {m.name for m in grid.models(config["grid"])}
+    assert {"lung-nontoxic.dapi.s1", "lung-toxic.dapi.s1"} <= names
+    assert not any(name.endswith(("fitc.s1", "cy5.s1")) for name in names)
+    assert len(names) == 2 * (3 + 1)  # 2 train sets x (3 stains + dapi's second seed)
+    per_model_type = Counter(run.model.model_type for run in grid.runs(config))
+    assert per_model_type["lung-nontoxic.dapi"] == 2 * per_model_type["lung-nontoxic.fitc"]
+    with pytest.raises(VsgridError, match="grid.stain_seeds.dapi"):
+        validate({"grid": {"seeds": [0], "stain_seeds": {"dapi": [1, 2]}}})

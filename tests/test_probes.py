@@ -259,6 +259,7 @@ def test_a_seed_outside_the_grid_is_refused_in_one_line(grid, seed, capsys):
     _, out = grid
     command = ["train", "--config", str(out / "config.yaml"), "--train-set", "lung-toxic"]
     assert main([*command, "--stain", "dapi", "--seed", seed]) == 2
-    assert (
-        capsys.readouterr().err == f"vsgrid train: error: --seed {seed} is not in grid.seeds (0)\n"
+    assert capsys.readouterr().err == (
+        f"vsgrid train: error: --seed {seed} is not one of dapi's seeds (0; grid.seeds, "
+        "grid.stain_seeds)\n"
     )

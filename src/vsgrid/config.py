@@ -145,6 +145,14 @@ def _check_cross_keys(config: dict) -> None:
             f"grid.stains ({', '.join(config['grid']['stains'])})"
         )
     _check_controls(config)
+    grid = config["grid"]
+    for stain, seeds in grid["stain_seeds"].items():
+        if stain not in grid["stains"] or grid["seeds"][0] not in seeds:
+            raise VsgridError(
+                f"invalid configuration: grid.stain_seeds.{stain}: the stain must be in "
+                f"grid.stains and its seeds must include grid.seeds[0] ({grid['seeds'][0]}), "
+                "whose models the figures show"
+            )
     crop, field = config["train"]["crop_size"], data["synthetic"]["field_size"]
     if data["source"] == "synthetic" and crop and crop > field:
         raise VsgridError(

@@ -183,11 +183,18 @@ def restrict(config: dict, names: list[str] | None) -> dict:
     return dict(config, grid=grid)
 
 
+def seeds_of(grid: dict, stain: str) -> list[int]:
+    """The seeds of a stain's models: ``grid.stain_seeds`` where it names the stain, else
+    ``grid.seeds``."""
+    return grid["stain_seeds"].get(stain, grid["seeds"])
+
+
 def models(grid: dict) -> list[Model]:
     """Every (train set, stain, seed) of the grid: 54 for the paper's."""
     return [
         Model(d, stain, seed)
-        for d, stain, seed in product(data_sets(grid), grid["stains"], grid["seeds"])
+        for d, stain in product(data_sets(grid), grid["stains"])
+        for seed in seeds_of(grid, stain)
     ]
 
 
@@ -206,9 +213,11 @@ def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
         raise VsgridError(
             f"--stain {stain!r} is not in grid.stains ({', '.join(config['grid']['stains'])})"
         )
-    if seed not in config["grid"]["seeds"]:  # also keeps it in every library's range (the schema's)
+    seeds = seeds_of(config["grid"], stain)
+    if seed not in seeds:  # also keeps it in every library's range (the schema's)
         raise VsgridError(
-            f"--seed {seed} is not in grid.seeds ({', '.join(map(str, config['grid']['seeds']))})"
+            f"--seed {seed} is not one of {stain}'s seeds ({', '.join(map(str, seeds))}; "
+            "grid.seeds, grid.stain_seeds)"
         )
     return Model(data_set, stain, seed)
 
@@ -279,8 +288,9 @@ def runs(config: dict, baseline: str | None = None) -> list[Run]:
     for train_set, test_set, task, shift in tested:
         base = baseline_of(train_set, test_set, baseline)
         base = base if (base, test_set.twin) in kept else None
-        for stain, seed in product(grid["stains"], grid["seeds"]):
-            result.append(Run(Model(train_set, stain, seed), test_set, task, shift, base))
+        for stain in grid["stains"]:
+            for seed in seeds_of(grid, stain):
+                result.append(Run(Model(train_set, stain, seed), test_set, task, shift, base))
     return result
 
 
