@@ -304,6 +304,17 @@ def test_the_outcome_shows_in_distribution_quality_and_deltas_whose_ci_excludes_
     assert quality.loc["dapi", "ssim"] == pytest.approx(0.85) and quality.loc[
         "dapi", "f1"
     ] == pytest.approx(0.6)
+    single = "wells, fields (a single seed: training variation not counted)"
+    deltas = deltas.assign(seeds=1, ci="hierarchical", ci_levels=single)
     row = outcome.task_deltas(deltas).iloc[0]
     assert row["delta ssim"] == "-0.100 (1/3)" and row["delta f1"] == "-"
-    assert "-0.100 (1/3)" in outcome.outcome_text(runs, deltas)
+    assert row["CIs count"] == "1 seed: not training"
+    text = outcome.outcome_text(runs, deltas)
+    assert "-0.100 (1/3)" in text and "not training variation" in text
+    # Two seeds a side: the CIs count training, and the outcome says nothing more.
+    two = deltas.assign(seeds=2, ci_levels="seeds, wells, fields")
+    assert outcome.task_deltas(two).iloc[0]["CIs count"] == "2+ seeds"
+    assert "not training variation" not in outcome.outcome_text(runs, two)
+    # Task 0 compares the same models on two acquisitions: no training variation to count.
+    control = deltas.assign(task=0, shift="acquisition")
+    assert outcome.task_deltas(control).iloc[0]["CIs count"] == "same models"
