@@ -22,8 +22,8 @@ NUMBER = r"-?[\d.]+(?:e[+-]\d+)?"
 # What each script must print at its tiny size: the lines that carry its figures, with their units.
 FIGURES = {
     "calibration": [
-        rf"^images\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
-        rf"^hierarchical\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
+        rf"^\s+1 images\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
+        rf"^\s+1 hierarchical\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
     ],
     "evaluate": [
         rf"^features, serial cp_measure:\s+{NUMBER} nuclei/s",
