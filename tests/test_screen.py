@@ -96,7 +96,7 @@ def test_z_prime_and_kappa_match_their_definitions():
     rng = np.random.default_rng(2)
     a, b = rng.random(40) < 0.3, rng.random(40) < 0.4
     assert cohen_kappa(a, b)[0] == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
-    with pytest.raises(Missing, match="call every treated well not a hit"):
+    with pytest.raises(Missing, match="both stains call none of the 5 wells a hit"):
         cohen_kappa(np.zeros(5, bool), np.zeros(5, bool))
 
 
@@ -117,13 +117,14 @@ def test_virtual_equal_to_real_agrees_perfectly_and_noise_makes_every_metric_wor
     index = plate.resamples(20, np.random.default_rng(0))
     same = decide(plate, real, real.copy(), index)
     assert (
-        same["ec50_error"][0] == 0
-        and same["hit_kappa"][0] == 1
-        and same["z_prime"][0] == same["z_prime_real"][0]
+        same["ec50_error"].values[0] == 0
+        and same["hit_kappa"].values[0] == 1
+        and same["z_prime"].values[0] == same["z_prime_real"].values[0]
     )
     degraded = decide(plate, real, real + rng.normal(0, 0.25, len(real)), index)
-    assert degraded["ec50_error"][0] > 0.05
-    assert degraded["hit_kappa"][0] < 0.9 and degraded["z_prime"][0] < same["z_prime"][0]
+    assert degraded["ec50_error"].values[0] > 0.05
+    assert degraded["hit_kappa"].values[0] < 0.9
+    assert degraded["z_prime"].values[0] < same["z_prime"].values[0]
     assert index.shape == (21, len(wells)) and (index[0] == np.arange(len(wells))).all()
     # resamples stay within (compound, concentration): the design of the plate is kept
     assert (
@@ -142,7 +143,7 @@ def test_bad_plates_report_the_metric_missing_with_its_reason():
     values = readout(no_dmso, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
     out = decide(Plate(no_dmso, ScreenSettings()), values, values, np.arange(len(no_dmso))[None, :])
     assert isinstance(out["hit_kappa"], Missing) and "negative-control" in str(out["hit_kappa"])
-    assert isinstance(out["z_prime"], Missing) and np.isfinite(out["ec50_error"][0])
+    assert isinstance(out["z_prime"], Missing) and np.isfinite(out["ec50_error"].values[0])
 
     no_positive = plate_wells(positives=0)
     values = readout(no_positive, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
@@ -196,7 +197,7 @@ def test_a_compounds_zero_concentration_wells_are_its_vehicle():
     without = decide(Plate(dosed, ScreenSettings()), real, virtual, np.arange(len(dosed))[None, :])
     assert with_vehicle.keys() == without.keys()
     for metric, values in without.items():  # the same wells, the same arithmetic: equal exactly
-        assert np.array_equal(with_vehicle[metric], values), metric
+        assert np.array_equal(with_vehicle[metric].values, values.values), metric
     assert Plate(wells, ScreenSettings()).vehicle.sum() == 5
     table = truth_errors(
         Plate(wells, ScreenSettings()), np.concatenate([real, odd]), {"CPD-01": 0.1}
@@ -240,21 +241,27 @@ def test_two_dmso_wells_give_the_plates_calls_and_a_resample_without_spread_is_n
     itself = decide(plate, real, virtual, index[:1])
     for metric in ("hit_kappa", "hit_precision", "hit_recall"):
         assert not isinstance(out[metric], Missing), out[metric]
-        assert out[metric][0] == itself[metric][0]  # the plate's value comes from the plate
+        # the plate's value comes from the plate
+        assert out[metric].values[0] == itself[metric].values[0]
     drawn_twice = index[:, plate.negative][:, 0] == index[:, plate.negative][:, 1]
     assert 60 < drawn_twice.sum() < 140  # about half of 200
-    assert np.isnan(out["hit_kappa"][drawn_twice]).all()
-    assert np.isfinite(out["hit_kappa"][~drawn_twice]).all()
+    kappa = out["hit_kappa"]
+    assert np.isnan(kappa.values[drawn_twice]).all()
+    assert np.isfinite(kappa.values[~drawn_twice]).all()
+    assert set(kappa.undefined[drawn_twice]) == {
+        "draw DMSO wells without spread (MAD 0, no threshold) in a stain"
+    }
+    assert set(kappa.undefined[~drawn_twice]) == {""}
 
     same = real.copy()
     same[plate.negative] = 1.0  # two identical DMSO wells: the plate itself has no threshold
     out = decide(plate, same, same, index)
-    assert isinstance(out["hit_kappa"], Missing) and "no spread" in str(out["hit_kappa"])
+    assert str(out["hit_kappa"]).startswith("real stain: the DMSO wells have no spread")
     one_dmso = plate_wells(dmso=1)  # the plate without its first DMSO well
     one = decide(
         Plate(one_dmso, ScreenSettings()), real[1:], real[1:], np.arange(len(one_dmso))[None, :]
     )
-    assert str(one["hit_kappa"]).startswith("one DMSO well has no spread")
+    assert str(one["hit_kappa"]).startswith("real stain: one DMSO well has no spread")
     assert str(one["z_prime"]).startswith("one negative-control well: no spread")
 
 
@@ -337,8 +344,9 @@ def test_the_real_stains_cell_count_finds_the_true_ec50s_of_the_synthetic_plate(
 def test_a_blurred_virtual_screen_decides_worse_than_a_faithful_one(lung_screen):
     """A faithful virtual stain (the real one with a little extra noise) against a blurred one:
     the blurred one must be worse on every level-4 metric of the cell count (measured: EC50 error
-    0.033 vs 0.087, kappa 0.95 vs 0.36, Z' -1.165 vs -1.186; one field per well makes every Z' of
-    this small plate negative)."""
+    0.033 vs 0.087, kappa 0.95 vs 0.23 in the 90 compound wells, 0.95 vs 0.36 with the positive
+    controls too, Z' -1.165 vs -1.186; one field per well makes every Z' of this small plate
+    negative)."""
     from scipy import ndimage as ndi
 
     store, images, segment = lung_screen
@@ -362,9 +370,9 @@ def test_a_blurred_virtual_screen_decides_worse_than_a_faithful_one(lung_screen)
         decide(plate, real["cell_count"].to_numpy(), v["cell_count"].to_numpy(), index)
         for v in (faithful, blurred)
     )
-    assert good["ec50_error"][0] < bad["ec50_error"][0]
-    assert good["hit_kappa"][0] > bad["hit_kappa"][0]
-    assert good["z_prime"][0] > bad["z_prime"][0]
+    for metric in ("ec50_error", "hit_kappa", "z_prime"):
+        good_value, bad_value = good[metric].values[0], bad[metric].values[0]
+        assert good_value < bad_value if metric == "ec50_error" else good_value > bad_value, metric
 
 
 def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
@@ -445,41 +453,193 @@ def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
         ForestTraining.read(forest_path(tmp_path, "cy5"))
 
 
-def test_screen_rows_take_the_plates_value_and_a_ci_only_from_enough_defined_resamples():
-    """Two DMSO wells: the kappa of the plate stands with no CI (half the resamples have no hit
-    threshold, under the 90 % a CI needs); the Hill fits' EC50 error keeps its CI; the outcome
-    shows the plate's values."""
+def two_runs(wells: pd.DataFrame, real, faithful, other, resamples=100) -> tuple[pd.DataFrame, str]:
+    """The screen rows of two runs on a lung plate, per-well cell counts given: the lung-trained
+    model (``faithful``, the baseline) and a breast-trained one (``other``), with the name of the
+    other's model."""
     from vsgrid.grid import DataSet, Model, ScreenRun
-    from vsgrid.report.screen import COLUMNS, screen_outcome, screen_rows
+    from vsgrid.report.screen import COLUMNS, screen_rows
+
+    wells = wells.assign(plate="P1", fields=1, well=[f"W{i:03d}" for i in range(len(wells))])
+    own, theirs = (Model(DataSet(c, "nontoxic"), "dapi", 0) for c in ("lung", "breast"))
+    virtual = {
+        own.name: wells.assign(cell_count=faithful),
+        theirs.name: wells.assign(cell_count=other),
+    }
+    runs = [ScreenRun(own, "lung"), ScreenRun(theirs, "lung")]
+    rows = screen_rows(runs, wells.assign(cell_count=real), virtual, ScreenSettings(), resamples, 0)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS), theirs.name
+
+
+EMPTY_TRUTH = pd.DataFrame(columns=["cell_type", "stain", "readout", "compound", "error"])
+
+
+def test_screen_rows_take_the_plates_value_and_a_ci_over_the_resamples_that_define_it():
+    """Two DMSO wells: half the resamples draw one twice (no hit threshold). The kappa of the plate
+    stands, its CI is over the other half and its reason says so; the outcome prints both CIs."""
+    from vsgrid.report.screen import screen_outcome
 
     rng = np.random.default_rng(12)
-    wells = plate_wells(dmso=2).assign(plate="P1", fields=1)
-    wells["well"] = [f"W{i:03d}" for i in range(len(wells))]
+    wells = plate_wells(dmso=2)
     real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng, noise=0.05)
-    own, other = (
-        Model(DataSet("lung", "nontoxic"), "dapi", 0),
-        Model(DataSet("breast", "nontoxic"), "dapi", 0),
-    )
-    virtual = {
-        own.name: wells.assign(cell_count=real + rng.normal(0, 0.02, len(real))),
-        other.name: wells.assign(cell_count=real + rng.normal(0, 0.2, len(real))),
-    }
-    runs = [ScreenRun(own, "lung"), ScreenRun(other, "lung")]
-    table = pd.DataFrame(
-        screen_rows(runs, wells.assign(cell_count=real), virtual, ScreenSettings(), 100, 0)
-    ).reindex(columns=COLUMNS)
+    other = real + rng.normal(0, 0.2, len(real))
+    table, name = two_runs(wells, real, real + rng.normal(0, 0.02, len(real)), other)
     row = table.set_index(["model", "metric"])
-    kappa = row.loc[(other.name, "hit_kappa")]
+    kappa = row.loc[(name, "hit_kappa")]
     plate = Plate(wells[["compound", "concentration"]], ScreenSettings())
-    itself = decide(
-        plate, real, virtual[other.name]["cell_count"].to_numpy(), np.arange(len(wells))[None, :]
+    itself = decide(plate, real, other, np.arange(len(wells))[None, :])
+    assert kappa["value"] == itself["hit_kappa"].values[0]
+    assert kappa["ci_low"] <= kappa["ci_high"] and 0.3 < kappa["undefined_share"] < 0.7
+    defined = f"{100 * (1 - kappa['undefined_share']):.0f} %"
+    assert kappa["reason"] == (
+        f"CI over {defined} of resamples; {100 * kappa['undefined_share']:.0f} % draw DMSO wells "
+        "without spread (MAD 0, no threshold) in a stain"
     )
-    assert kappa["value"] == itself["hit_kappa"][0] and kappa["reason"] == ""
-    assert np.isnan(kappa["ci_low"]) and np.isnan(kappa["delta_ci_low"])
-    error = row.loc[(other.name, "ec50_error")]
-    assert error["ci_low"] <= error["value"] <= error["ci_high"]
-    truth = pd.DataFrame(columns=["cell_type", "stain", "readout", "compound", "error"])
-    outcome = screen_outcome(table, truth).splitlines()
-    (line,) = [x for x in outcome if x.startswith(other.model_type)]
+    assert np.isfinite(kappa["delta_ci_low"]) and kappa["delta_undefined_share"] > 0.3
+    error = row.loc[(name, "ec50_error")]
+    assert error["ci_low"] <= error["value"] <= error["ci_high"] and error["reason"] == ""
+    assert error["undefined_share"] == 0
+    outcome = screen_outcome(table, EMPTY_TRUTH)
+    (line,) = [x for x in outcome.splitlines() if x.startswith("breast-nontoxic.dapi")]
     assert f"{error['value']:.2f} [{error['ci_low']:.2f}, {error['ci_high']:.2f}]" in line
-    assert f"{kappa['value']:.2f} [nan, nan]" in line
+    assert f"{kappa['value']:.2f} [{kappa['ci_low']:.2f}, {kappa['ci_high']:.2f}]" in line
+    assert f"breast-nontoxic.dapi lung cell_count hit_kappa: {kappa['reason']}" in outcome
+
+
+def quick_grid_plate(rng) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The quick grid's lung cell count of issue 21, by hand: 152 compound wells (19 compounds x
+    4 doses x 2), the real stain calling 52 of them hits and the virtual 5 (all real hits),
+    8 positive controls both call hits, and 8 DMSO wells of whole cell counts, half of them 10:
+    the plate has a robust SD, a resample that draws 10 more than four times has none."""
+    wells = plate_wells(
+        tuple(f"CPD-{i:02d}" for i in range(19)), dmso=8, positives=8, doses=DOSES[2:], replicates=2
+    )
+    real = np.full(len(wells), 10.0) + rng.uniform(-0.5, 0.5, len(wells))  # under 3 robust SDs
+    real[wells["compound"].eq("DMSO").to_numpy()] = [10, 10, 10, 10, 11, 9, 12, 8]
+    real[wells["compound"].eq("etoposide").to_numpy()] = 30.0
+    top = wells["concentration"].isin(DOSES[-2:]).to_numpy()
+    dosed_in = wells["compound"].isin([f"CPD-{i:02d}" for i in range(13)]).to_numpy()
+    virtual = real.copy()
+    real[top & dosed_in] = 20.0
+    five = np.flatnonzero(top & wells["compound"].isin(["CPD-00", "CPD-01"]).to_numpy())[:5]
+    virtual[five] = 20.0
+    return wells, real, virtual
+
+
+def robust_calls(values: np.ndarray, wells: pd.DataFrame, called: np.ndarray) -> np.ndarray:
+    """Hit calls written out from their definition, in the wells ``called``."""
+    dmso = values[wells["compound"].eq("DMSO").to_numpy()]
+    scale = 1.4826 * np.median(np.abs(dmso - np.median(dmso)))
+    return np.abs(values[called] - np.median(dmso)) > 3 * scale
+
+
+def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_lacks():
+    """Issue 21's case (real 52 hits of 152 compound wells, virtual 5, kappa 0.123) was reported
+    "both stains call every treated well not a hit" because some resamples have no threshold."""
+    from vsgrid.report.screen import screen_outcome
+
+    wells, real, virtual = quick_grid_plate(np.random.default_rng(13))
+    compounds = wells["compound"].str.startswith("CPD").to_numpy()
+    calls_real, calls_virtual = (robust_calls(v, wells, compounds) for v in (real, virtual))
+    assert (calls_real.sum(), calls_virtual.sum(), len(calls_real)) == (52, 5, 152)
+    expected = cohen_kappa_score(calls_real, calls_virtual)
+    assert expected == pytest.approx(0.123, abs=5e-4)
+    table, name = two_runs(wells, real, real, virtual, resamples=200)
+    kappa = table.set_index(["model", "metric"]).loc[(name, "hit_kappa")]
+    # the same calls, kappa by two formulas: equal to rounding
+    assert kappa["value"] == pytest.approx(expected, abs=1e-12)
+    assert kappa["ci_low"] <= kappa["value"] <= kappa["ci_high"]
+    share = kappa["undefined_share"]
+    assert 0.1 < share < 0.9  # measured 0.34: five or more of the eight DMSO draws are 10
+    assert kappa["reason"].startswith(f"CI over {100 * (1 - share):.0f} % of resamples; ")
+    assert "draw DMSO wells without spread" in kappa["reason"]
+    assert "every treated well" not in screen_outcome(table, EMPTY_TRUTH)
+
+
+def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_without_a_ci():
+    from vsgrid.report.screen import interval_columns, screen_outcome
+
+    wells, real, virtual = quick_grid_plate(np.random.default_rng(14))
+    plate = Plate(wells, ScreenSettings())
+    index = plate.resamples(50, np.random.default_rng(0))
+    index[1:, plate.negative] = np.flatnonzero(plate.negative)[0]  # every resample: one DMSO well
+    out = decide(plate, real, virtual, index)
+    columns = interval_columns(out["hit_kappa"])
+    assert columns["value"] == pytest.approx(0.123, abs=5e-4) and columns["undefined_share"] == 1
+    assert np.isnan(columns["ci_low"]) and np.isnan(columns["ci_high"])
+    assert columns["reason"] == (
+        "no CI: every resample is without a value (100 % draw DMSO wells without spread (MAD 0, "
+        "no threshold) in a stain)"
+    )
+    table = pd.DataFrame(
+        [
+            {"model_type": "breast-nontoxic.dapi", "cell_type": "lung", "stain": "dapi",
+             "seed": 0, "readout": "cell_count", "metric": metric, **interval_columns(values)}
+            for metric, values in out.items()
+        ]
+    )  # fmt: skip
+    outcome = screen_outcome(table, EMPTY_TRUTH)
+    assert "nan" not in outcome
+    assert f"{columns['value']:.2f} (no CI)" in outcome
+    assert f"hit_kappa: {columns['reason']}" in outcome
+
+
+def test_a_kappa_the_plate_does_not_define_is_missing_with_a_reason_true_of_the_plate():
+    from vsgrid.report.screen import screen_outcome
+
+    wells, real, _ = quick_grid_plate(np.random.default_rng(15))
+    compounds = wells["compound"].str.startswith("CPD").to_numpy()
+    quiet = np.where(compounds, 10.0, real)  # no compound well is a hit in either stain
+    table, name = two_runs(wells, quiet, quiet, quiet.copy())
+    row = table.set_index(["model", "metric"])
+    assert row.loc[(name, "hit_kappa"), "reason"] == (
+        "both stains call none of the 152 compound wells a hit: kappa is undefined (perfect "
+        "agreement by chance)"
+    )
+    assert row.loc[(name, "hit_precision"), "reason"] == (
+        "the virtual stain calls none of the 152 compound wells a hit: precision is undefined"
+    )
+    assert np.isnan(row.loc[(name, "hit_kappa"), ["value", "ci_low", "undefined_share"]]).all()
+    outcome = screen_outcome(table, EMPTY_TRUTH)
+    (line,) = [x for x in outcome.splitlines() if x.startswith("breast-nontoxic.dapi")]
+    assert line.split()[-3] == "missing" and "nan" not in outcome
+    assert "hit_kappa: both stains call none of the 152 compound wells a hit" in outcome
+
+    flat = real.copy()
+    flat[wells["compound"].eq("DMSO").to_numpy()] = 10.0  # the virtual DMSO wells alike
+    out = decide(Plate(wells, ScreenSettings()), real, flat, np.arange(len(wells))[None, :])
+    assert str(out["hit_kappa"]).startswith("virtual stain: the DMSO wells have no spread")
+
+
+def test_hits_are_called_in_compound_wells_unless_hit_wells_says_treated():
+    from vsgrid.config import validate
+    from vsgrid.errors import VsgridError
+
+    wells, real, virtual = quick_grid_plate(np.random.default_rng(16))
+    config = validate({"evaluation": {"screen": {"hit_wells": "treated"}}})
+    treated = ScreenSettings.from_config(config)
+    assert treated.hit_wells == "treated" and ScreenSettings().hit_wells == "compounds"
+    assert ScreenSettings.from_config(validate({})).hit_wells == "compounds"
+    with pytest.raises(VsgridError, match="evaluation.screen.hit_wells: 'all' is not one of"):
+        ScreenSettings(hit_wells="all")
+    index = np.arange(len(wells))[None, :]
+    for settings, called in (
+        (ScreenSettings(), wells["compound"].str.startswith("CPD").to_numpy()),
+        (treated, ~wells["compound"].eq("DMSO").to_numpy()),
+    ):
+        plate = Plate(wells, settings)
+        assert np.array_equal(plate.called, called)
+        expected = cohen_kappa_score(*(robust_calls(v, wells, called) for v in (real, virtual)))
+        out = decide(plate, real, virtual, index)
+        assert out["hit_kappa"].values[0] == pytest.approx(expected, abs=1e-12)
+        # the 8 positive controls are hits in both stains: they add 8 true positives
+        assert out["hit_recall"].values[0] == (5 + 8 * (settings is treated)) / (
+            52 + 8 * (settings is treated)
+        )
+    # positive controls alone: no compound well is a hit, so only hit_wells: treated has a kappa
+    compounds = wells["compound"].str.startswith("CPD").to_numpy()
+    quiet = np.where(compounds, 10.0, real)
+    assert isinstance(
+        decide(Plate(wells, ScreenSettings()), quiet, quiet, index)["hit_kappa"], Missing
+    )
+    assert decide(Plate(wells, treated), quiet, quiet, index)["hit_kappa"].values[0] == 1

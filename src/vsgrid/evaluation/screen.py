@@ -8,8 +8,10 @@ From per-well readouts of a screen plate (:mod:`vsgrid.evaluation.wells`), real 
   solved exactly for each: no starting values, no divergence, and every bootstrap resample fitted
   at once. A fit whose EC50 lands on the grid's edge has not converged; a curve no better than a
   constant (F test, p > 0.05) is flat. Neither gives an EC50;
-- **hit calls**: a treated well is a hit when its readout lies more than ``k`` robust SDs
-  (1.4826 x MAD of the DMSO wells) from the DMSO median;
+- **hit calls**: a compound's well at a dose is a hit when its readout lies more than ``k``
+  robust SDs (1.4826 x MAD of the DMSO wells) from the DMSO median. The positive controls are
+  called too only with ``hit_wells: treated``: every faithful stain calls them hits, so they raise
+  the agreement without telling anything about the compounds;
 - **assay quality**: Z' = 1 - 3 (SD positive + SD DMSO) / |mean positive - mean DMSO|, the
   positive controls pooled.
 
@@ -18,9 +20,11 @@ whose real curve has an EC50; a compound whose virtual curve has none counts as 
 range, the EC50 being anywhere in it), ``hit_kappa`` (Cohen's kappa), ``hit_precision``,
 ``hit_recall`` (real calls as truth) and ``z_prime`` with ``z_prime_real``. A metric that cannot be
 computed (a compound with too few concentrations, a plate without DMSO or positive controls, no
-spread anywhere) is NaN *with its reason*, never a crash. A metric the plate has but a resample
-does not (a resample that draws one of two DMSO wells twice has no MAD) is NaN in that resample
-only: the plate's value comes from the plate, and its CI needs enough resamples that define it.
+spread anywhere) is NaN *with its reason*, a reason true of the plate, never a crash. A metric the
+plate has but a resample does not (a resample that draws one of two DMSO wells twice has no MAD,
+one that draws no hit in either stain has no kappa) is NaN in that resample only, with what that
+resample draws (:class:`Metric`): the plate's value comes from the plate; how the resamples that
+define it make a CI is :mod:`vsgrid.report.screen`'s.
 
 A compound's well at concentration 0 holds its vehicle alone: it is neither in the compound's Hill
 fit (log10 0 has no place on the curve) nor a treated well (it received no compound, so it is
@@ -41,11 +45,14 @@ import pandas as pd
 from scipy import stats
 
 from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
+from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import MAD_TO_SD
 
 LOG_EC50_STEP = 0.02  # log10 units: well under the 0.3 that separates a good EC50 from a bad one
 SLOPES = np.geomspace(0.5, 5.0, 12)
 FLAT_P = 0.05
+# evaluation.screen.hit_wells: the wells hits are called in, as a reason names them
+HIT_WELLS = {"compounds": "compound wells", "treated": "treated wells"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,13 @@ class ScreenSettings:
     min_concentrations: int = 4
     negative: tuple[str, ...] = NEGATIVE_CONTROLS
     positive: tuple[str, ...] = POSITIVE_CONTROLS
+    hit_wells: str = "compounds"
+
+    def __post_init__(self) -> None:
+        if self.hit_wells not in HIT_WELLS:
+            raise VsgridError(
+                f"evaluation.screen.hit_wells: {self.hit_wells!r} is not one of {', '.join(HIT_WELLS)}"
+            )
 
     @classmethod
     def from_config(cls, config: dict) -> ScreenSettings:
@@ -65,6 +79,7 @@ class ScreenSettings:
             screen["min_concentrations"],
             tuple(rule["negative_controls"]),
             tuple(rule["positive_controls"]),
+            screen["hit_wells"],
         )
 
     def is_negative(self, compound: pd.Series) -> np.ndarray:
@@ -76,6 +91,24 @@ class ScreenSettings:
 
 class Missing(ValueError):
     """A metric that cannot be computed; the message is its reason."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric on the plate (``values[0]``) and on each bootstrap resample (``values[1:]``), NaN
+    in a resample that does not define it; ``undefined`` says what such a resample draws (a verb
+    phrase, '' in a row with a value)."""
+
+    values: np.ndarray
+    undefined: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray, *causes: tuple[np.ndarray, str]) -> Metric:
+        """``values`` with, in each row without a value, the first of ``causes`` (a row mask and
+        what the rows it holds for draw) that holds there."""
+        values = np.asarray(values, np.float64)
+        why = np.select([mask for mask, _ in causes], [phrase for _, phrase in causes], "")
+        return cls(values, np.where(np.isnan(values), why, ""))
 
 
 # --------------------------------------------------------------------------- Hill fits
@@ -232,20 +265,19 @@ def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
         return np.where(separation > 0, 1.0 - 3.0 * spread / separation, np.nan)
 
 
-def cohen_kappa(real: np.ndarray, virtual: np.ndarray) -> np.ndarray:
+def cohen_kappa(real: np.ndarray, virtual: np.ndarray, *, wells: str = "wells") -> np.ndarray:
     """Cohen's kappa of two call sets per resample (rows): boolean, or 1.0/0.0 with NaN rows as
-    :func:`hit_calls` gives them. NaN in a resample where kappa is undefined; raises
-    :class:`Missing` when the plate (row 0) has none."""
+    :func:`hit_calls` gives them. NaN in a resample where kappa is undefined (both stains call
+    every well alike); raises :class:`Missing` when the plate (row 0) has none, its reason naming
+    the plate's ``wells``."""
     real, virtual = np.atleast_2d(real), np.atleast_2d(virtual)
     observed = (real == virtual).mean(1)
     p_real, p_virtual = real.mean(1), virtual.mean(1)
     expected = p_real * p_virtual + (1 - p_real) * (1 - p_virtual)
     if expected[0] >= 1:
-        said = "a hit" if real[0, 0] else "not a hit"
-        raise Missing(
-            f"both stains call every treated well {said}: kappa is undefined (perfect agreement "
-            "by chance)"
-        )
+        n = real.shape[1]
+        said = f"all {n} {wells} hits" if real[0, 0] else f"none of the {n} {wells} a hit"
+        raise Missing(f"both stains call {said}: kappa is undefined (perfect agreement by chance)")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
 
@@ -277,8 +309,14 @@ class Plate:
 
     @property
     def treated(self) -> np.ndarray:
-        """The wells hit calls are made for: positive controls and compounds at a dose."""
+        """Positive controls and compounds at a dose."""
         return ~self.negative & ~self.vehicle
+
+    @property
+    def called(self) -> np.ndarray:
+        """The wells hits are called in: the compounds' dosed wells, with the positive controls
+        when ``hit_wells`` is ``treated``."""
+        return self.treated if self.settings.hit_wells == "treated" else self.dosed
 
     @property
     def dosed(self) -> np.ndarray:
@@ -343,63 +381,90 @@ def _check_controls(plate: Plate) -> None:
 
 def decisions(
     plate: Plate, real: Readout, virtual: Readout, index: np.ndarray
-) -> dict[str, np.ndarray | Missing]:
+) -> dict[str, Metric | Missing]:
     """Every level-4 metric of one readout, virtual against real, per resample.
 
     ``real`` and ``virtual`` hold the readout per well of ``plate`` with their fits over the same
     ``index`` (resamples, wells), which picks the wells of each resample (row 0: the plate
-    itself). A metric that cannot be computed is a :class:`Missing` with its reason.
+    itself). A metric the plate does not define is a :class:`Missing` with its reason.
     """
-    out: dict[str, np.ndarray | Missing] = {"ec50_error": _ec50_error(plate, real, virtual)}
+    out: dict[str, Metric | Missing] = {"ec50_error": _ec50_error(plate, real, virtual)}
     real, virtual = real.values, virtual.values
     try:
         _check_controls(plate)
-        dmso = index[:, plate.negative]
-        treated = index[:, plate.treated]
-        calls_real = hit_calls(real[treated], real[dmso], plate.settings.hit_sd)
-        calls_virtual = hit_calls(virtual[treated], virtual[dmso], plate.settings.hit_sd)
+        if not plate.called.any():
+            raise Missing(f"the plate has no {HIT_WELLS[plate.settings.hit_wells]} to call hits in")
+        calls_real = _calls(plate, real, index, "real")
+        calls_virtual = _calls(plate, virtual, index, "virtual")
     except Missing as reason:
         out.update(dict.fromkeys(("hit_kappa", "hit_precision", "hit_recall"), reason))
     else:
-        out["hit_kappa"] = _or_missing(cohen_kappa, calls_real, calls_virtual)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            hits_both = (calls_real * calls_virtual).sum(1)
-            out["hit_precision"] = _defined(
-                hits_both / calls_virtual.sum(1),
-                "the virtual stain calls no hits: precision is undefined",
-            )
-            out["hit_recall"] = _defined(
-                hits_both / calls_real.sum(1), "the real stain calls no hits: recall is undefined"
-            )
+        out.update(_agreement(calls_real, calls_virtual, HIT_WELLS[plate.settings.hit_wells]))
     try:
         _check_controls(plate)
         if not plate.positive.any():
             raise Missing(
                 f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
             )
-        out["z_prime"] = z_prime(
-            virtual[index[:, plate.positive]], virtual[index[:, plate.negative]]
-        )
-        out["z_prime_real"] = z_prime(
-            real[index[:, plate.positive]], real[index[:, plate.negative]]
-        )
+        for metric, values in (("z_prime", virtual), ("z_prime_real", real)):
+            z = z_prime(values[index[:, plate.positive]], values[index[:, plate.negative]])
+            out[metric] = Metric.of(z, (np.isnan(z), "draw controls with equal means"))
     except Missing as reason:
         out["z_prime"] = out["z_prime_real"] = reason
     return out
 
 
-def _or_missing(metric, *args) -> np.ndarray | Missing:
+def _calls(plate: Plate, values: np.ndarray, index: np.ndarray, stain: str) -> np.ndarray:
+    """:func:`hit_calls` in the plate's called wells, per resample; a plate without a threshold
+    is :class:`Missing`, naming the stain."""
     try:
-        return metric(*args)
+        return hit_calls(
+            values[index[:, plate.called]],
+            values[index[:, plate.negative]],
+            plate.settings.hit_sd,
+        )
     except Missing as reason:
-        return reason
+        raise Missing(f"{stain} stain: {reason}") from None
 
 
-def _defined(values: np.ndarray, reason: str) -> np.ndarray | Missing:
-    return values if np.isfinite(values[0]) else Missing(reason)
+def _agreement(real: np.ndarray, virtual: np.ndarray, wells: str) -> dict[str, Metric | Missing]:
+    """Kappa, precision and recall of the virtual stain's hit calls against the real one's (as
+    :func:`hit_calls` gives them, per resample), each with what a resample without it draws."""
+    n = real.shape[1]
+    no_threshold = (
+        np.isnan(real).any(1) | np.isnan(virtual).any(1),
+        "draw DMSO wells without spread (MAD 0, no threshold) in a stain",
+    )
+    hits_real, hits_virtual = real.sum(1), virtual.sum(1)
+    out: dict[str, Metric | Missing] = {}
+    try:
+        out["hit_kappa"] = Metric.of(
+            cohen_kappa(real, virtual, wells=wells),
+            no_threshold,
+            (hits_real + hits_virtual == 0, "draw no hit in either stain"),
+            (hits_real + hits_virtual == 2 * n, "draw only hits in both stains"),
+        )
+    except Missing as reason:
+        out["hit_kappa"] = reason
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hits_both = (real * virtual).sum(1)
+        precision, recall = hits_both / hits_virtual, hits_both / hits_real
+    for metric, values, stain, hits in (
+        ("hit_precision", precision, "virtual", hits_virtual),
+        ("hit_recall", recall, "real", hits_real),
+    ):
+        out[metric] = (
+            Metric.of(values, no_threshold, (hits == 0, f"draw no hit by the {stain} stain"))
+            if np.isfinite(values[0])
+            else Missing(
+                f"the {stain} stain calls none of the {n} {wells} a hit: "
+                f"{metric.removeprefix('hit_')} is undefined"
+            )
+        )
+    return out
 
 
-def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> np.ndarray | Missing:
+def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> Metric | Missing:
     real_fits, virtual_fits = real.fits, virtual.fits
     doses = plate.wells.loc[plate.dosed, "concentration"].to_numpy(np.float64)
     doses = doses[np.isfinite(doses) & (doses > 0)]
@@ -429,10 +494,9 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> np.ndarray | M
             + (f" ({'; '.join(reasons)})" if reasons else " (no compounds on the plate)")
         )
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", RuntimeWarning
-        )  # a resample where no real curve has an EC50
-        return np.nanmean(np.array(errors), axis=0)
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no real curve has one
+        error = np.nanmean(np.array(errors), axis=0)
+    return Metric.of(error, (np.isnan(error), "draw no compound with a real EC50"))
 
 
 def truth_errors(plate: Plate, real: np.ndarray, true_ec50_um: dict[str, float]) -> pd.DataFrame:

@@ -6,11 +6,26 @@ wells (within each compound and concentration). The baseline convention is the g
 compared with the model of the same stain, seed and training phenotype trained on the screen's own
 cell type, on the same resampled wells, so ``delta`` = run - baseline with a paired CI. Written:
 
-- ``screen.parquet``/``.csv``: one row per (run, readout, metric): value, 95 % CI, reason when
-  missing, baseline value, delta and its CI;
+- ``screen.parquet``/``.csv``: one row per (run, readout, metric): value (the plate's), 95 % CI,
+  ``undefined_share`` (the resamples without a value), reason (why the value is missing, or how
+  much of the CI's resamples are missing and why), baseline value, delta, its CI and
+  ``delta_undefined_share``;
 - ``screen_truth.parquet``/``.csv``: per (cell type, stain, readout, compound) the real-stain EC50
   against the synthetic truth;
 - ``screen_outcome.txt``: the summary a user reads first.
+
+A resample that does not define a metric (it draws DMSO wells without spread, or no hit in either
+stain) has no value, neither a worst nor a best one: the CI is the 2.5-97.5 percentiles over the
+resamples that define the metric, that is, conditional on the metric existing. That is honest only
+when it is said, because the resamples that drop out are not a random share (those that draw the
+fewest hits, or the fewest distinct DMSO wells), so the conditional interval can be narrower or
+shifted against the spread of the plate as a whole. Every row therefore gives ``undefined_share``,
+and when more than ``UNDEFINED_NOTE`` (10 %) of the resamples have no value its reason says so and
+why ("CI over 83 % of resamples; 17 % draw no hit in either stain"); with none, the value stands
+without a CI and the reason says why. The alternatives are worse: scoring an undefined kappa 0 (or
+1) invents an agreement the calls do not show, and withholding the CI below some share hides the
+spread of the resamples that do have a value without saying why. A delta's CI is over the
+resamples where both the run and its baseline have a value.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ import pandas as pd
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.screen import (
+    Metric,
     Missing,
     Plate,
     Readout,
@@ -41,9 +57,12 @@ log = logging.getLogger(__name__)
 
 KEYS = ["plate", "well"]
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
+UNDEFINED_NOTE = 0.10  # a CI over fewer than 90 % of the resamples says so in its reason
+OUTCOME_METRICS = {"ec50_error": 22, "hit_kappa": 22, "z_prime": 7, "z_prime_real": 7}  # widths
 COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed",
-           "readout", "metric", "value", "ci_low", "ci_high", "reason", "wells", "baseline_model",
-           "is_baseline", "baseline_value", "delta", "delta_ci_low", "delta_ci_high"]  # fmt: skip
+           "readout", "metric", "value", "ci_low", "ci_high", "undefined_share", "reason", "wells",
+           "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
+           "delta_ci_high", "delta_undefined_share"]  # fmt: skip
 
 
 def summary_readout(stain: str) -> str:
@@ -70,12 +89,48 @@ def _run_columns(run: ScreenRun) -> dict:
             "is_baseline": run.is_baseline}  # fmt: skip
 
 
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    if len(finite) < 0.9 * len(values):  # too many resamples without a value: no honest interval
-        return np.nan, np.nan
+def _interval(resampled: np.ndarray) -> tuple[float, float, float]:
+    """The 95 % percentile CI over the resamples with a value (NaN, NaN without any) and the
+    share of resamples without one."""
+    finite = resampled[np.isfinite(resampled)]
+    share = 1.0 - len(finite) / len(resampled)
+    if not len(finite):
+        return np.nan, np.nan, share
     low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high)
+    return float(low), float(high), share
+
+
+def interval_columns(metric: Metric) -> dict:
+    """A metric's value on the plate, its CI over the resamples that define it, the share that do
+    not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why."""
+    undefined = metric.undefined[1:]
+    low, high, share = _interval(metric.values[1:])
+    reason = ""
+    if share > UNDEFINED_NOTE:
+        causes = pd.Series(undefined[undefined != ""]).value_counts(sort=True)
+        why = ", ".join(f"{_percent(n / len(undefined))} {cause}" for cause, n in causes.items())
+        reason = (
+            f"no CI: every resample is without a value ({why})"
+            if share == 1
+            else f"CI over {_percent(1 - share)} of resamples; {why}"
+        )
+    return {
+        "value": float(metric.values[0]),
+        "ci_low": low,
+        "ci_high": high,
+        "undefined_share": share,
+        "reason": reason,
+    }
+
+
+def _percent(share: float) -> str:
+    """A share in whole percent, never rounded to none or all when it is neither."""
+    text = f"{100 * share:.0f}"
+    if text == "0" and share > 0:
+        return "<1 %"
+    if text == "100" and share < 1:
+        return ">99 %"
+    return f"{text} %"
 
 
 def screen_rows(
@@ -119,22 +174,16 @@ def screen_rows(
                     "wells": int(usable.sum()),
                 }
                 if isinstance(values, Missing):
-                    rows.append(
-                        {
-                            **row,
-                            "value": np.nan,
-                            "ci_low": np.nan,
-                            "ci_high": np.nan,
-                            "reason": str(values),
-                        }
-                    )
+                    rows.append({**row, "value": np.nan, "reason": str(values)})
                     continue
-                row.update(value=float(values[0]), reason="")
-                row["ci_low"], row["ci_high"] = _interval(values[1:])
+                row.update(interval_columns(values))
                 if not isinstance(theirs[metric], Missing):
-                    delta = values - theirs[metric]
-                    row.update(baseline_value=float(theirs[metric][0]), delta=float(delta[0]))
-                    row["delta_ci_low"], row["delta_ci_high"] = _interval(delta[1:])
+                    delta = values.values - theirs[metric].values
+                    row.update(
+                        baseline_value=float(theirs[metric].values[0]), delta=float(delta[0])
+                    )
+                    low, high, share = _interval(delta[1:])
+                    row.update(delta_ci_low=low, delta_ci_high=high, delta_undefined_share=share)
                 rows.append(row)
     return rows
 
@@ -215,7 +264,9 @@ def truth_table(config: dict) -> pd.DataFrame:
 
 def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame) -> str:
     """What a user reads first: the real stain's EC50s against the truth, then each model type's
-    decisions on its stain's summary readout, mean over seeds, with the first seed's CIs."""
+    decisions on its stain's summary readout, mean over the seeds that define them, with the first
+    seed's CIs, and under the table the first seed's reasons (a value missing, a CI without enough
+    resamples)."""
     lines = ["Level 4: screen decisions, virtual vs real", ""]
     for (readout, stain, cell_type), group in truth[
         truth["readout"].isin(["cell_count", "phenotype_score"])
@@ -230,35 +281,37 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame) -> str:
         f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} "
         f"{'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}",
     ]
+    notes = []
     summary = table[table["readout"] == table["stain"].map(summary_readout)]
     for (model_type, cell_type, readout), group in summary.groupby(
         ["model_type", "cell_type", "readout"], sort=True
     ):
-        first = group[group["seed"] == group["seed"].min()].set_index("metric")
+        first = (
+            group[group["seed"] == group["seed"].min()]
+            .set_index("metric")
+            .reindex(list(OUTCOME_METRICS))
+        )
         mean = group.groupby("metric")["value"].mean()
-        cells = [
-            _outcome_cell(first, mean, metric, width)
-            for metric, width in (
-                ("ec50_error", 22),
-                ("hit_kappa", 22),
-                ("z_prime", 7),
-                ("z_prime_real", 7),
-            )
-        ]
+        cells = [_outcome_cell(first, mean, m, width) for m, width in OUTCOME_METRICS.items()]
         lines.append(f"{model_type:26s} {cell_type:9s} {readout:15s} {' '.join(cells)}")
-    lines += ["", "missing: see the reason column of screen.csv"]
-    return "\n".join(lines) + "\n"
+        notes += [
+            f"  {model_type} {cell_type} {readout} {metric}: {reason}"
+            for metric, reason in first["reason"].fillna("").items()
+            if reason
+        ]
+    lines += ["", "reasons (first seed; every row's in screen.csv):" if notes else ""] + notes
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _outcome_cell(first: pd.DataFrame, mean: pd.Series, metric: str, width: int) -> str:
-    """A metric's mean over seeds, with the first seed's CI where the column is wide enough."""
-    if metric not in first.index or not np.isfinite(first.loc[metric, "value"]):
+    """A metric's mean over the seeds that define it, with the first seed's CI where the column
+    is wide enough ('no CI' where the first seed has none: the reasons under the table say why)."""
+    if not np.isfinite(mean.get(metric, np.nan)):
         return f"{'missing':>{width}s}"
-    interval = (
-        f" [{first.loc[metric, 'ci_low']:.2f}, {first.loc[metric, 'ci_high']:.2f}]"
-        if width > 7
-        else ""
-    )
+    interval = ""
+    if width > 7:
+        low, high = first.loc[metric, "ci_low"], first.loc[metric, "ci_high"]
+        interval = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else " (no CI)"
     return f"{mean[metric]:.2f}{interval}".rjust(width)
 
 
@@ -271,7 +324,7 @@ def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
             written[f"{name}.{fmt}"] = table_path(out_dir, name, fmt)
             write_table(frame, written[f"{name}.{fmt}"])
     written[SCREEN_OUTCOME] = write_text(screen_outcome(table, truth), out_dir / SCREEN_OUTCOME)
-    missing = table[table["reason"].fillna("") != ""]
+    missing = table[table["value"].isna()]
     log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
     print(written[SCREEN_OUTCOME].read_text())
     return written
