@@ -4,6 +4,7 @@ from scipy import ndimage as ndi
 
 from vsgrid.config import validate
 from vsgrid.data import synthetic
+from vsgrid.data.plates import INTENSITY_COLUMNS, well_effects, well_position
 from vsgrid.data.store import CHANNELS, open_store
 from vsgrid.data.summary import image_flag, summarize
 from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
@@ -226,3 +227,138 @@ def test_a_control_renders_its_twins_test_fields_with_other_bright_field_only(tm
     assert twin.split_metadata("test")[["plate", "well", "field"]].equals(
         control.split_metadata("test")[["plate", "well", "field"]]
     )
+
+
+NO_VARIATION = dict(
+    well_density_cv=0.0,
+    plate_density_cv=0.0,
+    plate_intensity_cv=0.0,
+    edge_density_drop=0.0,
+    gradient=0.0,
+)
+
+
+def varied(**sizes):
+    """A variation config: every effect off but ``sizes``."""
+    return {**NO_VARIATION, **sizes}
+
+
+def cell_counts(table, config):
+    """Cells of each field of ``table`` as the generator places them (no rendering)."""
+    synthetic_config = config["data"]["synthetic"]
+    profile = Profile(**synthetic_config["cell_types"]["lung"])
+    shape = (synthetic_config["field_size"],) * 2
+    return np.array(
+        [
+            len(
+                sample_cells(
+                    rng_for(0, "field", "lung", row.plate, row.well, int(row.field)),
+                    profile,
+                    row.toxicity,
+                    shape,
+                    synthetic_config["pixel_size_um"],
+                    density=row.density_factor,
+                )["centre"]
+            )
+            for row in table.itertuples()
+        ]
+    )
+
+
+def dmso_fields(**variation):
+    """The DMSO fields of one lung plate (256 x 256 fields of 1.3 um, about 67 cells each, four
+    per well), with their cell counts."""
+    config = tiny_config(fields_per_well=4, field_size=256, variation=varied(**variation))
+    table = synthetic.field_table("lung", config).query(
+        "plate == 'lung-P01' and compound == 'DMSO'"
+    )
+    return table.assign(cells=cell_counts(table, config))
+
+
+def test_the_fields_of_a_well_share_its_seeding_density():
+    flat, uneven = dmso_fields(), dmso_fields(well_density_cv=0.3)
+    assert (flat["density_factor"] == 1.0).all()
+    assert (uneven.groupby("well")["density_factor"].nunique() == 1).all()
+    # Per-well means of 4 fields: Poisson alone (about 67 cells) gives a variance near 67 / 4;
+    # a CV of 0.3 shared by the fields of a well adds (0.3 * 67)^2, about 24 times as much.
+    flat_wells, uneven_wells = (f.groupby("well")["cells"].mean() for f in (flat, uneven))
+    assert uneven_wells.var() > 5 * flat_wells.var()
+    factor = uneven.groupby("well")["density_factor"].first()
+    assert np.corrcoef(factor, uneven_wells[factor.index])[0, 1] > 0.8
+
+
+def test_edge_wells_hold_fewer_cells():
+    fields = dmso_fields(edge_density_drop=0.2)
+    row, column = np.array([well_position(w) for w in fields["well"]]).T
+    edge = (row == 0) | (row == 15) | (column == 0) | (column == 23)
+    assert np.allclose(fields["density_factor"], np.where(edge, 0.8, 1.0), rtol=0, atol=1e-12)
+    # 112 edge and 96 interior fields of about 55 and 67 cells: the SE of their ratio is about 0.02.
+    assert fields["cells"][edge].mean() < 0.9 * fields["cells"][~edge].mean()
+
+
+def test_the_gradient_is_linear_across_the_plate_and_the_plate_factors_are_shared():
+    config = tiny_config(
+        variation=varied(gradient=0.2, plate_density_cv=0.1, plate_intensity_cv=0.1)
+    )
+    table = synthetic.field_table("lung", config)
+    row, column = np.array([well_position(w) for w in table["well"]]).T
+    for _, plate in table.groupby("plate"):
+        factor = plate["density_factor"].to_numpy()
+        position = np.column_stack([np.ones(len(plate)), row[plate.index], column[plate.index]])
+        fit = np.linalg.lstsq(position, factor, rcond=None)[0]
+        assert np.allclose(position @ fit, factor, rtol=0, atol=1e-12)  # exactly linear
+        # From one corner to the opposite one: the plate's factor x (1 -+ gradient / 2).
+        assert factor.max() - factor.min() == pytest.approx(0.2 * factor.mean(), rel=1e-9)
+        assert (plate[list(INTENSITY_COLUMNS)].nunique() == 1).all()
+    plates = table.groupby("plate")
+    assert plates["density_factor"].mean().nunique() == 2
+    assert plates["intensity_dapi"].first().nunique() == 2
+
+
+def test_a_wells_factors_do_not_depend_on_the_other_wells_or_the_other_sizes():
+    config = tiny_config()
+    wells = synthetic.field_table("lung", config)[["plate", "well"]]
+    sizes = config["data"]["synthetic"]["variation"]
+    every = well_effects(wells, seed=0, cell_type="lung", **sizes)
+    some = wells.sample(frac=0.1, random_state=1)  # another subset, in another order
+    assert well_effects(some, seed=0, cell_type="lung", **sizes).equals(every.loc[some.index])
+    brighter = well_effects(wells, seed=0, cell_type="lung", **{**sizes, "plate_intensity_cv": 0.3})
+    assert brighter["density_factor"].equals(every["density_factor"])
+    assert not brighter["intensity_dapi"].equals(every["intensity_dapi"])
+
+
+def test_without_variation_the_fields_render_as_before(tmp_path):
+    """All variation 0 draws the same numbers as the generator before wells varied: each field
+    from its own stream only (the stores of config/quick.yaml were also checked byte for byte
+    against the earlier generator's when variation was added)."""
+    config = tiny_config(seed=2, variation=varied())
+    store = open_store(synthesize(config, tmp_path, workers=1, progress=False)[0])
+    meta = store.split_metadata("test")
+    assert (meta[["density_factor", *INTENSITY_COLUMNS]] == 1.0).all().all()
+    profile = Profile(**config["data"]["synthetic"]["cell_types"]["lung"])
+    for i, row in enumerate(meta.itertuples()):
+        rng = rng_for(2, "field", "lung", row.plate, row.well, int(row.field))
+        cells = sample_cells(rng, profile, row.toxicity, (64, 64), 1.3)
+        image, masks = render_field(cells, (64, 64), 1.3, rng)
+        assert store.images("test")[i].tobytes() == image.tobytes()
+        assert store.masks("test")[i].tobytes() == masks.tobytes()
+
+
+def test_a_plates_stain_intensity_scales_its_stains_only(tmp_path):
+    flat, bright = (
+        open_store(
+            synthesize(tiny_config(variation=v), tmp_path / name, workers=1, progress=False)[0]
+        )
+        for name, v in (("flat", varied()), ("bright", varied(plate_intensity_cv=0.3)))
+    )
+    assert np.array_equal(flat.masks("test")[:], bright.masks("test")[:])
+    before, after = flat.images("test")[:].astype(float), bright.images("test")[:].astype(float)
+    assert np.array_equal(before[:, 0], after[:, 0])  # bright-field is untouched
+    # The test fields come from one plate. Their signal above the camera's background scales by
+    # its factor; the noise is drawn anew on the scaled signal, hence the 2 % tolerance.
+    meta = bright.split_metadata("test")
+    assert meta["plate"].nunique() == 1
+    background = {"dapi": 300.0, "fitc": 400.0, "cy5": 200.0}
+    for k, stain in enumerate(("dapi", "fitc", "cy5"), start=1):
+        ratio = (after[:, k] - background[stain]).sum() / (before[:, k] - background[stain]).sum()
+        assert ratio == pytest.approx(meta[f"intensity_{stain}"].iloc[0], rel=0.02)

@@ -1,7 +1,8 @@
 """Plates, wells and the paper's phenotype rule.
 
 Shared by the synthetic generator (which lays out its own plates) and by ``vsgrid ingest`` (which
-reads a user's plate map): both label every well with the same rule.
+reads a user's plate map): both label every well with the same rule. The synthetic plates' dose
+responses and well-to-well variation are drawn here too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import string
 import numpy as np
 import pandas as pd
 
+from vsgrid.data.store import CHANNELS
 from vsgrid.grid import COLUMNS, NONTOXIC, ROWS, TOXIC
 from vsgrid.seeds import rng_for
 
@@ -23,6 +25,9 @@ CONCENTRATIONS_UM = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 NEGATIVE_CONTROLS = ("DMSO",)
 POSITIVE_CONTROL_DOSE_UM = {"etoposide": 10.0, "staurosporine": 1.0}
 POSITIVE_CONTROLS = tuple(POSITIVE_CONTROL_DOSE_UM)
+STAINS = CHANNELS[1:]
+# The columns of a plate's stain intensity factors, in CHANNELS order (see well_effects).
+INTENSITY_COLUMNS = tuple(f"intensity_{stain}" for stain in STAINS)
 
 
 def well_name(row: int, column: int) -> str:
@@ -36,6 +41,12 @@ def normalize_well(well: str) -> str:
     if len(well) < 2 or not well[0].isalpha() or not well[1:].isdigit():
         raise ValueError(f"{well!r} is not a well name like A01")
     return f"{well[0]}{int(well[1:]):02d}"
+
+
+def well_position(well: str) -> tuple[int, int]:
+    """``A01`` ... ``P24`` -> zero-based (row, column): the inverse of :func:`well_name`."""
+    well = normalize_well(well)
+    return string.ascii_uppercase.index(well[0]), int(well[1:]) - 1
 
 
 def synthetic_layout() -> pd.DataFrame:
@@ -109,3 +120,64 @@ def toxicity(compound: str, concentration: float, model: dict) -> float:
         return 0.0
     ec50, hill, emax = model[compound]
     return emax / (1.0 + (ec50 / concentration) ** hill)
+
+
+def _mean_one(z, cv: float):
+    """Lognormal factors with mean 1 and coefficient of variation ``cv`` from standard normal draws
+    ``z``; exactly 1 where ``cv`` is 0."""
+    variance = np.log1p(cv**2)
+    return np.exp(np.sqrt(variance) * z - variance / 2)
+
+
+def well_effects(
+    wells: pd.DataFrame,
+    *,
+    seed: int,
+    cell_type: str,
+    well_density_cv: float,
+    plate_density_cv: float,
+    plate_intensity_cv: float,
+    edge_density_drop: float,
+    gradient: float,
+) -> pd.DataFrame:
+    """The synthetic plates' variation at each well of ``wells`` (columns plate and well).
+
+    ``density_factor`` multiplies the well's expected cell count: the plate's seeding (lognormal,
+    mean 1, ``plate_density_cv``) x the well's (``well_density_cv``) x ``1 - edge_density_drop``
+    in the outer rows and columns x a linear gradient across the plate, ``1 + gradient * u`` with
+    ``u`` from -1/2 to 1/2 along a direction drawn per plate. ``intensity_<stain>`` multiplies
+    each stain's signal over the whole plate (``plate_intensity_cv``; staining and illumination
+    batches).
+
+    A plate draws from its stream (seed, "plate", cell type, plate) and a well from (seed, "well",
+    cell type, plate, well), so a well's factors do not depend on the other wells in ``wells``;
+    the draws are the same whatever the sizes, so changing one size changes no other effect. All
+    sizes 0 give factors of exactly 1. Returns a frame with the index of ``wells``.
+    """
+    plates = {
+        plate: rng_for(seed, "plate", cell_type, plate).standard_normal(3 + len(STAINS))
+        for plate in wells["plate"].unique()
+    }
+    plate_z = np.array([plates[plate] for plate in wells["plate"]]).reshape(-1, 3 + len(STAINS))
+    well_z = np.array(
+        [
+            rng_for(seed, "well", cell_type, plate, well).standard_normal()
+            for plate, well in zip(wells["plate"], wells["well"])
+        ]
+    )
+    row, column = np.array([well_position(w) for w in wells["well"]]).reshape(-1, 2).T
+    edge = (row == 0) | (row == ROWS - 1) | (column == 0) | (column == COLUMNS - 1)
+    # The direction of a normal pair is uniform on the circle; u reaches +-1/2 at the far corners.
+    direction = plate_z[:, 1:3]
+    y, x = row / (ROWS - 1) - 0.5, column / (COLUMNS - 1) - 0.5
+    u = (direction[:, 0] * y + direction[:, 1] * x) / np.abs(direction).sum(1)
+    density = (
+        _mean_one(plate_z[:, 0], plate_density_cv)
+        * _mean_one(well_z, well_density_cv)
+        * np.where(edge, 1.0 - edge_density_drop, 1.0)
+        * (1.0 + gradient * u)
+    )
+    intensity = _mean_one(plate_z[:, 3:], plate_intensity_cv)
+    return pd.DataFrame(
+        {"density_factor": density, **dict(zip(INTENSITY_COLUMNS, intensity.T))}, index=wells.index
+    )

@@ -2,14 +2,17 @@
 
 Every field is drawn from its own random stream, seeded by (seed, cell type, plate, well,
 field), so a field renders the same whatever else is built and in whatever order or process.
+Wells and plates vary as in real screens (:func:`vsgrid.data.plates.well_effects`, with streams
+of their own): seeding density per well and per plate, fewer cells in edge wells, a gradient
+across the plate, stain intensity per plate; every field of a well shares its well's factors.
 
 Per field (:func:`sample_cells`, then :func:`render_field`):
 
-1. the well's toxicity (dose response of its compound, :mod:`vsgrid.data.plates`) lowers the cell
-   count and turns a matching fraction of cells *affected*: damaged (many DNA-damage foci),
-   condensed (smaller, brighter nuclei, rounded cells) or fragmented (apoptotic bodies,
-   pan-nuclear Cy5). Unaffected cells are heterogeneous: a few are mitotic, some carry natural
-   DNA damage;
+1. the well's density factor scales the expected cell count, and the well's toxicity (dose
+   response of its compound, :mod:`vsgrid.data.plates`) lowers it and turns a matching
+   fraction of cells *affected*: damaged (many DNA-damage foci), condensed (smaller, brighter
+   nuclei, rounded cells) or fragmented (apoptotic bodies, pan-nuclear Cy5). Unaffected cells
+   are heterogeneous: a few are mitotic, some carry natural DNA damage;
 2. cells are ellipses with wobbly outlines, placed in colonies whose tightness is the cell
    type's clustering; overlapping cells share the overlap by normalised distance, so the ground
    truth is a proper label image; nuclei are clipped to their cell;
@@ -37,10 +40,12 @@ from tqdm import tqdm
 from vsgrid import __version__
 from vsgrid.data.plates import (
     COMPOUNDS,
+    INTENSITY_COLUMNS,
     label_phenotypes,
     synthetic_layout,
     toxicity,
     toxicity_model,
+    well_effects,
 )
 from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import as_uint16, create_store
@@ -95,15 +100,16 @@ def _place(rng, n, shape, radius_px, clustering, min_distance):
 
 
 def sample_cells(
-    rng: np.random.Generator, profile: Profile, toxicity_level: float, shape, pixel_size_um: float
+    rng, profile: Profile, toxicity_level: float, shape, pixel_size_um: float, *, density=1.0
 ) -> dict:
     """Draw the cells of one field: a structure of arrays, one entry per cell.
 
-    Lengths are in pixels. ``state`` is one of HEALTHY, MITOTIC, CONDENSED, FRAGMENTED.
+    ``density`` multiplies the profile's expected cell count (the well's density factor). Lengths
+    are in pixels. ``state`` is one of HEALTHY, MITOTIC, CONDENSED, FRAGMENTED.
     """
     t = float(np.clip(toxicity_level * profile.sensitivity, 0.0, 1.0))
     area_mm2 = shape[0] * shape[1] * (pixel_size_um * 1e-3) ** 2
-    n_expected = profile.density_per_mm2 * area_mm2 * (1.0 - 0.6 * t)
+    n_expected = profile.density_per_mm2 * area_mm2 * (1.0 - 0.6 * t) * density
     cell_r = profile.cell_radius_um / pixel_size_um
     nuc_r = profile.nucleus_radius_um / pixel_size_um
     centre = _place(rng, rng.poisson(n_expected), shape, cell_r, profile.clustering, 2.1 * nuc_r)
@@ -278,9 +284,12 @@ def _foci_image(cells, nucleus_labels, shape, rng):
 
 
 def render_field(
-    cells: dict, shape, pixel_size_um: float, rng: np.random.Generator, optics: Optics = Optics()
+    cells, shape, pixel_size_um: float, rng, optics: Optics = Optics(), *, intensity=(1.0, 1.0, 1.0)
 ):
-    """Render one field: ``image`` (4, H, W) uint16 in CHANNELS order and ``masks`` (2, H, W) uint16."""
+    """Render one field: ``image`` (4, H, W) uint16 in CHANNELS order and ``masks`` (2, H, W) uint16.
+
+    ``intensity`` multiplies the signal of each stain (dapi, fitc, cy5): the plate's staining.
+    """
     cell_labels, nucleus_labels, cell_profile, nucleus_profile, owner = rasterize(cells, shape, rng)
     px = 1.0 / pixel_size_um  # pixels per um
     in_cell, in_nucleus = cell_labels > 0, nucleus_labels > 0
@@ -315,12 +324,13 @@ def render_field(
     if optics.defocus_um > 0:
         bf = ndi.gaussian_filter(bf, optics.defocus_um * px)
 
+    # Each stain's camera background and gain (counts), the gain times the plate's staining.
+    stains = zip((dapi, fitc, cy5), (300.0, 400.0, 200.0), (9000.0, 5000.0, 6000.0), intensity)
     image = np.stack(
-        [
-            as_uint16(_detect(bf, 0.0, 18000.0, 60.0, rng)),
-            as_uint16(_detect(ndi.gaussian_filter(dapi, psf), 300.0, 9000.0, 20.0, rng)),
-            as_uint16(_detect(ndi.gaussian_filter(fitc, psf), 400.0, 5000.0, 20.0, rng)),
-            as_uint16(_detect(ndi.gaussian_filter(cy5, psf), 200.0, 6000.0, 20.0, rng)),
+        [as_uint16(_detect(bf, 0.0, 18000.0, 60.0, rng))]
+        + [
+            as_uint16(_detect(ndi.gaussian_filter(signal, psf), background, gain * k, 20.0, rng))
+            for signal, background, gain, k in stains
         ]
     )
     return image, np.stack([nucleus_labels, cell_labels])
@@ -330,8 +340,9 @@ def render_field(
 
 
 def field_table(cell_type: str, config: dict, fields_per_well: int | None = None) -> pd.DataFrame:
-    """Every field of every synthetic plate of a cell type, with its phenotype and toxicity
-    (``fields_per_well`` defaults to the data's)."""
+    """Every field of every synthetic plate of a cell type, with its phenotype, toxicity and its
+    well's variation (:func:`vsgrid.data.plates.well_effects`; ``fields_per_well`` defaults to the
+    data's)."""
     synthetic, rule = config["data"]["synthetic"], config["data"]["phenotype_rule"]
     layout = synthetic_layout()
     layout["phenotype"] = label_phenotypes(layout["compound"], layout["concentration"], **rule)
@@ -345,7 +356,11 @@ def field_table(cell_type: str, config: dict, fields_per_well: int | None = None
     fields = pd.DataFrame(
         {"field": np.arange(1, (fields_per_well or synthetic["fields_per_well"]) + 1)}
     )
-    table = plates.merge(layout, how="cross").merge(fields, how="cross")
+    wells = plates.merge(layout, how="cross")
+    effects = well_effects(
+        wells, seed=config["data"]["seed"], cell_type=cell_type, **synthetic["variation"]
+    )
+    table = wells.join(effects).merge(fields, how="cross")
     table.insert(0, "cell_type", cell_type)
     return table
 
@@ -361,6 +376,8 @@ class _Field:
     well: str
     field: int
     toxicity: float
+    density_factor: float
+    intensity: tuple[float, float, float]
 
 
 def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, Optics]) -> None:
@@ -368,8 +385,10 @@ def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, O
     (one file each), so nothing but the job itself travels between processes."""
     field, seed, cell_type, profile, shape, pixel_size_um, optics = job
     rng = rng_for(seed, "field", cell_type, field.plate, field.well, int(field.field))
-    cells = sample_cells(rng, profile, field.toxicity, shape, pixel_size_um)
-    image, masks = render_field(cells, shape, pixel_size_um, rng, optics)
+    cells = sample_cells(
+        rng, profile, field.toxicity, shape, pixel_size_um, density=field.density_factor
+    )
+    image, masks = render_field(cells, shape, pixel_size_um, rng, optics, intensity=field.intensity)
     group = zarr.open_group(field.store, mode="r+")
     group[field.split][field.index] = image
     group[f"{field.split}_masks"][field.index] = masks
@@ -403,6 +422,7 @@ def _render_store(
         "vsgrid": __version__,
         "profile": vars(profile),
         "optics": vars(optics),
+        "variation": synthetic["variation"],
     }
     attrs = {
         **attrs,
@@ -415,12 +435,11 @@ def _render_store(
     ) as group:
         where = Path(group.store.root)
         common = (data["seed"], cell_type, profile, shape, synthetic["pixel_size_um"], optics)
+        columns = ["plate", "well", "field", "toxicity", "density_factor", *INTENSITY_COLUMNS]
         jobs = [
-            (_Field(where, split, i, *row), *common)
+            (_Field(where, split, i, *row[:5], tuple(row[5:])), *common)
             for split, frame in splits.items()
-            for i, row in enumerate(
-                frame[["plate", "well", "field", "toxicity"]].itertuples(index=False)
-            )
+            for i, row in enumerate(frame[columns].itertuples(index=False))
         ]
         done = (
             executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
