@@ -40,16 +40,16 @@ def _train(args) -> int:
 
 
 def _infer(args) -> None:
-    from vsgrid.evaluation.predictions import predict_screens, predict_test_sets
+    from vsgrid.evaluation.predictions import predict
 
     if bool(args.screen) == bool(args.test_set):
         raise VsgridError("give either --test-set or --screen")
-    predict = predict_screens if args.screen else predict_test_sets
     predict(
         config_of(args),
         args.model,
         args.screen or args.test_set,
         args.out,
+        screens=bool(args.screen),
         batch_size=args.batch_size,
         progress=not args.quiet,
     )

@@ -25,40 +25,24 @@ from vsgrid.model.infer import Predictor
 log = logging.getLogger(__name__)
 
 
-def predict_test_sets(
+def predict(
     config: dict,
     model_dir: str | Path,
-    test_sets: list[str],
+    names: list[str],
     out_dir: str | Path,
     *,
+    screens: bool = False,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Predict (and, for segmented stains, segment) each test set into ``<out_dir>/<test set>.zarr``."""
+    """Predict (and, for segmented stains, segment) each test set, or with ``screens`` each cell
+    type's screen, into ``<out_dir>/<name>.zarr``."""
+    layout = Layout.of(config)
+    store = layout.screen_store if screens else layout.store
     return predict_stores(
         config,
         model_dir,
-        {name: Layout.of(config).store(name) for name in test_sets},
-        out_dir,
-        batch_size=batch_size,
-        progress=progress,
-    )
-
-
-def predict_screens(
-    config: dict,
-    model_dir: str | Path,
-    cell_types: list[str],
-    out_dir: str | Path,
-    *,
-    batch_size: int | None = None,
-    progress: bool = True,
-) -> list[Path]:
-    """Predict (and segment) the screen of each cell type into ``<out_dir>/<cell type>.zarr``."""
-    return predict_stores(
-        config,
-        model_dir,
-        {name: Layout.of(config).screen_store(name) for name in cell_types},
+        {name: store(name) for name in names},
         out_dir,
         batch_size=batch_size,
         progress=progress,
