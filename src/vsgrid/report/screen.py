@@ -51,6 +51,7 @@ from vsgrid.evaluation.wells import readouts
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import SEGMENTED, ScreenRun, screen_runs
 from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
+from vsgrid.report.tables import interval
 from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
@@ -89,22 +90,11 @@ def _run_columns(run: ScreenRun) -> dict:
             "is_baseline": run.is_baseline}  # fmt: skip
 
 
-def _interval(resampled: np.ndarray) -> tuple[float, float, float]:
-    """The 95 % percentile CI over the resamples with a value (NaN, NaN without any) and the
-    share of resamples without one."""
-    finite = resampled[np.isfinite(resampled)]
-    share = 1.0 - len(finite) / len(resampled)
-    if not len(finite):
-        return np.nan, np.nan, share
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high), share
-
-
 def interval_columns(metric: Metric) -> dict:
     """A metric's value on the plate, its CI over the resamples that define it, the share that do
     not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why."""
     undefined = metric.undefined[1:]
-    low, high, share = _interval(metric.values[1:])
+    low, high, share = interval(metric.values[1:])
     reason = ""
     if share > UNDEFINED_NOTE:
         causes = pd.Series(undefined[undefined != ""]).value_counts(sort=True)
@@ -182,7 +172,7 @@ def screen_rows(
                     row.update(
                         baseline_value=float(theirs[metric].values[0]), delta=float(delta[0])
                     )
-                    low, high, share = _interval(delta[1:])
+                    low, high, share = interval(delta[1:])
                     row.update(delta_ci_low=low, delta_ci_high=high, delta_undefined_share=share)
                 rows.append(row)
     return rows

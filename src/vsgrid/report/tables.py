@@ -185,6 +185,17 @@ def _score_runs(
     return scored
 
 
+def interval(resampled: np.ndarray) -> tuple[float, float, float]:
+    """The 95 % percentile CI over the resamples with a value (NaN, NaN without any) and the
+    share of resamples without one: every CI of the grid's and the screen's tables."""
+    finite = resampled[np.isfinite(resampled)]
+    share = 1.0 - len(finite) / len(resampled)
+    if not len(finite):
+        return np.nan, np.nan, share
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high), share
+
+
 def _mean_over_seeds(replicates: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
     """(seeds, resamples) -> (resamples,): the mean over the seeds, or over those drawn for each resample."""
     if draws is None:
@@ -225,9 +236,7 @@ def _delta_rows(
         spread = _mean_over_seeds(
             np.array([r for _, r in model_scores]), draws[0]
         ) - _mean_over_seeds(np.array([r for _, r in base_scores]), draws[1])
-        low, high = (
-            np.nanpercentile(spread, [2.5, 97.5]) if np.isfinite(spread).any() else (np.nan, np.nan)
-        )
+        low, high, _ = interval(spread)
         rows.append(
             {
                 "baseline_kind": kind, "task": first.task, "shift": first.shift, "stain": first.model.stain,
