@@ -5,7 +5,6 @@
 TRAIN_IMAGES, TRAIN_PIXELS = training_work(config)
 
 
-
 rule train:
     input:
         store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
