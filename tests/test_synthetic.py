@@ -5,6 +5,7 @@ from scipy import ndimage as ndi
 from vsgrid.config import validate
 from vsgrid.data import synthetic
 from vsgrid.data.plates import INTENSITY_COLUMNS, well_effects, well_position
+from vsgrid.data.splits import sample_splits
 from vsgrid.data.store import CHANNELS, open_store
 from vsgrid.data.summary import image_flag, summarize
 from vsgrid.data.synthetic import Profile, render_field, sample_cells, synthesize
@@ -362,3 +363,20 @@ def test_a_plates_stain_intensity_scales_its_stains_only(tmp_path):
     for k, stain in enumerate(("dapi", "fitc", "cy5"), start=1):
         ratio = (after[:, k] - background[stain]).sum() / (before[:, k] - background[stain]).sum()
         assert ratio == pytest.approx(meta[f"intensity_{stain}"].iloc[0], rel=0.02)
+
+
+def test_test_sampling_by_wells_keeps_a_wells_fields_together():
+    fields = synthetic.field_table("lung", tiny_config(fields_per_well=4))
+    sizes = {"train": 8, "val": 4, "test": 10}
+    by_field = sample_splits(fields, sizes, 1, 0, "lung-toxic")["test"]
+    by_well = sample_splits(fields, sizes, 1, 0, "lung-toxic", test_unit="wells")["test"]
+    per_well = by_well.groupby(["plate", "well"]).size().sort_values(ascending=False)
+    # 10 fields of whole wells of 4: two whole wells and two fields of a third
+    assert per_well.tolist() == [4, 4, 2]
+    assert by_field.groupby(["plate", "well"]).size().max() < 4
+    assert by_well["plate"].nunique() == 1 and len(by_well) == len(by_well.drop_duplicates())
+    # the training splits do not depend on how the test fields are drawn
+    for split in ("train", "val"):
+        assert sample_splits(fields, sizes, 1, 0, "lung-toxic", test_unit="wells")[split].equals(
+            sample_splits(fields, sizes, 1, 0, "lung-toxic")[split]
+        )

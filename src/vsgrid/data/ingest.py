@@ -294,7 +294,12 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
             columns="test", errors="ignore"
         )
         plans[data_set] = sample_splits(
-            candidates, data["splits"], test_plates, data["seed"], data_set.name
+            candidates,
+            data["splits"],
+            test_plates,
+            data["seed"],
+            data_set.name,
+            test_unit=data["test_sampling"],
         )
     read = TiffReader()
     paths = [store_path(out_dir, d.name) for d in plans]

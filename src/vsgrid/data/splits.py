@@ -24,14 +24,22 @@ def held_out_plates(plates, n_test: int) -> list[str]:
 
 
 def sample_splits(
-    fields: pd.DataFrame, sizes: dict, test_plates, seed: int, data_set: str
+    fields: pd.DataFrame,
+    sizes: dict,
+    test_plates,
+    seed: int,
+    data_set: str,
+    *,
+    test_unit: str = "fields",
 ) -> dict[str, pd.DataFrame]:
     """Draw ``sizes["train"]``, ``sizes["val"]`` and ``sizes["test"]`` fields without replacement.
 
-    ``fields`` are the candidate fields of one (cell type, phenotype), with a ``plate`` column.
-    ``test_plates`` is either a number of plates to hold out (the last by name) or the plate names.
-    Each split comes back sorted by plate, well and field. Asking for more fields than there are
-    is an error naming the config key.
+    ``fields`` are the candidate fields of one (cell type, phenotype), with ``plate`` and ``well``
+    columns. ``test_plates`` is either a number of plates to hold out (the last by name) or the
+    plate names. ``test_unit`` "fields" draws test fields at random, as the paper does; "wells"
+    draws whole wells at random and takes every field of each (the last one drawn may be cut to
+    the size), so that wells hold several test fields. Each split comes back sorted by plate, well
+    and field. Asking for more fields than there are is an error naming the config key.
     """
     if isinstance(test_plates, int):
         test_plates = held_out_plates(fields["plate"], test_plates)
@@ -47,7 +55,10 @@ def sample_splits(
             raise VsgridError(
                 f"{data_set}: {keys} asks for {wanted[pool]} images but the {where} have only {len(frame)}"
             )
-        drawn[pool] = frame.iloc[rng.permutation(len(frame))[: wanted[pool]]]
+        shuffled = frame.iloc[rng.permutation(len(frame))]
+        if pool == "test" and test_unit == "wells":
+            shuffled = _by_well(shuffled)
+        drawn[pool] = shuffled.head(wanted[pool])
     order = ["plate", "well", "field"]
     train_val = drawn["train+val"]
     return {
@@ -55,3 +66,14 @@ def sample_splits(
         "val": train_val.iloc[sizes["train"] :].sort_values(order).reset_index(drop=True),
         "test": drawn["test"].sort_values(order).reset_index(drop=True),
     }
+
+
+def _by_well(shuffled: pd.DataFrame) -> pd.DataFrame:
+    """Shuffled fields regrouped by well, the wells in the order they first appear: a random
+    order of wells drawn from the same permutation, so the training splits do not change."""
+    first = shuffled.groupby(["plate", "well"], sort=False).ngroup()
+    return (
+        shuffled.assign(_well=first.to_numpy())
+        .sort_values(["_well", "field"], kind="stable")
+        .drop(columns="_well")
+    )

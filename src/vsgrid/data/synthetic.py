@@ -459,7 +459,12 @@ def build_store(
     table = field_table(data_set.cell_type, config)
     table = table[table["phenotype"] == data_set.phenotype]
     splits = sample_splits(
-        table, data["splits"], data["test_plates"], data["seed"], data_set.twin.name
+        table,
+        data["splits"],
+        data["test_plates"],
+        data["seed"],
+        data_set.twin.name,
+        test_unit=data["test_sampling"],
     )
     optics = Optics()
     if data_set.acquisition:  # a control: its twin's test fields through other optics
