@@ -25,6 +25,11 @@ FIGURES = {
         rf"^\s+1 images\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
         rf"^\s+1 hierarchical\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
     ],
+    "jobs": [
+        rf"^{rule}\s+1\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$"
+        for rule in ("store", "segment_real", "features_real")
+    ]
+    + [r"^all\s+3\s+"],
     "evaluate": [
         rf"^features, serial cp_measure:\s+{NUMBER} nuclei/s",
         rf"^features, \d+ processes:\s+{NUMBER} nuclei/s .* speed-up {NUMBER}x$",
@@ -63,7 +68,13 @@ FIGURES = {
     ],
 }
 # Where a script writes: a scratch folder of the test session, never /tmp's shared defaults.
-OUT = {"calibration": "--out", "scale": "--out", "screen": "--out", "tables": "--out"}
+OUT = {
+    "calibration": "--out",
+    "jobs": "--out",
+    "scale": "--out",
+    "screen": "--out",
+    "tables": "--out",
+}
 OUT["selection"] = "--build"
 # More than 30 s each on two cores: the workflow's jobs, or a dozen `vsgrid` processes.
 SLOW = {"calibration", "scale", "screen"}

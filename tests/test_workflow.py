@@ -165,6 +165,18 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert {"s", "max_rss", "cpu_time"} <= set(benchmark.columns)
 
 
+def test_every_job_log_ends_with_its_cpu_time(grid):
+    """bench/jobs.py sums these lines: Snakemake's benchmark files miss the end of a job's CPU."""
+    logs = sorted((grid / RESULTS / "logs").rglob("*.log"))
+    benchmarks = sorted((grid / RESULTS / "benchmarks").rglob("*.tsv"))
+    assert len(logs) == len(benchmarks) > 50
+    for log in logs:
+        last = log.read_text().splitlines()[-1]
+        assert re.search(
+            r" vsgrid [a-z-]+: [\d.]+ s of CPU with its worker processes, peak memory \d+ MB$", last
+        ), f"{log}: {last}"
+
+
 def test_paths_with_spaces_and_shell_syntax_are_quoted_never_run(grid):
     assert (grid / DATA / "lung-toxic.zarr" / "zarr.json").is_file()
     assert not list(grid.rglob("pwned")) and not (grid / "my").exists()

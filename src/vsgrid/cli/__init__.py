@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 
 from vsgrid.cli import cluster, data, evaluation, model, report, screen
@@ -54,13 +55,28 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        logging.getLogger("vsgrid").info("vsgrid %s: %s", args.command, _usage())
+        return status
     except VsgridError as exc:
         message = str(exc)
     except OSError as exc:  # a full disk, a read-only or missing folder: the file and the reason
         message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
     print(f"vsgrid {args.command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _usage() -> str:
+    """The CPU time and peak memory of this command, for its job's log: Snakemake's `benchmark:`
+    files sample CPU time every 0.5 s, then every 30 s, and miss a job's last interval."""
+    own, workers = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    cpu = sum(usage.ru_utime + usage.ru_stime for usage in (own, workers))
+    per_mb = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
+    return (
+        f"{cpu:.2f} s of CPU with its worker processes, peak memory {own.ru_maxrss / per_mb:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
