@@ -1,6 +1,6 @@
 """Are the deltas' 95 % confidence intervals honest? An A/A experiment on synthetic data.
 
-    .venv/bin/python bench/calibration.py [--seeds 6] [--per-side 1 3] [--out DIR]
+    .venv/bin/python bench/calibration.py [--seeds 6] [--per-side 1 3] [--fields-per-well K] [--out DIR]
 
 Runs the quick grid's workflow restricted to one training set (lung-nontoxic) with --seeds
 seeds of every stain (or --stains), tested on its own test set and on the defocus control. Then it
@@ -8,8 +8,9 @@ compares disjoint groups of k seeds (--per-side, default half of them: 0..k-1 "m
 k..2k-1 "baseline", then the next 2k; the same training set, so the true delta is 0) and
 computes each (stain, test set, metric) delta with the tables' own code
 (vsgrid.report.tables.run_deltas), once with the image-only CI and once with the hierarchical one
-(seeds, wells, fields). It prints how often each CI contains 0: a 95 % interval should, in about
-95 % of the cells. The workflow's results are kept in --out: another --per-side reuses them.
+(seeds, wells, fields; with --fields-per-well K the test fields are whole wells of K fields, so
+its well level is exercised). It prints how often each CI contains 0: a 95 % interval should, in
+about 95 % of the cells. The workflow's results are kept in --out: another --per-side reuses them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from vsgrid.report.tables import Comparison, run_deltas
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny: one seed a side (the hierarchical CI then cannot count training variation) and models
-# trained for one epoch on a few fields: it checks that the experiment runs, not the CIs.
-TINY = {"seeds": 2, "stains": ["dapi"], "fields": [8, 4, 8], "epochs": 1}
+# trained for one epoch on a few fields, two a well: it checks that the experiment runs, not the CIs.
+TINY = {"seeds": 2, "stains": ["dapi"], "fields": [8, 4, 8], "epochs": 1, "fields_per_well": 2}
 
 
 def calibration_config(work: Path, args: argparse.Namespace) -> dict:
@@ -43,6 +44,9 @@ def calibration_config(work: Path, args: argparse.Namespace) -> dict:
         config["data"]["splits"] = dict(zip(("train", "val", "test"), args.fields))
     if args.epochs:
         config["train"]["max_epochs"] = args.epochs
+    if args.fields_per_well:
+        config["data"]["synthetic"]["fields_per_well"] = args.fields_per_well
+        config["data"]["test_sampling"] = "wells"
     config["evaluation"]["target"] = "compound"  # one phenotype only: rank on what varies within it
     config["data"]["dir"] = str(work / "data")
     config["results"]["dir"] = str(work / "results")
@@ -82,6 +86,12 @@ def main():
         help="fields per split (default: the quick grid's)",
     )
     parser.add_argument("--epochs", type=int, help="train.max_epochs (default: the quick grid's)")
+    parser.add_argument(
+        "--fields-per-well",
+        type=int,
+        help="fields per synthetic well, the test fields drawn as whole wells (data.test_sampling: "
+        "wells), so the hierarchical CI resamples fields within wells (default: the quick grid's 1)",
+    )
     parser.add_argument(
         "--per-side",
         type=int,

@@ -1,12 +1,15 @@
 """Evaluation speed: cp_measure features and Cellpose segmentation at the paper's image size.
 
     .venv/bin/python bench/evaluate.py [--images 8] [--size 1080] [--cellpose-weights FILE]
+                                       [--job-fields 16] [--repeats 5]
 
 Features: synthetic lung fields (1080 x 1080: about 300 cells) with their ground-truth nuclei,
 every feature of config/config.yaml, serial cp_measure against vsgrid's process pool on all cores.
 Cellpose: images per second of Cellpose 3 (CPnet) on the same fields, gamma-corrected, with
 the given weights or, where none are at hand (no internet here), a randomly initialised CPnet:
 the network's cost does not depend on its weights, only mask finding does, a little.
+A job: the CPU seconds of a fresh process measuring --job-fields fields of 128 x 128 (the quick
+grid's evaluate job) with cp_measure's numba accelerator and without.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from measure import arguments
+from measure import arguments, run
 
 from vsgrid.config import load_config
 from vsgrid.data.synthetic import Profile, render_field, sample_cells
@@ -26,7 +32,21 @@ from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool
 from vsgrid.seeds import rng_for
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"images": 2, "size": 128}
+TINY = {"images": 2, "size": 128, "job_fields": 2, "repeats": 1}
+# One job's feature measurement in a fresh process, as a Snakemake job pays it: Python, the
+# imports, cp_measure with the given accelerator (numba: its import and cached kernels), the fields.
+JOB = """
+import sys
+import numpy as np
+from vsgrid.config import load_config
+from vsgrid.evaluation.features import FeatureSet
+fields = np.load(sys.argv[1])
+config = load_config(sys.argv[2])
+config["features"]["accelerator"] = sys.argv[3]
+features = FeatureSet.from_config(config["features"])
+for image, mask in zip(fields["images"], fields["masks"]):
+    features.measure(image, mask)
+"""
 
 
 def fields(config: dict, n: int, size: int):
@@ -41,6 +61,19 @@ def fields(config: dict, n: int, size: int):
     return np.stack([f[0] for f in out]), np.stack([f[1] for f in out])
 
 
+def job_cpu(config_file: Path, images, masks, repeats: int) -> dict[str, float]:
+    """Median CPU seconds of a fresh process measuring ``images`` with each accelerator, the two
+    alternating so that a change in the shared machine's speed touches both alike."""
+    cpu = {"numba": [], "none": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "fields.npz", images=images, masks=masks)
+        for _ in range(repeats):
+            for accelerator in cpu:
+                command = [sys.executable, "-c", JOB, "fields.npz", str(config_file), accelerator]
+                cpu[accelerator].append(run(command, Path(tmp))[2])
+    return {accelerator: statistics.median(seconds) for accelerator, seconds in cpu.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,6 +83,13 @@ def main():
     parser.add_argument(
         "--cellpose-weights", help="a Cellpose weights file (default: random CPnet)"
     )
+    parser.add_argument(
+        "--job-fields",
+        type=int,
+        default=16,
+        help="fields of 128 x 128 in one job's measurement, numba against none (a quick evaluate job: 16)",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes of each")
     args = arguments(parser, TINY)
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {platform.machine()}, {cores} cores")
@@ -79,6 +119,15 @@ def main():
     print(
         f"features, {cores} processes:       {total / parallel:7.1f} nuclei/s"
         f" ({total * n_features / parallel:9.0f} feature values/s), speed-up {serial / parallel:.2f}x"
+    )
+
+    quick = ROOT / "config" / "quick.yaml"
+    small = fields(load_config(quick), args.job_fields, 128)
+    cpu = job_cpu(quick, *small, args.repeats)
+    print(
+        f"one job's features, fresh process, {args.job_fields} fields of 128 x 128:"
+        f" numba {cpu['numba']:.2f} s CPU, none {cpu['none']:.2f} s CPU"
+        f" (none / numba {cpu['none'] / cpu['numba']:.2f})"
     )
 
     import torch

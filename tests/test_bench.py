@@ -34,6 +34,8 @@ FIGURES = {
         rf"^features, serial cp_measure:\s+{NUMBER} nuclei/s",
         rf"^features, \d+ processes:\s+{NUMBER} nuclei/s .* speed-up {NUMBER}x$",
         rf"^Cellpose 3 on \w+.*: {NUMBER} images/s",
+        rf"^one job's features, fresh process, 2 fields of 128 x 128: numba {NUMBER} s CPU,"
+        rf" none {NUMBER} s CPU \(none / numba {NUMBER}\)$",
     ],
     "model": [
         rf"^  {variant}\s+train\s+{NUMBER} img/s \({NUMBER} TFLOP/s\)"
