@@ -17,15 +17,9 @@ from vsgrid.cli import main
 from vsgrid.data.store import U16_MAX, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool
-from vsgrid.evaluation.scoring import (
-    ImageScoring,
-    feature_spread,
-    run_tables,
-    score_blocks,
-    selected_features,
-)
+from vsgrid.evaluation.scoring import ImageScoring, feature_spread, run_tables, score_blocks
 from vsgrid.evaluation.segment import segmenter
-from vsgrid.evaluation.selection import RankingSettings, rank_features
+from vsgrid.evaluation.selection import RankingSettings, rank_features, selected_features
 
 N_IMAGES = 12
 GROUPS = ("sizeshape", "zernike", "feret", "intensity", "texture", "radial_distribution")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from vsgrid.evaluation.screen import (
+from vsgrid.screen.decisions import (
     LOG_EC50_STEP,
     Missing,
     Plate,
@@ -313,7 +313,7 @@ def lung_screen(quick_config, tmp_path_factory):
 
 def profiles(store, images, segment) -> pd.DataFrame:
     from vsgrid.evaluation.features import FeatureSet
-    from vsgrid.evaluation.wells import train_scorer, well_profiles
+    from vsgrid.screen.wells import train_scorer, well_profiles
 
     features = FeatureSet.of(
         ("intensity", "sizeshape"), names=["Intensity_MeanIntensity", "AreaShape_Area"]
@@ -396,8 +396,8 @@ def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
 
 def forest_training(rng, cells=400):
     """Cells whose two first features tell the phenotypes apart, some values missing."""
-    from vsgrid.evaluation.wells import ForestTraining
     from vsgrid.grid import NONTOXIC, TOXIC
+    from vsgrid.screen.wells import ForestTraining
 
     toxic = rng.random(cells) < 0.4
     features = pd.DataFrame(
@@ -411,7 +411,7 @@ def forest_training(rng, cells=400):
 def test_the_refit_forest_scores_every_cell_as_the_forest_it_replaces(tmp_path):
     """The screen's jobs refit the forest from its training table: the same scores bit for bit
     (same data, seed and tree order; any number of threads for the fit, one for the scores)."""
-    from vsgrid.evaluation.wells import ForestTraining, forest_path
+    from vsgrid.screen.wells import ForestTraining, forest_path
 
     rng = np.random.default_rng(10)
     training = forest_training(rng)
@@ -427,8 +427,8 @@ def test_the_refit_forest_scores_every_cell_as_the_forest_it_replaces(tmp_path):
 
 def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
     from vsgrid.errors import VsgridError
-    from vsgrid.evaluation.wells import ForestTraining, forest_path
     from vsgrid.files import write_table
+    from vsgrid.screen.wells import ForestTraining, forest_path
 
     marker = tmp_path / "planted code ran"
 
@@ -462,7 +462,7 @@ def two_runs(wells: pd.DataFrame, real, faithful, other, resamples=100) -> tuple
     model (``faithful``, the baseline) and a breast-trained one (``other``), with the name of the
     other's model."""
     from vsgrid.grid import DataSet, Model, ScreenRun
-    from vsgrid.report.screen import COLUMNS, screen_rows
+    from vsgrid.screen.tables import COLUMNS, screen_rows
 
     wells = wells.assign(plate="P1", fields=1, well=[f"W{i:03d}" for i in range(len(wells))])
     own, theirs = (Model(DataSet(c, "nontoxic"), "dapi", 0) for c in ("lung", "breast"))
@@ -481,7 +481,7 @@ EMPTY_TRUTH = pd.DataFrame(columns=["cell_type", "stain", "readout", "compound",
 def test_screen_rows_take_the_plates_value_and_a_ci_over_the_resamples_that_define_it():
     """Two DMSO wells: half the resamples draw one twice (no hit threshold). The kappa of the plate
     stands, its CI is over the other half and its reason says so; the outcome prints both CIs."""
-    from vsgrid.report.screen import screen_outcome
+    from vsgrid.screen.tables import screen_outcome
 
     rng = np.random.default_rng(12)
     wells = plate_wells(dmso=2)
@@ -540,7 +540,7 @@ def robust_calls(values: np.ndarray, wells: pd.DataFrame, called: np.ndarray) ->
 def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_lacks():
     """Issue 21's case (real 52 hits of 152 compound wells, virtual 5, kappa 0.123) was reported
     "both stains call every treated well not a hit" because some resamples have no threshold."""
-    from vsgrid.report.screen import screen_outcome
+    from vsgrid.screen.tables import screen_outcome
 
     wells, real, virtual = quick_grid_plate(np.random.default_rng(13))
     compounds = wells["compound"].str.startswith("CPD").to_numpy()
@@ -561,7 +561,7 @@ def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_la
 
 
 def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_without_a_ci():
-    from vsgrid.report.screen import interval_columns, screen_outcome
+    from vsgrid.screen.tables import interval_columns, screen_outcome
 
     wells, real, virtual = quick_grid_plate(np.random.default_rng(14))
     plate = Plate(wells, ScreenSettings())
@@ -589,7 +589,7 @@ def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_witho
 
 
 def test_a_kappa_the_plate_does_not_define_is_missing_with_a_reason_true_of_the_plate():
-    from vsgrid.report.screen import screen_outcome
+    from vsgrid.screen.tables import screen_outcome
 
     wells, real, _ = quick_grid_plate(np.random.default_rng(15))
     compounds = wells["compound"].str.startswith("CPD").to_numpy()

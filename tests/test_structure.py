@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vsgrid"
-# Pipeline order. Top-level modules (grid, config, layout, files, seeds, errors) serve every stage;
-# the command line sits above them all.
-STAGES = ["data", "model", "evaluation", "report"]
+# Pipeline order. Top-level modules (grid, config, layout, files, seeds, errors, arrays, robust)
+# serve every stage; the command line sits above them all. Level 4, the screen, comes last: it
+# profiles with evaluation's features and puts CIs on its tables with report's interval rule.
+STAGES = ["data", "model", "evaluation", "report", "screen"]
 # Pure score functions, a leaf module: training's validation reports the evaluation's PSNR.
 LEAVES = {"vsgrid.evaluation.metrics"}
 

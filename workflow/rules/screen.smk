@@ -50,7 +50,7 @@ rule segment_screen:
         stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],
     output:
         masks=directory(screen_masks("{cell_type}", "{stain}")),
-        # The phenotype forest's training fields (vsgrid.evaluation.wells.forest_fields), segmented
+        # The phenotype forest's training fields (vsgrid.screen.wells.forest_fields), segmented
         # here on the GPU so that screen_reference only measures and fits: CPU work.
         forest_masks=directory(screen_forest_masks("{cell_type}", "{stain}")),
     params:

@@ -16,7 +16,7 @@ def _screen_store(args) -> None:
 
 def _screen_segment(args) -> None:
     from vsgrid.evaluation.segment import segment_store
-    from vsgrid.evaluation.wells import screen_store, segment_forest_fields
+    from vsgrid.screen.wells import screen_store, segment_forest_fields
 
     config = config_of(args)
     segment_store(config, screen_store(config, args.cell_type), args.stain, args.masks)
@@ -24,7 +24,7 @@ def _screen_segment(args) -> None:
 
 
 def _screen_reference(args) -> None:
-    from vsgrid.evaluation.wells import measure_screen_reference
+    from vsgrid.screen.wells import measure_screen_reference
 
     measure_screen_reference(
         config_of(args),
@@ -39,7 +39,7 @@ def _screen_reference(args) -> None:
 
 
 def _screen_run(args) -> None:
-    from vsgrid.evaluation.wells import measure_screen_run
+    from vsgrid.screen.wells import measure_screen_run
 
     measure_screen_run(
         config_of(args),
@@ -55,13 +55,13 @@ def _screen_run(args) -> None:
 
 
 def _screen_tables(args) -> None:
-    from vsgrid.report.screen import write_screen_tables
+    from vsgrid.screen.tables import write_screen_tables
 
     write_screen_tables(config_of(args), args.out)
 
 
 def _screen_figures(args) -> None:
-    from vsgrid.report.screen_figures import make_screen_figures
+    from vsgrid.screen.figures import make_screen_figures
 
     make_screen_figures(config_of(args), args.tables, args.out)
 

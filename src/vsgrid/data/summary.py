@@ -19,6 +19,7 @@ from skimage.measure import label
 from skimage.morphology import disk, white_tophat
 
 from vsgrid.data.store import open_store, split_sizes
+from vsgrid.robust import MAD_TO_SD
 
 STAINS = ("dapi", "fitc", "cy5")
 BLANK, SATURATED = "blank", "saturated"
@@ -46,7 +47,7 @@ def count_foci(cy5: np.ndarray, nuclei: np.ndarray, pixel_size_um: float) -> int
     """
     image = cy5.astype(np.float32)
     spots = white_tophat(ndi.gaussian_filter(image, 0.5), disk(max(1, round(1.5 / pixel_size_um))))
-    noise = 1.4826 * np.median(np.abs(image - ndi.median_filter(image, 3))) + 1.0
+    noise = MAD_TO_SD * np.median(np.abs(image - ndi.median_filter(image, 3))) + 1.0
     peaks = peak_local_max(
         spots,
         min_distance=max(1, round(0.8 / pixel_size_um)),

@@ -60,8 +60,6 @@ AP_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 IMAGE_METRICS = tuple(
     m for m, level in LEVEL.items() if level != "feature"
 )  # one value per test image
-# A normal distribution's SD is 1.4826 times its median absolute deviation (robust spreads).
-MAD_TO_SD = 1.4826
 
 
 def check_pair(real: np.ndarray, pred: np.ndarray, what: str = "prediction") -> None:

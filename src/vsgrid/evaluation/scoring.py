@@ -40,6 +40,7 @@ from vsgrid.evaluation.metrics import (
     overlaps,
     pixel_scores,
 )
+from vsgrid.evaluation.selection import selected_features
 from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
 from vsgrid.grid import SEGMENTED
@@ -289,17 +290,6 @@ def run_scores(values: RunValues) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- one run
-
-
-def selected_features(ranking: pd.DataFrame, real_features: list[str]) -> list[str]:
-    selected = ranking.loc[ranking["selected"], "feature"].tolist()
-    missing = [f for f in selected if f not in real_features]
-    if missing:
-        raise VsgridError(
-            f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table "
-            "lacks; rerun the feature steps"
-        )
-    return selected
 
 
 def run_tables(

@@ -26,10 +26,10 @@ from skimage.segmentation import relabel_sequential, watershed
 
 from vsgrid.data.store import U16_MAX, Store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.metrics import MAD_TO_SD
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
 from vsgrid.files import atomic_path, read_weights
 from vsgrid.grid import SEGMENTED
+from vsgrid.robust import robust_center_scale
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def noise_sd(image: np.ndarray) -> float:
     """Robust SD of an image's pixel noise: 1.4826 x MAD of the differences of horizontal
     neighbours (which cancel smooth structure), over sqrt(2)."""
     differences = np.diff(image.astype(np.float64), axis=1).ravel()
-    return float(MAD_TO_SD * np.median(np.abs(differences - np.median(differences))) / np.sqrt(2))
+    return float(robust_center_scale(differences)[1] / np.sqrt(2))
 
 
 def drop_faint(labels: np.ndarray, counts: np.ndarray, floor_sd: float) -> np.ndarray:

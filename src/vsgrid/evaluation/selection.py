@@ -179,6 +179,18 @@ def rank_features(
     return ranking
 
 
+def selected_features(ranking: pd.DataFrame, real_features: list[str]) -> list[str]:
+    """The ranking's selected features, each checked against the real feature table's columns."""
+    selected = ranking.loc[ranking["selected"], "feature"].tolist()
+    missing = [f for f in selected if f not in real_features]
+    if missing:
+        raise VsgridError(
+            f"the feature ranking selects {', '.join(missing[:3])}, which the real feature table "
+            "lacks; rerun the feature steps"
+        )
+    return selected
+
+
 def ranking_target(config: dict, test_set: str, features: pd.DataFrame) -> np.ndarray:
     """The ranking forest's target for each instance of a test set's feature table:
     ``evaluation.target`` is the phenotype, or a column of the store's per-image metadata."""

@@ -1,6 +1,6 @@
 """Level 4: do virtual stains lead to the same screening decisions as real ones?
 
-From per-well readouts of a screen plate (:mod:`vsgrid.evaluation.wells`), real and virtual:
+From per-well readouts of a screen plate (:mod:`vsgrid.screen.wells`), real and virtual:
 
 - **potency**: a 4-parameter Hill curve per compound, ``bottom + (top - bottom) / (1 + 10 **
   ((log_ec50 - log10 c) * slope))``, fitted by least squares over a bounded grid of ``log_ec50``
@@ -24,7 +24,7 @@ spread anywhere) is NaN *with its reason*, a reason true of the plate, never a c
 plate has but a resample does not (a resample that draws one of two DMSO wells twice has no MAD,
 one that draws no hit in either stain has no kappa) is NaN in that resample only, with what that
 resample draws (:class:`Metric`): the plate's value comes from the plate; how the resamples that
-define it make a CI is :mod:`vsgrid.report.screen`'s.
+define it make a CI is :mod:`vsgrid.screen.tables`'s.
 
 A compound's well at concentration 0 holds its vehicle alone: it is neither in the compound's Hill
 fit (log10 0 has no place on the curve) nor a treated well (it received no compound, so it is
@@ -46,7 +46,7 @@ from scipy import stats
 
 from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.metrics import MAD_TO_SD
+from vsgrid.robust import robust_center_scale
 
 LOG_EC50_STEP = 0.02  # log10 units: well under the 0.3 that separates a good EC50 from a bad one
 SLOPES = np.geomspace(0.5, 5.0, 12)
@@ -222,12 +222,6 @@ def fit_reason(fit: HillFit, row: int = 0) -> str:
 
 
 # --------------------------------------------------------------------------- hits and Z'
-
-
-def robust_center_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median and 1.4826 x MAD along the last axis."""
-    center = np.median(values, axis=-1)
-    return center, MAD_TO_SD * np.median(np.abs(values - center[..., None]), axis=-1)
 
 
 def hit_calls(readout: np.ndarray, dmso: np.ndarray, k: float) -> np.ndarray:

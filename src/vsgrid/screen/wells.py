@@ -27,9 +27,8 @@ import pandas as pd
 from vsgrid.data.store import Store, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool, workers_for
-from vsgrid.evaluation.scoring import selected_features
 from vsgrid.evaluation.segment import segmenter
-from vsgrid.evaluation.selection import imputed
+from vsgrid.evaluation.selection import imputed, selected_features
 from vsgrid.evaluation.stacks import blocks, create_labels, read_prediction, read_stack, real_stain
 from vsgrid.files import atomic_path, read_table, write_table
 from vsgrid.grid import NONTOXIC, SEGMENTED, TOXIC, DataSet, data_sets

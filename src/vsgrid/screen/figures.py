@@ -20,12 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vsgrid.evaluation.screen import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
 from vsgrid.files import read_table  # noqa: E402
 from vsgrid.grid import focus_cell_type, screen_runs  # noqa: E402
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
-from vsgrid.report.screen import summary_readout  # noqa: E402
+from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
+from vsgrid.screen.tables import summary_readout  # noqa: E402
 
 log = logging.getLogger(__name__)
 

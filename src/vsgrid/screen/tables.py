@@ -1,6 +1,6 @@
 """Level 4's tables: each screen run's decisions against the real stain's, with CIs and deltas.
 
-For every screen run (model, screen cell type) and readout, :func:`vsgrid.evaluation.screen.decisions`
+For every screen run (model, screen cell type) and readout, :func:`vsgrid.screen.decisions.decisions`
 gives each metric on the plate and on ``evaluation.screen.bootstrap_resamples`` resamples of its
 wells (within each compound and concentration). The baseline convention is the grid's: a run is
 compared with the model of the same stain, seed and training phenotype trained on the screen's own
@@ -38,7 +38,11 @@ import pandas as pd
 
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.screen import (
+from vsgrid.files import read_table, write_table, write_text
+from vsgrid.grid import SEGMENTED, ScreenRun, screen_runs
+from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
+from vsgrid.report.tables import interval
+from vsgrid.screen.decisions import (
     Metric,
     Missing,
     Plate,
@@ -47,11 +51,7 @@ from vsgrid.evaluation.screen import (
     decisions,
     truth_errors,
 )
-from vsgrid.evaluation.wells import readouts
-from vsgrid.files import read_table, write_table, write_text
-from vsgrid.grid import SEGMENTED, ScreenRun, screen_runs
-from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
-from vsgrid.report.tables import interval
+from vsgrid.screen.wells import readouts
 from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
