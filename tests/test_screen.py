@@ -647,3 +647,29 @@ def test_hits_are_called_in_compound_wells_unless_hit_wells_says_treated():
         decide(Plate(wells, ScreenSettings()), quiet, quiet, index)["hit_kappa"], Missing
     )
     assert decide(Plate(wells, treated), quiet, quiet, index)["hit_kappa"].values[0] == 1
+
+
+def test_the_phenotype_forest_learns_control_wells_of_the_training_plates(
+    quick_config, quick_stores
+):
+    """As a screening group trains a phenotype classifier: negative-control cells as non-toxic,
+    positive-control cells as toxic, never the data sets' labels of every other well."""
+    from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
+    from vsgrid.data.store import open_store
+    from vsgrid.grid import NONTOXIC, TOXIC
+    from vsgrid.screen.wells import control_phenotypes, forest_fields
+
+    config = copy.deepcopy(quick_config)
+    config["data"]["dir"] = str(quick_stores["lung-toxic"].parent)
+    config["evaluation"]["screen"]["forest_fields"] = 8
+    phenotypes = []
+    for data_set, split, images in forest_fields(config, "lung"):
+        meta = open_store(quick_stores[data_set.name]).split_metadata(split)
+        compounds = meta["compound"].iloc[images]
+        assert 0 < len(images) <= 4 and set(compounds) <= {*NEGATIVE_CONTROLS, *POSITIVE_CONTROLS}
+        assert set(meta["plate"].iloc[images]).isdisjoint(
+            open_store(quick_stores[data_set.name]).split_metadata("test")["plate"]
+        )
+        phenotypes.append(control_phenotypes(config, compounds))
+        assert (phenotypes[-1] == TOXIC).tolist() == compounds.isin(POSITIVE_CONTROLS).tolist()
+    assert set(np.concatenate(phenotypes)) == {TOXIC, NONTOXIC}

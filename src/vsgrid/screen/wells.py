@@ -6,8 +6,10 @@ field order. Per well and stain, :func:`well_profiles` gives
 
 - ``cell_count``: instances of the stain's own segmentation (dapi, fitc; cy5 has none of its own);
 - ``phenotype_score``: the mean toxic probability of the well's cells, from a random forest on the
-  selected features trained on real-stain cells of *other* plates (the data sets' train and
-  validation splits), so that the screen plate never teaches its own answer;
+  selected features trained, as screening groups train a phenotype classifier, on real-stain
+  cells of positive-control (toxic) against negative-control (non-toxic) wells of *other* plates
+  (the data sets' train and validation splits), so that the screen plate never teaches its own
+  answer;
 - the median of each selected feature (``evaluation.screen.readouts: selected``) or of every
   measured feature (``all``).
 
@@ -33,6 +35,7 @@ from vsgrid.evaluation.stacks import blocks, create_labels, read_prediction, rea
 from vsgrid.files import atomic_path, read_table, write_table
 from vsgrid.grid import NONTOXIC, SEGMENTED, TOXIC, DataSet, data_sets
 from vsgrid.layout import Layout
+from vsgrid.screen.decisions import ScreenSettings
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +83,9 @@ def train_scorer(
     classes = set(target)
     if classes != {TOXIC, NONTOXIC}:
         raise VsgridError(
-            "the phenotype score needs non-toxic and toxic training cells; the train and "
-            f"validation splits gave {sorted(classes) or 'none'}"
+            "the phenotype score trains on cells of negative- and positive-control wells; the "
+            f"control fields of the train and validation splits gave {sorted(classes) or 'none'} "
+            "(more fields in data.splits, or evaluation.screen.forest_fields)"
         )
     forest = RandomForestClassifier(
         n_estimators=trees, random_state=seed, min_samples_leaf=2, n_jobs=n_jobs
@@ -226,23 +230,30 @@ def measured_features(config: dict, selected: list[str]) -> FeatureSet:
 
 
 def forest_fields(config: dict, cell_type: str) -> list[tuple[DataSet, str, list[int]]]:
-    """The real fields whose cells train a cell type's phenotype forest: (data set, split, image
-    indices) for the train and validation splits of its data sets, plates the screen does not hold;
-    at most ``forest_fields / 2`` fields per split, spread evenly over its plates and wells."""
+    """The real fields whose cells train a cell type's phenotype forest, as a screening group trains
+    a phenotype classifier: the control wells (negative and positive) of the train and validation
+    splits of its data sets, plates the screen does not hold. (data set, split, image indices) with
+    at most ``forest_fields / 2`` fields per split, spread evenly over its control fields."""
     per_split = config["evaluation"]["screen"]["forest_fields"] // 2
+    settings = ScreenSettings.from_config(config)
     chosen = []
     for data_set in (d for d in data_sets(config["grid"]) if d.cell_type == cell_type):
         store = open_store(Layout.of(config).store(data_set))
         for split in ("train", "val"):
-            n = len(store.images(split))
-            chosen.append(
-                (
-                    data_set,
-                    split,
-                    np.unique(np.linspace(0, n - 1, min(per_split, n)).astype(int)).tolist(),
-                )
+            compounds = store.split_metadata(split)["compound"]
+            controls = np.flatnonzero(
+                settings.is_negative(compounds) | settings.is_positive(compounds)
             )
+            spread = np.linspace(0, len(controls) - 1, min(per_split, len(controls))).astype(int)
+            chosen.append((data_set, split, controls[np.unique(spread)].tolist()))
     return chosen
+
+
+def control_phenotypes(config: dict, compounds: pd.Series) -> np.ndarray:
+    """The phenotype a control field teaches the forest: toxic for a positive control, else
+    non-toxic (the forest's fields are control fields only)."""
+    positive = ScreenSettings.from_config(config).is_positive(compounds)
+    return np.where(positive, TOXIC, NONTOXIC).astype(object)
 
 
 def _fields_record(config: dict, fields: list[tuple[DataSet, str, list[int]]]) -> list[dict]:
@@ -289,7 +300,7 @@ def _training_cells(
     config: dict, cell_type: str, stain: str, features: FeatureSet, masks: str | Path
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Real-stain cells of the fields of :func:`forest_fields`, measured in their ``masks`` (written
-    by :func:`segment_forest_fields`; cy5: the DAPI nuclei), with their phenotype."""
+    by :func:`segment_forest_fields`; cy5: the DAPI nuclei), with their field's control phenotype."""
     fields = forest_fields(config, cell_type)
     labels = read_stack(masks)
     if labels.attrs.get("forest_fields") != _fields_record(config, fields):
@@ -300,17 +311,21 @@ def _training_cells(
     frames, target, offset = [], [], 0
     for data_set, split, images in fields:
         store = open_store(Layout.of(config).store(data_set))
+        phenotypes = control_phenotypes(
+            config, store.split_metadata(split)["compound"].iloc[images]
+        )
         for start, stop in blocks(len(images), config["evaluation"]["block_images"]):
             fields_block = store.images(split)[images[start:stop]]
             cells = measure_stack(
                 fields_block[:, store.channel_index(stain)],
                 labels[offset + start : offset + stop],
                 features,
+                first_index=start,
             )
             frames.append(cells)
-            target += [data_set.phenotype] * len(cells)
+            target.append(phenotypes[cells["image"].to_numpy()])
         offset += len(images)
-    return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
+    return pd.concat(frames, ignore_index=True), np.concatenate(target)
 
 
 def measure_screen_reference(
