@@ -478,10 +478,19 @@ def two_runs(wells: pd.DataFrame, real, faithful, other, resamples=100) -> tuple
 EMPTY_TRUTH = pd.DataFrame(columns=["cell_type", "stain", "readout", "compound", "error"])
 
 
+def outcome_of(table: pd.DataFrame) -> str:
+    """The screen outcome of a screen table, with the default margins' verdicts."""
+    from vsgrid.config import validate
+    from vsgrid.screen.tables import screen_outcome, summary_readout
+    from vsgrid.screen.verdicts import verdict_table
+
+    margins = validate({})["evaluation"]["screen"]["margins"]
+    return screen_outcome(table, EMPTY_TRUTH, verdict_table(table, margins, summary_readout))
+
+
 def test_screen_rows_take_the_plates_value_and_a_ci_over_the_resamples_that_define_it():
     """Two DMSO wells: half the resamples draw one twice (no hit threshold). The kappa of the plate
     stands, its CI is over the other half and its reason says so; the outcome prints both CIs."""
-    from vsgrid.screen.tables import screen_outcome
 
     rng = np.random.default_rng(12)
     wells = plate_wells(dmso=2)
@@ -503,8 +512,12 @@ def test_screen_rows_take_the_plates_value_and_a_ci_over_the_resamples_that_defi
     error = row.loc[(name, "ec50_error")]
     assert error["ci_low"] <= error["value"] <= error["ci_high"] and error["reason"] == ""
     assert error["undefined_share"] == 0
-    outcome = screen_outcome(table, EMPTY_TRUTH)
-    (line,) = [x for x in outcome.splitlines() if x.startswith("breast-nontoxic.dapi")]
+    outcome = outcome_of(table)
+    (line,) = [
+        x
+        for x in outcome.splitlines()
+        if x.startswith("breast-nontoxic.dapi") and " cell_count " in x
+    ]
     assert f"{error['value']:.2f} [{error['ci_low']:.2f}, {error['ci_high']:.2f}]" in line
     assert f"{kappa['value']:.2f} [{kappa['ci_low']:.2f}, {kappa['ci_high']:.2f}]" in line
     assert f"breast-nontoxic.dapi lung cell_count hit_kappa: {kappa['reason']}" in outcome
@@ -540,7 +553,6 @@ def robust_calls(values: np.ndarray, wells: pd.DataFrame, called: np.ndarray) ->
 def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_lacks():
     """Issue 21's case (real 52 hits of 152 compound wells, virtual 5, kappa 0.123) was reported
     "both stains call every treated well not a hit" because some resamples have no threshold."""
-    from vsgrid.screen.tables import screen_outcome
 
     wells, real, virtual = quick_grid_plate(np.random.default_rng(13))
     compounds = wells["compound"].str.startswith("CPD").to_numpy()
@@ -557,11 +569,11 @@ def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_la
     assert 0.1 < share < 0.9  # measured 0.34: five or more of the eight DMSO draws are 10
     assert kappa["reason"].startswith(f"CI over {100 * (1 - share):.0f} % of resamples; ")
     assert "draw DMSO wells without spread" in kappa["reason"]
-    assert "every treated well" not in screen_outcome(table, EMPTY_TRUTH)
+    assert "every treated well" not in outcome_of(table)
 
 
 def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_without_a_ci():
-    from vsgrid.screen.tables import interval_columns, screen_outcome
+    from vsgrid.screen.tables import interval_columns
 
     wells, real, virtual = quick_grid_plate(np.random.default_rng(14))
     plate = Plate(wells, ScreenSettings())
@@ -582,14 +594,13 @@ def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_witho
             for metric, values in out.items()
         ]
     )  # fmt: skip
-    outcome = screen_outcome(table, EMPTY_TRUTH)
+    outcome = outcome_of(table)
     assert "nan" not in outcome
     assert f"{columns['value']:.2f} (no CI)" in outcome
     assert f"hit_kappa: {columns['reason']}" in outcome
 
 
 def test_a_kappa_the_plate_does_not_define_is_missing_with_a_reason_true_of_the_plate():
-    from vsgrid.screen.tables import screen_outcome
 
     wells, real, _ = quick_grid_plate(np.random.default_rng(15))
     compounds = wells["compound"].str.startswith("CPD").to_numpy()
@@ -604,8 +615,12 @@ def test_a_kappa_the_plate_does_not_define_is_missing_with_a_reason_true_of_the_
         "the virtual stain calls none of the 152 compound wells a hit: precision is undefined"
     )
     assert np.isnan(row.loc[(name, "hit_kappa"), ["value", "ci_low", "undefined_share"]]).all()
-    outcome = screen_outcome(table, EMPTY_TRUTH)
-    (line,) = [x for x in outcome.splitlines() if x.startswith("breast-nontoxic.dapi")]
+    outcome = outcome_of(table)
+    (line,) = [
+        x
+        for x in outcome.splitlines()
+        if x.startswith("breast-nontoxic.dapi") and " cell_count " in x
+    ]
     assert line.split()[-3] == "missing" and "nan" not in outcome
     assert "hit_kappa: both stains call none of the 152 compound wells a hit" in outcome
 
@@ -673,3 +688,44 @@ def test_the_phenotype_forest_learns_control_wells_of_the_training_plates(
         phenotypes.append(control_phenotypes(config, compounds))
         assert (phenotypes[-1] == TOXIC).tolist() == compounds.isin(POSITIVE_CONTROLS).tolist()
     assert set(np.concatenate(phenotypes)) == {TOXIC, NONTOXIC}
+
+
+def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
+    """Verdicts through the code that makes the tables (screen_rows, then verdict_table): the real
+    readout plus camera-like noise keeps every CI inside its margin; one whose dose response and
+    controls are flattened into noise (as a blurred stain's) lies wholly outside one. Without
+    positive controls Z' is missing, and the verdict says undecided and why."""
+    from vsgrid.config import validate
+    from vsgrid.screen.tables import summary_readout
+    from vsgrid.screen.verdicts import verdict_table
+
+    margins = validate({})["evaluation"]["screen"]["margins"]
+    ec50 = {"CPD-01": 0.1, "CPD-02": 0.3, "CPD-03": 1.0}
+    rng = np.random.default_rng(3)
+    # 32 DMSO wells, as a 384-well plate holds; noise a twentieth of the wells' own (0.02): kappa's
+    # CI is the tightest margin, and the verdict held for each of 12 seeds tried
+    wells = plate_wells(tuple(ec50), dmso=32, positives=8)
+    real = readout(wells, ec50, rng)
+    faithful = real + rng.normal(0, 0.001, len(real))
+    flattened = 0.6 + 0.3 * (real - 0.6) + rng.normal(0, 0.05, len(real))
+    table, other = two_runs(wells, real, faithful, flattened)
+    verdicts = verdict_table(table, margins, summary_readout).set_index("model_type")
+    assert verdicts.loc["lung-nontoxic.dapi", "verdict"] == "replaceable"
+    judged = verdicts.loc["breast-nontoxic.dapi"]
+    assert judged["verdict"] == "not replaceable" and "wholly outside" in judged["why"]
+    z = table.set_index(["model", "metric"]).loc[(other, "z_prime")]
+    assert judged["deciding_metric"] != "z_prime" or z["ci_high"] < margins["z_prime"]
+    assert outcome_of(table).splitlines()[1].split()[:4] == [
+        "breast-nontoxic.dapi",
+        "lung",
+        "dapi",
+        "not",
+    ]
+
+    no_positives = plate_wells(tuple(ec50), dmso=32, positives=0)
+    real = readout(no_positives, ec50, rng)
+    table, _ = two_runs(no_positives, real, real + rng.normal(0, 0.001, len(real)), real)
+    undecided = verdict_table(table, margins, summary_readout).set_index("model_type")
+    assert undecided.loc["lung-nontoxic.dapi", "verdict"] == "undecided"
+    assert undecided.loc["lung-nontoxic.dapi", "deciding_metric"] == "z_prime"
+    assert "no positive-control wells" in undecided.loc["lung-nontoxic.dapi", "why"]

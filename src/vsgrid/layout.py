@@ -41,7 +41,7 @@ GRID_TABLES = (
     "tasks",
     "features",
 )
-SCREEN_TABLES = ("screen", "screen_truth")
+SCREEN_TABLES = ("screen", "screen_truth", "screen_verdicts")
 TABLE_FORMATS = ("parquet", "csv")
 OUTCOME, SCREEN_OUTCOME = "outcome.txt", "screen_outcome.txt"
 GRID_FIGURES = ("figure2", "figure4", "figure6a", "figure6b")  # and the panels, grid.panel_runs

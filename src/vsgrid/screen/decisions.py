@@ -18,7 +18,8 @@ From per-well readouts of a screen plate (:mod:`vsgrid.screen.wells`), real and 
 Virtual is compared with real: ``ec50_error`` (mean |log10 EC50 virtual - real| over the compounds
 whose real curve has an EC50; a compound whose virtual curve has none counts as the whole tested
 range, the EC50 being anywhere in it), ``hit_kappa`` (Cohen's kappa), ``hit_precision``,
-``hit_recall`` (real calls as truth) and ``z_prime`` with ``z_prime_real``. A metric that cannot be
+``hit_recall`` (real calls as truth), ``z_prime`` with ``z_prime_real``, and ``z_prime_gap``
+(|Z' virtual - Z' real|, per resample: its CI is paired). A metric that cannot be
 computed (a compound with too few concentrations, a plate without DMSO or positive controls, no
 spread anywhere) is NaN *with its reason*, a reason true of the plate, never a crash. A metric the
 plate has but a resample does not (a resample that draws one of two DMSO wells twice has no MAD,
@@ -403,8 +404,10 @@ def decisions(
         for metric, values in (("z_prime", virtual), ("z_prime_real", real)):
             z = z_prime(values[index[:, plate.positive]], values[index[:, plate.negative]])
             out[metric] = Metric.of(z, (np.isnan(z), "draw controls with equal means"))
+        gap = np.abs(out["z_prime"].values - out["z_prime_real"].values)
+        out["z_prime_gap"] = Metric.of(gap, (np.isnan(gap), "draw controls with equal means"))
     except Missing as reason:
-        out["z_prime"] = out["z_prime_real"] = reason
+        out["z_prime"] = out["z_prime_real"] = out["z_prime_gap"] = reason
     return out
 
 

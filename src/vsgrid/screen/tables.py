@@ -12,7 +12,9 @@ cell type, on the same resampled wells, so ``delta`` = run - baseline with a pai
   ``delta_undefined_share``;
 - ``screen_truth.parquet``/``.csv``: per (cell type, stain, readout, compound) the real-stain EC50
   against the synthetic truth;
-- ``screen_outcome.txt``: the summary a user reads first.
+- ``screen_verdicts.parquet``/``.csv``: per (model type, screen, stain) whether the virtual stain
+  can replace the real one (:mod:`vsgrid.screen.verdicts`);
+- ``screen_outcome.txt``: the summary a user reads first, the verdicts at its top.
 
 A resample that does not define a metric (it draws DMSO wells without spread, or no hit in either
 stain) has no value, neither a worst nor a best one: the CI is the 2.5-97.5 percentiles over the
@@ -51,6 +53,7 @@ from vsgrid.screen.decisions import (
     decisions,
     truth_errors,
 )
+from vsgrid.screen.verdicts import verdict_table
 from vsgrid.screen.wells import readouts
 from vsgrid.seeds import rng_for
 
@@ -252,12 +255,19 @@ def truth_table(config: dict) -> pd.DataFrame:
     ]
 
 
-def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame) -> str:
-    """What a user reads first: the real stain's EC50s against the truth, then each model type's
-    decisions on its stain's summary readout, mean over the seeds that define them, with the first
-    seed's CIs, and under the table the first seed's reasons (a value missing, a CI without enough
-    resamples)."""
-    lines = ["Level 4: screen decisions, virtual vs real", ""]
+def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+    """What a user reads first: the verdicts, the real stain's EC50s against the truth, then each
+    model type's decisions on its stain's summary readout, mean over the seeds that define them,
+    with the first seed's CIs, and under the table the first seed's reasons (a value missing, a CI
+    without enough resamples)."""
+    lines = [
+        "Level 4: can the virtual stain replace the real one? (margins: evaluation.screen.margins)"
+    ]
+    lines += [
+        f"{v.model_type:26s} {v.cell_type:9s} {v.stain:5s} {v.verdict:15s} {v.why}"
+        for v in verdicts.itertuples()
+    ]
+    lines += ["", "Level 4: screen decisions, virtual vs real", ""]
     for (readout, stain, cell_type), group in truth[
         truth["readout"].isin(["cell_count", "phenotype_score"])
     ].groupby(["readout", "stain", "cell_type"]):
@@ -308,12 +318,15 @@ def _outcome_cell(first: pd.DataFrame, mean: pd.Series, metric: str, width: int)
 def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     table, truth = screen_table(config), truth_table(config)
+    margins = config["evaluation"]["screen"]["margins"]
+    verdicts = verdict_table(table, margins, summary_readout)
     written = {}
-    for name, frame in zip(SCREEN_TABLES, (table, truth)):
+    for name, frame in zip(SCREEN_TABLES, (table, truth, verdicts)):
         for fmt in TABLE_FORMATS:
             written[f"{name}.{fmt}"] = table_path(out_dir, name, fmt)
             write_table(frame, written[f"{name}.{fmt}"])
-    written[SCREEN_OUTCOME] = write_text(screen_outcome(table, truth), out_dir / SCREEN_OUTCOME)
+    outcome = screen_outcome(table, truth, verdicts)
+    written[SCREEN_OUTCOME] = write_text(outcome, out_dir / SCREEN_OUTCOME)
     missing = table[table["value"].isna()]
     log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
     print(written[SCREEN_OUTCOME].read_text())

@@ -1,0 +1,58 @@
+"""Level 4's verdict: can the virtual stain replace the real one on this screen?
+
+Per (model type, screen, stain), on the stain's summary readout, each decision metric's 95 % CI
+is held against its margin (``evaluation.screen.margins``), an equivalence test read from the
+interval: ``replaceable`` when every CI lies inside its margin, ``not replaceable`` when any lies
+wholly outside, otherwise ``undecided``, naming the metric that decides. A model type with several
+seeds is judged on every seed's CI: inside only if each is, outside if any is. A metric without a
+value or a CI leaves the verdict ``undecided`` (unless another is wholly outside), naming it and
+why.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# The side of its margin a metric must stay on: at most (an error) or at least (an agreement).
+AT_MOST, AT_LEAST = "at most", "at least"
+SIDES = {"ec50_error": AT_MOST, "hit_kappa": AT_LEAST, "z_prime": AT_LEAST, "z_prime_gap": AT_MOST}
+REPLACEABLE, NOT_REPLACEABLE, UNDECIDED = "replaceable", "not replaceable", "undecided"
+COLUMNS = ["model_type", "cell_type", "stain", "readout", "verdict", "deciding_metric", "why"]
+
+
+def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, str]:
+    """(verdict, deciding metric, why) of one model type on one screen and readout, from its
+    screen-table ``rows`` (metric, value, ci_low, ci_high, reason; one row per metric and seed)."""
+    outside, undecided = [], []
+    for metric, bound in margins.items():
+        found = rows[rows["metric"] == metric]
+        low, high = found["ci_low"].to_numpy(float), found["ci_high"].to_numpy(float)
+        if found.empty or not np.isfinite(np.concatenate([low, high])).all():
+            reasons = "; ".join(r for r in found.get("reason", pd.Series()).dropna() if r)
+            undecided.append((metric, f"{metric} has no CI ({reasons or 'not computed'})"))
+            continue
+        shown = ", ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high))
+        at_most = SIDES[metric] == AT_MOST
+        if (low > bound).any() if at_most else (high < bound).any():
+            outside.append((metric, f"{metric} CI {shown} wholly outside {SIDES[metric]} {bound}"))
+        elif not ((high <= bound).all() if at_most else (low >= bound).all()):
+            undecided.append((metric, f"{metric} CI {shown} crosses {SIDES[metric]} {bound}"))
+    if outside:
+        return NOT_REPLACEABLE, *outside[0]
+    if undecided:
+        return UNDECIDED, *undecided[0]
+    return REPLACEABLE, "", "every CI inside its margin"
+
+
+def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout_of) -> pd.DataFrame:
+    """Every (model type, screen, stain)'s verdict on its stain's summary readout
+    (``readout_of(stain)``), from the screen table's rows."""
+    summary = table[table["readout"] == table["stain"].map(readout_of)]
+    rows = [
+        dict(zip(COLUMNS, (*key, *verdict(group, margins))))
+        for key, group in summary.groupby(
+            ["model_type", "cell_type", "stain", "readout"], sort=True
+        )
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
