@@ -693,8 +693,9 @@ def test_the_phenotype_forest_learns_control_wells_of_the_training_plates(
 def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     """Verdicts through the code that makes the tables (screen_rows, then verdict_table): the real
     readout plus camera-like noise keeps every CI inside its margin; one whose dose response and
-    controls are flattened into noise (as a blurred stain's) lies wholly outside one. Without
-    positive controls Z' is missing, and the verdict says undecided and why."""
+    controls are flattened into noise (as a blurred stain's) lies wholly outside one. Where the
+    real stain's controls do not separate, or there are none, the verdict is undecided and says
+    why."""
     from vsgrid.config import validate
     from vsgrid.screen.tables import summary_readout
     from vsgrid.screen.verdicts import verdict_table
@@ -721,6 +722,13 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
         "dapi",
         "not",
     ]
+
+    weak = readout(wells, ec50, rng, positive=0.9)  # controls 5 SDs apart: real Z' below 0.5
+    table, _ = two_runs(wells, weak, weak + rng.normal(0, 0.001, len(weak)), weak)
+    no_assay = verdict_table(table, margins, summary_readout)
+    assert set(no_assay["verdict"]) == {"undecided"}
+    assert set(no_assay["deciding_metric"]) == {"z_prime_real"}
+    assert no_assay["why"].str.endswith("reaches below 0.5: no assay to reproduce").all()
 
     no_positives = plate_wells(tuple(ec50), dmso=32, positives=0)
     real = readout(no_positives, ec50, rng)

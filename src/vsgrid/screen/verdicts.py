@@ -3,7 +3,9 @@
 Per (model type, screen, stain), on the stain's summary readout, each decision metric's 95 % CI
 is held against its margin (``evaluation.screen.margins``), an equivalence test read from the
 interval: ``replaceable`` when every CI lies inside its margin, ``not replaceable`` when any lies
-wholly outside, otherwise ``undecided``, naming the metric that decides. A model type with several
+wholly outside, otherwise ``undecided``, naming the metric that decides. A screen whose real
+stain's own Z' CI reaches below the Z' margin is no validated assay: there is no decision to
+reproduce, and the verdict is ``undecided`` on ``z_prime_real``. A model type with several
 seeds is judged on every seed's CI: inside only if each is, outside if any is. A metric without a
 value or a CI leaves the verdict ``undecided`` (unless another is wholly outside), naming it and
 why.
@@ -24,6 +26,8 @@ COLUMNS = ["model_type", "cell_type", "stain", "readout", "verdict", "deciding_m
 def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, str]:
     """(verdict, deciding metric, why) of one model type on one screen and readout, from its
     screen-table ``rows`` (metric, value, ci_low, ci_high, reason; one row per metric and seed)."""
+    if no_assay := _no_assay(rows, margins["z_prime"]):
+        return UNDECIDED, "z_prime_real", no_assay
     outside, undecided = [], []
     for metric, bound in margins.items():
         found = rows[rows["metric"] == metric]
@@ -43,6 +47,18 @@ def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, st
     if undecided:
         return UNDECIDED, *undecided[0]
     return REPLACEABLE, "", "every CI inside its margin"
+
+
+def _no_assay(rows: pd.DataFrame, bound: float) -> str:
+    """Why the screen cannot decide, when the real stain's own Z' CI reaches below the margin: its
+    controls do not separate, so there is no decision to reproduce ('' when they do, or when Z'
+    is missing: the metrics' loop names that)."""
+    real = rows[rows["metric"] == "z_prime_real"]
+    low, high = real["ci_low"].to_numpy(float), real["ci_high"].to_numpy(float)
+    if real.empty or not np.isfinite(np.concatenate([low, high])).all() or (low >= bound).all():
+        return ""
+    shown = ", ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high))
+    return f"the real stain's own Z' CI {shown} reaches below {bound}: no assay to reproduce"
 
 
 def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout_of) -> pd.DataFrame:
