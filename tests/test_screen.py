@@ -716,12 +716,10 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     assert judged["verdict"] == "not replaceable" and "wholly outside" in judged["why"]
     z = table.set_index(["model", "metric"]).loc[(other, "z_prime")]
     assert judged["deciding_metric"] != "z_prime" or z["ci_high"] < margins["z_prime"]
-    assert outcome_of(table).splitlines()[1].split()[:4] == [
-        "breast-nontoxic.dapi",
-        "lung",
-        "dapi",
-        "not",
-    ]
+    outcome = outcome_of(table)
+    assert outcome.splitlines()[1].split()[:4] == ["breast-nontoxic.dapi", "lung", "dapi", "not"]
+    real_z = table.set_index(["model", "metric"]).loc[(other, "z_prime_real"), "value"]
+    assert f"  lung      dapi  cell_count {real_z:.2f}" in outcome  # the readouts that separate
 
     weak = readout(wells, ec50, rng, positive=0.9)  # controls 5 SDs apart: real Z' below 0.5
     table, _ = two_runs(wells, weak, weak + rng.normal(0, 0.001, len(weak)), weak)

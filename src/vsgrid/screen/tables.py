@@ -267,6 +267,8 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
         f"{v.model_type:26s} {v.cell_type:9s} {v.stain:5s} {v.verdict:15s} {v.why}"
         for v in verdicts.itertuples()
     ]
+    lines += ["", "Real stain's Z' per screen, the readouts that best separate the controls:"]
+    lines += _separating_readouts(table)
     lines += ["", "Level 4: screen decisions, virtual vs real", ""]
     for (readout, stain, cell_type), group in truth[
         truth["readout"].isin(["cell_count", "phenotype_score"])
@@ -301,6 +303,19 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
         ]
     lines += ["", "reasons (first seed; every row's in screen.csv):" if notes else ""] + notes
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _separating_readouts(table: pd.DataFrame, shown: int = 3) -> list[str]:
+    """Per (screen, stain), the readouts with the highest real-stain Z' (a readout an assay could
+    run on reaches 0.5): the same for every model, so the first seed's rows of one model."""
+    real = table[table["metric"] == "z_prime_real"].dropna(subset=["value"])
+    real = real.drop_duplicates(["cell_type", "stain", "readout"])
+    lines = []
+    for (cell_type, stain), group in real.groupby(["cell_type", "stain"], sort=True):
+        best = group.nlargest(shown, "value")
+        readouts_z = ", ".join(f"{r} {z:.2f}" for r, z in zip(best["readout"], best["value"]))
+        lines.append(f"  {cell_type:9s} {stain:5s} {readouts_z}")
+    return lines
 
 
 def _outcome_cell(first: pd.DataFrame, mean: pd.Series, metric: str, width: int) -> str:
