@@ -4,8 +4,8 @@
 
 Run it after `make quick` (or any run). Wall seconds come from each job's `benchmark:` file, CPU
 seconds from the last line of its log, where `vsgrid` writes the CPU time of its process and its
-worker processes. Snakemake's benchmark files also hold a cpu_time, but it samples the job every
-0.5 s for 15 s, then every 30 s, and misses the rest: a 32 s quick training job reads 15 s.
+worker processes (the benchmark files' cpu_time misses the end of long jobs: README, "The
+workflow").
 With --tiny it runs the first steps of a one-data-set workflow into --out and reads those.
 """
 

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         status = args.func(args) or 0
+        sys.stdout.flush()  # what the command printed comes before its usage in a shared log
         logging.getLogger("vsgrid").info("vsgrid %s: %s", args.command, _usage())
         return status
     except VsgridError as exc:
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _usage() -> str:
-    """The CPU time and peak memory of this command, for its job's log: Snakemake's `benchmark:`
-    files sample CPU time every 0.5 s, then every 30 s, and miss a job's last interval."""
+    """The CPU time of this command and its worker processes and its own peak memory, the last
+    line of its job's log (the README's "The workflow" says why the benchmark files' is not)."""
     own, workers = (
         resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
@@ -76,6 +77,7 @@ def _usage() -> str:
     per_mb = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
     return (
         f"{cpu:.2f} s of CPU with its worker processes, peak memory {own.ru_maxrss / per_mb:.0f} MB"
+        " in its main process"
     )
 
 

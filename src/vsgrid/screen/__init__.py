@@ -3,5 +3,6 @@
 Per-well profiles of each cell type's held-out plates (:mod:`~vsgrid.screen.wells`); from them,
 Hill fits and EC50s, hit calls and Z' (:mod:`~vsgrid.screen.decisions`); how far a virtual stain's
 decisions agree with the real stain's, with CIs over wells and deltas against baselines
-(:mod:`~vsgrid.screen.tables`); Figures 7 and 8 (:mod:`~vsgrid.screen.figures`).
+(:mod:`~vsgrid.screen.tables`); whether it can replace the real stain, from those CIs against
+margins (:mod:`~vsgrid.screen.verdicts`); Figures 7 and 8 (:mod:`~vsgrid.screen.figures`).
 """

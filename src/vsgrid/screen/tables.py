@@ -305,7 +305,7 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _separating_readouts(table: pd.DataFrame, shown: int = 3) -> list[str]:
+def _separating_readouts(table: pd.DataFrame, *, shown: int = 3) -> list[str]:
     """Per (screen, stain), the readouts with the highest real-stain Z' (a readout an assay could
     run on reaches 0.5): the same for every model, so the first seed's rows of one model."""
     real = table[table["metric"] == "z_prime_real"].dropna(subset=["value"])

@@ -249,13 +249,6 @@ def forest_fields(config: dict, cell_type: str) -> list[tuple[DataSet, str, list
     return chosen
 
 
-def control_phenotypes(config: dict, compounds: pd.Series) -> np.ndarray:
-    """The phenotype a control field teaches the forest: toxic for a positive control, else
-    non-toxic (the forest's fields are control fields only)."""
-    positive = ScreenSettings.from_config(config).is_positive(compounds)
-    return np.where(positive, TOXIC, NONTOXIC).astype(object)
-
-
 def _fields_record(config: dict, fields: list[tuple[DataSet, str, list[int]]]) -> list[dict]:
     """What forest masks were segmented from: each store (by its id), split and image indices."""
     layout = Layout.of(config)
@@ -300,7 +293,9 @@ def _training_cells(
     config: dict, cell_type: str, stain: str, features: FeatureSet, masks: str | Path
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Real-stain cells of the fields of :func:`forest_fields`, measured in their ``masks`` (written
-    by :func:`segment_forest_fields`; cy5: the DAPI nuclei), with their field's control phenotype."""
+    by :func:`segment_forest_fields`; cy5: the DAPI nuclei), with their data set's phenotype: the
+    phenotype rule puts negative controls in the non-toxic data set and positive controls in the
+    toxic one, so it is the control's."""
     fields = forest_fields(config, cell_type)
     labels = read_stack(masks)
     if labels.attrs.get("forest_fields") != _fields_record(config, fields):
@@ -311,21 +306,22 @@ def _training_cells(
     frames, target, offset = [], [], 0
     for data_set, split, images in fields:
         store = open_store(Layout.of(config).store(data_set))
-        phenotypes = control_phenotypes(
-            config, store.split_metadata(split)["compound"].iloc[images]
-        )
         for start, stop in blocks(len(images), config["evaluation"]["block_images"]):
             fields_block = store.images(split)[images[start:stop]]
             cells = measure_stack(
                 fields_block[:, store.channel_index(stain)],
                 labels[offset + start : offset + stop],
                 features,
-                first_index=start,
             )
             frames.append(cells)
-            target.append(phenotypes[cells["image"].to_numpy()])
+            target += [data_set.phenotype] * len(cells)
         offset += len(images)
-    return pd.concat(frames, ignore_index=True), np.concatenate(target)
+    if not frames:
+        raise VsgridError(
+            f"the phenotype forest of {cell_type} trains on control wells, and the train and "
+            "validation splits hold none (more fields in data.splits)"
+        )
+    return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
 
 
 def measure_screen_reference(
