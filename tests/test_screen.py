@@ -721,6 +721,17 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     assert outcome.splitlines()[1].split()[:4] == ["breast-nontoxic.dapi", "lung", "dapi", "not"]
     real_z = table.set_index(["model", "metric"]).loc[(other, "z_prime_real"), "value"]
     assert f"  lung      dapi  cell_count {real_z:.2f}" in outcome  # the readouts that separate
+    # Figure 8's verdict panel: train (rows) x screen (columns), lung and breast; one screen here
+    from matplotlib.colors import to_hex
+
+    from vsgrid.screen.figures import figure8
+
+    figure = figure8(table, verdicts.reset_index(), ["lung", "breast"], ["dapi"])
+    (panel,) = [ax for ax in figure.axes if ax.get_title().startswith("replaceable?")]
+    assert [to_hex(patch.get_facecolor()) for patch in panel.patches] == [
+        "#4daf4a", "#ffffff", "#e41a1c", "#ffffff"
+    ]  # fmt: skip
+    assert [t.get_text().split("\n")[0] for t in panel.texts] == ["yes", "n/a", "no", "n/a"]
 
     weak = readout(wells, ec50, rng, positive=0.9)  # controls 5 SDs apart: real Z' below 0.5
     table, _ = two_runs(wells, weak, weak + rng.normal(0, 0.001, len(weak)), weak)

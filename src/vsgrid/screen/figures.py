@@ -5,7 +5,8 @@
   each taking-part model's virtual stain, with their Hill fits; one panel per compound, first
   stain and seed.
 - Figure 8: train x test cell-type heatmaps of the EC50 error and the hit-call kappa of the
-  summary readout (mean over seeds), one row per stain.
+  summary readout (mean over seeds), and the verdict (:mod:`vsgrid.screen.verdicts`) with the
+  metric that decides it, one row per stain.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
 from vsgrid.screen.tables import summary_readout  # noqa: E402
+from vsgrid.screen.verdicts import NOT_REPLACEABLE, REPLACEABLE, UNDECIDED  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ READOUT_NAMES = {
 HEATMAP_METRICS = {
     "ec50_error": ("EC50 error (log10, virtual vs real)", "Reds", (0.0, None)),
     "hit_kappa": ("hit-call kappa", "Blues", (0.0, 1.0)),
+}
+# A verdict's colour and its word in the heatmap: agreement green, refusal red, undecided grey.
+VERDICT_STYLE = {
+    REPLACEABLE: ("#4daf4a", "yes"),
+    UNDECIDED: ("#bdbdbd", "undecided"),
+    NOT_REPLACEABLE: ("#e41a1c", "no"),
 }
 
 
@@ -93,16 +101,14 @@ def figure7(
     return figure
 
 
-def figure8(table: pd.DataFrame, cell_types, stains):
+def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
     rows = table[
         (table["readout"] == table["stain"].map(summary_readout))
         & table["metric"].isin(list(HEATMAP_METRICS))
     ]
+    panels = len(HEATMAP_METRICS) + 1
     figure, axes = plt.subplots(
-        len(stains),
-        len(HEATMAP_METRICS),
-        figsize=(3.6 * len(HEATMAP_METRICS), 3.2 * len(stains)),
-        squeeze=False,
+        len(stains), panels, figsize=(3.6 * panels, 3.2 * len(stains)), squeeze=False
     )
     for i, stain in enumerate(stains):
         for j, (metric, (title, cmap, (low, high))) in enumerate(HEATMAP_METRICS.items()):
@@ -140,6 +146,7 @@ def figure8(table: pd.DataFrame, cell_types, stains):
             )
             ax.set_title(title, fontsize=10)
             figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        _verdict_panel(axes[i][-1], verdicts[verdicts["stain"] == stain], cell_types)
     figure.suptitle(
         "Figure 8: screen decisions from virtual stains (n/a: missing, see screen.csv)", fontsize=10
     )
@@ -147,11 +154,35 @@ def figure8(table: pd.DataFrame, cell_types, stains):
     return figure
 
 
+def _verdict_panel(ax, verdicts: pd.DataFrame, cell_types) -> None:
+    """The verdicts of one stain over train x test cell types: each cell's colour its verdict, its
+    text the verdict's word and the metric that decides it."""
+    by_cell = verdicts.drop_duplicates(["train_cell_type", "cell_type"]).set_index(
+        ["train_cell_type", "cell_type"]
+    )
+    for r, train in enumerate(cell_types):
+        for c, screen in enumerate(cell_types):
+            found = (train, screen) in by_cell.index
+            verdict = by_cell.loc[(train, screen)] if found else None
+            colour, word = VERDICT_STYLE[verdict["verdict"]] if found else ("white", "n/a")
+            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color=colour))
+            deciding = verdict["deciding_metric"] if found else ""
+            ax.text(c, r, f"{word}\n{deciding}".strip(), ha="center", va="center", fontsize=7)
+    ax.set_xlim(-0.5, len(cell_types) - 0.5)
+    ax.set_ylim(len(cell_types) - 0.5, -0.5)
+    ax.grid(False)
+    ax.set_xticks(range(len(cell_types)), cell_types, rotation=30)
+    ax.set_yticks(range(len(cell_types)), cell_types)
+    ax.set_xlabel("screen (test) cell type")
+    ax.set_title("replaceable? (deciding metric)", fontsize=10)
+
+
 def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> list[Path]:
     settings = config["figures"]
     use_style(settings)
     layout, out = Layout.of(config), Path(out_dir)
     table = read_table(table_path(tables_dir, "screen"))
+    verdicts = read_table(table_path(tables_dir, "screen_verdicts"))
     runs = screen_runs(config)
     stains = sorted({r.model.stain for r in runs}, key=config["grid"]["stains"].index)
     focus, seed = focus_cell_type(config), config["grid"]["seeds"][0]
@@ -172,7 +203,7 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
         figure7(
             wells, ScreenSettings.from_config(config), screen["figure_compounds"], focus, stains[0]
         ),
-        figure8(table, config["grid"]["cell_types"], stains),
+        figure8(table, verdicts, config["grid"]["cell_types"], stains),
     )
     written = []
     for name, figure in zip(SCREEN_FIGURES, figures, strict=True):

@@ -20,7 +20,8 @@ import pandas as pd
 AT_MOST, AT_LEAST = "at most", "at least"
 SIDES = {"ec50_error": AT_MOST, "hit_kappa": AT_LEAST, "z_prime": AT_LEAST, "z_prime_gap": AT_MOST}
 REPLACEABLE, NOT_REPLACEABLE, UNDECIDED = "replaceable", "not replaceable", "undecided"
-COLUMNS = ["model_type", "cell_type", "stain", "readout", "verdict", "deciding_metric", "why"]
+KEYS = ["model_type", "train_cell_type", "cell_type", "stain", "readout"]
+COLUMNS = [*KEYS, "verdict", "deciding_metric", "why"]
 
 
 def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, str]:
@@ -67,8 +68,6 @@ def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout_of) ->
     summary = table[table["readout"] == table["stain"].map(readout_of)]
     rows = [
         dict(zip(COLUMNS, (*key, *verdict(group, margins))))
-        for key, group in summary.groupby(
-            ["model_type", "cell_type", "stain", "readout"], sort=True
-        )
+        for key, group in summary.groupby(KEYS, sort=True)
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
