@@ -589,8 +589,9 @@ def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_witho
     )
     table = pd.DataFrame(
         [
-            {"model_type": "breast-nontoxic.dapi", "cell_type": "lung", "stain": "dapi",
-             "seed": 0, "readout": "cell_count", "metric": metric, **interval_columns(values)}
+            {"model_type": "breast-nontoxic.dapi", "train_cell_type": "breast", "cell_type": "lung",
+             "stain": "dapi", "seed": 0, "readout": "cell_count", "metric": metric,
+             **interval_columns(values)}
             for metric, values in out.items()
         ]
     )  # fmt: skip
