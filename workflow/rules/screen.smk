@@ -147,7 +147,7 @@ rule screen_tables:
 
 rule screen_figures:
     input:
-        tables=LAYOUT.table("screen"),
+        tables=[LAYOUT.table(name) for name in ("screen", "screen_verdicts")],
         wells=rules.screen_tables.input,
     output:
         [figure(name, ext) for name in SCREEN_FIGURES for ext in config["figures"]["formats"]],

@@ -162,11 +162,15 @@ def _verdict_panel(ax, verdicts: pd.DataFrame, cell_types) -> None:
     )
     for r, train in enumerate(cell_types):
         for c, screen in enumerate(cell_types):
-            found = (train, screen) in by_cell.index
-            verdict = by_cell.loc[(train, screen)] if found else None
-            colour, word = VERDICT_STYLE[verdict["verdict"]] if found else ("white", "n/a")
+            if (train, screen) in by_cell.index:
+                verdict = by_cell.loc[(train, screen)]
+                (colour, word), deciding = (
+                    VERDICT_STYLE[verdict["verdict"]],
+                    verdict["deciding_metric"],
+                )
+            else:
+                (colour, word), deciding = ("white", "n/a"), ""
             ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color=colour))
-            deciding = verdict["deciding_metric"] if found else ""
             ax.text(c, r, f"{word}\n{deciding}".strip(), ha="center", va="center", fontsize=7)
     ax.set_xlim(-0.5, len(cell_types) - 0.5)
     ax.set_ylim(len(cell_types) - 0.5, -0.5)

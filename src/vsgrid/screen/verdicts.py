@@ -31,13 +31,14 @@ def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, st
         return UNDECIDED, "z_prime_real", no_assay
     outside, undecided = [], []
     for metric, bound in margins.items():
-        found = rows[rows["metric"] == metric]
-        low, high = found["ci_low"].to_numpy(float), found["ci_high"].to_numpy(float)
-        if found.empty or not np.isfinite(np.concatenate([low, high])).all():
-            reasons = "; ".join(r for r in found.get("reason", pd.Series()).dropna() if r)
+        cis = _intervals(rows, metric)
+        if cis is None:
+            reasons = "; ".join(
+                r for r in rows.loc[rows["metric"] == metric, "reason"].dropna() if r
+            )
             undecided.append((metric, f"{metric} has no CI ({reasons or 'not computed'})"))
             continue
-        shown = ", ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high))
+        low, high, shown = cis
         at_most = SIDES[metric] == AT_MOST
         if (low > bound).any() if at_most else (high < bound).any():
             outside.append((metric, f"{metric} CI {shown} wholly outside {SIDES[metric]} {bound}"))
@@ -50,16 +51,24 @@ def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, st
     return REPLACEABLE, "", "every CI inside its margin"
 
 
+def _intervals(rows: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """A metric's CI bounds over its rows (one per seed) and how they read, or None where it has
+    no row or a row without a CI."""
+    found = rows[rows["metric"] == metric]
+    low, high = found["ci_low"].to_numpy(float), found["ci_high"].to_numpy(float)
+    if found.empty or not np.isfinite(np.concatenate([low, high])).all():
+        return None
+    return low, high, ", ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high))
+
+
 def _no_assay(rows: pd.DataFrame, bound: float) -> str:
     """Why the screen cannot decide, when the real stain's own Z' CI reaches below the margin: its
     controls do not separate, so there is no decision to reproduce ('' when they do, or when Z'
     is missing: the metrics' loop names that)."""
-    real = rows[rows["metric"] == "z_prime_real"]
-    low, high = real["ci_low"].to_numpy(float), real["ci_high"].to_numpy(float)
-    if real.empty or not np.isfinite(np.concatenate([low, high])).all() or (low >= bound).all():
+    cis = _intervals(rows, "z_prime_real")
+    if cis is None or (cis[0] >= bound).all():
         return ""
-    shown = ", ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high))
-    return f"the real stain's own Z' CI {shown} reaches below {bound}: no assay to reproduce"
+    return f"the real stain's own Z' CI {cis[2]} reaches below {bound}: no assay to reproduce"
 
 
 def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout_of) -> pd.DataFrame:
