@@ -45,7 +45,7 @@ SCREEN_TABLES = ("screen", "screen_truth", "screen_verdicts")
 TABLE_FORMATS = ("parquet", "csv")
 OUTCOME, SCREEN_OUTCOME = "outcome.txt", "screen_outcome.txt"
 GRID_FIGURES = ("figure2", "figure4", "figure6a", "figure6b")  # and the panels, grid.panel_runs
-SCREEN_FIGURES = ("figure7", "figure8")
+SCREEN_FIGURES = ("figure7", "figure8", "figure9")
 
 
 def _name(item: str | DataSet | Model) -> str:

@@ -356,15 +356,21 @@ def curves(plate: Plate, values: np.ndarray, index: np.ndarray) -> dict[str, Hil
 @dataclass(frozen=True)
 class Readout:
     """A readout's values per well of a plate and its Hill fits per compound, per resample:
-    fitted once, compared with as many other readouts as needed."""
+    fitted once, compared with as many other readouts as needed. ``values`` (normalized per plate
+    against its DMSO wells where the screen is, :mod:`vsgrid.screen.profiles`) are what the fits
+    and hit calls read; ``raw`` (the readout as measured) is what Z' reads, as an assay reports it."""
 
     values: np.ndarray
     fits: dict[str, HillFit | Missing]
+    raw: np.ndarray
 
     @classmethod
-    def of(cls, plate: Plate, values: np.ndarray, index: np.ndarray) -> Readout:
+    def of(
+        cls, plate: Plate, values: np.ndarray, index: np.ndarray, *, raw: np.ndarray | None = None
+    ) -> Readout:
         values = np.asarray(values, np.float64)
-        return cls(values, curves(plate, values, index))
+        raw = values if raw is None else np.asarray(raw, np.float64)
+        return cls(values, curves(plate, values, index), raw)
 
 
 def _check_controls(plate: Plate) -> None:
@@ -384,6 +390,7 @@ def decisions(
     itself). A metric the plate does not define is a :class:`Missing` with its reason.
     """
     out: dict[str, Metric | Missing] = {"ec50_error": _ec50_error(plate, real, virtual)}
+    raw_real, raw_virtual = real.raw, virtual.raw
     real, virtual = real.values, virtual.values
     try:
         _check_controls(plate)
@@ -401,7 +408,7 @@ def decisions(
             raise Missing(
                 f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
             )
-        for metric, values in (("z_prime", virtual), ("z_prime_real", real)):
+        for metric, values in (("z_prime", raw_virtual), ("z_prime_real", raw_real)):
             z = z_prime(values[index[:, plate.positive]], values[index[:, plate.negative]])
             out[metric] = Metric.of(z, (np.isnan(z), "draw controls with equal means"))
         gap = np.abs(out["z_prime"].values - out["z_prime_real"].values)

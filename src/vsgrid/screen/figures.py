@@ -7,6 +7,9 @@
 - Figure 8: train x test cell-type heatmaps of the EC50 error and the hit-call kappa of the
   summary readout (mean over seeds), and the verdict (:mod:`vsgrid.screen.verdicts`) with the
   metric that decides it, one row per stain.
+- Figure 9: profile-level agreement (:mod:`vsgrid.screen.profiles`) per screen: the activity mAP
+  of the real stain's profiles and of each model's virtual ones, and each model's virtual-to-real
+  retrieval mAP, with 95 % CIs over wells; first seed, one row per stain.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from vsgrid.grid import focus_cell_type, screen_runs  # noqa: E402
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
+from vsgrid.screen.profiles import PROFILE  # noqa: E402
 from vsgrid.screen.tables import summary_readout  # noqa: E402
 from vsgrid.screen.verdicts import NOT_REPLACEABLE, REPLACEABLE, UNDECIDED  # noqa: E402
 
@@ -154,6 +158,53 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
     return figure
 
 
+PROFILE_PANELS = {
+    "activity_map": "activity mAP (treatments vs DMSO)",
+    "retrieval_map": "retrieval mAP (virtual well -> real wells)",
+}
+
+
+def figure9(table: pd.DataFrame, cell_types, stains):
+    """Per stain (rows): activity mAP real (black) vs virtual (one colour per training cell type)
+    and retrieval mAP, per screen cell type, first seed, with 95 % CI bars."""
+    rows = table[(table["readout"] == PROFILE) & (table["seed"] == table["seed"].min())]
+    trains = [c for c in cell_types if c in set(rows["train_cell_type"])]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.8 / (len(trains) + 1)
+    figure, axes = plt.subplots(
+        len(stains), 2, figsize=(4.2 + 1.2 * len(cell_types), 3.4 * len(stains)), squeeze=False
+    )
+    for i, stain in enumerate(stains):
+        ours = rows[rows["stain"] == stain]
+        for ax, (metric, title) in zip(axes[i], PROFILE_PANELS.items()):
+            series = [("real stain", "black", metric + "_real", None)] * (metric == "activity_map")
+            series += [(f"virtual, trained on {t}", colours[k % len(colours)], metric, t)
+                       for k, t in enumerate(trains)]  # fmt: skip
+            for k, (label, colour, name, train) in enumerate(series):
+                picked = ours[ours["metric"] == name]
+                if train is not None:
+                    picked = picked[picked["train_cell_type"] == train]
+                picked = picked.drop_duplicates("cell_type").set_index("cell_type")
+                picked = picked.reindex(cell_types)
+                x = np.arange(len(cell_types)) + (k - (len(series) - 1) / 2) * width
+                value = picked["value"].to_numpy(float)
+                error = np.abs(picked[["ci_low", "ci_high"]].to_numpy(float).T - value)
+                ax.errorbar(x, value, yerr=np.nan_to_num(error), fmt="o", color=colour,
+                            label=label, capsize=2, ms=4)  # fmt: skip
+            ax.set_xticks(range(len(cell_types)), cell_types)
+            ax.set_xlabel("screen (test) cell type")
+            ax.set_ylabel(f"{STAIN_NAMES.get(stain, stain)}: mAP (0-1)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(title, fontsize=10)
+        axes[i][0].legend(fontsize=7, loc="lower left")
+    figure.suptitle(
+        "Figure 9: profile-level agreement, real vs virtual (95 % CI over wells; missing: no point)",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    return figure
+
+
 def _verdict_panel(ax, verdicts: pd.DataFrame, cell_types) -> None:
     """The verdicts of one stain over train x test cell types: each cell's colour its verdict, its
     text the verdict's word and the metric that decides it."""
@@ -208,6 +259,7 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
             wells, ScreenSettings.from_config(config), screen["figure_compounds"], focus, stains[0]
         ),
         figure8(table, verdicts, config["grid"]["cell_types"], stains),
+        figure9(table, config["grid"]["cell_types"], stains),
     )
     written = []
     for name, figure in zip(SCREEN_FIGURES, figures, strict=True):

@@ -53,6 +53,7 @@ from vsgrid.screen.decisions import (
     decisions,
     truth_errors,
 )
+from vsgrid.screen.profiles import PROFILE, build_profiles, normalized_tables, profile_decisions
 from vsgrid.screen.verdicts import verdict_table
 from vsgrid.screen.wells import readouts
 from vsgrid.seeds import rng_for
@@ -134,13 +135,18 @@ def screen_rows(
     resamples: int,
     seed: int,
 ) -> list[dict]:
-    """The rows of the screen runs of one (screen, stain, seed), every readout x metric, with CIs
-    and paired deltas to each run's baseline. ``virtual``: model name -> its per-well profile.
+    """The rows of the screen runs of one (screen, stain, seed), every readout x metric and the
+    profile metrics (readout ``profile``), with CIs and paired deltas to each run's baseline.
+    ``virtual``: model name -> its per-well profile.
 
-    Each readout is fitted once per stain (real, each model) on the wells every one of them has a
-    value for, and all are resampled alike: the deltas are paired."""
+    Each readout is normalized per plate against its DMSO wells (:mod:`vsgrid.screen.profiles`;
+    Z' reads it as measured) and fitted once per stain (real, each model) on the wells every one
+    of them has a value for, and all are resampled alike: the deltas are paired."""
+    columns, stain = readouts(real), runs[0].model.stain
+    design = Plate(real[["compound", "concentration"]].reset_index(drop=True), settings)
+    tables = normalized_tables(real, virtual, design, columns)
     rows = []
-    for readout in readouts(real):
+    for readout in columns:
         usable = np.isfinite(real[readout]).to_numpy() & np.logical_and.reduce(
             [np.isfinite(v[readout]).to_numpy() for v in virtual.values()]
         )
@@ -148,36 +154,55 @@ def screen_rows(
             real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings
         )
         index = plate.resamples(
-            resamples, rng_for(seed, "screen", runs[0].cell_type, runs[0].model.stain, readout)
+            resamples, rng_for(seed, "screen", runs[0].cell_type, stain, readout)
         )
-        truth = Readout.of(plate, real.loc[usable, readout], index)
-        decided = {
-            name: decisions(
-                plate, truth, Readout.of(plate, wells.loc[usable, readout], index), index
+        raw = {"real": real, **virtual}
+        scaled = not isinstance(tables, Missing) and readout not in tables.dropped
+        read = {
+            name: Readout.of(
+                plate,
+                (tables.frames[name] if scaled else wells).loc[usable, readout],
+                index,
+                raw=wells.loc[usable, readout],
             )
-            for name, wells in virtual.items()
+            for name, wells in raw.items()
         }
-        for run in runs:
-            ours, theirs = decided[run.model.name], decided[run.baseline.name]
-            for metric, values in ours.items():
-                row = {
-                    **_run_columns(run),
-                    "readout": readout,
-                    "metric": metric,
-                    "wells": int(usable.sum()),
-                }
-                if isinstance(values, Missing):
-                    rows.append({**row, "value": np.nan, "reason": str(values)})
-                    continue
-                row.update(interval_columns(values))
-                if not isinstance(theirs[metric], Missing):
-                    delta = values.values - theirs[metric].values
-                    row.update(
-                        baseline_value=float(theirs[metric].values[0]), delta=float(delta[0])
-                    )
-                    low, high, share = interval(delta[1:])
-                    row.update(delta_ci_low=low, delta_ci_high=high, delta_undefined_share=share)
-                rows.append(row)
+        decided = {name: decisions(plate, read["real"], read[name], index) for name in virtual}
+        rows += _run_rows(runs, decided, readout, int(usable.sum()))
+    found = build_profiles(tables, design, columns)
+    plate = design if isinstance(found, Missing) else found.plate
+    index = plate.resamples(resamples, rng_for(seed, "screen", runs[0].cell_type, stain, PROFILE))
+    decided, note = profile_decisions(found, list(virtual), index)
+    return rows + _run_rows(runs, decided, PROFILE, len(plate.wells), note=note)
+
+
+def _run_rows(
+    runs: list[ScreenRun],
+    decided: dict[str, dict[str, Metric | Missing]],
+    readout: str,
+    wells: int,
+    *,
+    note: str = "",
+) -> list[dict]:
+    """Each run's rows of one readout's ``decided`` metrics (model name -> metric -> values),
+    with the paired delta to its baseline; ``note`` (what every value leaves out) joins each
+    row's reason."""
+    rows = []
+    for run in runs:
+        ours, theirs = decided[run.model.name], decided[run.baseline.name]
+        for metric, values in ours.items():
+            row = {**_run_columns(run), "readout": readout, "metric": metric, "wells": wells}
+            if isinstance(values, Missing):
+                rows.append({**row, "value": np.nan, "reason": str(values)})
+                continue
+            row.update(interval_columns(values))
+            row["reason"] = "; ".join(r for r in (note, row["reason"]) if r)
+            if not isinstance(theirs[metric], Missing):
+                delta = values.values - theirs[metric].values
+                row.update(baseline_value=float(theirs[metric].values[0]), delta=float(delta[0]))
+                low, high, share = interval(delta[1:])
+                row.update(delta_ci_low=low, delta_ci_high=high, delta_undefined_share=share)
+            rows.append(row)
     return rows
 
 

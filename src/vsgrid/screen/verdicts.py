@@ -8,7 +8,8 @@ stain's own Z' CI reaches below the Z' margin is no validated assay: there is no
 reproduce, and the verdict is ``undecided`` on ``z_prime_real``. A model type with several
 seeds is judged on every seed's CI: inside only if each is, outside if any is. A metric without a
 value or a CI leaves the verdict ``undecided`` (unless another is wholly outside), naming it and
-why.
+why. The profile's ``activity_map_gap`` (readout ``profile``, :mod:`vsgrid.screen.profiles`) is
+judged with the summary readout's metrics: its signed CI must lie within plus or minus its margin.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# The side of its margin a metric must stay on: at most (an error) or at least (an agreement).
-AT_MOST, AT_LEAST = "at most", "at least"
-SIDES = {"ec50_error": AT_MOST, "hit_kappa": AT_LEAST, "z_prime": AT_LEAST, "z_prime_gap": AT_MOST}
+from vsgrid.screen.profiles import PROFILE
+
+# The side of its margin a metric must stay on: at most (an error), at least (an agreement), or
+# within plus or minus it (a signed gap, whose CI is read as it is rather than folded into |gap|).
+AT_MOST, AT_LEAST, WITHIN = "at most", "at least", "within +/-"
+SIDES = {"ec50_error": AT_MOST, "hit_kappa": AT_LEAST, "z_prime": AT_LEAST, "z_prime_gap": AT_MOST,
+         "activity_map_gap": WITHIN}  # fmt: skip
 REPLACEABLE, NOT_REPLACEABLE, UNDECIDED = "replaceable", "not replaceable", "undecided"
 KEYS = ["model_type", "train_cell_type", "cell_type", "stain", "readout"]
 COLUMNS = [*KEYS, "verdict", "deciding_metric", "why"]
@@ -39,10 +44,11 @@ def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, st
             undecided.append((metric, f"{metric} has no CI ({reasons or 'not computed'})"))
             continue
         low, high, shown = cis
-        at_most = SIDES[metric] == AT_MOST
-        if (low > bound).any() if at_most else (high < bound).any():
+        lowest, highest = {AT_MOST: (-np.inf, bound), AT_LEAST: (bound, np.inf),
+                           WITHIN: (-bound, bound)}[SIDES[metric]]  # fmt: skip
+        if (low > highest).any() or (high < lowest).any():
             outside.append((metric, f"{metric} CI {shown} wholly outside {SIDES[metric]} {bound}"))
-        elif not ((high <= bound).all() if at_most else (low >= bound).all()):
+        elif not ((low >= lowest).all() and (high <= highest).all()):
             undecided.append((metric, f"{metric} CI {shown} crosses {SIDES[metric]} {bound}"))
     if outside:
         return NOT_REPLACEABLE, *outside[0]
@@ -73,8 +79,12 @@ def _no_assay(rows: pd.DataFrame, bound: float) -> str:
 
 def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout_of) -> pd.DataFrame:
     """Every (model type, screen, stain)'s verdict on its stain's summary readout
-    (``readout_of(stain)``), from the screen table's rows."""
-    summary = table[table["readout"] == table["stain"].map(readout_of)]
+    (``readout_of(stain)``) and its profile metrics, from the screen table's rows."""
+    summary_readout = table["stain"].map(readout_of)
+    profile = table["readout"] == PROFILE
+    summary = table[(table["readout"] == summary_readout) | profile].assign(
+        readout=summary_readout.where(profile, table["readout"])
+    )
     rows = [
         dict(zip(COLUMNS, (*key, *verdict(group, margins))))
         for key, group in summary.groupby(KEYS, sort=True)
