@@ -4,7 +4,7 @@ from scipy import ndimage as ndi
 
 from vsgrid.config import validate
 from vsgrid.data import synthetic
-from vsgrid.data.plates import INTENSITY_COLUMNS, well_effects, well_position
+from vsgrid.data.plates import INTENSITY_COLUMNS, mechanism, well_effects, well_position
 from vsgrid.data.splits import sample_splits
 from vsgrid.data.store import CHANNELS, open_store
 from vsgrid.data.summary import image_flag, summarize
@@ -53,6 +53,29 @@ def test_render_shapes_dtypes_and_label_consistency():
     # DAPI is bright inside nuclei and dark outside cells.
     dapi = image[CHANNELS.index("dapi")].astype(float)
     assert dapi[nuclei > 0].mean() > 5 * dapi[cell_labels == 0].mean()
+
+
+def test_each_positive_control_acts_by_its_own_mechanism():
+    """Staurosporine drives cells into apoptosis (condensed, fragmented), etoposide arrests them in
+    G2 with damaged DNA (nuclei about 1.3 times wider, brighter in DAPI): both visible in DAPI."""
+    drawn = {
+        compound: sample_cells(
+            rng_for(0, "mechanism", compound), LUNG, 1.0, (512, 512), 1.0,
+            states=mechanism(compound),
+        )
+        for compound in ("etoposide", "staurosporine")
+    }  # fmt: skip
+    apoptotic = np.isin(
+        drawn["staurosporine"]["state"], [synthetic.CONDENSED, synthetic.FRAGMENTED]
+    )
+    assert apoptotic.all()
+    etoposide = drawn["etoposide"]
+    damaged = etoposide["state"] == synthetic.DAMAGED
+    assert damaged.mean() > 0.75
+    healthy = sample_cells(rng_for(0, "mechanism", "DMSO"), LUNG, 0.0, (512, 512), 1.0)
+    ratio = np.median(etoposide["nucleus_major"][damaged]) / np.median(healthy["nucleus_major"])
+    assert ratio == pytest.approx(1.3, abs=0.1)  # medians of ~100 lognormal draws (SD 0.15)
+    assert np.median(etoposide["dapi"][damaged]) > 1.1 * np.median(healthy["dapi"])
 
 
 def test_empty_field_renders():
@@ -134,11 +157,11 @@ def test_cell_density_breast_below_half_ovarian_and_about_a_third_of_lung(summar
     assert 0.2 < cells["breast"] / cells["lung"] < 0.45
 
 
-def test_toxic_fields_have_more_foci_and_smaller_brighter_nuclei(summary):
+def test_toxic_fields_have_more_foci_brighter_nuclei_and_fewer_cells(summary):
+    # Mean nucleus area says little: G2-arrested (damaged) nuclei grow as condensed ones shrink.
     for cell_type in ("lung", "ovarian", "breast"):
         nontoxic, toxic = summary.loc[(cell_type, "nontoxic")], summary.loc[(cell_type, "toxic")]
         assert toxic["cy5_foci_per_nucleus"] > 2 * nontoxic["cy5_foci_per_nucleus"]
-        assert toxic["nucleus_area_um2"] < nontoxic["nucleus_area_um2"]
         assert toxic["nucleus_dapi"] > nontoxic["nucleus_dapi"]
         assert toxic["cells_per_field"] < nontoxic["cells_per_field"]
 
@@ -330,8 +353,9 @@ def test_a_wells_factors_do_not_depend_on_the_other_wells_or_the_other_sizes():
 
 def test_without_variation_the_fields_render_as_before(tmp_path):
     """All variation 0 draws the same numbers as the generator before wells varied: each field
-    from its own stream only (the stores of config/quick.yaml were also checked byte for byte
-    against the earlier generator's when variation was added)."""
+    from its own stream only, its cells acting by its compound's mechanism (the stores of
+    config/quick.yaml were also checked byte for byte against the earlier generator's when
+    variation was added)."""
     config = tiny_config(seed=2, variation=varied())
     store = open_store(synthesize(config, tmp_path, workers=1, progress=False)[0])
     meta = store.split_metadata("test")
@@ -339,7 +363,9 @@ def test_without_variation_the_fields_render_as_before(tmp_path):
     profile = Profile(**config["data"]["synthetic"]["cell_types"]["lung"])
     for i, row in enumerate(meta.itertuples()):
         rng = rng_for(2, "field", "lung", row.plate, row.well, int(row.field))
-        cells = sample_cells(rng, profile, row.toxicity, (64, 64), 1.3)
+        cells = sample_cells(
+            rng, profile, row.toxicity, (64, 64), 1.3, states=mechanism(row.compound)
+        )
         image, masks = render_field(cells, (64, 64), 1.3, rng)
         assert store.images("test")[i].tobytes() == image.tobytes()
         assert store.masks("test")[i].tobytes() == masks.tobytes()

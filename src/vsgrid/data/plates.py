@@ -114,6 +114,19 @@ def toxicity_model(seed: int) -> dict[str, tuple[float, float, float]]:
     return model
 
 
+# What an affected cell of a compound's wells becomes: shares of (damaged, condensed, fragmented)
+# cells (vsgrid.data.synthetic's states). The positive controls act as a screen chooses them to:
+# etoposide, a topoisomerase II poison, arrests cells in G2 with damaged DNA; staurosporine, a
+# broad kinase inhibitor, drives them into apoptosis. The test compounds mix the three.
+MECHANISMS = {"etoposide": (0.85, 0.1, 0.05), "staurosporine": (0.0, 0.6, 0.4)}
+MIXED_MECHANISM = (0.45, 0.35, 0.2)
+
+
+def mechanism(compound: str) -> tuple[float, float, float]:
+    """The shares of damaged, condensed and fragmented cells among a compound's affected cells."""
+    return MECHANISMS.get(compound, MIXED_MECHANISM)
+
+
 def toxicity(compound: str, concentration: float, model: dict) -> float:
     """Fraction of cells affected in a well, 0 for DMSO (Hill equation)."""
     if compound not in model or concentration <= 0:

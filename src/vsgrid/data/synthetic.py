@@ -41,7 +41,9 @@ from vsgrid import __version__
 from vsgrid.data.plates import (
     COMPOUNDS,
     INTENSITY_COLUMNS,
+    MIXED_MECHANISM,
     label_phenotypes,
+    mechanism,
     synthetic_layout,
     toxicity,
     toxicity_model,
@@ -50,11 +52,15 @@ from vsgrid.data.plates import (
 from vsgrid.data.splits import held_out_plates, sample_splits
 from vsgrid.data.store import as_uint16, create_store
 from vsgrid.errors import VsgridError
-from vsgrid.grid import DataSet, test_sets
+from vsgrid.grid import DataSet, screen_fields_per_well, test_sets
 from vsgrid.layout import screen_store_path, store_path
 from vsgrid.seeds import rng_for
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
+# How a state looks beside a healthy cell (1 where it is not listed). Damaged cells arrest in G2:
+# twice the DNA in a nucleus of about 1.7 times the area; dying ones condense their chromatin.
+NUCLEUS_SCALE = {MITOTIC: 0.8, DAMAGED: 1.3, CONDENSED: 0.6}
+DAPI_BRIGHTNESS = {MITOTIC: 2.2, DAMAGED: 1.2, CONDENSED: 1.8, FRAGMENTED: 2.0}
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,26 @@ def _place(rng, n, shape, radius_px, clustering, min_distance):
     return placed
 
 
+def _by_state(state: np.ndarray, values: dict[int, float]) -> np.ndarray:
+    return np.select([state == s for s in values], list(values.values()), 1.0)
+
+
 def sample_cells(
-    rng, profile: Profile, toxicity_level: float, shape, pixel_size_um: float, *, density=1.0
+    rng,
+    profile: Profile,
+    toxicity_level: float,
+    shape,
+    pixel_size_um: float,
+    *,
+    density=1.0,
+    states=MIXED_MECHANISM,
 ) -> dict:
     """Draw the cells of one field: a structure of arrays, one entry per cell.
 
-    ``density`` multiplies the profile's expected cell count (the well's density factor). Lengths
-    are in pixels. ``state`` is one of HEALTHY, MITOTIC, CONDENSED, FRAGMENTED.
+    ``density`` multiplies the profile's expected cell count (the well's density factor);
+    ``states``, the shares of DAMAGED, CONDENSED and FRAGMENTED among affected cells (the
+    compound's mechanism). Lengths are in pixels. ``state`` is one of HEALTHY, MITOTIC, DAMAGED,
+    CONDENSED, FRAGMENTED.
     """
     t = float(np.clip(toxicity_level * profile.sensitivity, 0.0, 1.0))
     area_mm2 = shape[0] * shape[1] * (pixel_size_um * 1e-3) ** 2
@@ -116,20 +135,14 @@ def sample_cells(
     n = len(centre)
 
     affected = rng.random(n) < t
-    state = np.full(n, HEALTHY)
-    state[~affected & (rng.random(n) < 0.04)] = MITOTIC
-    state[affected] = rng.choice(
-        [DAMAGED, CONDENSED, FRAGMENTED], size=affected.sum(), p=[0.45, 0.35, 0.2]
-    )
+    state = np.where(rng.random(n) < 0.04, MITOTIC, HEALTHY)
+    state[affected] = rng.choice([DAMAGED, CONDENSED, FRAGMENTED], affected.sum(), p=list(states))
     rounded = (state != HEALTHY) & (state != DAMAGED)
 
     size = rng.lognormal(0.0, 0.12, n)
     major = cell_r * size * np.where(rounded, 0.75, 1.0) * np.sqrt(profile.elongation)
     elongation = np.where(rounded, 1.05, profile.elongation * rng.lognormal(0.0, 0.1, n))
-    nuc_scale = np.select(
-        [state == MITOTIC, state == DAMAGED, state == CONDENSED], [0.8, 1.1, 0.6], 1.0
-    )
-    nuc_major = nuc_r * size * nuc_scale * rng.lognormal(0.0, 0.08, n)
+    nuc_major = nuc_r * size * _by_state(state, NUCLEUS_SCALE) * rng.lognormal(0.0, 0.08, n)
     # Damaged cells carry many gammaH2AX foci; dying ones show pan-nuclear signal instead.
     dna_damage = np.select(
         [state == DAMAGED, state == CONDENSED, affected],
@@ -148,10 +161,7 @@ def sample_cells(
         "nucleus_minor": nuc_major / np.where(rounded, 1.0, rng.uniform(1.0, 1.35, n)),
         "nucleus_theta": rng.uniform(0, np.pi, n),
         "state": state,
-        "dapi": rng.lognormal(0.0, 0.2, n)
-        * np.select(
-            [state == MITOTIC, state == CONDENSED, state == FRAGMENTED], [2.2, 1.8, 2.0], 1.0
-        ),
+        "dapi": rng.lognormal(0.0, 0.2, n) * _by_state(state, DAPI_BRIGHTNESS),
         "fitc": rng.lognormal(0.0, 0.25, n) * np.where(rounded, 1.4, 1.0),
         "height": rng.lognormal(0.0, 0.15, n) * np.where(rounded, 1.6, 1.0),
         "foci": rng.poisson(dna_damage),
@@ -375,6 +385,7 @@ class _Field:
     plate: str
     well: str
     field: int
+    compound: str
     toxicity: float
     density_factor: float
     intensity: tuple[float, float, float]
@@ -386,7 +397,13 @@ def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, O
     field, seed, cell_type, profile, shape, pixel_size_um, optics = job
     rng = rng_for(seed, "field", cell_type, field.plate, field.well, int(field.field))
     cells = sample_cells(
-        rng, profile, field.toxicity, shape, pixel_size_um, density=field.density_factor
+        rng,
+        profile,
+        field.toxicity,
+        shape,
+        pixel_size_um,
+        density=field.density_factor,
+        states=mechanism(field.compound),
     )
     image, masks = render_field(cells, shape, pixel_size_um, rng, optics, intensity=field.intensity)
     group = zarr.open_group(field.store, mode="r+")
@@ -435,11 +452,11 @@ def _render_store(
     ) as group:
         where = Path(group.store.root)
         common = (data["seed"], cell_type, profile, shape, synthetic["pixel_size_um"], optics)
-        columns = ["plate", "well", "field", "toxicity", "density_factor", *INTENSITY_COLUMNS]
+        columns = ["plate", "well", "field", "compound", "toxicity", "density_factor"]
         jobs = [
-            (_Field(where, split, i, *row[:5], tuple(row[5:])), *common)
+            (_Field(where, split, i, *row[:6], tuple(row[6:])), *common)
             for split, frame in splits.items()
-            for i, row in enumerate(frame[columns].itertuples(index=False))
+            for i, row in enumerate(frame[[*columns, *INTENSITY_COLUMNS]].itertuples(index=False))
         ]
         done = (
             executor.map(_render_into, jobs, chunksize=4) if executor else map(_render_into, jobs)
@@ -483,24 +500,32 @@ def build_store(
     )
 
 
-def screen_fields(cell_type: str, config: dict) -> pd.DataFrame:
-    """The fields of a cell type's screen: every well of its held-out plates (the test sets'),
-    ``evaluation.screen.fields_per_well`` fields each, or only the first ``compounds`` compounds'
-    wells besides the controls; in plate, well, field order."""
-    screen = config["evaluation"]["screen"]
-    table = field_table(cell_type, config, screen["fields_per_well"])
+def screen_fields(cell_type: str, config: dict) -> dict[str, pd.DataFrame]:
+    """The fields of a cell type's screen store, its fields per well each
+    (:func:`vsgrid.grid.screen_fields_per_well`), in
+    plate, well, field order: ``test``, every well of its held-out plates (the test sets'), or only
+    the first ``compounds`` compounds' wells besides the controls; ``train``, the control wells
+    (data.phenotype_rule's negative and positive controls) of its other plates, whose cells teach
+    the phenotype forest as a screening group trains its classifier, on plates the screen does not
+    hold: at most ``forest_fields``, spread evenly over them."""
+    screen, rule = config["evaluation"]["screen"], config["data"]["phenotype_rule"]
+    table = field_table(cell_type, config, screen_fields_per_well(config, cell_type))
+    table = table.sort_values(["plate", "well", "field"]).reset_index(drop=True)
     plates = config["data"]["test_plates"]
-    table = table[
-        table["plate"].isin(
-            held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates
-        )
-    ]
+    held_out = table["plate"].isin(
+        held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates
+    )
     if screen["compounds"]:
-        table = table[
-            ~table["compound"].isin(COMPOUNDS)
-            | table["compound"].isin(COMPOUNDS[: screen["compounds"]])
-        ]
-    return table.sort_values(["plate", "well", "field"]).reset_index(drop=True)
+        keep = COMPOUNDS[: screen["compounds"]]
+        held_out &= ~table["compound"].isin(COMPOUNDS) | table["compound"].isin(keep)
+    controls = {c.lower() for c in (*rule["negative_controls"], *rule["positive_controls"])}
+    candidates = table[~table["plate"].isin(table.loc[held_out, "plate"])]
+    candidates = candidates[candidates["compound"].str.lower().isin(controls)]
+    spread = np.linspace(0, len(candidates) - 1, min(screen["forest_fields"], len(candidates)))
+    return {
+        "train": candidates.iloc[np.unique(spread.astype(int))].reset_index(drop=True),
+        "test": table[held_out].reset_index(drop=True),
+    }
 
 
 def build_screen_store(
@@ -512,7 +537,7 @@ def build_screen_store(
     attrs = {"data_set": f"{cell_type}-screen", "phenotype": "screen", "true_ec50_um": truth}
     return _render_store(
         screen_store_path(out_dir, cell_type),
-        {"test": screen_fields(cell_type, config)},
+        screen_fields(cell_type, config),
         cell_type,
         attrs,
         config,
