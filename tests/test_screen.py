@@ -458,7 +458,7 @@ def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
 
 
 def two_runs(wells: pd.DataFrame, real, faithful, other, resamples=100) -> tuple[pd.DataFrame, str]:
-    """The screen rows of two runs on a lung plate, per-well cell counts given: the lung-trained
+    """The screen rows of two runs on a lung plate, per-well phenotype scores given: the lung-trained
     model (``faithful``, the baseline) and a breast-trained one (``other``), with the name of the
     other's model."""
     from vsgrid.grid import DataSet, Model, ScreenRun
@@ -467,11 +467,13 @@ def two_runs(wells: pd.DataFrame, real, faithful, other, resamples=100) -> tuple
     wells = wells.assign(plate="P1", fields=1, well=[f"W{i:03d}" for i in range(len(wells))])
     own, theirs = (Model(DataSet(c, "nontoxic"), "dapi", 0) for c in ("lung", "breast"))
     virtual = {
-        own.name: wells.assign(cell_count=faithful),
-        theirs.name: wells.assign(cell_count=other),
+        own.name: wells.assign(phenotype_score=faithful),
+        theirs.name: wells.assign(phenotype_score=other),
     }
     runs = [ScreenRun(own, "lung"), ScreenRun(theirs, "lung")]
-    rows = screen_rows(runs, wells.assign(cell_count=real), virtual, ScreenSettings(), resamples, 0)
+    rows = screen_rows(
+        runs, wells.assign(phenotype_score=real), virtual, ScreenSettings(), resamples, 0
+    )
     return pd.DataFrame(rows).reindex(columns=COLUMNS), theirs.name
 
 
@@ -481,11 +483,11 @@ EMPTY_TRUTH = pd.DataFrame(columns=["cell_type", "stain", "readout", "compound",
 def outcome_of(table: pd.DataFrame) -> str:
     """The screen outcome of a screen table, with the default margins' verdicts."""
     from vsgrid.config import validate
-    from vsgrid.screen.tables import screen_outcome, summary_readout
+    from vsgrid.screen.tables import SUMMARY_READOUT, screen_outcome
     from vsgrid.screen.verdicts import verdict_table
 
     margins = validate({})["evaluation"]["screen"]["margins"]
-    return screen_outcome(table, EMPTY_TRUTH, verdict_table(table, margins, summary_readout))
+    return screen_outcome(table, EMPTY_TRUTH, verdict_table(table, margins, SUMMARY_READOUT))
 
 
 def test_screen_rows_take_the_plates_value_and_a_ci_over_the_resamples_that_define_it():
@@ -516,11 +518,11 @@ def test_screen_rows_take_the_plates_value_and_a_ci_over_the_resamples_that_defi
     (line,) = [
         x
         for x in outcome.splitlines()
-        if x.startswith("breast-nontoxic.dapi") and " cell_count " in x
+        if x.startswith("breast-nontoxic.dapi") and " phenotype_score " in x
     ]
     assert f"{error['value']:.2f} [{error['ci_low']:.2f}, {error['ci_high']:.2f}]" in line
     assert f"{kappa['value']:.2f} [{kappa['ci_low']:.2f}, {kappa['ci_high']:.2f}]" in line
-    assert f"breast-nontoxic.dapi lung cell_count hit_kappa: {kappa['reason']}" in outcome
+    assert f"breast-nontoxic.dapi lung phenotype_score hit_kappa: {kappa['reason']}" in outcome
 
 
 def quick_grid_plate(rng) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -590,7 +592,7 @@ def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_witho
     table = pd.DataFrame(
         [
             {"model_type": "breast-nontoxic.dapi", "train_cell_type": "breast", "cell_type": "lung",
-             "stain": "dapi", "seed": 0, "readout": "cell_count", "metric": metric,
+             "stain": "dapi", "seed": 0, "readout": "phenotype_score", "metric": metric,
              **interval_columns(values)}
             for metric, values in out.items()
         ]
@@ -620,7 +622,7 @@ def test_a_kappa_the_plate_does_not_define_is_missing_with_a_reason_true_of_the_
     (line,) = [
         x
         for x in outcome.splitlines()
-        if x.startswith("breast-nontoxic.dapi") and " cell_count " in x
+        if x.startswith("breast-nontoxic.dapi") and " phenotype_score " in x
     ]
     assert line.split()[-3] == "missing" and "nan" not in outcome
     assert "hit_kappa: both stains call none of the 152 compound wells a hit" in outcome
@@ -665,31 +667,22 @@ def test_hits_are_called_in_compound_wells_unless_hit_wells_says_treated():
     assert decide(Plate(wells, treated), quiet, quiet, index)["hit_kappa"].values[0] == 1
 
 
-def test_the_phenotype_forest_learns_control_wells_of_the_training_plates(
-    quick_config, quick_stores
-):
-    """As a screening group trains a phenotype classifier: negative-control cells as non-toxic,
-    positive-control cells as toxic, never the data sets' labels of every other well."""
+def test_the_phenotype_forest_learns_control_wells_of_the_other_plates(quick_config):
+    """As a screening group trains a phenotype classifier: the screen store's train split holds
+    negative- and positive-control wells of plates the screen does not hold, at most
+    forest_fields of them, spread over those plates."""
     from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
-    from vsgrid.data.store import open_store
-    from vsgrid.grid import NONTOXIC, TOXIC
-    from vsgrid.screen.wells import forest_fields
+    from vsgrid.data.synthetic import screen_fields
 
     config = copy.deepcopy(quick_config)
-    config["data"]["dir"] = str(quick_stores["lung-toxic"].parent)
-    config["evaluation"]["screen"]["forest_fields"] = 8
-    phenotypes = []
-    for data_set, split, images in forest_fields(config, "lung"):
-        meta = open_store(quick_stores[data_set.name]).split_metadata(split)
-        compounds = meta["compound"].iloc[images]
-        assert 0 < len(images) <= 4 and set(compounds) <= {*NEGATIVE_CONTROLS, *POSITIVE_CONTROLS}
-        assert set(meta["plate"].iloc[images]).isdisjoint(
-            open_store(quick_stores[data_set.name]).split_metadata("test")["plate"]
-        )
-        # the data set's phenotype, which labels the cells, is the control's
-        assert compounds.isin(POSITIVE_CONTROLS).all() == (data_set.phenotype == TOXIC)
-        phenotypes.append(data_set.phenotype)
-    assert set(phenotypes) == {TOXIC, NONTOXIC}
+    config["evaluation"]["screen"].update(fields_per_well=2, forest_fields=50)
+    fields = screen_fields("lung", config)
+    train, test = fields["train"], fields["test"]
+    assert len(train) == 50 and set(train["plate"]).isdisjoint(test["plate"])
+    assert train["plate"].nunique() == config["data"]["synthetic"]["plates_per_cell_type"] - 1
+    assert set(train["compound"]) == {*NEGATIVE_CONTROLS, *POSITIVE_CONTROLS}
+    # the screen holds each well of its plate whole, every field
+    assert (test.groupby(["plate", "well"]).size() == 2).all()
 
 
 def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
@@ -699,7 +692,7 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     real stain's controls do not separate, or there are none, the verdict is undecided and says
     why."""
     from vsgrid.config import validate
-    from vsgrid.screen.tables import summary_readout
+    from vsgrid.screen.tables import SUMMARY_READOUT
     from vsgrid.screen.verdicts import verdict_table
 
     margins = validate({})["evaluation"]["screen"]["margins"]
@@ -712,7 +705,7 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     faithful = real + rng.normal(0, 0.001, len(real))
     flattened = 0.6 + 0.3 * (real - 0.6) + rng.normal(0, 0.05, len(real))
     table, other = two_runs(wells, real, faithful, flattened)
-    verdicts = verdict_table(table, margins, summary_readout).set_index("model_type")
+    verdicts = verdict_table(table, margins, SUMMARY_READOUT).set_index("model_type")
     assert verdicts.loc["lung-nontoxic.dapi", "verdict"] == "replaceable"
     judged = verdicts.loc["breast-nontoxic.dapi"]
     assert judged["verdict"] == "not replaceable" and "wholly outside" in judged["why"]
@@ -721,7 +714,9 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     outcome = outcome_of(table)
     assert outcome.splitlines()[1].split()[:4] == ["breast-nontoxic.dapi", "lung", "dapi", "not"]
     real_z = table.set_index(["model", "metric"]).loc[(other, "z_prime_real"), "value"]
-    assert f"  lung      dapi  cell_count {real_z:.2f}" in outcome  # the readouts that separate
+    assert (
+        f"  lung      dapi  phenotype_score {real_z:.2f}" in outcome
+    )  # the readouts that separate
     # Figure 8's verdict panel: train (rows) x screen (columns), lung and breast; one screen here
     from matplotlib.colors import to_hex
 
@@ -736,7 +731,7 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
 
     weak = readout(wells, ec50, rng, positive=0.9)  # controls 5 SDs apart: real Z' below 0.5
     table, _ = two_runs(wells, weak, weak + rng.normal(0, 0.001, len(weak)), weak)
-    no_assay = verdict_table(table, margins, summary_readout)
+    no_assay = verdict_table(table, margins, SUMMARY_READOUT)
     assert set(no_assay["verdict"]) == {"undecided"}
     assert set(no_assay["deciding_metric"]) == {"z_prime_real"}
     assert no_assay["why"].str.endswith("reaches below 0.5: no assay to reproduce").all()
@@ -744,7 +739,7 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     no_positives = plate_wells(tuple(ec50), dmso=32, positives=0)
     real = readout(no_positives, ec50, rng)
     table, _ = two_runs(no_positives, real, real + rng.normal(0, 0.001, len(real)), real)
-    undecided = verdict_table(table, margins, summary_readout).set_index("model_type")
+    undecided = verdict_table(table, margins, SUMMARY_READOUT).set_index("model_type")
     assert undecided.loc["lung-nontoxic.dapi", "verdict"] == "undecided"
     assert undecided.loc["lung-nontoxic.dapi", "deciding_metric"] == "z_prime"
     assert "no positive-control wells" in undecided.loc["lung-nontoxic.dapi", "why"]

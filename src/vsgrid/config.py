@@ -132,18 +132,7 @@ def _move_renamed_keys(config: dict) -> None:
 
 def _check_cross_keys(config: dict) -> None:
     data = config["data"]
-    screen = config["evaluation"]["screen"]
-    if screen["enabled"] and data["source"] != "synthetic":
-        raise VsgridError(
-            "invalid configuration: evaluation.screen.enabled needs data.source synthetic "
-            "(screen stores of ingested plates are not built yet)"
-        )
-    unknown = [s for s in screen["stains"] if s not in config["grid"]["stains"]]
-    if unknown:
-        raise VsgridError(
-            f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in "
-            f"grid.stains ({', '.join(config['grid']['stains'])})"
-        )
+    _check_screen(config)
     _check_controls(config)
     grid = config["grid"]
     for stain, seeds in grid["stain_seeds"].items():
@@ -185,6 +174,30 @@ def _check_cross_keys(config: dict) -> None:
                     f"invalid configuration: grid.cell_types lists {cell_type!r}, which no plate of "
                     f"data.ingest.plate_cell_types ({data['ingest']['plate_cell_types']}) has"
                 )
+
+
+def _check_screen(config: dict) -> None:
+    screen = config["evaluation"]["screen"]
+    if screen["enabled"] and config["data"]["source"] != "synthetic":
+        raise VsgridError(
+            "invalid configuration: evaluation.screen.enabled needs data.source synthetic "
+            "(screen stores of ingested plates are not built yet)"
+        )
+    unknown = [s for s in screen["stains"] if s not in config["grid"]["stains"]]
+    if unknown:
+        raise VsgridError(
+            f"invalid configuration: evaluation.screen.stains: {unknown[0]!r} is not in "
+            f"grid.stains ({', '.join(config['grid']['stains'])})"
+        )
+    fields = screen["fields_per_well"]
+    missing = [
+        c for c in config["grid"]["cell_types"] if isinstance(fields, dict) and c not in fields
+    ]
+    if missing:
+        raise VsgridError(
+            f"invalid configuration: evaluation.screen.fields_per_well names no number of fields "
+            f"for {missing[0]!r} (give one per cell type of grid.cell_types, or one for all)"
+        )
 
 
 def _check_controls(config: dict) -> None:

@@ -331,6 +331,14 @@ def screen_stains(config: dict) -> list[str]:
     return config["evaluation"]["screen"]["stains"] or config["grid"]["stains"]
 
 
+def screen_fields_per_well(config: dict, cell_type: str) -> int:
+    """Fields imaged per well of a cell type's screen: ``evaluation.screen.fields_per_well``, one
+    number for every cell type or one per cell type (a sparse cell line needs more fields for as
+    many cells per well, as a screen's acquisition is set up)."""
+    fields = config["evaluation"]["screen"]["fields_per_well"]
+    return fields[cell_type] if isinstance(fields, dict) else fields
+
+
 def screen_runs(config: dict) -> list[ScreenRun]:
     """Level 4's runs: every model trained on ``evaluation.screen.train_phenotypes`` screens every
     cell type of the grid (none unless ``evaluation.screen.enabled``)."""

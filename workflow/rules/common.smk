@@ -150,18 +150,19 @@ def figure(name, ext):
 SCREEN_RUNS = vsgrid_grid.screen_runs(config)
 SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS})
 SCREEN = config["evaluation"]["screen"]
-# A whole plate per held-out plate (an upper bound when only some compounds are kept).
+# A whole plate per held-out plate, of the cell type imaged with the most fields per well (an upper
+# bound when only some compounds are kept).
 _PLATES = config["data"]["test_plates"]
 SCREEN_IMAGES = (
     vsgrid_grid.ROWS * vsgrid_grid.COLUMNS * (_PLATES if isinstance(_PLATES, int) else len(_PLATES))
-    * SCREEN["fields_per_well"]
+    * max(vsgrid_grid.screen_fields_per_well(config, c) for c in GRID["cell_types"])
 )
 # screen_tables compares the runs of one (screen, stain, seed, training phenotype) at a time.
 SCREEN_GROUPS = len({(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS})
 
 
-# The fields whose cells train a cell type's phenotype forest: at most forest_fields per data set.
-FOREST_IMAGES = SCREEN["forest_fields"] * len(GRID["phenotypes"])
+# The fields whose cells train a cell type's phenotype forest (the screen store's train split).
+FOREST_IMAGES = SCREEN["forest_fields"]
 
 
 def screen_masks(cell_type, stain):

@@ -7,7 +7,7 @@ rule screen_store:
     output:
         directory(LAYOUT.screen_store("{cell_type}")),
     params:
-        settings=settings("data", "evaluation.screen.fields_per_well", "evaluation.screen.compounds"),
+        settings=settings("data", "evaluation.screen.fields_per_well", "evaluation.screen.compounds", "evaluation.screen.forest_fields"),
     log:
         LOGS / "screen_store" / "{cell_type}.log",
     benchmark:
@@ -47,14 +47,13 @@ rule infer_screen:
 rule segment_screen:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
-        stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],
     output:
         masks=directory(screen_masks("{cell_type}", "{stain}")),
-        # The phenotype forest's training fields (vsgrid.screen.wells.forest_fields), segmented
-        # here on the GPU so that screen_reference only measures and fits: CPU work.
+        # The phenotype forest's training fields (the screen store's control wells of other
+        # plates), segmented here on the GPU so that screen_reference only measures and fits.
         forest_masks=directory(screen_forest_masks("{cell_type}", "{stain}")),
     params:
-        settings=settings("segmentation", "evaluation", "evaluation.screen.forest_fields"),
+        settings=settings("segmentation", "evaluation"),
     wildcard_constraints:
         stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:
@@ -77,13 +76,12 @@ rule screen_reference:
         masks=lambda wc: screen_masks(wc.cell_type, masks_stain(wc.stain)),
         forest_masks=lambda wc: screen_forest_masks(wc.cell_type, masks_stain(wc.stain)),
         ranking=LAYOUT.ranking("{cell_type}", "{stain}"),
-        stores=lambda wc: [LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID) if d.cell_type == wc.cell_type],  # their fields' cells train the phenotype forest
     output:
         wells=LAYOUT.screen_real_wells("{cell_type}", "{stain}"),
         forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.parquet",
     params:
         out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
-        settings=settings("features", "evaluation", "evaluation.screen.readouts", "evaluation.screen.forest_fields", "segmentation"),
+        settings=settings("features", "evaluation", "evaluation.screen.readouts", "segmentation"),
     log:
         LOGS / "screen_reference" / "{cell_type}.{stain}.log",
     benchmark:

@@ -238,9 +238,12 @@ def segment_test_set(config: dict, test_set: str, stain: str, out: str | Path) -
     return segment_store(config, test_store(config, test_set), stain, out)
 
 
-def segment_store(config: dict, store: Store, stain: str, out: str | Path) -> int:
-    """Segment the real stain of a store's test split (a test set's or a screen's) into ``out``."""
-    images = real_stain(store, stain)
+def segment_store(
+    config: dict, store: Store, stain: str, out: str | Path, *, split: str = "test"
+) -> int:
+    """Segment the real stain of a store's test split (a test set's or a screen's), or of another
+    ``split``, into ``out``."""
+    images = real_stain(store, stain, split)
     segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
     attrs = {
         "stain": stain,
@@ -248,6 +251,7 @@ def segment_store(config: dict, store: Store, stain: str, out: str | Path) -> in
         "source": "real",
         "backend": config["segmentation"]["backend"],
         "store_id": store.store_id,
+        "split": split,
     }
     with atomic_path(Path(out)) as tmp:
         found = segment_into(

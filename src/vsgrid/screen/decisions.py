@@ -12,8 +12,10 @@ From per-well readouts of a screen plate (:mod:`vsgrid.screen.wells`), real and 
   robust SDs (1.4826 x MAD of the DMSO wells) from the DMSO median. The positive controls are
   called too only with ``hit_wells: treated``: every faithful stain calls them hits, so they raise
   the agreement without telling anything about the compounds;
-- **assay quality**: Z' = 1 - 3 (SD positive + SD DMSO) / |mean positive - mean DMSO|, the
-  positive controls pooled.
+- **assay quality**: Z' = 1 - 3 (SD positive + SD DMSO) / |mean positive - mean DMSO|, per
+  positive control, and the assay's Z' the best of them: each positive control opens its own
+  window (a kill control and a DNA-damage control move a readout by different amounts; pooled,
+  their difference from each other would count as noise).
 
 Virtual is compared with real: ``ec50_error`` (mean |log10 EC50 virtual - real| over the compounds
 whose real curve has an EC50; a compound whose virtual curve has none counts as the whole tested
@@ -260,6 +262,24 @@ def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
         return np.where(separation > 0, 1.0 - 3.0 * spread / separation, np.nan)
 
 
+def assay_z_prime(plate: Plate, values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The assay's Z' per resample: the best over its positive controls of each one's Z' against
+    DMSO (NaN where none defines one). Raises :class:`Missing` when no control gives the plate
+    (row 0) a Z', with the first control's reason."""
+    names = plate.wells["compound"].astype(str).str.lower().to_numpy()
+    negative = values[index[:, plate.negative]]
+    found, reasons = [], []
+    for control in dict.fromkeys(names[plate.positive]):
+        try:
+            found.append(z_prime(values[index[:, names == control]], negative))
+        except Missing as reason:
+            reasons.append(reason)
+    if not found:
+        raise reasons[0]
+    with np.errstate(invalid="ignore"):
+        return np.fmax.reduce(found)
+
+
 def cohen_kappa(real: np.ndarray, virtual: np.ndarray, *, wells: str = "wells") -> np.ndarray:
     """Cohen's kappa of two call sets per resample (rows): boolean, or 1.0/0.0 with NaN rows as
     :func:`hit_calls` gives them. NaN in a resample where kappa is undefined (both stains call
@@ -409,7 +429,7 @@ def decisions(
                 f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
             )
         for metric, values in (("z_prime", raw_virtual), ("z_prime_real", raw_real)):
-            z = z_prime(values[index[:, plate.positive]], values[index[:, plate.negative]])
+            z = assay_z_prime(plate, values, index)
             out[metric] = Metric.of(z, (np.isnan(z), "draw controls with equal means"))
         gap = np.abs(out["z_prime"].values - out["z_prime_real"].values)
         out["z_prime_gap"] = Metric.of(gap, (np.isnan(gap), "draw controls with equal means"))

@@ -30,7 +30,7 @@ from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
 from vsgrid.screen.profiles import PROFILE  # noqa: E402
-from vsgrid.screen.tables import summary_readout  # noqa: E402
+from vsgrid.screen.tables import SUMMARY_READOUT  # noqa: E402
 from vsgrid.screen.verdicts import NOT_REPLACEABLE, REPLACEABLE, UNDECIDED  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def figure7(
     stain: str,
 ):
     """``wells``: label -> per-well profile, the real stain first."""
-    readout = summary_readout(stain)
+    readout = SUMMARY_READOUT
     real = next(iter(wells.values()))
     plate = Plate(real[["compound", "concentration"]], settings)
     shown = plate.compounds()[:compounds]
@@ -107,8 +107,7 @@ def figure7(
 
 def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
     rows = table[
-        (table["readout"] == table["stain"].map(summary_readout))
-        & table["metric"].isin(list(HEATMAP_METRICS))
+        (table["readout"] == SUMMARY_READOUT) & table["metric"].isin(list(HEATMAP_METRICS))
     ]
     panels = len(HEATMAP_METRICS) + 1
     figure, axes = plt.subplots(
@@ -146,7 +145,7 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
             ax.set_yticks(range(len(cell_types)), cell_types)
             ax.set_xlabel("screen (test) cell type")
             ax.set_ylabel(
-                f"{stain} ({READOUT_NAMES[summary_readout(stain)].split(' (')[0]}): train cell type"
+                f"{stain} ({READOUT_NAMES[SUMMARY_READOUT].split(' (')[0]}): train cell type"
             )
             ax.set_title(title, fontsize=10)
             figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)

@@ -77,14 +77,11 @@ def _no_assay(rows: pd.DataFrame, bound: float) -> str:
     return f"the real stain's own Z' CI {cis[2]} reaches below {bound}: no assay to reproduce"
 
 
-def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout_of) -> pd.DataFrame:
-    """Every (model type, screen, stain)'s verdict on its stain's summary readout
-    (``readout_of(stain)``) and its profile metrics, from the screen table's rows."""
-    summary_readout = table["stain"].map(readout_of)
+def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout: str) -> pd.DataFrame:
+    """Every (model type, screen, stain)'s verdict on one ``readout`` (the summary readout) and
+    its profile metrics, from the screen table's rows."""
     profile = table["readout"] == PROFILE
-    summary = table[(table["readout"] == summary_readout) | profile].assign(
-        readout=summary_readout.where(profile, table["readout"])
-    )
+    summary = table[(table["readout"] == readout) | profile].assign(readout=readout)
     rows = [
         dict(zip(COLUMNS, (*key, *verdict(group, margins))))
         for key, group in summary.groupby(KEYS, sort=True)

@@ -1,15 +1,15 @@
 """Level 4's per-well profiles: what a screen reads per well, from real or virtual stains.
 
 A screen store (:func:`vsgrid.data.synthetic.build_screen_store`) holds the held-out plates of a
-cell type whole: every well, ``evaluation.screen.fields_per_well`` fields each, in plate, well,
-field order. Per well and stain, :func:`well_profiles` gives
+cell type whole in its test split: every well, ``evaluation.screen.fields_per_well`` fields each,
+in plate, well, field order; its train split holds control wells of the cell type's other plates.
+Per well and stain, :func:`well_profiles` gives
 
 - ``cell_count``: instances of the stain's own segmentation (dapi, fitc; cy5 has none of its own);
 - ``phenotype_score``: the mean toxic probability of the well's cells, from a random forest on the
   selected features trained, as screening groups train a phenotype classifier, on real-stain
   cells of positive-control (toxic) against negative-control (non-toxic) wells of *other* plates
-  (the data sets' train and validation splits), so that the screen plate never teaches its own
-  answer;
+  (the store's train split), so that the screen plate never teaches its own answer;
 - the median of each selected feature (``evaluation.screen.readouts: selected``) or of every
   measured feature (``all``).
 
@@ -29,11 +29,11 @@ import pandas as pd
 from vsgrid.data.store import Store, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.features import FeatureSet, measure_stack, worker_pool, workers_for
-from vsgrid.evaluation.segment import segmenter
+from vsgrid.evaluation.segment import segment_store
 from vsgrid.evaluation.selection import imputed, selected_features
-from vsgrid.evaluation.stacks import blocks, create_labels, read_prediction, read_stack, real_stain
-from vsgrid.files import atomic_path, read_table, write_table
-from vsgrid.grid import NONTOXIC, SEGMENTED, TOXIC, DataSet, data_sets
+from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain
+from vsgrid.files import read_table, write_table
+from vsgrid.grid import NONTOXIC, SEGMENTED, TOXIC
 from vsgrid.layout import Layout
 from vsgrid.screen.decisions import ScreenSettings
 
@@ -229,99 +229,43 @@ def measured_features(config: dict, selected: list[str]) -> FeatureSet:
     )
 
 
-def forest_fields(config: dict, cell_type: str) -> list[tuple[DataSet, str, list[int]]]:
-    """The real fields whose cells train a cell type's phenotype forest, as a screening group trains
-    a phenotype classifier: the control wells (negative and positive) of the train and validation
-    splits of its data sets, plates the screen does not hold. (data set, split, image indices) with
-    at most ``forest_fields / 2`` fields per split, spread evenly over its control fields."""
-    per_split = config["evaluation"]["screen"]["forest_fields"] // 2
-    settings = ScreenSettings.from_config(config)
-    chosen = []
-    for data_set in (d for d in data_sets(config["grid"]) if d.cell_type == cell_type):
-        store = open_store(Layout.of(config).store(data_set))
-        for split in ("train", "val"):
-            compounds = store.split_metadata(split)["compound"]
-            controls = np.flatnonzero(
-                settings.is_negative(compounds) | settings.is_positive(compounds)
-            )
-            spread = np.linspace(0, len(controls) - 1, min(per_split, len(controls))).astype(int)
-            chosen.append((data_set, split, controls[np.unique(spread)].tolist()))
-    return chosen
-
-
-def _fields_record(config: dict, fields: list[tuple[DataSet, str, list[int]]]) -> list[dict]:
-    """What forest masks were segmented from: each store (by its id), split and image indices."""
-    layout = Layout.of(config)
-    return [
-        {
-            "data_set": d.name,
-            "split": split,
-            "images": images,
-            "store_id": open_store(layout.store(d)).store_id,
-        }
-        for d, split, images in fields
-    ]
-
-
 def segment_forest_fields(config: dict, cell_type: str, stain: str, out: str | Path) -> int:
-    """Segment the real ``stain`` (dapi, fitc) of the fields of :func:`forest_fields` into one label
-    stack at ``out``, in their order; returns the number of instances found. A GPU job's work with
-    Cellpose, so that the forest's job (:func:`measure_screen_reference`) is CPU work."""
-    fields = forest_fields(config, cell_type)
-    layout, block_size = Layout.of(config), config["evaluation"]["block_images"]
-    stores = [open_store(layout.store(d)) for d, _, _ in fields]
-    shape = (sum(len(images) for _, _, images in fields), *stores[0].images("train").shape[-2:])
-    attrs = {"stain": stain, "cell_type": cell_type, "source": "real", "backend": config["segmentation"]["backend"],
-             "forest_fields": _fields_record(config, fields)}  # fmt: skip
-    found, offset = 0, 0
-    with atomic_path(Path(out)) as tmp:
-        labels = create_labels(tmp, shape, attrs)
-        for store, (_, split, images) in zip(stores, fields):
-            segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
-            channel = store.channel_index(stain)
-            # Blocks within one split, as the forest's job reads them back.
-            for start, stop in blocks(len(images), block_size):
-                block = segment(store.images(split)[images[start:stop]][:, channel])
-                labels[offset + start : offset + stop] = block
-                found += int(sum(len(np.unique(m)) - 1 for m in block))
-            offset += len(images)
-    log.info("wrote %s (%d fields, %d instances)", out, shape[0], found)
-    return found
+    """Segment the real ``stain`` (dapi, fitc) of the phenotype forest's training fields (the
+    screen store's train split: control wells of plates the screen does not hold) into ``out``;
+    returns the number of instances found. A GPU job's work with Cellpose, so that the forest's
+    job (:func:`measure_screen_reference`) is CPU work."""
+    return segment_store(config, screen_store(config, cell_type), stain, out, split="train")
 
 
 def _training_cells(
-    config: dict, cell_type: str, stain: str, features: FeatureSet, masks: str | Path
+    config: dict, store: Store, stain: str, features: FeatureSet, masks: str | Path
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Real-stain cells of the fields of :func:`forest_fields`, measured in their ``masks`` (written
-    by :func:`segment_forest_fields`; cy5: the DAPI nuclei), with their data set's phenotype: the
-    phenotype rule puts negative controls in the non-toxic data set and positive controls in the
-    toxic one, so it is the control's."""
-    fields = forest_fields(config, cell_type)
+    """Real-stain cells of the screen store's train split, measured in their ``masks`` (written by
+    :func:`segment_forest_fields`; cy5: the DAPI nuclei), labelled by their well: toxic in a
+    positive control, non-toxic in a negative one."""
     labels = read_stack(masks)
-    if labels.attrs.get("forest_fields") != _fields_record(config, fields):
+    if (labels.attrs.get("store_id"), labels.attrs.get("split")) != (store.store_id, "train"):
         raise VsgridError(
-            f"{masks} holds masks of other fields than the phenotype forest of {cell_type} trains on "
-            "(other stores or evaluation.screen.forest_fields); segment them again (vsgrid screen-segment)"
+            f"{masks} holds masks of other fields than the phenotype forest trains on (the train "
+            f"split of {store.path}); segment them again (vsgrid screen-segment)"
         )
-    frames, target, offset = [], [], 0
-    for data_set, split, images in fields:
-        store = open_store(Layout.of(config).store(data_set))
-        for start, stop in blocks(len(images), config["evaluation"]["block_images"]):
-            fields_block = store.images(split)[images[start:stop]]
-            cells = measure_stack(
-                fields_block[:, store.channel_index(stain)],
-                labels[offset + start : offset + stop],
-                features,
-            )
-            frames.append(cells)
-            target += [data_set.phenotype] * len(cells)
-        offset += len(images)
-    if not frames:
+    settings = ScreenSettings.from_config(config)
+    compounds = store.split_metadata("train")["compound"].astype(str)
+    positive, negative = settings.is_positive(compounds), settings.is_negative(compounds)
+    if not (positive.any() and negative.any()):
         raise VsgridError(
-            f"the phenotype forest of {cell_type} trains on control wells, and the train and "
-            "validation splits hold none (more fields in data.splits)"
+            f"the phenotype forest trains on negative- and positive-control wells of the plates "
+            f"the screen does not hold, and {store.path} has "
+            f"{'no positive' if not positive.any() else 'no negative'} control field there"
         )
-    return pd.concat(frames, ignore_index=True), np.array(target, dtype=object)
+    images = real_stain(store, stain, "train")
+    frames = [
+        measure_stack(images[start:stop], labels[start:stop], features, first_index=start)
+        for start, stop in blocks(len(images), config["evaluation"]["block_images"])
+    ]
+    cells = pd.concat(frames, ignore_index=True)
+    target = np.where(positive, TOXIC, NONTOXIC)[cells["image"].to_numpy()]
+    return cells, target.astype(object)
 
 
 def measure_screen_reference(
@@ -350,7 +294,7 @@ def measure_screen_reference(
         raise VsgridError(
             f"masks {masks} have shape {labels.shape} but the screen's images have {images.shape}"
         )
-    cells, target = _training_cells(config, cell_type, stain, features, forest_masks)
+    cells, target = _training_cells(config, store, stain, features, forest_masks)
     evaluation = config["evaluation"]
     training = ForestTraining(
         cells[selected], target, evaluation["forest_trees"], evaluation["seed"]
