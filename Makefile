@@ -17,7 +17,7 @@ quick: $(VENV)/.installed
 	@echo
 	@echo "The quick grid is done:"
 	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline; screen.csv: level 4)"
-	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b, 7, 8 as PNG and PDF)"
+	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b, 7, 8, 9 as PNG and PDF)"
 	@echo "  report   results/quick/report.html"
 
 test: $(VENV)/.installed

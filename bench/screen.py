@@ -1,15 +1,25 @@
-"""Level 4's cost: does a screen job's memory stay flat as its plates grow?
+"""Level 4's cost and its assay: does a screen job's memory stay flat as its plates grow, and
+does the real stain separate its controls?
 
-    .venv/bin/python bench/screen.py [--plates 1 3] [--size 128] [--compounds N] [--out DIR]
+    .venv/bin/python bench/screen.py [--plates 1 3] [--size 128] [--pixel-size 1.3]
+        [--fields-per-well 1] [--forest-fields 200] [--compounds N] [--out DIR]
 
-For each number of held-out plates (384 wells, one field each; every compound unless --compounds
-keeps fewer, and the controls), builds the lung screen of the quick config at ``--size`` pixels and
-runs level 4's steps as the workflow does, each as its own `vsgrid` process: segment the real DAPI
-(of the screen, and of the phenotype forest's training fields), profile it per well
-(screen-reference, with the phenotype forest), profile a virtual stain (screen-run: the real stain
-blurred and noisy, segmented as an inference job would) and compute the decisions with their CIs
-(screen-tables). Per step: CPU seconds per image and peak memory (resident set of the process and
-its workers): the same peak at 3 plates as at 1 means the step streams.
+A paper-size slice (one of a well's 9 fields of 1080 x 1080 at 0.65 um, one compound):
+
+    .venv/bin/python bench/screen.py --plates 1 2 --size 1080 --pixel-size 0.65 --compounds 1 \
+        --forest-fields 64
+
+For each number of held-out plates (384 wells, ``--fields-per-well`` fields each; every compound
+unless --compounds keeps fewer, and the controls), builds the lung screen of the quick config at
+``--size`` pixels and runs level 4's steps as the workflow does, each as its own `vsgrid` process:
+segment the real DAPI (of the screen, and of the phenotype forest's training fields, control
+wells of the other plate), profile it per well (screen-reference, with the phenotype forest),
+profile a virtual stain (screen-run: the real stain blurred and noisy, segmented as an inference
+job would) and compute the decisions with their CIs (screen-tables). Per step: CPU seconds per
+screen image and peak memory (resident set of the process and its workers): the same peak at 3
+plates as at 1 means the step streams. Then the real stain's assay on the larger screen: DMSO
+cells per well and the Z' of its best readouts (decisions.assay_z_prime, the best positive
+control's).
 
 The ranking the profiles read is written by hand (20 intensity and shape features): ranking
 costs nothing here that bench/scale.py does not measure.
@@ -29,17 +39,24 @@ from measure import arguments, run
 from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"plates": [1, 2], "size": 96, "compounds": 1}
+TINY = {"plates": [1, 2], "size": 96, "compounds": 1, "forest_fields": 16}
 
 
-def config_for(work: Path, plates: int, size: int, compounds: int | None) -> Path:
+def config_for(work: Path, plates: int, args) -> Path:
     config = yaml.safe_load((ROOT / "config" / "quick.yaml").read_text())
     config["grid"].update(cell_types=["lung"], stains=["dapi"], controls=[])
     config["data"].update(
         dir=str(work / "data"), splits={"train": 16, "val": 8, "test": 8}, test_plates=plates
     )
-    config["data"]["synthetic"].update(plates_per_cell_type=plates + 1, field_size=size)
-    config["evaluation"]["screen"].update(compounds=compounds, bootstrap_resamples=100)
+    config["data"]["synthetic"].update(
+        plates_per_cell_type=plates + 1, field_size=args.size, pixel_size_um=args.pixel_size
+    )
+    config["evaluation"]["screen"].update(
+        compounds=args.compounds,
+        fields_per_well=args.fields_per_well,
+        forest_fields=args.forest_fields,
+        bootstrap_resamples=100,
+    )
     config["results"]["dir"] = str(work / "results")
     work.mkdir(parents=True, exist_ok=True)
     path = work / "config.yaml"
@@ -95,21 +112,18 @@ def virtual_screen(store: Path, out: Path) -> None:
     )
 
 
-def measure_plates(work: Path, plates: int, size: int, compounds: int | None) -> tuple[int, dict]:
-    config = config_for(work, plates, size, compounds)
+def measure_plates(work: Path, plates: int, args) -> tuple[int, dict]:
+    config = config_for(work, plates, args)
     c = ["--config", str(config)]
-    run(["vsgrid", "synthesize", *c, "--quiet", "--no-summary"], work)
-    run(["vsgrid", "screen-store", *c, "--cell-type", "lung", "--quiet"], work)
+    steps = {"screen_store": run(["vsgrid", "screen-store", *c, "--cell-type", "lung"], work)}
     results, ref = work / "results", work / "results" / "screen" / "reference" / "lung"
     ranking = results / "reference" / "rankings" / "lung.dapi.tsv"
     hand_ranking(ranking)
     masks, forest_masks = ref / "dapi.masks.zarr", ref / "dapi.forest_masks.zarr"
     lung_dapi = [*c, "--cell-type", "lung", "--stain", "dapi", "--masks", str(masks)]
-    steps = {
-        "segment_screen": run(
-            ["vsgrid", "screen-segment", *lung_dapi, "--forest-masks", str(forest_masks)], work
-        )
-    }
+    steps["segment_screen"] = run(
+        ["vsgrid", "screen-segment", *lung_dapi, "--forest-masks", str(forest_masks)], work
+    )
     steps["screen_reference"] = run(
         ["vsgrid", "screen-reference", *lung_dapi, "--forest-masks", str(forest_masks)]
         + ["--ranking", str(ranking), "--out", str(ref)],
@@ -139,20 +153,22 @@ def main():
         "--plates", type=int, nargs=2, default=[1, 3], help="held-out plates, two screen sizes"
     )
     parser.add_argument("--size", type=int, default=128, help="field side in pixels")
+    parser.add_argument("--pixel-size", type=float, default=1.3, help="um per pixel")
+    parser.add_argument("--fields-per-well", type=int, default=1, help="fields of each well")
+    parser.add_argument(
+        "--forest-fields", type=int, default=200, help="control-well fields teaching the forest"
+    )
     parser.add_argument(
         "--compounds", type=int, help="the first this many compounds' wells (default: all)"
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-screen"))
     args = arguments(parser, TINY)
     shutil.rmtree(args.out, ignore_errors=True)
-    measured = {
-        p: measure_plates(args.out / f"plates-{p}", p, args.size, args.compounds)
-        for p in args.plates
-    }
+    measured = {p: measure_plates(args.out / f"plates-{p}", p, args) for p in args.plates}
     (small, (n_small, s_small)), (large, (n_large, s_large)) = measured.items()
     print(
-        f"lung screen, {args.size} x {args.size} fields, one per well:"
-        f" {n_small} images ({small} plate(s)) and {n_large} ({large})"
+        f"lung screen, {args.size} x {args.size} fields at {args.pixel_size} um,"
+        f" {args.fields_per_well} per well: {n_small} images ({small} plate(s)) and {n_large} ({large})"
     )
     print(
         f"{'step':<17} {'core-s/image':>12} {'peak MB @' + str(small):>12}"
@@ -161,6 +177,29 @@ def main():
     for step in s_small:
         per_image = (s_large[step][2] - s_small[step][2]) / (n_large - n_small)
         print(f"{step:<17} {per_image:12.4f} {s_small[step][1]:12.0f} {s_large[step][1]:12.0f}")
+    assay(args.out / f"plates-{large}" / "results" / "screen" / "reference" / "lung")
+
+
+def assay(reference: Path, shown: int = 3) -> None:
+    """The real stain's cells per DMSO well and the readouts with the highest Z'."""
+    from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, assay_z_prime
+    from vsgrid.screen.wells import readouts
+
+    wells = pd.read_parquet(reference / "dapi.wells.parquet")
+    plate = Plate(wells[["compound", "concentration"]], ScreenSettings())
+    index = np.arange(len(wells))[None, :]
+    z = {}
+    for readout in readouts(wells):
+        try:
+            z[readout] = float(assay_z_prime(plate, wells[readout].to_numpy(float), index)[0])
+        except Missing:
+            continue
+    best = sorted(z, key=z.get, reverse=True)[:shown]
+    cells = wells.loc[plate.negative, "cell_count"].mean()
+    print(
+        f"real DAPI: {cells:.0f} cells per DMSO well; Z' "
+        + ", ".join(f"{r} {z[r]:.2f}" for r in best)
+    )
 
 
 if __name__ == "__main__":

@@ -52,11 +52,18 @@ FIGURES = {
         rf"^CPU steps of the paper grid: {NUMBER} core-hours",
     ],
     "screen": [
-        r"^lung screen, 96 x 96 fields, one per well: \d+ images",
+        r"^lung screen, 96 x 96 fields at 1.3 um, 1 per well: \d+ images",
         *(
             rf"^{step}\s+{NUMBER}\s+\d+\s+\d+$"
-            for step in ("segment_screen", "screen_reference", "screen_run", "screen_tables")
+            for step in (
+                "screen_store",
+                "segment_screen",
+                "screen_reference",
+                "screen_run",
+                "screen_tables",
+            )
         ),
+        rf"^real DAPI: \d+ cells per DMSO well; Z' \w+ {NUMBER}",
     ],
     "selection": [rf"^lung\s+dapi\s+\d+\s+{NUMBER}\s+{NUMBER}$"],
     "synthesize": [

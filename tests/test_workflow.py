@@ -134,12 +134,15 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
     # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5
-    # selected features, cy5 the last 6
+    # selected features, cy5 the last 6; each has its profile's rows too
     readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
     assert (
         screen["model"].nunique() == 4
-        and set(readouts[:, "dapi"]) == {7}
-        and set(readouts[:, "cy5"]) == {6}
+        and set(readouts[:, "dapi"]) == {8}
+        and set(readouts[:, "cy5"]) == {7}
+        and (
+            screen.groupby(["cell_type", "stain"])["readout"].agg(set).map({"profile"}.issubset)
+        ).all()
     )
     assert (
         screen["value"].notna() | screen["reason"].notna()
@@ -154,6 +157,7 @@ def test_the_test_grid_writes_tables_and_figures(grid):
         "figure6b",
         "figure7",
         "figure8",
+        "figure9",
     ):
         assert (grid / RESULTS / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned(grid) == {}  # nothing left to do

@@ -195,7 +195,9 @@ def figure9(table: pd.DataFrame, cell_types, stains):
             ax.set_ylabel(f"{STAIN_NAMES.get(stain, stain)}: mAP (0-1)")
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(title, fontsize=10)
-        axes[i][0].legend(fontsize=7, loc="lower left")
+        # Beside the panels, never over points: an mAP can lie anywhere from 0 to 1.
+        axes[i][-1].legend(*axes[i][0].get_legend_handles_labels(), fontsize=7,
+                           loc="center left", bbox_to_anchor=(1.02, 0.5))  # fmt: skip
     figure.suptitle(
         "Figure 9: profile-level agreement, real vs virtual (95 % CI over wells; missing: no point)",
         fontsize=10,

@@ -63,7 +63,12 @@ log = logging.getLogger(__name__)
 KEYS = ["plate", "well"]
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
 UNDEFINED_NOTE = 0.10  # a CI over fewer than 90 % of the resamples says so in its reason
-OUTCOME_METRICS = {"ec50_error": 22, "hit_kappa": 22, "z_prime": 7, "z_prime_real": 7}  # widths
+# The outcome's two tables: per readout, its metrics' columns (header, width: a CI where wide).
+OUTCOME_METRICS = {"ec50_error": ("EC50 err [95% CI]", 22), "hit_kappa": ("kappa [95% CI]", 22),
+                   "z_prime": ("Z virt", 7), "z_prime_real": ("Z real", 7)}  # fmt: skip
+PROFILE_METRICS = {"activity_map": ("act. mAP [95% CI]", 22), "activity_map_real": ("real", 5),
+                   "retrieval_map": ("retrieval mAP [95% CI]", 23),
+                   "active_fraction": ("active", 7), "active_fraction_real": ("real", 5)}  # fmt: skip
 COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed",
            "readout", "metric", "value", "ci_low", "ci_high", "undefined_share", "reason", "wells",
            "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
@@ -283,9 +288,9 @@ def truth_table(config: dict) -> pd.DataFrame:
 
 def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     """What a user reads first: the verdicts, the real stain's EC50s against the truth, then each
-    model type's decisions on its stain's summary readout, mean over the seeds that define them,
-    with the first seed's CIs, and under the table the first seed's reasons (a value missing, a CI
-    without enough resamples)."""
+    model type's decisions on the summary readout and its profile's agreement, mean over the seeds
+    that define them, with the first seed's CIs, and under the tables the first seed's reasons (a
+    value missing, a CI without enough resamples)."""
     lines = [
         "Level 4: can the virtual stain replace the real one? (margins: evaluation.screen.margins)"
     ]
@@ -304,29 +309,25 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
             f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of "
             f"the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)"
         )
-    lines += [
-        "",
-        f"{'model type':26s} {'screen':9s} {'readout':15s} {'EC50 err [95% CI]':>22s} "
-        f"{'kappa [95% CI]':>22s} {'Z virt':>7s} {'Z real':>7s}",
-    ]
     notes = []
-    summary = table[table["readout"] == SUMMARY_READOUT]
-    for (model_type, cell_type, readout), group in summary.groupby(
-        ["model_type", "cell_type", "readout"], sort=True
-    ):
-        first = (
-            group[group["seed"] == group["seed"].min()]
-            .set_index("metric")
-            .reindex(list(OUTCOME_METRICS))
-        )
-        mean = group.groupby("metric")["value"].mean()
-        cells = [_outcome_cell(first, mean, m, width) for m, width in OUTCOME_METRICS.items()]
-        lines.append(f"{model_type:26s} {cell_type:9s} {readout:15s} {' '.join(cells)}")
-        notes += [
-            f"  {model_type} {cell_type} {readout} {metric}: {reason}"
-            for metric, reason in first["reason"].fillna("").items()
-            if reason
-        ]
+    for readout, metrics in ((SUMMARY_READOUT, OUTCOME_METRICS), (PROFILE, PROFILE_METRICS)):
+        lines += ["", f"{'model type':26s} {'screen':9s} {'readout':15s} "
+                  + " ".join(f"{header:>{width}s}" for header, width in metrics.values())]  # fmt: skip
+        rows = table[table["readout"] == readout]
+        for (model_type, cell_type), group in rows.groupby(["model_type", "cell_type"], sort=True):
+            first = (
+                group[group["seed"] == group["seed"].min()]
+                .set_index("metric")
+                .reindex(list(metrics))
+            )
+            mean = group.groupby("metric")["value"].mean()
+            cells = [_outcome_cell(first, mean, m, width) for m, (_, width) in metrics.items()]
+            lines.append(f"{model_type:26s} {cell_type:9s} {readout:15s} {' '.join(cells)}")
+            notes += [
+                f"  {model_type} {cell_type} {readout} {metric}: {reason}"
+                for metric, reason in first["reason"].fillna("").items()
+                if reason
+            ]
     lines += ["", "reasons (first seed; every row's in screen.csv):" if notes else ""] + notes
     return "\n".join(lines).rstrip("\n") + "\n"
 
