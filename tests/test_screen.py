@@ -429,6 +429,34 @@ def test_a_faithful_virtual_screen_is_replaceable_and_a_blurred_one_is_not(assay
     assert verdicts.loc["breast-nontoxic.dapi", "verdict"] == "not replaceable", verdicts
 
 
+def test_dmso_wells_on_one_edge_leave_calls_z_and_profiles_missing_and_the_verdict_undecided():
+    """DMSO down column 1 only: the baseline every call and Z' reads is the edge's. Each metric that
+    reads it is missing with that reason, and no verdict is given on it."""
+    from vsgrid.config import validate
+    from vsgrid.data.plates import well_name
+    from vsgrid.screen.tables import SUMMARY_READOUT
+    from vsgrid.screen.verdicts import verdict_table
+
+    rng = np.random.default_rng(4)
+    wells = plate_wells(dmso=16)
+    real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
+    names = [well_name(i % 16, i // 16) for i in range(len(wells))]  # the 16 DMSO wells: column 1
+    copies = (real + rng.normal(0, 0.001, len(real)) for _ in range(2))
+    table, name = two_runs(wells, real, *copies, names=names)
+    rows = table.set_index(["model", "readout", "metric"])
+    for readout_, metric in (
+        (SUMMARY_READOUT, "hit_kappa"), (SUMMARY_READOUT, "z_prime_real"), ("profile", "activity_map")
+    ):  # fmt: skip
+        row = rows.loc[(name, readout_, metric)]
+        assert np.isnan(row["value"]), (readout_, metric)
+        assert row["reason"].startswith("every DMSO well lies on one edge (column 1 of plate P1)")
+    assert np.isfinite(rows.loc[(name, SUMMARY_READOUT, "ec50_error"), "value"])
+    margins = validate({})["evaluation"]["screen"]["margins"]
+    verdicts = verdict_table(table, margins, SUMMARY_READOUT)
+    assert set(verdicts["verdict"]) == {"undecided"}
+    assert verdicts["why"].str.contains("column 1 of plate P1").all(), verdicts["why"]
+
+
 def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
     from vsgrid.cli import main
 
@@ -507,14 +535,17 @@ def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
         ForestTraining.read(forest_path(tmp_path, "cy5"))
 
 
-def two_runs(wells: pd.DataFrame, real, faithful, other, resamples=100) -> tuple[pd.DataFrame, str]:
+def two_runs(
+    wells: pd.DataFrame, real, faithful, other, resamples=100, names=None
+) -> tuple[pd.DataFrame, str]:
     """The screen rows of two runs on a lung plate, per-well phenotype scores given: the lung-trained
     model (``faithful``, the baseline) and a breast-trained one (``other``), with the name of the
-    other's model."""
+    other's model. ``names``: the wells' names (default W000, W001 ..., on no edge)."""
     from vsgrid.grid import DataSet, Model, ScreenRun
     from vsgrid.screen.tables import COLUMNS, screen_rows
 
-    wells = wells.assign(plate="P1", fields=1, well=[f"W{i:03d}" for i in range(len(wells))])
+    names = names or [f"W{i:03d}" for i in range(len(wells))]
+    wells = wells.assign(plate="P1", fields=1, well=names)
     own, theirs = (Model(DataSet(c, "nontoxic"), "dapi", 0) for c in ("lung", "breast"))
     virtual = {
         own.name: wells.assign(phenotype_score=faithful),

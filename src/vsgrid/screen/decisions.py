@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS
+from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS, shared_edge
 from vsgrid.errors import VsgridError
 from vsgrid.robust import robust_center_scale
 
@@ -56,6 +56,7 @@ SLOPES = np.geomspace(0.5, 5.0, 12)
 FLAT_P = 0.05
 # evaluation.screen.hit_wells: the wells hits are called in, as a reason names them
 HIT_WELLS = {"compounds": "compound wells", "treated": "treated wells"}
+EDGE_BIAS = "they measure the edge effect with the untreated baseline, and every call against them is biased"
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,18 @@ class Plate:
         frame = self.wells[~self.negative & ~self.positive]
         return sorted(frame["compound"].astype(str).unique())
 
+    def dmso_edge(self) -> str | None:
+        """Where the DMSO wells of a plate (two or more, ``well`` and ``plate`` columns given)
+        all lie on one edge of it, that edge: they then measure the edge effect (evaporation,
+        temperature) with the untreated baseline, and every call against them is biased."""
+        if "well" not in self.wells:
+            return None
+        dmso = self.wells[self.negative]
+        for plate, wells in dmso.groupby(dmso["plate"] if "plate" in dmso else 0, sort=True):
+            if len(wells) > 1 and (edge := shared_edge(wells["well"])):
+                return f"{edge} of plate {plate}" if "plate" in dmso else edge
+        return None
+
     def strata(self) -> list[np.ndarray]:
         """Well indices per (compound, concentration): what a bootstrap resamples within."""
         groups = self.wells.groupby(["compound", "concentration"], sort=True).indices
@@ -398,6 +411,8 @@ def _check_controls(plate: Plate) -> None:
         raise Missing(
             f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})"
         )
+    if edge := plate.dmso_edge():
+        raise Missing(f"every DMSO well lies on one edge ({edge}): {EDGE_BIAS}")
 
 
 def decisions(

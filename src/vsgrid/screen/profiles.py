@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from vsgrid.screen.decisions import Metric, Missing, Plate
+from vsgrid.screen.decisions import EDGE_BIAS, Metric, Missing, Plate
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ def normalized_tables(
 ) -> Normalization | Missing:
     """The real stain's and every model's tables normalized per plate (:func:`normalized`;
     ``plate``: the design of every well of ``real``), or :class:`Missing` with the reason."""
+    if edge := plate.dmso_edge():
+        return Missing(f"every DMSO well lies on one edge ({edge}): {EDGE_BIAS}")
     tables = {"real": real, **virtual}
     frames, dropped = {}, {}
     try:

@@ -61,6 +61,7 @@ from vsgrid.seeds import rng_for
 log = logging.getLogger(__name__)
 
 KEYS = ["plate", "well"]
+DESIGN = [*KEYS, "compound", "concentration"]  # what a plate's decisions know of each well
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
 UNDEFINED_NOTE = 0.10  # a CI over fewer than 90 % of the resamples says so in its reason
 # The outcome's two tables: per readout, its metrics' columns (header, width: a CI where wide).
@@ -149,16 +150,14 @@ def screen_rows(
     Z' reads it as measured) and fitted once per stain (real, each model) on the wells every one
     of them has a value for, and all are resampled alike: the deltas are paired."""
     columns, stain = readouts(real), runs[0].model.stain
-    design = Plate(real[["compound", "concentration"]].reset_index(drop=True), settings)
+    design = Plate(real[DESIGN].reset_index(drop=True), settings)
     tables = normalized_tables(real, virtual, design, columns)
     rows = []
     for readout in columns:
         usable = np.isfinite(real[readout]).to_numpy() & np.logical_and.reduce(
             [np.isfinite(v[readout]).to_numpy() for v in virtual.values()]
         )
-        plate = Plate(
-            real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings
-        )
+        plate = Plate(real.loc[usable, DESIGN].reset_index(drop=True), settings)
         index = plate.resamples(
             resamples, rng_for(seed, "screen", runs[0].cell_type, stain, readout)
         )
