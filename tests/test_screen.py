@@ -19,6 +19,7 @@ from vsgrid.screen.decisions import (
     Plate,
     Readout,
     ScreenSettings,
+    assay_z_prime,
     cohen_kappa,
     decisions,
     fit_hill,
@@ -455,6 +456,32 @@ def test_dmso_wells_on_one_edge_leave_calls_z_and_profiles_missing_and_the_verdi
     verdicts = verdict_table(table, margins, SUMMARY_READOUT)
     assert set(verdicts["verdict"]) == {"undecided"}
     assert verdicts["why"].str.contains("column 1 of plate P1").all(), verdicts["why"]
+
+
+def test_z_prime_is_an_assays_per_plate_and_per_positive_control():
+    """Two plates, the second's readout twice the first's (a staining batch), and two positive
+    controls that move it by different amounts: pooled, Z' would count the plates' and the
+    controls' differences as noise. Each plate's best control (staurosporine, Z' about 0.91) is
+    what the screen reports, averaged over its plates; resamples keep wells on their plate."""
+    rng = np.random.default_rng(7)
+    design = pd.DataFrame(
+        {"compound": ["DMSO"] * 16 + ["etoposide"] * 8 + ["staurosporine"] * 8,
+         "concentration": [0.0] * 16 + [10.0] * 8 + [1.0] * 8}
+    )  # fmt: skip
+    wells = pd.concat([design.assign(plate=p) for p in ("P1", "P2")], ignore_index=True)
+    means, sds = np.repeat([0.1, 0.5, 0.8], [16, 8, 8]), np.repeat([0.01, 0.01, 0.01], [16, 8, 8])
+    values = np.r_[rng.normal(means, sds), 2 * rng.normal(means, sds)]
+    plate = Plate(wells, ScreenSettings())
+    index = plate.resamples(50, rng)
+    z = assay_z_prime(plate, values, index)
+    per_plate = [
+        z_prime(values[on & wells["compound"].eq("staurosporine").to_numpy()],
+                values[on & plate.negative])[0]
+        for on in (wells["plate"].eq(p).to_numpy() for p in ("P1", "P2"))
+    ]  # fmt: skip
+    assert z[0] == pytest.approx(np.mean(per_plate)) and z[0] > 0.85
+    assert z_prime(values[plate.positive], values[plate.negative])[0] < 0  # pooled
+    assert (wells["plate"].to_numpy()[index] == wells["plate"].to_numpy()).all()
 
 
 def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):

@@ -13,9 +13,10 @@ From per-well readouts of a screen plate (:mod:`vsgrid.screen.wells`), real and 
   called too only with ``hit_wells: treated``: every faithful stain calls them hits, so they raise
   the agreement without telling anything about the compounds;
 - **assay quality**: Z' = 1 - 3 (SD positive + SD DMSO) / |mean positive - mean DMSO|, per
-  positive control, and the assay's Z' the best of them: each positive control opens its own
-  window (a kill control and a DNA-damage control move a readout by different amounts; pooled,
-  their difference from each other would count as noise).
+  plate and positive control; a plate's Z' is the best of its controls' and the screen's the mean
+  over its plates: each positive control opens its own window (a kill control and a DNA-damage
+  control move a readout by different amounts), and an assay is validated plate by plate (pooled,
+  the controls' and the plates' differences would count as noise).
 
 Virtual is compared with real: ``ec50_error`` (mean |log10 EC50 virtual - real| over the compounds
 whose real curve has an EC50; a compound whose virtual curve has none counts as the whole tested
@@ -34,8 +35,8 @@ fit (log10 0 has no place on the curve) nor a treated well (it received no compo
 never a hit), and it does not join the DMSO controls either (the plate's vehicle controls are the
 named ones; a dose recorded as 0 by mistake must not move the hit threshold).
 
-Confidence intervals resample wells within each (compound, concentration), the same wells for real
-and virtual stains (and for a baseline model), so the design of the plate is kept.
+Confidence intervals resample wells within each (plate, compound, concentration), the same wells
+for real and virtual stains (and for a baseline model), so the design of the plate is kept.
 """
 
 from __future__ import annotations
@@ -264,21 +265,31 @@ def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
 
 
 def assay_z_prime(plate: Plate, values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The assay's Z' per resample: the best over its positive controls of each one's Z' against
-    DMSO (NaN where none defines one). Raises :class:`Missing` when no control gives the plate
-    (row 0) a Z', with the first control's reason."""
+    """The assay's Z' per resample: on each plate (``plate`` column; one if none), the best over
+    its positive controls of each one's Z' against the plate's DMSO, as an assay is validated
+    plate by plate, and the mean over the plates that have one (NaN where none does). Raises
+    :class:`Missing` when no plate and control give the plate (row 0) a Z', with the first
+    reason. Resamples stay within a plate (:meth:`Plate.strata`)."""
     names = plate.wells["compound"].astype(str).str.lower().to_numpy()
-    negative = values[index[:, plate.negative]]
+    plates = plate.wells["plate"].to_numpy() if "plate" in plate.wells else np.zeros(len(names))
     found, reasons = [], []
-    for control in dict.fromkeys(names[plate.positive]):
-        try:
-            found.append(z_prime(values[index[:, names == control]], negative))
-        except Missing as reason:
-            reasons.append(reason)
+    for one in dict.fromkeys(plates):
+        on = plates == one
+        negative = values[index[:, plate.negative & on]]
+        for control in dict.fromkeys(names[plate.positive & on]):
+            try:
+                found.append((one, z_prime(values[index[:, on & (names == control)]], negative)))
+            except Missing as reason:
+                reasons.append(reason)
     if not found:
         raise reasons[0]
-    with np.errstate(invalid="ignore"):
-        return np.fmax.reduce(found)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no plate has a Z'
+        best = [
+            np.fmax.reduce([z for p, z in found if p == one])
+            for one in dict.fromkeys(p for p, _ in found)
+        ]
+        return np.nanmean(best, axis=0)
 
 
 def cohen_kappa(real: np.ndarray, virtual: np.ndarray, *, wells: str = "wells") -> np.ndarray:
@@ -357,8 +368,10 @@ class Plate:
         return None
 
     def strata(self) -> list[np.ndarray]:
-        """Well indices per (compound, concentration): what a bootstrap resamples within."""
-        groups = self.wells.groupby(["compound", "concentration"], sort=True).indices
+        """Well indices per (plate, compound, concentration): what a bootstrap resamples within
+        (a well stays on its plate, whose own controls its plate's Z' and calls read)."""
+        keys = ["plate", "compound", "concentration"]
+        groups = self.wells.groupby(keys if "plate" in self.wells else keys[1:], sort=True).indices
         return [np.asarray(v) for v in groups.values()]
 
     def resamples(self, n: int, rng: np.random.Generator) -> np.ndarray:

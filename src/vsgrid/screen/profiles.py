@@ -32,8 +32,8 @@ direction (in one dimension, a sign) and DMSO wells near the origin point anywhe
 robust SDs is the hit rule's own scale.
 
 CIs: each query well's AP is computed once on the plate and the resamples
-(:meth:`~vsgrid.screen.decisions.Plate.resamples`, within each compound and concentration: within
-each treatment) draw the query wells' APs, never duplicated wells into copairs (a duplicated well
+(:meth:`~vsgrid.screen.decisions.Plate.resamples`, within each plate, compound and
+concentration: within each treatment) draw the query wells' APs, never duplicated wells into copairs (a duplicated well
 retrieves its own copy at distance 0). The CI therefore says how much the mean over treatments
 depends on which replicate wells were drawn, the retrieval lists held at the plate's.
 """

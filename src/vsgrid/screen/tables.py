@@ -2,7 +2,7 @@
 
 For every screen run (model, screen cell type) and readout, :func:`vsgrid.screen.decisions.decisions`
 gives each metric on the plate and on ``evaluation.screen.bootstrap_resamples`` resamples of its
-wells (within each compound and concentration). The baseline convention is the grid's: a run is
+wells (within each plate, compound and concentration). The baseline convention is the grid's: a run is
 compared with the model of the same stain, seed and training phenotype trained on the screen's own
 cell type, on the same resampled wells, so ``delta`` = run - baseline with a paired CI. Written:
 
