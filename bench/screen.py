@@ -183,10 +183,11 @@ def main():
 def assay(reference: Path, shown: int = 3) -> None:
     """The real stain's cells per DMSO well and the readouts with the highest Z'."""
     from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, assay_z_prime
+    from vsgrid.screen.tables import DESIGN
     from vsgrid.screen.wells import readouts
 
     wells = pd.read_parquet(reference / "dapi.wells.parquet")
-    plate = Plate(wells[["compound", "concentration"]], ScreenSettings())
+    plate = Plate(wells[DESIGN], ScreenSettings())  # Z' per plate, as the tables read it
     index = np.arange(len(wells))[None, :]
     z = {}
     for readout in readouts(wells):
