@@ -6,6 +6,7 @@ train and validation. The same function serves synthetic and ingested plates.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from vsgrid.errors import VsgridError
@@ -65,6 +66,36 @@ def sample_splits(
         "train": train_val.iloc[: sizes["train"]].sort_values(order).reset_index(drop=True),
         "val": train_val.iloc[sizes["train"] :].sort_values(order).reset_index(drop=True),
         "test": drawn["test"].sort_values(order).reset_index(drop=True),
+    }
+
+
+def screen_splits(
+    fields: pd.DataFrame,
+    test_plates,
+    *,
+    controls: list[str],
+    compounds: int | None,
+    forest_fields: int,
+) -> dict[str, pd.DataFrame]:
+    """A screen store's fields, in plate, well, field order: ``test``, every field of every well
+    of the held-out ``test_plates`` (a number, the last by name, or the names), or only the first
+    ``compounds`` compounds' wells (by name) besides the ``controls``; ``train``, at most
+    ``forest_fields`` fields of the control wells of the other plates, spread evenly over them,
+    whose cells teach the phenotype forest as a screening group trains its classifier: on plates
+    the screen does not hold. ``fields``: one row per field, with plate, well, field, compound."""
+    if isinstance(test_plates, int):
+        test_plates = held_out_plates(fields["plate"], test_plates)
+    fields = fields.sort_values(["plate", "well", "field"]).reset_index(drop=True)
+    held_out = fields["plate"].isin(set(test_plates))
+    control = fields["compound"].str.lower().isin({c.lower() for c in controls})
+    if compounds:
+        kept = sorted(fields.loc[~control, "compound"].unique())[:compounds]
+        held_out &= control | fields["compound"].isin(kept)
+    candidates = fields[~fields["plate"].isin(set(test_plates)) & control]
+    spread = np.linspace(0, len(candidates) - 1, min(forest_fields, len(candidates)))
+    return {
+        "train": candidates.iloc[np.unique(spread.astype(int))].reset_index(drop=True),
+        "test": fields[held_out].reset_index(drop=True),
     }
 
 

@@ -39,7 +39,6 @@ from tqdm import tqdm
 
 from vsgrid import __version__
 from vsgrid.data.plates import (
-    COMPOUNDS,
     INTENSITY_COLUMNS,
     MIXED_MECHANISM,
     label_phenotypes,
@@ -49,7 +48,7 @@ from vsgrid.data.plates import (
     toxicity_model,
     well_effects,
 )
-from vsgrid.data.splits import held_out_plates, sample_splits
+from vsgrid.data.splits import sample_splits, screen_splits
 from vsgrid.data.store import as_uint16, create_store
 from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet, screen_fields_per_well, test_sets
@@ -501,31 +500,16 @@ def build_store(
 
 
 def screen_fields(cell_type: str, config: dict) -> dict[str, pd.DataFrame]:
-    """The fields of a cell type's screen store, its fields per well each
-    (:func:`vsgrid.grid.screen_fields_per_well`), in
-    plate, well, field order: ``test``, every well of its held-out plates (the test sets'), or only
-    the first ``compounds`` compounds' wells besides the controls; ``train``, the control wells
-    (data.phenotype_rule's negative and positive controls) of its other plates, whose cells teach
-    the phenotype forest as a screening group trains its classifier, on plates the screen does not
-    hold: at most ``forest_fields``, spread evenly over them."""
+    """The fields of a cell type's synthetic screen store (:func:`vsgrid.data.splits.screen_splits`)
+    from its plates, its fields per well each (:func:`vsgrid.grid.screen_fields_per_well`)."""
     screen, rule = config["evaluation"]["screen"], config["data"]["phenotype_rule"]
-    table = field_table(cell_type, config, screen_fields_per_well(config, cell_type))
-    table = table.sort_values(["plate", "well", "field"]).reset_index(drop=True)
-    plates = config["data"]["test_plates"]
-    held_out = table["plate"].isin(
-        held_out_plates(table["plate"], plates) if isinstance(plates, int) else plates
+    return screen_splits(
+        field_table(cell_type, config, screen_fields_per_well(config, cell_type)),
+        config["data"]["test_plates"],
+        controls=[*rule["negative_controls"], *rule["positive_controls"]],
+        compounds=screen["compounds"],
+        forest_fields=screen["forest_fields"],
     )
-    if screen["compounds"]:
-        keep = COMPOUNDS[: screen["compounds"]]
-        held_out &= ~table["compound"].isin(COMPOUNDS) | table["compound"].isin(keep)
-    controls = {c.lower() for c in (*rule["negative_controls"], *rule["positive_controls"])}
-    candidates = table[~table["plate"].isin(table.loc[held_out, "plate"])]
-    candidates = candidates[candidates["compound"].str.lower().isin(controls)]
-    spread = np.linspace(0, len(candidates) - 1, min(screen["forest_fields"], len(candidates)))
-    return {
-        "train": candidates.iloc[np.unique(spread.astype(int))].reset_index(drop=True),
-        "test": table[held_out].reset_index(drop=True),
-    }
 
 
 def build_screen_store(

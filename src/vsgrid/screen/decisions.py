@@ -57,6 +57,7 @@ SLOPES = np.geomspace(0.5, 5.0, 12)
 FLAT_P = 0.05
 # evaluation.screen.hit_wells: the wells hits are called in, as a reason names them
 HIT_WELLS = {"compounds": "compound wells", "treated": "treated wells"}
+NO_TRUTH = "no true EC50 is known (only synthetic plates record theirs)"
 EDGE_BIAS = "they measure the edge effect with the untreated baseline, and every call against them is biased"
 
 
@@ -552,31 +553,23 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> Metric | Missi
 
 
 def truth_errors(plate: Plate, real: np.ndarray, true_ec50_um: dict[str, float]) -> pd.DataFrame:
-    """Per compound: the real-stain EC50 against the synthetic truth (log10 uM), with its reason
-    when there is none."""
+    """Per compound: the real-stain EC50 against the synthetic truth (log10 uM), with the reason
+    when either is missing (no EC50 fitted, or no truth: a user's plates record none)."""
     index = np.arange(len(plate.wells))[None, :]
     rows = []
     for name, fit in curves(plate, real, index).items():
         truth = np.log10(true_ec50_um[name]) if name in true_ec50_um else np.nan
-        if isinstance(fit, Missing):
-            rows.append(
-                {
-                    "compound": name,
-                    "true_log_ec50": truth,
-                    "log_ec50": np.nan,
-                    "error": np.nan,
-                    "reason": str(fit),
-                }
-            )
-            continue
-        estimate = float(fit.log_ec50[0])
+        estimate = np.nan if isinstance(fit, Missing) else float(fit.log_ec50[0])
+        reason = str(fit) if isinstance(fit, Missing) else fit_reason(fit)
+        if name not in true_ec50_um:
+            reason = "; ".join(filter(None, (reason, NO_TRUTH)))
         rows.append(
             {
                 "compound": name,
                 "true_log_ec50": truth,
                 "log_ec50": estimate,
                 "error": estimate - truth,
-                "reason": fit_reason(fit),
+                "reason": reason,
             }
         )
     return pd.DataFrame(rows, columns=["compound", "true_log_ec50", "log_ec50", "error", "reason"])

@@ -45,6 +45,7 @@ from vsgrid.grid import ScreenRun, screen_runs
 from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
 from vsgrid.report.tables import interval
 from vsgrid.screen.decisions import (
+    NO_TRUTH,
     Metric,
     Missing,
     Plate,
@@ -304,10 +305,13 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
         truth["readout"].isin(["cell_count", "phenotype_score"])
     ].groupby(["readout", "stain", "cell_type"]):
         within = (group["error"].abs() <= TRUTH_TOLERANCE).sum()
-        lines.append(
-            f"real {stain} {readout:15s} {cell_type:9s}: EC50 within {TRUTH_TOLERANCE} log10 of "
-            f"the truth for {within} of {len(group)} compounds ({group['error'].notna().sum()} fitted)"
+        fitted = group["log_ec50"].notna().sum()
+        known = (
+            f"EC50 within {TRUTH_TOLERANCE} log10 of the truth for {within} of {len(group)} compounds"
+            if group["true_log_ec50"].notna().any()
+            else f"{NO_TRUTH}; EC50s in screen_truth.csv for the {len(group)} compounds"
         )
+        lines.append(f"real {stain} {readout:15s} {cell_type:9s}: {known} ({fitted} fitted)")
     notes = []
     for readout, metrics in ((SUMMARY_READOUT, OUTCOME_METRICS), (PROFILE, PROFILE_METRICS)):
         lines += ["", f"{'model type':26s} {'screen':9s} {'readout':15s} "
