@@ -182,7 +182,13 @@ def main():
 
 def assay(reference: Path, shown: int = 3) -> None:
     """The real stain's cells per DMSO well and the readouts with the highest Z'."""
-    from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, assay_z_prime
+    from vsgrid.screen.decisions import (
+        Missing,
+        Plate,
+        ScreenSettings,
+        assay_controls,
+        assay_z_prime,
+    )
     from vsgrid.screen.tables import DESIGN
     from vsgrid.screen.wells import readouts
 
@@ -192,7 +198,9 @@ def assay(reference: Path, shown: int = 3) -> None:
     z = {}
     for readout in readouts(wells):
         try:
-            z[readout] = float(assay_z_prime(plate, wells[readout].to_numpy(float), index)[0])
+            values = wells[readout].to_numpy(float)
+            controls = assay_controls(plate, values)
+            z[readout] = float(assay_z_prime(plate, values, index, controls)[0])
         except Missing:
             continue
     best = sorted(z, key=z.get, reverse=True)[:shown]

@@ -19,6 +19,7 @@ from vsgrid.screen.decisions import (
     Plate,
     Readout,
     ScreenSettings,
+    assay_controls,
     assay_z_prime,
     cohen_kappa,
     decisions,
@@ -293,7 +294,7 @@ def test_real_ec50s_are_checked_against_the_truth():
 
 @pytest.fixture(scope="module")
 def lung_screen(quick_config, tmp_path_factory):
-    """The quick grid's lung screen (one held-out plate, one field per well, three compounds),
+    """The quick grid's lung screen, one field per well (one held-out plate, three compounds),
     segmented and profiled from its real DAPI."""
     from vsgrid.data.store import open_store
     from vsgrid.data.synthetic import build_screen_store
@@ -442,8 +443,9 @@ def test_dmso_wells_on_one_edge_leave_calls_z_and_profiles_missing_and_the_verdi
     wells = plate_wells(dmso=16)
     real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng)
     names = [well_name(i % 16, i // 16) for i in range(len(wells))]  # the 16 DMSO wells: column 1
-    copies = (real + rng.normal(0, 0.001, len(real)) for _ in range(2))
-    table, name = two_runs(wells, real, *copies, names=names)
+    faithful = real + rng.normal(0, 0.001, len(real))
+    flattened = 0.6 + 0.1 * (real - 0.6) + rng.normal(0, 0.05, len(real))  # wholly outside
+    table, name = two_runs(wells, real, faithful, flattened, names=names)
     rows = table.set_index(["model", "readout", "metric"])
     for readout_, metric in (
         (SUMMARY_READOUT, "hit_kappa"), (SUMMARY_READOUT, "z_prime_real"), ("profile", "activity_map")
@@ -473,7 +475,9 @@ def test_z_prime_is_an_assays_per_plate_and_per_positive_control():
     values = np.r_[rng.normal(means, sds), 2 * rng.normal(means, sds)]
     plate = Plate(wells, ScreenSettings())
     index = plate.resamples(50, rng)
-    z = assay_z_prime(plate, values, index)
+    controls = assay_controls(plate, values)
+    assert controls == {"P1": "staurosporine", "P2": "staurosporine"}
+    z = assay_z_prime(plate, values, index, controls)
     per_plate = [
         z_prime(values[on & wells["compound"].eq("staurosporine").to_numpy()],
                 values[on & plate.negative])[0]
@@ -849,5 +853,5 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     table, _ = two_runs(no_positives, real, real + rng.normal(0, 0.001, len(real)), real)
     undecided = verdict_table(table, margins, SUMMARY_READOUT).set_index("model_type")
     assert undecided.loc["lung-nontoxic.dapi", "verdict"] == "undecided"
-    assert undecided.loc["lung-nontoxic.dapi", "deciding_metric"] == "z_prime"
+    assert undecided.loc["lung-nontoxic.dapi", "deciding_metric"] == "z_prime_real"
     assert "no positive-control wells" in undecided.loc["lung-nontoxic.dapi", "why"]

@@ -15,7 +15,7 @@ rule screen_store:
     threads: 2
     priority: 1
     resources:
-        **resources("store", SCREEN_IMAGES),
+        **resources("store", SCREEN_IMAGES + FOREST_IMAGES),
     shell:
         VSGRID.format(command="screen-store") + " --cell-type {wildcards.cell_type:q} --workers {threads} --quiet > {log:q} 2>&1"
 

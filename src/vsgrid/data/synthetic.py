@@ -10,9 +10,11 @@ Per field (:func:`sample_cells`, then :func:`render_field`):
 
 1. the well's density factor scales the expected cell count, and the well's toxicity (dose
    response of its compound, :mod:`vsgrid.data.plates`) lowers it and turns a matching
-   fraction of cells *affected*: damaged (many DNA-damage foci), condensed (smaller, brighter
-   nuclei, rounded cells) or fragmented (apoptotic bodies, pan-nuclear Cy5). Unaffected cells
-   are heterogeneous: a few are mitotic, some carry natural DNA damage;
+   fraction of cells *affected*, in the shares of its compound's mechanism (a positive control
+   acts by its own, :data:`vsgrid.data.plates.MECHANISMS`): damaged (arrested in G2: many
+   DNA-damage foci, nuclei 1.3 times wider and brighter), condensed (smaller, brighter nuclei,
+   rounded cells) or fragmented (apoptotic bodies, pan-nuclear Cy5). Unaffected cells are
+   heterogeneous: a few are mitotic, some carry natural DNA damage;
 2. cells are ellipses with wobbly outlines, placed in colonies whose tightness is the cell
    type's clustering; overlapping cells share the overlap by normalised distance, so the ground
    truth is a proper label image; nuclei are clipped to their cell;

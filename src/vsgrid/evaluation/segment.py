@@ -243,7 +243,7 @@ def segment_store(
 ) -> int:
     """Segment the real stain of a store's test split (a test set's or a screen's), or of another
     ``split``, into ``out``."""
-    images = real_stain(store, stain, split)
+    images = real_stain(store, stain, split=split)
     segment = segmenter(config["segmentation"], stain, float(store.attrs["pixel_size_um"]))
     attrs = {
         "stain": stain,

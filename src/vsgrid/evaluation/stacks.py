@@ -50,7 +50,7 @@ class StainView:
         return self.images[selection, self.channel]
 
 
-def real_stain(store: Store, stain: str, split: str = "test") -> StainView:
+def real_stain(store: Store, stain: str, *, split: str = "test") -> StainView:
     """The real stain of a split's images (the test images unless said), (N, H, W) uint16, read
     a block at a time."""
     return StainView(store.images(split), store.channel_index(stain))

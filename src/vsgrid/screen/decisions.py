@@ -13,10 +13,11 @@ From per-well readouts of a screen plate (:mod:`vsgrid.screen.wells`), real and 
   called too only with ``hit_wells: treated``: every faithful stain calls them hits, so they raise
   the agreement without telling anything about the compounds;
 - **assay quality**: Z' = 1 - 3 (SD positive + SD DMSO) / |mean positive - mean DMSO|, per
-  plate and positive control; a plate's Z' is the best of its controls' and the screen's the mean
-  over its plates: each positive control opens its own window (a kill control and a DNA-damage
-  control move a readout by different amounts), and an assay is validated plate by plate (pooled,
-  the controls' and the plates' differences would count as noise).
+  plate, with the positive control whose Z' the real stain has highest on that plate (chosen once:
+  every resample and every virtual stain read the same window), and the screen's the mean over
+  its plates: each positive control opens its own window (a kill control and a DNA-damage control
+  move a readout by different amounts), and an assay is validated plate by plate (pooled, the
+  controls' and the plates' differences would count as noise).
 
 Virtual is compared with real: ``ec50_error`` (mean |log10 EC50 virtual - real| over the compounds
 whose real curve has an EC50; a compound whose virtual curve has none counts as the whole tested
@@ -265,32 +266,48 @@ def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
         return np.where(separation > 0, 1.0 - 3.0 * spread / separation, np.nan)
 
 
-def assay_z_prime(plate: Plate, values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The assay's Z' per resample: on each plate (``plate`` column; one if none), the best over
-    its positive controls of each one's Z' against the plate's DMSO, as an assay is validated
-    plate by plate, and the mean over the plates that have one (NaN where none does). Raises
-    :class:`Missing` when no plate and control give the plate (row 0) a Z', with the first
-    reason. Resamples stay within a plate (:meth:`Plate.strata`)."""
+def _plates(plate: Plate) -> np.ndarray:
+    return plate.wells["plate"].to_numpy() if "plate" in plate.wells else np.zeros(len(plate.wells))
+
+
+def assay_controls(plate: Plate, values: np.ndarray) -> dict:
+    """Per plate (``plate`` column; one if none), the positive control whose Z' against the
+    plate's DMSO is highest in ``values`` (the real stain, as measured on the plate): the window
+    the assay is validated with, chosen once so that every resample and every virtual stain reads
+    the same one. Raises :class:`Missing` when no plate has a Z', with the first reason."""
     names = plate.wells["compound"].astype(str).str.lower().to_numpy()
-    plates = plate.wells["plate"].to_numpy() if "plate" in plate.wells else np.zeros(len(names))
-    found, reasons = [], []
+    plates, chosen, reasons = _plates(plate), {}, []
     for one in dict.fromkeys(plates):
         on = plates == one
-        negative = values[index[:, plate.negative & on]]
+        found = {}
         for control in dict.fromkeys(names[plate.positive & on]):
             try:
-                found.append((one, z_prime(values[index[:, on & (names == control)]], negative)))
+                found[control] = z_prime(
+                    values[on & (names == control)], values[on & plate.negative]
+                )[0]
             except Missing as reason:
                 reasons.append(reason)
-    if not found:
-        raise reasons[0]
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no plate has a Z'
-        best = [
-            np.fmax.reduce([z for p, z in found if p == one])
-            for one in dict.fromkeys(p for p, _ in found)
-        ]
-        return np.nanmean(best, axis=0)
+        if found:
+            chosen[one] = max(found, key=found.get)
+    if not chosen:
+        raise reasons[0] if reasons else Missing("no plate has positive-control wells")
+    return chosen
+
+
+def assay_z_prime(
+    plate: Plate, values: np.ndarray, index: np.ndarray, controls: dict
+) -> np.ndarray:
+    """The assay's Z' per resample: each plate's Z' of its ``controls`` (:func:`assay_controls`)
+    against its DMSO, as an assay is validated plate by plate, and the mean over the plates (NaN
+    in a resample where one has none). Resamples stay within a plate (:meth:`Plate.strata`)."""
+    names = plate.wells["compound"].astype(str).str.lower().to_numpy()
+    plates = _plates(plate)
+    per_plate = [
+        z_prime(values[index[:, (plates == one) & (names == control)]],
+                values[index[:, (plates == one) & plate.negative]])
+        for one, control in controls.items()
+    ]  # fmt: skip
+    return np.mean(per_plate, axis=0)
 
 
 def cohen_kappa(real: np.ndarray, virtual: np.ndarray, *, wells: str = "wells") -> np.ndarray:
@@ -363,7 +380,8 @@ class Plate:
         if "well" not in self.wells:
             return None
         dmso = self.wells[self.negative]
-        for plate, wells in dmso.groupby(dmso["plate"] if "plate" in dmso else 0, sort=True):
+        plates = dmso["plate"] if "plate" in dmso else np.zeros(len(dmso))
+        for plate, wells in dmso.groupby(plates, sort=True):
             if len(wells) > 1 and (edge := shared_edge(wells["well"])):
                 return f"{edge} of plate {plate}" if "plate" in dmso else edge
         return None
@@ -451,20 +469,34 @@ def decisions(
         out.update(dict.fromkeys(("hit_kappa", "hit_precision", "hit_recall"), reason))
     else:
         out.update(_agreement(calls_real, calls_virtual, HIT_WELLS[plate.settings.hit_wells]))
+    return {**out, **_assay_quality(plate, raw_real, raw_virtual, index)}
+
+
+def _assay_quality(
+    plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray
+) -> dict[str, Metric | Missing]:
+    """``z_prime`` (virtual), ``z_prime_real`` and ``z_prime_gap`` on the readout as measured."""
     try:
         _check_controls(plate)
         if not plate.positive.any():
             raise Missing(
                 f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
             )
-        for metric, values in (("z_prime", raw_virtual), ("z_prime_real", raw_real)):
-            z = assay_z_prime(plate, values, index)
-            out[metric] = Metric.of(z, (np.isnan(z), "draw controls with equal means"))
-        gap = np.abs(out["z_prime"].values - out["z_prime_real"].values)
-        out["z_prime_gap"] = Metric.of(gap, (np.isnan(gap), "draw controls with equal means"))
+        controls = assay_controls(plate, real)
     except Missing as reason:
-        out["z_prime"] = out["z_prime_real"] = out["z_prime_gap"] = reason
-    return out
+        return dict.fromkeys(("z_prime", "z_prime_real", "z_prime_gap"), reason)
+    out: dict[str, Metric | Missing] = {}
+    for metric, values in (("z_prime", virtual), ("z_prime_real", real)):
+        try:
+            z = assay_z_prime(plate, values, index, controls)
+            out[metric] = Metric.of(z, (np.isnan(z), "draw controls with equal means"))
+        except Missing as reason:
+            out[metric] = reason
+    missing = [m for m in out.values() if isinstance(m, Missing)]
+    if missing:
+        return {**out, "z_prime_gap": missing[0]}
+    gap = np.abs(out["z_prime"].values - out["z_prime_real"].values)
+    return {**out, "z_prime_gap": Metric.of(gap, (np.isnan(gap), "draw controls with equal means"))}
 
 
 def _calls(plate: Plate, values: np.ndarray, index: np.ndarray, stain: str) -> np.ndarray:

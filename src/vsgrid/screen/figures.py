@@ -1,8 +1,8 @@
 """Level 4's figures, from the screen tables and the per-well profiles.
 
 - Figure 7: dose-response curves of a few compounds on the focus cell type's screen: the summary
-  readout per well (cell count for dapi and fitc, phenotype score for cy5) of the real stain and of
-  each taking-part model's virtual stain, with their Hill fits; one panel per compound, first
+  readout per well (the phenotype score) of the real stain and of each taking-part model's
+  virtual stain, with their Hill fits; one panel per compound, first
   stain and seed.
 - Figure 8: train x test cell-type heatmaps of the EC50 error and the hit-call kappa of the
   summary readout (mean over seeds), and the verdict (:mod:`vsgrid.screen.verdicts`) with the

@@ -145,10 +145,8 @@ def normalized_tables(
             dropped.update({c: w for c, w in why.items() if c not in dropped})
     except Missing as reason:
         return reason
-    # a readout one stain cannot normalize is normalized in none: every stain reads it alike
-    for name, wells in tables.items():
-        if dropped:
-            frames[name][list(dropped)] = wells[list(dropped)].to_numpy()
+    # a readout one stain cannot normalize is normalized in none (its callers read those as
+    # measured, and leave them out of the profile): every stain reads it alike
     for column, why in dropped.items():
         log.info("%s is read as measured, not normalized: %s", column, why)
     return Normalization(frames, dropped)

@@ -1,15 +1,16 @@
 """Level 4's verdict: can the virtual stain replace the real one on this screen?
 
-Per (model type, screen, stain), on the stain's summary readout, each decision metric's 95 % CI
-is held against its margin (``evaluation.screen.margins``), an equivalence test read from the
-interval: ``replaceable`` when every CI lies inside its margin, ``not replaceable`` when any lies
-wholly outside, otherwise ``undecided``, naming the metric that decides. A screen whose real
-stain's own Z' CI reaches below the Z' margin is no validated assay: there is no decision to
-reproduce, and the verdict is ``undecided`` on ``z_prime_real``. A model type with several
-seeds is judged on every seed's CI: inside only if each is, outside if any is. A metric without a
-value or a CI leaves the verdict ``undecided`` (unless another is wholly outside), naming it and
-why. The profile's ``activity_map_gap`` (readout ``profile``, :mod:`vsgrid.screen.profiles`) is
-judged with the summary readout's metrics: its signed CI must lie within plus or minus its margin.
+Per (model type, screen, stain), on the summary readout, each decision metric's 95 % CI is held
+against its margin (``evaluation.screen.margins``), an equivalence test read from the interval:
+``replaceable`` when every CI lies inside its margin, ``not replaceable`` when any lies wholly
+outside, otherwise ``undecided``, naming the metric that decides. A screen whose real stain has
+no Z' (no positive controls, DMSO on one edge), or whose Z' CI reaches below the Z' margin, is
+no validated assay: there is no decision to reproduce, and the verdict is ``undecided`` on
+``z_prime_real``. A model type with several seeds is judged on every seed's CI: inside only if
+each is, outside if any is. A metric without a value or a CI leaves the verdict ``undecided``
+(unless another is wholly outside), naming it and why. The profile's ``activity_map_gap``
+(readout ``profile``, :mod:`vsgrid.screen.profiles`) is judged with the summary readout's
+metrics: its signed CI must lie within plus or minus its margin.
 """
 
 from __future__ import annotations
@@ -68,9 +69,14 @@ def _intervals(rows: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray,
 
 
 def _no_assay(rows: pd.DataFrame, bound: float) -> str:
-    """Why the screen cannot decide, when the real stain's own Z' CI reaches below the margin: its
-    controls do not separate, so there is no decision to reproduce ('' when they do, or when Z'
-    is missing: the metrics' loop names that)."""
+    """Why the screen cannot decide, when the real stain has no Z' (no positive controls, DMSO on
+    one edge ...) or its Z' CI reaches below the margin: it is no validated assay, so there is no
+    decision to reproduce ('' when it is, or when Z' has a value but no CI: the metrics' loop
+    names that)."""
+    real = rows[rows["metric"] == "z_prime_real"]
+    if len(real) and real["value"].isna().all():
+        reason = next((r for r in real["reason"].dropna() if r), "not computed")
+        return f"the real stain has no Z' ({reason}): no assay to reproduce"
     cis = _intervals(rows, "z_prime_real")
     if cis is None or (cis[0] >= bound).all():
         return ""

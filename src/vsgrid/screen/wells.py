@@ -84,8 +84,8 @@ def train_scorer(
     if classes != {TOXIC, NONTOXIC}:
         raise VsgridError(
             "the phenotype score trains on cells of negative- and positive-control wells; the "
-            f"control fields of the train and validation splits gave {sorted(classes) or 'none'} "
-            "(more fields in data.splits, or evaluation.screen.forest_fields)"
+            f"screen store's control fields of the other plates gave {sorted(classes) or 'none'} "
+            "(raise evaluation.screen.forest_fields)"
         )
     forest = RandomForestClassifier(
         n_estimators=trees, random_state=seed, min_samples_leaf=2, n_jobs=n_jobs
@@ -258,7 +258,7 @@ def _training_cells(
             f"the screen does not hold, and {store.path} has "
             f"{'no positive' if not positive.any() else 'no negative'} control field there"
         )
-    images = real_stain(store, stain, "train")
+    images = real_stain(store, stain, split="train")
     frames = [
         measure_stack(images[start:stop], labels[start:stop], features, first_index=start)
         for start, stop in blocks(len(images), config["evaluation"]["block_images"])
