@@ -34,6 +34,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/screen.smk"
+include: "workflow/rules/export.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -16,6 +16,7 @@ path is spelled once. Standard library only, like :mod:`vsgrid.grid`.
     <results.dir>/screen/reference/<cell type>/<stain>.*        real masks, phenotype forest, wells
     <results.dir>/screen/predictions/<model>/<cell type>.zarr   a model's virtual screen
     <results.dir>/screen/runs/<model>/<cell type>.wells.parquet its per-well profiles
+    <results.dir>/export/<model>/<test set>/<plate>.ome.zarr    on demand: real and virtual stains, OME-Zarr HCS
     <results.dir>/tables/, figures/, logs/, benchmarks/
 
 Arguments naming a data set, model or test set take the grid's objects or their names (or a
@@ -133,6 +134,11 @@ class Layout:
 
     def screen_wells(self, model, cell_type: str) -> Path:
         return self.results / "screen" / "runs" / _name(model) / f"{cell_type}.wells.parquet"
+
+    def export(self, model, test_set) -> Path:
+        """A run's OME-Zarr plates, one per plate of the test split (a screen's test set is
+        ``<cell type>-screen``, its store's data set)."""
+        return self.results / "export" / _name(model) / _name(test_set)
 
     @property
     def tables(self) -> Path:

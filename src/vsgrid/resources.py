@@ -67,6 +67,8 @@ COSTS = {
     ),  # per run image: runs x test images
     "screen_tables": Cost(start_s=20, core_s_per_image=61, peak_mb=1500),  # per group, not image
     "figures": Cost(start_s=60, core_s_per_image=0.0, peak_mb=2000),
+    # vsgrid export on the 2-core VM: 4 and 40 fields of noise (the least compressible), flat memory
+    "export": Cost(start_s=10, core_s_per_image=0.30, peak_mb=420),
 }
 
 

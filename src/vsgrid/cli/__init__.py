@@ -14,7 +14,7 @@ import logging
 import resource
 import sys
 
-from vsgrid.cli import cluster, data, evaluation, model, report, screen
+from vsgrid.cli import cluster, data, evaluation, export, model, report, screen
 from vsgrid.errors import VsgridError
 
 COMMANDS = (
@@ -22,6 +22,7 @@ COMMANDS = (
     + model.COMMANDS
     + evaluation.COMMANDS
     + report.COMMANDS
+    + export.COMMANDS
     + screen.COMMANDS
     + cluster.COMMANDS
 )

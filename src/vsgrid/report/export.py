@@ -1,0 +1,232 @@
+"""A run's virtual stain out of vsgrid: OME-Zarr HCS plates that any NGFF viewer opens.
+
+For a model and a test set (or a cell type's screen), every field of the store's test split is
+written with its real channels (bf, dapi, fitc, cy5) and the model's prediction as a fifth,
+named channel, at its plate, well and field: one plate per plate of the test split (a test set
+spans ``data.test_plates`` plates, and NGFF's plate is one physical plate), each
+``<plate>.ome.zarr`` in :meth:`vsgrid.layout.Layout.export`. The format is OME-Zarr 0.5 (Zarr v3),
+written by ``ome-zarr``; each field carries a small pyramid, so that a viewer showing the whole
+plate reads a thumbnail per field, and the same channel labels, colours and display windows, so
+that fields and plates compare at a glance. The plates appear together when complete, or not at
+all.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import zarr
+from ome_zarr import writer
+from ome_zarr.scale import Methods
+from tqdm import tqdm
+
+from vsgrid import arrays
+from vsgrid.data.plates import well_position
+from vsgrid.data.store import CHANNELS, U16_MAX, Store, open_store
+from vsgrid.errors import VsgridError
+from vsgrid.evaluation.stacks import read_prediction
+from vsgrid.files import atomic_path
+from vsgrid.grid import Model
+from vsgrid.layout import Layout
+
+LABELS = {"bf": "BF", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
+COLORS = {"bf": "FFFFFF", "dapi": "0000FF", "fitc": "00FF00", "cy5": "FF00FF"}
+# A plate view shows the coarsest level of every field: halve down to about this many pixels.
+THUMBNAIL_PX = 64
+# Display windows: the 0.1 and 99.9 percentiles of every 4th pixel's row and column (a fraction
+# of the memory, the same window) of up to 16 fields spread over the split.
+WINDOW_FIELDS, WINDOW_STRIDE, WINDOW_PERCENTILES = 16, 4, (0.1, 99.9)
+_PLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def export_run(
+    config: dict,
+    model: str,
+    *,
+    test_set: str | None = None,
+    screen: str | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Export a model's prediction of a test set, or of the screen of cell type ``screen``, to
+    ``out`` (default :meth:`~vsgrid.layout.Layout.export`); returns the plates written."""
+    if (test_set is None) == (screen is None):
+        raise VsgridError("export: name either a test set or a screen's cell type")
+    layout = Layout.of(config)
+    if screen is not None:
+        store, prediction = layout.screen_store(screen), layout.screen_prediction(model, screen)
+    else:
+        store, prediction = layout.store(test_set), layout.prediction(model, test_set)
+    opened = open_store(store)
+    out = out or layout.export(model, opened.attrs["data_set"])
+    return export_prediction(opened, prediction, out, model=model, progress=progress)
+
+
+def export_prediction(
+    store: Store, prediction: str | Path, out: str | Path, *, model: str, progress: bool = True
+) -> list[Path]:
+    """Write ``out/<plate>.ome.zarr`` for every plate of ``store``'s test split, each field's
+    real channels and ``model``'s prediction of it; returns the plates' paths.
+
+    The prediction must be the model's of this build of the store, field for field; the test
+    split's metadata must place every field (plate, well A01..P24, field). Nothing is left at
+    ``out`` unless every plate was written.
+    """
+    try:
+        stain = Model.parse(model).stain
+    except ValueError as exc:
+        raise VsgridError(f"export: {exc}") from None
+    pred = read_prediction(prediction, store, stain, model)
+    real = store.images("test")
+    if pred.image.shape[1:] != real.shape[2:]:
+        raise VsgridError(
+            f"prediction {pred.path} has images of {pred.image.shape[1:]} pixels but the test split "
+            f"of {store.path} has {real.shape[2:]}"
+        )
+    fields = field_layout(store)
+    options = {
+        "scale": pixel_scale(store),
+        "factors": pyramid_factors(real.shape[2:]),
+        "omero": omero(real, stain, model),
+    }
+    out = Path(out)
+    # dask (under ome-zarr) would use every core: the job has one, and each field is small
+    with atomic_path(out) as tmp, dask.config.set(scheduler="synchronous"):
+        tmp.mkdir()
+        plates = {}
+        for plate, wells in fields.groupby("plate", sort=True):
+            plates[plate] = create_plate(tmp / f"{plate}.ome.zarr", wells, plate, pred.attrs)
+        where = zip(fields["index"], fields["plate"], fields["path"])
+        for i, plate, path in tqdm(where, total=len(fields), disable=not progress, unit="field"):
+            image = np.concatenate([real[i], pred.image[i][None]])
+            write_field(plates[plate].require_group(path), image, **options)
+    return [out / f"{plate}.ome.zarr" for plate in plates]
+
+
+def field_layout(store: Store) -> pd.DataFrame:
+    """The test split's fields, in store order: ``index``, ``plate``, ``row`` (A..P),
+    ``column`` (1..24), ``well`` (the well's path in its plate, ``A/1``), ``image`` (the field's
+    number in its well, ``0``, ``1``, ... in the order of the metadata's ``field``) and ``path``
+    (the field's in its plate, ``A/1/0``)."""
+    table = store.split_metadata("test")
+    missing = [c for c in ("plate", "well", "field") if c not in table.columns]
+    if missing:
+        raise VsgridError(
+            f"{store.path}: the test split's metadata has no {', '.join(missing)} column; "
+            "an OME-Zarr plate places every field by plate, well and field"
+        )
+    bad = sorted({p for p in table["plate"].astype(str) if not _PLATE_NAME.match(p)})
+    if bad or table[["plate", "well", "field"]].isna().any().any():
+        raise VsgridError(
+            f"{store.path}: plate names must be letters, digits, '.', '_' or '-' and every field "
+            f"must have a plate, well and field (found plates {bad[:3]})"
+        )
+    try:
+        positions = [well_position(well) for well in table["well"]]
+    except ValueError as exc:
+        raise VsgridError(f"{store.path}: {exc}") from None
+    table = table.assign(
+        plate=table["plate"].astype(str),
+        row=[string.ascii_uppercase[r] for r, _ in positions],
+        column=[str(c + 1) for _, c in positions],
+    )
+    table["well"] = table["row"] + "/" + table["column"]
+    if table.duplicated(["plate", "well", "field"]).any():
+        first = table[table.duplicated(["plate", "well", "field"])].iloc[0]
+        raise VsgridError(
+            f"{store.path}: field {first['field']} of well {first['well']} of plate "
+            f"{first['plate']} is in the test split twice"
+        )
+    number = table.groupby(["plate", "well"])["field"].rank(method="first").astype(int) - 1
+    table["image"] = number.astype(str)
+    table["path"] = table["well"] + "/" + table["image"]
+    return table[["index", "plate", "row", "column", "well", "image", "path"]]
+
+
+def pixel_scale(store: Store) -> dict[str, float]:
+    size = store.attrs.get("pixel_size_um")
+    if not isinstance(size, int | float) or size <= 0:
+        raise VsgridError(
+            f"{store.path}: no pixel size (attribute pixel_size_um); rebuild the store"
+        )
+    return {"c": 1.0, "y": float(size), "x": float(size)}
+
+
+def pyramid_factors(shape: tuple[int, int]) -> tuple[int, ...]:
+    """Downsampling factors 2, 4, ... while the field's short side stays at least
+    :data:`THUMBNAIL_PX` (none for a field already that small)."""
+    levels = int(np.log2(max(min(shape) / THUMBNAIL_PX, 1)))
+    return tuple(2**k for k in range(1, levels + 1))
+
+
+def channel_labels(stain: str, model: str) -> list[str]:
+    """The plate's channel labels: the real channels, then the model's virtual stain."""
+    return [*(LABELS[c] for c in CHANNELS), f"{LABELS[stain]} (virtual, {model})"]
+
+
+def omero(real, stain: str, model: str) -> dict:
+    """The channels' display: labels, colours, and windows from the real images (the virtual
+    stain's is its real stain's, so that both show alike); the stain's two channels are shown,
+    the others listed but hidden."""
+    n = real.shape[0]
+    sample = np.unique(np.linspace(0, n - 1, min(n, WINDOW_FIELDS)).round().astype(int))
+    step = WINDOW_STRIDE
+    images = np.stack([real[int(i)][:, ::step, ::step] for i in sample], axis=1)  # (c, field, y, x)
+    low, high = np.percentile(images.reshape(len(CHANNELS), -1), WINDOW_PERCENTILES, axis=1)
+    windows = list(zip(low, high))
+    windows.append(windows[CHANNELS.index(stain)])
+    colors = [*(COLORS[c] for c in CHANNELS), COLORS[stain]]
+    shown = [c == stain for c in CHANNELS] + [True]
+    return {
+        "channels": [
+            {
+                "label": label,
+                "color": color,
+                "active": active,
+                "window": {"min": 0, "max": U16_MAX, "start": float(lo), "end": float(hi)},
+            }
+            for label, color, active, (lo, hi) in zip(
+                channel_labels(stain, model), colors, shown, windows
+            )
+        ],
+        "rdefs": {"model": "color"},
+    }
+
+
+def create_plate(path: Path, fields: pd.DataFrame, name: str, provenance: dict) -> zarr.Group:
+    """A plate's group with its NGFF plate and well metadata (``fields`` are its own)."""
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    rows = string.ascii_uppercase[: string.ascii_uppercase.index(fields["row"].max()) + 1]
+    columns = [str(c) for c in range(1, fields["column"].astype(int).max() + 1)]
+    wells = sorted(fields["well"].unique(), key=lambda w: (w[0], int(w[2:])))
+    per_well = fields.groupby("well")["image"].apply(lambda images: sorted(images, key=int))
+    writer.write_plate_metadata(
+        root, list(rows), columns, wells, name=name, field_count=int(per_well.map(len).max())
+    )
+    for well in wells:
+        images = [{"path": image} for image in per_well[well]]
+        writer.write_well_metadata(root.require_group(well), images)
+    root.attrs["vsgrid"] = {
+        key: provenance.get(key) for key in ("model", "stain", "test_set", "store_id")
+    }
+    return root
+
+
+def write_field(group: zarr.Group, image: np.ndarray, *, scale, factors, omero) -> None:
+    """One field (channel, y, x) as a multiscale image, a chunk per channel and level."""
+    writer.write_image(
+        image,
+        group,
+        scale_factors=factors,
+        method=Methods.LOCAL_MEAN,
+        axes="cyx",
+        scale=scale,
+        axes_units={"y": "micrometer", "x": "micrometer"},
+        storage_options={"chunks": (1, *image.shape[1:]), "compressors": arrays.COMPRESSORS},
+        omero=omero,
+    )

@@ -1,0 +1,224 @@
+"""vsgrid export: a run's real and virtual stains as OME-Zarr 0.5 HCS plates, valid by
+ome-zarr-models, read back by ome-zarr's reader field for field, written whole or not at all."""
+
+import copy
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from ome_zarr_models.v05.hcs import HCS
+from test_workflow import ROOT, planned
+
+from vsgrid import arrays
+from vsgrid.cli import main
+from vsgrid.data.store import CHANNELS, create_store, open_store
+from vsgrid.errors import VsgridError
+from vsgrid.layout import Layout
+from vsgrid.report.export import export_run
+
+MODEL, TEST_SET = "lung-nontoxic.dapi.s0", "lung-toxic"
+SHAPE = (128, 192)  # not square, so that y and x cannot be swapped unseen; 2 pyramid levels
+# (plate, well, field) in store order: fields out of order in a well, wells out of order
+FIELDS = [
+    ("lung-P01", "B03", 2),
+    ("lung-P01", "A01", 1),
+    ("lung-P01", "B03", 1),
+    ("lung-P02", "C05", 7),
+    ("lung-P01", "A01", 2),
+    ("lung-P02", "A02", 7),
+]
+
+
+def make_store(path, fields, data_set, seed=0):
+    metadata = pd.DataFrame(fields, columns=["plate", "well", "field"]).assign(
+        split="test", index=range(len(fields))
+    )
+    attrs = {"data_set": data_set, "pixel_size_um": 1.3}
+    with create_store(path, {"test": len(fields)}, SHAPE, metadata, attrs, False) as group:
+        group["test"][:] = np.random.default_rng(seed).integers(
+            0, 4000, (len(fields), len(CHANNELS), *SHAPE), dtype="uint16"
+        )
+    return open_store(path)
+
+
+def make_prediction(path, store, n=None, shape=SHAPE, **attrs):
+    n = store.images("test").shape[0] if n is None else n
+    group = zarr.open_group(path, mode="w")
+    image = np.random.default_rng(1).integers(0, 4000, (n, *shape), dtype="uint16")
+    arrays.create(group, image.shape, chunks=(1, *shape), dtype="uint16", name="image")[:] = image
+    group.attrs.update(
+        {
+            "model": MODEL,
+            "stain": "dapi",
+            "test_set": store.attrs["data_set"],
+            "store_id": store.store_id,
+            **attrs,
+        }
+    )
+    return image
+
+
+@pytest.fixture
+def run(tmp_path, quick_config):
+    config = copy.deepcopy(quick_config)
+    config["data"]["dir"], config["results"]["dir"] = str(tmp_path / "data"), str(tmp_path / "res")
+    layout = Layout.of(config)
+    store = make_store(layout.store(TEST_SET), FIELDS, TEST_SET)
+    virtual = make_prediction(layout.prediction(MODEL, TEST_SET), store)
+    return config, layout, store, virtual
+
+
+def read_field(path):
+    """A field as ome-zarr's reader sees it: its levels (numpy) and its metadata."""
+    (node, *_) = Reader(parse_url(str(path)))()
+    return [np.asarray(level) for level in node.data], node.metadata
+
+
+def test_every_field_is_in_its_well_with_its_real_channels_and_the_virtual_stain(run):
+    config, layout, store, virtual = run
+    plates = export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    out = layout.export(MODEL, TEST_SET)
+    assert plates == [out / "lung-P01.ome.zarr", out / "lung-P02.ome.zarr"]
+    real = store.images("test")[:]
+    for plate in plates:
+        hcs = HCS.from_zarr(zarr.open_group(plate, mode="r"))  # plate, wells and images valid
+        meta = hcs.ome_attributes.plate
+        ours = [(w, f) for p, w, f in FIELDS if p == meta.name]
+        most = max(sum(w == well for w, _ in ours) for well, _ in ours)
+        assert meta.name == plate.name.removesuffix(".ome.zarr") and meta.field_count == most
+        expected = {f"{w[0]}/{int(w[1:])}" for w, _ in ours}
+        assert {w.path for w in meta.wells} == expected
+        for well in meta.wells:  # a well's row and column indices name its real position
+            row, column = well.path.split("/")
+            assert (
+                meta.rows[well.rowIndex].name == row
+                and meta.columns[well.columnIndex].name == column
+            )
+    for i, (plate, well, field) in enumerate(FIELDS):
+        # fields numbered within their well in the order of their field number
+        image = sorted(f for p, w, f in FIELDS if (p, w) == (plate, well)).index(field)
+        levels, metadata = read_field(
+            out / f"{plate}.ome.zarr" / well[0] / str(int(well[1:])) / str(image)
+        )
+        assert levels[0].dtype == np.uint16
+        assert np.array_equal(levels[0][:4], real[i]) and np.array_equal(levels[0][4], virtual[i])
+        assert [level.shape for level in levels] == [(5, *SHAPE), (5, 64, 96)]
+        assert metadata["channel_names"] == [
+            "BF",
+            "DAPI",
+            "FITC",
+            "Cy5",
+            f"DAPI (virtual, {MODEL})",
+        ]
+        assert [t[0]["scale"] for t in metadata["coordinateTransformations"]] == [
+            [1.0, 1.3, 1.3],
+            [1.0, 2.6, 2.6],
+        ]
+        assert [a.get("unit") for a in metadata["axes"]] == [None, "micrometer", "micrometer"]
+    # The plate as a viewer stitches it (first field of each well): B/3 at row B, column 3.
+    (node, *_) = Reader(parse_url(str(out / "lung-P01.ome.zarr")))()
+    height, width = SHAPE
+    tile = np.asarray(node.data[0][:, height : 2 * height, 2 * width : 3 * width])
+    assert np.array_equal(tile[:4], real[2]) and np.array_equal(tile[4], virtual[2])
+
+
+def test_the_virtual_stain_shows_as_its_real_stain_and_the_rest_is_hidden(run):
+    config, layout, store, _ = run
+    (plate, *_) = export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    omero = zarr.open_group(plate / "A" / "1" / "0", mode="r").attrs["ome"]["omero"]
+    channels = omero["channels"]
+    assert [c["color"] for c in channels] == ["FFFFFF", "0000FF", "00FF00", "FF00FF", "0000FF"]
+    assert [c["active"] for c in channels] == [False, True, False, False, True]
+    assert channels[4]["window"] == channels[1]["window"]
+    dapi = store.images("test")[:, 1]
+    window = channels[1]["window"]
+    # the 0.1-99.9 percentiles of a sample of the pixels: within the images' range, most inside
+    assert dapi.min() <= window["start"] < window["end"] <= dapi.max()
+    assert np.mean((dapi >= window["start"]) & (dapi <= window["end"])) > 0.99
+    assert zarr.open_group(plate, mode="r").attrs["vsgrid"]["store_id"] == store.store_id
+
+
+def test_a_screen_is_exported_from_its_store_and_prediction(run):
+    config, layout, _, _ = run
+    fields = [("lung-P03", "A01", 1), ("lung-P03", "P24", 1)]
+    store = make_store(layout.screen_store("lung"), fields, "lung-screen", seed=2)
+    virtual = make_prediction(layout.screen_prediction(MODEL, "lung"), store)
+    (plate,) = export_run(config, MODEL, screen="lung", progress=False)
+    assert plate == layout.export(MODEL, "lung-screen") / "lung-P03.ome.zarr"
+    meta = HCS.from_zarr(zarr.open_group(plate, mode="r")).ome_attributes.plate
+    assert (len(meta.rows), len(meta.columns)) == (16, 24)  # the plate up to its last well, P24
+    levels, _ = read_field(plate / "P" / "24" / "0")
+    assert np.array_equal(levels[0][:4], store.images("test")[1])
+    assert np.array_equal(levels[0][4], virtual[1])
+
+
+def _no_prediction(layout, store):
+    shutil.rmtree(layout.prediction(MODEL, TEST_SET))
+    return layout.prediction(MODEL, TEST_SET)
+
+
+def _predicted(**wrong):
+    def damage(layout, store):
+        make_prediction(layout.prediction(MODEL, TEST_SET), store, **wrong)
+        return layout.prediction(MODEL, TEST_SET)
+
+    return damage
+
+
+def _no_wells(layout, store):
+    store.metadata.drop(columns="well").to_csv(store.path / "metadata.tsv", sep="\t", index=False)
+    return store.path
+
+
+# What each bad input does to the run; it returns the file the error must name.
+BAD = {
+    "missing prediction": _no_prediction,
+    "another build of the store": _predicted(store_id="0" * 32),
+    "one field too few": _predicted(n=len(FIELDS) - 1),
+    "fields of another size": _predicted(shape=(64, 64)),
+    "a store without wells": _no_wells,
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(run, case, tmp_path, capsys):
+    config, layout, store, _ = run
+    named = BAD[case](layout, store)
+    with pytest.raises(VsgridError) as error:
+        export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    assert str(named) in str(error.value) and "\n" not in str(error.value)
+    assert not layout.export(MODEL, TEST_SET).parent.exists()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["export", "--config", str(path), "--model", MODEL, "--test-set", TEST_SET, "--quiet"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_a_failure_midway_leaves_the_earlier_export_as_it_was(run, tmp_path, capsys):
+    config, layout, store, virtual = run
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["export", "--config", str(path), "--model", MODEL, "--test-set", TEST_SET, "--quiet"]
+    assert main(argv) == 0
+    out = layout.export(MODEL, TEST_SET)
+    assert capsys.readouterr().out.split() == [str(out / f"lung-P0{p}.ome.zarr") for p in (1, 2)]
+    # the last field's prediction chunk is lost: the export fails after writing the others
+    (layout.prediction(MODEL, TEST_SET) / "image" / "c" / str(len(FIELDS) - 1) / "0" / "0").unlink()
+    with pytest.raises(VsgridError, match="chunk .* is missing"):
+        export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    assert sorted(p.name for p in out.parent.iterdir()) == [TEST_SET]  # no temporary left
+    levels, _ = read_field(out / "lung-P02.ome.zarr" / "A" / "2" / "0")
+    assert np.array_equal(levels[0][4], virtual[len(FIELDS) - 1])
+
+
+def test_exports_are_planned_on_demand_for_every_run_and_screen_run(tmp_path):
+    config = ROOT / ".test" / "config.yaml"
+    jobs = planned(tmp_path, "export_all", configfile=config)
+    assert jobs["export"] == 24 and jobs["export_screen"] == 8  # the .test grid's runs
+    assert not {"export", "export_screen"} & set(planned(tmp_path, configfile=config))
