@@ -157,23 +157,41 @@ def _check_cross_keys(config: dict) -> None:
                     f"in data.synthetic.cell_types (known: {', '.join(profiles)})"
                 )
     else:
-        for key in ("load_data", "plate_map", "plate_cell_types"):
-            if not data["ingest"][key]:
-                raise VsgridError(
-                    f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set"
-                )
-            if not Path(data["ingest"][key]).is_file():
-                raise VsgridError(
-                    f"invalid configuration: data.ingest.{key}: {data['ingest'][key]} does not exist"
-                )
-        with open(data["ingest"]["plate_cell_types"], newline="") as f:
-            known = {row.get("cell_type") for row in csv.DictReader(f)}
-        for cell_type in config["grid"]["cell_types"]:
-            if cell_type not in known:
-                raise VsgridError(
-                    f"invalid configuration: grid.cell_types lists {cell_type!r}, which no plate of "
-                    f"data.ingest.plate_cell_types ({data['ingest']['plate_cell_types']}) has"
-                )
+        _check_ingest(config)
+
+
+def _check_ingest(config: dict) -> None:
+    """The input files of ``data.source: ingest``: one source of fields, files that exist, and a
+    plate of every cell type of the grid."""
+    ingest = config["data"]["ingest"]
+    if bool(ingest["load_data"]) == bool(ingest["ome_zarr"]):
+        raise VsgridError(
+            "invalid configuration: set exactly one of data.ingest.load_data (a LoadData CSV of "
+            "TIFFs) and data.ingest.ome_zarr (OME-Zarr plates); "
+            f"{'both are' if ingest['load_data'] else 'neither is'} set"
+        )
+    if ingest["z"] is not None and ingest["load_data"]:
+        raise VsgridError(
+            "invalid configuration: data.ingest.z applies to ome_zarr plates; a LoadData CSV's "
+            "TIFFs are single planes"
+        )
+    for key in ("plate_map", "plate_cell_types"):
+        if not ingest[key]:
+            raise VsgridError(
+                f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set"
+            )
+    files = [(k, ingest[k]) for k in ("load_data", "plate_map", "plate_cell_types") if ingest[k]]
+    for key, path in files + [("ome_zarr", p) for p in ingest["ome_zarr"] or []]:
+        if not (Path(path).is_dir() if key == "ome_zarr" else Path(path).is_file()):
+            raise VsgridError(f"invalid configuration: data.ingest.{key}: {path} does not exist")
+    with open(ingest["plate_cell_types"], newline="") as f:
+        known = {row.get("cell_type") for row in csv.DictReader(f)}
+    for cell_type in config["grid"]["cell_types"]:
+        if cell_type not in known:
+            raise VsgridError(
+                f"invalid configuration: grid.cell_types lists {cell_type!r}, which no plate of "
+                f"data.ingest.plate_cell_types ({ingest['plate_cell_types']}) has"
+            )
 
 
 def _check_screen(config: dict) -> None:

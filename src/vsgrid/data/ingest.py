@@ -1,23 +1,30 @@
-"""Real plates into stores: a CellProfiler LoadData CSV, a plate map and TIFFs.
+"""Real plates into stores: the fields of a CellProfiler LoadData CSV of TIFFs, or of OME-Zarr
+HCS plates (:mod:`vsgrid.data.ome_zarr`), with a plate map and the plates' cell types.
 
 Inputs (paths in ``data.ingest`` of the config):
 
-- LoadData CSV: one row per field with ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site`` and,
-  per channel ``<Ch>``, ``FileName_<Ch>`` and ``PathName_<Ch>`` (relative paths are taken from the
-  CSV's folder);
+- either a LoadData CSV: one row per field with ``Metadata_Plate``, ``Metadata_Well``,
+  ``Metadata_Site`` and, per channel ``<Ch>``, ``FileName_<Ch>`` and ``PathName_<Ch>`` (relative
+  paths are taken from the CSV's folder),
+- or ``ome_zarr``: a list of OME-Zarr HCS plates (see :mod:`vsgrid.data.ome_zarr`);
 - plate map CSV: ``well``, ``compound``, ``concentration``, and optionally ``plate`` when plates
   differ in layout;
 - plate -> cell type CSV: ``plate``, ``cell_type``, and optionally ``test`` (true for the
   held-out test plates; without it the last ``data.test_plates`` plates per cell type by name);
-- ``data.ingest.channels``: which ``<Ch>`` is bf, dapi, fitc and cy5.
+- ``data.ingest.channels``: which ``<Ch>`` (or omero channel label) is bf, dapi, fitc and cy5.
 
-Every TIFF must be a single 2-D plane of the same shape and dtype as the first one read; uint8
-and uint16 are kept as they are, float images must be finite and within 0..65535.
+Either source gives the same two things (:func:`read_fields`): the fields table and a reader
+that turns one row of it into a (4, H, W) uint16 field in :data:`~vsgrid.data.store.CHANNELS`
+order. Every field's plane must have the same shape and dtype as the first one's
+(:class:`SameFields`); uint8 and uint16 are kept as they are, float images must be finite and
+within 0..65535.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -112,8 +119,7 @@ def _with_plate_map(fields: pd.DataFrame, ingest: dict, rule: dict) -> pd.DataFr
         first = unmapped.iloc[0]
         raise VsgridError(
             f"plate map {plate_map_path} has no entry for plate {first['plate']} well "
-            f"{first['well']} ({len(unmapped)} fields of the LoadData CSV {Path(ingest['load_data'])} "
-            "are unmapped)"
+            f"{first['well']} ({len(unmapped)} fields of {_source(ingest)} are unmapped)"
         )
     return fields.drop(columns="_merge")
 
@@ -132,15 +138,59 @@ def _with_cell_types(fields: pd.DataFrame, ingest: dict) -> pd.DataFrame:
     orphans = sorted(fields.loc[fields["cell_type"].isna(), "plate"].unique())
     if orphans:
         raise VsgridError(
-            f"plate(s) {', '.join(orphans)} of {Path(ingest['load_data'])} have no cell type in "
+            f"plate(s) {', '.join(orphans)} of {_source(ingest)} have no cell type in "
             f"{cell_types_path}"
         )
     return fields
 
 
-def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
-    """Every field of the LoadData CSV with its cell type, compound, concentration and phenotype."""
-    fields = _with_cell_types(_with_plate_map(_load_data(ingest), ingest, rule), ingest)
+class FieldReader(Protocol):
+    """What reads one field's pixels for :func:`read_fields`, from either source."""
+
+    #: The fields table's columns that say where a field's pixels are (kept in the stores).
+    locators: tuple[str, ...]
+
+    @property
+    def saturation(self) -> int:
+        """The count a saturated pixel of these images holds."""
+
+    def __call__(self, field: Mapping) -> np.ndarray:
+        """One row of the fields table -> its (4, H, W) uint16 pixels in ``CHANNELS`` order."""
+
+
+def read_fields(ingest: dict, rule: dict) -> tuple[pd.DataFrame, FieldReader]:
+    """Every field of the configured plates, and the reader of their pixels.
+
+    Parameters
+    ----------
+    ingest
+        The validated config's ``data.ingest`` (exactly one of ``load_data`` and ``ome_zarr``).
+    rule
+        ``data.phenotype_rule``.
+
+    Returns
+    -------
+    fields
+        One row per field: ``cell_type``, ``plate``, ``well`` (``A01``), ``field``, ``compound``,
+        ``concentration``, ``phenotype``, the reader's ``locators`` (``file_<channel>`` for TIFFs;
+        ``ome_zarr``, ``image`` for OME-Zarr plates) and, where the plate -> cell type CSV has it,
+        ``test``.
+    reader
+        ``reader(row)``, for a row of ``fields`` (``fields.iloc[i]`` or a dict record), gives that
+        field's (4, H, W) uint16 pixels; every field has the shape of the first one read.
+
+    Every table, and every OME-Zarr plate's metadata down to each field's array, is checked here;
+    only the reader decodes pixels.
+    """
+    if ingest["ome_zarr"]:
+        # Imported here: it builds on this module's FieldPlanes, and only OME-Zarr input needs
+        # the NGFF metadata models it loads.
+        from vsgrid.data.ome_zarr import read_plates
+
+        fields, reader = read_plates(ingest["ome_zarr"], ingest["channels"], ingest["z"])
+    else:
+        fields, reader = _load_data(ingest), TiffReader()
+    fields = _with_cell_types(_with_plate_map(fields, ingest, rule), ingest)
     columns = [
         "cell_type",
         "plate",
@@ -149,11 +199,18 @@ def read_fields(ingest: dict, rule: dict) -> pd.DataFrame:
         "compound",
         "concentration",
         "phenotype",
-        *[f"file_{c}" for c in CHANNELS],
+        *reader.locators,
     ]
     if "test" in fields.columns:
         columns.append("test")
-    return fields[columns]
+    return fields[columns], reader
+
+
+def _source(ingest: dict) -> str:
+    """The fields' source, as a message names it."""
+    if ingest["ome_zarr"]:
+        return f"the {len(ingest['ome_zarr'])} OME-Zarr plate(s)"
+    return f"the LoadData CSV {Path(ingest['load_data'])}"
 
 
 def _as_whole(values: pd.Series, path: Path, column: str) -> pd.Series:
@@ -191,76 +248,95 @@ def _resolve(base: Path, folder: str, name: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-# The most pixels a TIFF may declare: 8192 x 8192, beyond any camera's field. What a file declares
+# The most pixels a field may declare: 8192 x 8192, beyond any camera's field. What a file declares
 # is checked before it is decoded, so a damaged or hostile one (a zlib bomb of 40,000 x 40,000
-# inflates to 3.2 GB) is refused at the cost of its header; after the first image, every TIFF must
+# inflates to 3.2 GB) is refused at the cost of its header; after the first field, every one must
 # declare the first one's shape, which is then the limit.
 MAX_PIXELS = 8192 * 8192
 
 
-class TiffReader:
-    """Reads single-plane TIFFs and insists they all share the first one's shape and dtype."""
+class FieldPlanes:
+    """What every plane of an ingest must be: one 2-D plane of the first one's shape and dtype,
+    uint8, uint16 or float within the 16-bit range. ``where`` names a plane in messages."""
 
     def __init__(self):
         self.reference: tuple[tuple[int, ...], np.dtype, str] | None = None
 
     @property
     def saturation(self) -> int:
-        """The count a saturated pixel of these images holds: the top of the TIFFs' integer range."""
+        """The count a saturated pixel of these images holds: the top of their integer range."""
         dtype = self.reference[1] if self.reference else np.dtype(np.uint16)
         return int(np.iinfo(dtype).max) if dtype.kind == "u" else U16_MAX
 
-    def __call__(self, path: str) -> np.ndarray:
+    def declared(self, where: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """The shape (size-1 axes left out) and dtype a plane declares, before it is decoded."""
+        if len(shape) != 2:
+            raise VsgridError(f"{where} has shape {shape}; expected one 2-D plane")
+        if shape[0] * shape[1] > MAX_PIXELS:
+            raise VsgridError(
+                f"{where} declares {shape[0]} x {shape[1]} pixels, more than the "
+                f"{MAX_PIXELS:,} of any microscope field; it is damaged or not a field image"
+            )
+        if dtype not in (np.uint8, np.uint16) and dtype.kind != "f":
+            raise VsgridError(f"{where} has dtype {dtype}; expected uint8, uint16 or float")
+        if self.reference is None:
+            self.reference = (shape, dtype, where)
+        expected, expected_dtype, first = self.reference
+        if shape != expected or dtype != expected_dtype:
+            raise VsgridError(
+                f"{where} is {shape} {dtype} but {first} is {expected} {expected_dtype}; "
+                "all images must match"
+            )
+
+    @staticmethod
+    def to_uint16(plane: np.ndarray, where: str) -> np.ndarray:
+        """A decoded plane as uint16: floats must be finite and within 0..65535."""
+        if plane.dtype in (np.uint8, np.uint16):
+            return plane.astype(np.uint16)
+        if not np.isfinite(plane).all():
+            raise VsgridError(
+                f"{where} contains {int((~np.isfinite(plane)).sum())} NaN or infinite pixels"
+            )
+        if plane.min() < 0 or plane.max() > U16_MAX:
+            raise VsgridError(
+                f"{where} has values in [{plane.min()}, {plane.max()}], outside the 16-bit range 0..{U16_MAX}"
+            )
+        return as_uint16(plane)
+
+
+class TiffReader:
+    """Reads a field from its channels' single-plane TIFFs, the ``file_<channel>`` of its row."""
+
+    locators = tuple(f"file_{c}" for c in CHANNELS)
+
+    def __init__(self):
+        self.planes = FieldPlanes()
+
+    @property
+    def saturation(self) -> int:
+        return self.planes.saturation
+
+    def __call__(self, field: Mapping) -> np.ndarray:
+        return np.stack([self.plane(field[f"file_{c}"]) for c in CHANNELS])
+
+    def plane(self, path: str) -> np.ndarray:
         if not Path(path).is_file():
             raise VsgridError(f"image {path} does not exist")
         try:
             with tifffile.TiffFile(path) as tiff:
                 series = tiff.series[0]
-                self._check_declared(path, tuple(n for n in series.shape if n != 1), series.dtype)
+                shape = tuple(n for n in series.shape if n != 1)
+                if 0 in shape:
+                    raise VsgridError(
+                        f"image {path} is not a readable TIFF: it holds no image data"
+                    )
+                self.planes.declared(f"image {path}", shape, series.dtype)
                 plane = np.squeeze(tiff.asarray())
         except VsgridError:
             raise
         except Exception as exc:  # tifffile raises many types for damaged files
             raise VsgridError(f"image {path} is not a readable TIFF: {exc}") from None
-        return self._to_uint16(plane, path)
-
-    def _check_declared(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        """The shape (size-1 axes left out) and dtype a TIFF declares, before it is decoded."""
-        if 0 in shape:
-            raise VsgridError(f"image {path} is not a readable TIFF: it holds no image data")
-        if len(shape) != 2:
-            raise VsgridError(f"image {path} has shape {shape}; expected one 2-D plane")
-        if shape[0] * shape[1] > MAX_PIXELS:
-            raise VsgridError(
-                f"image {path} declares {shape[0]} x {shape[1]} pixels, more than the "
-                f"{MAX_PIXELS:,} of any microscope field; it is damaged or not a field image"
-            )
-        if self.reference is None:
-            self.reference = (shape, dtype, path)
-        expected, expected_dtype, first = self.reference
-        if shape != expected or dtype != expected_dtype:
-            raise VsgridError(
-                f"image {path} is {shape} {dtype} but {first} is {expected} {expected_dtype}; "
-                "all images must match"
-            )
-
-    @staticmethod
-    def _to_uint16(plane: np.ndarray, path: str) -> np.ndarray:
-        if plane.dtype in (np.uint8, np.uint16):
-            return plane.astype(np.uint16)
-        if plane.dtype.kind != "f":
-            raise VsgridError(
-                f"image {path} has dtype {plane.dtype}; expected uint8, uint16 or float"
-            )
-        if not np.isfinite(plane).all():
-            raise VsgridError(
-                f"image {path} contains {int((~np.isfinite(plane)).sum())} NaN or infinite pixels"
-            )
-        if plane.min() < 0 or plane.max() > U16_MAX:
-            raise VsgridError(
-                f"image {path} has values in [{plane.min()}, {plane.max()}], outside the 16-bit range 0..{U16_MAX}"
-            )
-        return as_uint16(plane)
+        return self.planes.to_uint16(plane, f"image {path}")
 
 
 def _test_plates(fields: pd.DataFrame, n_test: int) -> list[str]:
@@ -278,7 +354,7 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
     it was.
     """
     data = config["data"]
-    fields = read_fields(data["ingest"], data["phenotype_rule"])
+    fields, read = read_fields(data["ingest"], data["phenotype_rule"])
     known = sorted(fields["cell_type"].unique())
     for cell_type in config["grid"]["cell_types"]:
         if cell_type not in known:
@@ -301,7 +377,6 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
             data_set.name,
             test_unit=data["test_sampling"],
         )
-    read = TiffReader()
     paths = [store_path(out_dir, d.name) for d in plans]
     with atomic_paths(paths) as staged:
         for (data_set, splits), tmp in zip(plans.items(), staged):
@@ -312,13 +387,13 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
 def _write(
     data_set: DataSet,
     splits: dict[str, pd.DataFrame],
-    read: TiffReader,
+    read: FieldReader,
     config: dict,
     path: Path,
     progress: bool,
 ) -> None:
     first = next(frame for frame in splits.values() if len(frame))
-    shape = read(first.iloc[0]["file_bf"]).shape
+    shape = read(first.iloc[0]).shape[1:]
     metadata = pd.concat(
         [frame.assign(split=split, index=np.arange(len(frame))) for split, frame in splits.items()]
     )
@@ -332,7 +407,7 @@ def _write(
         "saturation": read.saturation,
         "provenance": {
             "source": "ingest",
-            "load_data": str(Path(ingest_cfg["load_data"]).resolve()),
+            **_inputs(ingest_cfg),
             "plate_map": str(Path(ingest_cfg["plate_map"]).resolve()),
             "channels": ingest_cfg["channels"],
             "seed": config["data"]["seed"],
@@ -344,14 +419,20 @@ def _write(
     ) as group:
         for split, frame in splits.items():
             images = group[split]
-            rows = frame[[f"file_{c}" for c in CHANNELS]].itertuples(index=False)
-            for i, files in enumerate(
+            for i, field in enumerate(
                 tqdm(
-                    rows,
+                    frame.to_dict("records"),
                     total=len(frame),
                     desc=f"{data_set.name} {split}",
                     disable=not progress,
                     unit="field",
                 )
             ):
-                images[i] = np.stack([read(f) for f in files])
+                images[i] = read(field)
+
+
+def _inputs(ingest: dict) -> dict:
+    """Where the fields came from, for a store's provenance."""
+    if ingest["ome_zarr"]:
+        return {"ome_zarr": [str(Path(p).resolve()) for p in ingest["ome_zarr"]], "z": ingest["z"]}
+    return {"load_data": str(Path(ingest["load_data"]).resolve())}
