@@ -25,6 +25,11 @@ FIGURES = {
         rf"^\s+1 images\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
         rf"^\s+1 hierarchical\s+\d+\s+\d+\s+{NUMBER}%\s+{NUMBER}%$",
     ],
+    "ingest": [
+        r"^OME-Zarr ingest, 8 fields of 64 x 64 \(4 channels, uint16\):$",
+        rf"^fields table \(every plate's, well's and field's metadata\): {NUMBER} ms per field$",
+        rf"^whole ingest: {NUMBER} s wall, {NUMBER} s CPU per field \({NUMBER} s in all\)$",
+    ],
     "jobs": [
         rf"^{rule}\s+1\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$"
         for rule in ("store", "segment_real", "features_real")
@@ -79,6 +84,7 @@ FIGURES = {
 # Where a script writes: a scratch folder of the test session, never /tmp's shared defaults.
 OUT = {
     "calibration": "--out",
+    "ingest": "--out",
     "jobs": "--out",
     "scale": "--out",
     "screen": "--out",
