@@ -139,6 +139,16 @@ def test_a_readout_without_dmso_spread_leaves_the_profile_with_its_reason():
         assert (frame["feature_4"] == real["feature_4"]).all()
 
 
+def test_readouts_without_values_in_most_wells_leave_no_profile_and_say_why():
+    """As on tiny screens where most wells hold no cell: feature selection drops every readout,
+    and the profile is missing with each one's reason, not a crash inside pycytominer."""
+    real = plate_table(np.random.default_rng(6))
+    real.loc[real.index[4:], COLUMNS] = np.nan
+    _, profiles = profiles_of(real, {"model": real.copy()})
+    assert isinstance(profiles, Missing) and "no readout is left in the profile" in str(profiles)
+    assert "feature_0: more than 5 % of the real stain's wells without a value" in str(profiles)
+
+
 def test_a_single_replicate_or_a_plate_without_dmso_is_missing_with_its_reason():
     rng = np.random.default_rng(6)
     lone = plate_table(rng, replicates=1)

@@ -208,9 +208,8 @@ def _check_screen(config: dict) -> None:
             f"grid.stains ({', '.join(config['grid']['stains'])})"
         )
     fields = screen["fields_per_well"]
-    missing = [
-        c for c in config["grid"]["cell_types"] if isinstance(fields, dict) and c not in fields
-    ]
+    cell_types = config["grid"]["cell_types"] if isinstance(fields, dict) else []
+    missing = [c for c in cell_types if c not in fields]
     if missing:
         raise VsgridError(
             f"invalid configuration: evaluation.screen.fields_per_well names no number of fields "

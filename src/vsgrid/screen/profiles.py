@@ -145,8 +145,11 @@ def normalized_tables(
             dropped.update({c: w for c, w in why.items() if c not in dropped})
     except Missing as reason:
         return reason
-    # a readout one stain cannot normalize is normalized in none (its callers read those as
-    # measured, and leave them out of the profile): every stain reads it alike
+    # a readout one stain cannot normalize is normalized in none: every stain's frame holds it as
+    # measured (never pycytominer's inf), and the profile leaves it out
+    for name, wells in tables.items():
+        if dropped:
+            frames[name][list(dropped)] = wells[list(dropped)].to_numpy()
     for column, why in dropped.items():
         log.info("%s is read as measured, not normalized: %s", column, why)
     return Normalization(frames, dropped)
@@ -158,8 +161,8 @@ def selected_columns(real: pd.DataFrame, columns: list[str]) -> tuple[list[str],
     feature_select = _pycytominer().feature_select
     kept, dropped = list(columns), {}
     for operation, why in SELECTION.items():
-        if len(kept) < 2 and operation == "correlation_threshold":
-            continue  # one readout correlates with nothing
+        if not kept or (len(kept) < 2 and operation == "correlation_threshold"):
+            continue  # nothing left to select from; one readout correlates with nothing
         frame = feature_select(real[kept], features=list(kept), operation=operation)
         dropped.update({c: why for c in kept if c not in frame.columns})
         kept = [c for c in kept if c in frame.columns]
