@@ -495,9 +495,6 @@ def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
     config.write_text(f"data: {{dir: {tmp_path / 'data'}}}\n")
     assert main(["screen-store", "--config", str(config), "--cell-type", "kidney"]) == 2
     assert "--cell-type 'kidney' is not in grid.cell_types" in capsys.readouterr().err
-    config.write_text("data: {source: ingest}\nevaluation: {screen: {enabled: true}}\n")
-    assert main(["screen-tables", "--config", str(config), "--out", str(tmp_path)]) == 2
-    assert "evaluation.screen.enabled needs data.source synthetic" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the phenotype forest

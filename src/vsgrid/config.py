@@ -196,11 +196,6 @@ def _check_ingest(config: dict) -> None:
 
 def _check_screen(config: dict) -> None:
     screen = config["evaluation"]["screen"]
-    if screen["enabled"] and config["data"]["source"] != "synthetic":
-        raise VsgridError(
-            "invalid configuration: evaluation.screen.enabled needs data.source synthetic "
-            "(screen stores of ingested plates are not built yet)"
-        )
     unknown = [s for s in screen["stains"] if s not in config["grid"]["stains"]]
     if unknown:
         raise VsgridError(

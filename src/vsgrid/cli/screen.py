@@ -6,10 +6,10 @@ from vsgrid.cli.options import CELL_TYPE, OUT, QUIET, STAIN, WORKERS, config_of,
 
 
 def _screen_store(args) -> None:
-    from vsgrid.data.synthetic import synthesize_screens
+    from vsgrid.data.screens import build_screen_stores
 
     config = config_of(args)
-    synthesize_screens(
+    build_screen_stores(
         config, config["data"]["dir"], args.cell_type, workers=args.workers, progress=not args.quiet
     )
 

@@ -33,12 +33,12 @@ from tqdm import tqdm
 
 from vsgrid import __version__
 from vsgrid.data.plates import label_phenotypes, normalize_well
-from vsgrid.data.splits import held_out_plates, sample_splits
+from vsgrid.data.splits import held_out_plates, sample_splits, screen_splits
 from vsgrid.data.store import CHANNELS, as_uint16, create_store
 from vsgrid.errors import VsgridError
 from vsgrid.files import atomic_paths
-from vsgrid.grid import DataSet, data_sets
-from vsgrid.layout import store_path
+from vsgrid.grid import data_sets
+from vsgrid.layout import screen_store_path, store_path
 
 U16_MAX = np.iinfo(np.uint16).max
 
@@ -380,18 +380,46 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
     paths = [store_path(out_dir, d.name) for d in plans]
     with atomic_paths(paths) as staged:
         for (data_set, splits), tmp in zip(plans.items(), staged):
-            _write(data_set, splits, read, config, tmp, progress)
+            names = {"data_set": data_set.name, "cell_type": data_set.cell_type,
+                     "phenotype": data_set.phenotype}  # fmt: skip
+            _write(names, splits, read, config, tmp, progress)
     return paths
 
 
+def build_screen_store(cell_type: str, config: dict, out_dir: str | Path, progress=True) -> Path:
+    """A cell type's screen store (level 4) from the configured real plates: every field of every
+    well of its held-out plates, and control wells of its other plates for the phenotype forest
+    (:func:`vsgrid.data.splits.screen_splits`), each well's compound and concentration from the
+    plate map. Real plates know no true EC50: the store records none."""
+    data, screen = config["data"], config["evaluation"]["screen"]
+    fields, read = read_fields(data["ingest"], data["phenotype_rule"])
+    fields = fields[fields["cell_type"] == cell_type]
+    if fields.empty:
+        raise VsgridError(f"no plate of {_source(data['ingest'])} is of cell type {cell_type!r}")
+    rule = data["phenotype_rule"]
+    splits = screen_splits(
+        fields.drop(columns="test", errors="ignore"),
+        _test_plates(fields, data["test_plates"]),
+        controls=[*rule["negative_controls"], *rule["positive_controls"]],
+        compounds=screen["compounds"],
+        forest_fields=screen["forest_fields"],
+    )
+    path = screen_store_path(out_dir, cell_type)
+    names = {"data_set": f"{cell_type}-screen", "cell_type": cell_type, "phenotype": "screen"}
+    _write(names, splits, read, config, path, progress)  # written beside it, then swapped in
+    return path
+
+
 def _write(
-    data_set: DataSet,
+    names: dict,
     splits: dict[str, pd.DataFrame],
     read: FieldReader,
     config: dict,
     path: Path,
     progress: bool,
 ) -> None:
+    """Write the fields of ``splits`` into a new store at ``path`` with the attributes ``names``
+    (data_set, cell_type, phenotype) and the source's provenance."""
     first = next(frame for frame in splits.values() if len(frame))
     shape = read(first.iloc[0]).shape[1:]
     metadata = pd.concat(
@@ -400,9 +428,7 @@ def _write(
     metadata = metadata[["split", "index", *first.columns]]
     ingest_cfg = config["data"]["ingest"]
     attrs = {
-        "data_set": data_set.name,
-        "cell_type": data_set.cell_type,
-        "phenotype": data_set.phenotype,
+        **names,
         "pixel_size_um": ingest_cfg["pixel_size_um"],
         "saturation": read.saturation,
         "provenance": {
@@ -423,7 +449,7 @@ def _write(
                 tqdm(
                     frame.to_dict("records"),
                     total=len(frame),
-                    desc=f"{data_set.name} {split}",
+                    desc=f"{names['data_set']} {split}",
                     disable=not progress,
                     unit="field",
                 )

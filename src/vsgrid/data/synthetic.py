@@ -52,7 +52,6 @@ from vsgrid.data.plates import (
 )
 from vsgrid.data.splits import sample_splits, screen_splits
 from vsgrid.data.store import as_uint16, create_store
-from vsgrid.errors import VsgridError
 from vsgrid.grid import DataSet, screen_fields_per_well, test_sets
 from vsgrid.layout import screen_store_path, store_path
 from vsgrid.seeds import rng_for
@@ -559,16 +558,7 @@ def synthesize_screens(
     workers: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Build the screen store of each of ``cell_types`` under ``out_dir``."""
-    if config["data"]["source"] != "synthetic":
-        raise VsgridError(
-            "screen stores are rendered from synthetic plates only (data.source is not synthetic)"
-        )
-    unknown = [c for c in cell_types if c not in config["grid"]["cell_types"]]
-    if unknown:
-        raise VsgridError(
-            f"--cell-type {unknown[0]!r} is not in grid.cell_types ({', '.join(config['grid']['cell_types'])})"
-        )
+    """Render the screen store of each of ``cell_types`` under ``out_dir``."""
     with _pool(config, workers) as executor:
         return [
             build_screen_store(c, config, Path(out_dir), executor, progress) for c in cell_types
