@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vsgrid.cli.options import QUIET, STORES, WORKERS, config_of, option
+from vsgrid.cli.options import OUT, QUIET, STORES, WORKERS, config_of, option
 
 
 def _grid(args) -> None:
@@ -48,6 +48,12 @@ def _summary(args) -> None:
     )
 
 
+def _example_plates(args) -> None:
+    from vsgrid.data.example_plates import write_example_plates
+
+    print(write_example_plates(config_of(args), args.out, progress=not args.quiet))
+
+
 BUILD = [
     STORES,
     option("--data-set", action="append", help="only this data set, e.g. lung-toxic (repeatable)"),
@@ -74,6 +80,13 @@ COMMANDS = [
         _build_stores,
         "build stores from real plates (LoadData CSV, plate map, TIFFs) and print their summary",
         BUILD,
+    ),
+    (
+        "example-plates",
+        _example_plates,
+        "write three synthetic lung plates as OME-Zarr HCS plates, their plate map, cell types and "
+        "a config that ingests them: plates of your own to try the workflow on",
+        [OUT, QUIET],
     ),
     (
         "summary",

@@ -376,7 +376,7 @@ def field_table(cell_type: str, config: dict, fields_per_well: int | None = None
 
 
 @dataclass(frozen=True)
-class _Field:
+class Field:
     """One field to render, and where it goes: split and index in the store being built."""
 
     store: Path
@@ -391,10 +391,10 @@ class _Field:
     intensity: tuple[float, float, float]
 
 
-def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, Optics]) -> None:
-    """Render one field and write it into the store being built: a worker writes its own field
-    (one file each), so nothing but the job itself travels between processes."""
-    field, seed, cell_type, profile, shape, pixel_size_um, optics = job
+def render_one(
+    field: Field, seed: int, cell_type: str, profile: Profile, shape, pixel_size_um, optics
+) -> tuple[np.ndarray, np.ndarray]:
+    """One field of a plate, ``image`` (4, H, W) and ``masks`` (2, H, W), from its own stream."""
     rng = rng_for(seed, "field", cell_type, field.plate, field.well, int(field.field))
     cells = sample_cells(
         rng,
@@ -405,7 +405,14 @@ def _render_into(job: tuple[_Field, int, str, Profile, tuple[int, int], float, O
         density=field.density_factor,
         states=mechanism(field.compound),
     )
-    image, masks = render_field(cells, shape, pixel_size_um, rng, optics, intensity=field.intensity)
+    return render_field(cells, shape, pixel_size_um, rng, optics, intensity=field.intensity)
+
+
+def _render_into(job: tuple[Field, int, str, Profile, tuple[int, int], float, Optics]) -> None:
+    """Render one field and write it into the store being built: a worker writes its own field
+    (one file each), so nothing but the job itself travels between processes."""
+    field = job[0]
+    image, masks = render_one(*job)
     group = zarr.open_group(field.store, mode="r+")
     group[field.split][field.index] = image
     group[f"{field.split}_masks"][field.index] = masks
@@ -454,7 +461,7 @@ def _render_store(
         common = (data["seed"], cell_type, profile, shape, synthetic["pixel_size_um"], optics)
         columns = ["plate", "well", "field", "compound", "toxicity", "density_factor"]
         jobs = [
-            (_Field(where, split, i, *row[:6], tuple(row[6:])), *common)
+            (Field(where, split, i, *row[:6], tuple(row[6:])), *common)
             for split, frame in splits.items()
             for i, row in enumerate(frame[[*columns, *INTENSITY_COLUMNS]].itertuples(index=False))
         ]
