@@ -309,7 +309,7 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
         known = (
             f"EC50 within {TRUTH_TOLERANCE} log10 of the truth for {within} of {len(group)} compounds"
             if group["true_log_ec50"].notna().any()
-            else f"{NO_TRUTH}; EC50s in screen_truth.csv for the {len(group)} compounds"
+            else f"{NO_TRUTH}; the real EC50s are in screen_truth.csv"
         )
         lines.append(f"real {stain} {readout:15s} {cell_type:9s}: {known} ({fitted} fitted)")
     notes = []
