@@ -51,7 +51,7 @@ def _summary(args) -> None:
 def _example_plates(args) -> None:
     from vsgrid.data.example_plates import write_example_plates
 
-    print(write_example_plates(config_of(args), args.out, progress=not args.quiet))
+    print(write_example_plates(config_of(args), args.out, tiff=args.tiff, progress=not args.quiet))
 
 
 BUILD = [
@@ -84,9 +84,9 @@ COMMANDS = [
     (
         "example-plates",
         _example_plates,
-        "write three synthetic lung plates as OME-Zarr HCS plates, their plate map, cell types and "
-        "a config that ingests them: plates of your own to try the workflow on",
-        [OUT, QUIET],
+        "write three synthetic lung plates as OME-Zarr HCS plates (or TIFFs and a LoadData CSV), "
+        "their plate map, cell types and a config that ingests them: plates to try the workflow on",
+        [OUT, option("--tiff", action="store_true", help="TIFFs and a LoadData CSV"), QUIET],
     ),
     (
         "summary",

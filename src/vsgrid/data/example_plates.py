@@ -13,7 +13,9 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import tifffile
 import yaml
 import zarr
 from tqdm import tqdm
@@ -26,6 +28,9 @@ from vsgrid.grid import COLUMNS, ROWS
 
 CELL_TYPE = "lung"
 LABELS = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
+OMERO = {"channels": [{"label": LABELS[c], "color": "FFFFFF",
+                       "window": {"start": 0, "end": 65535, "min": 0, "max": 65535}}
+                      for c in CHANNELS]}  # fmt: skip
 # DMSO (1-2), the first compound (3-4) and the positive controls (23-24): a screen in little.
 KEPT_COLUMNS = (1, 2, 3, 4, 23, 24)
 # Four fields a well, as config/quick.yaml images its lung screen: about 60 cells a DMSO well, enough
@@ -43,66 +48,112 @@ SETTINGS = {  # a grid that runs on a laptop in minutes (config/quick.yaml's sma
 }  # fmt: skip
 
 
-def write_example_plates(config: dict, out: str | Path, *, progress: bool = True) -> Path:
-    """Write the example plates of ``config``'s synthetic generator, their CSVs and
-    ``config.yaml`` into ``out`` (a new folder, written beside it and moved into place), paths in
-    the config relative to the current folder."""
-    from ome_zarr.format import FormatV05
-    from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
-
+def write_example_plates(
+    config: dict, out: str | Path, *, tiff: bool = False, progress: bool = True
+) -> Path:
+    """Write the example plates of ``config``'s synthetic generator (OME-Zarr HCS plates, or with
+    ``tiff`` one TIFF per field and channel and a LoadData CSV), their CSVs and ``config.yaml``
+    into ``out`` (a new folder, written beside it and moved into place), paths in the config
+    relative to the current folder."""
     out, data = Path(out), config["data"]
     synthetic = {**data["synthetic"], "plates_per_cell_type": 3, "fields_per_well": FIELDS_PER_WELL}
     config = {**config, "data": {**data, "synthetic": synthetic}}
-    size = synthetic["field_size"]
     table = field_table(CELL_TYPE, config)
     table = table[[well_position(w)[1] + 1 in KEPT_COLUMNS for w in table["well"]]]
-    profile = Profile(**config["data"]["synthetic"]["cell_types"][CELL_TYPE])
-    omero = {"channels": [{"label": LABELS[c], "color": "FFFFFF",
-                           "window": {"start": 0, "end": 65535, "min": 0, "max": 65535}}
-                          for c in CHANNELS]}  # fmt: skip
-    rows, columns = list(string.ascii_uppercase[:ROWS]), [str(c + 1) for c in range(COLUMNS)]
-    fmt = FormatV05()
     with atomic_path(out) as tmp:
-        for plate, fields in table.groupby("plate"):
-            group = zarr.open_group(tmp / f"{plate}.ome.zarr", mode="w", zarr_format=3)
-            wells = fields.groupby("well", sort=True)
-            places = {w: f"{w[0]}/{int(w[1:])}" for w, _ in wells}
-            write_plate_metadata(group, rows, columns, list(places.values()), fmt=fmt, name=plate)
-            for well_name, in_well in tqdm(wells, desc=plate, disable=not progress, unit="well"):
-                well = group.require_group(places[well_name])
-                paths = [{"path": str(k)} for k in range(len(in_well))]
-                write_well_metadata(well, paths, fmt=fmt)
-                for k, row in enumerate(in_well.itertuples()):
-                    field = Field(None, "test", 0, row.plate, row.well, row.field, row.compound,
-                                  row.toxicity, row.density_factor,
-                                  tuple(getattr(row, c) for c in INTENSITY_COLUMNS))  # fmt: skip
-                    image, _ = render_one(field, config["data"]["seed"], CELL_TYPE, profile,
-                                          (size, size), synthetic["pixel_size_um"], Optics())  # fmt: skip
-                    write_image(image, well.require_group(str(k)), scale_factors=[2], fmt=fmt,
-                                axes="cyx", omero=omero)  # fmt: skip
+        plates = (_TiffPlates if tiff else _OmeZarrPlates)(tmp, table)
+        for (plate, well), in_well in tqdm(table.groupby(["plate", "well"], sort=True),
+                                           disable=not progress, unit="well"):  # fmt: skip
+            plates.add_well(plate, well, [_render(config, row) for row in in_well.itertuples()])
         synthetic_layout().to_csv(tmp / "plate_map.csv", index=False)
-        plates = sorted(table["plate"].unique())
-        pd.DataFrame({"plate": plates, "cell_type": CELL_TYPE}).to_csv(
+        names = sorted(table["plate"].unique())
+        pd.DataFrame({"plate": names, "cell_type": CELL_TYPE}).to_csv(
             tmp / "plate_cell_types.csv", index=False
         )
-        settings = _config(out, plates, synthetic["pixel_size_um"])
-        (tmp / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+        ingest = {**plates.inputs(out, names), "pixel_size_um": synthetic["pixel_size_um"]}
+        (tmp / "config.yaml").write_text(yaml.safe_dump(_config(out, ingest), sort_keys=False))
     return out
 
 
-def _config(out: Path, plates: list[str], pixel_size_um: float) -> dict:
-    """A config that ingests the example plates (paths under ``out``) and runs a small grid."""
+def _render(config: dict, row) -> np.ndarray:
+    """One field of ``field_table``'s ``row``, (4, H, W) uint16, as the synthetic stores hold it."""
+    synthetic = config["data"]["synthetic"]
+    field = Field(None, "test", 0, row.plate, row.well, row.field, row.compound, row.toxicity,
+                  row.density_factor, tuple(getattr(row, c) for c in INTENSITY_COLUMNS))  # fmt: skip
+    profile = Profile(**synthetic["cell_types"][CELL_TYPE])
+    shape = (synthetic["field_size"],) * 2
+    return render_one(field, config["data"]["seed"], CELL_TYPE, profile, shape,
+                      synthetic["pixel_size_um"], Optics())[0]  # fmt: skip
+
+
+class _OmeZarrPlates:
+    """OME-Zarr 0.5 HCS plates, written by the ome-zarr library, one per plate."""
+
+    def __init__(self, folder: Path, table: pd.DataFrame):
+        from ome_zarr.format import FormatV05
+
+        self.folder, self.fmt, self.groups = folder, FormatV05(), {}
+        self.wells = table.groupby("plate")["well"].unique()
+
+    def add_well(self, plate: str, well: str, images: list[np.ndarray]) -> None:
+        from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+        if plate not in self.groups:
+            group = zarr.open_group(self.folder / f"{plate}.ome.zarr", mode="w", zarr_format=3)
+            places = [f"{w[0]}/{int(w[1:])}" for w in sorted(self.wells[plate])]
+            rows, columns = (
+                list(string.ascii_uppercase[:ROWS]),
+                [str(c + 1) for c in range(COLUMNS)],
+            )
+            write_plate_metadata(group, rows, columns, places, fmt=self.fmt, name=plate)
+            self.groups[plate] = group
+        group = self.groups[plate].require_group(f"{well[0]}/{int(well[1:])}")
+        write_well_metadata(group, [{"path": str(k)} for k in range(len(images))], fmt=self.fmt)
+        for k, image in enumerate(images):
+            write_image(image, group.require_group(str(k)), scale_factors=[2], fmt=self.fmt,
+                        axes="cyx", omero=OMERO)  # fmt: skip
+
+    def inputs(self, out: Path, plates: list[str]) -> dict:
+        return {"ome_zarr": [str(out / f"{p}.ome.zarr") for p in plates]}
+
+
+class _TiffPlates:
+    """One TIFF per field and channel and the CellProfiler LoadData CSV that lists them."""
+
+    def __init__(self, folder: Path, table: pd.DataFrame):
+        self.folder, self.rows = folder, []
+
+    def add_well(self, plate: str, well: str, images: list[np.ndarray]) -> None:
+        (self.folder / "images").mkdir(parents=True, exist_ok=True)
+        for site, image in enumerate(images, start=1):
+            row = {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site}
+            for channel, plane in zip(CHANNELS, image):
+                name = f"{plate}_{well}_s{site}_{LABELS[channel]}.tif"
+                tifffile.imwrite(self.folder / "images" / name, plane)
+                row |= {
+                    f"FileName_{LABELS[channel]}": name,
+                    f"PathName_{LABELS[channel]}": "images",
+                }
+            self.rows.append(row)
+        pd.DataFrame(self.rows).to_csv(self.folder / "load_data.csv", index=False)
+
+    def inputs(self, out: Path, plates: list[str]) -> dict:
+        return {"load_data": str(out / "load_data.csv")}
+
+
+def _config(out: Path, inputs: dict) -> dict:
+    """A config that ingests the example plates (``inputs``: their keys of data.ingest, paths
+    under ``out``) and runs a small grid."""
     data = {
         "source": "ingest",
         "dir": str(out / "stores"),
         "splits": {"train": 48, "val": 16, "test": 16},
         "test_plates": 1,
         "ingest": {
-            "ome_zarr": [str(out / f"{p}.ome.zarr") for p in plates],
+            **inputs,
             "plate_map": str(out / "plate_map.csv"),
             "plate_cell_types": str(out / "plate_cell_types.csv"),
             "channels": LABELS,
-            "pixel_size_um": pixel_size_um,
         },
     }
     return {**SETTINGS, "data": data, "results": {"dir": str(Path("results") / out.name)}}
