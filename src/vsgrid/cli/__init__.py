@@ -14,13 +14,14 @@ import logging
 import resource
 import sys
 
-from vsgrid.cli import cluster, data, evaluation, export, model, report, screen
+from vsgrid.cli import cluster, data, evaluation, export, model, ood, report, screen
 from vsgrid.errors import VsgridError
 
 COMMANDS = (
     data.COMMANDS
     + model.COMMANDS
     + evaluation.COMMANDS
+    + ood.COMMANDS
     + report.COMMANDS
     + export.COMMANDS
     + screen.COMMANDS
