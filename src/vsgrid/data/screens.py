@@ -24,9 +24,12 @@ def build_screen_stores(
             f"({', '.join(config['grid']['cell_types'])})"
         )
     if config["data"]["source"] == "synthetic":
-        from vsgrid.data.synthetic import synthesize_screens
+        from vsgrid.data.synthetic import build_screen_store, pool
 
-        return synthesize_screens(config, out_dir, cell_types, workers, progress)
+        with pool(config, workers) as executor:
+            return [
+                build_screen_store(c, config, Path(out_dir), executor, progress) for c in cell_types
+            ]
     from vsgrid.data.ingest import build_screen_store
 
     return [build_screen_store(c, config, Path(out_dir), progress) for c in cell_types]

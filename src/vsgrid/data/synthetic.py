@@ -539,7 +539,7 @@ def build_screen_store(
     )
 
 
-def _pool(config: dict, workers: int | None):
+def pool(config: dict, workers: int | None):
     """``workers`` rendering processes (default ``data.synthetic.workers``; 0 = one per core this
     process may use, 1 = render in this process)."""
     workers = workers if workers is not None else config["data"]["synthetic"]["workers"]
@@ -551,22 +551,8 @@ def synthesize(
     config: dict, out_dir: str | Path, workers: int | None = None, progress: bool = True
 ) -> list[Path]:
     """Build one store per (cell type, phenotype) of the grid under ``out_dir``."""
-    with _pool(config, workers) as executor:
+    with pool(config, workers) as executor:
         return [
             build_store(d, config, Path(out_dir), executor, progress)
             for d in test_sets(config["grid"])
-        ]
-
-
-def synthesize_screens(
-    config: dict,
-    out_dir: str | Path,
-    cell_types: list[str],
-    workers: int | None = None,
-    progress: bool = True,
-) -> list[Path]:
-    """Render the screen store of each of ``cell_types`` under ``out_dir``."""
-    with _pool(config, workers) as executor:
-        return [
-            build_screen_store(c, config, Path(out_dir), executor, progress) for c in cell_types
         ]
