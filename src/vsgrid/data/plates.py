@@ -30,6 +30,11 @@ STAINS = CHANNELS[1:]
 INTENSITY_COLUMNS = tuple(f"intensity_{stain}" for stain in STAINS)
 
 
+def named(compound: pd.Series, names) -> np.ndarray:
+    """Which of ``compound`` is one of ``names`` (a control list), case-insensitively."""
+    return compound.astype(str).str.lower().isin({n.lower() for n in names}).to_numpy()
+
+
 def well_name(row: int, column: int) -> str:
     """Zero-based (row, column) -> ``A01`` ... ``P24``."""
     return f"{string.ascii_uppercase[row]}{column + 1:02d}"

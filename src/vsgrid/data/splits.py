@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vsgrid.data.plates import named
 from vsgrid.errors import VsgridError
 from vsgrid.seeds import rng_for
 
@@ -87,7 +88,7 @@ def screen_splits(
         test_plates = held_out_plates(fields["plate"], test_plates)
     fields = fields.sort_values(["plate", "well", "field"]).reset_index(drop=True)
     held_out = fields["plate"].isin(set(test_plates))
-    control = fields["compound"].str.lower().isin({c.lower() for c in controls})
+    control = pd.Series(named(fields["compound"], controls), index=fields.index)
     if compounds:
         kept = sorted(fields.loc[~control, "compound"].unique())[:compounds]
         held_out &= control | fields["compound"].isin(kept)

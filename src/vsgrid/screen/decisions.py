@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS, shared_edge
+from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS, named, shared_edge
 from vsgrid.errors import VsgridError
 from vsgrid.robust import robust_center_scale
 
@@ -90,10 +90,10 @@ class ScreenSettings:
         )
 
     def is_negative(self, compound: pd.Series) -> np.ndarray:
-        return compound.str.lower().isin([n.lower() for n in self.negative]).to_numpy()
+        return named(compound, self.negative)
 
     def is_positive(self, compound: pd.Series) -> np.ndarray:
-        return compound.str.lower().isin([p.lower() for p in self.positive]).to_numpy()
+        return named(compound, self.positive)
 
 
 class Missing(ValueError):
