@@ -267,3 +267,44 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
         written += save(figure, out, name, settings["formats"])
     log.info("wrote %d figure files under %s", len(written), out)
     return written
+
+
+SENTINEL_PANELS = {
+    "ec50_error": ("EC50 error (log10 units, virtual vs real)", "lower is better"),
+    "hit_kappa": ("hit-call kappa (virtual vs real, 0-1)", "higher is better"),
+    "z_prime": ("Z' of the virtual readout (unitless)", "dashed: the real stain's"),
+}
+SENTINEL_COLOURS = {"lowest trust": "#d62728", "random": "#1f77b4"}
+
+
+def figure_sentinels(table: pd.DataFrame):
+    """Sentinel wells (:mod:`vsgrid.screen.sentinels`, the rows of one ``sentinel_rows``): per
+    decision metric, the recalibrated virtual readout's value against the share of wells not
+    stained, lowest-trust and random sentinels as two lines with their 95 % CI bands, the
+    sentinels per plate (k) on the top axis."""
+    figure, axes = plt.subplots(1, len(SENTINEL_PANELS), figsize=(12.0, 3.8), squeeze=False)
+    for ax, (metric, (label, note)) in zip(axes[0], SENTINEL_PANELS.items()):
+        for choice, colour in SENTINEL_COLOURS.items():
+            rows = table[(table["metric"] == metric) & (table["choice"] == choice)].sort_values("k")
+            x = 100 * rows["stain_cost_saved"].to_numpy(float)
+            ax.plot(x, rows["value"].to_numpy(float), "o-", color=colour, ms=4, label=choice)
+            ax.fill_between(x, rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float),
+                            color=colour, alpha=0.2, lw=0)  # fmt: skip
+        real = table.loc[table["metric"] == "z_prime_real", "value"].dropna()
+        if metric == "z_prime" and len(real):
+            ax.axhline(real.iloc[0], color="black", lw=1.0, ls="--", label="real stain")
+        ks = table.drop_duplicates("k").sort_values("k")
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(100 * ks["stain_cost_saved"].to_numpy(float), ks["k"].astype(str).tolist())
+        top.set_xlabel("sentinel wells per plate (k)", fontsize=9)
+        ax.set_xlabel("stain cost saved (% of wells not stained)")
+        ax.set_ylabel(label)
+        ax.set_title(note, fontsize=9)
+    axes[0][0].legend(fontsize=8, loc="best")
+    figure.suptitle(
+        "Sentinel wells: the virtual readout recalibrated on k wells per plate stained for real "
+        "(95 % CI over wells; random: and over draws)",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    return figure
