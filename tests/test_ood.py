@@ -1,29 +1,19 @@
-"""The out-of-distribution score: bottleneck features, the Mahalanobis reference, AUROC and CLI."""
+"""The out-of-distribution table of a trained model: its AUROC per shift, per well, the CLI."""
 
 import copy
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from vsgrid.cli import main
+from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.ood import (
-    OodReference,
-    auroc,
-    bottleneck_features,
-    evenly_spaced,
-    ood_table,
-    per_well,
-    shift_aurocs,
-    trunk,
-)
+from vsgrid.evaluation.ood import auroc_interval, ood_table, per_well, shift_aurocs
 from vsgrid.files import read_table
 from vsgrid.grid import DataSet, Model
 from vsgrid.layout import Layout
-from vsgrid.model.device import Device
-from vsgrid.model.network import GlobalGenerator, NetworkConfig
+from vsgrid.model.infer import Predictor
 from vsgrid.model.train import train
 
 MODEL = Model(DataSet("lung", "nontoxic"), "dapi", 0)
@@ -46,49 +36,17 @@ def table(config):
     return ood_table(config, MODEL.name, ["breast-nontoxic"])
 
 
-def test_bottleneck_features_pool_the_trunk_over_the_field_not_its_padding():
-    torch.manual_seed(0)
-    net = NetworkConfig(ngf=4, n_downsample=2, n_blocks=2)
-    generator = GlobalGenerator(net)
-    layers, multiple = trunk(generator)
-    assert multiple == 4 and layers[-1] is generator.model[4 + 3 * 2 + 2 - 1]
-    fields = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
-    features = bottleneck_features(generator, Device.pick(), [fields[:2], fields[2:]])
-    with torch.no_grad():
-        bottleneck = layers(torch.from_numpy(fields)[:, None]).double()
-    expected = torch.cat([bottleneck.mean((2, 3)), bottleneck.std((2, 3))], 1).numpy()
-    assert features.shape == (3, 2 * 16)
-    # float32 convolutions pooled in float32 on one path and float64 on the other
-    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
-    # a 30 x 30 field is padded to 32 x 32; its 8 x 8 bottleneck covers the field, all of it kept
-    assert bottleneck_features(generator, Device.pick(), [fields[:, :30, :30]]).shape == (3, 32)
-
-
-def test_the_training_mean_is_at_distance_zero_and_distance_is_symmetric():
+def test_auroc_interval_of_separated_equal_and_missing_sides():
     rng = np.random.default_rng(0)
-    train_features = rng.normal(size=(200, 10)) * np.arange(1, 11) + 5.0
-    reference = OodReference.fit(train_features)
-    centre = train_features.mean(0)
-    step = rng.normal(size=10)
-    [zero] = reference.score(centre[None])
-    assert zero == pytest.approx(0.0, abs=1e-9)
-    scores = reference.score(np.stack([centre + step, centre - step, centre + 3 * step]))
-    assert scores[0] == pytest.approx(scores[1]) and scores[2] == pytest.approx(3 * scores[0])
-    # on the training fields themselves, about sqrt(features) on average: a Mahalanobis distance
-    assert 2.0 < reference.score(train_features).mean() < 4.5
-    with pytest.raises(VsgridError, match="2 or more"):
-        OodReference.fit(train_features[:1])
-
-
-def test_auroc_of_separated_equal_and_missing_sides():
-    rng = np.random.default_rng(0)
-    assert auroc(np.arange(10.0), np.arange(10.0) + 20, resamples=50) == (1.0, 1.0, 1.0)
-    value, low, high = auroc(np.zeros(30), np.zeros(30), resamples=50)
+    assert auroc_interval(np.arange(10.0), np.arange(10.0) + 20, resamples=50) == (1.0, 1.0, 1.0)
+    value, low, high = auroc_interval(np.zeros(30), np.zeros(30), resamples=50)
     assert value == low == high == 0.5
-    value, low, high = auroc(rng.normal(size=40), rng.normal(1.0, size=40), resamples=200, rng=rng)
+    value, low, high = auroc_interval(
+        rng.normal(size=40), rng.normal(1.0, size=40), resamples=200, rng=rng
+    )
     assert low < value < high and 0.6 < value < 0.95
     with pytest.raises(VsgridError, match="one at least of each"):
-        auroc(np.array([]), np.ones(3))
+        auroc_interval(np.array([]), np.ones(3))
 
 
 def test_breast_fields_lie_further_from_a_lung_model_than_held_out_lung_fields(config, table):
@@ -110,9 +68,26 @@ def test_breast_fields_lie_further_from_a_lung_model_than_held_out_lung_fields(c
     assert first["ood"] == pytest.approx(mine["ood"].mean()) and first["fields"] == len(mine)
 
 
-def test_a_reference_of_fewer_training_fields_spans_the_split(config):
-    assert list(evenly_spaced(10, 4)) == [0, 3, 6, 9]
-    assert list(evenly_spaced(3, 256)) == list(evenly_spaced(3, None)) == [0, 1, 2]
+def test_a_prediction_carries_its_spread_and_its_fields_ood_scores(config, table):
+    layout = Layout.of(config)
+    predictor = Predictor(layout.model_dir(MODEL), config["device"], config["network"])
+    store = open_store(layout.store(MODEL.train_set))
+    reference = predictor.ood_reference(store, train_fields=256, batch_size=16)
+    bf = store.images("test")[:8, store.channel_index("bf")]
+    plain = predictor.predict(bf)
+    both = predictor.predict(bf, tta=True, reference=reference)
+    # the prediction is the untransformed pass, the same operations whatever is asked beside it
+    np.testing.assert_array_equal(both.image, plain.image)
+    assert plain.spread is None and plain.ood is None
+    assert both.spread.shape == bf.shape and both.spread.dtype == np.float32
+    assert both.spread.min() >= 0 and 1 < np.median(both.spread) < 0.1 * np.median(both.image)
+    # the trunk inside the generator's pass, in a batch of 8, against the trunk alone in a batch
+    # of 16 (ood_table): float32 convolutions summed in other orders, nothing more
+    lung = table.loc[table["test_set"] == "lung-nontoxic", "ood"].to_numpy()[:8]
+    np.testing.assert_allclose(both.ood, lung, rtol=1e-4)
+
+
+def test_a_reference_needs_two_training_fields(config):
     with pytest.raises(VsgridError, match="train_fields is 1"):
         ood_table(config, MODEL, ["breast-nontoxic"], train_fields=1)
 

@@ -1,11 +1,14 @@
-# One job per model: its generator, loaded once, predicts every test set the grid runs it on,
-# and for dapi and fitc the segmentation backend (Cellpose on the GPU) segments each prediction.
+# One job per model: its generator, loaded once, predicts every test set the grid runs it on (with
+# each field's OOD score and, with infer.tta, each pixel's spread), and for dapi and fitc the
+# segmentation backend (Cellpose on the GPU) segments each prediction.
 
 
 rule infer:
     input:
         model=LAYOUT.model_dir("{model}") / "summary.json",
         stores=lambda wc: [LAYOUT.store(test_set) for test_set in TEST_SETS_OF[wc.model]],
+        # every prediction's OOD score is measured against the training fields of this store
+        train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
         directory(LAYOUT.predictions("{model}")),
     params:

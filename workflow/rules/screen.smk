@@ -24,6 +24,7 @@ rule infer_screen:
     input:
         model=LAYOUT.model_dir("{model}") / "summary.json",
         stores=[LAYOUT.screen_store(c) for c in GRID["cell_types"]],
+        train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
         directory(LAYOUT.screen_predictions("{model}")),
     params:

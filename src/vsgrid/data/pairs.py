@@ -59,16 +59,21 @@ def normalization_stats(
     return stats
 
 
+def count_scale(stats: dict[str, float]) -> float:
+    """Counts per unit of the normalised scale: what a spread of normalised values is multiplied
+    by to be one in counts."""
+    return (stats["high"] - stats["low"]) / 2.0
+
+
 def normalize(counts: np.ndarray, stats: dict[str, float]) -> np.ndarray:
     """uint16 counts -> float32 with the low percentile at -1 and the high one at +1 (not clipped)."""
-    scale = (stats["high"] - stats["low"]) / 2.0
+    scale = count_scale(stats)
     return ((np.asarray(counts, np.float32) - stats["low"]) / scale - 1.0).astype(np.float32)
 
 
 def denormalize(values: np.ndarray, stats: dict[str, float]) -> np.ndarray:
     """Inverse of :func:`normalize`, back to float counts (round and clip to store as uint16)."""
-    scale = (stats["high"] - stats["low"]) / 2.0
-    return (np.asarray(values, np.float64) + 1.0) * scale + stats["low"]
+    return (np.asarray(values, np.float64) + 1.0) * count_scale(stats) + stats["low"]
 
 
 class StainPairs:

@@ -4,7 +4,9 @@ The generator is loaded once and predicts every test set the grid runs the model
 segmented stains (dapi, fitc) the segmentation backend then segments each prediction in the same
 job, on the same GPU, where Cellpose is resident too. What the evaluation does with them after
 is CPU work. Each prediction is a group ``<out>/<test set>.zarr`` (see
-:mod:`vsgrid.evaluation.stacks`) written atomically.
+:mod:`vsgrid.evaluation.stacks`) written atomically, with each field's OOD score against the
+model's training fields and, for a test set (not a screen) with ``infer.tta``, each pixel's
+test-time-augmentation spread (:mod:`vsgrid.model.uncertainty`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def predict(
         model_dir,
         {name: store(name) for name in names},
         out_dir,
+        tta=config["infer"]["tta"] and not screens,
         batch_size=batch_size,
         progress=progress,
     )
@@ -55,19 +58,28 @@ def predict_stores(
     stores: dict[str, Path],
     out_dir: str | Path,
     *,
+    tta: bool,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Predict the test split of each store (name -> path) into ``<out_dir>/<name>.zarr``."""
+    """Predict the test split of each store (name -> path) into ``<out_dir>/<name>.zarr``, with
+    the TTA spread when ``tta``."""
     predictor = Predictor(model_dir, config["device"], config["network"])
     batch_size = batch_size or config["infer"]["batch_size"]
+    reference = predictor.ood_reference(
+        open_store(Layout.of(config).store(predictor.saved["train_set"])),
+        train_fields=config["infer"]["ood_train_fields"],
+        batch_size=batch_size,
+    )
     written, segmenters = [], {}  # Cellpose loads once per pixel size, normally once
     for name, path in stores.items():
         store = open_store(path)
         out = Path(out_dir) / f"{name}.zarr"
         with atomic_path(out) as tmp:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
-            image = predictor.predict_test_set(store, group, batch_size, progress)
+            image = predictor.predict_test_set(
+                store, group, batch_size, progress, tta=tta, reference=reference
+            )
             if predictor.stain in SEGMENTED:
                 pixel_size = float(store.attrs["pixel_size_um"])
                 if pixel_size not in segmenters:

@@ -2,7 +2,8 @@
 
 A test set's real stain is one channel of its store's ``test`` split. A prediction is the Zarr
 group a model's inference job wrote: ``image`` (N, H, W) uint16, aligned index for index with
-the test split, and for segmented stains ``labels``, the prediction's own masks. Label stacks are
+the test split, for segmented stains ``labels``, the prediction's own masks, and what the model
+says of it (:mod:`vsgrid.model.uncertainty`): ``spread`` (N, H, W) float32, ``ood`` (N,). Label stacks are
 (N, H, W) int32 arrays, one image per chunk. Every step reads these in blocks of
 ``evaluation.block_images`` images, so its memory does not grow with the test set.
 """
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 from vsgrid import arrays
@@ -75,10 +77,15 @@ def create_labels(
 
 @dataclass(frozen=True)
 class Prediction:
+    """A prediction's image, its own masks (dapi, fitc), its TTA spread (with ``infer.tta``) and
+    its fields' OOD scores (a prediction of an older vsgrid has neither: None)."""
+
     path: Path
     image: arrays.Stack
     labels: arrays.Stack | None
     attrs: dict
+    spread: arrays.Stack | None = None
+    ood: np.ndarray | None = None
 
 
 def read_prediction(
@@ -115,5 +122,21 @@ def read_prediction(
             f"prediction {path} has {image.shape[0]} images but the test split of {store.path} "
             f"has {store.images('test').shape[0]}"
         )
-    labels = arrays.member(group, "labels", path) if "labels" in group else None
-    return Prediction(path, image, labels, attrs)
+    optional = {
+        name: arrays.member(group, name, path) if name in group else None
+        for name in ("labels", "spread", "ood")
+    }
+    for name, array in optional.items():
+        if array is not None and array.shape[0] != image.shape[0]:
+            raise VsgridError(
+                f"prediction {path}: {name} has {array.shape[0]} images, its image {image.shape[0]}"
+            )
+    ood = optional["ood"]
+    return Prediction(
+        path,
+        image,
+        optional["labels"],
+        attrs,
+        optional["spread"],
+        None if ood is None else np.asarray(ood[:], np.float64),
+    )

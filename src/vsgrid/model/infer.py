@@ -3,7 +3,10 @@
 A prediction is a Zarr v3 group whose ``image`` array, (N, H, W) uint16 in the stain's units, is
 aligned index for index with the test split of the test set's store (one image per chunk); its
 attributes name the model, the stain, the test set and the ``store_id`` of the store it was
-predicted from. (The evaluation adds the prediction's own masks, ``labels``, beside it.)
+predicted from. Beside it, when asked: ``spread`` (N, H, W) float32, each pixel's spread over
+test-time augmentation in the stain's counts, and ``ood`` (N,), each field's out-of-distribution
+score (:mod:`vsgrid.model.uncertainty`). (The evaluation adds the prediction's own masks,
+``labels``.)
 
 Images are padded to a multiple of 2 ** n_downsample and cropped back, never resized, so a test
 set of another image size works. Reading the next batch and writing the last one run in threads
@@ -18,6 +21,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +29,7 @@ import zarr
 from tqdm import tqdm
 
 from vsgrid import __version__, arrays
-from vsgrid.data.pairs import denormalize, iter_batches, normalize
+from vsgrid.data.pairs import count_scale, denormalize, iter_batches, normalize
 from vsgrid.data.store import Store, as_uint16, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.files import atomic_path
@@ -33,6 +37,7 @@ from vsgrid.grid import Model
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
 from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
+from vsgrid.model.uncertainty import OodReference, fit_reference, pool, split_generator, tta_spread
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,15 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
         yield item
 
 
+class Predicted(NamedTuple):
+    """A batch's prediction (B, H, W) uint16 and, when asked for, its test-time-augmentation
+    spread (B, H, W) float32 in the stain's counts and its fields' OOD scores (B,)."""
+
+    image: np.ndarray
+    spread: np.ndarray | None = None
+    ood: np.ndarray | None = None
+
+
 class Predictor:
     """A model's generator, loaded once and kept on its device for every test set it predicts."""
 
@@ -93,6 +107,7 @@ class Predictor:
             model_dir, self.device, NetworkConfig.from_config(network) if network else None
         )
         self.net = NetworkConfig(**self.saved["network"])
+        self.trunk, self.head, self.trunk_multiple = split_generator(self.generator)
         log.info(
             "%s on %s%s",
             self.model_dir.name,
@@ -104,18 +119,49 @@ class Predictor:
     def stain(self) -> str:
         return self.saved["stain"]
 
-    def predict(self, bf_counts: np.ndarray) -> np.ndarray:
-        """A batch of BF fields (B, H, W) uint16 -> the stain (B, H, W) uint16."""
-        x = torch.from_numpy(normalize(bf_counts, self.saved["stats"]["bf"])[:, None])
-        padded, (height, width) = pad_to_multiple(self.device.to(x), self.net.multiple)
+    def ood_reference(
+        self, train_store: Store, *, train_fields: int | None, batch_size: int
+    ) -> OodReference:
+        """The OOD reference of this generator on its train set's store."""
+        return fit_reference(
+            self.generator,
+            self.device,
+            train_store,
+            self.saved["stats"]["bf"],
+            train_fields=train_fields,
+            batch_size=batch_size,
+        )
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded, (height, width) = pad_to_multiple(x, self.net.multiple)
+        return self.generator(padded)[..., :height, :width]
+
+    def predict(
+        self, bf_counts: np.ndarray, *, tta: bool = False, reference: OodReference | None = None
+    ) -> Predicted:
+        """A batch of BF fields (B, H, W) uint16 -> the stain (B, H, W) uint16, with the TTA
+        spread when ``tta`` and the OOD scores against ``reference`` when given. The prediction
+        is the untransformed pass whatever is asked beside it; the trunk's output on the way is
+        what the OOD score pools."""
+        stats = self.saved["stats"]
+        x = self.device.to(torch.from_numpy(normalize(bf_counts, stats["bf"])[:, None]))
+        padded, (height, width) = pad_to_multiple(x, self.net.multiple)
         with torch.no_grad(), self.device.autocast():
-            fake = self.generator(padded)[..., :height, :width]
+            bottleneck = self.trunk(padded)
+            fake = self.head(bottleneck)[..., :height, :width]
+            ood = None
+            if reference is not None:
+                ood = reference.score(pool(bottleneck, height, width, self.trunk_multiple))
+            spread = tta_spread(self._forward, x, first=fake)[1] if tta else None
         values = fake.float().cpu().numpy()[:, 0]
         if not np.isfinite(values).all():
             raise VsgridError(
                 "the generator produced NaN or infinite values; its weights are broken (retrain the model)"
             )
-        return as_uint16(denormalize(values, self.saved["stats"][self.stain]))
+        if spread is not None:
+            scale = count_scale(stats[self.stain])
+            spread = (spread.cpu().numpy()[:, 0] * scale).astype(np.float32)
+        return Predicted(as_uint16(denormalize(values, stats[self.stain])), spread, ood)
 
     def attributes(self, store: Store) -> dict:
         return {
@@ -132,14 +178,31 @@ class Predictor:
         }
 
     def predict_test_set(
-        self, store: Store, group: zarr.Group, batch_size: int, progress: bool = True
+        self,
+        store: Store,
+        group: zarr.Group,
+        batch_size: int,
+        progress: bool = True,
+        *,
+        tta: bool = False,
+        reference: OodReference | None = None,
     ) -> zarr.Array:
-        """Predict the test split of ``store`` into ``group["image"]``; returns that array."""
+        """Predict the test split of ``store`` into ``group["image"]``; returns that array.
+
+        With ``tta``, ``group["spread"]`` (N, H, W) float32 holds each pixel's TTA spread in the
+        stain's counts; with a ``reference``, ``group["ood"]`` (N,) each field's OOD score.
+        """
         n, _, height, width = store.images("test").shape
         self.net.check_size(height, width, f"the test images of {store.path}")
         image = arrays.create(
             group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image"
         )
+        spread = None
+        if tta:
+            spread = arrays.create(
+                group, (n, height, width), chunks=(1, height, width), dtype="float32", name="spread"
+            )
+        ood = np.full(n, np.nan)
         group.attrs.update(self.attributes(store))
         batches = prefetched(iter_batches(store.path, "test", batch_size, channels=("bf",)))
         bar = tqdm(
@@ -149,22 +212,30 @@ class Predictor:
             disable=not progress,
             unit="batch",
         )
+
+        def write(rows: slice, predicted: Predicted) -> None:
+            image[rows] = predicted.image
+            if spread is not None:
+                spread[rows] = predicted.spread
+
         with ThreadPoolExecutor(1) as writer:
             pending = None
             for indices, bf in bar:
                 try:
-                    predicted = self.predict(bf[:, 0])
+                    predicted = self.predict(bf[:, 0], tta=tta, reference=reference)
                 except VsgridError as exc:
                     raise VsgridError(
                         f"{self.model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}"
                     ) from None
+                if reference is not None:
+                    ood[indices] = predicted.ood
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(
-                    image.__setitem__, slice(indices[0], indices[-1] + 1), predicted
-                )
+                pending = writer.submit(write, slice(indices[0], indices[-1] + 1), predicted)
             if pending is not None:
                 pending.result()
+        if reference is not None:
+            arrays.create(group, (n,), chunks=(max(n, 1),), dtype="float64", name="ood")[:] = ood
         return image
 
 

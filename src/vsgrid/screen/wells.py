@@ -40,6 +40,8 @@ from vsgrid.screen.decisions import ScreenSettings
 log = logging.getLogger(__name__)
 
 WELL_COLUMNS = ["plate", "well", "compound", "concentration", "fields"]
+# What a virtual well says of itself, not a readout: the mean OOD score of its fields.
+TRUST_COLUMNS = ["ood"]
 SCORES = (
     "cell_count",
     "phenotype_score",
@@ -47,8 +49,9 @@ SCORES = (
 
 
 def readouts(wells: pd.DataFrame) -> list[str]:
-    """The readouts of a per-well profile: every column but the well's own description."""
-    return [c for c in wells.columns if c not in WELL_COLUMNS]
+    """The readouts of a per-well profile: every column but the well's own description and what
+    a virtual well says of itself."""
+    return [c for c in wells.columns if c not in WELL_COLUMNS + TRUST_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -336,10 +339,16 @@ def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: 
     features = FeatureSet.from_config(
         config["features"], sorted(set(scorer.features) | set(medians))
     )
+    metadata = store.split_metadata("test")
     with worker_pool(cores) as pmap:
-        wells = well_profiles(pred.image, masks, store.split_metadata("test"), features, scorer,
+        wells = well_profiles(pred.image, masks, metadata, features, scorer,
                               counts=stain in SEGMENTED, readouts=medians,
                               block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
+    if pred.ood is not None:
+        fields = metadata.assign(ood=pred.ood, plate=metadata["plate"].astype(str),
+                                 well=metadata["well"].astype(str))  # fmt: skip
+        found = fields.groupby(["plate", "well"], sort=False)["ood"].mean()
+        wells["ood"] = found.reindex(pd.MultiIndex.from_frame(wells[["plate", "well"]])).to_numpy()
     write_table(wells, Path(out))
     log.info("wrote %s (%d wells)", out, len(wells))
     return wells

@@ -1,0 +1,182 @@
+"""What a generator can say about its own predictions, without the real stain.
+
+- **Test-time augmentation (TTA).** The generator is run on the 8 flips and 90-degree rotations
+  of a field (the dihedral group of the square), each output turned back; the per-pixel standard
+  deviation of the 8 is the prediction's *spread*. Cells have no orientation, so a model that has
+  learnt the stain and not its training fields' accidents agrees with itself; reflection padding
+  and strided convolutions make even a perfect Pix2PixHD only nearly equivariant, and a model
+  that is unsure of a field tells it apart by much more than that. The prediction itself stays
+  the untransformed pass.
+- **Out-of-distribution (OOD) score.** A field's *bottleneck features* are the mean and standard
+  deviation over space of each channel at the end of the generator's residual trunk (before
+  upsampling). Its OOD score is the Mahalanobis distance of those features to the features of
+  (up to a number of, evenly spaced) fields of the training split of the model's train set, with
+  a Ledoit-Wolf shrinkage covariance: a few hundred fields estimate a covariance of thousands of
+  features only with shrinkage. The trunk is the first part of the generator's own pass, so a
+  prediction's OOD score costs no second pass.
+
+Both run beside inference (:mod:`vsgrid.model.infer`), which writes them into each prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+from torch import nn
+
+from vsgrid.data.pairs import normalize
+from vsgrid.data.store import Store
+from vsgrid.errors import VsgridError
+from vsgrid.model.device import Device
+from vsgrid.model.network import ResnetBlock, pad_to_multiple
+
+# The dihedral group of the square, identity first: (quarter turns, mirrored first).
+DIHEDRAL = tuple((turns, mirror) for mirror in (False, True) for turns in range(4))
+# A feature that does not vary over the training fields (a dead channel) is not scaled up from 0.
+_FLOOR = 1e-6
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+
+
+def transform(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    """(..., H, W) mirrored left-right (when ``mirror``), then turned ``turns`` quarter turns."""
+    x = torch.flip(x, (-1,)) if mirror else x
+    return torch.rot90(x, turns, (-2, -1))
+
+
+def untransform(y: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    """The inverse of :func:`transform`."""
+    y = torch.rot90(y, -turns, (-2, -1))
+    return torch.flip(y, (-1,)) if mirror else y
+
+
+def tta_spread(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    first: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward(x)`` and the per-pixel standard deviation (ddof 0) of ``forward`` over the 8
+    dihedral transforms of ``x``, each turned back, accumulated one transform at a time (memory
+    two outputs, whatever the batch).
+
+    ``forward`` maps (B, C, H, W) to (B, C', H, W) for any H and W (a quarter turn swaps them);
+    ``first``, when the caller has it already, is ``forward(x)``, not computed again.
+    """
+    first = (forward(x) if first is None else first).float()
+    mean, squares = first.clone(), torch.zeros_like(first)
+    for count, (turns, mirror) in enumerate(DIHEDRAL[1:], start=2):
+        y = untransform(forward(transform(x, turns, mirror)).float(), turns, mirror)
+        step = y - mean
+        mean += step / count
+        squares += step * (y - mean)  # Welford: no cancellation however close the outputs
+    return first, torch.sqrt(squares / len(DIHEDRAL))
+
+
+# --------------------------------------------------------------------------- the bottleneck
+
+
+def split_generator(generator: nn.Module) -> tuple[nn.Sequential, nn.Sequential, int]:
+    """The generator's trunk (its layers up to its last residual block), the rest, and the factor
+    the trunk downsamples by: ``rest(trunk(x))`` is ``generator(x)``, the same layers in order."""
+    layers = generator.model
+    last = max(i for i, layer in enumerate(layers) if isinstance(layer, ResnetBlock))
+    strided = [m for m in layers[:last] if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    return layers[: last + 1], layers[last + 1 :], 2 ** len(strided)
+
+
+def pool(bottleneck: torch.Tensor, height: int, width: int, multiple: int) -> np.ndarray:
+    """Each channel's mean, then its standard deviation, over the bottleneck pixels that cover a
+    (height x width) field, not its padding: (B, 2 x channels) float64."""
+    x = bottleneck[..., : -(-height // multiple), : -(-width // multiple)].float()
+    return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1).cpu().numpy().astype(np.float64)
+
+
+def bottleneck_features(
+    generator: nn.Module, device: Device, bf_batches: Iterable[np.ndarray]
+) -> np.ndarray:
+    """Bottleneck features (:func:`pool`) of normalised BF fields, batch by batch, the generator
+    in eval mode.
+
+    Parameters
+    ----------
+    bf_batches
+        (B, H, W) float32 arrays, normalised as in training (:func:`vsgrid.data.pairs.normalize`).
+    """
+    trunk, _, multiple = split_generator(generator.eval())
+    pooled = []
+    with torch.no_grad(), device.autocast():
+        for batch in bf_batches:
+            x = device.to(torch.from_numpy(np.asarray(batch, np.float32))[:, None])
+            padded, (height, width) = pad_to_multiple(x, multiple)
+            pooled.append(pool(trunk(padded), height, width, multiple))
+    return np.concatenate(pooled) if pooled else np.empty((0, 0))
+
+
+@dataclass(frozen=True)
+class OodReference:
+    """The training fields' features: their mean, scale and shrunk precision matrix."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    precision: np.ndarray
+
+    @classmethod
+    def fit(cls, train_features: np.ndarray) -> OodReference:
+        """Ledoit-Wolf on the features standardised over the training fields: its shrinkage
+        target, a multiple of the identity, then treats every feature alike whatever its units."""
+        features = np.asarray(train_features, np.float64)
+        if features.ndim != 2 or len(features) < 2:
+            raise VsgridError(
+                f"an OOD reference needs the features of 2 or more training fields, got {features.shape}"
+            )
+        mean, scale = features.mean(0), np.maximum(features.std(0), _FLOOR)
+        estimator = LedoitWolf(assume_centered=True).fit((features - mean) / scale)
+        return cls(mean, scale, estimator.precision_)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """The Mahalanobis distance of each row of ``features`` to the training fields."""
+        centred = (np.asarray(features, np.float64) - self.mean) / self.scale
+        squared = np.einsum("ij,jk,ik->i", centred, self.precision, centred)
+        return np.sqrt(np.maximum(squared, 0.0))
+
+
+def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
+    """All of ``n`` fields, or ``limit`` of them evenly spaced (a split is ordered by plate)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).astype(int))
+
+
+def bf_batches(
+    store: Store, split: str, picks: np.ndarray, stats: dict, batch_size: int
+) -> Iterator[np.ndarray]:
+    """The normalised BF of the picked fields of a split, ``batch_size`` at a time (memory stays
+    one batch, whatever the split)."""
+    images, bf = store.images(split), store.channel_index("bf")
+    for start in range(0, len(picks), batch_size):
+        chosen = picks[start : start + batch_size]
+        yield normalize(np.stack([images[int(i), bf] for i in chosen]), stats)
+
+
+def fit_reference(
+    generator: nn.Module,
+    device: Device,
+    train_store: Store,
+    stats: dict,
+    *,
+    train_fields: int | None,
+    batch_size: int,
+) -> OodReference:
+    """The OOD reference of a generator: (up to ``train_fields`` of) the training split of the
+    model's train set, normalised with the checkpoint's BF statistics ``stats``."""
+    if train_fields is not None and train_fields < 2:
+        raise VsgridError(f"train_fields is {train_fields}: a reference needs 2 fields or more")
+    picks = evenly_spaced(train_store.images("train").shape[0], train_fields)
+    batches = bf_batches(train_store, "train", picks, stats, batch_size)
+    return OodReference.fit(bottleneck_features(generator, device, batches))
