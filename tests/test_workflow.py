@@ -132,6 +132,15 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     ).all()
     runs = pd.read_csv(grid / RESULTS / "tables" / "runs.csv")
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
+    trust = pd.read_csv(grid / RESULTS / "tables" / "trust.csv")
+    # every prediction says how sure it is (TTA spread) and how far out its fields lie (OOD);
+    # every shifted run gets the OOD score's AUROC against its model's own test images
+    shifted = runs.loc[runs["shift"] != "none", "run"].nunique()
+    assert set(trust["uncertainty"]) == {"spread", "ood"}
+    detect = trust[trust["statistic"] == "auroc"]
+    assert len(detect) == shifted and detect["value"].between(0, 1).all()
+    ranked = trust[(trust["statistic"] == "spearman") & (trust["test_set"] != "all")]
+    assert len(ranked[["model", "test_set"]].drop_duplicates()) == 24
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
     # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5
     # selected features, cy5 the last 6; each has its profile's rows too
@@ -155,6 +164,8 @@ def test_the_test_grid_writes_tables_and_figures(grid):
         "figure5",
         "figure6a",
         "figure6b",
+        "figure10a",
+        "figure10b",
         "figure7",
         "figure8",
         "figure9",

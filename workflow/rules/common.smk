@@ -18,6 +18,7 @@ from vsgrid.layout import (
     SCREEN_OUTCOME,
     SCREEN_TABLES,
     TABLE_FORMATS,
+    TRUST_TABLE,
     Layout,
 )
 from vsgrid.resources import REFERENCE_PIXELS, config_pixels, job_resources, train_retries, training_work

@@ -6,6 +6,7 @@ rule figures:
     input:
         tables=LAYOUT.table("deltas"),
         features=LAYOUT.table("features"),
+        trust=LAYOUT.table(TRUST_TABLE),
         predictions=[LAYOUT.predictions(model.format(stain=stain)) for panel in PANELS.values() for model in panel["models"] for stain in GRID["stains"]],
         stores=[LAYOUT.store(panel["test_set"]) for panel in PANELS.values()],
     output:

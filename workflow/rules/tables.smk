@@ -1,4 +1,5 @@
-# Every run's scores into tidy tables with deltas against the baselines (Parquet and CSV).
+# Every run's scores into tidy tables with deltas against the baselines (Parquet and CSV), and the
+# trust table: what the models say of their predictions, checked against the real stain.
 
 
 rule tables:
@@ -6,7 +7,7 @@ rule tables:
         runs=[LAYOUT.run_table(run.model, run.test_set, name) for run in RUNS for name in ("scores", "images", "feature_differences")],
         stores=[LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID)],  # the wells and plates of the test images
     output:
-        [LAYOUT.table(name, fmt) for name in GRID_TABLES for fmt in TABLE_FORMATS],
+        [LAYOUT.table(name, fmt) for name in (*GRID_TABLES, TRUST_TABLE) for fmt in TABLE_FORMATS],
         LAYOUT.tables / OUTCOME,
     params:
         out=LAYOUT.tables,

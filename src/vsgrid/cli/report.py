@@ -7,8 +7,11 @@ from vsgrid.cli.options import OUT, config_of, option
 
 def _tables(args) -> None:
     from vsgrid.report.tables import write_tables
+    from vsgrid.report.trust import write_trust
 
-    write_tables(config_of(args), args.out)
+    config = config_of(args)
+    write_tables(config, args.out)
+    write_trust(config, args.out)
 
 
 def _figures(args) -> None:
@@ -21,7 +24,7 @@ COMMANDS = [
     (
         "tables",
         _tables,
-        "collect every run's scores into tidy tables with deltas against the baselines",
+        "collect every run's scores into tidy tables with deltas against the baselines, and the trust table",
         [OUT],
     ),
     (

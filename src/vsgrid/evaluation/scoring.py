@@ -6,8 +6,10 @@ type, stain). :func:`evaluate_run` reads them a block of images at a time, measu
 prediction's selected features in its own masks, and writes, all Parquet:
 
 - ``images.parquet``: one row per test image: its quality flag, the pixel metrics (ssim, psnr,
-  pcc, nrmse), and for dapi/fitc the instance metrics (f1, jaccard, precision, recall, ap,
-  splits, merges) with n_real and n_pred (:data:`vsgrid.evaluation.metrics.LEVEL`);
+  pcc, nrmse), for dapi/fitc the instance metrics (f1, jaccard, precision, recall, ap,
+  splits, merges) with n_real and n_pred (:data:`vsgrid.evaluation.metrics.LEVEL`), and what
+  the model says of the image where its prediction carries it, ``spread`` and ``ood``
+  (:func:`vsgrid.evaluation.trust.image_trust`);
 - ``feature_differences.parquet``: per image and selected feature, the sum of |real - predicted|
   over matched instances, the number of pairs and the real feature's SD over the test set;
 - ``scores.parquet``: the run's scores, long: level, metric, feature, value;
@@ -41,7 +43,15 @@ from vsgrid.evaluation.metrics import (
     pixel_scores,
 )
 from vsgrid.evaluation.selection import selected_features
-from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_stain, test_store
+from vsgrid.evaluation.stacks import (
+    Prediction,
+    blocks,
+    read_prediction,
+    read_stack,
+    real_stain,
+    test_store,
+)
+from vsgrid.evaluation.trust import image_trust
 from vsgrid.files import read_table, table_appender, table_batches, table_columns, write_table
 from vsgrid.grid import SEGMENTED
 from vsgrid.layout import table_path
@@ -293,10 +303,15 @@ def run_scores(values: RunValues) -> pd.DataFrame:
 
 
 def run_tables(
-    rows: list[dict], differences: list[pd.DataFrame], real_std: pd.Series
+    rows: list[dict],
+    differences: list[pd.DataFrame],
+    real_std: pd.Series,
+    said: dict[str, np.ndarray] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """A run's per-image tables and scores from its images' results."""
+    """A run's per-image tables and scores from its images' results, with what the model
+    ``said`` of each image (name -> per-image values) beside its scores."""
     images = pd.DataFrame(rows)
+    images = images.assign(**{k: v[images["image"].to_numpy()] for k, v in (said or {}).items()})
     differences = pd.concat(differences, ignore_index=True)
     differences["real_std"] = differences["feature"].map(real_std)
     return {
@@ -348,18 +363,14 @@ def score_blocks(
     return rows, differences
 
 
-def _run_stacks(store, stain: str, prediction, real_masks, model) -> tuple:
+def _run_stacks(store, stain: str, pred: Prediction, real_masks) -> tuple:
     """A run's real stain, prediction, real masks and the prediction's masks (its own, or the
     real DAPI nuclei for cy5), which must all be of the test set's images."""
-    real, pred, real_labels = (
-        real_stain(store, stain),
-        read_prediction(prediction, store, stain, model),
-        read_stack(real_masks),
-    )
+    real, real_labels = real_stain(store, stain), read_stack(real_masks)
     pred_labels = pred.labels if stain in SEGMENTED else real_labels
     if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
         raise VsgridError(
-            f"the prediction {prediction} (with its masks) and the real masks {real_masks} do not "
+            f"the prediction {pred.path} (with its masks) and the real masks {real_masks} do not "
             f"match the test set's {real.shape} images"
         )
     return real, pred.image, real_labels, pred_labels
@@ -382,7 +393,8 @@ def evaluate_run(
     ``out``; returns its scores. The prediction's masks are its own (dapi, fitc) or the real DAPI
     nuclei (cy5); its selected features are measured here, the real ones read by row group."""
     store = test_store(config, test_set)
-    stacks = _run_stacks(store, stain, prediction, real_masks, model)
+    pred = read_prediction(prediction, store, stain, model)
+    stacks = _run_stacks(store, stain, pred, real_masks)
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
     how = ImageScoring(
@@ -409,7 +421,8 @@ def evaluate_run(
             pmap=pmap,
             keep=append,
         )
-    tables = run_tables(rows, differences, real_std)
+    said = image_trust(pred, block_images=config["evaluation"]["block_images"])
+    tables = run_tables(rows, differences, real_std, said)
     for name, table in tables.items():
         write_table(table, table_path(out, name))
     scores = tables["scores"]

@@ -8,6 +8,9 @@
   and task 3 (non-toxic -> toxic; its diagonal is task 1), averaged over the segmented stains.
   Per metric one diverging scale centred at 0 and shared by 6a and 6b; blue is better.
 - Figures 3 and 5: bright-field, real stain and predictions side by side.
+- Figure 10a / 10b (vsgrid's, not the paper's), from the trust table: per stain, the train x
+  test set heatmap of the OOD score's AUROC against the model's in-distribution test images, and
+  the Spearman correlation of each uncertainty with each per-image error over a model's images.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from vsgrid.data.store import open_store  # noqa: E402
 from vsgrid.evaluation.metrics import LOWER_IS_BETTER  # noqa: E402
 from vsgrid.files import atomic_path, read_table  # noqa: E402
 from vsgrid.grid import NONTOXIC, TOXIC, DataSet, focus_cell_type, panel_runs  # noqa: E402
-from vsgrid.layout import GRID_FIGURES, Layout, table_path  # noqa: E402
+from vsgrid.layout import GRID_FIGURES, TRUST_TABLE, Layout, table_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +223,62 @@ def figure6(deltas: pd.DataFrame, cell_types, stains) -> tuple:
     return tuple(figures)
 
 
+def _annotated_heatmap(ax, matrix: pd.DataFrame, *, cmap: str, vmin: float, vmax: float):
+    """``matrix`` drawn cell by cell with its value written in (blank where NaN)."""
+    values = matrix.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.grid(False)  # the style's grid lines would cut through the cells
+    middle = (vmin + vmax) / 2
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            # viridis is dark at its low end, a diverging map at both ends
+            dark = v < middle if cmap == "viridis" else abs(v - middle) > 0.3 * (vmax - vmin)
+            colour = "white" if dark else "black"
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=7)
+    return image
+
+
+def figure10(trust: pd.DataFrame, stains) -> tuple:
+    """Figures 10a (OOD AUROC, train x test set) and 10b (Spearman of each uncertainty with each
+    per-image error, over all of a model's images), one panel per stain; mean over seeds."""
+    detect = trust[trust["statistic"] == "auroc"]
+    ranked = trust[(trust["statistic"] == "spearman") & (trust["test_set"] == "all")]
+    shown = [s for s in stains if s in set(trust["stain"])] or list(stains)
+    figures = []
+    for key, rows, cmap, (vmin, vmax) in (
+        ("a", detect, "viridis", (0.5, 1.0)),
+        ("b", ranked.assign(test_set=ranked["uncertainty"] + " vs " + ranked["error"]),
+         "RdBu", (-1.0, 1.0)),
+    ):  # fmt: skip
+        figure, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.8), squeeze=False)
+        for ax, stain in zip(axes[0], shown):
+            of_stain = rows[rows["stain"] == stain]
+            ax.set_title(STAIN_NAMES.get(stain, stain), fontsize=10)
+            if of_stain.empty:
+                ax.text(0.5, 0.5, "no prediction carries an uncertainty", ha="center",
+                        transform=ax.transAxes, fontsize=8)  # fmt: skip
+                ax.set_axis_off()
+                continue
+            matrix = of_stain.groupby(["train_set", "test_set"])["value"].mean().unstack()
+            image = _annotated_heatmap(ax, matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_xlabel("test set" if key == "a" else "uncertainty vs per-image error")
+            figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        axes[0][0].set_ylabel("train set")
+        figure.suptitle(
+            "10a  OOD score: AUROC of each shifted test set against the in-distribution test "
+            "images (0.5 = blind, 1 = every shifted image scores higher)"
+            if key == "a"
+            else "10b  Spearman of what the model says (TTA spread, OOD) with its per-image "
+            "error, over all its test images (> 0: it knows where it errs)",
+            fontsize=9,
+        )
+        figure.tight_layout()
+        figures.append(figure)
+    return tuple(figures)
+
+
 def _display_range(image: np.ndarray) -> tuple[float, float]:
     low, high = np.percentile(image, [0.5, 99.8])
     return float(low), float(max(high, low + 1))
@@ -267,6 +326,7 @@ def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> l
     tables = Path(tables_dir)
     deltas = read_table(table_path(tables, "deltas"))
     features = read_table(table_path(tables, "features"))
+    trust = read_table(table_path(tables, TRUST_TABLE))
     grid = config["grid"]
     cell_types, stains = grid["cell_types"], grid["stains"]
     segmented = [s for s in settings["figure6_stains"] if s in stains]
@@ -274,6 +334,7 @@ def make_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> l
         figure2(deltas, cell_types, stains),
         figure4(features, focus_cell_type(config), stains),
         *figure6(deltas, cell_types, segmented or stains),
+        *figure10(trust, stains),
     )
     written = []
     for name, figure in zip(GRID_FIGURES, figures, strict=True):

@@ -1,0 +1,146 @@
+"""The trust table: what the models say of their predictions, checked against the real stain.
+
+From each run's per-image table (its ``spread`` and ``ood`` columns, :mod:`vsgrid.evaluation.trust`)
+and its per-image errors (1 - SSIM, 1 - F1 for dapi and fitc, N-MAE: each image's value of the
+run's own score, :func:`vsgrid.evaluation.scoring.score` with the image alone weighted), one row
+per
+
+- run, uncertainty and error: ``spearman``, their rank correlation over the run's images;
+- model, uncertainty and error, test set ``all``: the same over every image of every run of the
+  model, the question a team asks of a model whose plates hold shifts it does not know of;
+- shifted run: ``auroc`` of its images' OOD scores against the model's in-distribution test
+  images'.
+
+Every CI is the 95 % percentile interval over the grid's bootstrap resamples of the test images
+(the wells, then their fields, :func:`vsgrid.report.tables.bootstrap_weights`), the same draws
+as the deltas'; an AUROC draws each side from its own test set.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vsgrid.evaluation.scoring import RunValues, score
+from vsgrid.evaluation.stacks import blocks
+from vsgrid.evaluation.trust import UNCERTAINTIES, auroc, drawn, spearman
+from vsgrid.files import read_table, write_table
+from vsgrid.grid import Run, runs
+from vsgrid.layout import TABLE_FORMATS, TRUST_TABLE, Layout, table_path
+from vsgrid.report.tables import interval, test_weights
+
+log = logging.getLogger(__name__)
+
+# Per-image errors: the score each is read from, and whether it is 1 - the score (a loss).
+ERRORS = {"1 - ssim": ("ssim", True), "1 - f1": ("f1", True), "nmae": ("nmae", False)}
+COLUMNS = ["model", "model_type", "stain", "seed", "train_set", "test_set", "task", "shift",
+           "statistic", "uncertainty", "error", "value", "ci_low", "ci_high", "undefined_share",
+           "images"]  # fmt: skip
+ALL = "all"  # the test set of a model's rows over all its runs
+
+
+def image_errors(values: RunValues, *, block: int = 256) -> dict[str, np.ndarray]:
+    """Each image's errors (:data:`ERRORS` the run has), NaN for a flagged image: the run's own
+    scores with one image weighted at a time, ``block`` images per call."""
+    errors = {}
+    for name, (metric, loss) in ERRORS.items():
+        if metric not in values.metrics:
+            continue
+        eye = np.eye(values.n_images)
+        value = np.concatenate(
+            [score(metric, values, eye[a:b]) for a, b in blocks(values.n_images, block)]
+            or [np.empty(0)]
+        )
+        errors[name] = 1.0 - value if loss else value
+    return errors
+
+
+class _RunImages:
+    """A run's per-image uncertainties and errors, and its test images' resample draws."""
+
+    def __init__(self, config: dict, run: Run, draws: np.ndarray):
+        layout = Layout.of(config)
+        run_dir = layout.run_dir(run.model, run.test_set)
+        images = read_table(layout.run_table(run.model, run.test_set, "images"))
+        images = images.sort_values("image")
+        self.run, self.draws = run, draws
+        self.said = {u: images[u].to_numpy(np.float64) for u in UNCERTAINTIES if u in images}
+        self.errors = image_errors(RunValues.read(run_dir))
+
+
+def _row(run: Run, test_set: str, statistic: str, uncertainty: str, error: str,
+         value: float, resampled: np.ndarray, images: int) -> dict:  # fmt: skip
+    low, high, share = interval(np.asarray(resampled, np.float64))
+    model = run.model
+    return dict(zip(COLUMNS, (
+        model.name, model.model_type, model.stain, model.seed, model.train_set.name, test_set,
+        run.task if test_set != ALL else -1, run.shift if test_set != ALL else ALL,
+        statistic, uncertainty, error, value, low, high, share, images)))  # fmt: skip
+
+
+def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dict]:
+    """Spearman of each uncertainty with each error over ``parts`` (runs of one model) together,
+    each part resampled by its own test images' draws."""
+    rows = []
+    for u in parts[0].said:
+        for e in parts[0].errors:
+            x = np.concatenate([p.said[u] for p in parts])
+            y = np.concatenate([p.errors[e] for p in parts])
+            offsets = np.cumsum([0] + [len(p.said[u]) for p in parts])
+            resampled = [
+                spearman(x[picked], y[picked])
+                for picked in (
+                    np.concatenate(
+                        [offset + drawn(p.draws[k]) for p, offset in zip(parts, offsets)]
+                    )
+                    for k in range(len(parts[0].draws))
+                )
+            ]
+            rows.append(_row(run, test_set, "spearman", u, e, spearman(x, y), resampled, len(x)))
+    return rows
+
+
+def trust_table(config: dict) -> pd.DataFrame:
+    """The trust table of the grid (see the module docstring); empty where no prediction says
+    anything of itself (predictions of an older vsgrid)."""
+    n_resamples = config["evaluation"]["bootstrap_resamples"]
+    draws = cache(lambda twin: test_weights(config, twin, n_resamples))
+    by_model: dict[str, list[_RunImages]] = {}
+    for run in runs(config):
+        found = _RunImages(config, run, draws(run.test_set.twin))
+        if found.said:
+            by_model.setdefault(run.model.name, []).append(found)
+    rows = []
+    for parts in by_model.values():
+        inside = next((p for p in parts if p.run.shift == "none"), None)
+        for part in parts:
+            run = part.run
+            rows += _spearman_rows(run, run.test_set.name, [part])
+            if run.shift == "none" or inside is None or "ood" not in part.said:
+                continue
+            ours, theirs = part.said["ood"], inside.said["ood"]
+            resampled = [
+                auroc(theirs[drawn(inside.draws[k])], ours[drawn(part.draws[k])])
+                for k in range(n_resamples)
+            ]
+            rows.append(_row(run, run.test_set.name, "auroc", "ood", "", auroc(theirs, ours),
+                             resampled, len(ours)))  # fmt: skip
+        rows += _spearman_rows(parts[0].run, ALL, parts)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_trust(config: dict, out_dir: str | Path) -> dict[str, Path]:
+    """The trust table, Parquet and CSV, into ``out_dir``."""
+    table = trust_table(config)
+    written = {}
+    for fmt in TABLE_FORMATS:
+        written[f"{TRUST_TABLE}.{fmt}"] = table_path(out_dir, TRUST_TABLE, fmt)
+        write_table(table, written[f"{TRUST_TABLE}.{fmt}"])
+    for row in table[table["test_set"] == ALL].itertuples():
+        log.info("%s: Spearman of %s with %s %.2f [%.2f, %.2f] over %d images", row.model,
+                 row.uncertainty, row.error, row.value, row.ci_low, row.ci_high, row.images)  # fmt: skip
+    return written

@@ -1,0 +1,129 @@
+"""The trust table on hand-made run folders whose uncertainties and errors are known by
+construction, and the statistics it is made of."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vsgrid.config import validate
+from vsgrid.data.store import create_store
+from vsgrid.evaluation.scoring import RunValues, run_scores
+from vsgrid.evaluation.trust import auroc, drawn, spearman
+from vsgrid.files import read_table, write_table
+from vsgrid.grid import data_sets, runs
+from vsgrid.layout import Layout
+from vsgrid.report.trust import ALL, image_errors, trust_table, write_trust
+
+N = 20  # test images per test set, two fields in each of ten wells
+FEATURE = "AreaShape_Area"
+
+
+def write_run(layout, run, ssim, *, spread=None, ood=None, nmae=None):
+    """A run folder: per image its SSIM, N-MAE (one feature of real SD 1, one matched pair) and,
+    when given, what the model said of it."""
+    images = pd.DataFrame({"image": range(N), "flag": "", "ssim": ssim})
+    for name, values in (("spread", spread), ("ood", ood)):
+        if values is not None:
+            images[name] = values
+    differences = pd.DataFrame(
+        {
+            "image": range(N),
+            "feature": FEATURE,
+            "abs_diff_sum": nmae if nmae is not None else 1.0,
+            "n_pairs": 1,
+            "n_matched": 1,
+            "n_real": 1,
+            "real_std": 1.0,
+        }  # fmt: skip
+    )
+    folder = layout.run_dir(run.model, run.test_set)
+    folder.mkdir(parents=True)
+    write_table(images, folder / "images.parquet")
+    write_table(differences, folder / "feature_differences.parquet")
+    write_table(run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet")
+
+
+@pytest.fixture
+def config(tmp_path):
+    config = validate(
+        {
+            "grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": [0]},
+            "data": {"dir": str(tmp_path / "data")},
+            "results": {"dir": str(tmp_path)},
+            "evaluation": {"bootstrap_resamples": 100},
+        }
+    )
+    layout = Layout.of(config)
+    metadata = pd.DataFrame({"split": "test", "index": range(N), "plate": "P1",
+                             "well": [f"A{i // 2:02d}" for i in range(N)], "field": 1})  # fmt: skip
+    for data_set in data_sets(config["grid"]):
+        path = layout.store(data_set)
+        with create_store(path, {"test": N}, (4, 4), metadata, {"data_set": path.stem},
+                          with_masks=False):  # fmt: skip
+            pass
+    rng = np.random.default_rng(0)
+    for run in runs(config):
+        # Each image's spread ranks its SSIM loss exactly; its N-MAE is noise; the shifted test
+        # set's fields all lie further out than the in-distribution ones.
+        spread = rng.permutation(N).astype(float) + 1
+        shifted = run.shift != "none"
+        write_run(layout, run, 1 - spread / 100, spread=spread, nmae=rng.random(N),
+                  ood=rng.random(N) + (5.0 if shifted else 0.0))  # fmt: skip
+    return config
+
+
+def test_the_table_finds_a_perfect_ranking_and_a_perfect_detector(config, tmp_path):
+    table = trust_table(config)
+    ranked = table[(table["statistic"] == "spearman") & (table["uncertainty"] == "spread")]
+    exact = ranked[ranked["error"] == "1 - ssim"]
+    # a monotone relation on every image, in every resample too (1 to float rounding: scipy
+    # computes the ranks' Pearson correlation)
+    assert len(exact) == 3 + 2
+    np.testing.assert_allclose(exact[["value", "ci_low", "ci_high"]], 1.0, rtol=1e-12)
+    noise = ranked[(ranked["error"] == "nmae") & (ranked["test_set"] != ALL)]
+    assert (noise["value"].abs() < 0.6).all() and (noise["ci_low"] < 0).all()
+    assert "1 - f1" not in set(table["error"])  # the runs have no instance scores
+    [detector] = table[table["statistic"] == "auroc"].itertuples()
+    assert (detector.test_set, detector.shift, detector.task) == ("lung-toxic", "phenotype", 1)
+    assert detector.value == 1.0 and detector.ci_low == pytest.approx(1.0, abs=1e-12)
+    pooled = table[(table["test_set"] == ALL) & (table["model"] == "lung-nontoxic.dapi.s0")]
+    assert set(pooled["images"]) == {2 * N} and set(pooled["shift"]) == {ALL}
+    written = write_trust(config, tmp_path / "tables")
+    pd.testing.assert_frame_equal(read_table(written["trust.parquet"]), table)
+
+
+def test_runs_whose_predictions_say_nothing_have_no_rows(config):
+    layout = Layout.of(config)
+    for run in runs(config):
+        images = layout.run_table(run.model, run.test_set, "images")
+        write_table(read_table(images).drop(columns=["spread", "ood"]), images)
+    assert trust_table(config).empty
+
+
+def test_each_image_error_is_the_run_score_of_that_image_alone():
+    images = pd.DataFrame({"image": range(3), "flag": ["", "blank", ""], "ssim": [0.9, 0.5, 0.7]})
+    differences = pd.DataFrame(
+        {
+            "image": [0, 1, 2, 0, 1, 2],
+            "feature": ["a"] * 3 + ["b"] * 3,
+            "abs_diff_sum": [2.0, 1.0, 0.0, 4.0, 1.0, 8.0],
+            "n_pairs": [1, 1, 0, 2, 1, 2],
+            "n_matched": 1,
+            "n_real": 1,
+            "real_std": [2.0] * 3 + [4.0] * 3,
+        }  # fmt: skip
+    )
+    errors = image_errors(RunValues.from_tables(images, differences), block=2)
+    # a flagged image has no error; image 2 has no pair of feature a: its N-MAE is b's alone
+    np.testing.assert_allclose(errors["1 - ssim"], [0.1, np.nan, 0.3])
+    np.testing.assert_allclose(errors["nmae"], [(1.0 + 0.5) / 2, np.nan, 1.0])
+    assert set(errors) == {"1 - ssim", "nmae"}
+
+
+def test_spearman_and_auroc_of_constructed_cases():
+    x = np.arange(10.0)
+    assert spearman(x, x**3) == pytest.approx(1.0) and spearman(x, -x) == pytest.approx(-1.0)
+    assert spearman(np.r_[x, np.nan], np.r_[x, 1.0]) == pytest.approx(1.0)  # NaN pairs dropped
+    assert np.isnan(spearman(x, np.ones(10))) and np.isnan(spearman(x[:2], x[:2]))
+    assert auroc(x, x + 100) == 1.0 and auroc(x, x) == 0.5 and np.isnan(auroc(x, [np.nan]))
+    assert list(drawn(np.array([0, 2, 1]))) == [1, 1, 2]
