@@ -430,6 +430,27 @@ def test_a_faithful_virtual_screen_is_replaceable_and_a_blurred_one_is_not(assay
     assert verdicts.loc["lung-nontoxic.dapi", "verdict"] == "replaceable", verdicts
     assert verdicts.loc["breast-nontoxic.dapi", "verdict"] == "not replaceable", verdicts
 
+    # The sentinel rows read the same readout, wells and resamples: k = 0 is the screen table's
+    # row (Z' on the readout normalized per plate, not as measured: equal to rounding).
+    from vsgrid.screen.sentinels import LOWEST_TRUST, smallest_replaceable_k
+    from vsgrid.screen.tables import trust_rows
+
+    said = {name: wells.assign(ood=rng.random(len(wells))) for name, wells in virtual.items()}
+    trust = pd.DataFrame(trust_rows(runs, real, said, ScreenSettings.from_config(config),
+                                    ks=[0, 8], resamples=100, seed=0))  # fmt: skip
+    screened = table[table["readout"] == SUMMARY_READOUT].set_index(["model", "metric"])
+    unsentinelled = trust[(trust["k"] == 0) & (trust["choice"] == LOWEST_TRUST)]
+    for row in unsentinelled.itertuples():
+        expected = screened.loc[(row.model, row.metric)]
+        exact = row.metric in ("ec50_error", "hit_kappa", "hit_precision", "hit_recall")
+        for column in ("value", "ci_low", "ci_high"):
+            assert getattr(row, column) == pytest.approx(
+                expected[column], rel=0 if exact else 1e-9, nan_ok=True
+            ), (row.metric, column)
+    own_rows = trust[(trust["model"] == own.name) & (trust["metric"] != "flip_auroc")]
+    assert smallest_replaceable_k(own_rows, margins) == 0
+    assert set(trust["metric"]) >= {"flip_auroc", "ec50_error", "hit_kappa", "z_prime"}
+
 
 def test_dmso_wells_on_one_edge_leave_calls_z_and_profiles_missing_and_the_verdict_undecided():
     """DMSO down column 1 only: the baseline every call and Z' reads is the edge's. Each metric that
@@ -684,7 +705,7 @@ def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_la
 
 
 def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_without_a_ci():
-    from vsgrid.screen.tables import interval_columns
+    from vsgrid.screen.decisions import interval_columns
 
     wells, real, virtual = quick_grid_plate(np.random.default_rng(14))
     plate = Plate(wells, ScreenSettings())

@@ -7,17 +7,25 @@ from test_screen import DOSES, decide, plate_wells, readout
 
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError
-from vsgrid.screen.decisions import Missing, Plate, Readout, ScreenSettings, decisions
-from vsgrid.screen.figures import figure_sentinels
+from vsgrid.screen.decisions import (
+    Missing,
+    Plate,
+    Readout,
+    ScreenSettings,
+    decisions,
+    interval_columns,
+)
+from vsgrid.screen.figures import figure11
 from vsgrid.screen.sentinels import (
     LOWEST_TRUST,
     RANDOM,
     choose_sentinels,
+    flip_auroc,
+    flip_row,
     recalibrate,
     sentinel_rows,
     smallest_replaceable_k,
 )
-from vsgrid.screen.tables import interval_columns
 
 EC50 = {"CPD-01": 0.1, "CPD-02": 0.5}
 # The same decisions of the same wells, read through a map and back: equal up to rounding.
@@ -233,9 +241,10 @@ def test_the_smallest_replaceable_k_is_the_first_whose_lowest_trust_cis_lie_insi
     assert smallest_replaceable_k(rows, {**margins, "hit_kappa": 1.01}) is None
 
 
-def test_figure_sentinels_has_a_panel_per_decision_metric_with_both_choices(corrupted):
+def test_figure11_has_a_panel_per_decision_metric_with_both_choices(corrupted):
     rows, _ = corrupted
-    figure = figure_sentinels(pd.DataFrame(rows))
+    run = {"model": "lung-nontoxic.dapi.s0", "cell_type": "lung", "train_cell_type": "lung"}
+    figure = figure11(pd.DataFrame(rows).assign(**run), ["lung"])
     panels = [ax for ax in figure.axes if ax.get_ylabel()]
     labels = [ax.get_ylabel() for ax in panels]
     assert len(panels) == 3 and "log10" in labels[0] and "kappa" in labels[1] and "Z'" in labels[2]
@@ -248,3 +257,22 @@ def test_figure_sentinels_has_a_panel_per_decision_metric_with_both_choices(corr
         assert sorted(np.asarray(x_lowest, float)) == pytest.approx(
             sorted(100 * (1 - np.array([0, 8, 16]) / 84))
         )
+
+
+def test_the_flip_auroc_is_high_where_the_risk_points_at_the_flipped_calls():
+    rng = np.random.default_rng(6)
+    wells = plate_wells()
+    plate = Plate(wells, ScreenSettings())
+    real = readout(wells, EC50, rng)
+    bad = (wells["compound"].eq("CPD-01") & wells["concentration"].isin([DOSES[0], 0.3])).to_numpy()
+    virtual = 2 * np.where(bad, real[bad].mean(), real) + 5  # calls flip among the bad wells only
+    risk = np.where(bad, 1.0, 0.0) + rng.random(len(wells)) / 2
+    index = plate.resamples(40, rng)
+    found = flip_auroc(plate, real, virtual, risk, index)
+    # flipped wells outrank every faithful well, and tie on average with the unflipped bad ones
+    assert found.values[0] > 0.85 and np.nanpercentile(found.values[1:], 2.5) > 0.7
+    assert flip_auroc(plate, real, virtual, -risk, index).values[0] < 0.15
+    faithful = flip_auroc(plate, real, 2 * real + 5, risk, index)
+    assert isinstance(faithful, Missing) and "flips none" in str(faithful)
+    [row] = [flip_row(plate, real, virtual, risk, index)]
+    assert row["metric"] == "flip_auroc" and row["value"] == found.values[0] and np.isnan(row["k"])

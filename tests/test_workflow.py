@@ -142,6 +142,15 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     ranked = trust[(trust["statistic"] == "spearman") & (trust["test_set"] != "all")]
     assert len(ranked[["model", "test_set"]].drop_duplicates()) == 24
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
+    sentinels = pd.read_csv(grid / RESULTS / "tables" / "screen_trust.csv")
+    # every screen run, at every k of the default list, both choices, and its flip AUROC row
+    per_run = sentinels.groupby("model")["k"].agg(lambda k: sorted(set(k.dropna())))
+    assert len(per_run) == 4 and all(k == [0, 8, 16, 32, 64] for k in per_run)
+    assert (sentinels.loc[sentinels["k"].isna(), "metric"] == "flip_auroc").all()
+    assert (sentinels["value"].notna() | sentinels["reason"].notna()).all()
+    outcome = (grid / RESULTS / "tables" / "screen_outcome.txt").read_text()
+    said = outcome.split("Sentinel wells (k per plate stained for real")[1].splitlines()[1:]
+    assert len(said) == 8 and all("replaceable" in line and "flip AUROC" in line for line in said)
     # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5
     # selected features, cy5 the last 6; each has its profile's rows too
     readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
@@ -169,6 +178,7 @@ def test_the_test_grid_writes_tables_and_figures(grid):
         "figure7",
         "figure8",
         "figure9",
+        "figure11",
     ):
         assert (grid / RESULTS / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned(grid) == {}  # nothing left to do

@@ -43,11 +43,11 @@ GRID_TABLES = (
     "features",
 )
 TRUST_TABLE = "trust"  # what the models say of their predictions against the truth
-SCREEN_TABLES = ("screen", "screen_truth", "screen_verdicts")
+SCREEN_TABLES = ("screen", "screen_truth", "screen_verdicts", "screen_trust")
 TABLE_FORMATS = ("parquet", "csv")
 OUTCOME, SCREEN_OUTCOME = "outcome.txt", "screen_outcome.txt"
 GRID_FIGURES = ("figure2", "figure4", "figure6a", "figure6b", "figure10a", "figure10b")  # and the panels, grid.panel_runs
-SCREEN_FIGURES = ("figure7", "figure8", "figure9")
+SCREEN_FIGURES = ("figure7", "figure8", "figure9", "figure11")
 
 
 def _name(item: str | DataSet | Model) -> str:

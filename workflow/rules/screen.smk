@@ -146,7 +146,7 @@ rule screen_tables:
 
 rule screen_figures:
     input:
-        tables=[LAYOUT.table(name) for name in ("screen", "screen_verdicts")],
+        tables=[LAYOUT.table(name) for name in ("screen", "screen_verdicts", "screen_trust")],
         wells=rules.screen_tables.input,
     output:
         [figure(name, ext) for name in SCREEN_FIGURES for ext in config["figures"]["formats"]],

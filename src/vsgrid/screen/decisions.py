@@ -51,8 +51,10 @@ from scipy import stats
 
 from vsgrid.data.plates import NEGATIVE_CONTROLS, POSITIVE_CONTROLS, named, shared_edge
 from vsgrid.errors import VsgridError
+from vsgrid.report.tables import interval
 from vsgrid.robust import robust_center_scale
 
+UNDEFINED_NOTE = 0.10  # a CI over fewer than 90 % of the resamples says so in its reason
 LOG_EC50_STEP = 0.02  # log10 units: well under the 0.3 that separates a good EC50 from a bad one
 SLOPES = np.geomspace(0.5, 5.0, 12)
 FLAT_P = 0.05
@@ -116,6 +118,39 @@ class Metric:
         values = np.asarray(values, np.float64)
         why = np.select([mask for mask, _ in causes], [phrase for _, phrase in causes], "")
         return cls(values, np.where(np.isnan(values), why, ""))
+
+
+def interval_columns(metric: Metric) -> dict:
+    """A metric's value on the plate, its CI over the resamples that define it, the share that do
+    not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why."""
+    undefined = metric.undefined[1:]
+    low, high, share = interval(metric.values[1:])
+    reason = ""
+    if share > UNDEFINED_NOTE:
+        causes = pd.Series(undefined[undefined != ""]).value_counts(sort=True)
+        why = ", ".join(f"{_percent(n / len(undefined))} {cause}" for cause, n in causes.items())
+        reason = (
+            f"no CI: every resample is without a value ({why})"
+            if share == 1
+            else f"CI over {_percent(1 - share)} of resamples; {why}"
+        )
+    return {
+        "value": float(metric.values[0]),
+        "ci_low": low,
+        "ci_high": high,
+        "undefined_share": share,
+        "reason": reason,
+    }
+
+
+def _percent(share: float) -> str:
+    """A share in whole percent, never rounded to none or all when it is neither."""
+    text = f"{100 * share:.0f}"
+    if text == "0" and share > 0:
+        return "<1 %"
+    if text == "100" and share < 1:
+        return ">99 %"
+    return f"{text} %"
 
 
 # --------------------------------------------------------------------------- Hill fits
@@ -266,7 +301,8 @@ def z_prime(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
         return np.where(separation > 0, 1.0 - 3.0 * spread / separation, np.nan)
 
 
-def _plates(plate: Plate) -> np.ndarray:
+def plate_ids(plate: Plate) -> np.ndarray:
+    """Each well's plate (its ``plate`` column; one plate without it)."""
     return plate.wells["plate"].to_numpy() if "plate" in plate.wells else np.zeros(len(plate.wells))
 
 
@@ -276,7 +312,7 @@ def assay_controls(plate: Plate, values: np.ndarray) -> dict:
     the assay is validated with, chosen once so that every resample and every virtual stain reads
     the same one. Raises :class:`Missing` when no plate has a Z', with the first reason."""
     names = plate.wells["compound"].astype(str).str.lower().to_numpy()
-    plates, chosen, reasons = _plates(plate), {}, []
+    plates, chosen, reasons = plate_ids(plate), {}, []
     for one in dict.fromkeys(plates):
         on = plates == one
         found = {}
@@ -301,7 +337,7 @@ def assay_z_prime(
     against its DMSO, as an assay is validated plate by plate, and the mean over the plates (NaN
     in a resample where one has none). Resamples stay within a plate (:meth:`Plate.strata`)."""
     names = plate.wells["compound"].astype(str).str.lower().to_numpy()
-    plates = _plates(plate)
+    plates = plate_ids(plate)
     per_plate = [
         z_prime(values[index[:, (plates == one) & (names == control)]],
                 values[index[:, (plates == one) & plate.negative]])
@@ -438,7 +474,8 @@ class Readout:
         return cls(values, curves(plate, values, index), raw)
 
 
-def _check_controls(plate: Plate) -> None:
+def check_controls(plate: Plate) -> None:
+    """Raises :class:`Missing` where the plate has no DMSO wells, or has them all on one edge."""
     if not plate.negative.any():
         raise Missing(
             f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})"
@@ -460,11 +497,11 @@ def decisions(
     raw_real, raw_virtual = real.raw, virtual.raw
     real, virtual = real.values, virtual.values
     try:
-        _check_controls(plate)
+        check_controls(plate)
         if not plate.called.any():
             raise Missing(f"the plate has no {HIT_WELLS[plate.settings.hit_wells]} to call hits in")
-        calls_real = _calls(plate, real, index, "real")
-        calls_virtual = _calls(plate, virtual, index, "virtual")
+        calls_real = plate_calls(plate, real, index, "real")
+        calls_virtual = plate_calls(plate, virtual, index, "virtual")
     except Missing as reason:
         out.update(dict.fromkeys(("hit_kappa", "hit_precision", "hit_recall"), reason))
     else:
@@ -477,7 +514,7 @@ def _assay_quality(
 ) -> dict[str, Metric | Missing]:
     """``z_prime`` (virtual), ``z_prime_real`` and ``z_prime_gap`` on the readout as measured."""
     try:
-        _check_controls(plate)
+        check_controls(plate)
         if not plate.positive.any():
             raise Missing(
                 f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
@@ -499,7 +536,7 @@ def _assay_quality(
     return {**out, "z_prime_gap": Metric.of(gap, (np.isnan(gap), "draw controls with equal means"))}
 
 
-def _calls(plate: Plate, values: np.ndarray, index: np.ndarray, stain: str) -> np.ndarray:
+def plate_calls(plate: Plate, values: np.ndarray, index: np.ndarray, stain: str) -> np.ndarray:
     """:func:`hit_calls` in the plate's called wells, per resample; a plate without a threshold
     is :class:`Missing`, naming the stain."""
     try:

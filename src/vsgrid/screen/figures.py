@@ -239,6 +239,7 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
     layout, out = Layout.of(config), Path(out_dir)
     table = read_table(table_path(tables_dir, "screen"))
     verdicts = read_table(table_path(tables_dir, "screen_verdicts"))
+    trust = read_table(table_path(tables_dir, "screen_trust"))
     runs = screen_runs(config)
     stains = sorted({r.model.stain for r in runs}, key=config["grid"]["stains"].index)
     focus, seed = focus_cell_type(config), config["grid"]["seeds"][0]
@@ -261,6 +262,7 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
         ),
         figure8(table, verdicts, config["grid"]["cell_types"], stains),
         figure9(table, config["grid"]["cell_types"], stains),
+        figure11(trust, config["grid"]["cell_types"]),
     )
     written = []
     for name, figure in zip(SCREEN_FIGURES, figures, strict=True):
@@ -277,33 +279,57 @@ SENTINEL_PANELS = {
 SENTINEL_COLOURS = {"lowest trust": "#d62728", "random": "#1f77b4"}
 
 
-def figure_sentinels(table: pd.DataFrame):
-    """Sentinel wells (:mod:`vsgrid.screen.sentinels`, the rows of one ``sentinel_rows``): per
-    decision metric, the recalibrated virtual readout's value against the share of wells not
-    stained, lowest-trust and random sentinels as two lines with their 95 % CI bands, the
+def _sentinel_panel(ax, rows: pd.DataFrame, metric: str) -> None:
+    """One decision metric of one screen run's sentinel rows against the share of wells not
+    stained: lowest-trust and random sentinels as two lines with their 95 % CI bands, the
     sentinels per plate (k) on the top axis."""
-    figure, axes = plt.subplots(1, len(SENTINEL_PANELS), figsize=(12.0, 3.8), squeeze=False)
-    for ax, (metric, (label, note)) in zip(axes[0], SENTINEL_PANELS.items()):
-        for choice, colour in SENTINEL_COLOURS.items():
-            rows = table[(table["metric"] == metric) & (table["choice"] == choice)].sort_values("k")
-            x = 100 * rows["stain_cost_saved"].to_numpy(float)
-            ax.plot(x, rows["value"].to_numpy(float), "o-", color=colour, ms=4, label=choice)
-            ax.fill_between(x, rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float),
-                            color=colour, alpha=0.2, lw=0)  # fmt: skip
-        real = table.loc[table["metric"] == "z_prime_real", "value"].dropna()
-        if metric == "z_prime" and len(real):
-            ax.axhline(real.iloc[0], color="black", lw=1.0, ls="--", label="real stain")
-        ks = table.drop_duplicates("k").sort_values("k")
-        top = ax.secondary_xaxis("top")
-        top.set_xticks(100 * ks["stain_cost_saved"].to_numpy(float), ks["k"].astype(str).tolist())
-        top.set_xlabel("sentinel wells per plate (k)", fontsize=9)
-        ax.set_xlabel("stain cost saved (% of wells not stained)")
-        ax.set_ylabel(label)
-        ax.set_title(note, fontsize=9)
+    label, note = SENTINEL_PANELS[metric]
+    for choice, colour in SENTINEL_COLOURS.items():
+        line = rows[(rows["metric"] == metric) & (rows["choice"] == choice)].sort_values("k")
+        x = 100 * line["stain_cost_saved"].to_numpy(float)
+        ax.plot(x, line["value"].to_numpy(float), "o-", color=colour, ms=4, label=choice)
+        ax.fill_between(x, line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float),
+                        color=colour, alpha=0.2, lw=0)  # fmt: skip
+    real = rows.loc[rows["metric"] == "z_prime_real", "value"].dropna()
+    if metric == "z_prime" and len(real):
+        ax.axhline(real.iloc[0], color="black", lw=1.0, ls="--", label="real stain")
+    ks = rows.dropna(subset=["k"]).drop_duplicates("k").sort_values("k")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(100 * ks["stain_cost_saved"].to_numpy(float), ks["k"].astype(int).astype(str))
+    top.set_xlabel("sentinel wells per plate (k)", fontsize=8)
+    ax.set_xlabel("stain cost saved (% of wells not stained)", fontsize=8)
+    ax.set_ylabel(label, fontsize=8)
+    ax.set_title(note, fontsize=8)
+
+
+def figure11(trust: pd.DataFrame, cell_types):
+    """Sentinel wells (:mod:`vsgrid.screen.sentinels`, ``tables/screen_trust``): per screen cell
+    type (rows) the model a team would use on it, trained on its own cell type (else the first
+    model screened), first seed and stain; per decision metric (columns) its recalibrated
+    virtual readout against the share of wells not stained."""
+    shown = [c for c in cell_types if c in set(trust["cell_type"])] or list(cell_types)[:1]
+    figure, axes = plt.subplots(
+        len(shown), len(SENTINEL_PANELS), figsize=(12.0, 3.3 * len(shown)), squeeze=False
+    )
+    for row, cell_type in zip(axes, shown):
+        runs = trust[trust["cell_type"] == cell_type]
+        own = runs[runs["train_cell_type"] == cell_type]
+        runs = own if len(own) else runs
+        if runs.empty:
+            row[0].text(0.5, 0.5, "no screen run carries an OOD score", ha="center",
+                        transform=row[0].transAxes)  # fmt: skip
+            continue
+        first = runs.iloc[0]
+        rows = runs[(runs["model"] == first["model"])]
+        for ax, metric in zip(row, SENTINEL_PANELS):
+            _sentinel_panel(ax, rows, metric)
+        row[0].annotate(f"{cell_type} screen\n{first['model']}", (-0.32, 0.5),
+                        xycoords="axes fraction", rotation=90, ha="center", va="center",
+                        fontsize=9)  # fmt: skip
     axes[0][0].legend(fontsize=8, loc="best")
     figure.suptitle(
-        "Sentinel wells: the virtual readout recalibrated on k wells per plate stained for real "
-        "(95 % CI over wells; random: and over draws)",
+        "11  Sentinel wells: the virtual readout recalibrated on k wells per plate stained for "
+        "real, chosen by lowest trust (OOD) or at random (95 % CI over wells; random: and draws)",
         fontsize=10,
     )
     figure.tight_layout()

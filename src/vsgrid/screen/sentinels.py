@@ -38,16 +38,20 @@ import numpy as np
 import pandas as pd
 
 from vsgrid.errors import VsgridError
+from vsgrid.evaluation.trust import auroc
 from vsgrid.screen.decisions import (
+    HIT_WELLS,
     HillFit,
     Metric,
     Missing,
     Plate,
     Readout,
-    _plates,
+    check_controls,
     decisions,
+    interval_columns,
+    plate_calls,
+    plate_ids,
 )
-from vsgrid.screen.tables import interval_columns
 from vsgrid.screen.verdicts import REPLACEABLE, verdict
 
 LOWEST_TRUST, RANDOM = "lowest trust", "random"
@@ -82,7 +86,7 @@ def choose_sentinels(
         risk = _per_well(risk, n, "risk")
         ranked = -np.where(np.isnan(risk), np.inf, risk)
     chosen = np.zeros(n, bool)
-    plates = _plates(plate)
+    plates = plate_ids(plate)
     for one in dict.fromkeys(plates):
         wells = np.flatnonzero(plates == one)
         if risk is None:
@@ -110,7 +114,7 @@ def recalibrate(
         if not np.isfinite(values).all():
             raise VsgridError(f"recalibrate: {name} has wells without a value; leave them out")
     out = virtual.copy()
-    plates = _plates(plate)
+    plates = plate_ids(plate)
     for one in dict.fromkeys(plates):
         on = plates == one
         stained = on & sentinels
@@ -226,22 +230,68 @@ def _row(columns: dict, values: Metric | Missing) -> dict:
     return {**columns, **interval_columns(values)}
 
 
+def verdicts_by_k(
+    rows: list[dict] | pd.DataFrame, margins: dict[str, float]
+) -> dict[int, tuple[str, str, str]]:
+    """Per ``k``, the verdict (:func:`vsgrid.screen.verdicts.verdict`: verdict, deciding metric,
+    why) of the lowest-trust rows of :func:`sentinel_rows`, ``margins`` as
+    ``evaluation.screen.margins``. Only the margins of metrics the rows hold are judged:
+    sentinels recalibrate one readout, not the profile whose ``activity_map_gap`` the screen's
+    verdict also reads."""
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    lowest = table[table["choice"] == LOWEST_TRUST]
+    judged = {metric: bound for metric, bound in margins.items() if metric in set(lowest["metric"])}
+    return {
+        int(k): verdict(group[["metric", "value", "ci_low", "ci_high", "reason"]], judged)
+        for k, group in lowest.groupby("k", sort=True)
+    }
+
+
 def smallest_replaceable_k(
     rows: list[dict] | pd.DataFrame, margins: dict[str, float]
 ) -> int | None:
-    """The smallest ``k`` whose lowest-trust rows (:func:`sentinel_rows`) get the verdict
-    ``replaceable`` (:func:`vsgrid.screen.verdicts.verdict`, ``margins`` as
-    ``evaluation.screen.margins``), None when no ``k`` does. Only the margins of metrics the rows
-    hold are judged: sentinels recalibrate one readout, not the profile whose
-    ``activity_map_gap`` the screen's verdict also reads."""
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    lowest = table[table["choice"] == LOWEST_TRUST]
-    judged = {metric: bound for metric, bound in margins.items() if metric in set(lowest["metric"])}
-    for k, group in lowest.groupby("k", sort=True):
-        frame = group[["metric", "value", "ci_low", "ci_high", "reason"]]
-        if verdict(frame, judged)[0] == REPLACEABLE:
-            return int(k)
-    return None
+    """The smallest ``k`` whose lowest-trust rows get the verdict ``replaceable``
+    (:func:`verdicts_by_k`), None when no ``k`` does."""
+    found = verdicts_by_k(rows, margins)
+    return next((k for k, (said, _, _) in found.items() if said == REPLACEABLE), None)
+
+
+def flip_auroc(
+    plate: Plate, real: np.ndarray, virtual: np.ndarray, risk: np.ndarray, index: np.ndarray
+) -> Metric | Missing:
+    """Does the risk point at the wells whose hit call the virtual stain gets wrong? Per resample
+    (``index``, row 0 the plate), the AUROC of ``risk`` for the called wells whose virtual call
+    differs from the real one against those where the two agree (0.5: blind to the flips).
+    :class:`Missing` where the plate has no calls, or its calls none flipped or all."""
+    n = len(plate.wells)
+    real, virtual = _per_well(real, n, "real"), _per_well(virtual, n, "virtual")
+    try:
+        check_controls(plate)
+        if not plate.called.any():
+            raise Missing(f"the plate has no {HIT_WELLS[plate.settings.hit_wells]} to call hits in")
+        calls = [plate_calls(plate, v, index, s) for v, s in ((real, "real"), (virtual, "virtual"))]
+    except Missing as reason:
+        return reason
+    no_threshold = np.isnan(calls[0]).any(1) | np.isnan(calls[1]).any(1)
+    flipped = calls[0] != calls[1]
+    if not flipped[0].any() or flipped[0].all():
+        said = "none" if not flipped[0].any() else "every one"
+        return Missing(f"the virtual stain flips {said} of the plate's hit calls: no AUROC")
+    risk = _per_well(risk, n, "risk")[index[:, plate.called]]
+    values = np.array([np.nan if bad else auroc(r[~f], r[f])
+                       for r, f, bad in zip(risk, flipped, no_threshold)])  # fmt: skip
+    return Metric.of(
+        values,
+        (no_threshold, "draw DMSO wells without spread (MAD 0, no threshold) in a stain"),
+        (~flipped.any(1) | flipped.all(1), "draw no flipped call, or only flipped ones"),
+    )
+
+
+def flip_row(plate: Plate, real, virtual, risk, index: np.ndarray) -> dict:
+    """:func:`flip_auroc` as a row of the sentinel table (no ``k``, no choice)."""
+    columns = {"k": np.nan, "choice": "", "sentinels": 0, "stain_cost_saved": np.nan,
+               "metric": "flip_auroc"}  # fmt: skip
+    return _row(columns, flip_auroc(plate, real, virtual, risk, index))
 
 
 def _per_well(values, n: int, name: str) -> np.ndarray:

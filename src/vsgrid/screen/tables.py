@@ -33,6 +33,7 @@ resamples where both the run and its baseline have a value.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,17 @@ from vsgrid.screen.decisions import (
     Readout,
     ScreenSettings,
     decisions,
+    interval_columns,
     truth_errors,
 )
 from vsgrid.screen.profiles import PROFILE, build_profiles, normalized_tables, profile_decisions
+from vsgrid.screen.sentinels import COLUMNS as SENTINEL_COLUMNS
+from vsgrid.screen.sentinels import (
+    flip_row,
+    sentinel_rows,
+    smallest_replaceable_k,
+    verdicts_by_k,
+)
 from vsgrid.screen.verdicts import verdict_table
 from vsgrid.screen.wells import readouts
 from vsgrid.seeds import rng_for
@@ -64,13 +73,15 @@ log = logging.getLogger(__name__)
 KEYS = ["plate", "well"]
 DESIGN = [*KEYS, "compound", "concentration"]  # what a plate's decisions know of each well
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
-UNDEFINED_NOTE = 0.10  # a CI over fewer than 90 % of the resamples says so in its reason
 # The outcome's two tables: per readout, its metrics' columns (header, width: a CI where wide).
 OUTCOME_METRICS = {"ec50_error": ("EC50 err [95% CI]", 22), "hit_kappa": ("kappa [95% CI]", 22),
                    "z_prime": ("Z virt", 7), "z_prime_real": ("Z real", 7)}  # fmt: skip
 PROFILE_METRICS = {"activity_map": ("act. mAP [95% CI]", 22), "activity_map_real": ("real", 5),
                    "retrieval_map": ("retrieval mAP [95% CI]", 23),
                    "active_fraction": ("active", 7), "active_fraction_real": ("real", 5)}  # fmt: skip
+RUN_COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain",
+               "seed", "baseline_model", "is_baseline"]  # fmt: skip
+TRUST_COLUMNS = [*RUN_COLUMNS, "readout", *SENTINEL_COLUMNS]
 COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed",
            "readout", "metric", "value", "ci_low", "ci_high", "undefined_share", "reason", "wells",
            "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
@@ -100,39 +111,6 @@ def _run_columns(run: ScreenRun) -> dict:
             "train_cell_type": model.train_set.cell_type, "cell_type": run.cell_type,
             "stain": model.stain, "seed": model.seed, "baseline_model": run.baseline.name,
             "is_baseline": run.is_baseline}  # fmt: skip
-
-
-def interval_columns(metric: Metric) -> dict:
-    """A metric's value on the plate, its CI over the resamples that define it, the share that do
-    not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why."""
-    undefined = metric.undefined[1:]
-    low, high, share = interval(metric.values[1:])
-    reason = ""
-    if share > UNDEFINED_NOTE:
-        causes = pd.Series(undefined[undefined != ""]).value_counts(sort=True)
-        why = ", ".join(f"{_percent(n / len(undefined))} {cause}" for cause, n in causes.items())
-        reason = (
-            f"no CI: every resample is without a value ({why})"
-            if share == 1
-            else f"CI over {_percent(1 - share)} of resamples; {why}"
-        )
-    return {
-        "value": float(metric.values[0]),
-        "ci_low": low,
-        "ci_high": high,
-        "undefined_share": share,
-        "reason": reason,
-    }
-
-
-def _percent(share: float) -> str:
-    """A share in whole percent, never rounded to none or all when it is neither."""
-    text = f"{100 * share:.0f}"
-    if text == "0" and share > 0:
-        return "<1 %"
-    if text == "100" and share < 1:
-        return ">99 %"
-    return f"{text} %"
 
 
 def screen_rows(
@@ -212,16 +190,15 @@ def _run_rows(
     return rows
 
 
-def screen_table(config: dict) -> pd.DataFrame:
-    """Every screen run's level-4 rows (see the module docstring)."""
-    layout, screen = Layout.of(config), config["evaluation"]["screen"]
-    settings = ScreenSettings.from_config(config)
+def _groups(config: dict) -> Iterator[tuple[list[ScreenRun], pd.DataFrame, dict]]:
+    """The screen runs by (screen, stain, seed, training phenotype), each group with the real
+    stain's wells and every model's (its runs' and their baselines', by model name)."""
+    layout = Layout.of(config)
     groups: dict[tuple, list[ScreenRun]] = {}
     for run in screen_runs(config):
         groups.setdefault(
             (run.cell_type, run.model.stain, run.model.seed, run.model.train_set.phenotype), []
         ).append(run)
-    rows = []
     for (cell_type, stain, _, _), runs in groups.items():
         real = read_table(layout.screen_real_wells(cell_type, stain))
         virtual = {}
@@ -229,15 +206,89 @@ def screen_table(config: dict) -> pd.DataFrame:
             path = layout.screen_wells(model, cell_type)
             virtual[model.name] = read_table(path)
             _aligned(real, virtual[model.name], str(path))
-        rows += screen_rows(
-            runs,
-            real,
-            virtual,
-            settings,
-            screen["bootstrap_resamples"],
-            config["evaluation"]["seed"],
-        )
+        yield runs, real, virtual
+
+
+def screen_table(config: dict) -> pd.DataFrame:
+    """Every screen run's level-4 rows (see the module docstring)."""
+    screen, settings = config["evaluation"]["screen"], ScreenSettings.from_config(config)
+    rows = []
+    for runs, real, virtual in _groups(config):
+        rows += screen_rows(runs, real, virtual, settings, screen["bootstrap_resamples"],
+                            config["evaluation"]["seed"])  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def trust_rows(
+    runs: list[ScreenRun],
+    real: pd.DataFrame,
+    virtual: dict[str, pd.DataFrame],
+    settings: ScreenSettings,
+    *,
+    ks: list[int],
+    resamples: int,
+    seed: int,
+) -> list[dict]:
+    """Per screen run whose virtual wells carry their OOD score, on the summary readout: the
+    sentinel wells' decisions per k and choice, and the OOD score's AUROC for the wells whose hit
+    call flips (:mod:`vsgrid.screen.sentinels`). The readout, its wells and resamples are those
+    of :func:`screen_rows` (the same random stream), so k = 0 is the screen table's row."""
+    design = Plate(real[DESIGN].reset_index(drop=True), settings)
+    tables = normalized_tables(real, virtual, design, [SUMMARY_READOUT])
+    scaled = not isinstance(tables, Missing) and SUMMARY_READOUT not in tables.dropped
+    values = {name: (tables.frames[name] if scaled else wells)[SUMMARY_READOUT].to_numpy(float)
+              for name, wells in {"real": real, **virtual}.items()}  # fmt: skip
+    usable = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
+    plate = Plate(real.loc[usable, DESIGN].reset_index(drop=True), settings)
+    rows = []
+    for run in runs:
+        name = run.model.name
+        if "ood" not in virtual[name]:
+            continue
+        rng = rng_for(seed, "screen", run.cell_type, run.model.stain, SUMMARY_READOUT)
+        wells = (plate, values["real"][usable], values[name][usable],
+                 virtual[name]["ood"].to_numpy(float)[usable])  # fmt: skip
+        found = sentinel_rows(*wells, ks=tuple(ks), resamples=resamples, rng=rng)
+        found.append(flip_row(*wells, plate.resamples(resamples, rng)))
+        rows += [{**_run_columns(run), "readout": SUMMARY_READOUT, **row} for row in found]
+    return rows
+
+
+def screen_trust_table(config: dict) -> pd.DataFrame:
+    """Every screen run's sentinel-well and hit-flip rows (:func:`trust_rows`)."""
+    screen, settings = config["evaluation"]["screen"], ScreenSettings.from_config(config)
+    rows = []
+    if screen["sentinel_wells"]:
+        for runs, real, virtual in _groups(config):
+            rows += trust_rows(runs, real, virtual, settings, ks=screen["sentinel_wells"],
+                               resamples=screen["bootstrap_resamples"],
+                               seed=config["evaluation"]["seed"])  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=TRUST_COLUMNS)
+
+
+def trust_outcome(trust: pd.DataFrame, margins: dict[str, float]) -> list[str]:
+    """The outcome's sentinel lines: per model type, screen and stain (first seed), the fewest
+    lowest-trust sentinels per plate that make the virtual stain replaceable, and how well the
+    OOD score finds the wells whose hit call flips."""
+    if trust.empty:
+        return []
+    ks = sorted(int(k) for k in trust["k"].dropna().unique())
+    lines = ["", f"Sentinel wells (k per plate stained for real, lowest OOD trust first; k in "
+             f"{', '.join(map(str, ks))}) and the OOD score's AUROC for the flipped hit calls:"]  # fmt: skip
+    keys = ["model_type", "cell_type", "stain"]
+    for (model_type, cell_type, stain), group in trust.groupby(keys, sort=True):
+        first = group[group["seed"] == group["seed"].min()]
+        decided = first[first["metric"] != "flip_auroc"]
+        k = smallest_replaceable_k(decided, margins)
+        said = f"replaceable from k = {k}"
+        if k is None:
+            last, metric, _ = verdicts_by_k(decided, margins)[ks[-1]]
+            said = f"no k up to {ks[-1]} makes it replaceable ({ks[-1]}: {last} on {metric})"
+        flip = first[first["metric"] == "flip_auroc"].iloc[0]
+        flips = (f"flip AUROC {flip['value']:.2f} [{flip['ci_low']:.2f}, {flip['ci_high']:.2f}]"
+                 if np.isfinite(flip["value"]) else f"flip AUROC missing: {flip['reason']}")  # fmt: skip
+        lines.append(f"{model_type:26s} {cell_type:9s} {stain:5s} {said}; {flips}")
+    return lines
 
 
 def truth_table(config: dict) -> pd.DataFrame:
@@ -362,15 +413,16 @@ def _outcome_cell(first: pd.DataFrame, mean: pd.Series, metric: str, width: int)
 
 def write_screen_tables(config: dict, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    table, truth = screen_table(config), truth_table(config)
+    table, truth, trust = screen_table(config), truth_table(config), screen_trust_table(config)
     margins = config["evaluation"]["screen"]["margins"]
     verdicts = verdict_table(table, margins, SUMMARY_READOUT)
     written = {}
-    for name, frame in zip(SCREEN_TABLES, (table, truth, verdicts)):
+    for name, frame in zip(SCREEN_TABLES, (table, truth, verdicts, trust), strict=True):
         for fmt in TABLE_FORMATS:
             written[f"{name}.{fmt}"] = table_path(out_dir, name, fmt)
             write_table(frame, written[f"{name}.{fmt}"])
     outcome = screen_outcome(table, truth, verdicts)
+    outcome += "".join(line + "\n" for line in trust_outcome(trust, margins))
     written[SCREEN_OUTCOME] = write_text(outcome, out_dir / SCREEN_OUTCOME)
     missing = table[table["value"].isna()]
     log.info("level 4: %d rows, %d metrics missing with their reasons", len(table), len(missing))
