@@ -16,8 +16,8 @@ quick: $(VENV)/.installed
 	@cat results/quick/tables/screen_outcome.txt
 	@echo
 	@echo "The quick grid is done:"
-	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline; screen.csv: level 4)"
-	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b, 7, 8, 9 as PNG and PDF)"
+	@echo "  tables   results/quick/tables/   (deltas.csv: every run against its baseline; trust.csv: the models' uncertainty against their errors; screen.csv: level 4; screen_trust.csv: sentinel wells)"
+	@echo "  figures  results/quick/figures/  (figure2, 3, 4, 5, 6a, 6b, 10a, 10b, 7, 8, 9, 11 as PNG and PDF)"
 	@echo "  report   results/quick/report.html"
 
 test: $(VENV)/.installed
