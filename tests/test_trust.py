@@ -4,15 +4,18 @@ construction, and the statistics it is made of."""
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
+from vsgrid import arrays
 from vsgrid.config import validate
-from vsgrid.data.store import create_store
+from vsgrid.data.store import create_store, open_store
+from vsgrid.errors import VsgridError
 from vsgrid.evaluation.scoring import RunValues, run_scores
-from vsgrid.evaluation.trust import auroc, drawn, spearman
+from vsgrid.evaluation.trust import auroc, drawn, spearman, write_seed_spread
 from vsgrid.files import read_table, write_table
-from vsgrid.grid import data_sets, runs
+from vsgrid.grid import data_sets, runs, seed_groups
 from vsgrid.layout import Layout
-from vsgrid.report.trust import ALL, image_errors, trust_table, write_trust
+from vsgrid.report.trust import ALL, SEEDS, image_errors, trust_table, write_trust
 
 N = 20  # test images per test set, two fields in each of ten wells
 FEATURE = "AreaShape_Area"
@@ -43,11 +46,11 @@ def write_run(layout, run, ssim, *, spread=None, ood=None, nmae=None):
     write_table(run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet")
 
 
-@pytest.fixture
-def config(tmp_path):
+def grid_config(tmp_path, seeds: list[int]) -> dict:
+    """One cell type, DAPI, ``seeds``; a store of N tiny test images per data set."""
     config = validate(
         {
-            "grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": [0]},
+            "grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": seeds},
             "data": {"dir": str(tmp_path / "data")},
             "results": {"dir": str(tmp_path)},
             "evaluation": {"bootstrap_resamples": 100},
@@ -61,6 +64,13 @@ def config(tmp_path):
         with create_store(path, {"test": N}, (4, 4), metadata, {"data_set": path.stem},
                           with_masks=False):  # fmt: skip
             pass
+    return config
+
+
+@pytest.fixture
+def config(tmp_path):
+    config = grid_config(tmp_path, [0])
+    layout = Layout.of(config)
     rng = np.random.default_rng(0)
     for run in runs(config):
         # Each image's spread ranks its SSIM loss exactly; its N-MAE is noise; the shifted test
@@ -127,3 +137,47 @@ def test_spearman_and_auroc_of_constructed_cases():
     assert np.isnan(spearman(x, np.ones(10))) and np.isnan(spearman(x[:2], x[:2]))
     assert auroc(x, x + 100) == 1.0 and auroc(x, x) == 0.5 and np.isnan(auroc(x, [np.nan]))
     assert list(drawn(np.array([0, 2, 1]))) == [1, 1, 2]
+
+
+def write_prediction(layout, run, images: np.ndarray) -> None:
+    """A prediction group of ``run`` as inference writes it (image only), of ``images``."""
+    store = open_store(layout.store(run.test_set))
+    group = zarr.open_group(layout.prediction(run.model, run.test_set), mode="w", zarr_format=3)
+    image = arrays.create(group, images.shape, chunks=(1, 4, 4), dtype="uint16", name="image")
+    image[:] = images
+    group.attrs.update(model=run.model.name, stain="dapi", test_set=run.test_set.name,
+                       store_id=store.store_id)  # fmt: skip
+
+
+def test_the_spread_over_seeds_is_read_from_their_predictions_and_joins_the_table(tmp_path):
+    config = grid_config(tmp_path, [0, 1, 2])
+    layout = Layout.of(config)
+    groups = seed_groups(config)
+    assert len(groups) == 3 and all(len(group) == 3 for group in groups.values())
+    rng = np.random.default_rng(3)
+    truth = {}
+    for (model_type, test_set), group in groups.items():
+        # the seeds disagree more on later images: image i's pixels spread by about 20 i counts
+        # (wide enough apart that rounding to counts leaves no two images' spreads tied)
+        base = rng.integers(1000, 2000, (N, 4, 4))
+        offsets = rng.normal(size=(3, N, 1, 1)) * 20 * np.arange(1, N + 1)[None, :, None, None]
+        stack = np.rint(base + offsets).astype(np.uint16)
+        for run, images in zip(group, stack):
+            write_prediction(layout, run, images)
+        out = layout.seed_spread(model_type, test_set)
+        spread = write_seed_spread(config, model_type, test_set, out)
+        expected = stack.astype(float).std(0, ddof=1).mean((1, 2))
+        # the same numbers block by block or at once: float64 sums in another order
+        np.testing.assert_allclose(spread, expected, rtol=1e-12)
+        np.testing.assert_array_equal(read_table(out)["seeds"], spread)
+        truth[(model_type, test_set)] = spread
+    for run in runs(config):
+        write_run(layout, run, 1 - truth[(run.model.model_type, run.test_set.name)] / 1000)
+    table = trust_table(config)
+    ranked = table[(table["uncertainty"] == SEEDS) & (table["error"] == "1 - ssim")]
+    # every run, and each model over its runs: the spread ranks the SSIM loss exactly
+    assert len(ranked) == 3 * 3 + 2 * 3  # 9 runs; 2 train sets x 3 seeds
+    np.testing.assert_allclose(ranked["value"], 1.0, rtol=1e-12)
+    with pytest.raises(VsgridError, match="not a run of the grid with two seeds"):
+        write_seed_spread(grid_config(tmp_path / "one", [0]), "lung-nontoxic.dapi", "lung-toxic",
+                          tmp_path / "x.parquet")  # fmt: skip

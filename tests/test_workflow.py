@@ -225,6 +225,15 @@ def test_forcing_one_model_reruns_only_its_downstream(grid):
                     "infer_screen": 1, "screen_run": 2, "screen_tables": 1, "screen_figures": 1}  # fmt: skip
 
 
+def test_a_second_seed_adds_its_models_and_the_spread_over_seeds(grid, tmp_path):
+    overlay = tmp_path / "seeds.yaml"
+    overlay.write_text("grid: {stain_seeds: {dapi: [0, 1]}}\n")
+    jobs = planned(grid, configfile=[grid / "config.yaml", overlay])
+    # 4 DAPI models more, their 12 runs, and per DAPI (model type, test set) the seeds' spread
+    assert jobs["train"] == 4 and jobs["evaluate"] == 12 and jobs["seed_spread"] == 12
+    assert jobs["tables"] == 1
+
+
 def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs(grid, tmp_path):
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("figures: {dpi: 50}\n")

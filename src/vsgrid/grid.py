@@ -294,6 +294,15 @@ def runs(config: dict, baseline: str | None = None) -> list[Run]:
     return result
 
 
+def seed_groups(config: dict) -> dict[tuple[str, str], list[Run]]:
+    """The runs of a model type on a test set, by (model type, test set name), where there are two
+    seeds or more: what the spread over seeds is measured on."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs(config):
+        groups.setdefault((run.model.model_type, run.test_set.name), []).append(run)
+    return {key: group for key, group in groups.items() if len(group) > 1}
+
+
 def counts(config: dict) -> dict[str, int]:
     """Models, runs and runs per task: what ``vsgrid grid`` prints."""
     all_runs = runs(config)

@@ -46,7 +46,8 @@ TRUST_TABLE = "trust"  # what the models say of their predictions against the tr
 SCREEN_TABLES = ("screen", "screen_truth", "screen_verdicts", "screen_trust")
 TABLE_FORMATS = ("parquet", "csv")
 OUTCOME, SCREEN_OUTCOME = "outcome.txt", "screen_outcome.txt"
-GRID_FIGURES = ("figure2", "figure4", "figure6a", "figure6b", "figure10a", "figure10b")  # and the panels, grid.panel_runs
+# and the panels, grid.panel_runs
+GRID_FIGURES = ("figure2", "figure4", "figure6a", "figure6b", "figure10a", "figure10b")
 SCREEN_FIGURES = ("figure7", "figure8", "figure9", "figure11")
 
 
@@ -99,6 +100,10 @@ class Layout:
 
     def prediction(self, model, test_set) -> Path:
         return self.predictions(model) / f"{_name(test_set)}.zarr"
+
+    def seed_spread(self, model_type: str, test_set) -> Path:
+        """Per test image, the spread of a model type's seeds' predictions."""
+        return self.results / "seed_spread" / model_type / f"{_name(test_set)}.parquet"
 
     def reference(self, test_set) -> Path:
         return self.results / "reference" / _name(test_set)

@@ -58,6 +58,8 @@ COSTS = {
         start_s=300, core_s_per_image=0.0, peak_mb=2500
     ),  # capped instances; the forest's trees
     "evaluate": Cost(start_s=20, core_s_per_image=0.56, peak_mb=1980),
+    # per seed's image: decoding the predictions and one standard deviation per pixel
+    "seed_spread": Cost(start_s=10, core_s_per_image=0.02, peak_mb=600),
     "train": Cost(
         start_s=60, core_s_per_image=0.15, peak_mb=12000, gpu=True
     ),  # per image and epoch

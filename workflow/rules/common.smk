@@ -58,6 +58,7 @@ MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
 RUNS = vsgrid_grid.runs(config)
 RUN_NAMES = {run.name for run in RUNS}
 TEST_SETS_OF = {name: [run.test_set.name for run in RUNS if run.model.name == name] for name in MODELS}
+SEED_GROUPS = vsgrid_grid.seed_groups(config)  # (model type, test set) -> its runs, 2 seeds or more
 CELLPOSE = config["segmentation"]["backend"] == "cellpose"
 # Feature processes of the jobs that measure (features.workers; 0 = 4 per job, a CPU node's share).
 FEATURE_WORKERS = config["features"]["workers"] or 4

@@ -24,3 +24,24 @@ rule evaluate:
         VSGRID.format(command="evaluate") + " --test-set {wildcards.test_set:q} --stain {params.stain:q} --model {wildcards.model:q}"
         " --prediction {params.prediction:q} --real-masks {input.real_masks:q} --real-features {input.real_features:q}"
         " --ranking {input.ranking:q} --workers {threads} --out {params.out:q} > {log:q} 2>&1"
+
+
+# Where a model type has two seeds or more: per test image, how far its seeds' predictions disagree
+# (an uncertainty of the trust table, checked there against the runs' errors).
+
+
+rule seed_spread:
+    input:
+        predictions=lambda wc: [LAYOUT.predictions(run.model) for run in SEED_GROUPS[(wc.model_type, wc.test_set)]],
+    output:
+        LAYOUT.seed_spread("{model_type}", "{test_set}"),
+    log:
+        LOGS / "seed_spread" / "{model_type}" / "{test_set}.log",
+    benchmark:
+        BENCHMARKS / "seed_spread" / "{model_type}" / "{test_set}.tsv"
+    threads: 1
+    resources:
+        **resources("seed_spread", lambda wc: SPLITS["test"] * len(SEED_GROUPS[(wc.model_type, wc.test_set)])),
+    shell:
+        VSGRID.format(command="seed-spread") + " --model-type {wildcards.model_type:q} --test-set {wildcards.test_set:q}"
+        " --out {output:q} > {log:q} 2>&1"

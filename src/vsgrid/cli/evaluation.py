@@ -60,6 +60,12 @@ def _evaluate(args) -> None:
     )
 
 
+def _seed_spread(args) -> None:
+    from vsgrid.evaluation.trust import write_seed_spread
+
+    write_seed_spread(config_of(args), args.model_type, args.test_set, args.out)
+
+
 def _train_cellpose(args) -> None:
     from vsgrid.evaluation.cellpose_train import train_cellpose
 
@@ -104,6 +110,16 @@ COMMANDS = [
             ),
             WORKERS,
             QUIET,
+        ],
+    ),
+    (
+        "seed-spread",
+        _seed_spread,
+        "per test image, how far a model type's seeds' predictions disagree (the trust table's)",
+        [
+            option("--model-type", required=True, help="e.g. lung-nontoxic.dapi"),
+            option("--test-set", required=True, help="e.g. lung-toxic"),
+            OUT,
         ],
     ),
     (

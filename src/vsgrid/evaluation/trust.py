@@ -4,7 +4,10 @@ A prediction carries two things the model says without the real stain
 (:mod:`vsgrid.model.uncertainty`): each pixel's spread over test-time augmentation and each
 field's out-of-distribution (OOD) score. Per image, :func:`image_trust` reads them as
 ``spread`` (the mean over the field) and ``ood``; the evaluation writes both beside the image's
-scores. The grid holds the truth to check them against:
+scores. A model type trained with several seeds says a third: where its seeds disagree
+(:func:`seed_spread`, per image the mean over the field of each pixel's standard deviation over
+the seeds' predictions, ddof 1: a few seeds are a sample of the trainings that could have been).
+The grid holds the truth to check them against:
 
 - :func:`spearman`: does an image the model is less sure of have a larger error? Spearman's rank
   correlation of an uncertainty with a per-image error (1 - SSIM, the F1 loss 1 - F1, N-MAE),
@@ -19,10 +22,16 @@ so a run's value and every resample's are computed by the same function.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from vsgrid.evaluation.stacks import Prediction, blocks
+from vsgrid.data.store import open_store
+from vsgrid.errors import VsgridError
+from vsgrid.evaluation.stacks import Prediction, blocks, read_prediction
+from vsgrid.files import write_table
+from vsgrid.grid import seed_groups
+from vsgrid.layout import Layout
 
 UNCERTAINTIES = ("spread", "ood")  # the per-image columns of a run's images table
 
@@ -44,6 +53,41 @@ def image_trust(prediction: Prediction, *, block_images: int) -> dict[str, np.nd
     if prediction.ood is not None:
         said["ood"] = np.asarray(prediction.ood, np.float64)
     return said
+
+
+def seed_spread(predictions: list[Prediction], *, block_images: int) -> np.ndarray:
+    """Per image, the mean over the field of each pixel's standard deviation (ddof 1) over the
+    ``predictions`` of one test set by one model type's seeds (two or more), in counts."""
+    if len(predictions) < 2:
+        raise VsgridError(
+            f"a spread over seeds needs 2 predictions or more, got {len(predictions)}"
+        )
+    n = predictions[0].image.shape[0]
+    per_block = []
+    for start, stop in blocks(n, block_images):
+        stack = np.stack([np.asarray(p.image[start:stop], np.float64) for p in predictions])
+        per_block.append(stack.std(0, ddof=1).mean((1, 2)))
+    return np.concatenate(per_block or [np.empty(0)])
+
+
+def write_seed_spread(config: dict, model_type: str, test_set: str, out) -> np.ndarray:
+    """``vsgrid seed-spread``: the spread over seeds of a model type's predictions of a test set,
+    one row per test image (``image``, ``seeds``), to ``out``."""
+    group = seed_groups(config).get((model_type, test_set))
+    if group is None:
+        raise VsgridError(
+            f"{model_type} on {test_set} is not a run of the grid with two seeds or more"
+        )
+    layout = Layout.of(config)
+    store = open_store(layout.store(group[0].test_set))
+    predictions = [
+        read_prediction(layout.prediction(run.model, run.test_set), store, run.model.stain,
+                        run.model.name)
+        for run in group
+    ]  # fmt: skip
+    spread = seed_spread(predictions, block_images=config["evaluation"]["block_images"])
+    write_table(pd.DataFrame({"image": np.arange(len(spread)), "seeds": spread}), out)
+    return spread
 
 
 def _paired(uncertainty: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

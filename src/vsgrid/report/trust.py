@@ -1,9 +1,10 @@
 """The trust table: what the models say of their predictions, checked against the real stain.
 
 From each run's per-image table (its ``spread`` and ``ood`` columns, :mod:`vsgrid.evaluation.trust`)
-and its per-image errors (1 - SSIM, 1 - F1 for dapi and fitc, N-MAE: each image's value of the
-run's own score, :func:`vsgrid.evaluation.scoring.score` with the image alone weighted), one row
-per
+with, for a model type of two seeds or more, the spread over its seeds (``seeds``,
+:func:`vsgrid.evaluation.trust.seed_spread`), and its per-image errors (1 - SSIM, 1 - F1 for dapi
+and fitc, N-MAE: each image's value of the run's own score,
+:func:`vsgrid.evaluation.scoring.score` with the image alone weighted), one row per
 
 - run, uncertainty and error: ``spearman``, their rank correlation over the run's images;
 - model, uncertainty and error, test set ``all``: the same over every image of every run of the
@@ -29,7 +30,7 @@ from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.evaluation.stacks import blocks
 from vsgrid.evaluation.trust import UNCERTAINTIES, auroc, drawn, spearman
 from vsgrid.files import read_table, write_table
-from vsgrid.grid import Run, runs
+from vsgrid.grid import Run, runs, seed_groups
 from vsgrid.layout import TABLE_FORMATS, TRUST_TABLE, Layout, table_path
 from vsgrid.report.tables import interval, test_weights
 
@@ -41,6 +42,7 @@ COLUMNS = ["model", "model_type", "stain", "seed", "train_set", "test_set", "tas
            "statistic", "uncertainty", "error", "value", "ci_low", "ci_high", "undefined_share",
            "images"]  # fmt: skip
 ALL = "all"  # the test set of a model's rows over all its runs
+SEEDS = "seeds"  # the spread over a model type's seeds, where it has two or more
 
 
 def image_errors(values: RunValues, *, block: int = 256) -> dict[str, np.ndarray]:
@@ -62,13 +64,16 @@ def image_errors(values: RunValues, *, block: int = 256) -> dict[str, np.ndarray
 class _RunImages:
     """A run's per-image uncertainties and errors, and its test images' resample draws."""
 
-    def __init__(self, config: dict, run: Run, draws: np.ndarray):
+    def __init__(self, config: dict, run: Run, draws: np.ndarray, *, seeded: bool):
         layout = Layout.of(config)
         run_dir = layout.run_dir(run.model, run.test_set)
         images = read_table(layout.run_table(run.model, run.test_set, "images"))
         images = images.sort_values("image")
         self.run, self.draws = run, draws
         self.said = {u: images[u].to_numpy(np.float64) for u in UNCERTAINTIES if u in images}
+        if seeded:
+            spread = read_table(layout.seed_spread(run.model.model_type, run.test_set))
+            self.said[SEEDS] = spread.sort_values("image")["seeds"].to_numpy(np.float64)
         self.errors = image_errors(RunValues.read(run_dir))
 
 
@@ -86,7 +91,7 @@ def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dic
     """Spearman of each uncertainty with each error over ``parts`` (runs of one model) together,
     each part resampled by its own test images' draws."""
     rows = []
-    for u in parts[0].said:
+    for u in [u for u in parts[0].said if all(u in p.said for p in parts)]:
         for e in parts[0].errors:
             x = np.concatenate([p.said[u] for p in parts])
             y = np.concatenate([p.errors[e] for p in parts])
@@ -109,9 +114,11 @@ def trust_table(config: dict) -> pd.DataFrame:
     anything of itself (predictions of an older vsgrid)."""
     n_resamples = config["evaluation"]["bootstrap_resamples"]
     draws = cache(lambda twin: test_weights(config, twin, n_resamples))
+    seeded = seed_groups(config)
     by_model: dict[str, list[_RunImages]] = {}
     for run in runs(config):
-        found = _RunImages(config, run, draws(run.test_set.twin))
+        key = (run.model.model_type, run.test_set.name)
+        found = _RunImages(config, run, draws(run.test_set.twin), seeded=key in seeded)
         if found.said:
             by_model.setdefault(run.model.name, []).append(found)
     rows = []
