@@ -68,6 +68,12 @@ def test_defaults_fill_in_beside_given_keys_without_changing_them():
             ["data.ingest.load_data", "/no/such.csv does not exist"],
         ),
         ({"grid": {"seeds": []}}, ["grid.seeds"]),
+        ({"infer": {"mc_dropout": 8}}, ["infer.mc_dropout: 8", "network.dropout > 0"]),
+        (
+            {"infer": {"mc_dropout": 1}, "network": {"dropout": 0.5}},
+            ["infer.mc_dropout: 1", "2 or more"],
+        ),
+        ({"network": {"dropout": 1.0}}, ["network.dropout"]),
         # Python's `$` matches before a final newline: names reach file names, so the schema ends
         # its patterns with \Z.
         ({"grid": {"cell_types": ["lung\n"]}}, ["grid.cell_types[0]", "lung\\n"]),

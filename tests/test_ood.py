@@ -78,13 +78,31 @@ def test_a_prediction_carries_its_spread_and_its_fields_ood_scores(config, table
     both = predictor.predict(bf, tta=True, reference=reference)
     # the prediction is the untransformed pass, the same operations whatever is asked beside it
     np.testing.assert_array_equal(both.image, plain.image)
-    assert plain.spread is None and plain.ood is None
-    assert both.spread.shape == bf.shape and both.spread.dtype == np.float32
-    assert both.spread.min() >= 0 and 1 < np.median(both.spread) < 0.1 * np.median(both.image)
+    assert plain.tta_spread is None and plain.dropout_spread is None and plain.ood is None
+    spread = both.tta_spread
+    assert spread.shape == bf.shape and spread.dtype == np.float32 and spread.min() >= 0
+    assert 1 < np.median(spread) < 0.1 * np.median(both.image)
+    with pytest.raises(VsgridError, match="trained with dropout"):
+        predictor.predict(bf, mc_dropout=4)  # this model has no dropout to sample
     # the trunk inside the generator's pass, in a batch of 8, against the trunk alone in a batch
     # of 16 (ood_table): float32 convolutions summed in other orders, nothing more
     lung = table.loc[table["test_set"] == "lung-nontoxic", "ood"].to_numpy()[:8]
     np.testing.assert_allclose(both.ood, lung, rtol=1e-4)
+
+
+def test_mc_dropout_samples_a_model_trained_with_dropout(config, tmp_path):
+    dropped = copy.deepcopy(config)
+    dropped["network"]["dropout"] = 0.5
+    dropped["train"].update(max_epochs=1, lr_decay_start=1)
+    train(dropped, MODEL, tmp_path / MODEL.name, progress=False)
+    predictor = Predictor(tmp_path / MODEL.name, dropped["device"], dropped["network"])
+    store = open_store(Layout.of(config).store(MODEL.train_set))
+    bf = store.images("test")[:4, store.channel_index("bf")]
+    sampled = predictor.predict(bf, mc_dropout=4)
+    # dropout samples only beside the prediction: the prediction is the deterministic pass
+    np.testing.assert_array_equal(sampled.image, predictor.predict(bf).image)
+    assert sampled.dropout_spread.shape == bf.shape and np.median(sampled.dropout_spread) > 0
+    assert not any(m.training for m in predictor.generator.modules())
 
 
 def test_a_reference_needs_two_training_fields(config):

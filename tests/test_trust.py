@@ -21,11 +21,11 @@ N = 20  # test images per test set, two fields in each of ten wells
 FEATURE = "AreaShape_Area"
 
 
-def write_run(layout, run, ssim, *, spread=None, ood=None, nmae=None):
+def write_run(layout, run, ssim, *, tta=None, ood=None, nmae=None):
     """A run folder: per image its SSIM, N-MAE (one feature of real SD 1, one matched pair) and,
     when given, what the model said of it."""
     images = pd.DataFrame({"image": range(N), "flag": "", "ssim": ssim})
-    for name, values in (("spread", spread), ("ood", ood)):
+    for name, values in (("tta", tta), ("ood", ood)):
         if values is not None:
             images[name] = values
     differences = pd.DataFrame(
@@ -77,14 +77,14 @@ def config(tmp_path):
         # set's fields all lie further out than the in-distribution ones.
         spread = rng.permutation(N).astype(float) + 1
         shifted = run.shift != "none"
-        write_run(layout, run, 1 - spread / 100, spread=spread, nmae=rng.random(N),
+        write_run(layout, run, 1 - spread / 100, tta=spread, nmae=rng.random(N),
                   ood=rng.random(N) + (5.0 if shifted else 0.0))  # fmt: skip
     return config
 
 
 def test_the_table_finds_a_perfect_ranking_and_a_perfect_detector(config, tmp_path):
     table = trust_table(config)
-    ranked = table[(table["statistic"] == "spearman") & (table["uncertainty"] == "spread")]
+    ranked = table[(table["statistic"] == "spearman") & (table["uncertainty"] == "tta")]
     exact = ranked[ranked["error"] == "1 - ssim"]
     # a monotone relation on every image, in every resample too (1 to float rounding: scipy
     # computes the ranks' Pearson correlation)
@@ -106,7 +106,7 @@ def test_runs_whose_predictions_say_nothing_have_no_rows(config):
     layout = Layout.of(config)
     for run in runs(config):
         images = layout.run_table(run.model, run.test_set, "images")
-        write_table(read_table(images).drop(columns=["spread", "ood"]), images)
+        write_table(read_table(images).drop(columns=["tta", "ood"]), images)
     assert trust_table(config).empty
 
 

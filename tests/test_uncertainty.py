@@ -13,7 +13,9 @@ from vsgrid.model.uncertainty import (
     DIHEDRAL,
     OodReference,
     bottleneck_features,
+    dropout_spread,
     evenly_spaced,
+    running_spread,
     split_generator,
     transform,
     tta_spread,
@@ -55,6 +57,38 @@ def test_the_spread_is_the_standard_deviation_of_the_eight_outputs():
     # Welford's running moments against the two-pass formula: float32 rounding apart
     torch.testing.assert_close(spread, outputs.std(0, unbiased=False), rtol=1e-5, atol=1e-6)
     assert spread.min() >= 0 and spread.mean() > 0.1
+
+
+def test_the_running_spread_is_the_standard_deviation_of_its_outputs():
+    outputs = torch.randn(5, 3, 7, dtype=torch.float64) * 100 + 1e4  # far from 0, as counts
+    for ddof in (0, 1):
+        # float32 running moments of values about 1e4 against the float64 two-pass formula:
+        # a relative difference of a few float32 epsilons on the 1e4 scale, scaled to the SD
+        torch.testing.assert_close(
+            running_spread(iter(outputs), ddof=ddof).double(),
+            outputs.std(0, correction=ddof),
+            rtol=1e-4,
+            atol=0,
+        )
+
+
+def test_mc_dropout_spreads_only_a_generator_with_dropout_and_leaves_it_as_it_was():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16, 16)
+    with_dropout = GlobalGenerator(NetworkConfig(ngf=4, n_downsample=1, n_blocks=2, dropout=0.5))
+    with_dropout.eval()
+    assert sum(isinstance(m, nn.Dropout) for m in with_dropout.modules()) == 2
+    with torch.no_grad():
+        spread = dropout_spread(with_dropout, with_dropout, x, samples=6)
+        # eval mode again after: the deterministic pass is what it was
+        assert torch.equal(with_dropout(x), with_dropout(x))
+    assert spread.shape == (2, 1, 16, 16) and spread.mean() > 0
+    assert not any(m.training for m in with_dropout.modules())
+    plain = GlobalGenerator(NetworkConfig(ngf=4, n_downsample=1, n_blocks=2))
+    with pytest.raises(VsgridError, match="trained with dropout"):
+        dropout_spread(plain, plain, x, samples=6)
+    with pytest.raises(VsgridError, match="2 passes or more"):
+        dropout_spread(with_dropout, with_dropout, x, samples=1)
 
 
 def test_bottleneck_features_pool_the_trunk_over_the_field_not_its_padding():

@@ -136,7 +136,7 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     # every prediction says how sure it is (TTA spread) and how far out its fields lie (OOD);
     # every shifted run gets the OOD score's AUROC against its model's own test images
     shifted = runs.loc[runs["shift"] != "none", "run"].nunique()
-    assert set(trust["uncertainty"]) == {"spread", "ood"}
+    assert set(trust["uncertainty"]) == {"tta", "ood"}
     detect = trust[trust["statistic"] == "auroc"]
     assert len(detect) == shifted and detect["value"].between(0, 1).all()
     ranked = trust[(trust["statistic"] == "spearman") & (trust["test_set"] != "all")]

@@ -5,8 +5,9 @@ segmented stains (dapi, fitc) the segmentation backend then segments each predic
 job, on the same GPU, where Cellpose is resident too. What the evaluation does with them after
 is CPU work. Each prediction is a group ``<out>/<test set>.zarr`` (see
 :mod:`vsgrid.evaluation.stacks`) written atomically, with each field's OOD score against the
-model's training fields and, for a test set (not a screen) with ``infer.tta``, each pixel's
-test-time-augmentation spread (:mod:`vsgrid.model.uncertainty`).
+model's training fields and, for a test set (not a screen), each pixel's spread over test-time
+augmentation (``infer.tta``) and over MC dropout (``infer.mc_dropout``),
+:mod:`vsgrid.model.uncertainty`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def predict(
         {name: store(name) for name in names},
         out_dir,
         tta=config["infer"]["tta"] and not screens,
+        mc_dropout=0 if screens else config["infer"]["mc_dropout"],
         batch_size=batch_size,
         progress=progress,
     )
@@ -59,11 +61,12 @@ def predict_stores(
     out_dir: str | Path,
     *,
     tta: bool,
+    mc_dropout: int,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Predict the test split of each store (name -> path) into ``<out_dir>/<name>.zarr``, with
-    the TTA spread when ``tta``."""
+    the TTA spread when ``tta`` and the spread over ``mc_dropout`` dropout passes when any."""
     predictor = Predictor(model_dir, config["device"], config["network"])
     batch_size = batch_size or config["infer"]["batch_size"]
     reference = predictor.ood_reference(
@@ -78,7 +81,13 @@ def predict_stores(
         with atomic_path(out) as tmp:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             image = predictor.predict_test_set(
-                store, group, batch_size, progress, tta=tta, reference=reference
+                store,
+                group,
+                batch_size,
+                progress,
+                tta=tta,
+                mc_dropout=mc_dropout,
+                reference=reference,
             )
             if predictor.stain in SEGMENTED:
                 pixel_size = float(store.attrs["pixel_size_um"])

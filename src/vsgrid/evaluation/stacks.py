@@ -3,7 +3,8 @@
 A test set's real stain is one channel of its store's ``test`` split. A prediction is the Zarr
 group a model's inference job wrote: ``image`` (N, H, W) uint16, aligned index for index with
 the test split, for segmented stains ``labels``, the prediction's own masks, and what the model
-says of it (:mod:`vsgrid.model.uncertainty`): ``spread`` (N, H, W) float32, ``ood`` (N,). Label stacks are
+says of it (:mod:`vsgrid.model.uncertainty`): ``tta_spread`` and ``dropout_spread`` (N, H, W)
+float32, ``ood`` (N,). Label stacks are
 (N, H, W) int32 arrays, one image per chunk. Every step reads these in blocks of
 ``evaluation.block_images`` images, so its memory does not grow with the test set.
 """
@@ -77,14 +78,16 @@ def create_labels(
 
 @dataclass(frozen=True)
 class Prediction:
-    """A prediction's image, its own masks (dapi, fitc), its TTA spread (with ``infer.tta``) and
-    its fields' OOD scores (a prediction of an older vsgrid has neither: None)."""
+    """A prediction's image, its own masks (dapi, fitc), its spreads over test-time augmentation
+    (``infer.tta``) and MC dropout (``infer.mc_dropout``) and its fields' OOD scores (None where
+    the prediction has none, as one of an older vsgrid)."""
 
     path: Path
     image: arrays.Stack
     labels: arrays.Stack | None
     attrs: dict
-    spread: arrays.Stack | None = None
+    tta_spread: arrays.Stack | None = None
+    dropout_spread: arrays.Stack | None = None
     ood: np.ndarray | None = None
 
 
@@ -124,19 +127,18 @@ def read_prediction(
         )
     optional = {
         name: arrays.member(group, name, path) if name in group else None
-        for name in ("labels", "spread", "ood")
+        for name in ("labels", "tta_spread", "dropout_spread", "ood")
     }
     for name, array in optional.items():
         if array is not None and array.shape[0] != image.shape[0]:
             raise VsgridError(
                 f"prediction {path}: {name} has {array.shape[0]} images, its image {image.shape[0]}"
             )
-    ood = optional["ood"]
+    ood = optional.pop("ood")
     return Prediction(
         path,
         image,
-        optional["labels"],
-        attrs,
-        optional["spread"],
-        None if ood is None else np.asarray(ood[:], np.float64),
+        attrs=attrs,
+        **optional,
+        ood=None if ood is None else np.asarray(ood[:], np.float64),
     )

@@ -1,12 +1,13 @@
 """Is what a model says of its own predictions worth trusting? Checked against the real stain.
 
-A prediction carries two things the model says without the real stain
-(:mod:`vsgrid.model.uncertainty`): each pixel's spread over test-time augmentation and each
-field's out-of-distribution (OOD) score. Per image, :func:`image_trust` reads them as
-``spread`` (the mean over the field) and ``ood``; the evaluation writes both beside the image's
-scores. A model type trained with several seeds says a third: where its seeds disagree
-(:func:`seed_spread`, per image the mean over the field of each pixel's standard deviation over
-the seeds' predictions, ddof 1: a few seeds are a sample of the trainings that could have been).
+A prediction carries what the model says without the real stain
+(:mod:`vsgrid.model.uncertainty`): each pixel's spread over test-time augmentation and, where
+asked for, over MC dropout, and each field's out-of-distribution (OOD) score. Per image,
+:func:`image_trust` reads them as ``tta`` and ``dropout`` (each the mean over the field) and
+``ood``; the evaluation writes them beside the image's scores. A model type trained with several
+seeds says one more: where its seeds disagree (:func:`seed_spread`, per image the mean over the
+field of each pixel's standard deviation over the seeds' predictions, ddof 1: a few seeds are a
+sample of the trainings that could have been).
 The grid holds the truth to check them against:
 
 - :func:`spearman`: does an image the model is less sure of have a larger error? Spearman's rank
@@ -33,25 +34,29 @@ from vsgrid.files import write_table
 from vsgrid.grid import seed_groups
 from vsgrid.layout import Layout
 
-UNCERTAINTIES = ("spread", "ood")  # the per-image columns of a run's images table
+# The per-image columns of a run's images table, and the prediction's array each is read from.
+UNCERTAINTIES = {"tta": "tta_spread", "dropout": "dropout_spread", "ood": "ood"}
 
 
 def image_trust(prediction: Prediction, *, block_images: int) -> dict[str, np.ndarray]:
-    """Per image of a prediction, what its model says of it: ``spread``, the mean TTA spread
-    over the field (counts), and ``ood``, the field's OOD score; each only where the prediction
-    carries it."""
+    """Per image of a prediction, what its model says of it (:data:`UNCERTAINTIES`, each only
+    where the prediction carries it): ``tta`` and ``dropout``, the mean over the field of each
+    pixel's spread (counts), and ``ood``, the field's OOD score."""
     said = {}
-    if prediction.spread is not None:
-        n = prediction.spread.shape[0]
-        said["spread"] = np.concatenate(
+    for name, array in UNCERTAINTIES.items():
+        found = getattr(prediction, array)
+        if found is None:
+            continue
+        if found.ndim == 1:
+            said[name] = np.asarray(found, np.float64)
+            continue
+        said[name] = np.concatenate(
             [
-                np.asarray(prediction.spread[start:stop], np.float64).mean((1, 2))
-                for start, stop in blocks(n, block_images)
+                np.asarray(found[start:stop], np.float64).mean((1, 2))
+                for start, stop in blocks(found.shape[0], block_images)
             ]
             or [np.empty(0)]
         )
-    if prediction.ood is not None:
-        said["ood"] = np.asarray(prediction.ood, np.float64)
     return said
 
 

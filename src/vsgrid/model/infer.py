@@ -3,9 +3,10 @@
 A prediction is a Zarr v3 group whose ``image`` array, (N, H, W) uint16 in the stain's units, is
 aligned index for index with the test split of the test set's store (one image per chunk); its
 attributes name the model, the stain, the test set and the ``store_id`` of the store it was
-predicted from. Beside it, when asked: ``spread`` (N, H, W) float32, each pixel's spread over
-test-time augmentation in the stain's counts, and ``ood`` (N,), each field's out-of-distribution
-score (:mod:`vsgrid.model.uncertainty`). (The evaluation adds the prediction's own masks,
+predicted from. Beside it, when asked (:mod:`vsgrid.model.uncertainty`): ``tta_spread`` and
+``dropout_spread`` (N, H, W) float32, each pixel's spread over test-time augmentation and over
+Monte Carlo dropout in the stain's counts, and ``ood`` (N,), each field's out-of-distribution
+score. (The evaluation adds the prediction's own masks,
 ``labels``.)
 
 Images are padded to a multiple of 2 ** n_downsample and cropped back, never resized, so a test
@@ -37,7 +38,14 @@ from vsgrid.grid import Model
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
 from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
-from vsgrid.model.uncertainty import OodReference, fit_reference, pool, split_generator, tta_spread
+from vsgrid.model.uncertainty import (
+    OodReference,
+    dropout_spread,
+    fit_reference,
+    pool,
+    split_generator,
+    tta_spread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +92,13 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
 
 
 class Predicted(NamedTuple):
-    """A batch's prediction (B, H, W) uint16 and, when asked for, its test-time-augmentation
-    spread (B, H, W) float32 in the stain's counts and its fields' OOD scores (B,)."""
+    """A batch's prediction (B, H, W) uint16 and, when asked for, its spreads over test-time
+    augmentation and over MC dropout (B, H, W) float32 in the stain's counts and its fields' OOD
+    scores (B,)."""
 
     image: np.ndarray
-    spread: np.ndarray | None = None
+    tta_spread: np.ndarray | None = None
+    dropout_spread: np.ndarray | None = None
     ood: np.ndarray | None = None
 
 
@@ -137,12 +147,18 @@ class Predictor:
         return self.generator(padded)[..., :height, :width]
 
     def predict(
-        self, bf_counts: np.ndarray, *, tta: bool = False, reference: OodReference | None = None
+        self,
+        bf_counts: np.ndarray,
+        *,
+        tta: bool = False,
+        mc_dropout: int = 0,
+        reference: OodReference | None = None,
     ) -> Predicted:
         """A batch of BF fields (B, H, W) uint16 -> the stain (B, H, W) uint16, with the TTA
-        spread when ``tta`` and the OOD scores against ``reference`` when given. The prediction
-        is the untransformed pass whatever is asked beside it; the trunk's output on the way is
-        what the OOD score pools."""
+        spread when ``tta``, the spread over ``mc_dropout`` dropout passes when 2 or more, and the
+        OOD scores against ``reference`` when given. The prediction is the untransformed,
+        deterministic pass whatever is asked beside it; the trunk's output on the way is what the
+        OOD score pools."""
         stats = self.saved["stats"]
         x = self.device.to(torch.from_numpy(normalize(bf_counts, stats["bf"])[:, None]))
         padded, (height, width) = pad_to_multiple(x, self.net.multiple)
@@ -152,16 +168,25 @@ class Predictor:
             ood = None
             if reference is not None:
                 ood = reference.score(pool(bottleneck, height, width, self.trunk_multiple))
-            spread = tta_spread(self._forward, x, first=fake)[1] if tta else None
+            spreads = {
+                "tta_spread": tta_spread(self._forward, x, first=fake)[1] if tta else None,
+                "dropout_spread": dropout_spread(
+                    self.generator, self._forward, x, samples=mc_dropout
+                )
+                if mc_dropout
+                else None,
+            }
         values = fake.float().cpu().numpy()[:, 0]
         if not np.isfinite(values).all():
             raise VsgridError(
                 "the generator produced NaN or infinite values; its weights are broken (retrain the model)"
             )
-        if spread is not None:
-            scale = count_scale(stats[self.stain])
-            spread = (spread.cpu().numpy()[:, 0] * scale).astype(np.float32)
-        return Predicted(as_uint16(denormalize(values, stats[self.stain])), spread, ood)
+        scale = count_scale(stats[self.stain])
+        counts = {
+            name: None if spread is None else (spread.cpu().numpy()[:, 0] * scale).astype("float32")
+            for name, spread in spreads.items()
+        }
+        return Predicted(as_uint16(denormalize(values, stats[self.stain])), **counts, ood=ood)
 
     def attributes(self, store: Store) -> dict:
         return {
@@ -177,6 +202,17 @@ class Predictor:
             "vsgrid": __version__,
         }
 
+    def _batches(self, store: Store, batch_size: int, progress: bool):
+        """The test split's BF, read ahead in a thread, a batch at a time, with a progress bar."""
+        n = store.images("test").shape[0]
+        return tqdm(
+            prefetched(iter_batches(store.path, "test", batch_size, channels=("bf",))),
+            total=-(-n // batch_size),
+            desc=f"{self.model_dir.name} on {store.path.stem}",
+            disable=not progress,
+            unit="batch",
+        )
+
     def predict_test_set(
         self,
         store: Store,
@@ -185,44 +221,40 @@ class Predictor:
         progress: bool = True,
         *,
         tta: bool = False,
+        mc_dropout: int = 0,
         reference: OodReference | None = None,
     ) -> zarr.Array:
         """Predict the test split of ``store`` into ``group["image"]``; returns that array.
 
-        With ``tta``, ``group["spread"]`` (N, H, W) float32 holds each pixel's TTA spread in the
-        stain's counts; with a ``reference``, ``group["ood"]`` (N,) each field's OOD score.
+        With ``tta``, ``group["tta_spread"]`` (N, H, W) float32 holds each pixel's TTA spread in
+        the stain's counts; with ``mc_dropout`` passes, ``group["dropout_spread"]`` its spread
+        over them; with a ``reference``, ``group["ood"]`` (N,) each field's OOD score.
         """
         n, _, height, width = store.images("test").shape
         self.net.check_size(height, width, f"the test images of {store.path}")
-        image = arrays.create(
-            group, (n, height, width), chunks=(1, height, width), dtype="uint16", name="image"
-        )
-        spread = None
-        if tta:
-            spread = arrays.create(
-                group, (n, height, width), chunks=(1, height, width), dtype="float32", name="spread"
-            )
+        shape, chunks = (n, height, width), (1, height, width)
+        image = arrays.create(group, shape, chunks=chunks, dtype="uint16", name="image")
+        spreads = {
+            name: arrays.create(group, shape, chunks=chunks, dtype="float32", name=name)
+            for name, wanted in (("tta_spread", tta), ("dropout_spread", mc_dropout))
+            if wanted
+        }
         ood = np.full(n, np.nan)
         group.attrs.update(self.attributes(store))
-        batches = prefetched(iter_batches(store.path, "test", batch_size, channels=("bf",)))
-        bar = tqdm(
-            batches,
-            total=-(-n // batch_size),
-            desc=f"{self.model_dir.name} on {store.path.stem}",
-            disable=not progress,
-            unit="batch",
-        )
+        bar = self._batches(store, batch_size, progress)
 
         def write(rows: slice, predicted: Predicted) -> None:
             image[rows] = predicted.image
-            if spread is not None:
-                spread[rows] = predicted.spread
+            for name, array in spreads.items():
+                array[rows] = getattr(predicted, name)
 
         with ThreadPoolExecutor(1) as writer:
             pending = None
             for indices, bf in bar:
                 try:
-                    predicted = self.predict(bf[:, 0], tta=tta, reference=reference)
+                    predicted = self.predict(
+                        bf[:, 0], tta=tta, mc_dropout=mc_dropout, reference=reference
+                    )
                 except VsgridError as exc:
                     raise VsgridError(
                         f"{self.model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}"

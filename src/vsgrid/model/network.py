@@ -34,6 +34,7 @@ class NetworkConfig:
     ndf: int = 64
     num_D: int = 2
     n_layers_D: int = 3
+    dropout: float = 0.0  # in each residual block (pix2pixHD's use_dropout: 0.5); 0 = none
 
     @classmethod
     def from_config(cls, network: dict) -> NetworkConfig:
@@ -100,16 +101,18 @@ def init_weights(module: nn.Module) -> None:
 
 
 class ResnetBlock(nn.Module):
-    """x + (reflect-pad, conv3x3, norm, ReLU, reflect-pad, conv3x3, norm)(x)."""
+    """x + (reflect-pad, conv3x3, norm, ReLU, [dropout,] reflect-pad, conv3x3, norm)(x)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, dropout: float = 0.0):
         super().__init__()
-        # The reference's attribute name, so that pix2pixHD's own generator weights load as they are.
+        # The reference's attribute name and layer order, so that pix2pixHD's own generator
+        # weights load as they are.
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3),
             nn.InstanceNorm2d(dim),
             nn.ReLU(True),
+            *([nn.Dropout(dropout)] if dropout > 0 else []),
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3),
             nn.InstanceNorm2d(dim),
@@ -143,7 +146,7 @@ class GlobalGenerator(nn.Module):
                 nn.InstanceNorm2d(width * 2),
                 nn.ReLU(True),
             ]
-        layers += [ResnetBlock(ngf * 2**net.n_downsample) for _ in range(net.n_blocks)]
+        layers += [ResnetBlock(ngf * 2**net.n_downsample, net.dropout) for _ in range(net.n_blocks)]
         for i in range(net.n_downsample, 0, -1):
             width = ngf * 2**i
             layers += [

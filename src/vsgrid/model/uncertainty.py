@@ -7,6 +7,10 @@
   and strided convolutions make even a perfect Pix2PixHD only nearly equivariant, and a model
   that is unsure of a field tells it apart by much more than that. The prediction itself stays
   the untransformed pass.
+- **Monte Carlo dropout** (``infer.mc_dropout``, off by default): where the generator was
+  trained with dropout in its residual blocks (``network.dropout``, pix2pixHD's
+  ``use_dropout``), the per-pixel standard deviation of passes with dropout left sampling. A
+  model trained without dropout has none to sample; asking for it is an error.
 - **Out-of-distribution (OOD) score.** A field's *bottleneck features* are the mean and standard
   deviation over space of each channel at the end of the generator's residual trunk (before
   upsampling). Its OOD score is the Mahalanobis distance of those features to the features of
@@ -21,7 +25,9 @@ Both run beside inference (:mod:`vsgrid.model.infer`), which writes them into ea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -55,27 +61,71 @@ def untransform(y: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
     return torch.flip(y, (-1,)) if mirror else y
 
 
+def running_spread(outputs: Iterable[torch.Tensor], *, ddof: int = 0) -> torch.Tensor:
+    """The per-element standard deviation of ``outputs`` (two or more tensors of one shape),
+    accumulated one at a time (Welford: memory two tensors, no cancellation however close)."""
+    count, mean, squares = 0, None, None
+    for y in outputs:
+        y = y.float()
+        count += 1
+        if mean is None:
+            mean, squares = y.clone(), torch.zeros_like(y)
+            continue
+        step = y - mean
+        mean += step / count
+        squares += step * (y - mean)
+    return torch.sqrt(squares / (count - ddof))
+
+
 def tta_spread(
     forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
     first: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``forward(x)`` and the per-pixel standard deviation (ddof 0) of ``forward`` over the 8
-    dihedral transforms of ``x``, each turned back, accumulated one transform at a time (memory
-    two outputs, whatever the batch).
+    """``forward(x)`` and the per-pixel standard deviation (ddof 0: the 8 are the whole group) of
+    ``forward`` over the 8 dihedral transforms of ``x``, each turned back.
 
     ``forward`` maps (B, C, H, W) to (B, C', H, W) for any H and W (a quarter turn swaps them);
     ``first``, when the caller has it already, is ``forward(x)``, not computed again.
     """
-    first = (forward(x) if first is None else first).float()
-    mean, squares = first.clone(), torch.zeros_like(first)
-    for count, (turns, mirror) in enumerate(DIHEDRAL[1:], start=2):
-        y = untransform(forward(transform(x, turns, mirror)).float(), turns, mirror)
-        step = y - mean
-        mean += step / count
-        squares += step * (y - mean)  # Welford: no cancellation however close the outputs
-    return first, torch.sqrt(squares / len(DIHEDRAL))
+    first = forward(x) if first is None else first
+    turned = (untransform(forward(transform(x, *t)), *t) for t in DIHEDRAL[1:])
+    return first, running_spread(chain([first], turned))
+
+
+@contextmanager
+def dropout_on(generator: nn.Module) -> Iterator[None]:
+    """The generator's dropout layers sampling (train mode), the rest as they were."""
+    layers = [m for m in generator.modules() if isinstance(m, nn.Dropout)]
+    modes = [m.training for m in layers]
+    try:
+        for m in layers:
+            m.train()
+        yield
+    finally:
+        for m, mode in zip(layers, modes):
+            m.train(mode)
+
+
+def dropout_spread(
+    generator: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    samples: int,
+) -> torch.Tensor:
+    """Monte Carlo dropout: the per-pixel standard deviation (ddof 1: the passes are a sample) of
+    ``samples`` passes of ``forward`` with the generator's dropout sampling. A generator without
+    dropout (``network.dropout`` 0) has nothing to sample: an error, not a spread of 0."""
+    if not any(isinstance(m, nn.Dropout) for m in generator.modules()):
+        raise VsgridError(
+            "infer.mc_dropout needs a generator trained with dropout (network.dropout > 0)"
+        )
+    if samples < 2:
+        raise VsgridError(f"infer.mc_dropout is {samples}: a spread needs 2 passes or more")
+    with dropout_on(generator):
+        return running_spread((forward(x) for _ in range(samples)), ddof=1)
 
 
 # --------------------------------------------------------------------------- the bottleneck
