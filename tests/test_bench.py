@@ -76,6 +76,15 @@ FIGURES = {
     ]
     + [rf"^quick dataset .*: {NUMBER} s$"],
     "tables": [rf"^\s+36\s+36\s+{NUMBER}\s+{NUMBER}\s+\d+$", rf"^\s+144\s+36\s+{NUMBER}"],
+    "trust": [
+        rf"^  {case}\s+{NUMBER} s wall\s+{NUMBER} s CPU per image \({NUMBER} x the pass alone\)$"
+        for case in ("pass alone", r"\+ OOD score", r"\+ OOD and TTA")
+    ]
+    + [
+        rf"^\s+{n} test images\s+{variant}\s+{NUMBER} s wall\s+{NUMBER} s CPU per image\s+peak\s+{NUMBER} MB$"
+        for n in (8, 16)
+        for variant in (r"TTA \+ OOD", "OOD only")
+    ],
     "workflow": [
         rf"^one-rule Snakefile\s+dry run {NUMBER} s",
         r"^quick.yaml grid\s+dry run .* 192 jobs: 18 train, 18 infer, 84 evaluate$",
@@ -89,10 +98,11 @@ OUT = {
     "scale": "--out",
     "screen": "--out",
     "tables": "--out",
+    "trust": "--out",
 }
 OUT["selection"] = "--build"
 # More than 30 s each on two cores: the workflow's jobs, or a dozen `vsgrid` processes.
-SLOW = {"calibration", "scale", "screen"}
+SLOW = {"calibration", "scale", "screen", "trust"}
 
 
 def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:

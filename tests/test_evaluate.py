@@ -64,7 +64,7 @@ def score(setup, pred):
     how = ImageScoring(
         "dapi", config["evaluation"], U16_MAX, FeatureSet.from_config(config["features"], selected)
     )
-    rows, differences = score_blocks(
+    rows, differences, _ = score_blocks(
         how,
         (real, pred, setup["masks"], setup["segment"](pred)),
         lambda start, stop: features[features["image"].between(start, stop - 1)],
@@ -83,6 +83,33 @@ def test_the_real_stain_against_itself_is_perfect(setup):
     # Python path (the quick config has no numba) sums them in another order, off by ~1e-17.
     assert scores["nmae"] == pytest.approx(0.0, abs=1e-12) and scores["match_rate"] == 1.0
     assert setup["ranking"]["selected"].sum() == 20
+
+
+def test_each_matched_cell_has_its_nmae_and_its_mean_spread(setup):
+    real, features, config = setup["real"], setup["features"], setup["config"]
+    selected = selected_features(setup["ranking"], list(features.columns))
+    scale = feature_spread([features], selected)
+    how = ImageScoring("dapi", config["evaluation"], U16_MAX,
+                       FeatureSet.from_config(config["features"], selected),
+                       tuple(scale.to_numpy()))  # fmt: skip
+    height, width = real.shape[1:]
+    spread = np.broadcast_to(
+        np.arange(height * width, dtype=np.float32).reshape(height, width), real.shape
+    )  # a spread map every cell reads another mean of
+    masks = setup["masks"]
+    _, _, cells = score_blocks(
+        how,
+        (real, real.copy(), masks, setup["segment"](real.copy()), spread),
+        lambda start, stop: features[features["image"].between(start, stop - 1)],
+        source="the real feature table",
+        block_images=5,
+    )
+    cells = pd.concat(cells, ignore_index=True)
+    assert len(cells) == len(features)  # every real nucleus matched by its own copy
+    # the real stain against itself: float sums in another order, as for the run's N-MAE
+    assert cells["nmae"].max() == pytest.approx(0.0, abs=1e-12)
+    for row in cells.sample(5, random_state=0).itertuples():
+        assert row.tta == pytest.approx(spread[row.image][masks[row.image] == row.label].mean())
 
 
 def blur(real, step):

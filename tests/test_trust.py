@@ -21,7 +21,7 @@ N = 20  # test images per test set, two fields in each of ten wells
 FEATURE = "AreaShape_Area"
 
 
-def write_run(layout, run, ssim, *, tta=None, ood=None, nmae=None):
+def write_run(layout, run, ssim, *, tta=None, ood=None, nmae=None, cells=None):
     """A run folder: per image its SSIM, N-MAE (one feature of real SD 1, one matched pair) and,
     when given, what the model said of it."""
     images = pd.DataFrame({"image": range(N), "flag": "", "ssim": ssim})
@@ -44,6 +44,9 @@ def write_run(layout, run, ssim, *, tta=None, ood=None, nmae=None):
     write_table(images, folder / "images.parquet")
     write_table(differences, folder / "feature_differences.parquet")
     write_table(run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet")
+    if cells is None:  # a run whose predictions matched no cell
+        cells = pd.DataFrame(columns=["image", "label", "nmae"])
+    write_table(cells, folder / "cells.parquet")
 
 
 def grid_config(tmp_path, seeds: list[int]) -> dict:
@@ -77,8 +80,12 @@ def config(tmp_path):
         # set's fields all lie further out than the in-distribution ones.
         spread = rng.permutation(N).astype(float) + 1
         shifted = run.shift != "none"
+        # three matched cells an image, whose mean spread ranks their N-MAE exactly
+        nmae = rng.random(3 * N)
+        cells = pd.DataFrame({"image": np.repeat(np.arange(N), 3), "label": 1, "nmae": nmae,
+                              "tta": 2 * nmae + 1})  # fmt: skip
         write_run(layout, run, 1 - spread / 100, tta=spread, nmae=rng.random(N),
-                  ood=rng.random(N) + (5.0 if shifted else 0.0))  # fmt: skip
+                  ood=rng.random(N) + (5.0 if shifted else 0.0), cells=cells)  # fmt: skip
     return config
 
 
@@ -93,6 +100,9 @@ def test_the_table_finds_a_perfect_ranking_and_a_perfect_detector(config, tmp_pa
     noise = ranked[(ranked["error"] == "nmae") & (ranked["test_set"] != ALL)]
     assert (noise["value"].abs() < 0.6).all() and (noise["ci_low"] < 0).all()
     assert "1 - f1" not in set(table["error"])  # the runs have no instance scores
+    per_cell = table[table["error"] == "cell nmae"]
+    assert len(per_cell) == 3 and set(per_cell["images"]) == {3 * N}  # one row a run; cells
+    np.testing.assert_allclose(per_cell[["value", "ci_low", "ci_high"]], 1.0, rtol=1e-12)
     [detector] = table[table["statistic"] == "auroc"].itertuples()
     assert (detector.test_set, detector.shift, detector.task) == ("lung-toxic", "phenotype", 1)
     assert detector.value == 1.0 and detector.ci_low == pytest.approx(1.0, abs=1e-12)

@@ -32,7 +32,7 @@ from vsgrid.grid import DataSet, Model, masks_stain
 
 # Every table and figure the workflow writes, named once: the rules declare them, the report code
 # writes and reads them.
-RUN_TABLES = ("scores", "images", "feature_differences", "features")  # a run's, Parquet
+RUN_TABLES = ("scores", "images", "feature_differences", "features", "cells")  # a run's, Parquet
 GRID_TABLES = (
     "runs",
     "deltas",

@@ -4,7 +4,7 @@
 
 rule tables:
     input:
-        runs=[LAYOUT.run_table(run.model, run.test_set, name) for run in RUNS for name in ("scores", "images", "feature_differences")],
+        runs=[LAYOUT.run_table(run.model, run.test_set, name) for run in RUNS for name in ("scores", "images", "feature_differences", "cells")],
         stores=[LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID)],  # the wells and plates of the test images
         seeds=[LAYOUT.seed_spread(model_type, test_set) for model_type, test_set in SEED_GROUPS],
     output:

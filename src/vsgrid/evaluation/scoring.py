@@ -13,7 +13,9 @@ prediction's selected features in its own masks, and writes, all Parquet:
 - ``feature_differences.parquet``: per image and selected feature, the sum of |real - predicted|
   over matched instances, the number of pairs and the real feature's SD over the test set;
 - ``scores.parquet``: the run's scores, long: level, metric, feature, value;
-- ``features.parquet``: the prediction's selected features, per instance.
+- ``features.parquet``: the prediction's selected features, per instance;
+- ``cells.parquet``: per matched instance pair, the predicted ``label`` and its N-MAE over the
+  selected features, and with a TTA spread its mean spread (``tta``).
 
 Every score of a run is computed by :func:`score` from its per-image values, whatever the set of
 images: all of them once for the run's value, a bootstrap resample for a confidence interval.
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 
 from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
@@ -70,6 +73,9 @@ class ImageScoring:
     settings: dict  # the evaluation section
     saturation: int
     features: FeatureSet  # the selected features, measured in the prediction
+    # the real features' SDs over the test set, in the features' order: each matched cell's
+    # N-MAE is read in them (None: no per-cell rows)
+    feature_scale: tuple[float, ...] | None = None
 
 
 def matched_differences(
@@ -82,14 +88,20 @@ def matched_differences(
     min_iou: float,
     *,
     shared=None,
-) -> pd.DataFrame:
+    scale: tuple[float, ...] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For one image and each feature: the sum of |real - predicted| over matched instance pairs,
     their count, and the image's matched and real instance counts (what N-MAE and the match rate
-    are computed from). ``real`` and ``predicted`` are the image's feature rows, by ``label``."""
+    are computed from). ``real`` and ``predicted`` are the image's feature rows, by ``label``.
+
+    And one row per matched pair (``image``, the predicted ``label``, ``nmae``: the mean over the
+    features of |real - predicted| in units of ``scale``, the real features' SDs), when ``scale``
+    is given: the per-cell error the trust table ranks uncertainties against."""
     real_ids, pred_ids, _ = match_instances(
         np.asarray(real_masks), np.asarray(pred_masks), min_iou, shared=shared
     )
     sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
+    cells = pd.DataFrame({"image": index, "label": np.asarray(pred_ids, np.int64), "nmae": np.nan})
     if len(real_ids) and len(real) and len(predicted):
         r, p = real.set_index("label"), predicted.set_index("label")
         diff = np.abs(
@@ -97,7 +109,12 @@ def matched_differences(
             - p.loc[pred_ids, features].to_numpy(np.float64)
         )
         sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
-    return pd.DataFrame(
+        if scale is not None:
+            units = np.where(np.asarray(scale) > 0, np.asarray(scale), np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a cell without any feature
+                cells["nmae"] = np.nanmean(diff / units, axis=1)
+    differences = pd.DataFrame(
         {
             "image": index,
             "feature": features,
@@ -107,15 +124,17 @@ def matched_differences(
             "n_real": len(real),
         }
     )
+    return differences, cells
 
 
-def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
+def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Levels 1 and 2 of one image, the real image's quality flag, the prediction's selected
     features and their differences to the real ones: (scores row, differences, predicted
-    features, unmeasured), where ``unmeasured`` are the labels of the real instances without a
-    row in ``real_rows``; when there are any, the image is scored no further (see
-    :func:`check_measured`)."""
-    index, real, pred, real_masks, pred_masks, real_rows, how = job
+    features, unmeasured, cells), where ``unmeasured`` are the labels of the real instances
+    without a row in ``real_rows`` (when there are any, the image is scored no further, see
+    :func:`check_measured`) and ``cells`` the matched pairs' N-MAE with, when the job holds the
+    prediction's TTA spread after its masks, each cell's mean spread (``tta``)."""
+    index, real, pred, real_masks, pred_masks, *spread, real_rows, how = job
     settings = how.settings
     flag = image_flag(
         real,
@@ -127,13 +146,13 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     shared = overlaps(real_masks, pred_masks)
     unmeasured = np.setdiff1d(shared.real_ids, real_rows["label"].to_numpy())
     if len(unmeasured):
-        return row, None, None, unmeasured
+        return row, None, None, unmeasured, None
     if how.stain in SEGMENTED:
         row.update(
             instance_scores(real_masks, pred_masks, settings["iou_threshold"], shared=shared)
         )
     predicted = how.features.measure(pred, pred_masks)
-    differences = matched_differences(
+    differences, cells = matched_differences(
         index,
         real_rows,
         predicted,
@@ -142,16 +161,20 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         list(how.features.names),
         settings["match_iou"],
         shared=shared,
+        scale=how.feature_scale,
     )
+    if spread:
+        labels = cells["label"].to_numpy()
+        cells["tta"] = ndi.mean(spread[0], pred_masks, labels) if len(labels) else []
     predicted.insert(0, "image", index)
-    return row, differences, predicted, unmeasured
+    return row, differences, predicted, unmeasured, cells
 
 
 def check_measured(results: list[tuple], source: str) -> None:
     """Every real instance of the scored images must have its row in the real feature table
     (``source``): one cut short, or measured in other masks, would be matched against no
     features or the wrong ones."""
-    lacking = {row["image"]: unmeasured for row, _, _, unmeasured in results if len(unmeasured)}
+    lacking = {row["image"]: unmeasured for row, _, _, unmeasured, _ in results if len(unmeasured)}
     if lacking:
         images = ", ".join(
             f"{image} ({len(labels)} of its instances)"
@@ -307,9 +330,11 @@ def run_tables(
     differences: list[pd.DataFrame],
     real_std: pd.Series,
     said: dict[str, np.ndarray] | None = None,
+    cells: list[pd.DataFrame] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """A run's per-image tables and scores from its images' results, with what the model
-    ``said`` of each image (name -> per-image values) beside its scores."""
+    ``said`` of each image (name -> per-image values) beside its scores, and its matched
+    ``cells`` (:func:`matched_differences`)."""
     images = pd.DataFrame(rows)
     images = images.assign(**{k: v[images["image"].to_numpy()] for k, v in (said or {}).items()})
     differences = pd.concat(differences, ignore_index=True)
@@ -318,6 +343,9 @@ def run_tables(
         "images": images,
         "feature_differences": differences,
         "scores": run_scores(RunValues.from_tables(images, differences)),
+        "cells": pd.concat(
+            cells or [pd.DataFrame(columns=["image", "label", "nmae"])], ignore_index=True
+        ),  # fmt: skip
     }
 
 
@@ -330,14 +358,14 @@ def score_blocks(
     block_images: int,
     pmap=map,
     keep=None,
-) -> tuple[list[dict], list[pd.DataFrame]]:
+) -> tuple[list[dict], list[pd.DataFrame], list[pd.DataFrame]]:
     """Score every image of a run, a block at a time.
 
     Parameters
     ----------
     stacks
         The real stain, the prediction, the real masks and the prediction's masks (arrays or Zarr
-        arrays of the same images).
+        arrays of the same images), and the prediction's TTA spread where it has one.
     real_rows
         ``real_rows(start, stop)``: the real feature table's rows of images ``start:stop``.
     source
@@ -345,9 +373,9 @@ def score_blocks(
     keep
         Called with each image's predicted features (to stream them into a table).
 
-    Returns the per-image rows and feature differences (see :func:`run_tables`).
+    Returns the per-image rows, feature differences and matched cells (see :func:`run_tables`).
     """
-    rows, differences = [], []
+    rows, differences, cells = [], [], []
     for start, stop in blocks(len(stacks[0]), block_images):
         rows_of = real_rows(start, stop)
         by_image, empty = dict(tuple(rows_of.groupby("image"))), rows_of.iloc[:0]
@@ -355,17 +383,19 @@ def score_blocks(
         jobs = [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]
         results = list(pmap(score_image, jobs))
         check_measured(results, source)
-        for row, difference, predicted, _ in results:
+        for row, difference, predicted, _, matched in results:
             rows.append(row)
             differences.append(difference)
+            cells.append(matched)
             if keep is not None:
                 keep(predicted)
-    return rows, differences
+    return rows, differences, cells
 
 
 def _run_stacks(store, stain: str, pred: Prediction, real_masks) -> tuple:
     """A run's real stain, prediction, real masks and the prediction's masks (its own, or the
-    real DAPI nuclei for cy5), which must all be of the test set's images."""
+    real DAPI nuclei for cy5), which must all be of the test set's images, and the prediction's
+    TTA spread where it has one."""
     real, real_labels = real_stain(store, stain), read_stack(real_masks)
     pred_labels = pred.labels if stain in SEGMENTED else real_labels
     if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
@@ -373,7 +403,8 @@ def _run_stacks(store, stain: str, pred: Prediction, real_masks) -> tuple:
             f"the prediction {pred.path} (with its masks) and the real masks {real_masks} do not "
             f"match the test set's {real.shape} images"
         )
-    return real, pred.image, real_labels, pred_labels
+    spread = [] if pred.tta_spread is None else [pred.tta_spread]
+    return real, pred.image, real_labels, pred_labels, *spread
 
 
 def evaluate_run(
@@ -397,18 +428,15 @@ def evaluate_run(
     stacks = _run_stacks(store, stain, pred, real_masks)
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
-    how = ImageScoring(
-        stain,
-        config["evaluation"],
-        store.attrs["saturation"],
-        FeatureSet.from_config(config["features"], selected),
-    )
+    how = ImageScoring(stain, config["evaluation"], store.attrs["saturation"],
+                       FeatureSet.from_config(config["features"], selected),
+                       tuple(real_std[selected].to_numpy(float)))  # fmt: skip
     out = Path(out)
     with (
         worker_pool(workers_for(config["features"], workers)) as pmap,
         table_appender(table_path(out, "features")) as append,
     ):
-        rows, differences = score_blocks(
+        rows, differences, cells = score_blocks(
             how,
             stacks,
             lambda start, stop: read_table(
@@ -422,7 +450,7 @@ def evaluate_run(
             keep=append,
         )
     said = image_trust(pred, block_images=config["evaluation"]["block_images"])
-    tables = run_tables(rows, differences, real_std, said)
+    tables = run_tables(rows, differences, real_std, said, cells)
     for name, table in tables.items():
         write_table(table, table_path(out, name))
     scores = tables["scores"]

@@ -6,7 +6,10 @@ with, for a model type of two seeds or more, the spread over its seeds (``seeds`
 and fitc, N-MAE: each image's value of the run's own score,
 :func:`vsgrid.evaluation.scoring.score` with the image alone weighted), one row per
 
-- run, uncertainty and error: ``spearman``, their rank correlation over the run's images;
+- run, uncertainty and error: ``spearman``, their rank correlation over the run's images; and
+  over its matched cells, each cell's mean TTA spread against its N-MAE (``cell nmae``, the mean
+  over the selected features of |real - predicted| in real SDs; its ``images`` column then
+  counts cells);
 - model, uncertainty and error, test set ``all``: the same over every image of every run of the
   model, the question a team asks of a model whose plates hold shifts it does not know of;
 - shifted run: ``auroc`` of its images' OOD scores against the model's in-distribution test
@@ -36,6 +39,7 @@ from vsgrid.report.tables import interval, test_weights
 
 log = logging.getLogger(__name__)
 
+CELL_ERROR = "cell nmae"  # each matched cell's N-MAE over the selected features
 # Per-image errors: the score each is read from, and whether it is 1 - the score (a loss).
 ERRORS = {"1 - ssim": ("ssim", True), "1 - f1": ("f1", True), "nmae": ("nmae", False)}
 COLUMNS = ["model", "model_type", "stain", "seed", "train_set", "test_set", "task", "shift",
@@ -75,6 +79,7 @@ class _RunImages:
             spread = read_table(layout.seed_spread(run.model.model_type, run.test_set))
             self.said[SEEDS] = spread.sort_values("image")["seeds"].to_numpy(np.float64)
         self.errors = image_errors(RunValues.read(run_dir))
+        self.cells = read_table(layout.run_table(run.model, run.test_set, "cells"))
 
 
 def _row(run: Run, test_set: str, statistic: str, uncertainty: str, error: str,
@@ -109,6 +114,21 @@ def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dic
     return rows
 
 
+def _cell_rows(part: _RunImages) -> list[dict]:
+    """Spearman of each cell's mean TTA spread with its N-MAE over a run's matched cells, each
+    resample drawing the cells of the images it draws, as often."""
+    cells = part.cells.dropna(subset=["nmae"])
+    if "tta" not in cells or len(cells) < 3:
+        return []
+    spread, error = cells["tta"].to_numpy(float), cells["nmae"].to_numpy(float)
+    image = cells["image"].to_numpy(int)
+    resampled = [spearman(spread[picked], error[picked])
+                 for picked in (drawn(weights[image]) for weights in part.draws)]  # fmt: skip
+    run = part.run
+    return [_row(run, run.test_set.name, "spearman", "tta", CELL_ERROR,
+                 spearman(spread, error), resampled, len(cells))]  # fmt: skip
+
+
 def trust_table(config: dict) -> pd.DataFrame:
     """The trust table of the grid (see the module docstring); empty where no prediction says
     anything of itself (predictions of an older vsgrid)."""
@@ -126,7 +146,7 @@ def trust_table(config: dict) -> pd.DataFrame:
         inside = next((p for p in parts if p.run.shift == "none"), None)
         for part in parts:
             run = part.run
-            rows += _spearman_rows(run, run.test_set.name, [part])
+            rows += _spearman_rows(run, run.test_set.name, [part]) + _cell_rows(part)
             if run.shift == "none" or inside is None or "ood" not in part.said:
                 continue
             ours, theirs = part.said["ood"], inside.said["ood"]
