@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from vsgrid import arrays
 from vsgrid.config import validate
@@ -147,6 +149,14 @@ def test_spearman_and_auroc_of_constructed_cases():
     assert np.isnan(spearman(x, np.ones(10))) and np.isnan(spearman(x[:2], x[:2]))
     assert auroc(x, x + 100) == 1.0 and auroc(x, x) == 0.5 and np.isnan(auroc(x, [np.nan]))
     assert list(drawn(np.array([0, 2, 1]))) == [1, 1, 2]
+    rng = np.random.default_rng(0)
+    tied = rng.integers(0, 5, 50).astype(float), rng.normal(size=50)  # ties: average ranks
+    assert spearman(*tied) == pytest.approx(stats.spearmanr(*tied).statistic, rel=1e-12)
+    labels = np.r_[np.zeros(30), np.ones(20)]
+    scores = rng.integers(0, 6, 50).astype(float)  # ties across the two sides count a half
+    assert auroc(scores[:30], scores[30:]) == pytest.approx(
+        roc_auc_score(labels, scores), rel=1e-12
+    )
 
 
 def write_prediction(layout, run, images: np.ndarray) -> None:
