@@ -3,8 +3,9 @@
     .venv/bin/python bench/tables.py [--cell-types 2 4 10] [--images 4800] [--resamples 1000]
 
 For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds, grid.pairs: all, so (2N)^2 x 9
-runs) it writes every run's per-image tables (random values of the right shape: the tables step
-does not care what they mean), and test stores that hold only what the tables read (the wells of
+runs) it writes every run's per-image tables, per-cell table and the spread over seeds (random
+values of the right shape: the tables step, the trust table's included, does not care what they
+mean), and test stores that hold only what the tables read (the wells of
 4,800 tiny test images, 9 fields per well), and times `vsgrid tables` with 1,000 bootstrap
 resamples and the default hierarchical CI. Memory should stay flat and time grow linearly with
 the number of runs.
@@ -25,10 +26,11 @@ from vsgrid.config import validate
 from vsgrid.data.store import create_store
 from vsgrid.evaluation.scoring import RunValues, run_scores
 from vsgrid.files import write_table
-from vsgrid.grid import data_sets, runs
+from vsgrid.grid import data_sets, runs, seed_groups
 from vsgrid.layout import Layout
 
 FEATURES = [f"feature_{k:02d}" for k in range(20)]
+CELLS = 10  # matched cells per image, each with its N-MAE and TTA spread
 TINY = {"cell_types": [1, 2], "images": 36, "resamples": 100}
 
 
@@ -76,8 +78,16 @@ def write_runs(config: dict, n_images: int) -> int:
                 "flag": "",
                 **{
                     m: rng.random(n_images)
-                    for m in ("ssim", "psnr", "f1", "jaccard", "precision", "recall")
+                    for m in ("ssim", "psnr", "f1", "jaccard", "precision", "recall", "tta", "ood")
                 },
+            }
+        )
+        cells = pd.DataFrame(
+            {
+                "image": np.repeat(np.arange(n_images), CELLS),
+                "label": np.tile(np.arange(1, CELLS + 1), n_images),
+                "nmae": rng.random(n_images * CELLS),
+                "tta": rng.random(n_images * CELLS),
             }
         )
         differences = pd.DataFrame(
@@ -94,10 +104,14 @@ def write_runs(config: dict, n_images: int) -> int:
         folder = layout.run_dir(run_.model, run_.test_set)
         folder.mkdir(parents=True, exist_ok=True)
         write_table(images, folder / "images.parquet")
+        write_table(cells, folder / "cells.parquet")
         write_table(differences, folder / "feature_differences.parquet")
         write_table(
             run_scores(RunValues.from_tables(images, differences)), folder / "scores.parquet"
         )
+    for model_type, test_set in seed_groups(config):
+        spread = pd.DataFrame({"image": np.arange(n_images), "seeds": rng.random(n_images)})
+        write_table(spread, layout.seed_spread(model_type, test_set))
     return len(runs(config))
 
 
