@@ -8,8 +8,8 @@ prediction's selected features in its own masks, and writes, all Parquet:
 - ``images.parquet``: one row per test image: its quality flag, the pixel metrics (ssim, psnr,
   pcc, nrmse), for dapi/fitc the instance metrics (f1, jaccard, precision, recall, ap,
   splits, merges) with n_real and n_pred (:data:`vsgrid.evaluation.metrics.LEVEL`), and what
-  the model says of the image where its prediction carries it, ``spread`` and ``ood``
-  (:func:`vsgrid.evaluation.trust.image_trust`);
+  the model says of the image where its prediction carries it: ``tta``, ``dropout`` and ``ood``
+  (:data:`vsgrid.evaluation.trust.UNCERTAINTIES`);
 - ``feature_differences.parquet``: per image and selected feature, the sum of |real - predicted|
   over matched instances, the number of pairs and the real feature's SD over the test set;
 - ``scores.parquet``: the run's scores, long: level, metric, feature, value;
@@ -132,8 +132,9 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     features and their differences to the real ones: (scores row, differences, predicted
     features, unmeasured, cells), where ``unmeasured`` are the labels of the real instances
     without a row in ``real_rows`` (when there are any, the image is scored no further, see
-    :func:`check_measured`) and ``cells`` the matched pairs' N-MAE with, when the job holds the
-    prediction's TTA spread after its masks, each cell's mean spread (``tta``)."""
+    :func:`check_measured`) and ``cells`` the matched pairs' N-MAE. When the job holds the
+    prediction's TTA spread after its masks, the row gets the image's mean spread and each cell
+    its own (``tta``): the spread is read once, with the image."""
     index, real, pred, real_masks, pred_masks, *spread, real_rows, how = job
     settings = how.settings
     flag = image_flag(
@@ -164,6 +165,7 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         scale=how.feature_scale,
     )
     if spread:
+        row["tta"] = float(np.mean(spread[0], dtype=np.float64))
         labels = cells["label"].to_numpy()
         cells["tta"] = ndi.mean(spread[0], pred_masks, labels) if len(labels) else []
     predicted.insert(0, "image", index)

@@ -2,9 +2,10 @@
 
 A prediction carries what the model says without the real stain
 (:mod:`vsgrid.model.uncertainty`): each pixel's spread over test-time augmentation and, where
-asked for, over MC dropout, and each field's out-of-distribution (OOD) score. Per image,
-:func:`image_trust` reads them as ``tta`` and ``dropout`` (each the mean over the field) and
-``ood``; the evaluation writes them beside the image's scores. A model type trained with several
+asked for, over MC dropout, and each field's out-of-distribution (OOD) score. Per image, the
+evaluation writes them beside the image's scores as :data:`UNCERTAINTIES`: ``tta`` (read with
+the image it scores, :func:`vsgrid.evaluation.scoring.score_image`), ``dropout`` and ``ood``
+(:func:`image_trust`). A model type trained with several
 seeds says one more: where its seeds disagree (:func:`seed_spread`, per image the mean over the
 field of each pixel's standard deviation over the seeds' predictions, ddof 1: a few seeds are a
 sample of the trainings that could have been).
@@ -33,29 +34,27 @@ from vsgrid.files import write_table
 from vsgrid.grid import seed_groups
 from vsgrid.layout import Layout
 
-# The per-image columns of a run's images table, and the prediction's array each is read from.
-UNCERTAINTIES = {"tta": "tta_spread", "dropout": "dropout_spread", "ood": "ood"}
+# The per-image columns of a run's images table: what the model says of each image.
+UNCERTAINTIES = ("tta", "dropout", "ood")
 
 
 def image_trust(prediction: Prediction, *, block_images: int) -> dict[str, np.ndarray]:
-    """Per image of a prediction, what its model says of it (:data:`UNCERTAINTIES`, each only
-    where the prediction carries it): ``tta`` and ``dropout``, the mean over the field of each
-    pixel's spread (counts), and ``ood``, the field's OOD score."""
+    """Per image of a prediction, what its model says of it besides the TTA spread (which the
+    scoring reads with the image), each only where the prediction carries it: ``dropout``, the
+    mean over the field of each pixel's MC-dropout spread (counts), and ``ood``, the field's OOD
+    score."""
     said = {}
-    for name, array in UNCERTAINTIES.items():
-        found = getattr(prediction, array)
-        if found is None:
-            continue
-        if found.ndim == 1:
-            said[name] = np.asarray(found, np.float64)
-            continue
-        said[name] = np.concatenate(
+    if prediction.dropout_spread is not None:
+        spread = prediction.dropout_spread
+        said["dropout"] = np.concatenate(
             [
-                np.asarray(found[start:stop], np.float64).mean((1, 2))
-                for start, stop in blocks(found.shape[0], block_images)
+                np.asarray(spread[start:stop], np.float64).mean((1, 2))
+                for start, stop in blocks(spread.shape[0], block_images)
             ]
             or [np.empty(0)]
         )
+    if prediction.ood is not None:
+        said["ood"] = np.asarray(prediction.ood, np.float64)
     return said
 
 

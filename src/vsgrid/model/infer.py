@@ -6,8 +6,7 @@ attributes name the model, the stain, the test set and the ``store_id`` of the s
 predicted from. Beside it, when asked (:mod:`vsgrid.model.uncertainty`): ``tta_spread`` and
 ``dropout_spread`` (N, H, W) float32, each pixel's spread over test-time augmentation and over
 Monte Carlo dropout in the stain's counts, and ``ood`` (N,), each field's out-of-distribution
-score. (The evaluation adds the prediction's own masks,
-``labels``.)
+score. (The evaluation adds the prediction's own masks, ``labels``.)
 
 Images are padded to a multiple of 2 ** n_downsample and cropped back, never resized, so a test
 set of another image size works. Reading the next batch and writing the last one run in threads

@@ -69,7 +69,7 @@ def bootstrap_weights(
     return counts
 
 
-def test_weights(config: dict, twin: DataSet, n_resamples: int) -> np.ndarray:
+def resampling_weights(config: dict, twin: DataSet, n_resamples: int) -> np.ndarray:
     """The resampling weights of a test set's images, shared by every run on them."""
     settings = config["evaluation"]
     rng = rng_for(settings["seed"], "bootstrap", twin.name)
@@ -162,7 +162,7 @@ def run_deltas(config: dict, comparisons: list[Comparison]) -> pd.DataFrame:
         by_twin.setdefault(comparison.runs[0].test_set.twin, []).append(comparison)
     rows = []
     for twin, group in by_twin.items():
-        weights = test_weights(config, twin, settings["bootstrap_resamples"])
+        weights = resampling_weights(config, twin, settings["bootstrap_resamples"])
         involved = {r.name: r for c in group for r in (*c.runs, *c.baseline_runs)}
         scored = _score_runs(layout, list(involved.values()), weights)
         for kind, seeds, base_runs in group:

@@ -1,7 +1,7 @@
 """The trust table: what the models say of their predictions, checked against the real stain.
 
-From each run's per-image table (its ``spread`` and ``ood`` columns, :mod:`vsgrid.evaluation.trust`)
-with, for a model type of two seeds or more, the spread over its seeds (``seeds``,
+From each run's per-image table (its ``tta``, ``dropout`` and ``ood`` columns,
+:mod:`vsgrid.evaluation.trust`) with, for a model type of two seeds or more, the spread over its seeds (``seeds``,
 :func:`vsgrid.evaluation.trust.seed_spread`), and its per-image errors (1 - SSIM, 1 - F1 for dapi
 and fitc, N-MAE: each image's value of the run's own score,
 :func:`vsgrid.evaluation.scoring.score` with the image alone weighted), one row per
@@ -35,7 +35,7 @@ from vsgrid.evaluation.trust import UNCERTAINTIES, auroc, drawn, spearman
 from vsgrid.files import read_table, write_table
 from vsgrid.grid import Run, runs, seed_groups
 from vsgrid.layout import TABLE_FORMATS, TRUST_TABLE, Layout, table_path
-from vsgrid.report.tables import interval, test_weights
+from vsgrid.report.tables import interval, resampling_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,10 @@ def image_errors(values: RunValues, *, block: int = 256) -> dict[str, np.ndarray
     for name, (metric, loss) in ERRORS.items():
         if metric not in values.metrics:
             continue
-        eye = np.eye(values.n_images)
+        n = values.n_images
+        # images a to b, each alone: rows a..b-1 of the identity, never the whole n x n of it
         value = np.concatenate(
-            [score(metric, values, eye[a:b]) for a, b in blocks(values.n_images, block)]
+            [score(metric, values, np.eye(b - a, n, k=a)) for a, b in blocks(n, block)]
             or [np.empty(0)]
         )
         errors[name] = 1.0 - value if loss else value
@@ -70,7 +71,6 @@ class _RunImages:
 
     def __init__(self, config: dict, run: Run, draws: np.ndarray, *, seeded: bool):
         layout = Layout.of(config)
-        run_dir = layout.run_dir(run.model, run.test_set)
         images = read_table(layout.run_table(run.model, run.test_set, "images"))
         images = images.sort_values("image")
         self.run, self.draws = run, draws
@@ -78,7 +78,8 @@ class _RunImages:
         if seeded:
             spread = read_table(layout.seed_spread(run.model.model_type, run.test_set))
             self.said[SEEDS] = spread.sort_values("image")["seeds"].to_numpy(np.float64)
-        self.errors = image_errors(RunValues.read(run_dir))
+        differences = read_table(layout.run_table(run.model, run.test_set, "feature_differences"))
+        self.errors = image_errors(RunValues.from_tables(images, differences))
         self.cells = read_table(layout.run_table(run.model, run.test_set, "cells"))
 
 
@@ -133,7 +134,7 @@ def trust_table(config: dict) -> pd.DataFrame:
     """The trust table of the grid (see the module docstring); empty where no prediction says
     anything of itself (predictions of an older vsgrid)."""
     n_resamples = config["evaluation"]["bootstrap_resamples"]
-    draws = cache(lambda twin: test_weights(config, twin, n_resamples))
+    draws = cache(lambda twin: resampling_weights(config, twin, n_resamples))
     seeded = seed_groups(config)
     by_model: dict[str, list[_RunImages]] = {}
     for run in runs(config):
