@@ -2,6 +2,7 @@
 ome-zarr-models, read back by ome-zarr's reader field for field, written whole or not at all."""
 
 import copy
+import json
 import shutil
 
 import numpy as np
@@ -71,6 +72,18 @@ def run(tmp_path, quick_config):
     store = make_store(layout.store(TEST_SET), FIELDS, TEST_SET)
     virtual = make_prediction(layout.prediction(MODEL, TEST_SET), store)
     return config, layout, store, virtual
+
+
+def command(config, tmp_path, *options, model=MODEL, test_set=TEST_SET):
+    """``vsgrid export`` of a run, as argv, with its config written to a file."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = ["--test-set", test_set] if test_set else []
+    return ["export", "--config", str(path), "--model", model, *run, "--quiet", *options]
+
+
+def tree(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
 
 
 def read_field(path):
@@ -193,19 +206,13 @@ def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(run, case, tmp
         export_run(config, MODEL, test_set=TEST_SET, progress=False)
     assert str(named) in str(error.value) and "\n" not in str(error.value)
     assert not layout.export(MODEL, TEST_SET).parent.exists()
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    argv = ["export", "--config", str(path), "--model", MODEL, "--test-set", TEST_SET, "--quiet"]
-    assert main(argv) == 2
+    assert main(command(config, tmp_path)) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
 
 
 def test_a_failure_midway_leaves_the_earlier_export_as_it_was(run, tmp_path, capsys):
     config, layout, store, virtual = run
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    argv = ["export", "--config", str(path), "--model", MODEL, "--test-set", TEST_SET, "--quiet"]
-    assert main(argv) == 0
+    assert main(command(config, tmp_path)) == 0
     out = layout.export(MODEL, TEST_SET)
     assert capsys.readouterr().out.split() == [str(out / f"lung-P0{p}.ome.zarr") for p in (1, 2)]
     # the last field's prediction chunk is lost: the export fails after writing the others
@@ -215,6 +222,48 @@ def test_a_failure_midway_leaves_the_earlier_export_as_it_was(run, tmp_path, cap
     assert sorted(p.name for p in out.parent.iterdir()) == [TEST_SET]  # no temporary left
     levels, _ = read_field(out / "lung-P02.ome.zarr" / "A" / "2" / "0")
     assert np.array_equal(levels[0][4], virtual[len(FIELDS) - 1])
+
+
+def test_a_folder_holding_what_vsgrid_did_not_write_is_refused_and_left_as_it_was(
+    run, tmp_path, capsys
+):
+    config, *_ = run
+    out = tmp_path / "plates"
+    (out / "keep").mkdir(parents=True)
+    (out / "raw_plate.txt").write_text("raw")
+    (out / "keep" / "notes.txt").write_text("notes")
+    assert main(command(config, tmp_path, "--out", str(out))) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"--out {out} holds keep, raw_plate.txt," in error and "\n" not in error
+    assert tree(out) == ["keep", "keep/notes.txt", "raw_plate.txt"]
+    assert (out / "raw_plate.txt").read_text() == "raw"
+    with pytest.raises(VsgridError, match="is a file"):
+        export_run(config, MODEL, test_set=TEST_SET, out=out / "raw_plate.txt", progress=False)
+    assert tree(out) == ["keep", "keep/notes.txt", "raw_plate.txt"]
+
+
+def test_an_earlier_export_or_an_empty_folder_is_replaced_and_nothing_else(run, tmp_path):
+    config, _, store, _ = run
+    out = tmp_path / "plates"
+    out.mkdir()
+    plates = export_run(config, MODEL, test_set=TEST_SET, out=out, progress=False)
+    names = ["lung-P01.ome.zarr", "lung-P02.ome.zarr"]
+    assert plates == [out / name for name in names]
+    assert json.loads((out / "vsgrid-export.json").read_text()) == {
+        "model": MODEL,
+        "stain": "dapi",
+        "test_set": TEST_SET,
+        "store_id": store.store_id,
+        "plates": names,
+    }
+    (plates[0] / "stale").write_text("inside a plate vsgrid wrote: replaced with it")
+    assert export_run(config, MODEL, test_set=TEST_SET, out=out, progress=False) == plates
+    assert sorted(p.name for p in out.iterdir()) == [*names, "vsgrid-export.json"]
+    assert not (plates[0] / "stale").exists()
+    (out / "notes.txt").write_text("the user's, beside an export")
+    with pytest.raises(VsgridError, match=r"holds notes\.txt,"):
+        export_run(config, MODEL, test_set=TEST_SET, out=out, progress=False)
+    assert (out / "notes.txt").exists() and (out / "vsgrid-export.json").exists()
 
 
 def test_exports_are_planned_on_demand_for_every_run_and_screen_run(tmp_path):

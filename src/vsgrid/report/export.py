@@ -8,11 +8,13 @@ spans ``data.test_plates`` plates, and NGFF's plate is one physical plate), each
 written by ``ome-zarr``; each field carries a small pyramid, so that a viewer showing the whole
 plate reads a thumbnail per field, and the same channel labels, colours and display windows, so
 that fields and plates compare at a glance. The plates appear together when complete, or not at
-all.
+all, with :data:`MARKER`, which lists them: an export replaces an earlier export, and never a
+folder holding anything it did not write.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from pathlib import Path
@@ -42,6 +44,8 @@ THUMBNAIL_PX = 64
 # of the memory, the same window) of up to 16 fields spread over the split.
 WINDOW_FIELDS, WINDOW_STRIDE, WINDOW_PERCENTILES = 16, 4, (0.1, 99.9)
 _PLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# What an export writes beside its plates: what they are, and which entries of the folder are its.
+MARKER = "vsgrid-export.json"
 
 
 def export_run(
@@ -88,13 +92,16 @@ def export_prediction(
             f"prediction {pred.path} has images of {pred.image.shape[1:]} pixels but the test split "
             f"of {store.path} has {real.shape[2:]}"
         )
+    out = Path(out)
+    if out.is_symlink():  # a link to where the plates go: the rename below would replace the link
+        out = out.resolve()
+    check_out(out)
     fields = field_layout(store)
     options = {
         "scale": pixel_scale(store),
         "factors": pyramid_factors(real.shape[2:]),
         "omero": omero(real, stain, model),
     }
-    out = Path(out)
     # dask (under ome-zarr) would use every core: the job has one, and each field is small
     with atomic_path(out) as tmp, dask.config.set(scheduler="synchronous"):
         tmp.mkdir()
@@ -105,7 +112,48 @@ def export_prediction(
         for i, plate, path in tqdm(where, total=len(fields), disable=not progress, unit="field"):
             image = np.concatenate([real[i], pred.image[i][None]])
             write_field(plates[plate].require_group(path), image, **options)
-    return [out / f"{plate}.ome.zarr" for plate in plates]
+        names = [f"{plate}.ome.zarr" for plate in plates]
+        (tmp / MARKER).write_text(json.dumps(marker(pred.attrs, names), indent=2))
+    return [out / name for name in names]
+
+
+def marker(provenance: dict, plates: list[str]) -> dict:
+    """What :data:`MARKER` records: the run exported and the entries of the folder it wrote."""
+    return {
+        **{key: provenance.get(key) for key in ("model", "stain", "test_set", "store_id")},
+        "plates": plates,
+    }
+
+
+def written_by_export(out: Path) -> set[str]:
+    """The entries of ``out`` that an earlier export wrote, by its :data:`MARKER` (none without
+    one, or with one that cannot be read)."""
+    try:
+        plates = json.loads((out / MARKER).read_text())["plates"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if not isinstance(plates, list) or not all(isinstance(p, str) for p in plates):
+        return set()
+    return {MARKER, *plates}
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be new, empty, or an earlier export and nothing else: the export replaces it
+    whole, which would delete whatever else is there."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise VsgridError(f"export: --out {out} is a file, not a folder of plates; nothing written")
+    ours = written_by_export(out)
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise VsgridError(
+            f"export: --out {out} holds {shown}, which vsgrid export did not write; nothing was "
+            "changed: export into a new or empty folder"
+        )
 
 
 def field_layout(store: Store) -> pd.DataFrame:
