@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import pytest
 
 from vsgrid.cli import main
-from vsgrid.config import load_config, result_settings, validate
+from vsgrid.config import load_config, result_settings, typed_strings, validate
 from vsgrid.errors import VsgridError
+
+QUICK = Path(__file__).resolve().parents[1] / "config" / "quick.yaml"
 
 
 def test_empty_config_is_the_paper_grid_with_defaults():
@@ -200,3 +204,71 @@ def test_the_phenotype_rule_defaults_are_the_synthetic_plates_controls():
     rule = validate({})["data"]["phenotype_rule"]
     assert tuple(rule["negative_controls"]) == NEGATIVE_CONTROLS
     assert tuple(rule["positive_controls"]) == POSITIVE_CONTROLS
+
+
+@pytest.mark.parametrize(
+    "override, key, typed",
+    [
+        (
+            "evaluation={screen: {fields_per_well: 2}}",
+            ("evaluation", "screen", "fields_per_well"),
+            2,
+        ),
+        (
+            "evaluation={screen: {fields_per_well: {lung: 4, breast: 10}}}",
+            ("evaluation", "screen", "fields_per_well"),
+            {"lung": 4, "breast": 10},
+        ),
+        ("grid={stain_seeds: {dapi: [0, 1]}}", ("grid", "stain_seeds", "dapi"), [0, 1]),
+        ("data={ingest: {z: 3}}", ("data", "ingest", "z"), 3),
+        ("data={ingest: {z: max}}", ("data", "ingest", "z"), "max"),
+        ("results={dir: '010'}", ("results", "dir"), "010"),  # a string stays one
+    ],
+)
+def test_nested_config_overrides_are_typed_by_the_schema(override, key, typed):
+    """Snakemake's --config reads a nested value as a string ('2'), also under a key that is one of
+    several schemas (oneOf) or a mapping of any keys (additionalProperties)."""
+    from snakemake.cli import parse_config
+
+    node = typed_strings(parse_config([override]))
+    for part in key:
+        node = node[part]
+    assert node == typed
+
+
+def test_a_config_overlay_merges_into_its_section_and_a_key_value_is_not_a_file(tmp_path, capsys):
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("evaluation: {screen: {fields_per_well: 2}}\n")
+    config = load_config(QUICK, overlay)
+    assert config["evaluation"]["screen"]["fields_per_well"] == 2
+    assert config["evaluation"]["screen"]["enabled"] is True  # quick.yaml's, kept
+    assert main(["grid", "--config", str(QUICK), "train={max_epochs: 4}"]) == 2
+    assert "--config takes YAML files, KEY=VALUE is Snakemake's" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_in_a_json_config_is_refused(tmp_path):
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"train": {"max_epochs": 3, "max_epochs": 4}}')
+    with pytest.raises(
+        VsgridError, match=r"twice.json is not valid JSON: key 'max_epochs' is given twice$"
+    ):
+        load_config(twice)
+
+
+@pytest.mark.parametrize(
+    "name, text, key",
+    [
+        (
+            "c.yaml",
+            "evaluation: {screen: {margins: {ec50_error: .nan}}}",
+            "evaluation.screen.margins.ec50_error",
+        ),
+        ("c.yaml", "train: {lr: .inf}", "train.lr"),
+        ("c.json", '{"evaluation": {"screen": {"hit_sd": NaN}}}', "evaluation.screen.hit_sd"),
+    ],
+)
+def test_a_setting_that_is_not_a_finite_number_is_refused(tmp_path, name, text, key):
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    with pytest.raises(VsgridError, match=rf"{name}: .*{key}: (nan|inf) is not a finite number$"):
+        load_config(path)

@@ -11,6 +11,7 @@ import copy
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 
 import jsonschema
@@ -102,8 +103,20 @@ def validate(config: dict) -> dict:
     )
     if errors:
         raise VsgridError("invalid configuration: " + _describe(errors[0]))
+    _check_finite(config)
     _check_cross_keys(config)
     return config
+
+
+def _check_finite(node, path: tuple = ()) -> None:
+    """No setting is NaN or infinite: YAML's ``.nan`` and ``.inf`` (JSON's NaN, Infinity) are of
+    the schema's type number and pass its bounds, and a NaN margin would decide nothing. No key
+    takes one today; one that should would say so here."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise VsgridError(f"invalid configuration: {_key(path)}: {node} is not a finite number")
+    if isinstance(node, (dict, list)):
+        for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+            _check_finite(item, (*path, key))
 
 
 def _move_renamed_keys(config: dict) -> None:
@@ -274,6 +287,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A JSON object that refuses a key given twice (``json`` silently keeps the last, as PyYAML)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"key {key!r} is given twice")
+        seen.add(key)
+    return dict(pairs)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -283,10 +310,16 @@ def read_yaml(path: str | Path) -> dict:
     try:
         with open(path) as f:
             # JSON is the workflow's hand-over format; YAML 1.1 would read its 1e-05 as a string
-            raw = json.load(f) if path.suffix == ".json" else yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+            raw = (
+                json.load(f, object_pairs_hook=_unique_keys)
+                if path.suffix == ".json"
+                else yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+            )
     except FileNotFoundError:
-        raise VsgridError(f"config file {path} does not exist") from None
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        # `vsgrid grid --config quick.yaml 'train={max_epochs: 4}'`: Snakemake's override syntax
+        hint = "; --config takes YAML files, KEY=VALUE is Snakemake's" if "=" in path.name else ""
+        raise VsgridError(f"config file {path} does not exist{hint}") from None
+    except (yaml.YAMLError, json.JSONDecodeError, _DuplicateKey) as exc:
         raise VsgridError(
             f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
             f"{' '.join(str(exc).split())}"
@@ -301,21 +334,41 @@ def read_yaml(path: str | Path) -> dict:
 def typed_strings(value, schema: dict | None = None):
     """``value`` with the strings the schema types otherwise (integer, number, boolean, null) read
     as YAML when that gives the type: Snakemake's ``--config train={max_epochs: 4}`` hands over
-    ``'4'``. Anything else is left for :func:`validate` to report."""
+    ``'4'``, at any depth. Anything else is left for :func:`validate` to report."""
     schema = load_schema() if schema is None else schema
+    # a key such as fields_per_well is one of several schemas (a number, or one per cell type)
+    alternatives = [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]
     if isinstance(value, dict):
-        fields = schema.get("properties", {})
-        return {key: typed_strings(item, fields.get(key, {})) for key, item in value.items()}
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [typed_strings(item, schema["items"]) for item in value]
-    types = schema.get("type", [])
-    types = {types} if isinstance(types, str) else set(types)
+        return {key: typed_strings(item, _member(alternatives, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        items = next((s["items"] for s in alternatives if isinstance(s.get("items"), dict)), {})
+        return [typed_strings(item, items) for item in value]
+    types = set()
+    for alternative in alternatives:
+        given = alternative.get("type", [])
+        types |= {given} if isinstance(given, str) else set(given)
     if not isinstance(value, str) or "string" in types:
         return value
     parsed = yaml.safe_load(value) if value.strip() else value
     kinds = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
     fits = any(isinstance(parsed, kinds[t]) for t in types & kinds.keys())
     return parsed if fits and not (isinstance(parsed, bool) and "boolean" not in types) else value
+
+
+def _member(alternatives: list[dict], key: str) -> dict:
+    """The schema of a mapping's ``key``: its own property, else what any key of the mapping is
+    (``additionalProperties``, as in grid.stain_seeds), else none."""
+    for alternative in alternatives:
+        if key in alternative.get("properties", {}):
+            return alternative["properties"][key]
+    return next(
+        (
+            s["additionalProperties"]
+            for s in alternatives
+            if isinstance(s.get("additionalProperties"), dict)
+        ),
+        {},
+    )
 
 
 def load_config(*paths: str | Path) -> dict:
