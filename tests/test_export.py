@@ -266,6 +266,32 @@ def test_an_earlier_export_or_an_empty_folder_is_replaced_and_nothing_else(run, 
     assert (out / "notes.txt").exists() and (out / "vsgrid-export.json").exists()
 
 
+# Names become folders (the store's, the prediction's, the export's): each must be the grid's.
+BAD_NAMES = [
+    ("--test-set", "../x"),
+    ("--test-set", "lung-toxic/../../x"),
+    ("--model", "../lung-nontoxic.dapi.s0"),
+    ("--model", "a/lung-nontoxic.dapi.s0"),
+    ("--model", "lung-nontoxic.dapi"),
+    ("--screen", "../lung"),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), BAD_NAMES)
+def test_a_name_that_is_not_the_grids_is_one_line_naming_the_option(
+    run, tmp_path, capsys, option, value
+):
+    config, layout, *_ = run
+    if option == "--model":
+        argv = command(config, tmp_path, model=value)
+    else:
+        argv = command(config, tmp_path, option, value, test_set=None)
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"{option} {value!r}" in error and "\n" not in error
+    assert not (layout.results / "export").exists()
+
+
 def test_exports_are_planned_on_demand_for_every_run_and_screen_run(tmp_path):
     config = ROOT / ".test" / "config.yaml"
     jobs = planned(tmp_path, "export_all", configfile=config)
