@@ -97,6 +97,25 @@ def test_a_config_key_given_twice_is_refused_and_config_values_are_typed(tmp_pat
     assert json.loads(handed.read_text())["train"]["max_epochs"] == 4  # Snakemake's '4', typed
 
 
+def test_a_nested_config_override_is_typed_and_merges_into_its_section(tmp_path):
+    config = ROOT / ".test" / "config.yaml"
+    override = (
+        "evaluation={screen: {fields_per_well: 2}}"  # one of two schemas: was '2' is not valid
+    )
+    snakemake(tmp_path, "-n", "--config", override, configfile=config)
+    (handed,) = (tmp_path / ".snakemake" / "vsgrid").glob("config-*.json")
+    screen = json.loads(handed.read_text())["evaluation"]["screen"]
+    assert screen["fields_per_well"] == 2 and screen["compounds"] == 3  # .test's, kept
+    nan = "evaluation={screen: {margins: {ec50_error: .nan}}}"
+    result = snakemake(tmp_path, "-n", "--config", nan, configfile=config, check=False)
+    message = "evaluation.screen.margins.ec50_error: nan is not a finite number"
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"train": {"max_epochs": 3, "max_epochs": 4}}')
+    result = snakemake(tmp_path, "-n", configfile=[config, twice], check=False)
+    assert result.returncode != 0 and "key 'max_epochs' is given twice" in result.stdout
+
+
 # Paths with a space and with shell syntax: every rule must quote them, none may run them.
 RESULTS, DATA = "my results", "data $(touch pwned)"
 
