@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from vsgrid.cli.options import OUT, QUIET, STAIN, TEST_SET, WORKERS, config_of, option
+from vsgrid.cli.options import (
+    OUT,
+    QUIET,
+    STAIN,
+    TEST_SET,
+    WORKERS,
+    check_name,
+    config_of,
+    option,
+)
 from vsgrid.errors import VsgridError
 
 
@@ -29,15 +38,16 @@ def _measure(args) -> None:
 
 def _rank_features(args) -> None:
     from vsgrid.evaluation.selection import rank_test_sets
+    from vsgrid.grid import test_sets
 
     if bad := [item for item in args.inputs if "=" not in item]:
         raise VsgridError(f"--inputs {bad[0]!r} must be TEST_SET=PATH")
-    rank_test_sets(
-        config_of(args),
-        dict(item.partition("=")[::2] for item in args.inputs),
-        args.out,
-        n_jobs=args.workers or 1,
-    )
+    config = config_of(args)
+    inputs = dict(item.partition("=")[::2] for item in args.inputs)
+    known = [d.name for d in test_sets(config["grid"])]
+    for test_set in inputs:
+        check_name("--inputs", test_set, "test set", known)
+    rank_test_sets(config, inputs, args.out, n_jobs=args.workers or 1)
 
 
 def _evaluate(args) -> None:

@@ -46,7 +46,7 @@ def _infer(args) -> None:
         raise VsgridError("give either --test-set or --screen")
     predict(
         config_of(args),
-        args.model,
+        args.model_dir,
         args.screen or args.test_set,
         args.out,
         screens=bool(args.screen),
@@ -84,7 +84,12 @@ COMMANDS = [
         _infer,
         "predict test sets with a trained model, and segment the predictions of dapi and fitc",
         [
-            option("--model", required=True, help="model folder written by `vsgrid train`"),
+            option(
+                "--model",
+                dest="model_dir",  # a folder, not a model's name (the other commands' --model)
+                required=True,
+                help="model folder written by `vsgrid train`",
+            ),
             option("--test-set", nargs="+", help="e.g. lung-toxic"),
             option(
                 "--screen",

@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 from vsgrid.config import load_config
+from vsgrid.errors import VsgridError
 
 
 def config_of(args) -> dict:
     config = load_config(*args.config)
     if getattr(args, "out_stores", None):
         config["data"]["dir"] = args.out_stores
+    check_names(config, args)
     return config
+
+
+def _grid_names(grid: dict) -> dict[str, tuple[str, list[str]]]:
+    """Per option (its argparse ``dest``) that names a thing of the grid: what it names, and the
+    grid's names of it."""
+    from vsgrid.grid import data_sets, masks_stain, models, test_sets
+
+    cell_types = ("cell type", grid["cell_types"])
+    return {
+        "test_set": ("test set", [d.name for d in test_sets(grid)]),
+        "train_set": ("data set", [d.name for d in data_sets(grid)]),
+        # a stain's masks are segmented too (cy5 is measured in dapi's)
+        "stain": (
+            "stain",
+            list(dict.fromkeys(s for t in grid["stains"] for s in (t, masks_stain(t)))),
+        ),
+        "cell_type": cell_types,
+        "screen": cell_types,
+        "model": ("model", [m.name for m in models(grid)]),
+        "model_type": ("model type", list(dict.fromkeys(m.model_type for m in models(grid)))),
+    }
+
+
+def check_names(config: dict, args) -> None:
+    """Each name option must name a thing of the grid: the commands join names into paths, and
+    one that is not the grid's ("../x") would read and write outside the grid's folders."""
+    for dest, (kind, known) in _grid_names(config["grid"]).items():
+        given = getattr(args, dest, None)
+        for name in [given] if isinstance(given, str) else given or []:
+            check_name(f"--{dest.replace('_', '-')}", name, kind, known)
+
+
+def check_name(option: str, name: str, kind: str, known: list[str]) -> None:
+    if name not in known:
+        listed = f"e.g. {known[0]}" if len(known) > 12 else ", ".join(known)
+        raise VsgridError(f"{option} {name!r} is not a {kind} of the grid ({listed})")
 
 
 def option(*flags, **kwargs):
