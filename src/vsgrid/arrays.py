@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import zarr
@@ -20,6 +21,7 @@ from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore, WrapperStore
 
 from vsgrid.errors import VsgridError
+from vsgrid.files import identity
 
 COMPRESSORS = [ZstdCodec(level=3, checksum=True)]
 ALWAYS_WRITE = {"write_empty_chunks": True}
@@ -51,11 +53,45 @@ class _StrictStore(WrapperStore[LocalStore]):
         return buffers
 
 
-class Stack:
-    """A Zarr array read through checks: ``stack[i]`` as with Zarr, errors naming file and chunk."""
+@dataclass(frozen=True)
+class Build:
+    """Which build of a store a reader opened. A rebuild in place (``vsgrid ingest``, ``vsgrid
+    synthesize``) renames a new folder over the old one, and Zarr reads chunks by path: a reader
+    would go on in the new build. ``marker``, a file every build writes anew, then is another
+    file, which :meth:`check` finds (one stat)."""
 
-    def __init__(self, array: zarr.Array, path: Path):
-        self.array, self.path = array, Path(path)
+    store: Path
+    marker: Path
+    identity: tuple | None
+
+    @classmethod
+    def of(cls, store: Path, marker: str) -> Build:
+        return cls(store, store / marker, cls._identity(store / marker))
+
+    @staticmethod
+    def _identity(marker: Path) -> tuple | None:
+        try:
+            return identity(marker)
+        except FileNotFoundError:
+            return None
+
+    def check(self) -> None:
+        """Raise if the store at the path is no longer the build opened."""
+        if self._identity(self.marker) != self.identity:
+            raise VsgridError(
+                f"{self.store} was rebuilt while being read (what was read mixes two builds); "
+                "run this step again"
+            )
+
+
+class Stack:
+    """A Zarr array read through checks: ``stack[i]`` as with Zarr, errors naming file and chunk.
+
+    An array of a store's ``build`` checks after each read that the store is still that build,
+    so a read that straddles a rebuild, or comes after it, is an error."""
+
+    def __init__(self, array: zarr.Array, path: Path, build: Build | None = None):
+        self.array, self.path, self.build = array, Path(path), build
 
     shape = property(lambda self: self.array.shape)
     dtype = property(lambda self: self.array.dtype)
@@ -68,19 +104,37 @@ class Stack:
 
     def __getitem__(self, selection):
         try:
-            return self.array[selection]
+            values = self.array[selection]
         except MissingChunk as missing:
             _settle()
+            self._check_build()  # a chunk missing from a build removed meanwhile is no damage
             key = missing.args[0]
             raise VsgridError(
                 f"{self.path}: chunk {key[key.rfind('c/') :]} is missing (the array is damaged; rebuild it)"
             ) from None
         except (RuntimeError, ValueError, OSError) as exc:
             _settle()
+            self._check_build()
             raise VsgridError(
-                f"{self.path}: a chunk of images {_describe(selection)} cannot be decoded "
+                f"{self.path}: a chunk of images {self._describe(selection)} cannot be decoded "
                 f"({' '.join(str(exc).split())}); the array is damaged, rebuild it"
             ) from None
+        self._check_build()
+        return values
+
+    def _check_build(self) -> None:
+        if self.build is not None:
+            self.build.check()
+
+    def _describe(self, selection) -> str:
+        """The images of a selection, as a user counts them: "3", "0..31"."""
+        first = selection[0] if isinstance(selection, tuple) else selection
+        if isinstance(first, slice):
+            images = range(len(self))[first]
+            if len(images) > 1:
+                return f"{images[0]}..{images[-1]}"
+            first = images[0] if images else "none"
+        return str(first)
 
 
 def _settle() -> None:
@@ -93,13 +147,6 @@ def _settle() -> None:
         await asyncio.gather(*pending, return_exceptions=True)
 
     zarr.core.sync.sync(others())
-
-
-def _describe(selection) -> str:
-    first = selection[0] if isinstance(selection, tuple) else selection
-    if isinstance(first, slice):
-        return f"{first.start or 0}..{(first.stop or 0) - 1}"
-    return str(first)
 
 
 def create(
@@ -145,5 +192,5 @@ def open_group(path: str | Path) -> zarr.Group:
     return zarr.open_group(_strict(Path(path)), mode="r")
 
 
-def member(group: zarr.Group, name: str, path: Path) -> Stack:
-    return Stack(group[name], Path(path) / name)
+def member(group: zarr.Group, name: str, path: Path, build: Build | None = None) -> Stack:
+    return Stack(group[name], Path(path) / name, build)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -100,10 +101,10 @@ def atomic_paths(finals: list[str | Path]) -> Iterator[list[Path]]:
     except OSError as exc:
         for tmp in tmps:
             remove(tmp)
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
-            raise VsgridError(
-                f"cannot write {', '.join(map(str, finals))}: {exc.strerror}"
-            ) from None
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            why = disk_full(finals[0]) if full else exc.strerror
+            raise VsgridError(f"cannot write {', '.join(map(str, finals))}: {why}") from None
         raise
     except BaseException:
         for tmp in tmps:
@@ -144,21 +145,84 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
         yield
 
 
+def disk_full(path: Path) -> str:
+    """What a write to ``path`` that found no room says: plainly, with the space left there."""
+    free = shutil.disk_usage(path.parent).free / 2**30
+    return f"the disk is full ({free:.2f} GiB free there)"
+
+
 def write_text(text: str, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
-# A Parquet table vsgrid writes carries the SHA-256 of the whole file in its footer's key-value
-# metadata (the digest's own 64 bytes read as zeros), so a flipped byte anywhere (a data page, a
-# page header, the footer's statistics or schema) is an error on read, as in vsgrid's Zarr
-# arrays. Page checksums alone miss the page headers and the footer: a row group skipped on
-# damaged statistics, or a value read under a damaged type, reads back as different values.
+# Every file vsgrid writes that steers a result is checked on read against the SHA-256 it was
+# written with, so that a flipped byte anywhere is an error naming the file, never other values:
+#
+# - a Parquet table carries the digest of the whole file in its footer's key-value metadata (the
+#   digest's own 64 bytes read as zeros). Page checksums alone miss the page headers and the
+#   footer: a row group skipped on damaged statistics, or a value read under a damaged type,
+#   reads back as different values;
+# - a file of another library's binary format whose readers ignore trailing bytes (a torch
+#   checkpoint: a zip archive, found from its own end record) ends with a trailer
+#   ``\nvsgrid.sha256 <digest>`` of the bytes before it;
+# - a text table (TSV, CSV), which people and other programs read too, stays plain: its digest is
+#   in a sidecar ``<name>.sha256`` in sha256sum's format (``sha256sum -c`` checks it), renamed into
+#   place with the table. A store lists its Zarr metadata (every zarr.json) in such a file too.
 _DIGEST_KEY = b"vsgrid.sha256"
 _UNSEALED = b"0" * 64
+_TRAILER = b"\nvsgrid.sha256 "
+_TRAILER_SIZE = len(_TRAILER) + len(_UNSEALED)
+CHECKSUMS = ".sha256"
+_LISTED = re.compile(rb"([0-9a-f]{64})  ([^\n]+)\n")
 _BLOCK = 1 << 20
 _verified: set[tuple] = set()  # files already checked: a table read a block at a time hashes once
+
+
+def identity(path: Path) -> tuple:
+    """What changes when the file at ``path`` is rewritten, or replaced by a rename onto it."""
+    status = path.stat()
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _damaged(what) -> VsgridError:
+    return VsgridError(
+        f"{what} is damaged (its bytes differ from the checksum it was written with); "
+        "rerun the step that writes it"
+    )
+
+
+def _unchecked(what, missing: Path | None = None) -> VsgridError:
+    where = f"no {missing.name}; " if missing else ""
+    return VsgridError(
+        f"{what} carries no vsgrid checksum ({where}written by another program or an older "
+        "vsgrid); rerun the step that writes it"
+    )
+
+
+def _size(handle) -> int:
+    return os.fstat(handle.fileno()).st_size
+
+
+def _digest(handle, end: int, hole: int | None = None) -> bytes:
+    """The SHA-256, hex, of a file's first ``end`` bytes, the 64 at ``hole`` taken as
+    :data:`_UNSEALED` (where the digest itself is written)."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    position = 0
+    while position < end:
+        if position == hole:
+            digest.update(_UNSEALED)
+            position = handle.seek(len(_UNSEALED), os.SEEK_CUR)
+            continue
+        stop = hole if hole is not None and position < hole else end
+        block = handle.read(min(_BLOCK, stop - position))
+        if not block:  # truncated while being read
+            break
+        digest.update(block)
+        position += len(block)
+    return digest.hexdigest().encode()
 
 
 def _footer(handle) -> tuple[int, bytes]:
@@ -175,29 +239,12 @@ def _footer(handle) -> tuple[int, bytes]:
     return start, handle.read(size - 8 - start)
 
 
-def _digest(handle, hole: int) -> bytes:
-    """The SHA-256 of a file, hex, the 64 bytes at ``hole`` taken as :data:`_UNSEALED`."""
-    digest = hashlib.sha256()
-    size = handle.seek(0, os.SEEK_END)
-    for start, stop in ((0, hole), (hole + len(_UNSEALED), size)):
-        handle.seek(start)
-        while start < stop:
-            block = handle.read(min(_BLOCK, stop - start))
-            if not block:  # shorter than its footer says
-                break
-            digest.update(block)
-            start += len(block)
-        if stop == hole:
-            digest.update(_UNSEALED)
-    return digest.hexdigest().encode()
-
-
 def _seal(path: Path) -> None:
     """Write the digest of a just-written Parquet file into the placeholder of its footer."""
     with open(path, "r+b") as handle:
         start, footer = _footer(handle)
         hole = start + footer.rindex(_UNSEALED)
-        digest = _digest(handle, hole)
+        digest = _digest(handle, _size(handle), hole)
         handle.seek(hole)
         handle.write(digest)
 
@@ -206,25 +253,102 @@ def _verify(path: Path) -> None:
     """A Parquet table must hold the digest it was sealed with; raises naming it otherwise."""
     import pyarrow.parquet as pq
 
-    status = path.stat()
-    key = (str(path.resolve()), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    key = (str(path.resolve()), *identity(path))
     if key in _verified:
         return
     with open(path, "rb") as handle:
         start, footer = _footer(handle)
         sealed = (pq.read_metadata(handle).metadata or {}).get(_DIGEST_KEY)
         if sealed is None:
-            raise VsgridError(
-                f"{path} carries no vsgrid checksum (written by another program or an older vsgrid); "
-                "rerun the step that writes it"
-            )
+            raise _unchecked(path)
         where = footer.rfind(sealed)
-        if len(sealed) != len(_UNSEALED) or where < 0 or _digest(handle, start + where) != sealed:
-            raise VsgridError(
-                f"{path} is damaged (its bytes differ from the checksum it was written with); "
-                "rerun the step that writes it"
-            )
+        if (
+            len(sealed) != len(_UNSEALED)
+            or where < 0
+            or _digest(handle, _size(handle), start + where) != sealed
+        ):
+            raise _damaged(path)
     _verified.add(key)
+
+
+@contextmanager
+def sealed_path(final: str | Path) -> Iterator[Path]:
+    """As :func:`atomic_path`, for a file in a binary format whose readers ignore trailing bytes
+    (a torch checkpoint): it gets the trailer of its digest before it is renamed into place."""
+    with atomic_path(final) as tmp:
+        yield tmp
+        with open(tmp, "r+b") as handle:
+            digest = _digest(handle, _size(handle))
+            handle.seek(0, os.SEEK_END)
+            handle.write(_TRAILER + digest)
+
+
+def _matches_trailer(handle) -> bool | None:
+    """Whether a file's bytes match the digest of its trailer; None when it has none."""
+    size = _size(handle)
+    handle.seek(max(size - _TRAILER_SIZE, 0))
+    tail = handle.read()
+    if len(tail) != _TRAILER_SIZE or not tail.startswith(_TRAILER):
+        return None
+    return _digest(handle, size - _TRAILER_SIZE) == tail[len(_TRAILER) :]
+
+
+def checksums_of(path: Path) -> Path:
+    """The sidecar that holds the digest of a text table."""
+    return path.with_name(path.name + CHECKSUMS)
+
+
+def _listing(files: dict[str, Path]) -> str:
+    """sha256sum's format: a line ``<digest>  <name>`` per file."""
+    lines = []
+    for name, path in files.items():
+        with open(path, "rb") as handle:
+            lines.append(f"{_digest(handle, _size(handle)).decode()}  {name}\n")
+    return "".join(lines)
+
+
+def write_checksums(listing: Path, names: list[str]) -> None:
+    """Write ``listing``: the digests of ``names``, files under its folder named relative to it."""
+    write_text(_listing({name: listing.parent / name for name in names}), listing)
+
+
+def _listed(listing: Path, about: Path) -> dict[str, bytes]:
+    """The digests of a listing by file name; a missing or damaged listing is an error naming
+    ``about``, what it vouches for, or the listing."""
+    try:
+        lines = listing.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        raise _unchecked(about, listing) from None
+    matches = [_LISTED.fullmatch(line) for line in lines]
+    if not all(matches):
+        raise _damaged(listing)
+    return {m[2].decode(errors="replace"): m[1] for m in matches}
+
+
+def verify_checksums(listing: Path, required: list[str], about: Path) -> None:
+    """Every file that ``listing`` names, ``required`` among them, must hold the digest listed
+    (``about`` is what the listing vouches for: a store, say)."""
+    listed = _listed(listing, about)
+    if not set(required) <= set(listed):
+        raise _damaged(listing)
+    for name, digest in listed.items():
+        path = listing.parent / name
+        if not path.is_file():  # a name damaged in the listing
+            raise _damaged(listing)
+        with open(path, "rb") as handle:
+            if _digest(handle, _size(handle)) != digest:
+                raise _damaged(path)
+
+
+def _checked_text(path: Path) -> io.BytesIO:
+    """A text table's bytes, once they match its sidecar: the very bytes that were checked."""
+    raw = path.read_bytes()
+    data = io.BytesIO(raw)
+    listed = _listed(checksums_of(path), path)
+    if listed.get(path.name) != _digest(data, len(raw)):
+        raise _damaged(path)
+    data.seek(0)
+    return data
 
 
 @contextmanager
@@ -247,17 +371,16 @@ def _reading_table(path: Path) -> Iterator[None]:
 
 
 def read_table(path: str | Path, columns: list[str] | None = None, **options) -> pd.DataFrame:
-    """A Parquet, TSV or CSV table, by extension (``options`` go to pandas: ``filters`` for a
-    Parquet table's row groups, say); a missing or damaged file is a :class:`VsgridError`."""
+    """A Parquet, TSV or CSV table that vsgrid wrote, by extension (``options`` go to pandas:
+    ``filters`` for a Parquet table's row groups, say); a missing or damaged file, or one without
+    its checksum, is a :class:`VsgridError`. Tables users write are read by their own readers."""
     import pandas as pd
 
     path = Path(path)
     with _reading_table(path):
         if path.suffix == ".parquet":
             return pd.read_parquet(path, columns=columns, **options)
-        return pd.read_csv(
-            path, sep="\t" if path.suffix == ".tsv" else ",", usecols=columns, **options
-        )
+        return pd.read_csv(_checked_text(path), sep=_separator(path), usecols=columns, **options)
 
 
 def table_columns(path: str | Path) -> list[str]:
@@ -308,21 +431,27 @@ def table_appender(path: str | Path) -> Iterator:
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    """A TSV, CSV or Parquet table, by the extension of ``path``."""
+    """A TSV, CSV or Parquet table, by the extension of ``path``; a text table with its sidecar."""
     path = Path(path)
     if path.suffix == ".parquet":
         with table_appender(path) as append:
             append(table)
         return
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t" if path.suffix == ".tsv" else ",", index=False)
+    with atomic_paths([path, checksums_of(path)]) as (tmp, listing):
+        table.to_csv(tmp, sep=_separator(path), index=False)
+        listing.write_text(_listing({path.name: tmp}))
 
 
-def read_weights(path: str | Path, what: str, expected: str):
+def _separator(path: Path) -> str:
+    return "\t" if path.suffix == ".tsv" else ","
+
+
+def read_weights(path: str | Path, what: str, expected: str, sealed: bool = False):
     """What torch saved at ``path`` (a checkpoint, a network's weights), read as tensors only: a
     pickle payload, which would run code, is refused. A missing, damaged or refused file is a
     :class:`VsgridError` naming it as ``what`` (e.g. "checkpoint"), of which ``expected`` says
-    what it should be (e.g. "a vsgrid checkpoint")."""
+    what it should be (e.g. "a vsgrid checkpoint"). A ``sealed`` file (written through
+    :func:`sealed_path`: vsgrid's own) must match its digest before torch reads it."""
     import pickle
 
     import torch
@@ -330,10 +459,22 @@ def read_weights(path: str | Path, what: str, expected: str):
     path = Path(path)
     if not path.is_file():
         raise VsgridError(f"{what} {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types, with advice that does not apply
-        payload = isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
+    with open(path, "rb") as handle:
+        if sealed:
+            matches = _matches_trailer(handle)
+            if matches is None:
+                raise VsgridError(
+                    f"{what} {path} cannot be read: it is truncated, damaged or not {expected} "
+                    "(it carries no vsgrid checksum; if an older vsgrid wrote it, rerun the step "
+                    "that writes it)"
+                )
+            if not matches:
+                raise _damaged(f"{what} {path}")
+            handle.seek(0)
+        try:  # the handle read is the file checked, even if another replaces it meanwhile
+            return torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types, with advice that does not apply
+            payload = isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
     if payload:
         raise VsgridError(
             f"{what} {path} holds pickled Python objects, not only weights: refused without running "

@@ -14,6 +14,11 @@ size, the data set, the provenance and ``store_id``, drawn anew for every build:
 folder and a prediction record to know which store they came from. A store is built in a
 temporary folder beside its final path and renamed into place only when complete, so a failed
 build leaves any earlier store untouched.
+
+The side files are checked on open like every table vsgrid writes: ``metadata.tsv.sha256`` holds
+the digest of the metadata, ``zarr.sha256`` those of every ``zarr.json`` (the attributes and the
+arrays' shapes), both in sha256sum's format; the chunks carry their own checksums. A reader sees
+one build: its arrays fail once the store is rebuilt under it (see :class:`arrays.Build`).
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ import zarr
 
 from vsgrid import arrays
 from vsgrid.errors import VsgridError
-from vsgrid.files import atomic_path, read_table
+from vsgrid.files import atomic_path, read_table, verify_checksums, write_checksums, write_table
 
 CHANNELS = ("bf", "dapi", "fitc", "cy5")
 MASKS = ("nucleus", "cell")
 SPLITS = ("train", "val", "test")
 METADATA = "metadata.tsv"
+ZARR_CHECKSUMS = "zarr.sha256"  # written last, anew for every build: what marks a build
 # Images are 16-bit counts; the camera saturates at the top of the range.
 U16_MAX = 65535
 
@@ -50,8 +56,9 @@ def create_store(
 ):
     """Create a store with empty arrays and yield its group for the caller to fill.
 
-    On normal exit the metadata table is written and the store is renamed into place; on any
-    exception the partial store is deleted and an existing store at ``path`` is left as it was.
+    On normal exit the metadata table and the checksums are written and the store is renamed into
+    place; on any exception the partial store is deleted and an existing store at ``path`` is left
+    as it was.
     """
     path = Path(path)
     height, width = field_shape
@@ -81,7 +88,9 @@ def create_store(
         }
         group.attrs.update({**defaults, **attrs})
         yield group
-        metadata.to_csv(tmp / METADATA, sep="\t", index=False)
+        zarr_files = ["zarr.json", *(f"{name}/zarr.json" for name in sorted(group.array_keys()))]
+        write_table(metadata, tmp / METADATA)
+        write_checksums(tmp / ZARR_CHECKSUMS, zarr_files)
 
 
 @dataclass
@@ -91,6 +100,7 @@ class Store:
     path: Path
     group: zarr.Group
     metadata: pd.DataFrame
+    build: arrays.Build
 
     @property
     def attrs(self) -> dict:
@@ -109,14 +119,14 @@ class Store:
         return self.attrs["store_id"]
 
     def images(self, split: str) -> arrays.Stack:
-        return arrays.member(self.group, split, self.path)
+        return arrays.member(self.group, split, self.path, self.build)
 
     def masks(self, split: str) -> arrays.Stack:
         if not self.has_masks:
             raise VsgridError(
                 f"{self.path} has no ground-truth masks (only synthetic stores have them)"
             )
-        return arrays.member(self.group, f"{split}_masks", self.path)
+        return arrays.member(self.group, f"{split}_masks", self.path, self.build)
 
     def split_metadata(self, split: str) -> pd.DataFrame:
         return (
@@ -135,7 +145,8 @@ class Store:
 
 
 def open_store(path: str | Path) -> Store:
-    """Open a store for reading; a missing or incomplete store is a :class:`VsgridError`."""
+    """Open a store for reading; a missing, incomplete or damaged store, or one rebuilt while it
+    was being opened, is a :class:`VsgridError`."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise VsgridError(
@@ -143,9 +154,12 @@ def open_store(path: str | Path) -> Store:
         )
     if not (path / METADATA).exists():
         raise VsgridError(f"data store {path} has no {METADATA}; rebuild it")
+    build = arrays.Build.of(path, ZARR_CHECKSUMS)
+    verify_checksums(path / ZARR_CHECKSUMS, ["zarr.json"], about=path)
     group = arrays.open_group(path)
     metadata = read_table(path / METADATA, dtype={"well": str, "plate": str})
-    return Store(path, group, metadata)
+    build.check()
+    return Store(path, group, metadata, build)
 
 
 def split_sizes(store: Store) -> dict[str, int]:

@@ -13,14 +13,12 @@ what it is and how to feed it.
 
 from __future__ import annotations
 
-import errno
-import shutil
 from pathlib import Path
 
 import torch
 
 from vsgrid.errors import VsgridError
-from vsgrid.files import atomic_path, read_weights
+from vsgrid.files import disk_full, read_weights, sealed_path
 from vsgrid.grid import Model
 from vsgrid.model.network import NetworkConfig
 
@@ -48,27 +46,28 @@ def payload(
     }
 
 
+# What torch says when it cannot write a checkpoint's bytes: a short write ("unexpected pos")
+# or a failed one, the disk being full, which its C++ writer does not report by errno.
+_TORCH_WRITE_FAILED = ("No space left", "file write failed", "unexpected pos")
+
+
 def save(checkpoint: dict, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a kill never leaves half a checkpoint."""
+    """torch.save through a temporary file and a rename (a kill never leaves half a checkpoint),
+    sealed with its digest (a flipped byte is an error on load, not other weights)."""
     try:
-        with atomic_path(path) as tmp:
+        with sealed_path(path) as tmp:
             torch.save(checkpoint, tmp)
-    except (RuntimeError, OSError) as exc:  # torch reports a full disk as "file write failed"
-        full = getattr(exc, "errno", None) == errno.ENOSPC or any(
-            s in str(exc) for s in ("No space left", "file write failed")
-        )
-        why = "the disk is full" if full else str(exc).splitlines()[0][:200]
-        free = shutil.disk_usage(path.parent).free / 2**30
-        raise VsgridError(
-            f"cannot write checkpoint {path}: {why} ({free:.2f} GiB free there)"
-        ) from None
+    except (RuntimeError, OSError) as exc:  # torch reports even a full disk as a RuntimeError
+        full = any(s in str(exc) for s in _TORCH_WRITE_FAILED)
+        why = disk_full(path) if full else str(exc).splitlines()[0][:200]
+        raise VsgridError(f"cannot write checkpoint {path}: {why}") from None
 
 
 def load(path: str | Path, kind: str | None = None) -> dict:
-    """Load a checkpoint (of ``kind``, if given); a missing, truncated, foreign or other-kind file
-    is a :class:`VsgridError`."""
+    """Load a checkpoint (of ``kind``, if given); a missing, truncated, damaged, foreign or
+    other-kind file is a :class:`VsgridError`."""
     path = Path(path)
-    checkpoint = read_weights(path, "checkpoint", "a vsgrid checkpoint")
+    checkpoint = read_weights(path, "checkpoint", "a vsgrid checkpoint", sealed=True)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise VsgridError(f"checkpoint {path} is not a vsgrid checkpoint of format {FORMAT}")
     if kind is not None and checkpoint.get("kind") != kind:
