@@ -1,5 +1,6 @@
-"""vsgrid export: a run's real and virtual stains as OME-Zarr 0.5 HCS plates, valid by
-ome-zarr-models, read back by ome-zarr's reader field for field, written whole or not at all."""
+"""vsgrid export: a run's real and virtual stains as OME-Zarr 0.5 (or 0.4) HCS plates, valid by
+ome-zarr-models, read back by ome-zarr's reader field for field, written whole or not at all,
+never over what vsgrid did not write."""
 
 import copy
 import json
@@ -12,7 +13,8 @@ import yaml
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
-from ome_zarr_models.v05.hcs import HCS
+from ome_zarr_models.v04.hcs import HCS as HCSv04
+from ome_zarr_models.v05.hcs import HCS as HCSv05
 from test_workflow import ROOT, planned
 
 from vsgrid import arrays
@@ -35,11 +37,11 @@ FIELDS = [
 ]
 
 
-def make_store(path, fields, data_set, seed=0):
+def make_store(path, fields, data_set, seed=0, **attrs):
     metadata = pd.DataFrame(fields, columns=["plate", "well", "field"]).assign(
         split="test", index=range(len(fields))
     )
-    attrs = {"data_set": data_set, "pixel_size_um": 1.3}
+    attrs = {"data_set": data_set, "pixel_size_um": 1.3, **attrs}
     with create_store(path, {"test": len(fields)}, SHAPE, metadata, attrs, False) as group:
         group["test"][:] = np.random.default_rng(seed).integers(
             0, 4000, (len(fields), len(CHANNELS), *SHAPE), dtype="uint16"
@@ -87,14 +89,18 @@ def tree(folder):
 
 
 def read_field(path):
-    """A field as ome-zarr's reader sees it: its levels (numpy) and its metadata."""
+    """A field as ome-zarr's reader sees it: its levels (numpy, (c, y, x) of its one time point
+    and plane) and its metadata."""
     (node, *_) = Reader(parse_url(str(path)))()
-    return [np.asarray(level) for level in node.data], node.metadata
+    levels = [np.asarray(level) for level in node.data]
+    assert all(level.shape[0] == level.shape[2] == 1 for level in levels)
+    return [level[0, :, 0] for level in levels], node.metadata
 
 
-def test_every_field_is_in_its_well_with_its_real_channels_and_the_virtual_stain(run):
+@pytest.mark.parametrize(("ngff", "HCS"), [("0.5", HCSv05), ("0.4", HCSv04)])
+def test_every_field_is_in_its_well_with_its_real_channels_and_the_virtual_stain(run, ngff, HCS):
     config, layout, store, virtual = run
-    plates = export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    plates = export_run(config, MODEL, test_set=TEST_SET, ngff=ngff, progress=False)
     out = layout.export(MODEL, TEST_SET)
     assert plates == [out / "lung-P01.ome.zarr", out / "lung-P02.ome.zarr"]
     real = store.images("test")[:]
@@ -129,14 +135,15 @@ def test_every_field_is_in_its_well_with_its_real_channels_and_the_virtual_stain
             f"DAPI (virtual, {MODEL})",
         ]
         assert [t[0]["scale"] for t in metadata["coordinateTransformations"]] == [
-            [1.0, 1.3, 1.3],
-            [1.0, 2.6, 2.6],
+            [1.0, 1.0, 1.0, 1.3, 1.3],
+            [1.0, 1.0, 1.0, 2.6, 2.6],
         ]
-        assert [a.get("unit") for a in metadata["axes"]] == [None, "micrometer", "micrometer"]
+        assert [a["name"] for a in metadata["axes"]] == ["t", "c", "z", "y", "x"]
+        assert [a.get("unit") for a in metadata["axes"]] == [*[None] * 3, *["micrometer"] * 2]
     # The plate as a viewer stitches it (first field of each well): B/3 at row B, column 3.
     (node, *_) = Reader(parse_url(str(out / "lung-P01.ome.zarr")))()
     height, width = SHAPE
-    tile = np.asarray(node.data[0][:, height : 2 * height, 2 * width : 3 * width])
+    tile = np.asarray(node.data[0][0, :, 0, height : 2 * height, 2 * width : 3 * width])
     assert np.array_equal(tile[:4], real[2]) and np.array_equal(tile[4], virtual[2])
 
 
@@ -156,6 +163,69 @@ def test_the_virtual_stain_shows_as_its_real_stain_and_the_rest_is_hidden(run):
     assert zarr.open_group(plate, mode="r").attrs["vsgrid"]["store_id"] == store.store_id
 
 
+def test_ngff_04_is_zarr_v2_as_zarr_python_2_and_iohub_read_it(run, tmp_path, capsys):
+    config, layout, *_ = run
+    assert main(command(config, tmp_path, "--ngff", "0.3")) == 2
+    assert "--ngff '0.3' is not one of 0.5, 0.4" in capsys.readouterr().err
+    assert main(command(config, tmp_path, "--ngff", "0.4")) == 0
+    plate = layout.export(MODEL, TEST_SET) / "lung-P01.ome.zarr"
+    assert not list(plate.rglob("zarr.json"))  # no Zarr v3 metadata anywhere
+    attrs = json.loads((plate / ".zattrs").read_text())
+    assert attrs["plate"]["version"] == "0.4" and (plate / ".zgroup").is_file()
+    field = plate / "A" / "1" / "0"
+    attrs = json.loads((field / ".zattrs").read_text())
+    (multiscale,) = attrs["multiscales"]
+    assert multiscale["version"] == "0.4"
+    assert [d["path"] for d in multiscale["datasets"]] == ["0", "1"]  # iohub's data is "0"
+    assert [a["name"] for a in multiscale["axes"]] == ["t", "c", "z", "y", "x"]
+    assert attrs["omero"]["rdefs"] == {"model": "color", "defaultT": 0, "defaultZ": 0}
+    array = json.loads((field / "0" / ".zarray").read_text())
+    assert array["compressor"] == {"id": "zstd", "level": 3, "checksum": True}
+    assert array["dimension_separator"] == "/" and array["chunks"] == [1, 1, 1, *SHAPE]
+    assert (field / "0" / "0" / "4" / "0" / "0" / "0").is_file()  # the virtual stain's chunk
+
+
+LABELLED = {
+    "lung-P01": {"bf": "Brightfield", "dapi": "Hoechst 33342", "fitc": "Phalloidin", "cy5": "MT"},
+    "lung-P02": {"bf": "BF", "dapi": "DNA", "fitc": "Actin", "cy5": "Mito"},
+}
+
+
+def test_a_stores_own_channel_labels_name_each_plates_channels(run):
+    config, layout, *_ = run
+    store = make_store(layout.store(TEST_SET), FIELDS, TEST_SET, channel_labels=LABELLED)
+    make_prediction(layout.prediction(MODEL, TEST_SET), store)
+    out = layout.export(MODEL, TEST_SET)
+    export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    for plate, field in (("lung-P01", "A/1/0"), ("lung-P02", "A/2/0")):
+        labels = LABELLED[plate]
+        _, metadata = read_field(out / f"{plate}.ome.zarr" / field)
+        assert metadata["channel_names"] == [
+            *(labels[c] for c in CHANNELS),
+            f"{labels['dapi']} (virtual, {MODEL})",
+        ]
+
+
+MALFORMED = {
+    "not a mapping": ["Hoechst"],
+    "a plate missing": {"lung-P01": LABELLED["lung-P01"]},
+    "a channel missing": {**LABELLED, "lung-P02": {"bf": "BF", "dapi": "DNA", "fitc": "Actin"}},
+    "an empty label": {**LABELLED, "lung-P02": {**LABELLED["lung-P02"], "cy5": " "}},
+    "two channels alike": {**LABELLED, "lung-P02": {**LABELLED["lung-P02"], "cy5": "DNA"}},
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_channel_labels_are_one_line_naming_the_store(run, case):
+    config, layout, *_ = run
+    store = make_store(layout.store(TEST_SET), FIELDS, TEST_SET, channel_labels=MALFORMED[case])
+    make_prediction(layout.prediction(MODEL, TEST_SET), store)
+    with pytest.raises(VsgridError, match="channel_labels") as error:
+        export_run(config, MODEL, test_set=TEST_SET, progress=False)
+    assert str(store.path) in str(error.value) and "\n" not in str(error.value)
+    assert not layout.export(MODEL, TEST_SET).exists()
+
+
 def test_a_screen_is_exported_from_its_store_and_prediction(run):
     config, layout, _, _ = run
     fields = [("lung-P03", "A01", 1), ("lung-P03", "P24", 1)]
@@ -163,7 +233,7 @@ def test_a_screen_is_exported_from_its_store_and_prediction(run):
     virtual = make_prediction(layout.screen_prediction(MODEL, "lung"), store)
     (plate,) = export_run(config, MODEL, screen="lung", progress=False)
     assert plate == layout.export(MODEL, "lung-screen") / "lung-P03.ome.zarr"
-    meta = HCS.from_zarr(zarr.open_group(plate, mode="r")).ome_attributes.plate
+    meta = HCSv05.from_zarr(zarr.open_group(plate, mode="r")).ome_attributes.plate
     assert (len(meta.rows), len(meta.columns)) == (16, 24)  # the plate up to its last well, P24
     levels, _ = read_field(plate / "P" / "24" / "0")
     assert np.array_equal(levels[0][:4], store.images("test")[1])
@@ -254,10 +324,13 @@ def test_an_earlier_export_or_an_empty_folder_is_replaced_and_nothing_else(run, 
         "stain": "dapi",
         "test_set": TEST_SET,
         "store_id": store.store_id,
+        "ngff": "0.5",
         "plates": names,
     }
     (plates[0] / "stale").write_text("inside a plate vsgrid wrote: replaced with it")
-    assert export_run(config, MODEL, test_set=TEST_SET, out=out, progress=False) == plates
+    assert export_run(config, MODEL, test_set=TEST_SET, out=out, ngff="0.4", progress=False) == (
+        plates
+    )
     assert sorted(p.name for p in out.iterdir()) == [*names, "vsgrid-export.json"]
     assert not (plates[0] / "stale").exists()
     (out / "notes.txt").write_text("the user's, beside an export")

@@ -14,6 +14,7 @@ def _export(args) -> None:
         test_set=args.test_set,
         screen=args.screen,
         out=args.out,
+        ngff=args.ngff,
         progress=not args.quiet,
     )
     print("\n".join(map(str, plates)))
@@ -31,7 +32,13 @@ COMMANDS = [
             option("--screen", metavar="CELL_TYPE", help="the cell type's screen, instead"),
             option(
                 "--out",
-                help="folder of the plates (default: <results.dir>/export/<model>/<test set>)",
+                help="folder of the plates, new, empty or an earlier export (default: "
+                "<results.dir>/export/<model>/<test set>)",
+            ),
+            option(
+                "--ngff",
+                default="0.5",
+                help="OME-Zarr version: 0.5 (Zarr v3), or 0.4 (Zarr v2) for iohub 0.2 and VisCy",
             ),
             QUIET,
         ],
