@@ -22,7 +22,7 @@ from vsgrid.cli import main
 from vsgrid.data.store import CHANNELS, create_store, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.layout import Layout
-from vsgrid.report.export import export_run
+from vsgrid.report.export import MARKER, export_run
 
 MODEL, TEST_SET = "lung-nontoxic.dapi.s0", "lung-toxic"
 SHAPE = (128, 192)  # not square, so that y and x cannot be swapped unseen; 2 pyramid levels
@@ -319,7 +319,7 @@ def test_an_earlier_export_or_an_empty_folder_is_replaced_and_nothing_else(run, 
     plates = export_run(config, MODEL, test_set=TEST_SET, out=out, progress=False)
     names = ["lung-P01.ome.zarr", "lung-P02.ome.zarr"]
     assert plates == [out / name for name in names]
-    assert json.loads((out / "vsgrid-export.json").read_text()) == {
+    assert json.loads((out / MARKER).read_text()) == {
         "model": MODEL,
         "stain": "dapi",
         "test_set": TEST_SET,
@@ -331,12 +331,21 @@ def test_an_earlier_export_or_an_empty_folder_is_replaced_and_nothing_else(run, 
     assert export_run(config, MODEL, test_set=TEST_SET, out=out, ngff="0.4", progress=False) == (
         plates
     )
-    assert sorted(p.name for p in out.iterdir()) == [*names, "vsgrid-export.json"]
+    assert sorted(p.name for p in out.iterdir()) == [*names, MARKER]
     assert not (plates[0] / "stale").exists()
     (out / "notes.txt").write_text("the user's, beside an export")
     with pytest.raises(VsgridError, match=r"holds notes\.txt,"):
         export_run(config, MODEL, test_set=TEST_SET, out=out, progress=False)
-    assert (out / "notes.txt").exists() and (out / "vsgrid-export.json").exists()
+    assert (out / "notes.txt").exists() and (out / MARKER).exists()
+
+
+def test_an_out_that_links_to_a_folder_exports_into_the_folder_and_keeps_the_link(run, tmp_path):
+    config, *_ = run
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "plates").symlink_to(tmp_path / "disk")
+    plates = export_run(config, MODEL, test_set=TEST_SET, out=tmp_path / "plates", progress=False)
+    assert [p.parent for p in plates] == [tmp_path / "disk"] * 2
+    assert (tmp_path / "plates").is_symlink() and (tmp_path / "plates" / MARKER).is_file()
 
 
 # Names become folders (the store's, the prediction's, the export's): each must be the grid's.
