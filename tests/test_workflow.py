@@ -116,6 +116,42 @@ def test_a_nested_config_override_is_typed_and_merges_into_its_section(tmp_path)
     assert result.returncode != 0 and "key 'max_epochs' is given twice" in result.stdout
 
 
+def finished_without_running(workdir, configfile):
+    """Every output of the workflow, empty and up to date in Snakemake's records: a finished grid
+    to plan on in seconds (the `grid` fixture below runs one for real)."""
+    summary = snakemake(workdir, "--summary", configfile=configfile).stdout
+    for line in summary.splitlines()[1:]:
+        path = Path(workdir) / line.split("\t")[0]
+        if path.suffix == ".zarr" or path.parent.name == "predictions":  # directory() outputs
+            path.mkdir(parents=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(workdir, "--touch", configfile=configfile)
+    assert not planned(workdir, configfile=configfile)
+
+
+def test_a_lost_generator_is_trained_again_before_any_inference_reads_it(tmp_path):
+    """best.pt is an input of the rules that load it: a forced inference no longer runs without
+    it, and the `models` target restores it (from last.pt) and remakes what its model predicted."""
+    config = ROOT / ".test" / "config.yaml"
+    finished_without_running(tmp_path, config)
+    (tmp_path / "results" / "models" / "lung-nontoxic.dapi.s0" / "best.pt").unlink()
+    forced = planned(tmp_path, "--forcerun", "infer", "infer_screen", configfile=config)
+    assert forced["train"] == 1 and forced["infer"] == 8 and forced["infer_screen"] == 4
+    assert planned(tmp_path, "models", configfile=config) == {"train": 1, "models": 1}
+
+
+@pytest.mark.xfail(strict=True, reason="needs the Snakefile's rule all to list rules.models.input")
+def test_a_plain_run_restores_a_lost_generator_and_remakes_only_its_models_results(tmp_path):
+    config = ROOT / ".test" / "config.yaml"
+    finished_without_running(tmp_path, config)
+    (tmp_path / "results" / "models" / "lung-nontoxic.dapi.s0" / "best.pt").unlink()
+    plain = planned(tmp_path, configfile=config)
+    assert plain["train"] == plain["infer"] == plain["infer_screen"] == 1
+    assert plain["evaluate"] == 4  # the runs of that model (on its 4 test sets), nothing else
+
+
 # Paths with a space and with shell syntax: every rule must quote them, none may run them.
 RESULTS, DATA = "my results", "data $(touch pwned)"
 

@@ -6,6 +6,8 @@
 rule infer:
     input:
         model=LAYOUT.model_dir("{model}") / "summary.json",
+        # the generator inference loads: an input, so that a lost one replans its training
+        generator=LAYOUT.model_dir("{model}") / "best.pt",
         stores=lambda wc: [LAYOUT.store(test_set) for test_set in TEST_SETS_OF[wc.model]],
         # every prediction's OOD score is measured against the training fields of this store
         train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),

@@ -23,6 +23,8 @@ rule screen_store:
 rule infer_screen:
     input:
         model=LAYOUT.model_dir("{model}") / "summary.json",
+        # the generator inference loads: an input, so that a lost one replans its training
+        generator=LAYOUT.model_dir("{model}") / "best.pt",
         stores=[LAYOUT.screen_store(c) for c in GRID["cell_types"]],
         train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:

@@ -33,3 +33,12 @@ rule train:
     shell:
         TORCH_THREADS + VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
         " --seed {params.seed:q} --out {params.out:q} --quiet > {log:q} 2>&1"
+
+
+# Every model's generator, what inference (and `vsgrid export`, `vsgrid ood`) loads: `snakemake
+# models` trains the grid and nothing else, and as a target of `all` it makes a plain run restore a
+# lost best.pt (Snakemake reruns a job for a missing output only when a target or a job that runs
+# needs that output).
+rule models:
+    input:
+        [LAYOUT.model_dir(model) / "best.pt" for model in MODELS],
