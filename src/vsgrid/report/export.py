@@ -37,7 +37,7 @@ from vsgrid.data.store import CHANNELS, U16_MAX, Store, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.stacks import read_prediction
 from vsgrid.files import atomic_path
-from vsgrid.grid import Model, models, test_sets
+from vsgrid.grid import Model
 from vsgrid.layout import Layout
 
 LABELS = {"bf": "BF", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
@@ -78,10 +78,10 @@ def export_run(
 ) -> list[Path]:
     """Export a model's prediction of a test set, or of the screen of cell type ``screen``, to
     ``out`` (default :meth:`~vsgrid.layout.Layout.export`) as NGFF ``ngff`` (0.5 or 0.4);
-    returns the plates written."""
+    returns the plates written. The names become paths: ``vsgrid export`` has checked that they
+    are the grid's (:func:`vsgrid.cli.options.check_names`)."""
     if (test_set is None) == (screen is None):
         raise VsgridError("export: name either a test set or a screen's cell type")
-    check_names(config["grid"], model, test_set=test_set, screen=screen)
     layout = Layout.of(config)
     if screen is not None:
         store, prediction = layout.screen_store(screen), layout.screen_prediction(model, screen)
@@ -90,24 +90,6 @@ def export_run(
     opened = open_store(store)
     out = out or layout.export(model, opened.attrs["data_set"])
     return export_prediction(opened, prediction, out, model=model, ngff=ngff, progress=progress)
-
-
-def check_names(grid: dict, model: str, *, test_set: str | None, screen: str | None) -> None:
-    """The model, test set and screen must be the grid's: their names become paths, and a name
-    that is not one ("../x") would read and write outside the grid's folders."""
-    names = [m.name for m in models(grid)]
-    if model not in names:
-        raise VsgridError(f"export: --model {model!r} is not a model of the grid (e.g. {names[0]})")
-    names = [d.name for d in test_sets(grid)]
-    if test_set is not None and test_set not in names:
-        raise VsgridError(
-            f"export: --test-set {test_set!r} is not a test set of the grid ({', '.join(names)})"
-        )
-    if screen is not None and screen not in grid["cell_types"]:
-        raise VsgridError(
-            f"export: --screen {screen!r} is not a cell type of the grid "
-            f"({', '.join(grid['cell_types'])})"
-        )
 
 
 def export_prediction(
