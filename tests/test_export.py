@@ -163,7 +163,7 @@ def test_the_virtual_stain_shows_as_its_real_stain_and_the_rest_is_hidden(run):
     assert zarr.open_group(plate, mode="r").attrs["vsgrid"]["store_id"] == store.store_id
 
 
-def test_ngff_04_is_zarr_v2_as_zarr_python_2_and_iohub_read_it(run, tmp_path, capsys):
+def test_ngff_04_is_zarr_v2_laid_out_as_iohub_reads_it(run, tmp_path, capsys):
     config, layout, *_ = run
     assert main(command(config, tmp_path, "--ngff", "0.3")) == 2
     assert "--ngff '0.3' is not one of 0.5, 0.4" in capsys.readouterr().err
