@@ -149,6 +149,23 @@ def test_a_store_rebuilt_while_read_stops_the_reader(tmp_path):
     assert open_store(path).images("train")[2] is not None  # opened again, the new build reads
 
 
+def test_a_read_that_straddles_a_rebuild_is_an_error(tmp_path):
+    path = tmp_path / "lung-toxic.zarr"
+    build(path, 0)
+    images = open_store(path).images("train")
+    array = images.array
+
+    class Straddled:  # the store is rebuilt after the read's first chunks came from the old one
+        def __getitem__(self, selection):
+            values = array[selection]
+            build(path, 1)
+            return values
+
+    images.array = Straddled()
+    with pytest.raises(VsgridError, match=f"{path} was rebuilt while being read"):
+        images[0:4]
+
+
 def test_a_chunk_error_names_the_images_read(tmp_path):
     path = tmp_path / "prediction.zarr"
     stack = arrays.create(path, shape=(4, 8, 8), chunks=(1, 8, 8), dtype="uint16")
