@@ -7,6 +7,7 @@ responses and well-to-well variation are drawn here too.
 
 from __future__ import annotations
 
+import re
 import string
 
 import numpy as np
@@ -28,6 +29,18 @@ POSITIVE_CONTROLS = tuple(POSITIVE_CONTROL_DOSE_UM)
 STAINS = CHANNELS[1:]
 # The columns of a plate's stain intensity factors, in CHANNELS order (see well_effects).
 INTENSITY_COLUMNS = tuple(f"intensity_{stain}" for stain in STAINS)
+
+
+# A plate's name becomes part of file names (exported plates, tables), so it is one safe path
+# component: no separator, no leading dot, no control character.
+PLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+PLATE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def is_plate_name(name: str) -> bool:
+    """Whether ``name`` is a whole plate name by :data:`PLATE_NAME` (fullmatch: ``$`` would let a
+    trailing newline through)."""
+    return PLATE_NAME.fullmatch(name) is not None
 
 
 def named(compound: pd.Series, names) -> np.ndarray:

@@ -28,14 +28,15 @@ BLANK, SATURATED = "blank", "saturated"
 def image_flag(
     image: np.ndarray, saturation: int, *, blank_range: float, saturated_fraction: float
 ) -> str:
-    """``blank`` when an image's values span fewer than ``blank_range`` counts (no signal: a failed
-    acquisition), ``saturated`` when more than ``saturated_fraction`` of its pixels sit at the
-    camera's ``saturation`` count, else empty. Such a real image says nothing of a prediction:
-    scoring leaves it out (vsgrid.evaluation.scoring)."""
-    if float(image.max()) - float(image.min()) < blank_range:
-        return BLANK
+    """``saturated`` when more than ``saturated_fraction`` of its pixels sit at the camera's
+    ``saturation`` count, else ``blank`` when its values span fewer than ``blank_range`` counts (no
+    signal: a failed acquisition), else empty. Saturation is asked first: an image saturated
+    everywhere spans no counts either, but it holds too much light, not none. Such a real image
+    says nothing of a prediction: scoring leaves it out (vsgrid.evaluation.scoring)."""
     if np.mean(image >= saturation) > saturated_fraction:
         return SATURATED
+    if float(image.max()) - float(image.min()) < blank_range:
+        return BLANK
     return ""
 
 
