@@ -15,6 +15,7 @@ from vsgrid.cli import main
 from vsgrid.config import validate
 from vsgrid.data.ingest import ingest
 from vsgrid.data.store import open_store
+from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
 
 CHANNEL_NAMES = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
@@ -79,7 +80,8 @@ class PlateSet:
                             ("plate_map", "plate_map.csv"),
                             ("plate_cell_types", "plates.csv"),
                         )
-                    },
+                    }
+                    | {"pixel_size_um": 0.65},
                 },
             }
         )
@@ -101,6 +103,10 @@ def test_round_trip_gives_back_every_array_written(plates):
     for path in paths:
         store = open_store(path)
         assert store.attrs["provenance"]["source"] == "ingest" and not store.has_masks
+        assert store.attrs["pixel_size_um"] == 0.65
+        assert store.attrs["channel_labels"] == {
+            p: CHANNEL_NAMES for p in set(store.metadata["plate"])
+        }
         for split in ("train", "val", "test"):
             meta, images = store.split_metadata(split), store.images(split)[:]
             assert len(meta) == len(images) == config["data"]["splits"][split]
@@ -227,12 +233,43 @@ def fractional_site(plates):
     return "load_data.csv", "column 'Metadata_Site' row 5 is '1.5', not a whole number"
 
 
+def edit_plate_map(plates, row, column, value):
+    table = pd.read_csv(plates.root / "plate_map.csv", dtype=str)
+    table.loc[row, column] = value
+    table.to_csv(plates.root / "plate_map.csv", index=False)
+
+
+def negative_concentration(plates):
+    edit_plate_map(plates, 2, "concentration", "-0.03")
+    return "plate_map.csv", "column 'concentration' row 4 is '-0.03', negative"
+
+
+def infinite_concentration(plates):
+    edit_plate_map(plates, 5, "concentration", "inf")
+    return "plate_map.csv", "column 'concentration' row 7 is 'inf', not a finite number"
+
+
+def plate_name_climbing_out(plates):
+    table = pd.read_csv(plates.root / "load_data.csv")
+    table["Metadata_Plate"] = table["Metadata_Plate"].replace("PL2", "../../../evil")
+    table.to_csv(plates.root / "load_data.csv", index=False)
+    return "load_data.csv", r"row 18: plate '../../../evil' is not a plate name \(letters, digits"
+
+
+def plate_name_with_a_newline(plates):
+    table = pd.read_csv(plates.root / "load_data.csv")
+    table["Metadata_Plate"] = table["Metadata_Plate"].replace("PL3", "PL3\n")
+    table.to_csv(plates.root / "load_data.csv", index=False)
+    return "load_data.csv", r"row 34: plate 'PL3\\n' is not a plate name"
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float,
         well_not_in_plate_map, plate_without_cell_type, missing_column, well_listed_twice,
-        field_listed_twice, empty_cell_type, fractional_site,
+        field_listed_twice, empty_cell_type, fractional_site, negative_concentration,
+        infinite_concentration, plate_name_climbing_out, plate_name_with_a_newline,
     ],
 )  # fmt: skip
 def test_bad_input_names_the_file_and_keeps_the_earlier_store(plates, damage):
@@ -257,7 +294,7 @@ def test_command_line_exit_status_and_message(plates, capsys):
         "grid: {cell_types: [lung]}\n"
         "data:\n  source: ingest\n  splits: {train: 12, val: 4, test: 8}\n  test_plates: 1\n"
         f"  ingest: {{load_data: {plates.root}/load_data.csv, plate_map: {plates.root}/plate_map.csv, "
-        f"plate_cell_types: {plates.root}/typo.csv}}\n"
+        f"plate_cell_types: {plates.root}/typo.csv, pixel_size_um: 0.65}}\n"
     )
     assert (
         main(
@@ -345,3 +382,19 @@ def test_a_tiff_that_inflates_to_gigabytes_is_refused_from_its_header(plates):
         "of any microscope field; it is damaged or not a field image"
     ]
     assert int(done.stdout.split()[-1]) < 400 * 1024  # the decoded image alone would be 3.2 GB
+
+
+def test_tiffs_need_a_configured_pixel_size(plates):
+    config = plates.config()
+    del config["data"]["ingest"]["pixel_size_um"]
+    with pytest.raises(
+        VsgridError, match="^invalid configuration: data.ingest.pixel_size_um is not set"
+    ):
+        validate(config)
+
+
+def test_an_image_at_saturation_everywhere_is_saturated_not_blank():
+    thresholds = {"blank_range": 16, "saturated_fraction": 0.01}
+    assert image_flag(np.full((32, 32), 65535, np.uint16), 65535, **thresholds) == "saturated"
+    assert image_flag(np.full((32, 32), 255, np.uint8), 255, **thresholds) == "saturated"
+    assert image_flag(np.full((32, 32), 7, np.uint16), 65535, **thresholds) == "blank"

@@ -181,8 +181,9 @@ def _check_cross_keys(config: dict) -> None:
 
 
 def _check_ingest(config: dict) -> None:
-    """The input files of ``data.source: ingest``: one source of fields, files that exist, and a
-    plate of every cell type of the grid."""
+    """The input files of ``data.source: ingest``: one source of fields, files that exist, a
+    plate of every cell type of the grid, a pixel size for TIFFs and four labels in each channel
+    map."""
     ingest = config["data"]["ingest"]
     if bool(ingest["load_data"]) == bool(ingest["ome_zarr"]):
         raise VsgridError(
@@ -201,9 +202,30 @@ def _check_ingest(config: dict) -> None:
                 f"invalid configuration: data.source is 'ingest' but data.ingest.{key} is not set"
             )
     files = [(k, ingest[k]) for k in ("load_data", "plate_map", "plate_cell_types") if ingest[k]]
-    for key, path in files + [("ome_zarr", p) for p in ingest["ome_zarr"] or []]:
+    plates = [e if isinstance(e, dict) else {"path": e} for e in ingest["ome_zarr"] or []]
+    for key, path in files + [("ome_zarr", plate["path"]) for plate in plates]:
         if not (Path(path).is_dir() if key == "ome_zarr" else Path(path).is_file()):
             raise VsgridError(f"invalid configuration: data.ingest.{key}: {path} does not exist")
+    if ingest["load_data"] and ingest["pixel_size_um"] is None:
+        raise VsgridError(
+            "invalid configuration: data.ingest.pixel_size_um is not set; a LoadData CSV's TIFFs "
+            "declare no pixel size, so give it in micrometers"
+        )
+    # Two stains of one label would both read that one image: a FITC store of DAPI.
+    maps = [("data.ingest.channels", ingest["channels"])] + [
+        (f"data.ingest.ome_zarr[{k}].channels", plate["channels"])
+        for k, plate in enumerate(plates)
+        if "channels" in plate
+    ]
+    for key, channels in maps:
+        first = {}
+        for channel, label in channels.items():
+            if label in first:
+                raise VsgridError(
+                    f"invalid configuration: {key}.{first[label]} and {key}.{channel} are both "
+                    f"{label!r}; each channel needs a label of its own"
+                )
+            first[label] = channel
     with open(ingest["plate_cell_types"], newline="") as f:
         known = {row.get("cell_type") for row in csv.DictReader(f)}
     for cell_type in config["grid"]["cell_types"]:

@@ -3,7 +3,8 @@
 ``vsgrid example-plates --config F --out DIR`` writes, with the ome-zarr library, three lung plates
 of the synthetic generator as F sets it up (field size, pixel size, seed; two plates to train on,
 the last held out) as a microscope's exporter would: every
-field at its well, channels named by ``omero`` labels. Beside them: the plate map, the plates'
+field at its well, channels named by ``omero`` labels, the pixel size in the ``scale`` of y and x
+(in micrometers; the TIFFs' is in the config, as TIFFs declare none). Beside them: the plate map, the plates'
 cell types and a config that ingests them and runs a small grid with level 4, so that the
 walkthrough of the README's "Your own plates" runs before any plate of yours exists.
 """
@@ -61,7 +62,7 @@ def write_example_plates(
     table = field_table(CELL_TYPE, config)
     table = table[[well_position(w)[1] + 1 in KEPT_COLUMNS for w in table["well"]]]
     with atomic_path(out) as tmp:
-        plates = (_TiffPlates if tiff else _OmeZarrPlates)(tmp, table)
+        plates = (_TiffPlates if tiff else _OmeZarrPlates)(tmp, table, synthetic["pixel_size_um"])
         for (plate, well), in_well in tqdm(table.groupby(["plate", "well"], sort=True),
                                            disable=not progress, unit="well"):  # fmt: skip
             plates.add_well(plate, well, [_render(config, row) for row in in_well.itertuples()])
@@ -70,8 +71,9 @@ def write_example_plates(
         pd.DataFrame({"plate": names, "cell_type": CELL_TYPE}).to_csv(
             tmp / "plate_cell_types.csv", index=False
         )
-        ingest = {**plates.inputs(out, names), "pixel_size_um": synthetic["pixel_size_um"]}
-        (tmp / "config.yaml").write_text(yaml.safe_dump(_config(out, ingest), sort_keys=False))
+        (tmp / "config.yaml").write_text(
+            yaml.safe_dump(_config(out, plates.inputs(out, names)), sort_keys=False)
+        )
     return out
 
 
@@ -89,11 +91,12 @@ def _render(config: dict, row) -> np.ndarray:
 class _OmeZarrPlates:
     """OME-Zarr 0.5 HCS plates, written by the ome-zarr library, one per plate."""
 
-    def __init__(self, folder: Path, table: pd.DataFrame):
+    def __init__(self, folder: Path, table: pd.DataFrame, pixel_size_um: float):
         from ome_zarr.format import FormatV05
 
         self.folder, self.fmt, self.groups = folder, FormatV05(), {}
         self.wells = table.groupby("plate")["well"].unique()
+        self.scale = {"c": 1.0, "y": pixel_size_um, "x": pixel_size_um}
 
     def add_well(self, plate: str, well: str, images: list[np.ndarray]) -> None:
         from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
@@ -111,17 +114,19 @@ class _OmeZarrPlates:
         write_well_metadata(group, [{"path": str(k)} for k in range(len(images))], fmt=self.fmt)
         for k, image in enumerate(images):
             write_image(image, group.require_group(str(k)), scale_factors=[2], fmt=self.fmt,
-                        axes="cyx", omero=OMERO)  # fmt: skip
+                        axes="cyx", omero=OMERO, scale=self.scale,
+                        axes_units={"y": "micrometer", "x": "micrometer"})  # fmt: skip
 
     def inputs(self, out: Path, plates: list[str]) -> dict:
+        """data.ingest's keys for the plates: their paths; their pixel size is their own."""
         return {"ome_zarr": [str(out / f"{p}.ome.zarr") for p in plates]}
 
 
 class _TiffPlates:
     """One TIFF per field and channel and the CellProfiler LoadData CSV that lists them."""
 
-    def __init__(self, folder: Path, table: pd.DataFrame):
-        self.folder, self.rows = folder, []
+    def __init__(self, folder: Path, table: pd.DataFrame, pixel_size_um: float):
+        self.folder, self.rows, self.pixel_size_um = folder, [], pixel_size_um
 
     def add_well(self, plate: str, well: str, images: list[np.ndarray]) -> None:
         (self.folder / "images").mkdir(parents=True, exist_ok=True)
@@ -138,7 +143,8 @@ class _TiffPlates:
         pd.DataFrame(self.rows).to_csv(self.folder / "load_data.csv", index=False)
 
     def inputs(self, out: Path, plates: list[str]) -> dict:
-        return {"load_data": str(out / "load_data.csv")}
+        """data.ingest's keys for the TIFFs: the LoadData CSV and the pixel size they lack."""
+        return {"load_data": str(out / "load_data.csv"), "pixel_size_um": self.pixel_size_um}
 
 
 def _config(out: Path, inputs: dict) -> dict:

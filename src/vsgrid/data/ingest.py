@@ -11,7 +11,10 @@ Inputs (paths in ``data.ingest`` of the config):
   differ in layout;
 - plate -> cell type CSV: ``plate``, ``cell_type``, and optionally ``test`` (true for the
   held-out test plates; without it the last ``data.test_plates`` plates per cell type by name);
-- ``data.ingest.channels``: which ``<Ch>`` (or omero channel label) is bf, dapi, fitc and cy5.
+- ``data.ingest.channels``: which ``<Ch>`` (or omero channel label) is bf, dapi, fitc and cy5;
+- ``data.ingest.pixel_size_um``: required for TIFFs; OME-Zarr plates declare their own.
+
+Every plate name must fit :data:`~vsgrid.data.plates.PLATE_NAME`: it becomes part of file names.
 
 Either source gives the same two things (:func:`read_fields`): the fields table and a reader
 that turns one row of it into a (4, H, W) uint16 field in :data:`~vsgrid.data.store.CHANNELS`
@@ -32,7 +35,7 @@ import tifffile
 from tqdm import tqdm
 
 from vsgrid import __version__
-from vsgrid.data.plates import label_phenotypes, normalize_well
+from vsgrid.data.plates import PLATE_NAME_RULE, is_plate_name, label_phenotypes, normalize_well
 from vsgrid.data.splits import held_out_plates, sample_splits, screen_splits
 from vsgrid.data.store import CHANNELS, as_uint16, create_store
 from vsgrid.errors import VsgridError
@@ -59,15 +62,23 @@ def _read_csv(path: str | Path, role: str, required: list[str]) -> pd.DataFrame:
     return table
 
 
-def _as_float(values: pd.Series, path: Path, column: str) -> pd.Series:
+def _as_float(
+    values: pd.Series, path: Path, column: str, *, nonnegative: bool = False
+) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | ~np.isfinite(numbers)
+    _refuse(numbers.isna() | ~np.isfinite(numbers), values, path, column, "not a finite number")
+    if nonnegative:
+        _refuse(numbers < 0, values, path, column, "negative")
+    return numbers
+
+
+def _refuse(bad: pd.Series, values: pd.Series, path: Path, column: str, what: str) -> None:
+    """An error naming the first of ``values`` that is ``bad`` (its CSV row) and ``what`` it is."""
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise VsgridError(
-            f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a number"
+            f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, {what}"
         )
-    return numbers
 
 
 def _load_data(ingest: dict) -> pd.DataFrame:
@@ -81,6 +92,11 @@ def _load_data(ingest: dict) -> pd.DataFrame:
         ["Metadata_Plate", "Metadata_Well", "Metadata_Site", *file_columns],
     )
     fields["well"] = [_well(w, load_data_path) for w in fields["Metadata_Well"]]
+    for row, plate in enumerate(fields["Metadata_Plate"], start=2):
+        if not is_plate_name(plate):
+            raise VsgridError(
+                f"{load_data_path}: row {row}: plate {plate!r} is not a plate name ({PLATE_NAME_RULE})"
+            )
     fields["plate"] = fields["Metadata_Plate"]
     fields["field"] = _as_whole(fields["Metadata_Site"], load_data_path, "Metadata_Site")
     _unique(fields, ["plate", "well", "field"], load_data_path, "plate {} well {} site {}")
@@ -101,7 +117,7 @@ def _with_plate_map(fields: pd.DataFrame, ingest: dict, rule: dict) -> pd.DataFr
     plate_map = _read_csv(plate_map_path, "plate map", ["well", "compound", "concentration"])
     plate_map["well"] = [_well(w, plate_map_path) for w in plate_map["well"]]
     plate_map["concentration"] = _as_float(
-        plate_map["concentration"], plate_map_path, "concentration"
+        plate_map["concentration"], plate_map_path, "concentration", nonnegative=True
     )
     plate_map["phenotype"] = label_phenotypes(
         plate_map["compound"], plate_map["concentration"], **rule
@@ -150,9 +166,16 @@ class FieldReader(Protocol):
     #: The fields table's columns that say where a field's pixels are (kept in the stores).
     locators: tuple[str, ...]
 
+    #: The fields' pixel size in um: data.ingest.pixel_size_um, or the one the plates declare.
+    pixel_size_um: float
+
     @property
     def saturation(self) -> int:
         """The count a saturated pixel of these images holds."""
+
+    def labels(self, plate: str) -> dict[str, str]:
+        """The source's name of each of ``CHANNELS`` in ``plate``: its omero channel labels, or
+        the LoadData CSV's channel names."""
 
     def __call__(self, field: Mapping) -> np.ndarray:
         """One row of the fields table -> its (4, H, W) uint16 pixels in ``CHANNELS`` order."""
@@ -187,9 +210,10 @@ def read_fields(ingest: dict, rule: dict) -> tuple[pd.DataFrame, FieldReader]:
         # the NGFF metadata models it loads.
         from vsgrid.data.ome_zarr import read_plates
 
-        fields, reader = read_plates(ingest["ome_zarr"], ingest["channels"], ingest["z"])
+        fields, reader = read_plates(ingest)
     else:
-        fields, reader = _load_data(ingest), TiffReader()
+        fields = _load_data(ingest)
+        reader = TiffReader(channels=ingest["channels"], pixel_size_um=ingest["pixel_size_um"])
     fields = _with_cell_types(_with_plate_map(fields, ingest, rule), ingest)
     columns = [
         "cell_type",
@@ -215,12 +239,7 @@ def _source(ingest: dict) -> str:
 
 def _as_whole(values: pd.Series, path: Path, column: str) -> pd.Series:
     numbers = _as_float(values, path, column)
-    fractional = numbers != np.floor(numbers)
-    if fractional.any():
-        row = int(np.flatnonzero(fractional)[0])
-        raise VsgridError(
-            f"{path}: column {column!r} row {row + 2} is {values.iloc[row]!r}, not a whole number"
-        )
+    _refuse(numbers != np.floor(numbers), values, path, column, "not a whole number")
     return numbers.astype(int)
 
 
@@ -309,12 +328,15 @@ class TiffReader:
 
     locators = tuple(f"file_{c}" for c in CHANNELS)
 
-    def __init__(self):
-        self.planes = FieldPlanes()
+    def __init__(self, *, channels: dict[str, str], pixel_size_um: float):
+        self.planes, self.channels, self.pixel_size_um = FieldPlanes(), channels, pixel_size_um
 
     @property
     def saturation(self) -> int:
         return self.planes.saturation
+
+    def labels(self, plate: str) -> dict[str, str]:
+        return dict(self.channels)  # one LoadData CSV names the channels of all its plates
 
     def __call__(self, field: Mapping) -> np.ndarray:
         return np.stack([self.plane(field[f"file_{c}"]) for c in CHANNELS])
@@ -429,8 +451,10 @@ def _write(
     ingest_cfg = config["data"]["ingest"]
     attrs = {
         **names,
-        "pixel_size_um": ingest_cfg["pixel_size_um"],
+        "pixel_size_um": read.pixel_size_um,
         "saturation": read.saturation,
+        # What each plate called the channels, for an export to label them as its source did.
+        "channel_labels": {p: read.labels(p) for p in sorted(metadata["plate"].unique())},
         "provenance": {
             "source": "ingest",
             **_inputs(ingest_cfg),
@@ -460,5 +484,12 @@ def _write(
 def _inputs(ingest: dict) -> dict:
     """Where the fields came from, for a store's provenance."""
     if ingest["ome_zarr"]:
-        return {"ome_zarr": [str(Path(p).resolve()) for p in ingest["ome_zarr"]], "z": ingest["z"]}
+        return {"ome_zarr": [_resolved(entry) for entry in ingest["ome_zarr"]], "z": ingest["z"]}
     return {"load_data": str(Path(ingest["load_data"]).resolve())}
+
+
+def _resolved(entry: str | dict) -> str | dict:
+    """An entry of data.ingest.ome_zarr with its plate's absolute path."""
+    if isinstance(entry, str):
+        return str(Path(entry).resolve())
+    return {**entry, "path": str(Path(entry["path"]).resolve())}
