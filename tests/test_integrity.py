@@ -149,6 +149,16 @@ def test_a_store_rebuilt_while_read_stops_the_reader(tmp_path):
     assert open_store(path).images("train")[2] is not None  # opened again, the new build reads
 
 
+def test_a_store_reopened_as_the_build_read_before_must_still_be_it(tmp_path):
+    path = tmp_path / "lung-toxic.zarr"
+    build(path, 0)
+    first = open_store(path)
+    assert open_store(path, first.build).images("train")[0] is not None  # a worker's reopen
+    build(path, 1)
+    with pytest.raises(VsgridError, match=f"{path} was rebuilt while being read"):
+        open_store(path, first.build)
+
+
 def test_a_read_that_straddles_a_rebuild_is_an_error(tmp_path):
     path = tmp_path / "lung-toxic.zarr"
     build(path, 0)

@@ -144,9 +144,10 @@ class Store:
             ) from None
 
 
-def open_store(path: str | Path) -> Store:
+def open_store(path: str | Path, build: arrays.Build | None = None) -> Store:
     """Open a store for reading; a missing, incomplete or damaged store, or one rebuilt while it
-    was being opened, is a :class:`VsgridError`."""
+    was being opened, is a :class:`VsgridError`. ``build``, that of an earlier open (a data-loader
+    worker reopening the store of its parent, say), must still be the store's: reads stay in it."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise VsgridError(
@@ -154,7 +155,7 @@ def open_store(path: str | Path) -> Store:
         )
     if not (path / METADATA).exists():
         raise VsgridError(f"data store {path} has no {METADATA}; rebuild it")
-    build = arrays.Build.of(path, ZARR_CHECKSUMS)
+    build = build or arrays.Build.of(path, ZARR_CHECKSUMS)
     verify_checksums(path / ZARR_CHECKSUMS, ["zarr.json"], about=path)
     group = arrays.open_group(path)
     metadata = read_table(path / METADATA, dtype={"well": str, "plate": str})
