@@ -434,7 +434,10 @@ def test_a_plate_of_other_labels_has_a_channel_map_of_its_own(plates):
     paths = [str(plates / f"{p}.ome.zarr") for p in PLATES]
     with pytest.raises(VsgridError, match="fitc is 'FITC', not among its omero channel labels"):
         ingest(config_of(plates), plates / "stores", progress=False)
-    own = {"path": paths[2], "channels": {**LABELS, "fitc": "GFP"}}
+    own = {"path": paths[2], "channels": {**LABELS, "fitc": "EGFP"}}
+    with pytest.raises(VsgridError, match=r"ome_zarr\[2\].channels.fitc is 'EGFP', not among"):
+        ingest(config_of(plates, ome_zarr=[*paths[:2], own]), plates / "stores", progress=False)
+    own["channels"]["fitc"] = "GFP"
     config = config_of(plates, ome_zarr=[*paths[:2], own])
     for path in ingest(config, plates / "stores", progress=False):
         labels = open_store(path).attrs["channel_labels"]
@@ -474,6 +477,8 @@ def test_a_plate_written_by_iohub_is_read_by_label_plane_and_scale():
     for k, field in enumerate(fields.to_dict("records")):
         expected = [iohub_value(k // 2, k % 2, c, 1, y, x) for c in channels]
         assert np.array_equal(read(field), np.array(expected, np.uint16))
+    with pytest.raises(VsgridError, match=r"3 z planes; data.ingest.ome_zarr\[0\].z 3 is not"):
+        read_plates({**ingest_cfg, "ome_zarr": [{**entry, "z": 3}]})
     with pytest.raises(
         VsgridError, match="viscy_plate.zarr well A01 field 0 has 3 planes on axis z"
     ):

@@ -86,6 +86,16 @@ class _Field:
     pixel_size_um: float | None  # as the field declares it; None: it declares none
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """How to read a plate's fields, and the config keys that say so (for messages)."""
+
+    channels: dict[str, str]
+    z: int | str | None
+    channels_key: str  # data.ingest.channels, or the plate's own data.ingest.ome_zarr[k].channels
+    z_key: str
+
+
 class OmeZarrReader:
     """Reads a field (a row of the fields table) from its OME-Zarr plate: the four channels, one
     plane each, as (4, H, W) uint16."""
@@ -130,20 +140,20 @@ def read_plates(ingest: dict) -> tuple[pd.DataFrame, OmeZarrReader]:
     """The fields of the plates of ``ingest`` (the config's ``data.ingest``) as a table (plate,
     well, field, ome_zarr, image) and the reader of their pixels."""
     reader, rows, names, sizes = OmeZarrReader(), [], {}, {}
-    for path, channels, z in _plates(ingest):
+    for path, settings in _plates(ingest):
         root, plate, version, name = _open_plate(path)
         if name in names:
             raise VsgridError(
                 f"OME-Zarr plates {names[name]} and {path} are both named {name!r}; "
                 "plates need distinct names"
             )
-        names[name], reader.channels[name] = path, channels
+        names[name], reader.channels[name] = path, settings.channels
         for well_path in (w.path for w in plate.plate.wells):
             well = _well_name(path, well_path)
             for k, image in enumerate(_images(root, path, version, well_path, well)):
                 where, image_path = _where(path, well, k), f"{well_path}/{image}"
                 group = _child(root, path, image_path, where, "its well's image list")
-                field = _field(group, version, where, channels, z)
+                field = _field(group, version, where, settings)
                 reader.planes.declared(where, _plane_shape(field), field.array.dtype)
                 reader.fields[(path, image_path)] = field
                 sizes[where] = field.pixel_size_um
@@ -155,12 +165,15 @@ def read_plates(ingest: dict) -> tuple[pd.DataFrame, OmeZarrReader]:
     )
 
 
-def _plates(ingest: dict) -> Iterator[tuple[str, dict[str, str], int | str | None]]:
-    """Each plate of ``data.ingest.ome_zarr`` as (path, channels, z): an entry's own channel map
+def _plates(ingest: dict) -> Iterator[tuple[str, _Settings]]:
+    """Each plate of ``data.ingest.ome_zarr``, its path and settings: an entry's own channel map
     and z where it is a mapping that sets them, else ``data.ingest.channels`` and ``z``."""
-    for entry in ingest["ome_zarr"]:
+    for k, entry in enumerate(ingest["ome_zarr"]):
         own = entry if isinstance(entry, Mapping) else {"path": entry}
-        yield str(own["path"]), own.get("channels", ingest["channels"]), own.get("z", ingest["z"])
+        key = {s: f"data.ingest.ome_zarr[{k}].{s}" if s in own else f"data.ingest.{s}"
+               for s in ("channels", "z")}  # fmt: skip
+        channels, z = own.get("channels", ingest["channels"]), own.get("z", ingest["z"])
+        yield str(own["path"]), _Settings(channels, z, key["channels"], key["z"])
 
 
 def _pixel_size(declared: dict[str, float | None], configured: float | None) -> float:
@@ -233,9 +246,7 @@ def _images(root: zarr.Group, path: str, version: str, well_path: str, well: str
     return [image.path for image in well_meta.well.images]
 
 
-def _field(
-    group: zarr.Group, version: str, where: str, channels: dict[str, str], z: int | str | None
-) -> _Field:
+def _field(group: zarr.Group, version: str, where: str, settings: _Settings) -> _Field:
     """How to read one field: its full-resolution array, the selection of the four channels and
     its pixel size."""
     meta = _ngff(group)
@@ -255,19 +266,19 @@ def _field(
     sizes = dict(zip(axes, array.shape))
     if sizes.get("t", 1) > 1:
         raise VsgridError(f"{where} has {sizes['t']} timepoints; vsgrid reads one per field")
-    index = _channel_index(meta, sizes["c"], where, channels)
+    index = _channel_index(meta, sizes["c"], where, settings)
     selection = tuple(
         index
         if axis == "c"
         else slice(None)
         if axis in ("y", "x")
-        else _plane(axis, size, where, z)
+        else _plane(axis, size, where, settings)
         for axis, size in sizes.items()
     )
     return _Field(
         array,
         selection,
-        project="z" in sizes and z == "max",
+        project="z" in sizes and settings.z == "max",
         pixel_size_um=_declared_pixel_size(multiscale, axes, where),
     )
 
@@ -338,32 +349,34 @@ def _per_um(unit: str, where: str) -> float:
     return UNITS_PER_UM[unit]
 
 
-def _plane(axis: str, size: int, where: str, z: int | str | None) -> int | slice:
+def _plane(axis: str, size: int, where: str, settings: _Settings) -> int | slice:
     """The selection along an axis other than c, y and x."""
+    z, key = settings.z, settings.z_key
     if axis == "z" and z == "max":
         return slice(None)
     if axis == "z" and z is not None:
         if z >= size:
-            raise VsgridError(f"{where} has {size} z planes; data.ingest.z {z} is not one of them")
+            raise VsgridError(f"{where} has {size} z planes; {key} {z} is not one of them")
         return z
     if size > 1:
-        reason = "set data.ingest.z to a plane index or max" if axis == "z" else "vsgrid reads one"
+        reason = f"set {key} to a plane index or max" if axis == "z" else "vsgrid reads one"
         raise VsgridError(f"{where} has {size} planes on axis {axis}; {reason}")
     return 0
 
 
-def _channel_index(meta: dict, n: int, where: str, channels: dict[str, str]) -> list[int]:
+def _channel_index(meta: dict, n: int, where: str, settings: _Settings) -> list[int]:
     """The position on axis c of each of ``CHANNELS``, by omero channel label."""
+    channels, key = settings.channels, settings.channels_key
     labels = [c.get("label") for c in (meta.get("omero") or {}).get("channels", [])]
     if len(labels) != n:
         raise VsgridError(
             f"{where} has {len(labels)} omero channel labels for {n} channels; "
-            "data.ingest.channels names channels by label"
+            f"{key} names channels by label"
         )
     for channel in CHANNELS:
         if channels[channel] not in labels:
             raise VsgridError(
-                f"{where}: data.ingest.channels.{channel} is {channels[channel]!r}, not among its "
+                f"{where}: {key}.{channel} is {channels[channel]!r}, not among its "
                 f"omero channel labels ({', '.join(map(str, labels))})"
             )
     return [labels.index(channels[c]) for c in CHANNELS]
