@@ -66,12 +66,10 @@ def config_for(work: Path, plates: int, args) -> Path:
 
 def hand_ranking(path: Path) -> None:
     from vsgrid.evaluation.features import feature_names
+    from vsgrid.files import write_table
 
     names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"feature": names, "selected": True, "rank": np.arange(1, 21)}).to_csv(
-        path, sep="\t", index=False
-    )
+    write_table(pd.DataFrame({"feature": names, "selected": True, "rank": np.arange(1, 21)}), path)
 
 
 def virtual_screen(store: Path, out: Path) -> None:

@@ -92,6 +92,8 @@ class StainPairs:
     ):
         self.store_path, self.split, self.stain, self.stats = Path(store_path), split, stain, stats
         store = open_store(store_path)
+        # Workers reopen the store: on the build this object was made on, or they stop.
+        self._build = store.build
         self._channels = [store.channel_index("bf"), store.channel_index(stain)]
         images = store.images(split)
         self._length = int(images.shape[0])
@@ -115,7 +117,7 @@ class StainPairs:
             bf, target = self._fields[int(i)]
         else:
             if self._images is None:
-                self._images = open_store(self.store_path).images(self.split)
+                self._images = open_store(self.store_path, self._build).images(self.split)
             bf, target = self._images[int(i)][self._channels]
         return normalize(bf[None], self.stats["bf"]), normalize(
             target[None], self.stats[self.stain]
