@@ -481,6 +481,59 @@ def test_dmso_wells_on_one_edge_leave_calls_z_and_profiles_missing_and_the_verdi
     assert verdicts["why"].str.contains("column 1 of plate P1").all(), verdicts["why"]
 
 
+MODEL = "lung-nontoxic.dapi.s0"
+NAN_IN_DMSO = (
+    f"the readout is missing (NaN) in all 32 negative-control wells (DMSO) in the {MODEL} "
+    "virtual stain"
+)
+
+
+def nan_in(wells: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A real readout, and a virtual one that is NaN in every DMSO well or in every well."""
+    real = readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, np.random.default_rng(4))
+    lost = wells["compound"].eq("DMSO").to_numpy() if where == "dmso" else np.ones(len(wells), bool)
+    return real, np.where(lost, np.nan, real)
+
+
+def test_a_readout_missing_in_every_dmso_well_says_so_not_that_the_plate_has_none():
+    from vsgrid.screen.profiles import activity
+
+    wells = plate_wells(dmso=32)
+    real, virtual = nan_in(wells, "dmso")
+    plate, usable = Plate(wells, ScreenSettings()).valued({"real": real, MODEL: virtual})
+    out = decide(plate, real[usable], virtual[usable], np.arange(usable.sum())[None, :])
+    assert str(out["hit_kappa"]) == str(out["z_prime"]) == NAN_IN_DMSO
+    with pytest.raises(Missing, match=re.escape(f"{NAN_IN_DMSO}: no treatment can be retrieved")):
+        activity(plate, real[usable, None])
+    plate, _ = Plate(wells.iloc[32:], ScreenSettings()).valued({"real": real[32:]})
+    assert plate.without("negative", "negative-control wells") == (
+        "the plate has no negative-control wells"  # none on the plate: that is what is true
+    )
+
+
+def test_a_readout_missing_in_every_well_says_so_not_that_the_plate_has_no_compounds():
+    wells = plate_wells(dmso=32)
+    real, virtual = nan_in(wells, "all")
+    plate, usable = Plate(wells, ScreenSettings()).valued({"real": real, MODEL: virtual})
+    out = decide(plate, real[usable], virtual[usable], np.arange(0)[None, :])
+    every = f"the readout is missing (NaN) in all {len(wells)} wells in the {MODEL} virtual stain"
+    assert str(out["ec50_error"]) == f"no compound has a real-stain EC50 ({every})"
+    assert str(out["hit_kappa"]) == str(out["z_prime"]) == every
+
+
+@pytest.mark.xfail(
+    strict=True, reason="needs screen/tables.py to build its plates with Plate.valued"
+)
+@pytest.mark.parametrize("where", ["dmso", "all"])
+def test_the_screen_table_says_the_virtual_readout_is_missing_not_that_wells_are(where):
+    wells = plate_wells(dmso=32)
+    real, virtual = nan_in(wells, where)
+    table, name = two_runs(wells, real, real, virtual, resamples=5)
+    reasons = " ".join(table.loc[table["model"] == name, "reason"].dropna())
+    assert "the plate has no" not in reasons and "no compounds on the plate" not in reasons
+    assert f"in the {name} virtual stain" in reasons
+
+
 def test_z_prime_is_an_assays_per_plate_and_per_positive_control():
     """Two plates, the second's readout twice the first's (a staining batch), and two positive
     controls that move it by different amounts: pooled, Z' would count the plates' and the
@@ -515,7 +568,7 @@ def test_screen_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(f"data: {{dir: {tmp_path / 'data'}}}\n")
     assert main(["screen-store", "--config", str(config), "--cell-type", "kidney"]) == 2
-    assert "--cell-type 'kidney' is not in grid.cell_types" in capsys.readouterr().err
+    assert "--cell-type 'kidney' is not a cell type of the grid" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the phenotype forest

@@ -366,6 +366,11 @@ def cohen_kappa(real: np.ndarray, virtual: np.ndarray, *, wells: str = "wells") 
 # --------------------------------------------------------------------------- a plate's decisions
 
 
+def _stain(name: str) -> str:
+    """A stain in words, from the name of its readout: 'real', or a model's name (its virtual stain)."""
+    return name if name == "real" else f"{name} virtual"
+
+
 @dataclass(frozen=True)
 class Plate:
     """The wells of a screen plate (one row per well, in the same order for every stain):
@@ -373,6 +378,40 @@ class Plate:
 
     wells: pd.DataFrame
     settings: ScreenSettings
+    # The wells :meth:`valued` left out for want of a value, with the stains that lack one
+    # (column ``lacking``): what explains a plate left without controls or compounds.
+    left_out: pd.DataFrame | None = None
+
+    def valued(self, values: dict[str, np.ndarray]) -> tuple[Plate, np.ndarray]:
+        """The plate of the wells with a value in every stain of ``values`` ('real' or a model's
+        name -> its readout per well of this plate, or its profile: wells x columns), and which
+        wells those are."""
+        finite = {
+            name: np.isfinite(np.asarray(v, np.float64)).reshape(len(self.wells), -1).all(1)
+            for name, v in values.items()
+        }
+        usable = np.logical_and.reduce(list(finite.values()))
+        lacking = [
+            [_stain(n) for n, f in finite.items() if not f[i]] for i in np.flatnonzero(~usable)
+        ]
+        left_out = self.wells.loc[~usable].assign(lacking=lacking).reset_index(drop=True)
+        return Plate(self.wells.loc[usable].reset_index(drop=True), self.settings, left_out), usable
+
+    def without(self, kind: str, wells: str) -> str:
+        """Why the plate has no ``kind`` wells (a mask of the plate: negative, positive, called,
+        dosed), ``wells`` in words: it has none, or :meth:`valued` left them all out."""
+        left_out = self.left_out if self.left_out is not None else self.wells.iloc[:0]
+        if self.wells.empty and len(left_out):
+            lost, wells = left_out, "wells"  # no well has a value: say so, not only of these
+        else:
+            lost = left_out[getattr(Plate(left_out, self.settings), kind)]
+        if lost.empty:
+            return f"the plate has no {wells}"
+        stains = sorted({stain for lacking in lost["lacking"] for stain in lacking})
+        return (
+            f"the readout is missing (NaN) in all {len(lost)} {wells} in the "
+            f"{' and '.join(stains)} stain{'s' if len(stains) > 1 else ''}"
+        )
 
     @property
     def negative(self) -> np.ndarray:
@@ -474,12 +513,15 @@ class Readout:
         return cls(values, curves(plate, values, index), raw)
 
 
+def control_wells(settings: ScreenSettings, kind: str) -> str:
+    """The ``kind`` (negative, positive) control wells in words, with their compounds."""
+    return f"{kind}-control wells ({', '.join(getattr(settings, kind))})"
+
+
 def check_controls(plate: Plate) -> None:
     """Raises :class:`Missing` where the plate has no DMSO wells, or has them all on one edge."""
     if not plate.negative.any():
-        raise Missing(
-            f"the plate has no negative-control wells ({', '.join(plate.settings.negative)})"
-        )
+        raise Missing(plate.without("negative", control_wells(plate.settings, "negative")))
     if edge := plate.dmso_edge():
         raise Missing(f"every DMSO well lies on one edge ({edge}): {EDGE_BIAS}")
 
@@ -499,7 +541,9 @@ def decisions(
     try:
         check_controls(plate)
         if not plate.called.any():
-            raise Missing(f"the plate has no {HIT_WELLS[plate.settings.hit_wells]} to call hits in")
+            raise Missing(
+                f"{plate.without('called', HIT_WELLS[plate.settings.hit_wells])}: no hit to call"
+            )
         calls_real = plate_calls(plate, real, index, "real")
         calls_virtual = plate_calls(plate, virtual, index, "virtual")
     except Missing as reason:
@@ -516,9 +560,7 @@ def _assay_quality(
     try:
         check_controls(plate)
         if not plate.positive.any():
-            raise Missing(
-                f"the plate has no positive-control wells ({', '.join(plate.settings.positive)})"
-            )
+            raise Missing(plate.without("positive", control_wells(plate.settings, "positive")))
         controls = assay_controls(plate, real)
     except Missing as reason:
         return dict.fromkeys(("z_prime", "z_prime_real", "z_prime_gap"), reason)
@@ -613,7 +655,7 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> Metric | Missi
     if not errors:
         return Missing(
             "no compound has a real-stain EC50"
-            + (f" ({'; '.join(reasons)})" if reasons else " (no compounds on the plate)")
+            + f" ({'; '.join(reasons) or plate.without('dosed', 'compound wells')})"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no real curve has one

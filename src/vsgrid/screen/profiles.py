@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from vsgrid.screen.decisions import EDGE_BIAS, Metric, Missing, Plate
+from vsgrid.screen.decisions import EDGE_BIAS, Metric, Missing, Plate, control_wells
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,7 @@ def build_profiles(
     if not kept:
         return Missing(f"no readout is left in the profile ({_listed(dropped)})")
     arrays = {name: f[kept].to_numpy(np.float64) for name, f in tables.frames.items()}
-    usable = np.logical_and.reduce([np.isfinite(a).all(1) for a in arrays.values()])
-    design = Plate(plate.wells.loc[usable].reset_index(drop=True), plate.settings)
+    design, usable = plate.valued(arrays)
     real = arrays.pop("real")[usable]
     return Profiles(design, real, {n: a[usable] for n, a in arrays.items()}, kept, dropped)
 
@@ -247,7 +246,7 @@ def activity(plate: Plate, profile: np.ndarray) -> Activity:
 
     if not plate.negative.any():
         raise Missing(
-            f"the plate has no negative-control wells ({', '.join(plate.settings.negative)}): "
+            f"{plate.without('negative', control_wells(plate.settings, 'negative'))}: "
             "no treatment can be retrieved against them"
         )
     treated, negative = plate.treated, plate.negative
