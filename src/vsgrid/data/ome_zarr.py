@@ -73,6 +73,7 @@ from vsgrid.errors import VsgridError
 MODELS = {"0.4": (PlateV04, WellV04, ImageV04), "0.5": (PlateV05, WellV05, ImageV05)}
 AXES = ("t", "c", "z", "y", "x")
 TYPED_AXES = {"time": "t", "channel": "c"}
+IDENTITY = {"type": "identity"}
 UNITS_PER_UM = {"nanometer": 1000.0, "micrometer": 1.0, "millimeter": 0.001}
 # How far two pixel sizes may differ and still be one: rounding in a writer, not another objective.
 PIXEL_SIZE_TOLERANCE = 0.01
@@ -290,16 +291,21 @@ def _without_identity(meta: dict) -> dict:
     ome-zarr-models refuses (it allows a scale and a translation only); an identity changes no
     coordinate, so validating without it accepts those plates and loses nothing.
     """
-    multiscales = []
-    for multiscale in meta.get("multiscales") or []:
-        kept = [
-            t
-            for t in multiscale.get("coordinateTransformations") or []
-            if t.get("type") != "identity"
-        ]
-        multiscale = {k: v for k, v in multiscale.items() if k != "coordinateTransformations"}
-        multiscales.append({**multiscale, **({"coordinateTransformations": kept} if kept else {})})
-    return {**meta, "multiscales": multiscales} if "multiscales" in meta else meta
+    multiscales = meta.get("multiscales")
+    if not isinstance(multiscales, list):
+        return meta  # the validation names what is wrong
+    return {**meta, "multiscales": [_less_identity(m) for m in multiscales]}
+
+
+def _less_identity(multiscale):
+    transforms = (
+        multiscale.get("coordinateTransformations") if isinstance(multiscale, dict) else None
+    )
+    if not isinstance(transforms, list) or IDENTITY not in transforms:
+        return multiscale
+    kept = [t for t in transforms if t != IDENTITY]
+    rest = {k: v for k, v in multiscale.items() if k != "coordinateTransformations"}
+    return {**rest, "coordinateTransformations": kept} if kept else rest
 
 
 def _axis_names(axes) -> list[str]:
