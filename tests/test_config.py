@@ -137,7 +137,7 @@ def test_ingest_config_needs_plates_of_every_grid_cell_type(tmp_path):
             ("plate_map", "plate_map.csv"),
             ("plate_cell_types", "plates.csv"),
         )
-    }
+    } | {"pixel_size_um": 0.65}  # a LoadData CSV's TIFFs declare none
     with pytest.raises(
         VsgridError, match="'breast', which no plate of data.ingest.plate_cell_types"
     ):
