@@ -42,6 +42,7 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
+        rules.models.input,
         rules.tables.output,
         rules.figures.output,
         rules.screen_tables.output if SCREEN_RUNS else [],

@@ -214,7 +214,7 @@ def test_a_weights_file_with_a_pickle_payload_is_one_line_naming_it(tmp_path, ca
     from vsgrid.model.network import load_vgg19_features
 
     path = tmp_path / "weights.pt"
-    torch.save({"generator": _Payload()}, path)
+    checkpoint.save({"generator": _Payload()}, path)
     refused = f"{path} holds pickled Python objects, not only weights: refused without running them"
     for load in (checkpoint.load, load_vgg19_features, lambda p: load_cellpose(str(p), gpu=False)):
         with pytest.raises(VsgridError, match=refused) as error:

@@ -13,6 +13,7 @@ import pytest
 import zarr
 from sklearn.metrics import cohen_kappa_score
 
+from vsgrid.files import write_table
 from vsgrid.screen.decisions import (
     LOG_EC50_STEP,
     Missing,
@@ -366,9 +367,7 @@ def assay(quick_config, tmp_path_factory):
     store, reference = screen_store(config, "lung"), work / "reference"
     names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
     ranking = work / "ranking.tsv"
-    pd.DataFrame({"feature": names, "selected": True, "rank": range(1, 21)}).to_csv(
-        ranking, sep="\t", index=False
-    )
+    write_table(pd.DataFrame({"feature": names, "selected": True, "rank": range(1, 21)}), ranking)
     masks, forest_masks = reference / "dapi.masks.zarr", reference / "dapi.forest_masks.zarr"
     segment_store(config, store, "dapi", masks)
     segment_forest_fields(config, "lung", "dapi", forest_masks)
@@ -521,9 +520,6 @@ def test_a_readout_missing_in_every_well_says_so_not_that_the_plate_has_no_compo
     assert str(out["hit_kappa"]) == str(out["z_prime"]) == every
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs screen/tables.py to build its plates with Plate.valued"
-)
 @pytest.mark.parametrize("where", ["dmso", "all"])
 def test_the_screen_table_says_the_virtual_readout_is_missing_not_that_wells_are(where):
     wells = plate_wells(dmso=32)

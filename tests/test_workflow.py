@@ -142,7 +142,6 @@ def test_a_lost_generator_is_trained_again_before_any_inference_reads_it(tmp_pat
     assert planned(tmp_path, "models", configfile=config) == {"train": 1, "models": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Snakefile's rule all to list rules.models.input")
 def test_a_plain_run_restores_a_lost_generator_and_remakes_only_its_models_results(tmp_path):
     config = ROOT / ".test" / "config.yaml"
     finished_without_running(tmp_path, config)

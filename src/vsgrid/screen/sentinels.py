@@ -268,7 +268,9 @@ def flip_auroc(
     try:
         check_controls(plate)
         if not plate.called.any():
-            raise Missing(f"the plate has no {HIT_WELLS[plate.settings.hit_wells]} to call hits in")
+            raise Missing(
+                f"{plate.without('called', HIT_WELLS[plate.settings.hit_wells])}: no hit to call"
+            )
         calls = [plate_calls(plate, v, index, s) for v, s in ((real, "real"), (virtual, "virtual"))]
     except Missing as reason:
         return reason

@@ -133,14 +133,11 @@ def screen_rows(
     tables = normalized_tables(real, virtual, design, columns)
     rows = []
     for readout in columns:
-        usable = np.isfinite(real[readout]).to_numpy() & np.logical_and.reduce(
-            [np.isfinite(v[readout]).to_numpy() for v in virtual.values()]
-        )
-        plate = Plate(real.loc[usable, DESIGN].reset_index(drop=True), settings)
+        raw = {"real": real, **virtual}
+        plate, usable = design.valued({name: wells[readout] for name, wells in raw.items()})
         index = plate.resamples(
             resamples, rng_for(seed, "screen", runs[0].cell_type, stain, readout)
         )
-        raw = {"real": real, **virtual}
         scaled = not isinstance(tables, Missing) and readout not in tables.dropped
         read = {
             name: Readout.of(
@@ -238,8 +235,7 @@ def trust_rows(
     scaled = not isinstance(tables, Missing) and SUMMARY_READOUT not in tables.dropped
     values = {name: (tables.frames[name] if scaled else wells)[SUMMARY_READOUT].to_numpy(float)
               for name, wells in {"real": real, **virtual}.items()}  # fmt: skip
-    usable = np.logical_and.reduce([np.isfinite(v) for v in values.values()])
-    plate = Plate(real.loc[usable, DESIGN].reset_index(drop=True), settings)
+    plate, usable = design.valued(values)
     rows = []
     for run in runs:
         name = run.model.name
@@ -301,10 +297,8 @@ def truth_table(config: dict) -> pd.DataFrame:
         truth = open_store(layout.screen_store(cell_type)).attrs.get("true_ec50_um", {})
         real = read_table(layout.screen_real_wells(cell_type, stain))
         for readout in readouts(real):
-            usable = np.isfinite(real[readout])
-            plate = Plate(
-                real.loc[usable, ["compound", "concentration"]].reset_index(drop=True), settings
-            )
+            design = Plate(real[["compound", "concentration"]].reset_index(drop=True), settings)
+            plate, usable = design.valued({"real": real[readout]})
             errors = truth_errors(plate, real.loc[usable, readout].to_numpy(), truth)
             frames.append(errors.assign(cell_type=cell_type, stain=stain, readout=readout))
     table = (
