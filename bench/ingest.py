@@ -85,6 +85,8 @@ def config_of(out: Path, plates: list[str], per_well: int) -> dict:
                     "plate_map": str(out / "plate_map.csv"),
                     "plate_cell_types": str(out / "plates.csv"),
                     "channels": channels,
+                    # ome-zarr writes its plates' scale without units: a size they do not declare
+                    "pixel_size_um": 0.65,
                 },
             },
         }

@@ -305,8 +305,7 @@ def invalid_well_metadata(plates):
     [
         missing_plate, not_a_plate, missing_well, missing_field, unknown_label, other_shape,
         other_dtype, timepoints, missing_chunk,
-        pytest.param(missing_chunk_of_zarr_v2, marks=pytest.mark.xfail(
-            strict=True, reason="arrays._StrictStore knows only Zarr v3 chunk keys (see report)")),
+        missing_chunk_of_zarr_v2,
         damaged_chunk, well_not_in_plate_map, unsupported_version, two_plates_of_one_name,
         plate_name_climbing_out, plate_name_with_a_newline, plates_of_two_pixel_sizes,
         no_pixel_size, invalid_well_metadata,

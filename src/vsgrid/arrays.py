@@ -11,7 +11,6 @@ array and the chunk instead of a silent block of zeros or a bare codec error.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +27,17 @@ ALWAYS_WRITE = {"write_empty_chunks": True}
 # Per-array config does not survive reopening an array (it is not stored in its metadata), and a
 # writer fills arrays it reopens from their group: every array of this process writes every chunk.
 zarr.config.set({"array.write_empty_chunks": True})
-_CHUNK_KEY = re.compile(r"(^|/)c(/\d+)+$")  # Zarr v3 chunk keys: ".../c/3/0/0/0"
+# Every key of a store that is not metadata is a chunk: Zarr v3's ".../c/3/0/0/0" and Zarr v2's
+# ".../3.0.0.0" or ".../3/0/0/0" (the OME-Zarr plates vsgrid ingests are of either).
+_METADATA = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
 
 
 class MissingChunk(FileNotFoundError):
     pass
+
+
+def _is_chunk(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] not in _METADATA
 
 
 class _StrictStore(WrapperStore[LocalStore]):
@@ -40,7 +45,7 @@ class _StrictStore(WrapperStore[LocalStore]):
 
     async def get(self, key, prototype=None, byte_range=None):
         buffer = await self._store.get(key, prototype, byte_range)
-        if buffer is None and _CHUNK_KEY.search(key):
+        if buffer is None and _is_chunk(key):
             raise MissingChunk(key)
         return buffer
 
@@ -48,7 +53,7 @@ class _StrictStore(WrapperStore[LocalStore]):
         key_ranges = list(key_ranges)
         buffers = await self._store.get_partial_values(prototype, key_ranges)
         for (key, _), buffer in zip(key_ranges, buffers):
-            if buffer is None and _CHUNK_KEY.search(key):
+            if buffer is None and _is_chunk(key):
                 raise MissingChunk(key)
         return buffers
 
@@ -106,14 +111,14 @@ class Stack:
         try:
             values = self.array[selection]
         except MissingChunk as missing:
-            _settle()
+            settle()
             self._check_build()  # a chunk missing from a build removed meanwhile is no damage
             key = missing.args[0]
             raise VsgridError(
                 f"{self.path}: chunk {key[key.rfind('c/') :]} is missing (the array is damaged; rebuild it)"
             ) from None
         except (RuntimeError, ValueError, OSError) as exc:
-            _settle()
+            settle()
             self._check_build()
             raise VsgridError(
                 f"{self.path}: a chunk of images {self._describe(selection)} cannot be decoded "
@@ -137,7 +142,7 @@ class Stack:
         return str(first)
 
 
-def _settle() -> None:
+def settle() -> None:
     """Wait for the chunk reads that a failed read leaves running on zarr's event loop: still
     pending when the interpreter exits, each would print a traceback after the one-line error."""
 

@@ -122,13 +122,13 @@ class OmeZarrReader:
         try:
             pixels = plan.array.oindex[plan.selection]
         except arrays.MissingChunk as missing:
-            arrays._settle()
+            arrays.settle()
             raise VsgridError(
                 f"{where}: chunk {missing.args[0]} is missing (the plate is damaged; vsgrid does "
                 "not read lost data as zeros)"
             ) from None
         except Exception as exc:  # the codecs raise many types for a damaged chunk
-            arrays._settle()
+            arrays.settle()
             raise VsgridError(
                 f"{where}: array {plan.array.path} cannot be read: {_one_line(exc)}"
             ) from None

@@ -18,7 +18,6 @@ folder holding anything it did not write.
 from __future__ import annotations
 
 import json
-import re
 import string
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from skimage.transform import downscale_local_mean
 from tqdm import tqdm
 
 from vsgrid import arrays
-from vsgrid.data.plates import well_position
+from vsgrid.data.plates import PLATE_NAME_RULE, is_plate_name, well_position
 from vsgrid.data.store import CHANNELS, U16_MAX, Store, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.stacks import read_prediction
@@ -47,7 +46,6 @@ THUMBNAIL_PX = 64
 # Display windows: the 0.1 and 99.9 percentiles of every 4th pixel's row and column (a fraction
 # of the memory, the same window) of up to 16 fields spread over the split.
 WINDOW_FIELDS, WINDOW_STRIDE, WINDOW_PERCENTILES = 16, 4, (0.1, 99.9)
-_PLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The NGFF versions an export writes: 0.5 (Zarr v3), and 0.4 (Zarr v2) for iohub 0.2 and VisCy.
 FORMATS: dict[str, Format] = {"0.5": FormatV05(), "0.4": FormatV04()}
 # iohub reads any array as (t, c, z, y, x), padding a shorter shape on the left: a (c, y, x) field
@@ -200,10 +198,10 @@ def field_layout(store: Store) -> pd.DataFrame:
             f"{store.path}: the test split's metadata has no {', '.join(missing)} column; "
             "an OME-Zarr plate places every field by plate, well and field"
         )
-    bad = sorted({p for p in table["plate"].astype(str) if not _PLATE_NAME.match(p)})
+    bad = sorted({p for p in table["plate"].astype(str) if not is_plate_name(p)})
     if bad or table[["plate", "well", "field"]].isna().any().any():
         raise VsgridError(
-            f"{store.path}: plate names must be letters, digits, '.', '_' or '-' and every field "
+            f"{store.path}: plate names must be {PLATE_NAME_RULE} and every field "
             f"must have a plate, well and field (found plates {bad[:3]})"
         )
     try:
