@@ -43,7 +43,8 @@ for real and virtual stains (and for a baseline model), so the design of the pla
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,9 @@ class Metric:
 
     values: np.ndarray
     undefined: np.ndarray
+    # ec50_error's: per row, the share of the compounds with a real EC50 whose virtual curve has
+    # none, their error counted as the whole tested range (the cap); None for other metrics.
+    capped: np.ndarray | None = None
 
     @classmethod
     def of(cls, values: np.ndarray, *causes: tuple[np.ndarray, str]) -> Metric:
@@ -122,7 +126,9 @@ class Metric:
 
 def interval_columns(metric: Metric) -> dict:
     """A metric's value on the plate, its CI over the resamples that define it, the share that do
-    not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why."""
+    not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why. An EC50
+    error also gives ``capped_share``, its :attr:`Metric.capped` on the plate: at 1 the value is
+    the cap itself (no virtual EC50 where the real stain has one), not a measured error."""
     undefined = metric.undefined[1:]
     low, high, share = interval(metric.values[1:])
     reason = ""
@@ -134,13 +140,16 @@ def interval_columns(metric: Metric) -> dict:
             if share == 1
             else f"CI over {_percent(1 - share)} of resamples; {why}"
         )
-    return {
+    columns = {
         "value": float(metric.values[0]),
         "ci_low": low,
         "ci_high": high,
         "undefined_share": share,
         "reason": reason,
     }
+    if metric.capped is not None:
+        columns["capped_share"] = float(metric.capped[0])
+    return columns
 
 
 def _percent(share: float) -> str:
@@ -311,7 +320,7 @@ def assay_controls(plate: Plate, values: np.ndarray) -> dict:
     plate's DMSO is highest in ``values`` (the real stain, as measured on the plate): the window
     the assay is validated with, chosen once so that every resample and every virtual stain reads
     the same one. Raises :class:`Missing` when no plate has a Z', with the first reason."""
-    names = plate.wells["compound"].astype(str).str.lower().to_numpy()
+    names = plate.names
     plates, chosen, reasons = plate_ids(plate), {}, []
     for one in dict.fromkeys(plates):
         on = plates == one
@@ -336,7 +345,7 @@ def assay_z_prime(
     """The assay's Z' per resample: each plate's Z' of its ``controls`` (:func:`assay_controls`)
     against its DMSO, as an assay is validated plate by plate, and the mean over the plates (NaN
     in a resample where one has none). Resamples stay within a plate (:meth:`Plate.strata`)."""
-    names = plate.wells["compound"].astype(str).str.lower().to_numpy()
+    names = plate.names
     plates = plate_ids(plate)
     per_plate = [
         z_prime(values[index[:, (plates == one) & (names == control)]],
@@ -364,6 +373,13 @@ def cohen_kappa(real: np.ndarray, virtual: np.ndarray, *, wells: str = "wells") 
 
 
 # --------------------------------------------------------------------------- a plate's decisions
+
+
+def _frozen(mask: np.ndarray) -> np.ndarray:
+    """A cached mask, read-only so that no caller changes it for every other."""
+    mask = np.asarray(mask)
+    mask.flags.writeable = False
+    return mask
 
 
 def _stain(name: str) -> str:
@@ -413,35 +429,43 @@ class Plate:
             f"{' and '.join(stains)} stain{'s' if len(stains) > 1 else ''}"
         )
 
-    @property
+    # The well masks are cached: every decision reads them, and each is a pandas match over the
+    # wells' names, which costs more than the decision on a plate of a few hundred wells. A Plate
+    # is frozen and its wells are never changed in place.
+    @cached_property
     def negative(self) -> np.ndarray:
-        return self.settings.is_negative(self.wells["compound"].astype(str))
+        return _frozen(self.settings.is_negative(self.wells["compound"].astype(str)))
 
-    @property
+    @cached_property
     def positive(self) -> np.ndarray:
-        return self.settings.is_positive(self.wells["compound"].astype(str))
+        return _frozen(self.settings.is_positive(self.wells["compound"].astype(str)))
 
-    @property
+    @cached_property
+    def names(self) -> np.ndarray:
+        """Each well's compound, lower case: what a control's name is matched with."""
+        return _frozen(self.wells["compound"].astype(str).str.lower().to_numpy())
+
+    @cached_property
     def vehicle(self) -> np.ndarray:
         """A compound's wells at concentration 0: its vehicle alone (see the module docstring)."""
         at_zero = self.wells["concentration"].to_numpy(np.float64) == 0
-        return ~self.negative & ~self.positive & at_zero
+        return _frozen(~self.negative & ~self.positive & at_zero)
 
-    @property
+    @cached_property
     def treated(self) -> np.ndarray:
         """Positive controls and compounds at a dose."""
-        return ~self.negative & ~self.vehicle
+        return _frozen(~self.negative & ~self.vehicle)
 
-    @property
+    @cached_property
     def called(self) -> np.ndarray:
         """The wells hits are called in: the compounds' dosed wells, with the positive controls
         when ``hit_wells`` is ``treated``."""
         return self.treated if self.settings.hit_wells == "treated" else self.dosed
 
-    @property
+    @cached_property
     def dosed(self) -> np.ndarray:
         """The wells of the compounds' Hill fits: neither controls nor vehicle."""
-        return ~self.negative & ~self.positive & ~self.vehicle
+        return _frozen(~self.negative & ~self.positive & ~self.vehicle)
 
     def compounds(self) -> list[str]:
         """The compounds with a dose range: neither DMSO nor a positive control."""
@@ -534,6 +558,11 @@ def decisions(
     ``real`` and ``virtual`` hold the readout per well of ``plate`` with their fits over the same
     ``index`` (resamples, wells), which picks the wells of each resample (row 0: the plate
     itself). A metric the plate does not define is a :class:`Missing` with its reason.
+
+    The readouts are read only through ``index``, so they may hold one copy of the plate's values
+    per row (``index`` then points row ``r`` at copy ``r``): a readout that changes from resample
+    to resample, as one recalibrated on sentinel wells drawn anew for each
+    (:mod:`vsgrid.screen.sentinels`), is decided in one call.
     """
     out: dict[str, Metric | Missing] = {"ec50_error": _ec50_error(plate, real, virtual)}
     raw_real, raw_virtual = real.raw, virtual.raw
@@ -561,7 +590,7 @@ def _assay_quality(
         check_controls(plate)
         if not plate.positive.any():
             raise Missing(plate.without("positive", control_wells(plate.settings, "positive")))
-        controls = assay_controls(plate, real)
+        controls = assay_controls(plate, real[index[0]])  # the real stain on the plate itself
     except Missing as reason:
         return dict.fromkeys(("z_prime", "z_prime_real", "z_prime_gap"), reason)
     out: dict[str, Metric | Missing] = {}
@@ -633,7 +662,7 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> Metric | Missi
     doses = plate.wells.loc[plate.dosed, "concentration"].to_numpy(np.float64)
     doses = doses[np.isfinite(doses) & (doses > 0)]
     tested_range = float(np.log10(doses.max() / doses.min())) if len(doses) else 0.0
-    errors, reasons = [], []
+    errors, capped, reasons = [], [], []
     for name, fit in real_fits.items():
         if isinstance(fit, Missing):
             reasons.append(str(fit))
@@ -652,6 +681,7 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> Metric | Missi
                 np.where(np.isnan(other.log_ec50), tested_range, difference),
             )
         )
+        capped.append(np.where(np.isnan(fit.log_ec50), np.nan, np.isnan(other.log_ec50)))
     if not errors:
         return Missing(
             "no compound has a real-stain EC50"
@@ -659,8 +689,9 @@ def _ec50_error(plate: Plate, real: Readout, virtual: Readout) -> Metric | Missi
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no real curve has one
-        error = np.nanmean(np.array(errors), axis=0)
-    return Metric.of(error, (np.isnan(error), "draw no compound with a real EC50"))
+        error, share = np.nanmean(np.array(errors), axis=0), np.nanmean(np.array(capped), axis=0)
+    found = Metric.of(error, (np.isnan(error), "draw no compound with a real EC50"))
+    return replace(found, capped=share)
 
 
 def truth_errors(plate: Plate, real: np.ndarray, true_ec50_um: dict[str, float]) -> pd.DataFrame:
