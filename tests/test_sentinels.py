@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from test_screen import DOSES, decide, plate_wells, readout
 
 from vsgrid.config import validate
@@ -17,17 +18,23 @@ from vsgrid.screen.decisions import (
 )
 from vsgrid.screen.figures import figure11
 from vsgrid.screen.sentinels import (
+    CHOICES,
     LOWEST_TRUST,
     RANDOM,
+    RANDOM_LINE,
     choose_sentinels,
     flip_auroc,
     flip_row,
     recalibrate,
     sentinel_rows,
+    sentinel_wells,
     smallest_replaceable_k,
+    theil_sen,
+    verdicts_by_k,
 )
 
 EC50 = {"CPD-01": 0.1, "CPD-02": 0.5}
+MARGINS = validate({})["evaluation"]["screen"]["margins"]
 # The same decisions of the same wells, read through a map and back: equal up to rounding.
 ROUNDING = 1e-9
 
@@ -46,12 +53,16 @@ def assert_same_decisions(one: dict, other: dict) -> None:
             np.testing.assert_allclose(values, other[metric].values, atol=ROUNDING, err_msg=metric)
 
 
-def two_plates() -> Plate:
+def plates_of(count: int) -> Plate:
     wells = plate_wells()
     return Plate(
-        pd.concat([wells.assign(plate=p) for p in ("P1", "P2")], ignore_index=True),
+        pd.concat([wells.assign(plate=f"P{p + 1}") for p in range(count)], ignore_index=True),
         ScreenSettings(),
     )
+
+
+def two_plates() -> Plate:
+    return plates_of(2)
 
 
 def test_choose_sentinels_takes_the_k_riskiest_wells_of_each_plate_or_k_at_random():
@@ -74,6 +85,10 @@ def test_choose_sentinels_takes_the_k_riskiest_wells_of_each_plate_or_k_at_rando
     drawn = [choose_sentinels(plate, 8, rng=np.random.default_rng(s)) for s in (1, 1, 2)]
     assert all(d[:n].sum() == 8 and d[n:].sum() == 8 for d in drawn)
     assert (drawn[0] == drawn[1]).all() and (drawn[0] != drawn[2]).any()
+    among = np.arange(2 * n) % 2 == 0
+    for chosen in (choose_sentinels(plate, 8, rng=np.random.default_rng(3), among=among),
+                   choose_sentinels(plate, 8, risk=risk, among=among)):  # fmt: skip
+        assert chosen[:n].sum() == 8 and chosen[n:].sum() == 8 and not (chosen & ~among).any()
     for wrong in ({}, {"risk": risk, "rng": np.random.default_rng(0)}):
         with pytest.raises(VsgridError, match="give either risk"):
             choose_sentinels(plate, 3, **wrong)
@@ -92,10 +107,9 @@ def test_recalibrate_fits_a_line_per_plate_and_gives_the_sentinels_their_real_va
     out = recalibrate(plate, real, virtual, sentinels)
     assert (out[sentinels] == real[sentinels]).all()
     for on, sign in ((np.arange(2 * n) < n, 1), (np.arange(2 * n) >= n, -1)):
-        # each plate's own least-squares line over its sentinels, solved here another way
+        # each plate's own Theil-Sen line over its sentinels, as scipy fits it
         stained, rest = on & sentinels, on & ~sentinels
-        design = np.c_[np.ones(stained.sum()), virtual[stained]]
-        (a, b), *_ = np.linalg.lstsq(design, real[stained], rcond=None)
+        b, a, *_ = stats.theilslopes(real[stained], virtual[stained], method="joint")
         np.testing.assert_allclose(out[rest], a + b * virtual[rest], atol=ROUNDING)
         assert np.sign(b) == sign
     assert (recalibrate(plate, real, virtual, np.zeros(2 * n, bool)) == virtual).all()
@@ -105,6 +119,71 @@ def test_recalibrate_fits_a_line_per_plate_and_gives_the_sentinels_their_real_va
     assert (partial[:n] == virtual[:n]).all() and (partial[[n, n + 1]] == real[[n, n + 1]]).all()
     with pytest.raises(VsgridError, match="virtual has wells without a value"):
         recalibrate(plate, real, np.where(sentinels, np.nan, virtual), sentinels)
+    # a line fitted on some wells only: the other sentinels take their real values, no part in it
+    line = sentinels & (np.arange(2 * n) % 2 == 0)
+    out = recalibrate(plate, real, virtual, sentinels, line=line)
+    assert (out[sentinels] == real[sentinels]).all()
+    for on in (np.arange(2 * n) < n, np.arange(2 * n) >= n):
+        a, b = theil_sen(virtual[on & line], real[on & line])
+        np.testing.assert_allclose(out[on & ~sentinels], a + b * virtual[on & ~sentinels])
+
+
+def test_theil_sen_is_scipys_joint_line_and_a_few_points_off_it_do_not_tilt_it():
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 1, 30)
+    x[[3, 4]] = x[5]  # pairs of equal x give no slope
+    y = 2.0 - 0.7 * x + rng.normal(0, 0.1, 30)
+    slope, intercept, *_ = stats.theilslopes(y, x, method="joint")
+    assert theil_sen(x, y) == pytest.approx((intercept, slope), abs=1e-12)
+    exact = 1.0 + 3.0 * x
+    exact[:6] = rng.normal(0, 20, 6)  # 6 of 30 points anywhere: 20 %, under its 29 %
+    assert theil_sen(x, exact) == pytest.approx((1.0, 3.0), abs=1e-12)
+
+
+def test_the_robust_line_is_not_tilted_by_a_few_off_line_sentinels_where_least_squares_is():
+    """A faithful virtual stain read on another scale (3 real - 2) but for the three sentinels
+    the model paints at the DMSO level where the real wells are the positive control's (the
+    least typical wells a lowest-trust choice stains): the Theil-Sen line over the twelve
+    sentinels is the other nine's, and puts every other well on the real scale exactly; the
+    least-squares line is tilted by the three, and moves every well."""
+    wells = plate_wells()
+    plate = Plate(wells, ScreenSettings())
+    real = readout(wells, EC50, np.random.default_rng(12))
+    virtual = 3 * real - 2
+    sentinels = np.zeros(len(wells), bool)
+    sentinels[np.r_[16:19, 30:84:6]] = True  # three positive controls, nine compound wells
+    off = np.flatnonzero(sentinels)[:3]
+    virtual[off] = 3 * real[wells["compound"].eq("DMSO").to_numpy()].mean() - 2
+    out = recalibrate(plate, real, virtual, sentinels)
+    rest = ~sentinels
+    np.testing.assert_allclose(out[rest], real[rest], atol=ROUNDING)
+    b, a = np.polyfit(virtual[sentinels], real[sentinels], 1)
+    tilted = a + b * virtual[rest] - real[rest]
+    assert np.abs(tilted).max() > 0.1 and abs(b - 1 / 3) > 0.05
+
+
+def test_random_line_and_lowest_trust_stains_the_riskiest_half_and_fits_on_wells_spread_over_the_rest():
+    plate = two_plates()
+    n = len(plate.wells) // 2
+    rng = np.random.default_rng(13)
+    risk, virtual = rng.random(2 * n), rng.normal(0, 1, 2 * n)
+    sentinels, line = sentinel_wells(plate, 9, RANDOM_LINE, risk=risk, rng=rng, virtual=virtual)
+    lowest = choose_sentinels(plate, 4, risk=risk)
+    assert (sentinels == (lowest | line)).all() and not (lowest & line).any()
+    for on in (np.arange(2 * n) < n, np.arange(2 * n) >= n):
+        assert (sentinels & on).sum() == 9 and (line & on).sum() == 5
+        # one line well in each fifth of the plate's other wells, ranked by their virtual value
+        others = np.flatnonzero(on & ~lowest)
+        fifth = np.argsort(np.argsort(virtual[others])) * 5 // len(others)
+        assert sorted(fifth[line[others]]) == [0, 1, 2, 3, 4]
+    assert [m.sum() for m in sentinel_wells(plate, 1, RANDOM_LINE, risk=risk, rng=rng,
+                                            virtual=virtual)] == [2, 2]  # fmt: skip
+    fixed = sentinel_wells(plate, 6, LOWEST_TRUST, risk=risk)
+    assert (fixed[0] == fixed[1]).all() and (
+        fixed[0] == choose_sentinels(plate, 6, risk=risk)
+    ).all()
+    with pytest.raises(VsgridError, match="'best' is not one of"):
+        sentinel_wells(plate, 6, "best", risk=risk)
 
 
 def test_every_decision_is_invariant_to_an_affine_map_of_one_plate_but_not_of_one_of_two():
@@ -137,6 +216,32 @@ def test_every_decision_is_invariant_to_an_affine_map_of_one_plate_but_not_of_on
     fixed = decide(plates, real2, recalibrate(plates, real2, flipped, sentinels), index)
     assert fixed["hit_kappa"].values[0] > inverted["hit_kappa"].values[0] + 0.3
     assert fixed["ec50_error"].values[0] < inverted["ec50_error"].values[0] - 0.3
+
+
+def test_a_faithful_stain_read_with_a_gain_and_offset_per_plate_is_rescued_by_4_sentinels():
+    """Four plates, each read by a faithful virtual stain (the real readout up to 0.003 of noise)
+    on its own scale: pooled, the plates' DMSO wells give hit thresholds that fit none of them,
+    and the stain is not replaceable. Four sentinels per plate (two spread for the line, the two
+    least trusted) put every plate back on the real scale: replaceable. Without a risk score the
+    rows are the random choice's, which the verdicts then read."""
+    rng = np.random.default_rng(7)
+    plates = plates_of(4)
+    per_plate = len(plates.wells) // 4
+    real = np.concatenate([readout(plate_wells(), EC50, rng) for _ in range(4)])
+    gain = np.repeat([1.0, 2.5, 0.6, 1.8], per_plate)
+    offset = np.repeat([0.0, -1.0, 0.5, 2.0], per_plate)
+    virtual = gain * (real + rng.normal(0, 0.003, len(real))) + offset
+    rows = sentinel_rows(plates, real, virtual, rng.random(len(real)), ks=(0, 4), resamples=100,
+                         rng=rng)  # fmt: skip
+    found = verdicts_by_k(rows, MARGINS)
+    assert found[0][:2] == ("not replaceable", "hit_kappa"), found[0]
+    assert found[4][0] == "replaceable", found[4]
+    assert smallest_replaceable_k(rows, MARGINS) == 4
+    assert {r["choice"] for r in rows} == set(CHOICES)
+
+    unscored = sentinel_rows(plates, real, virtual, None, ks=(0, 4), resamples=20, rng=rng)
+    assert {r["choice"] for r in unscored} == {RANDOM}
+    assert verdicts_by_k(unscored, MARGINS) == verdicts_by_k(unscored, MARGINS, choice=RANDOM)
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -182,7 +287,7 @@ def test_k_0_is_the_uncorrected_virtual_stains_decisions_for_both_choices():
         plate, Readout.of(plate, real, index), Readout.of(plate, virtual, index), index
     )
     expected = {metric: interval_columns(values) for metric, values in uncorrected.items()}
-    assert {(r["choice"], r["stain_cost_saved"]) for r in rows} == {(LOWEST_TRUST, 1), (RANDOM, 1)}
+    assert {(r["choice"], r["stain_cost_saved"]) for r in rows} == {(c, 1) for c in CHOICES}
     for row in rows:
         assert {c: row[c] for c in expected[row["metric"]]} == expected[row["metric"]]
 
@@ -192,10 +297,12 @@ def corrupted():
     """A virtual stain faithful up to its scale (2 real + 5) but for ten wells of CPD-01, at its
     lowest dose (no hit) and at 0.3 uM (a hit), that the risk points at: there the model paints
     one value, the mean of their real values (the average phenotype, five false hits and a
-    curve without its low plateau). Those ten pull the line neither way (their residuals sum to
-    0 at one abscissa), so the sentinels' line is the faithful ones': sixteen lowest-trust
-    sentinels (the ten and six others) give the real readout back exactly; sixteen random ones
-    cover two of the ten on average and leave the rest wrong. Eight lowest-trust sentinels are
+    curve without its low plateau). Those ten share one virtual value, so no slope joins two of
+    them, and their real values straddle the faithful line at it, so the slopes joining them to
+    the faithful wells straddle the faithful slope: sixteen lowest-trust sentinels (the ten and
+    six others) fit a line close enough to it that every decision is the real readout's. Sixteen
+    random ones cover two of the ten on average and leave the rest wrong; sixteen of random line
+    and lowest trust cover eight, and their line is faithful. Eight lowest-trust sentinels are
     eight of the ten, one value: no line, the plate as it is."""
     rng = np.random.default_rng(6)
     wells = plate_wells()
@@ -221,6 +328,8 @@ def test_lowest_trust_sentinels_fix_the_corrupted_wells_the_risk_points_at_and_r
     assert value[(16, LOWEST_TRUST, "ec50_error")] == pytest.approx(0.0, abs=ROUNDING)
     assert value[(16, RANDOM, "hit_kappa")] < 0.9
     assert value[(16, RANDOM, "ec50_error")] > 0.1
+    assert value[(16, RANDOM_LINE, "hit_kappa")] > 0.95
+    assert value[(16, RANDOM_LINE, "ec50_error")] < 0.05
     # eight sentinels of one virtual value draw no line: the plate as it is
     for metric in ("hit_kappa", "ec50_error", "z_prime"):
         assert value[(8, LOWEST_TRUST, metric)] == value[(0, LOWEST_TRUST, metric)]
@@ -235,8 +344,10 @@ def test_the_smallest_replaceable_k_is_the_first_whose_lowest_trust_cis_lie_insi
     corrupted,
 ):
     rows, _ = corrupted
-    margins = validate({})["evaluation"]["screen"]["margins"]
-    assert smallest_replaceable_k(rows, margins) == 16
+    margins = MARGINS
+    for choice in (None, RANDOM_LINE, LOWEST_TRUST):
+        assert smallest_replaceable_k(rows, margins, choice=choice) == 16, choice
+    assert smallest_replaceable_k(rows, margins, choice=RANDOM) is None
     assert smallest_replaceable_k([r for r in rows if r["k"] < 16], margins) is None
     assert smallest_replaceable_k(rows, {**margins, "hit_kappa": 1.01}) is None
 

@@ -1,14 +1,21 @@
 """Sentinel wells: a few wells per plate stained for real, the virtual readout recalibrated on them.
 
 A team that replaces a stain by a virtual one can still stain ``k`` wells of each plate for real,
-its sentinels, chosen where the model is least trusted (a per-well risk such as the
-out-of-distribution score of ``vsgrid ood``) or at random (:func:`choose_sentinels`), and
-recalibrate the virtual readout on them (:func:`recalibrate`): per plate, the least-squares line
-real ~ a + b virtual over its sentinels, applied to all its wells, the sentinels taking their real
-values. :func:`sentinel_rows` gives the level-4 decisions
-(:func:`vsgrid.screen.decisions.decisions`) of the recalibrated readout against the real one for
-each ``k`` and choice, with the share of the staining saved; :func:`smallest_replaceable_k` the
-fewest lowest-trust sentinels with which the virtual stain gets the verdict ``replaceable``.
+its sentinels, and recalibrate the virtual readout on them (:func:`recalibrate`): per plate, a line
+real ~ a + b virtual fitted on some of them (:func:`theil_sen`), applied to all its wells, the
+sentinels taking their real values. Three choices of sentinels (:func:`sentinel_wells`):
+
+- ``random``: ``k`` wells at random, the line fitted on all of them;
+- ``lowest trust``: the ``k`` wells the model is least trusted on (highest per-well risk, such as
+  the out-of-distribution score of ``vsgrid ood``), the line fitted on them;
+- ``random line + lowest trust``: ``ceil(k / 2)`` wells at random for the line, and the ``k // 2``
+  least trusted of the others, which take their real values only.
+
+:func:`sentinel_rows` gives the level-4 decisions (:func:`vsgrid.screen.decisions.decisions`) of
+the recalibrated readout against the real one for each ``k`` and choice, with the share of the
+staining saved; a run without a risk score has the random choice only.
+:func:`smallest_replaceable_k` the fewest sentinels with which the virtual stain gets the verdict
+``replaceable``, under ``random line + lowest trust`` (``random`` without a risk score).
 
 What the line can do. Every level-4 decision is invariant to an affine map of one plate's readout
 with any non-zero slope, a negative one included: a hit is ``|x - median DMSO| > k robust SD``,
@@ -17,22 +24,22 @@ fitted by the mapped curve, with the same EC50, slope and F test; Z' is SDs over
 means. On one plate the line alone therefore changes nothing (``tests/test_sentinels.py`` checks
 it, a sign flip included): what sentinels bring there is their real values, which the line puts on
 the scale of the plate's other wells. On a screen of several plates the line also corrects a plate
-read on another scale than the others, which moves the Hill fits and hit thresholds that pool the
-plates' wells (Z' is per plate, and unmoved).
+read on another scale than the others (a gain and offset per plate), which moves the Hill fits and
+hit thresholds that pool the plates' wells (Z' is per plate, and unmoved): a faithful stain so
+distorted is ``not replaceable`` uncorrected, and replaceable from a few sentinels per plate.
 
-What it cannot. The line is fitted on the sentinels only, so lowest-trust sentinels fit it on the
-wells where the virtual stain is least like the rest of its plate: a sentinel whose virtual value is
-off the line the other wells follow tilts that line for all of them, and the sentinels' real values
-then sit on another scale than the rest. Lowest trust beats random where the line still comes from
-wells on it (``tests/test_sentinels.py``: corrupted wells that pull it neither way, among faithful
-sentinels); where the sentinels are mostly off the line (wells painted at the DMSO level where the
-real phenotype is strong), the line is wrong and lowest trust can decide worse than random wells,
-Z' first (the controls among the sentinels no longer match the others).
+What it cannot, and the choices. The line is fitted on a few wells, so a well whose virtual value
+is off the line the plate's other wells follow tilts it for all of them. The Theil-Sen line
+ignores such wells while they are under 29 % of those it is fitted on, but lowest-trust wells are
+chosen for being the least like the rest of their plate: where most of them are off the line
+(wells painted at the DMSO level where the real phenotype is strong), a line fitted on them is
+wrong whatever the fit, and lowest trust decides worse than random wells, Z' first (the controls
+among the sentinels no longer match the others). Hence ``random line + lowest trust``: the line
+from wells that stand for the plate, the real values where the model is least trusted.
+``lowest trust`` stays in the table beside it to show that failure.
 """
 
 from __future__ import annotations
-
-from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -41,7 +48,6 @@ from vsgrid.errors import VsgridError
 from vsgrid.evaluation.trust import auroc
 from vsgrid.screen.decisions import (
     HIT_WELLS,
-    HillFit,
     Metric,
     Missing,
     Plate,
@@ -54,10 +60,11 @@ from vsgrid.screen.decisions import (
 )
 from vsgrid.screen.verdicts import REPLACEABLE, verdict
 
-LOWEST_TRUST, RANDOM = "lowest trust", "random"
+LOWEST_TRUST, RANDOM, RANDOM_LINE = "lowest trust", "random", "random line + lowest trust"
+CHOICES = (RANDOM_LINE, LOWEST_TRUST, RANDOM)
 KS = (0, 8, 16, 32, 64)
 COLUMNS = ["k", "choice", "sentinels", "stain_cost_saved", "metric", "value", "ci_low", "ci_high",
-           "undefined_share", "reason"]  # fmt: skip
+           "undefined_share", "capped_share", "reason"]  # fmt: skip
 
 
 def choose_sentinels(
@@ -66,12 +73,14 @@ def choose_sentinels(
     *,
     risk: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
+    among: np.ndarray | None = None,
 ) -> np.ndarray:
     """The sentinel wells, a boolean mask over ``plate.wells``: on each plate (its ``plate``
     column; without one the table is one plate) the ``k`` wells of highest ``risk`` (a per-well
     score, high where the model is least trusted), or ``k`` wells at random with ``rng``; give
-    exactly one of the two. A plate of ``k`` wells or fewer is stained whole. Ties go to the well
-    that comes first; a NaN risk, a well the score cannot judge, counts as the highest.
+    exactly one of the two. Only wells in ``among`` (a mask; default every well) are chosen. A
+    plate with ``k`` such wells or fewer has them all. Ties go to the well that comes first; a NaN
+    risk, a well the score cannot judge, counts as the highest.
 
     Every well is eligible, controls included: staining a well for real costs the same whatever
     it holds, and the DMSO and positive-control wells are those every hit threshold and Z' of the
@@ -85,10 +94,11 @@ def choose_sentinels(
     if risk is not None:
         risk = _per_well(risk, n, "risk")
         ranked = -np.where(np.isnan(risk), np.inf, risk)
+    eligible = np.ones(n, bool) if among is None else np.asarray(among, bool)
     chosen = np.zeros(n, bool)
     plates = plate_ids(plate)
     for one in dict.fromkeys(plates):
-        wells = np.flatnonzero(plates == one)
+        wells = np.flatnonzero((plates == one) & eligible)
         if risk is None:
             chosen[rng.choice(wells, size=min(k, len(wells)), replace=False)] = True
         else:
@@ -96,20 +106,97 @@ def choose_sentinels(
     return chosen
 
 
+def sentinel_wells(
+    plate: Plate,
+    k: int,
+    choice: str,
+    *,
+    risk: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    virtual: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` sentinel wells per plate of a ``choice`` (:data:`CHOICES`; see the module
+    docstring) and the wells its line is fitted on, two masks over ``plate.wells``. ``lowest
+    trust`` reads ``risk``, ``random`` draws from ``rng``, ``random line + lowest trust`` both:
+    ``k // 2`` lowest-trust wells, and ``ceil(k / 2)`` of the others at random for the line."""
+    if choice == LOWEST_TRUST:
+        chosen = choose_sentinels(plate, k, risk=risk)
+        return chosen, chosen
+    if choice == RANDOM:
+        chosen = choose_sentinels(plate, k, rng=rng)
+        return chosen, chosen
+    if choice != RANDOM_LINE:
+        raise VsgridError(f"sentinels: {choice!r} is not one of {', '.join(CHOICES)}")
+    lowest = choose_sentinels(plate, k // 2, risk=risk)
+    line = spread_wells(plate, k - k // 2, virtual, rng=rng, among=~lowest)
+    return lowest | line, line
+
+
+def spread_wells(
+    plate: Plate, k: int, virtual: np.ndarray, *, rng: np.random.Generator, among: np.ndarray
+) -> np.ndarray:
+    """``k`` wells per plate at random, spread over its ``virtual`` readout: the plate's wells in
+    ``among`` (a mask) ranked by their virtual value and cut into ``k`` runs of (nearly) equal
+    size, one well drawn from each. A line fitted on them spans the plate's range, where ``k``
+    wells drawn at random may all sit on one plateau (half a plate's wells are often at the DMSO
+    level), whose spread is noise and whose slope is anything; and they still stand for the plate,
+    one of each ``1 / k`` of it, not its extremes. A plate with ``k`` such wells or fewer has
+    them all."""
+    virtual = _per_well(virtual, len(plate.wells), "virtual")
+    chosen = np.zeros(len(plate.wells), bool)
+    plates = plate_ids(plate)
+    for one in dict.fromkeys(plates):
+        wells = np.flatnonzero((plates == one) & np.asarray(among, bool))
+        ranked = wells[np.argsort(virtual[wells], kind="stable")]
+        if k == 0:
+            continue
+        for run in np.array_split(ranked, min(k, len(ranked))):
+            chosen[rng.choice(run)] = True
+    return chosen
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The Theil-Sen line y ~ a + b x, as ``(a, b)``: ``b`` the median of the slopes between every
+    two points with distinct ``x``, ``a`` the median of ``y - b x``; two distinct ``x`` at least.
+
+    It is :func:`scipy.stats.theilslopes` with ``method="joint"``, without the slope's confidence
+    interval, which costs twenty times the line, and sentinels fit thousands (one per plate, k,
+    choice and random draw). Theil-Sen rather than least squares: a point off the line moves a
+    median of slopes by one rank, not the line by its residual, up to 29 % of the points (its
+    breakdown point). Rather than Siegel's repeated medians (50 %): its efficiency on points with
+    Gaussian noise is close to least squares' (Siegel's about 40 %), which matters on the four to
+    thirty-two wells a line has here, and the sentinels a line is fitted on are chosen so that few
+    are off it. Rather than Huber's M-estimator: that one resists outlying ``y`` but not an
+    outlying ``x``, and an off-line virtual value is an outlying ``x``.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    first, second = np.triu_indices(len(x), 1)
+    dx, dy = x[second] - x[first], y[second] - y[first]
+    slope = float(np.median(dy[dx != 0] / dx[dx != 0]))
+    return float(np.median(y - slope * x)), slope
+
+
 def recalibrate(
-    plate: Plate, real: np.ndarray, virtual: np.ndarray, sentinels: np.ndarray
+    plate: Plate,
+    real: np.ndarray,
+    virtual: np.ndarray,
+    sentinels: np.ndarray,
+    *,
+    line: np.ndarray | None = None,
 ) -> np.ndarray:
     """The virtual readout recalibrated on each plate's ``sentinels`` (a well mask): the
-    least-squares line real ~ a + b virtual over the plate's sentinels, applied to its virtual
-    values, and the sentinels' own real values (they were stained for real). A plate with fewer
-    than two distinct virtual values among its sentinels (``k`` = 0, one sentinel) keeps its
-    virtual values unchanged, its sentinels included: without a line their real values cannot be
-    put on the scale of its other wells. Every well has a value in both readouts (leave the
-    others out first, as :func:`vsgrid.screen.tables.screen_rows` does).
+    :func:`theil_sen` line real ~ a + b virtual over the plate's ``line`` wells (a mask, default
+    the sentinels) applied to its virtual values, and the sentinels' own real values (they were
+    stained for real). A plate with fewer than two distinct virtual values among its line wells
+    (``k`` = 0, one sentinel) keeps its virtual values unchanged, its sentinels included: without
+    a line their real values cannot be put on the scale of its other wells. Every well has a
+    value in both readouts (leave the others out first, as
+    :func:`vsgrid.screen.tables.screen_rows` does).
     """
     n = len(plate.wells)
     real, virtual = _per_well(real, n, "real"), _per_well(virtual, n, "virtual")
     sentinels = np.asarray(sentinels, bool)
+    line = sentinels if line is None else np.asarray(line, bool)
     for values, name in ((real, "real"), (virtual, "virtual")):
         if not np.isfinite(values).all():
             raise VsgridError(f"recalibrate: {name} has wells without a value; leave them out")
@@ -117,12 +204,12 @@ def recalibrate(
     plates = plate_ids(plate)
     for one in dict.fromkeys(plates):
         on = plates == one
-        stained = on & sentinels
-        if len(np.unique(virtual[stained])) < 2:
+        fitted = on & line
+        if len(np.unique(virtual[fitted])) < 2:
             continue
-        slope, intercept = np.polyfit(virtual[stained], real[stained], 1)
+        intercept, slope = theil_sen(virtual[fitted], real[fitted])
         out[on] = intercept + slope * virtual[on]
-        out[stained] = real[stained]
+        out[on & sentinels] = real[on & sentinels]
     return out
 
 
@@ -130,96 +217,61 @@ def sentinel_rows(
     plate: Plate,
     real: np.ndarray,
     virtual: np.ndarray,
-    risk: np.ndarray,
+    risk: np.ndarray | None,
     *,
     ks: tuple[int, ...] = KS,
     resamples: int,
     rng: np.random.Generator,
 ) -> list[dict]:
     """The decisions of the virtual readout recalibrated on ``k`` sentinels per plate, against the
-    real readout, for each of ``ks`` and each choice (``lowest trust``: the highest ``risk``;
-    ``random``): a row per (k, choice, metric) with the plate's value, its 95 % CI over
-    ``resamples`` resamples of the wells (:meth:`Plate.resamples`, drawn first from ``rng``), the
-    number of sentinel wells and ``stain_cost_saved`` (1 - sentinel wells / wells). A metric the
-    plate does not define has a NaN value and its reason.
+    real readout, for each of ``ks`` and each choice (:data:`CHOICES`; ``random`` alone where
+    ``risk`` is None, a run without a risk score): a row per (k, choice, metric) with the plate's
+    value, its 95 % CI over ``resamples`` resamples of the wells (:meth:`Plate.resamples`, drawn
+    first from ``rng``), the number of sentinel wells and ``stain_cost_saved`` (1 - sentinel
+    wells / wells). A metric the plate does not define has a NaN value and its reason.
 
     Lowest-trust sentinels are the same in every resample, and so is the line fitted on them: their
-    CI is over the wells. Random sentinels are drawn anew for every resample (row 0: one draw on
-    the plate itself), so their CI holds the luck of the draw too. ``k`` = 0 is the uncorrected
-    virtual readout's decisions, one set of rows for both choices.
+    CI is over the wells. Random ones (``random``, and the line of ``random line + lowest trust``)
+    are drawn anew for every resample (row 0: one draw on the plate itself), so their CI holds the
+    luck of the draw too; each draw's readout is a copy of the plate decided with the others in
+    one call (:func:`vsgrid.screen.decisions.decisions`). ``k`` = 0 is the uncorrected virtual
+    readout's decisions, one set of rows for every choice.
     """
     n = len(plate.wells)
     real, virtual = _per_well(real, n, "real"), _per_well(virtual, n, "virtual")
     index = plate.resamples(resamples, rng)
     measured = Readout.of(plate, real, index)
+    choices = CHOICES if risk is not None else (RANDOM,)
+    uncorrected = _decided_copies(plate, measured, virtual[None, :], index)
     rows = []
     for k in ks:
-        fixed = choose_sentinels(plate, k, risk=risk)
-        lowest = decisions(
-            plate,
-            measured,
-            Readout.of(plate, recalibrate(plate, real, virtual, fixed), index),
-            index,
-        )
-        drawn = lowest if k == 0 else _drawn_decisions(plate, measured, virtual, k, index, rng)
-        common = {"k": k, "sentinels": int(fixed.sum()),
-                  "stain_cost_saved": 1.0 - fixed.sum() / n}  # fmt: skip
-        for choice, decided in ((LOWEST_TRUST, lowest), (RANDOM, drawn)):
-            rows += [
-                _row({**common, "choice": choice, "metric": metric}, values)
-                for metric, values in decided.items()
-            ]
+        for choice in choices:
+            draws = 1 if choice == LOWEST_TRUST or k == 0 else len(index)
+            chosen = [sentinel_wells(plate, k, choice, risk=risk, rng=rng, virtual=virtual)
+                      for _ in range(draws)]  # fmt: skip
+            decided = uncorrected
+            if k > 0:
+                copies = [recalibrate(plate, real, virtual, s, line=line) for s, line in chosen]
+                decided = _decided_copies(plate, measured, np.array(copies), index)
+            stained = int(chosen[0][0].sum())
+            common = {"k": k, "choice": choice, "sentinels": stained,
+                      "stain_cost_saved": 1.0 - stained / n}  # fmt: skip
+            rows += [_row({**common, "metric": metric}, values)
+                     for metric, values in decided.items()]  # fmt: skip
     return rows
 
 
-def _drawn_decisions(
-    plate: Plate,
-    real: Readout,
-    virtual: np.ndarray,
-    k: int,
-    index: np.ndarray,
-    rng: np.random.Generator,
+def _decided_copies(
+    plate: Plate, real: Readout, copies: np.ndarray, index: np.ndarray
 ) -> dict[str, Metric | Missing]:
-    """The decisions with ``k`` random sentinels drawn anew for each row of ``index``: each draw
-    decides on the plate (row 0) and its resample, and keeps the resample's values (row 0's for
-    the first draw). A metric the first draw's plate lacks is :class:`Missing`; one a later
-    draw's plate lacks is NaN in that resample, with why."""
-    per_draw = []
-    for row in range(len(index)):
-        rows = [0, row]
-        drawn = recalibrate(plate, real.values, virtual, choose_sentinels(plate, k, rng=rng))
-        per_draw.append(
-            decisions(
-                plate, _rows_of(real, rows), Readout.of(plate, drawn, index[rows]), index[rows]
-            )
-        )
-    out: dict[str, Metric | Missing] = {}
-    for metric, first in per_draw[0].items():
-        if isinstance(first, Missing):
-            out[metric] = first
-            continue
-        values, undefined = np.full(len(index), np.nan), np.full(len(index), "", dtype=object)
-        for row, decided in enumerate(per_draw):
-            found = decided[metric]
-            if isinstance(found, Missing):
-                undefined[row] = f"draw sentinels that leave the plate without it ({found})"
-            else:
-                values[row], undefined[row] = (
-                    found.values[min(row, 1)],
-                    found.undefined[min(row, 1)],
-                )
-        out[metric] = Metric(values, undefined.astype(str))
-    return out
-
-
-def _rows_of(read: Readout, rows: list[int]) -> Readout:
-    """``read`` on some rows of its index (its fits, fitted row by row, sliced: not refitted)."""
-    fits = {
-        name: fit if isinstance(fit, Missing)
-        else HillFit(**{f.name: getattr(fit, f.name)[rows] for f in fields(HillFit)})
-        for name, fit in read.fits.items()
-    }  # fmt: skip
-    return Readout(read.values, fits, read.raw)
+    """The decisions of a virtual readout given as ``copies`` of the plate's values (copies,
+    wells): one copy read by every row of ``index``, or one per row, row ``r`` reading copy
+    ``r``. The real readout's fits are those of ``index``: its values are the same in each copy."""
+    n = len(plate.wells)
+    rows = np.arange(len(index)) if len(copies) > 1 else np.zeros(len(index), int)
+    stacked = index + n * rows[:, None]
+    tiled = Readout(np.tile(real.values, len(copies)), real.fits, np.tile(real.raw, len(copies)))
+    return decisions(plate, tiled, Readout.of(plate, copies.ravel(), stacked), stacked)
 
 
 def _row(columns: dict, values: Metric | Missing) -> dict:
@@ -231,28 +283,31 @@ def _row(columns: dict, values: Metric | Missing) -> dict:
 
 
 def verdicts_by_k(
-    rows: list[dict] | pd.DataFrame, margins: dict[str, float]
+    rows: list[dict] | pd.DataFrame, margins: dict[str, float], *, choice: str | None = None
 ) -> dict[int, tuple[str, str, str]]:
     """Per ``k``, the verdict (:func:`vsgrid.screen.verdicts.verdict`: verdict, deciding metric,
-    why) of the lowest-trust rows of :func:`sentinel_rows`, ``margins`` as
-    ``evaluation.screen.margins``. Only the margins of metrics the rows hold are judged:
-    sentinels recalibrate one readout, not the profile whose ``activity_map_gap`` the screen's
-    verdict also reads."""
+    why) of one choice's rows of :func:`sentinel_rows`, ``margins`` as
+    ``evaluation.screen.margins``: ``choice``, by default ``random line + lowest trust`` where
+    the rows hold it (a run with a risk score), else ``random``. Only the margins of metrics the
+    rows hold are judged: sentinels recalibrate one readout, not the profile whose
+    ``activity_map_gap`` the screen's verdict also reads."""
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    lowest = table[table["choice"] == LOWEST_TRUST]
-    judged = {metric: bound for metric, bound in margins.items() if metric in set(lowest["metric"])}
+    if choice is None:
+        choice = RANDOM_LINE if (table["choice"] == RANDOM_LINE).any() else RANDOM
+    chosen = table[table["choice"] == choice]
+    judged = {metric: bound for metric, bound in margins.items() if metric in set(chosen["metric"])}
     return {
         int(k): verdict(group[["metric", "value", "ci_low", "ci_high", "reason"]], judged)
-        for k, group in lowest.groupby("k", sort=True)
+        for k, group in chosen.groupby("k", sort=True)
     }
 
 
 def smallest_replaceable_k(
-    rows: list[dict] | pd.DataFrame, margins: dict[str, float]
+    rows: list[dict] | pd.DataFrame, margins: dict[str, float], *, choice: str | None = None
 ) -> int | None:
-    """The smallest ``k`` whose lowest-trust rows get the verdict ``replaceable``
-    (:func:`verdicts_by_k`), None when no ``k`` does."""
-    found = verdicts_by_k(rows, margins)
+    """The smallest ``k`` whose rows of ``choice`` get the verdict ``replaceable``
+    (:func:`verdicts_by_k`, which says which choice None is), None when no ``k`` does."""
+    found = verdicts_by_k(rows, margins, choice=choice)
     return next((k for k, (said, _, _) in found.items() if said == REPLACEABLE), None)
 
 
