@@ -8,8 +8,9 @@ sentinels taking their real values. Three choices of sentinels (:func:`sentinel_
 - ``random``: ``k`` wells at random, the line fitted on all of them;
 - ``lowest trust``: the ``k`` wells the model is least trusted on (highest per-well risk, such as
   the out-of-distribution score of ``vsgrid ood``), the line fitted on them;
-- ``random line + lowest trust``: ``ceil(k / 2)`` wells at random for the line, and the ``k // 2``
-  least trusted of the others, which take their real values only.
+- ``random line + lowest trust``: the ``k // 2`` least trusted wells, which take their real values
+  only, and ``ceil(k / 2)`` of the others at random for the line, spread over the plate's virtual
+  readout (:func:`spread_wells`).
 
 :func:`sentinel_rows` gives the level-4 decisions (:func:`vsgrid.screen.decisions.decisions`) of
 the recalibrated readout against the real one for each ``k`` and choice, with the share of the
@@ -117,8 +118,9 @@ def sentinel_wells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` sentinel wells per plate of a ``choice`` (:data:`CHOICES`; see the module
     docstring) and the wells its line is fitted on, two masks over ``plate.wells``. ``lowest
-    trust`` reads ``risk``, ``random`` draws from ``rng``, ``random line + lowest trust`` both:
-    ``k // 2`` lowest-trust wells, and ``ceil(k / 2)`` of the others at random for the line."""
+    trust`` reads ``risk``, ``random`` draws from ``rng``, ``random line + lowest trust`` both,
+    and ``virtual`` to spread its line wells: ``k // 2`` lowest-trust wells, and ``ceil(k / 2)``
+    of the others for the line (:func:`spread_wells`)."""
     if choice == LOWEST_TRUST:
         chosen = choose_sentinels(plate, k, risk=risk)
         return chosen, chosen
