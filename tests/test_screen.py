@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 from sklearn.metrics import cohen_kappa_score
 
 from vsgrid.files import write_table
@@ -351,20 +350,23 @@ def test_the_real_stains_cell_count_finds_the_true_ec50s_of_the_synthetic_plate(
 
 @pytest.fixture(scope="module")
 def assay(quick_config, tmp_path_factory):
-    """The quick grid's lung screen as it runs (three compounds, its wells varying), the real DAPI
-    segmented and profiled by the level-4 steps, screen-segment and screen-reference, with a
-    ranking of 20 intensity and shape features written by hand."""
+    """The quick grid's lung screen as it runs (three compounds, its wells varying), DAPI only,
+    the real DAPI segmented and profiled by the level-4 steps, screen-segment and
+    screen-reference, into the results layout, with a ranking of 20 intensity and shape features
+    written by hand."""
     from vsgrid.data.synthetic import build_screen_store
     from vsgrid.evaluation.features import feature_names
     from vsgrid.evaluation.segment import segment_store
+    from vsgrid.layout import Layout
     from vsgrid.screen.wells import measure_screen_reference, screen_store, segment_forest_fields
 
     work = tmp_path_factory.mktemp("assay")
     config = copy.deepcopy(quick_config)
     config["data"]["dir"], config["results"]["dir"] = str(work / "data"), str(work / "results")
+    config["grid"]["cell_types"] = ["lung"]
     config["evaluation"]["screen"].update(enabled=True, compounds=3, forest_fields=100)
     build_screen_store("lung", config, Path(config["data"]["dir"]), progress=False)
-    store, reference = screen_store(config, "lung"), work / "reference"
+    store, reference = screen_store(config, "lung"), Layout.of(config).screen_reference("lung")
     names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
     ranking = work / "ranking.tsv"
     write_table(pd.DataFrame({"feature": names, "selected": True, "rank": range(1, 21)}), ranking)
@@ -376,69 +378,59 @@ def assay(quick_config, tmp_path_factory):
     return config, store, reference, real
 
 
-def virtual_wells(config, store, reference, model, transform) -> pd.DataFrame:
-    """Per-well profiles of a virtual DAPI made from the real one by ``transform``, written as an
-    inference job writes a prediction (image and its own masks) and profiled by screen-run."""
-    from vsgrid import arrays
-    from vsgrid.evaluation.segment import segmenter
+def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stain_is_not(assay):
+    """Through the steps the workflow runs (screen-controls, screen-run, screen-tables): the real
+    DAPI plus camera noise (SD 30 counts) keeps every CI inside its margin; blurred (sigma 3 px)
+    it lies wholly outside one. They are the outcome's first lines, the screen's model after them;
+    the real stain passes as an assay (Z' >= 0.5)."""
+    from vsgrid.grid import SCREEN_CONTROLS, ScreenControl, control_runs, screen_runs
+    from vsgrid.layout import Layout
+    from vsgrid.screen.controls import write_controls
+    from vsgrid.screen.tables import SUMMARY_READOUT, write_screen_tables
     from vsgrid.screen.wells import measure_screen_run
 
-    real = store.images("test")[:, store.channel_index("dapi")]
-    image = np.clip(transform(real.astype(np.float32)), 0, 65535).astype(np.uint16)
-    segment = segmenter(config["segmentation"], "dapi", float(store.attrs["pixel_size_um"]))
-    out = reference.parent / model
-    group = zarr.open_group(out / "lung.zarr", mode="w")
-    for name, values in (("image", image), ("labels", segment(image))):
-        arrays.create(group, values.shape, chunks=(1, *values.shape[1:]), dtype=values.dtype,
-                      name=name)[:] = values  # fmt: skip
-    group.attrs.update(stain="dapi", test_set=store.attrs["data_set"], store_id=store.store_id,
-                       model=model)  # fmt: skip
-    return measure_screen_run(config, "lung", "dapi", prediction=out / "lung.zarr",
-                              reference=reference, out=out / "wells.parquet", model=model)  # fmt: skip
-
-
-def test_a_faithful_virtual_screen_is_replaceable_and_a_blurred_one_is_not(assay):
-    """Through the steps and the code that make the tables (screen-reference, screen-run,
-    screen_rows, verdict_table): the real DAPI with camera noise added (SD 30 counts) keeps every
-    CI inside its margin; blurred (Gaussian, sigma 3 px: nuclei merge and lose their texture) the
-    same plate lies wholly outside one. The real stain passes as an assay (Z' >= 0.5)."""
-    from scipy import ndimage as ndi
-
-    from vsgrid.grid import DataSet, Model, ScreenRun
-    from vsgrid.screen.tables import COLUMNS, SUMMARY_READOUT, screen_rows
-    from vsgrid.screen.verdicts import verdict_table
-
     config, store, reference, real = assay
-    rng = np.random.default_rng(0)
-    own, other = (Model(DataSet(c, "nontoxic"), "dapi", 0) for c in ("lung", "breast"))
-    virtual = {
-        own.name: virtual_wells(config, store, reference, own.name,
-                                lambda x: x + rng.normal(0, 30, x.shape)),
-        other.name: virtual_wells(config, store, reference, other.name,
-                                  lambda x: ndi.gaussian_filter(x, (0, 3, 3))),
-    }  # fmt: skip
-    runs = [ScreenRun(own, "lung"), ScreenRun(other, "lung")]
-    rows = screen_rows(runs, real, virtual, ScreenSettings.from_config(config), 100, 0)
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    layout, rng = Layout.of(config), np.random.default_rng(0)
+    controls = {c: ScreenControl(c, "dapi") for c in SCREEN_CONTROLS}
+    write_controls(config, "lung", "dapi",
+                   {c: layout.screen_prediction(m, "lung") for c, m in controls.items()},
+                   masks=reference / "dapi.masks.zarr")  # fmt: skip
+    for control in controls.values():
+        measure_screen_run(config, "lung", "dapi", reference=reference, model=control.name,
+                           prediction=layout.screen_prediction(control, "lung"),
+                           out=layout.screen_wells(control, "lung"))  # fmt: skip
+    # The screen's one model stains as the oracle does, and says how far to trust each well.
+    (model,) = [run.model for run in screen_runs(config)]
+    said = pd.read_parquet(layout.screen_wells(controls["oracle"], "lung"))
+    write_table(said.assign(ood=rng.random(len(said))), layout.screen_wells(model, "lung"))
+
+    write_screen_tables(config, layout.tables)
+    table = pd.read_parquet(layout.table("screen"))
+    verdicts = pd.read_parquet(layout.table("screen_verdicts")).set_index("model_type")
     margins = config["evaluation"]["screen"]["margins"]
-    verdicts = verdict_table(table, margins, SUMMARY_READOUT).set_index("model_type")
     z_real = table.set_index(["model", "readout", "metric"]).loc[
-        (own.name, SUMMARY_READOUT, "z_prime_real")
+        (model.name, SUMMARY_READOUT, "z_prime_real")
     ]
     assert z_real["ci_low"] >= margins["z_prime"], z_real
-    assert verdicts.loc["lung-nontoxic.dapi", "verdict"] == "replaceable", verdicts
-    assert verdicts.loc["breast-nontoxic.dapi", "verdict"] == "not replaceable", verdicts
+    assert verdicts.loc["control-oracle.dapi", "verdict"] == "replaceable", verdicts
+    assert verdicts.loc["control-degraded.dapi", "verdict"] == "not replaceable", verdicts
+    assert verdicts.loc["control-oracle.dapi", "control"] == "oracle"
+    assert list(verdicts.index) == [*(c.name for c in controls.values()), model.model_type]
+    assert verdicts.loc[model.model_type, "verdict"] == "replaceable", verdicts
+    controlled = table[table["control"] != ""]
+    assert controlled["baseline_model"].eq("").all() and controlled["delta"].isna().all()
+    assert len(control_runs(config)) == len(SCREEN_CONTROLS)
+    outcome = layout.tables.joinpath("screen_outcome.txt").read_text().splitlines()
+    assert [line.split()[0] for line in outcome[1:5]] == list(verdicts.index)
 
     # The sentinel rows read the same readout, wells and resamples: k = 0 is the screen table's
     # row (Z' on the readout normalized per plate, not as measured: equal to rounding).
     from vsgrid.screen.sentinels import LOWEST_TRUST, smallest_replaceable_k
-    from vsgrid.screen.tables import trust_rows
 
-    said = {name: wells.assign(ood=rng.random(len(wells))) for name, wells in virtual.items()}
-    trust = pd.DataFrame(trust_rows(runs, real, said, ScreenSettings.from_config(config),
-                                    ks=[0, 8], resamples=100, seed=0))  # fmt: skip
+    trust = pd.read_parquet(layout.table("screen_trust"))
     screened = table[table["readout"] == SUMMARY_READOUT].set_index(["model", "metric"])
     unsentinelled = trust[(trust["k"] == 0) & (trust["choice"] == LOWEST_TRUST)]
+    assert len(unsentinelled)
     for row in unsentinelled.itertuples():
         expected = screened.loc[(row.model, row.metric)]
         exact = row.metric in ("ec50_error", "hit_kappa", "hit_precision", "hit_recall")
@@ -446,7 +438,7 @@ def test_a_faithful_virtual_screen_is_replaceable_and_a_blurred_one_is_not(assay
             assert getattr(row, column) == pytest.approx(
                 expected[column], rel=0 if exact else 1e-9, nan_ok=True
             ), (row.metric, column)
-    own_rows = trust[(trust["model"] == own.name) & (trust["metric"] != "flip_auroc")]
+    own_rows = trust[(trust["model"] == model.name) & (trust["metric"] != "flip_auroc")]
     assert smallest_replaceable_k(own_rows, margins) == 0
     assert set(trust["metric"]) >= {"flip_auroc", "ec50_error", "hit_kappa", "z_prime"}
 

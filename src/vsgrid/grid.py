@@ -13,6 +13,10 @@ Vocabulary, used one way everywhere:
   (``lung-nontoxic+defocus``, its *twin* being ``lung-nontoxic``): the models trained on the twin
   are tested on it (task 0, shift ``acquisition``) against themselves on the twin, image for
   image. Whatever the optics change must show as a loss: a positive control of the instrument.
+- a *screen control* is level 4's: a virtual stain made from a screen's real stain with no model
+  (``control-oracle.dapi``: the real stain plus camera noise, which must be replaceable;
+  ``control-degraded.dapi``: blurred, which must not; ``control-affine.dapi``: the oracle under a
+  per-plate gain and offset, which sentinel wells must recalibrate). Scored as a model's stain.
 
 Tasks follow the paper's own counting (54 / 54 / 135 runs):
 
@@ -315,16 +319,55 @@ def counts(config: dict) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True, order=True)
-class ScreenRun:
-    """(model, screen cell type): a model's virtual screen of a cell type's held-out plates, and
-    the model whose screen of them it is compared with (trained on that cell type, same phenotype)."""
+# Level 4's screen controls, in the order the tables show them: what the instrument must accept,
+# what it must refuse, and what sentinel wells must repair.
+ORACLE, DEGRADED, AFFINE = "oracle", "degraded", "affine"
+SCREEN_CONTROLS = (ORACLE, DEGRADED, AFFINE)
+CONTROL_PREFIX = "control-"
 
-    model: Model
+
+@dataclass(frozen=True, order=True)
+class ScreenControl:
+    """A virtual stain made from a screen's real stain with no model (``control-oracle.dapi``):
+    it stands where a model stands in a screen run, with a model's name, model type, stain and
+    seed, and no train set. Its one draw of noise is its seed 0."""
+
+    control: str
+    stain: str
+    seed = 0
+    train_set = None
+
+    @property
+    def name(self) -> str:
+        return f"{CONTROL_PREFIX}{self.control}.{self.stain}"
+
+    @property
+    def model_type(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, name: str) -> ScreenControl:
+        control, _, stain = name.removeprefix(CONTROL_PREFIX).partition(".")
+        if not name.startswith(CONTROL_PREFIX) or control not in SCREEN_CONTROLS or not stain:
+            raise ValueError(
+                f"{name!r} is not a screen control name like '{CONTROL_PREFIX}{ORACLE}.dapi'"
+            )
+        return cls(control, stain)
+
+
+@dataclass(frozen=True)
+class ScreenRun:
+    """(model or screen control, screen cell type): a virtual screen of a cell type's held-out
+    plates, and the model whose screen of them it is compared with (trained on that cell type,
+    same phenotype; a control has none)."""
+
+    model: Model | ScreenControl
     cell_type: str
 
     @property
-    def baseline(self) -> Model:
+    def baseline(self) -> Model | None:
+        if self.model.train_set is None:
+            return None
         return Model(
             DataSet(self.cell_type, self.model.train_set.phenotype),
             self.model.stain,
@@ -364,6 +407,20 @@ def screen_runs(config: dict) -> list[ScreenRun]:
         ScreenRun(model, cell_type)
         for model in chosen
         for cell_type in config["grid"]["cell_types"]
+    ]
+
+
+def control_runs(config: dict) -> list[ScreenRun]:
+    """Level 4's screen controls: each of :data:`SCREEN_CONTROLS` on every screen and stain that
+    level 4 scores (none unless ``evaluation.screen.enabled`` and its ``controls.enabled``)."""
+    screen = config["evaluation"]["screen"]
+    if not (screen["enabled"] and screen["controls"]["enabled"]):
+        return []
+    return [
+        ScreenRun(ScreenControl(control, stain), cell_type)
+        for cell_type in config["grid"]["cell_types"]
+        for stain in screen_stains(config)
+        for control in SCREEN_CONTROLS
     ]
 
 

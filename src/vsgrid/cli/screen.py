@@ -1,4 +1,5 @@
-"""``vsgrid screen-*``: level 4's subcommands (a screen's store, real profiles, runs, tables, figures)."""
+"""``vsgrid screen-*``: level 4's subcommands (a screen's store, real profiles, controls, runs,
+tables, figures)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,19 @@ def _screen_reference(args) -> None:
         ranking=args.ranking,
         out_dir=args.out,
         workers=args.workers,
+    )
+
+
+def _screen_controls(args) -> None:
+    from vsgrid.grid import SCREEN_CONTROLS
+    from vsgrid.screen.controls import write_controls
+
+    write_controls(
+        config_of(args),
+        args.cell_type,
+        args.stain,
+        dict(zip(SCREEN_CONTROLS, args.out, strict=True)),
+        masks=args.masks,
     )
 
 
@@ -108,6 +122,23 @@ COMMANDS = [
             ),
             option("--out", required=True, help="folder of the screen's real-stain files"),
             WORKERS,
+        ],
+    ),
+    (
+        "screen-controls",
+        _screen_controls,
+        "write a screen's controls, virtual stains made from its real stain with no model "
+        "(oracle, degraded, affine), as an inference job writes a screen prediction",
+        [
+            CELL_TYPE,
+            STAIN,
+            option(
+                "--out",
+                nargs=3,
+                required=True,
+                help="the oracle's, degraded's and affine's prediction (.zarr)",
+            ),
+            option("--masks", help="real masks of the screen's segmented stain (dapi, fitc)"),
         ],
     ),
     (

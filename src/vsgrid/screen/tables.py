@@ -16,6 +16,9 @@ cell type, on the same resampled wells, so ``delta`` = run - baseline with a pai
   can replace the real one (:mod:`vsgrid.screen.verdicts`);
 - ``screen_outcome.txt``: the summary a user reads first, the verdicts at its top.
 
+Level 4's controls (:mod:`vsgrid.screen.controls`) are screen runs without a train set or a
+baseline, rows like a model's marked by their ``control`` column and shown first.
+
 A resample that does not define a metric (it draws DMSO wells without spread, or no hit in either
 stain) has no value, neither a worst nor a best one: the CI is the 2.5-97.5 percentiles over the
 resamples that define the metric, that is, conditional on the metric existing. That is honest only
@@ -42,7 +45,7 @@ import pandas as pd
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.files import read_table, write_table, write_text
-from vsgrid.grid import ScreenRun, screen_runs
+from vsgrid.grid import ScreenRun, control_runs, screen_runs
 from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
 from vsgrid.report.tables import interval
 from vsgrid.screen.decisions import (
@@ -64,7 +67,7 @@ from vsgrid.screen.sentinels import (
     smallest_replaceable_k,
     verdicts_by_k,
 )
-from vsgrid.screen.verdicts import verdict_table
+from vsgrid.screen.verdicts import control_order, verdict_table
 from vsgrid.screen.wells import readouts
 from vsgrid.seeds import rng_for
 
@@ -79,12 +82,12 @@ OUTCOME_METRICS = {"ec50_error": ("EC50 err [95% CI]", 22), "hit_kappa": ("kappa
 PROFILE_METRICS = {"activity_map": ("act. mAP [95% CI]", 22), "activity_map_real": ("real", 5),
                    "retrieval_map": ("retrieval mAP [95% CI]", 23),
                    "active_fraction": ("active", 7), "active_fraction_real": ("real", 5)}  # fmt: skip
-RUN_COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain",
-               "seed", "baseline_model", "is_baseline"]  # fmt: skip
+RUN_COLUMNS = ["model", "model_type", "control", "train_set", "train_cell_type", "cell_type",
+               "stain", "seed", "baseline_model", "is_baseline"]  # fmt: skip
 TRUST_COLUMNS = [*RUN_COLUMNS, "readout", *SENTINEL_COLUMNS]
-COLUMNS = ["model", "model_type", "train_set", "train_cell_type", "cell_type", "stain", "seed",
-           "readout", "metric", "value", "ci_low", "ci_high", "undefined_share", "reason", "wells",
-           "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
+COLUMNS = ["model", "model_type", "control", "train_set", "train_cell_type", "cell_type", "stain",
+           "seed", "readout", "metric", "value", "ci_low", "ci_high", "undefined_share", "reason",
+           "wells", "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
            "delta_ci_high", "delta_undefined_share"]  # fmt: skip
 
 
@@ -105,11 +108,14 @@ def _aligned(real: pd.DataFrame, virtual: pd.DataFrame, path: str) -> None:
 
 
 def _run_columns(run: ScreenRun) -> dict:
-    """The columns of a screen row that name its run and the run's baseline."""
-    model = run.model
-    return {"model": model.name, "model_type": model.model_type, "train_set": model.train_set.name,
-            "train_cell_type": model.train_set.cell_type, "cell_type": run.cell_type,
-            "stain": model.stain, "seed": model.seed, "baseline_model": run.baseline.name,
+    """The columns of a screen row that name its run and the run's baseline (a control: its
+    kind, and no train set or baseline)."""
+    model, trained = run.model, run.model.train_set
+    return {"model": model.name, "model_type": model.model_type,
+            "control": "" if trained else model.control, "train_set": trained.name if trained else "",
+            "train_cell_type": trained.cell_type if trained else "", "cell_type": run.cell_type,
+            "stain": model.stain, "seed": model.seed,
+            "baseline_model": run.baseline.name if trained else "",
             "is_baseline": run.is_baseline}  # fmt: skip
 
 
@@ -170,7 +176,8 @@ def _run_rows(
     row's reason."""
     rows = []
     for run in runs:
-        ours, theirs = decided[run.model.name], decided[run.baseline.name]
+        ours = decided[run.model.name]
+        theirs = decided[run.baseline.name] if run.baseline else {}
         for metric, values in ours.items():
             row = {**_run_columns(run), "readout": readout, "metric": metric, "wells": wells}
             if isinstance(values, Missing):
@@ -178,7 +185,7 @@ def _run_rows(
                 continue
             row.update(interval_columns(values))
             row["reason"] = "; ".join(r for r in (note, row["reason"]) if r)
-            if not isinstance(theirs[metric], Missing):
+            if metric in theirs and not isinstance(theirs[metric], Missing):
                 delta = values.values - theirs[metric].values
                 row.update(baseline_value=float(theirs[metric].values[0]), delta=float(delta[0]))
                 low, high, share = interval(delta[1:])
@@ -188,18 +195,21 @@ def _run_rows(
 
 
 def _groups(config: dict) -> Iterator[tuple[list[ScreenRun], pd.DataFrame, dict]]:
-    """The screen runs by (screen, stain, seed, training phenotype), each group with the real
-    stain's wells and every model's (its runs' and their baselines', by model name)."""
+    """The screen runs by (screen, stain, seed, training phenotype; the controls by screen and
+    stain, first), each group with the real stain's wells and every model's (its runs' and their
+    baselines', by model name)."""
     layout = Layout.of(config)
     groups: dict[tuple, list[ScreenRun]] = {}
-    for run in screen_runs(config):
+    for run in control_runs(config) + screen_runs(config):
+        trained = run.model.train_set
         groups.setdefault(
-            (run.cell_type, run.model.stain, run.model.seed, run.model.train_set.phenotype), []
+            (run.cell_type, run.model.stain, run.model.seed, trained.phenotype if trained else ""),
+            [],
         ).append(run)
     for (cell_type, stain, _, _), runs in groups.items():
         real = read_table(layout.screen_real_wells(cell_type, stain))
         virtual = {}
-        for model in {m for run in runs for m in (run.model, run.baseline)}:
+        for model in {m for run in runs for m in (run.model, run.baseline) if m}:
             path = layout.screen_wells(model, cell_type)
             virtual[model.name] = read_table(path)
             _aligned(real, virtual[model.name], str(path))
@@ -362,7 +372,8 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
         lines += ["", f"{'model type':26s} {'screen':9s} {'readout':15s} "
                   + " ".join(f"{header:>{width}s}" for header, width in metrics.values())]  # fmt: skip
         rows = table[table["readout"] == readout]
-        for (model_type, cell_type), group in rows.groupby(["model_type", "cell_type"], sort=True):
+        rows = rows.iloc[np.lexsort([rows["cell_type"], rows["model_type"], control_order(rows)])]
+        for (model_type, cell_type), group in rows.groupby(["model_type", "cell_type"], sort=False):
             first = (
                 group[group["seed"] == group["seed"].min()]
                 .set_index("metric")

@@ -11,6 +11,10 @@ each is, outside if any is. A metric without a value or a CI leaves the verdict 
 (unless another is wholly outside), naming it and why. The profile's ``activity_map_gap``
 (readout ``profile``, :mod:`vsgrid.screen.profiles`) is judged with the summary readout's
 metrics: its signed CI must lie within plus or minus its margin.
+
+The controls (:mod:`vsgrid.screen.controls`) come first. Where a screen's oracle, the real stain
+plus camera noise, is not replaceable, the screen cannot tell a faithful stain at these margins and
+sizes: its models are left ``undecided`` on the oracle's deciding metric, and say so.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vsgrid.grid import ORACLE, SCREEN_CONTROLS
 from vsgrid.screen.profiles import PROFILE
 
 # The side of its margin a metric must stay on: at most (an error), at least (an agreement), or
@@ -26,7 +31,7 @@ AT_MOST, AT_LEAST, WITHIN = "at most", "at least", "within +/-"
 SIDES = {"ec50_error": AT_MOST, "hit_kappa": AT_LEAST, "z_prime": AT_LEAST, "z_prime_gap": AT_MOST,
          "activity_map_gap": WITHIN}  # fmt: skip
 REPLACEABLE, NOT_REPLACEABLE, UNDECIDED = "replaceable", "not replaceable", "undecided"
-KEYS = ["model_type", "train_cell_type", "cell_type", "stain", "readout"]
+KEYS = ["model_type", "control", "train_cell_type", "cell_type", "stain", "readout"]
 COLUMNS = [*KEYS, "verdict", "deciding_metric", "why"]
 
 
@@ -90,6 +95,39 @@ def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout: str) 
     summary = table[(table["readout"] == readout) | profile].assign(readout=readout)
     rows = [
         dict(zip(COLUMNS, (*key, *verdict(group, margins))))
-        for key, group in summary.groupby(KEYS, sort=True)
+        for key, group in summary.groupby(KEYS, sort=True, dropna=False)
     ]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    verdicts = pd.DataFrame(rows, columns=COLUMNS)
+    return _unresolved(verdicts.iloc[np.argsort(control_order(verdicts), kind="stable")])
+
+
+def control_order(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's place when the controls come first, in :data:`SCREEN_CONTROLS` order (a
+    model's row, whose ``control`` is empty, after them)."""
+    kinds = rows["control"].fillna("") if "control" in rows else pd.Series("", index=rows.index)
+    return (
+        kinds.map({c: i for i, c in enumerate(SCREEN_CONTROLS)})
+        .fillna(len(SCREEN_CONTROLS))
+        .to_numpy(int)
+    )
+
+
+def _unresolved(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts, with the models of each screen whose oracle is not replaceable left
+    undecided: there the instrument itself cannot tell a faithful stain."""
+    verdicts = verdicts.reset_index(drop=True)
+    oracles = verdicts[(verdicts["control"] == ORACLE) & (verdicts["verdict"] != REPLACEABLE)]
+    for oracle in oracles.itertuples():
+        models = (
+            (verdicts["control"].fillna("") == "")
+            & (verdicts["cell_type"] == oracle.cell_type)
+            & (verdicts["stain"] == oracle.stain)
+        )
+        verdicts.loc[models, ["verdict", "deciding_metric", "why"]] = (
+            UNDECIDED,
+            oracle.deciding_metric,
+            f"not judged: the instrument cannot resolve at these margins and screen sizes, its "
+            f"oracle {oracle.model_type} being {oracle.verdict} on {oracle.deciding_metric} "
+            f"({oracle.why})",
+        )
+    return verdicts
