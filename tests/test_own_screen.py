@@ -126,8 +126,9 @@ def test_a_virtual_stain_exported_as_a_plate_reads_back_with_ome_zarr(own_screen
     row, column = well_position(first["well"])
     where = exported[0] / ROWS[row] / COLUMNS[column] / "0"  # its well's first field
     field = next(Reader(parse_url(str(where)))())
-    pixels = np.asarray(field.data[0])
-    assert pixels.shape[0] == 5 and (pixels[:4] == store.images("test")[0]).all()
+    pixels = np.asarray(field.data[0])  # (t, c, z, y, x): one time point, one plane
+    assert pixels.shape[:3] == (1, 5, 1)
+    assert (pixels[0, :4, 0] == store.images("test")[0]).all()
     assert field.metadata["channel_names"][4] == f"DAPI (virtual, {model})"
 
 
