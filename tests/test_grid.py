@@ -166,3 +166,24 @@ def test_a_stain_can_have_seeds_of_its_own():
     assert per_model_type["lung-nontoxic.dapi"] == 2 * per_model_type["lung-nontoxic.fitc"]
     with pytest.raises(VsgridError, match="grid.stain_seeds.dapi"):
         validate({"grid": {"seeds": [0], "stain_seeds": {"dapi": [1, 2]}}})
+
+
+def test_a_screen_control_reads_as_a_model_and_never_parses_as_one():
+    from vsgrid.grid import Model, ScreenControl, ScreenRun, control_runs
+
+    control = ScreenControl.parse("control-oracle.dapi")
+    assert (control.name, control.model_type, control.stain) == ("control-oracle.dapi",) * 2 + (
+        "dapi",
+    )
+    assert ScreenRun(control, "lung").baseline is None
+    with pytest.raises(ValueError):
+        Model.parse(control.name)
+    with pytest.raises(ValueError):
+        ScreenControl.parse("lung-nontoxic.dapi.s0")
+    config = validate({"grid": {"cell_types": ["lung", "breast"]},
+                       "evaluation": {"screen": {"enabled": True, "stains": ["dapi"]}}})  # fmt: skip
+    assert [f"{r.model.name}@{r.cell_type}" for r in control_runs(config)][:3] == [
+        "control-oracle.dapi@lung", "control-degraded.dapi@lung", "control-affine.dapi@lung"
+    ]  # fmt: skip
+    config["evaluation"]["screen"]["controls"]["enabled"] = False
+    assert control_runs(config) == []

@@ -422,6 +422,12 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
     assert len(control_runs(config)) == len(SCREEN_CONTROLS)
     outcome = layout.tables.joinpath("screen_outcome.txt").read_text().splitlines()
     assert [line.split()[0] for line in outcome[1:5]] == list(verdicts.index)
+    from vsgrid.screen.figures import figure8
+
+    figure = figure8(table, verdicts.reset_index(), ["lung"], ["dapi"])
+    (panel,) = [ax for ax in figure.axes if ax.get_title().startswith("replaceable?")]
+    assert [t.get_text() for t in panel.get_yticklabels()] == [*SCREEN_CONTROLS, "lung"]
+    assert [t.get_text().split("\n")[0] for t in panel.texts] == ["yes", "no", "no", "yes"]
 
     # The sentinel rows read the same readout, wells and resamples: k = 0 is the screen table's
     # row (Z' on the readout normalized per plate, not as measured: equal to rounding).

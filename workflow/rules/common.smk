@@ -148,9 +148,12 @@ def figure(name, ext):
     return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
 
 
-# Level 4 (evaluation.screen): its runs, and what a screen job reads.
+# Level 4 (evaluation.screen): its runs, its controls (virtual stains made from the real one with
+# no model, scored as a model's), and what a screen job reads.
 SCREEN_RUNS = vsgrid_grid.screen_runs(config)
-SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS})
+CONTROL_RUNS = vsgrid_grid.control_runs(config)
+SCREEN_CONTROLS = {run.model.name: run.model for run in CONTROL_RUNS}
+SCREEN_MODELS = sorted({run.model.name for run in SCREEN_RUNS}) + sorted(SCREEN_CONTROLS)
 SCREEN = config["evaluation"]["screen"]
 # A whole plate per held-out plate, of the cell type imaged with the most fields per well (an upper
 # bound when only some compounds are kept).
@@ -159,8 +162,11 @@ SCREEN_IMAGES = (
     vsgrid_grid.ROWS * vsgrid_grid.COLUMNS * (_PLATES if isinstance(_PLATES, int) else len(_PLATES))
     * max(vsgrid_grid.screen_fields_per_well(config, c) for c in GRID["cell_types"])
 )
-# screen_tables compares the runs of one (screen, stain, seed, training phenotype) at a time.
-SCREEN_GROUPS = len({(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS})
+# screen_tables compares the runs of one (screen, stain, seed, training phenotype) at a time, and
+# the controls of one (screen, stain).
+SCREEN_GROUPS = len({(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS}) + len(
+    {(r.cell_type, r.model.stain) for r in CONTROL_RUNS}
+)
 
 
 # The fields whose cells train a cell type's phenotype forest (the screen store's train split).
@@ -177,9 +183,19 @@ def screen_forest_masks(cell_type, stain):
     return LAYOUT.screen_reference(cell_type) / f"{stain}.forest_masks.zarr"
 
 
+def screen_model(name):
+    """A screen run's model or screen control, by name."""
+    return MODELS.get(name) or SCREEN_CONTROLS[name]
+
+
 def screen_run_inputs(wc):
-    stain = model_stain(wc)
+    """What profiling a virtual screen reads: the prediction (a model's inference job's folder, or
+    the control's own prediction), the real stain's profiles and forest, and the real masks."""
+    stain = screen_model(wc.model).stain
     return {
+        "predictions": LAYOUT.screen_predictions(wc.model)
+        if wc.model in MODELS
+        else LAYOUT.screen_prediction(wc.model, wc.cell_type),
         "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
         "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.parquet",
         "nuclei": screen_masks(wc.cell_type, masks_stain(stain)),

@@ -98,16 +98,39 @@ rule screen_reference:
         " --forest-masks {input.forest_masks:q} --ranking {input.ranking:q} --out {params.out:q} --workers {threads} > {log:q} 2>&1"
 
 
+# Level 4's controls of a screen and stain (vsgrid.screen.controls): the real stain with noise,
+# blurred, and with noise under a per-plate gain and offset, in the real masks; no GPU, no model.
+rule screen_controls:
+    input:
+        store=LAYOUT.screen_store("{cell_type}"),
+        # cy5's controls carry no masks (screen_run measures them in the real nuclei)
+        masks=lambda wc: screen_masks(wc.cell_type, masks_stain(wc.stain)),
+    output:
+        [directory(LAYOUT.screen_prediction(vsgrid_grid.ScreenControl(c, "{stain}"), "{cell_type}")) for c in vsgrid_grid.SCREEN_CONTROLS],
+    params:
+        settings=settings("evaluation.screen.controls", "evaluation.seed", "evaluation.block_images"),
+    log:
+        LOGS / "screen_controls" / "{cell_type}.{stain}.log",
+    benchmark:
+        BENCHMARKS / "screen_controls" / "{cell_type}.{stain}.tsv"
+    threads: 1
+    priority: 1
+    resources:
+        **resources("segment_real", SCREEN_IMAGES),
+    shell:
+        VSGRID.format(command="screen-controls") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q}"
+        " --masks {input.masks:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule screen_run:
     input:
         unpack(screen_run_inputs),
-        predictions=LAYOUT.screen_predictions("{model}"),
     output:
         LAYOUT.screen_wells("{model}", "{cell_type}"),
     params:
         prediction=lambda wc: LAYOUT.screen_prediction(wc.model, wc.cell_type),
         reference=lambda wc: LAYOUT.screen_reference(wc.cell_type),
-        stain=model_stain,
+        stain=lambda wc: screen_model(wc.model).stain,
         settings=settings("features", "evaluation", "evaluation.screen.readouts"),
     wildcard_constraints:
         model="|".join(re.escape(m) for m in SCREEN_MODELS) or "NONE",
@@ -127,7 +150,7 @@ rule screen_run:
 rule screen_tables:
     input:
         real=[LAYOUT.screen_real_wells(c, s) for c, s in sorted({(r.cell_type, r.model.stain) for r in SCREEN_RUNS})],
-        runs=[LAYOUT.screen_wells(r.model, r.cell_type) for r in SCREEN_RUNS],
+        runs=[LAYOUT.screen_wells(r.model, r.cell_type) for r in CONTROL_RUNS + SCREEN_RUNS],
     output:
         [LAYOUT.table(name, fmt) for name in SCREEN_TABLES for fmt in TABLE_FORMATS],
         LAYOUT.tables / SCREEN_OUTCOME,

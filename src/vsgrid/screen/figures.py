@@ -10,6 +10,9 @@
 - Figure 9: profile-level agreement (:mod:`vsgrid.screen.profiles`) per screen: the activity mAP
   of the real stain's profiles and of each model's virtual ones, and each model's virtual-to-real
   retrieval mAP, with 95 % CIs over wells; first seed, one row per stain.
+
+Level 4's controls (:mod:`vsgrid.screen.controls`) come first in each: after the real stain in
+Figure 7, as the first rows of Figure 8's train x test panels, the first series of Figure 9.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vsgrid.files import read_table  # noqa: E402
-from vsgrid.grid import focus_cell_type, screen_runs  # noqa: E402
+from vsgrid.grid import SCREEN_CONTROLS, control_runs, focus_cell_type, screen_runs  # noqa: E402
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
@@ -105,23 +108,39 @@ def figure7(
     return figure
 
 
+def _source(rows: pd.DataFrame) -> pd.Series:
+    """What each row's virtual stain comes from: its control, else its model's training cell type."""
+    control = rows["control"].fillna("") if "control" in rows else pd.Series("", index=rows.index)
+    return control.where(control != "", rows["train_cell_type"])
+
+
+def _sources(rows: pd.DataFrame, cell_types) -> list[str]:
+    """The rows of a train x test panel: the controls present, then the training cell types."""
+    return [c for c in SCREEN_CONTROLS if c in set(_source(rows))] + list(cell_types)
+
+
 def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
     rows = table[
         (table["readout"] == SUMMARY_READOUT) & table["metric"].isin(list(HEATMAP_METRICS))
     ]
+    rows = rows.assign(source=_source(rows))
+    sources = _sources(rows, cell_types)
     panels = len(HEATMAP_METRICS) + 1
     figure, axes = plt.subplots(
-        len(stains), panels, figsize=(3.6 * panels, 3.2 * len(stains)), squeeze=False
+        len(stains),
+        panels,
+        figsize=(3.6 * panels, 3.2 * len(stains) * len(sources) / len(cell_types)),
+        squeeze=False,
     )
     for i, stain in enumerate(stains):
         for j, (metric, (title, cmap, (low, high))) in enumerate(HEATMAP_METRICS.items()):
             ax = axes[i][j]
             picked = rows[(rows["stain"] == stain) & (rows["metric"] == metric)]
             matrix = (
-                picked.groupby(["train_cell_type", "cell_type"])["value"]
+                picked.groupby(["source", "cell_type"])["value"]
                 .mean()
                 .unstack("cell_type")
-                .reindex(index=cell_types, columns=cell_types)
+                .reindex(index=sources, columns=cell_types)
                 .to_numpy(dtype=float)
             )
             top = (
@@ -142,14 +161,14 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
                     color="white" if np.isfinite(v) and v > low + 0.6 * (top - low) else "black",
                 )
             ax.set_xticks(range(len(cell_types)), cell_types, rotation=30)
-            ax.set_yticks(range(len(cell_types)), cell_types)
+            ax.set_yticks(range(len(sources)), sources)
             ax.set_xlabel("screen (test) cell type")
             ax.set_ylabel(
-                f"{stain} ({READOUT_NAMES[SUMMARY_READOUT].split(' (')[0]}): train cell type"
+                f"{stain} ({READOUT_NAMES[SUMMARY_READOUT].split(' (')[0]}): control, train cell type"
             )
             ax.set_title(title, fontsize=10)
             figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        _verdict_panel(axes[i][-1], verdicts[verdicts["stain"] == stain], cell_types)
+        _verdict_panel(axes[i][-1], verdicts[verdicts["stain"] == stain], sources, cell_types)
     figure.suptitle(
         "Figure 8: screen decisions from virtual stains (n/a: missing, see screen.csv)", fontsize=10
     )
@@ -167,7 +186,8 @@ def figure9(table: pd.DataFrame, cell_types, stains):
     """Per stain (rows): activity mAP real (black) vs virtual (one colour per training cell type)
     and retrieval mAP, per screen cell type, first seed, with 95 % CI bars."""
     rows = table[(table["readout"] == PROFILE) & (table["seed"] == table["seed"].min())]
-    trains = [c for c in cell_types if c in set(rows["train_cell_type"])]
+    rows = rows.assign(source=_source(rows))
+    trains = [c for c in _sources(rows, cell_types) if c in set(rows["source"])]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     width = 0.8 / (len(trains) + 1)
     figure, axes = plt.subplots(
@@ -177,12 +197,12 @@ def figure9(table: pd.DataFrame, cell_types, stains):
         ours = rows[rows["stain"] == stain]
         for ax, (metric, title) in zip(axes[i], PROFILE_PANELS.items()):
             series = [("real stain", "black", metric + "_real", None)] * (metric == "activity_map")
-            series += [(f"virtual, trained on {t}", colours[k % len(colours)], metric, t)
-                       for k, t in enumerate(trains)]  # fmt: skip
+            series += [(f"control: {t}" if t in SCREEN_CONTROLS else f"virtual, trained on {t}",
+                        colours[k % len(colours)], metric, t) for k, t in enumerate(trains)]  # fmt: skip
             for k, (label, colour, name, train) in enumerate(series):
                 picked = ours[ours["metric"] == name]
                 if train is not None:
-                    picked = picked[picked["train_cell_type"] == train]
+                    picked = picked[picked["source"] == train]
                 picked = picked.drop_duplicates("cell_type").set_index("cell_type")
                 picked = picked.reindex(cell_types)
                 x = np.arange(len(cell_types)) + (k - (len(series) - 1) / 2) * width
@@ -206,13 +226,15 @@ def figure9(table: pd.DataFrame, cell_types, stains):
     return figure
 
 
-def _verdict_panel(ax, verdicts: pd.DataFrame, cell_types) -> None:
-    """The verdicts of one stain over train x test cell types: each cell's colour its verdict, its
-    text the verdict's word and the metric that decides it."""
-    by_cell = verdicts.drop_duplicates(["train_cell_type", "cell_type"]).set_index(
-        ["train_cell_type", "cell_type"]
+def _verdict_panel(ax, verdicts: pd.DataFrame, sources: list[str], cell_types) -> None:
+    """The verdicts of one stain over (controls and train cell types) x test cell types: each
+    cell's colour its verdict, its text the verdict's word and the metric that decides it."""
+    by_cell = (
+        verdicts.assign(source=_source(verdicts))
+        .drop_duplicates(["source", "cell_type"])
+        .set_index(["source", "cell_type"])
     )
-    for r, train in enumerate(cell_types):
+    for r, train in enumerate(sources):
         for c, screen in enumerate(cell_types):
             if (train, screen) in by_cell.index:
                 verdict = by_cell.loc[(train, screen)]
@@ -225,10 +247,10 @@ def _verdict_panel(ax, verdicts: pd.DataFrame, cell_types) -> None:
             ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color=colour))
             ax.text(c, r, f"{word}\n{deciding}".strip(), ha="center", va="center", fontsize=7)
     ax.set_xlim(-0.5, len(cell_types) - 0.5)
-    ax.set_ylim(len(cell_types) - 0.5, -0.5)
+    ax.set_ylim(len(sources) - 0.5, -0.5)
     ax.grid(False)
     ax.set_xticks(range(len(cell_types)), cell_types, rotation=30)
-    ax.set_yticks(range(len(cell_types)), cell_types)
+    ax.set_yticks(range(len(sources)), sources)
     ax.set_xlabel("screen (test) cell type")
     ax.set_title("replaceable? (deciding metric)", fontsize=10)
 
@@ -249,6 +271,13 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
         if r.cell_type == focus and r.model.stain == stains[0] and r.model.seed == seed
     ]
     wells = {"real": read_table(layout.screen_real_wells(focus, stains[0]))}
+    wells.update(
+        {
+            f"control: {r.model.control}": read_table(layout.screen_wells(r.model, focus))
+            for r in control_runs(config)
+            if r.cell_type == focus and r.model.stain == stains[0]
+        }
+    )
     wells.update(
         {
             f"trained on {r.model.train_set.name}": read_table(layout.screen_wells(r.model, focus))
