@@ -28,11 +28,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vsgrid.files import read_table  # noqa: E402
-from vsgrid.grid import SCREEN_CONTROLS, control_runs, focus_cell_type, screen_runs  # noqa: E402
+from vsgrid.grid import AFFINE, SCREEN_CONTROLS, control_runs, focus_cell_type, screen_runs  # noqa: E402
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
 from vsgrid.screen.profiles import PROFILE  # noqa: E402
+from vsgrid.screen.sentinels import LOWEST_TRUST, RANDOM, RANDOM_LINE  # noqa: E402
 from vsgrid.screen.tables import SUMMARY_READOUT  # noqa: E402
 from vsgrid.screen.verdicts import NOT_REPLACEABLE, REPLACEABLE, UNDECIDED  # noqa: E402
 
@@ -119,6 +120,14 @@ def _sources(rows: pd.DataFrame, cell_types) -> list[str]:
     return [c for c in SCREEN_CONTROLS if c in set(_source(rows))] + list(cell_types)
 
 
+def _cell_text(value: float, capped_share: float) -> str:
+    """A heatmap cell: an EC50 error that is the tested range's cap (the virtual stain has no
+    EC50 where the real one has) is no measurement, and says so."""
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.2f}\n(capped)" if capped_share == 1 else f"{value:.2f}"
+
+
 def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
     rows = table[
         (table["readout"] == SUMMARY_READOUT) & table["metric"].isin(list(HEATMAP_METRICS))
@@ -136,12 +145,13 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
         for j, (metric, (title, cmap, (low, high))) in enumerate(HEATMAP_METRICS.items()):
             ax = axes[i][j]
             picked = rows[(rows["stain"] == stain) & (rows["metric"] == metric)]
-            matrix = (
-                picked.groupby(["source", "cell_type"])["value"]
+            matrix, capped = (
+                picked.groupby(["source", "cell_type"])[column]
                 .mean()
                 .unstack("cell_type")
                 .reindex(index=sources, columns=cell_types)
                 .to_numpy(dtype=float)
+                for column in ("value", "capped_share")
             )
             top = (
                 high
@@ -154,7 +164,7 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
                 ax.text(
                     c,
                     r,
-                    f"{v:.2f}" if np.isfinite(v) else "n/a",
+                    _cell_text(v, capped[r, c]),
                     ha="center",
                     va="center",
                     fontsize=8,
@@ -305,12 +315,12 @@ SENTINEL_PANELS = {
     "hit_kappa": ("hit-call kappa (virtual vs real, 0-1)", "higher is better"),
     "z_prime": ("Z' of the virtual readout (unitless)", "dashed: the real stain's"),
 }
-SENTINEL_COLOURS = {"lowest trust": "#d62728", "random": "#1f77b4"}
+SENTINEL_COLOURS = {LOWEST_TRUST: "#d62728", RANDOM: "#1f77b4", RANDOM_LINE: "#2ca02c"}
 
 
 def _sentinel_panel(ax, rows: pd.DataFrame, metric: str) -> None:
     """One decision metric of one screen run's sentinel rows against the share of wells not
-    stained: lowest-trust and random sentinels as two lines with their 95 % CI bands, the
+    stained: each choice of sentinels (:data:`SENTINEL_COLOURS`) a line with its 95 % CI band, the
     sentinels per plate (k) on the top axis."""
     label, note = SENTINEL_PANELS[metric]
     for choice, colour in SENTINEL_COLOURS.items():
@@ -332,34 +342,46 @@ def _sentinel_panel(ax, rows: pd.DataFrame, metric: str) -> None:
 
 
 def figure11(trust: pd.DataFrame, cell_types):
-    """Sentinel wells (:mod:`vsgrid.screen.sentinels`, ``tables/screen_trust``): per screen cell
-    type (rows) the model a team would use on it, trained on its own cell type (else the first
-    model screened), first seed and stain; per decision metric (columns) its recalibrated
-    virtual readout against the share of wells not stained."""
+    """Sentinel wells (:mod:`vsgrid.screen.sentinels`, ``tables/screen_trust``): first the
+    affine-distorted oracle of the first screen (the control the recalibration must rescue),
+    then per screen cell type the model a team would use on it, trained on its own cell type
+    (else the first model screened), first seed and stain; per decision metric (columns) its
+    recalibrated virtual readout against the share of wells not stained."""
     shown = [c for c in cell_types if c in set(trust["cell_type"])] or list(cell_types)[:1]
+    panels = _sentinel_runs(trust, shown)
     figure, axes = plt.subplots(
-        len(shown), len(SENTINEL_PANELS), figsize=(12.0, 3.3 * len(shown)), squeeze=False
+        len(panels), len(SENTINEL_PANELS), figsize=(12.0, 3.3 * len(panels)), squeeze=False
     )
-    for row, cell_type in zip(axes, shown):
-        runs = trust[trust["cell_type"] == cell_type]
-        own = runs[runs["train_cell_type"] == cell_type]
-        runs = own if len(own) else runs
-        if runs.empty:
-            row[0].text(0.5, 0.5, "no screen run carries an OOD score", ha="center",
-                        transform=row[0].transAxes)  # fmt: skip
+    for row, (cell_type, rows) in zip(axes, panels):
+        if rows.empty:
+            row[0].text(0.5, 0.5, "no screen run", ha="center", transform=row[0].transAxes)
             continue
-        first = runs.iloc[0]
-        rows = runs[(runs["model"] == first["model"])]
         for ax, metric in zip(row, SENTINEL_PANELS):
             _sentinel_panel(ax, rows, metric)
-        row[0].annotate(f"{cell_type} screen\n{first['model']}", (-0.32, 0.5),
+        row[0].annotate(f"{cell_type} screen\n{rows['model'].iloc[0]}", (-0.32, 0.5),
                         xycoords="axes fraction", rotation=90, ha="center", va="center",
                         fontsize=9)  # fmt: skip
     axes[0][0].legend(fontsize=8, loc="best")
     figure.suptitle(
         "11  Sentinel wells: the virtual readout recalibrated on k wells per plate stained for "
-        "real, chosen by lowest trust (OOD) or at random (95 % CI over wells; random: and draws)",
+        "real, chosen by lowest trust (OOD), at random, or a random line + lowest trust "
+        "(95 % CI over wells; random: and draws)",
         fontsize=10,
     )
     figure.tight_layout()
     return figure
+
+
+def _sentinel_runs(trust: pd.DataFrame, shown: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """Figure 11's rows: (screen cell type, one run's sentinel rows)."""
+    control = trust["control"].fillna("") if "control" in trust else pd.Series("", trust.index)
+    affine = trust[(control == AFFINE) & (trust["cell_type"] == shown[0])]
+    panels = [(shown[0], affine)] if len(affine) else []
+    models = trust[control == ""]
+    for cell_type in shown:
+        runs = models[models["cell_type"] == cell_type]
+        own = runs[runs["train_cell_type"] == cell_type]
+        runs = own if len(own) else runs
+        first = runs["model"].iloc[0] if len(runs) else None
+        panels.append((cell_type, runs[runs["model"] == first]))
+    return panels

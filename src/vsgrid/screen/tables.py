@@ -48,6 +48,7 @@ from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import ScreenRun, control_runs, screen_runs
 from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
 from vsgrid.report.tables import interval
+from vsgrid.screen.assay import z_prime_wells
 from vsgrid.screen.decisions import (
     NO_TRUTH,
     Metric,
@@ -86,8 +87,9 @@ RUN_COLUMNS = ["model", "model_type", "control", "train_set", "train_cell_type",
                "stain", "seed", "baseline_model", "is_baseline"]  # fmt: skip
 TRUST_COLUMNS = [*RUN_COLUMNS, "readout", *SENTINEL_COLUMNS]
 COLUMNS = ["model", "model_type", "control", "train_set", "train_cell_type", "cell_type", "stain",
-           "seed", "readout", "metric", "value", "ci_low", "ci_high", "undefined_share", "reason",
-           "wells", "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
+           "seed", "readout", "metric", "value", "ci_low", "ci_high", "undefined_share",
+           "capped_share", "reason", "wells", "dmso_wells", "positive_wells", "plates",
+           "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
            "delta_ci_high", "delta_undefined_share"]  # fmt: skip
 
 
@@ -155,7 +157,8 @@ def screen_rows(
             for name, wells in raw.items()
         }
         decided = {name: decisions(plate, read["real"], read[name], index) for name in virtual}
-        rows += _run_rows(runs, decided, readout, int(usable.sum()))
+        counts = z_prime_wells(plate, read["real"].raw)
+        rows += [{**r, **counts} for r in _run_rows(runs, decided, readout, int(usable.sum()))]
     found = build_profiles(tables, design, columns)
     plate = design if isinstance(found, Missing) else found.plate
     index = plate.resamples(resamples, rng_for(seed, "screen", runs[0].cell_type, stain, PROFILE))
@@ -236,10 +239,11 @@ def trust_rows(
     resamples: int,
     seed: int,
 ) -> list[dict]:
-    """Per screen run whose virtual wells carry their OOD score, on the summary readout: the
-    sentinel wells' decisions per k and choice, and the OOD score's AUROC for the wells whose hit
-    call flips (:mod:`vsgrid.screen.sentinels`). The readout, its wells and resamples are those
-    of :func:`screen_rows` (the same random stream), so k = 0 is the screen table's row."""
+    """Per screen run, on the summary readout: the sentinel wells' decisions per k and choice
+    (random only where the virtual wells carry no OOD score, as a control's), and the OOD score's
+    AUROC for the wells whose hit call flips (:mod:`vsgrid.screen.sentinels`). The readout, its
+    wells and resamples are those of :func:`screen_rows` (the same random stream), so k = 0 is
+    the screen table's row."""
     design = Plate(real[DESIGN].reset_index(drop=True), settings)
     tables = normalized_tables(real, virtual, design, [SUMMARY_READOUT])
     scaled = not isinstance(tables, Missing) and SUMMARY_READOUT not in tables.dropped
@@ -249,13 +253,13 @@ def trust_rows(
     rows = []
     for run in runs:
         name = run.model.name
-        if "ood" not in virtual[name]:
-            continue
         rng = rng_for(seed, "screen", run.cell_type, run.model.stain, SUMMARY_READOUT)
-        wells = (plate, values["real"][usable], values[name][usable],
-                 virtual[name]["ood"].to_numpy(float)[usable])  # fmt: skip
-        found = sentinel_rows(*wells, ks=tuple(ks), resamples=resamples, rng=rng)
-        found.append(flip_row(*wells, plate.resamples(resamples, rng)))
+        # A control has no OOD score: its sentinels are random, and no flip is scored.
+        ood = virtual[name]["ood"].to_numpy(float)[usable] if "ood" in virtual[name] else None
+        wells = (plate, values["real"][usable], values[name][usable])
+        found = sentinel_rows(*wells, ood, ks=tuple(ks), resamples=resamples, rng=rng)
+        if ood is not None:
+            found.append(flip_row(*wells, ood, plate.resamples(resamples, rng)))
         rows += [{**_run_columns(run), "readout": SUMMARY_READOUT, **row} for row in found]
     return rows
 
@@ -279,8 +283,9 @@ def trust_outcome(trust: pd.DataFrame, margins: dict[str, float]) -> list[str]:
     if trust.empty:
         return []
     ks = sorted(int(k) for k in trust["k"].dropna().unique())
-    lines = ["", f"Sentinel wells (k per plate stained for real, lowest OOD trust first; k in "
-             f"{', '.join(map(str, ks))}) and the OOD score's AUROC for the flipped hit calls:"]  # fmt: skip
+    lines = ["", f"Sentinel wells (k per plate stained for real: random line + lowest OOD trust, "
+             f"random alone without an OOD score; k in {', '.join(map(str, ks))}) and the OOD "
+             "score's AUROC for the flipped hit calls:"]  # fmt: skip
     keys = ["model_type", "cell_type", "stain"]
     for (model_type, cell_type, stain), group in trust.groupby(keys, sort=True):
         first = group[group["seed"] == group["seed"].min()]
@@ -290,11 +295,16 @@ def trust_outcome(trust: pd.DataFrame, margins: dict[str, float]) -> list[str]:
         if k is None:
             last, metric, _ = verdicts_by_k(decided, margins)[ks[-1]]
             said = f"no k up to {ks[-1]} makes it replaceable ({ks[-1]}: {last} on {metric})"
-        flip = first[first["metric"] == "flip_auroc"].iloc[0]
-        flips = (f"flip AUROC {flip['value']:.2f} [{flip['ci_low']:.2f}, {flip['ci_high']:.2f}]"
-                 if np.isfinite(flip["value"]) else f"flip AUROC missing: {flip['reason']}")  # fmt: skip
+        flip = first[first["metric"] == "flip_auroc"]
+        flips = "no OOD score: random sentinels only" if flip.empty else _flips(flip.iloc[0])
         lines.append(f"{model_type:26s} {cell_type:9s} {stain:5s} {said}; {flips}")
     return lines
+
+
+def _flips(flip: pd.Series) -> str:
+    if np.isfinite(flip["value"]):
+        return f"flip AUROC {flip['value']:.2f} [{flip['ci_low']:.2f}, {flip['ci_high']:.2f}]"
+    return f"flip AUROC missing: {flip['reason']}"
 
 
 def truth_table(config: dict) -> pd.DataFrame:
@@ -406,9 +416,13 @@ def _separating_readouts(table: pd.DataFrame, *, shown: int = 3) -> list[str]:
 
 def _outcome_cell(first: pd.DataFrame, mean: pd.Series, metric: str, width: int) -> str:
     """A metric's mean over the seeds that define it, with the first seed's CI where the column
-    is wide enough ('no CI' where the first seed has none: the reasons under the table say why)."""
+    is wide enough ('no CI' where the first seed has none: the reasons under the table say why;
+    an EC50 error at the tested range's cap is shown as such, not as a measurement)."""
     if not np.isfinite(mean.get(metric, np.nan)):
         return f"{'missing':>{width}s}"
+    if first.get("capped_share", pd.Series(dtype=float)).get(metric) == 1:
+        # the tested range's cap: the virtual curve has no EC50 where the real one has
+        return f"{'no EC50 (capped)':>{width}s}"
     interval = ""
     if width > 7:
         low, high = first.loc[metric, "ci_low"], first.loc[metric, "ci_high"]

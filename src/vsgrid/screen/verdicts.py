@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vsgrid.grid import ORACLE, SCREEN_CONTROLS
+from vsgrid.screen.assay import what_would_decide
 from vsgrid.screen.profiles import PROFILE
 
 # The side of its margin a metric must stay on: at most (an error), at least (an agreement), or
@@ -85,7 +86,12 @@ def _no_assay(rows: pd.DataFrame, bound: float) -> str:
     cis = _intervals(rows, "z_prime_real")
     if cis is None or (cis[0] >= bound).all():
         return ""
-    return f"the real stain's own Z' CI {cis[2]} reaches below {bound}: no assay to reproduce"
+    worst = real.iloc[int(np.argmin(real["ci_low"].to_numpy(float)))]
+    wells = {c: worst.get(c, np.nan) for c in ("dmso_wells", "positive_wells", "plates")}
+    more = what_would_decide(worst["value"], worst["ci_low"], bound, **wells)
+    return f"the real stain's own Z' CI {cis[2]} reaches below {bound}: no assay to reproduce" + (
+        f"; {more}" if more else ""
+    )
 
 
 def verdict_table(table: pd.DataFrame, margins: dict[str, float], readout: str) -> pd.DataFrame:
