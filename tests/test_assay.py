@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_screen import DOSES, decide, plate_wells, readout
+from shared import DOSES, decide, plate_wells, readout
 
 from vsgrid.report.tables import interval
 from vsgrid.screen.assay import scale_to_decide, what_would_decide, z_prime_wells

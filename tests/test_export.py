@@ -15,7 +15,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr_models.v04.hcs import HCS as HCSv04
 from ome_zarr_models.v05.hcs import HCS as HCSv05
-from test_workflow import ROOT, planned
+from shared import ROOT, planned
 
 from vsgrid import arrays
 from vsgrid.cli import main

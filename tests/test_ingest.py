@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
+from shared import PLATES, WELLS
 
 from vsgrid.cli import main
 from vsgrid.config import validate
@@ -19,17 +20,6 @@ from vsgrid.data.summary import image_flag
 from vsgrid.errors import VsgridError
 
 CHANNEL_NAMES = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
-WELLS = {  # well -> (compound, concentration); one compound at six concentrations
-    "A01": ("DMSO", 0),
-    "A02": ("CPD-A", 0.01),
-    "A03": ("CPD-A", 0.03),
-    "A04": ("CPD-A", 0.1),
-    "B01": ("CPD-A", 0.3),
-    "B02": ("CPD-A", 1),
-    "B03": ("CPD-A", 3),
-    "B04": ("Etoposide", 10),
-}
-PLATES = {"PL1": "lung", "PL2": "lung", "PL3": "lung"}  # PL3, last by name, is the test plate
 SITES = (1, 2)
 SHAPE = (24, 32)
 

@@ -4,7 +4,7 @@ import re
 import shlex
 
 import pytest
-from test_workflow import ROOT, snakemake
+from shared import ROOT, snakemake
 
 from vsgrid.cli import build_parser, main
 from vsgrid.cli.options import check_names

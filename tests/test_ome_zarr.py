@@ -13,7 +13,7 @@ import zarr
 from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
 from ome_zarr_models.exceptions import ValidationWarning
-from test_ingest import PLATES, WELLS
+from shared import PLATES, WELLS
 
 from vsgrid.cli import main
 from vsgrid.config import load_config, validate

@@ -13,7 +13,7 @@ from ome_zarr.format import FormatV05
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
-from test_workflow import ROOT, snakemake
+from shared import ROOT, snakemake
 
 from vsgrid.config import validate
 from vsgrid.data.plates import synthetic_layout, well_position

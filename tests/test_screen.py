@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from shared import DOSES, decide, plate_wells, readout
 from sklearn.metrics import cohen_kappa_score
 
 from vsgrid.files import write_table
@@ -17,12 +18,10 @@ from vsgrid.screen.decisions import (
     LOG_EC50_STEP,
     Missing,
     Plate,
-    Readout,
     ScreenSettings,
     assay_controls,
     assay_z_prime,
     cohen_kappa,
-    decisions,
     fit_hill,
     fit_reason,
     hill,
@@ -30,37 +29,6 @@ from vsgrid.screen.decisions import (
     truth_errors,
     z_prime,
 )
-
-DOSES = np.array([0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
-
-
-def decide(plate: Plate, real: np.ndarray, virtual: np.ndarray, index: np.ndarray) -> dict:
-    """Level-4 decisions of two readouts given per well, each fitted over ``index``."""
-    return decisions(
-        plate, Readout.of(plate, real, index), Readout.of(plate, virtual, index), index
-    )
-
-
-def plate_wells(
-    compounds=("CPD-01", "CPD-02"), dmso=16, positives=8, doses=DOSES, replicates=5
-) -> pd.DataFrame:
-    rows = [("DMSO", 0.0)] * dmso + [("etoposide", 10.0)] * positives
-    rows += [(c, d) for c in compounds for d in doses for _ in range(replicates)]
-    return pd.DataFrame(rows, columns=["compound", "concentration"])
-
-
-def readout(
-    wells: pd.DataFrame, ec50: dict, rng, noise=0.02, top=0.1, bottom=1.0, positive=0.1
-) -> np.ndarray:
-    """A readout that falls from ``bottom`` (DMSO) to ``top`` with each compound's EC50."""
-    values = np.full(len(wells), bottom)
-    for name, e in ec50.items():
-        rows = wells["compound"].eq(name).to_numpy()
-        values[rows] = hill(
-            np.log10(wells.loc[rows, "concentration"]), bottom, top, np.log10(e), 2.0
-        )
-    values[wells["compound"].eq("etoposide").to_numpy()] = positive
-    return values + rng.normal(0, noise, len(values))
 
 
 def test_a_hill_fit_recovers_the_ec50_of_a_curve_it_was_drawn_from():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_screen import DOSES, decide, plate_wells, readout
+from shared import DOSES, decide, plate_wells, readout
 
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError

@@ -1,60 +1,14 @@
 """The Snakemake workflow: the paper grid's plan, the .test grid run for real, partial reruns, bad input."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-
-
-def snakemake(workdir, *args, configfile=None, check=True):
-    """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's config.yaml
-    (``configfile`` may be a list: later files overlay earlier ones)."""
-    configfiles = (
-        configfile
-        if isinstance(configfile, list)
-        else [configfile or Path(workdir) / "config.yaml"]
-    )
-    command = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        *map(str, configfiles),
-        "--cores",
-        "2",
-        *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def planned(workdir, *args, **kwargs) -> dict[str, int]:
-    """Jobs per rule of a dry run (empty when there is nothing to do)."""
-    result = snakemake(workdir, "-n", *args, **kwargs)
-    text = result.stdout + result.stderr
-    stats = text[text.find("Job stats:") :].split("\n\n")[0] if "Job stats:" in text else ""
-    return {
-        rule: int(count)
-        for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)
-        if rule != "total"
-    }
+from shared import ROOT, planned, snakemake
 
 
 def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
