@@ -14,12 +14,14 @@ def config_of(args) -> dict:
     return config
 
 
-def _grid_names(grid: dict) -> dict[str, tuple[str, list[str]]]:
+def _grid_names(config: dict) -> dict[str, tuple[str, list[str]]]:
     """Per option (its argparse ``dest``) that names a thing of the grid: what it names, and the
-    grid's names of it."""
-    from vsgrid.grid import data_sets, masks_stain, models, test_sets
+    grid's names of it (a model: a model of the grid, or a level-4 screen control)."""
+    from vsgrid.grid import control_runs, data_sets, masks_stain, models, test_sets
 
+    grid = config["grid"]
     cell_types = ("cell type", grid["cell_types"])
+    controls = list(dict.fromkeys(run.model.name for run in control_runs(config)))
     return {
         "test_set": ("test set", [d.name for d in test_sets(grid)]),
         "train_set": ("data set", [d.name for d in data_sets(grid)]),
@@ -30,7 +32,7 @@ def _grid_names(grid: dict) -> dict[str, tuple[str, list[str]]]:
         ),
         "cell_type": cell_types,
         "screen": cell_types,
-        "model": ("model", [m.name for m in models(grid)]),
+        "model": ("model", [m.name for m in models(grid)] + controls),
         "model_type": ("model type", list(dict.fromkeys(m.model_type for m in models(grid)))),
     }
 
@@ -38,7 +40,7 @@ def _grid_names(grid: dict) -> dict[str, tuple[str, list[str]]]:
 def check_names(config: dict, args) -> None:
     """Each name option must name a thing of the grid: the commands join names into paths, and
     one that is not the grid's ("../x") would read and write outside the grid's folders."""
-    for dest, (kind, known) in _grid_names(config["grid"]).items():
+    for dest, (kind, known) in _grid_names(config).items():
         given = getattr(args, dest, None)
         for name in [given] if isinstance(given, str) else given or []:
             check_name(f"--{dest.replace('_', '-')}", name, kind, known)
