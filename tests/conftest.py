@@ -1,11 +1,9 @@
-from pathlib import Path
-
 import pytest
+import yaml
+from shared import DATA, RESULTS, ROOT, snakemake
 
 from vsgrid.config import load_config
 from vsgrid.data.synthetic import synthesize
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +20,16 @@ def quick_stores(quick_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
     paths = synthesize(quick_config, out, workers=2, progress=False)
     return {p.name.removesuffix(".zarr"): p for p in paths}
+
+
+@pytest.fixture(scope="session")
+def grid(tmp_path_factory):
+    """The .test grid, run to the end once for the session (minutes: every test that takes it is
+    in the slow tier). tests/test_workflow.py checks what it wrote; tests/test_slurm.py starts
+    from a copy of it."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    config["results"]["dir"], config["data"]["dir"] = RESULTS, DATA
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir)
+    return workdir

@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
+# Where the `grid` fixture (conftest.py) keeps its data and results: paths with a space and with
+# shell syntax, which every rule must quote and none may run.
+RESULTS, DATA = "my results", "data $(touch pwned)"
+
 
 def snakemake(workdir, *args, configfile=None, check=True):
     """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's config.yaml

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from shared import DATA, RESULTS
 
 SCRIPT = Path(__file__).parent / "slurm" / "run.sh"
 
@@ -22,16 +23,29 @@ def why_not() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
-def test_gpu_rules_run_through_the_slurm_profile(tmp_path):
+def test_gpu_rules_run_through_the_slurm_profile(grid, tmp_path):
+    """From a copy of the finished .test grid (its data and the real stains' masks, features and
+    rankings done), one model trained again: its train, infer, infer_screen, evaluate and
+    screen_run jobs, and a forced screen_reference, are all that go through SLURM."""
+    for source, target in ((DATA, "data"), (RESULTS, "results")):
+        # copytree keeps modification times: what is copied stays up to date
+        shutil.copytree(grid / source, tmp_path / target, symlinks=True)
     result = subprocess.run(
         ["bash", str(SCRIPT)],
-        env={**os.environ, "VSGRID_SLURM_WORKDIR": str(tmp_path)},
+        env={
+            **os.environ,
+            "VSGRID_SLURM_WORKDIR": str(tmp_path),
+            "VSGRID_SLURM_FORCERUN": "train screen_reference",
+        },
         capture_output=True,
         text=True,
         timeout=1800,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
+    # what the copy holds was not made again: no store went through SLURM
+    logs = tmp_path / "results" / "slurm_logs"
+    assert not (logs / "rule_store").exists() and not (logs / "rule_screen_store").exists()
     assert (
         "rule train: job" in output
         and "rule infer: job" in output

@@ -7,6 +7,11 @@
 #
 #   bash tests/slurm/run.sh [TARGET ...]      (default: one run's scores.parquet, one screen run)
 #
+# VSGRID_SLURM_WORKDIR names the working directory (default: a new one in /tmp); what it already
+# holds counts as done. VSGRID_SLURM_FORCERUN names rules to run again there all the same (what
+# they feed reruns too): tests/test_slurm.py starts from a finished .test grid and forces train
+# and screen_reference, so that only the rules it checks go through SLURM.
+#
 # The launcher gets its own environment (.venv-slurm: pyproject's `cluster` group), the jobs run
 # `vsgrid` from .venv, as on a cluster.
 set -euo pipefail
@@ -14,6 +19,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${VSGRID_SLURM_WORKDIR:-$(mktemp -d /tmp/vsgrid-slurm.XXXXXX)}
 HOST=$(hostname -s)
 TARGETS=("$@")
+FORCERUN=()
+[ -z "${VSGRID_SLURM_FORCERUN:-}" ] || read -ra FORCERUN <<< "--forcerun $VSGRID_SLURM_FORCERUN"
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(results/runs/lung-nontoxic.dapi.s0/lung-toxic/scores.parquet
                                      results/screen/runs/lung-nontoxic.dapi.s0/lung.wells.parquet)
 
@@ -104,7 +111,7 @@ PY
 
 say "running ${TARGETS[*]} in $WORK"
 cd "$WORK"
-PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
+PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" "${FORCERUN[@]}" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
     --directory "$WORK" --configfile "$ROOT/.test/config.yaml"
 
 job_of() {  # the SLURM job id of a rule's job; nothing when the targets needed none
