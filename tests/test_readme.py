@@ -21,6 +21,15 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 CLUSTER_ONLY = ("conda ", "$(conda ", "source ")
 PARSED_ONLY = ("vsgrid train-cellpose ",)
+# Commands that write data sets (10-45 s each on two cores), and those that read what they wrote:
+# the slow tier.
+WRITES_DATA = ("vsgrid synthesize ", "vsgrid example-plates ", "vsgrid ingest ")
+
+
+def slow(command: str) -> bool:
+    if command.startswith(CLUSTER_ONLY):  # checked for syntax only
+        return False
+    return command.startswith(WRITES_DATA) or "my-plates/" in command
 
 
 def commands() -> list[str]:
@@ -75,7 +84,10 @@ def test_the_readme_shows_the_two_setup_commands_first():
     assert commands()[:2] == ["make quick", "make test"]
 
 
-@pytest.mark.parametrize("command", commands())
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param(c, marks=[pytest.mark.slow] if slow(c) else []) for c in commands()],
+)
 def test_every_readme_command_works_as_written(command, clone):
     if command.startswith(CLUSTER_ONLY):
         assert run(f"bash -n -c {shlex.quote(command)}", clone).returncode == 0
