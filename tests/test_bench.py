@@ -101,8 +101,9 @@ OUT = {
     "trust": "--out",
 }
 OUT["selection"] = "--build"
-# More than 30 s each on two cores: the workflow's jobs, or a dozen `vsgrid` processes.
-SLOW = {"calibration", "scale", "screen", "trust"}
+# More than 20 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes, or
+# torch.compile (model).
+SLOW = {"calibration", "evaluate", "model", "scale", "screen", "selection", "trust"}
 
 
 def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:
@@ -117,7 +118,8 @@ def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_runs(request, tmp_path_factory):
     """The tiny runs of the scripts whose tests were selected, two at a time: most of a run's time
-    is one process on one core (imports, small images), and the test machine has two."""
+    is one process on one core (imports, small images), and the test machine has two. --durations
+    charges them all to the setup of the first selected one (calibration when all are)."""
     wanted = {
         item.callspec.params["script"]
         for item in request.session.items

@@ -346,6 +346,7 @@ def assay(quick_config, tmp_path_factory):
     return config, store, reference, real
 
 
+@pytest.mark.slow  # the quick grid's lung screen built, segmented and measured: a minute
 def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stain_is_not(assay):
     """Through the steps the workflow runs (screen-controls, screen-run, screen-tables): the real
     DAPI plus camera noise (SD 30 counts) keeps every CI inside its margin; blurred (sigma 3 px)

@@ -144,6 +144,7 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # three short trainings
 def test_same_seed_same_weights_other_seed_other_weights(config, tmp_path):
     config = short(config, 2)
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
@@ -152,6 +153,7 @@ def test_same_seed_same_weights_other_seed_other_weights(config, tmp_path):
     assert not same_weights(state_dict(tmp_path / "a"), state_dict(tmp_path / "c"))
 
 
+@pytest.mark.slow  # four short trainings
 def test_other_settings_or_a_forced_rerun_train_afresh_the_same_settings_do_not(config, tmp_path):
     model = Model(LUNG_TOXIC, "fitc", 0)
     train(short(config, 1), model, tmp_path, progress=False)
@@ -203,6 +205,7 @@ def run_cli(config_file, out, train_set="lung-toxic", stain="dapi", env=None):
     )
 
 
+@pytest.mark.slow  # three short trainings
 def test_sigterm_saves_and_a_rerun_resumes_to_the_same_weights(config, tmp_path):
     config = short(config, 3)
     config_file = tmp_path / "config.yaml"

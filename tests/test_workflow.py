@@ -9,6 +9,10 @@ import pandas as pd
 import pytest
 from shared import DATA, RESULTS, ROOT, planned, snakemake
 
+# Every test here runs Snakemake: 5-15 s each on two cores for a dry run of the paper grid, minutes
+# for the `grid` fixture's real run. The slow tier.
+pytestmark = pytest.mark.slow
+
 
 def test_paper_grid_plans_54_trainings_and_243_inferences(tmp_path):
     result = snakemake(tmp_path, "-n", "-p", configfile=ROOT / "config" / "config.yaml")
@@ -104,7 +108,6 @@ def test_a_plain_run_restores_a_lost_generator_and_remakes_only_its_models_resul
     assert plain["evaluate"] == 4  # the runs of that model (on its 4 test sets), nothing else
 
 
-@pytest.mark.slow
 def test_the_test_grid_writes_tables_and_figures(grid):
     deltas = pd.read_parquet(grid / RESULTS / "tables" / "deltas.parquet")
     paper = deltas[deltas["baseline_kind"] == "test_distribution"]
@@ -183,7 +186,6 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert {"s", "max_rss", "cpu_time"} <= set(benchmark.columns)
 
 
-@pytest.mark.slow
 def test_every_job_log_ends_with_its_cpu_time(grid):
     """bench/jobs.py sums these lines: Snakemake's benchmark files miss the end of a job's CPU."""
     logs = sorted((grid / RESULTS / "logs").rglob("*.log"))
@@ -197,13 +199,11 @@ def test_every_job_log_ends_with_its_cpu_time(grid):
         ), f"{log}: {last}"
 
 
-@pytest.mark.slow
 def test_paths_with_spaces_and_shell_syntax_are_quoted_never_run(grid):
     assert (grid / DATA / "lung-toxic.zarr" / "zarr.json").is_file()
     assert not list(grid.rglob("pwned")) and not (grid / "my").exists()
 
 
-@pytest.mark.slow
 def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
     work = tmp_path / "copy"
     shutil.copytree(grid, work, symlinks=True)
@@ -213,7 +213,6 @@ def test_one_runs_result_computes_only_that_cell(grid, tmp_path):
     assert planned(work, target) == {"train": 1, "infer": 1, "evaluate": 1}
 
 
-@pytest.mark.slow
 def test_forcing_one_model_reruns_only_its_downstream(grid):
     jobs = planned(grid, "--forcerun", f"{RESULTS}/models/lung-nontoxic.dapi.s0/summary.json")
     # The model, its predictions (one job) and its 4 runs (lung/breast x non-toxic/toxic), the tables and the
@@ -222,7 +221,6 @@ def test_forcing_one_model_reruns_only_its_downstream(grid):
                     "infer_screen": 1, "screen_run": 2, "screen_tables": 1, "screen_figures": 1}  # fmt: skip
 
 
-@pytest.mark.slow
 def test_a_second_seed_adds_its_models_and_the_spread_over_seeds(grid, tmp_path):
     overlay = tmp_path / "seeds.yaml"
     overlay.write_text("grid: {stain_seeds: {dapi: [0, 1]}}\n")
@@ -232,7 +230,6 @@ def test_a_second_seed_adds_its_models_and_the_spread_over_seeds(grid, tmp_path)
     assert jobs["tables"] == 1
 
 
-@pytest.mark.slow
 def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs(grid, tmp_path):
     overlay = tmp_path / "mine.yaml"
     overlay.write_text("figures: {dpi: 50}\n")
@@ -262,7 +259,6 @@ def test_a_config_overlay_reruns_only_the_rules_it_concerns_and_reaches_the_jobs
     )  # back as the other tests expect
 
 
-@pytest.mark.slow
 def test_a_level_4_setting_reruns_only_level_4(grid, tmp_path):
     overlay = tmp_path / "screen.yaml"
     overlay.write_text("evaluation: {screen: {hit_sd: 2.5}}\n")
@@ -273,7 +269,6 @@ def test_a_level_4_setting_reruns_only_level_4(grid, tmp_path):
     }
 
 
-@pytest.mark.slow
 def test_bad_config_and_a_run_outside_the_grid_fail_before_any_job(grid, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  stains: [dapi, gfp]\n")
@@ -297,7 +292,6 @@ def test_bad_config_and_a_run_outside_the_grid_fail_before_any_job(grid, tmp_pat
     )
 
 
-@pytest.mark.slow
 def test_a_failing_job_leaves_no_output_and_the_rest_goes_on(grid, tmp_path):
     work = tmp_path / "failing"
     shutil.copytree(grid, work, symlinks=True)
