@@ -21,8 +21,9 @@ MODEL = Model(DataSet("lung", "nontoxic"), "dapi", 0)
 
 @pytest.fixture(scope="module")
 def config(quick_config, quick_stores, tmp_path_factory):
-    """The quick grid with one lung-nontoxic DAPI model, trained for 2 epochs (4 s on a CPU):
-    enough for its bottleneck to tell cell types apart (AUROC 0.89-0.94 over seeds 0-4)."""
+    """The quick grid with one lung-nontoxic DAPI model, trained for 2 epochs (20 s on two cores):
+    enough for its bottleneck to tell cell types apart (AUROC 0.89-0.94 over seeds 0-4). Every
+    test that takes it is in the slow tier."""
     config = copy.deepcopy(quick_config)
     config["data"]["dir"] = str(next(iter(quick_stores.values())).parent)
     config["results"]["dir"] = str(tmp_path_factory.mktemp("results"))
@@ -49,6 +50,7 @@ def test_auroc_interval_of_separated_equal_and_missing_sides():
         auroc_interval(np.array([]), np.ones(3))
 
 
+@pytest.mark.slow
 def test_breast_fields_lie_further_from_a_lung_model_than_held_out_lung_fields(config, table):
     assert list(table["test_set"].unique()) == ["lung-nontoxic", "breast-nontoxic"]
     assert len(table) == 2 * 48 and np.isfinite(table["ood"]).all() and (table["ood"] > 0).all()
@@ -68,6 +70,7 @@ def test_breast_fields_lie_further_from_a_lung_model_than_held_out_lung_fields(c
     assert first["ood"] == pytest.approx(mine["ood"].mean()) and first["fields"] == len(mine)
 
 
+@pytest.mark.slow
 def test_a_prediction_carries_its_spread_and_its_fields_ood_scores(config, table):
     layout = Layout.of(config)
     predictor = Predictor(layout.model_dir(MODEL), config["device"], config["network"])
@@ -90,6 +93,7 @@ def test_a_prediction_carries_its_spread_and_its_fields_ood_scores(config, table
     np.testing.assert_allclose(both.ood, lung, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_mc_dropout_samples_a_model_trained_with_dropout(config, tmp_path):
     dropped = copy.deepcopy(config)
     dropped["network"]["dropout"] = 0.5
@@ -105,11 +109,13 @@ def test_mc_dropout_samples_a_model_trained_with_dropout(config, tmp_path):
     assert not any(m.training for m in predictor.generator.modules())
 
 
+@pytest.mark.slow
 def test_a_reference_needs_two_training_fields(config):
     with pytest.raises(VsgridError, match="train_fields is 1"):
         ood_table(config, MODEL, ["breast-nontoxic"], train_fields=1)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_table_and_names_a_bad_model_or_test_set(config, table, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))

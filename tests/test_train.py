@@ -234,6 +234,7 @@ def test_sigterm_saves_and_a_rerun_resumes_to_the_same_weights(config, tmp_path)
         )
 
 
+@pytest.mark.slow  # a two-epoch training
 def test_a_job_that_completes_no_epoch_stops_the_next_resume_with_the_folder_named(
     config, tmp_path, monkeypatch
 ):
