@@ -56,6 +56,8 @@ def config_for(work: Path, plates: int, args) -> Path:
         fields_per_well=args.fields_per_well,
         forest_fields=args.forest_fields,
         bootstrap_resamples=100,
+        # one model's screen is what this times; the controls' cost is bench/jobs.py's on quick
+        controls={"enabled": False},
     )
     config["results"]["dir"] = str(work / "results")
     work.mkdir(parents=True, exist_ok=True)

@@ -387,3 +387,18 @@ def test_the_flip_auroc_is_high_where_the_risk_points_at_the_flipped_calls():
     assert isinstance(faithful, Missing) and "flips none" in str(faithful)
     [row] = [flip_row(plate, real, virtual, risk, index)]
     assert row["metric"] == "flip_auroc" and row["value"] == found.values[0] and np.isnan(row["k"])
+
+
+def test_a_plate_whose_lowest_trust_wells_are_all_its_wells_draws_no_line_wells():
+    """spread_wells on a plate with no well left to draw from (k at least its size) draws none
+    instead of failing: the .test grid's one-field screens have plates that small."""
+    from vsgrid.screen.sentinels import spread_wells
+
+    wells = pd.DataFrame({"compound": ["DMSO"] * 4, "concentration": 0.0, "plate": "P1",
+                          "well": ["A01", "A02", "A03", "A04"]})  # fmt: skip
+    plate = Plate(wells, ScreenSettings())
+    none = np.zeros(4, bool)
+    chosen = spread_wells(plate, 3, np.arange(4.0), rng=np.random.default_rng(0), among=none)
+    assert not chosen.any()
+    every = spread_wells(plate, 8, np.arange(4.0), rng=np.random.default_rng(0), among=~none)
+    assert every.all()

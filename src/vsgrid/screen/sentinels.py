@@ -150,7 +150,7 @@ def spread_wells(
     for one in dict.fromkeys(plates):
         wells = np.flatnonzero((plates == one) & np.asarray(among, bool))
         ranked = wells[np.argsort(virtual[wells], kind="stable")]
-        if k == 0:
+        if k == 0 or len(ranked) == 0:  # a small plate's lowest-trust wells may be all it has
             continue
         for run in np.array_split(ranked, min(k, len(ranked))):
             chosen[rng.choice(run)] = True
