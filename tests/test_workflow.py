@@ -139,19 +139,24 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert len(ranked[["model", "test_set"]].drop_duplicates()) == 24
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
     sentinels = pd.read_csv(grid / RESULTS / "tables" / "screen_trust.csv")
-    # every screen run, at every k of the default list, both choices, and its flip AUROC row
+    # every screen run (4 models, and 3 controls per stain) at every k of the default list, and a
+    # model's flip AUROC row (a control has no OOD score: random sentinels, no flips)
     per_run = sentinels.groupby("model")["k"].agg(lambda k: sorted(set(k.dropna())))
-    assert len(per_run) == 4 and all(k == [0, 8, 16, 32, 64] for k in per_run)
-    assert (sentinels.loc[sentinels["k"].isna(), "metric"] == "flip_auroc").all()
+    assert len(per_run) == 4 + 3 * 2 and all(k == [0, 8, 16, 32, 64] for k in per_run)
+    flips = sentinels[sentinels["k"].isna()]
+    assert (flips["metric"] == "flip_auroc").all() and flips["control"].isna().all()
+    assert set(sentinels.loc[sentinels["control"].notna(), "choice"].dropna()) == {"random"}
     assert (sentinels["value"].notna() | sentinels["reason"].notna()).all()
     outcome = (grid / RESULTS / "tables" / "screen_outcome.txt").read_text()
     said = outcome.split("Sentinel wells (k per plate stained for real")[1].splitlines()[1:]
-    assert len(said) == 8 and all("replaceable" in line and "flip AUROC" in line for line in said)
-    # 4 non-toxic models x 2 screens; dapi reads cell count, phenotype score and its cell type's 5
-    # selected features, cy5 the last 6; each has its profile's rows too
+    models = [line for line in said if not line.startswith("control-")]
+    assert len(said) == 8 + 12 and all("replaceable" in line for line in said)
+    assert len(models) == 8 and all("flip AUROC" in line for line in models)
+    # 4 non-toxic models and 3 controls per stain x 2 screens; dapi reads cell count, phenotype
+    # score and its cell type's 5 selected features, cy5 the last 6; each has its profile's rows
     readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
     assert (
-        screen["model"].nunique() == 4
+        screen["model"].nunique() == 4 + 3 * 2
         and set(readouts[:, "dapi"]) == {8}
         and set(readouts[:, "cy5"]) == {7}
         and (
