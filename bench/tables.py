@@ -1,14 +1,15 @@
 """Tables at any grid size: time and peak memory of `vsgrid tables` on generated run folders.
 
-    .venv/bin/python bench/tables.py [--cell-types 2 4 10] [--images 4800] [--resamples 1000]
+    .venv/bin/python bench/tables.py [--cell-types 2 4 10] [--pairs all] [--images 4800]
+                                     [--resamples 1000]
 
-For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds, grid.pairs: all, so (2N)^2 x 9
-runs) it writes every run's per-image tables, per-cell table and the spread over seeds (random
+For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds; grid.pairs: all gives (2N)^2 x 9
+runs, paper with 3 cell types the paper's 243) it writes every run's per-image tables, per-cell table and the spread over seeds (random
 values of the right shape: the tables step, the trust table's included, does not care what they
 mean), and test stores that hold only what the tables read (the wells of
 4,800 tiny test images, 9 fields per well), and times `vsgrid tables` with 1,000 bootstrap
-resamples and the default hierarchical CI. Memory should stay flat and time grow linearly with
-the number of runs.
+resamples and the default hierarchical CI: wall and CPU seconds (the process and its workers)
+and peak memory. Memory should stay flat and time grow linearly with the number of runs.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ CELLS = 10  # matched cells per image, each with its N-MAE and TTA spread
 TINY = {"cell_types": [1, 2], "images": 18, "resamples": 10}  # seconds: the step runs, no more
 
 
-def grid_config(work: Path, cell_types: int, resamples: int) -> dict:
+def grid_config(work: Path, cell_types: int, pairs: str, resamples: int) -> dict:
     names = [f"c{k}" for k in range(cell_types)]
     profile = {"density_per_mm2": 400, "cell_radius_um": 13, "nucleus_radius_um": 6}
     return validate(
         {
-            "grid": {"cell_types": names, "pairs": "all"},
+            "grid": {"cell_types": names, "pairs": pairs},
             "data": {
                 "dir": str(work / "data"),
                 "synthetic": {"cell_types": {n: profile for n in names}},
@@ -120,19 +121,20 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cell-types", type=int, nargs="+", default=[2, 4, 10])
+    parser.add_argument("--pairs", choices=["all", "paper"], default="all", help="grid.pairs")
     parser.add_argument("--images", type=int, default=4800, help="test images per test set")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=Path("/tmp/vsgrid-tables"))
     args = arguments(parser, TINY)
-    print(f"{'runs':>6} {'images/run':>10} {'seconds':>8} {'s/run':>6} {'peak MB':>8}")
+    print(f"{'runs':>6} {'images/run':>10} {'seconds':>8} {'CPU s':>8} {'s/run':>6} {'peak MB':>8}")
     for cell_types in args.cell_types:
         work = args.out / f"grid-{cell_types}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        config = grid_config(work, cell_types, args.resamples)
+        config = grid_config(work, cell_types, args.pairs, args.resamples)
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         n_runs = write_runs(config, args.images)
-        seconds, peak, _ = run(
+        seconds, peak, cpu = run(
             [
                 "vsgrid",
                 "tables",
@@ -144,7 +146,7 @@ def main():
             work,
         )
         print(
-            f"{n_runs:6d} {args.images:10d} {seconds:8.1f} {seconds / n_runs:6.2f} {peak:8.0f}",
+            f"{n_runs:6d} {args.images:10d} {seconds:8.1f} {cpu:8.1f} {seconds / n_runs:6.2f} {peak:8.0f}",
             flush=True,
         )
         shutil.rmtree(work)

@@ -159,6 +159,30 @@ def test_spearman_and_auroc_of_constructed_cases():
     )
 
 
+def test_a_resample_by_weights_scores_as_its_images_written_out():
+    """The trust table scores every bootstrap resample from its weights in one call: each value
+    equals scipy's and sklearn's on the resample written out (ties, a NaN and undrawn images
+    included), to 1e-12."""
+    rng = np.random.default_rng(1)
+    x = np.round(rng.normal(size=200), 1)
+    y, x[5] = np.round(x + rng.normal(size=200), 1), np.nan
+    weights = rng.poisson(1.0, (40, 200))
+    weights[0, :197] = 0  # three images drawn: 2 with both values, too few for a Spearman
+    found = spearman(x, y, weights=weights)
+    for w, value in zip(weights, found):
+        picked = drawn(w)
+        picked = picked[np.isfinite(x[picked])]
+        expected = stats.spearmanr(x[picked], y[picked]).statistic if len(picked) >= 3 else np.nan
+        np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
+    inside, shifted = np.round(rng.normal(size=60), 1), np.round(rng.normal(0.5, 1, 50), 1)
+    w_in, w_shifted = rng.poisson(1.0, (30, 60)), rng.poisson(1.0, (30, 50))
+    found = auroc(inside, shifted, inside_weights=w_in, shifted_weights=w_shifted)
+    for a, b, value in zip(w_in, w_shifted, found):
+        labels = np.r_[np.zeros(a.sum()), np.ones(b.sum())]
+        scores = np.r_[inside[drawn(a)], shifted[drawn(b)]]
+        assert value == pytest.approx(roc_auc_score(labels, scores), rel=1e-12)
+
+
 def write_prediction(layout, run, images: np.ndarray) -> None:
     """A prediction group of ``run`` as inference writes it (image only), of ``images``."""
     store = open_store(layout.store(run.test_set))

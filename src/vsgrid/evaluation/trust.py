@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
@@ -93,38 +92,112 @@ def write_seed_spread(config: dict, model_type: str, test_set: str, out) -> np.n
     return spread
 
 
-def _paired(uncertainty: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _weights(weights, n: int) -> np.ndarray:
+    """Counts per image as (R, n) floats: one row per resample (None: each image once)."""
+    if weights is None:
+        return np.ones((1, n))
+    weights = np.asarray(weights, np.float64)
+    if weights.shape[-1] != n or weights.ndim not in (1, 2):
+        raise ValueError(f"weights of shape {weights.shape} for {n} images")
+    return np.atleast_2d(weights)
+
+
+def _average_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each value's average rank (ties counting their mean) among the values as drawn in each
+    resample (``weights`` (R, n): how often each is drawn), as :func:`scipy.stats.rankdata` gives
+    it on the resample written out: one sort for every resample."""
+    if not len(values):
+        return np.zeros_like(weights)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    new = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    drawn_per_value = np.add.reduceat(weights[:, order], np.flatnonzero(new), axis=1)
+    below = np.cumsum(drawn_per_value, axis=1) - drawn_per_value
+    ranks = np.empty_like(weights)
+    ranks[:, order] = (below + (drawn_per_value + 1) / 2)[:, np.cumsum(new) - 1]
+    return ranks
+
+
+def _per_resample(weights: np.ndarray, statistic, *, cells: int = 2**22) -> np.ndarray:
+    """``statistic`` of each row of ``weights``, a block of rows at a time so that the (rows, n)
+    arrays stay under ``cells`` elements (about 32 MB each) however many images are drawn."""
+    rows = max(1, cells // max(1, weights.shape[1]))
+    return np.concatenate(
+        [statistic(weights[a:b]) for a, b in blocks(len(weights), rows)] or [np.empty(0)]
+    )
+
+
+def _unpack(values: np.ndarray, weights) -> float | np.ndarray:
+    return float(values[0]) if weights is None or np.ndim(weights) == 1 else values
+
+
+def spearman(
+    uncertainty: np.ndarray, error: np.ndarray, *, weights: np.ndarray | None = None
+) -> float | np.ndarray:
+    """Spearman's rank correlation of an uncertainty with an error over the images where both
+    have a value; NaN with fewer than 3 such images drawn or where either is constant (no ranking).
+
+    ``weights``, (n,) or (R, n): how often each image is drawn in a bootstrap resample (one row
+    per resample, an array of R values back); by default each image once. The value of a resample
+    is that of its images written out, each as often as drawn (ranks and Pearson's correlation of
+    them, as :func:`scipy.stats.spearmanr`), to float rounding.
+    """
     uncertainty, error = np.asarray(uncertainty, np.float64), np.asarray(error, np.float64)
     if uncertainty.shape != error.shape:
         raise ValueError(f"{uncertainty.shape} uncertainties against {error.shape} errors")
     keep = np.isfinite(uncertainty) & np.isfinite(error)
-    return uncertainty[keep], error[keep]
+    x, y = uncertainty[keep], error[keep]
+    w_all = _weights(weights, len(keep))[:, keep]
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        rx, ry = _average_ranks(x, w), _average_ranks(y, w)
+        n = w.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = rx - ((w * rx).sum(1) / n)[:, None]
+            dy = ry - ((w * ry).sum(1) / n)[:, None]
+            r = (w * dx * dy).sum(1) / np.sqrt((w * dx * dx).sum(1) * (w * dy * dy).sum(1))
+        constant = (_spread(rx, w) == 0) | (_spread(ry, w) == 0)
+        return np.where((n < 3) | constant, np.nan, np.clip(r, -1.0, 1.0))
+
+    return _unpack(_per_resample(w_all, statistic), weights)
 
 
-def spearman(uncertainty: np.ndarray, error: np.ndarray) -> float:
-    """Spearman's rank correlation of an uncertainty with an error over the images where both
-    have a value; NaN with fewer than 3 such images or where either is constant (no ranking)."""
-    uncertainty, error = _paired(uncertainty, error)
-    if len(uncertainty) < 3 or np.ptp(uncertainty) == 0 or np.ptp(error) == 0:
-        return np.nan
-    # Pearson's correlation of the average ranks, as scipy's spearmanr, without its checks: the
-    # trust table calls this once per bootstrap resample
-    ranks = stats.rankdata(np.column_stack([uncertainty, error]), axis=0)
-    return float(np.corrcoef(ranks, rowvar=False)[0, 1])
+def _spread(ranks: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The range of the drawn ranks per resample (0: every drawn value ties)."""
+    drawn_ = weights > 0
+    return np.where(drawn_, ranks, -np.inf).max(1) - np.where(drawn_, ranks, np.inf).min(1)
 
 
-def auroc(inside: np.ndarray, shifted: np.ndarray) -> float:
+def auroc(
+    inside: np.ndarray,
+    shifted: np.ndarray,
+    *,
+    inside_weights: np.ndarray | None = None,
+    shifted_weights: np.ndarray | None = None,
+) -> float | np.ndarray:
     """How well a score ranks ``shifted`` images above ``inside`` ones: the area under the ROC
-    curve; NaN without an image with a value on either side."""
+    curve (Mann-Whitney, ties counting a half: sklearn's ``roc_auc_score``); NaN without an image
+    with a value on either side. Each side's weights, (n,) or (R, n), draw it as in
+    :func:`spearman`: give both or neither."""
     inside, shifted = (np.asarray(a, np.float64) for a in (inside, shifted))
+    if (inside_weights is None) != (shifted_weights is None):
+        raise ValueError("auroc: give the weights of both sides or of neither")
+    w_in = _weights(inside_weights, len(inside))[:, np.isfinite(inside)]
+    w_shifted = _weights(shifted_weights, len(shifted))[:, np.isfinite(shifted)]
+    if len(w_in) != len(w_shifted):
+        raise ValueError(f"auroc: {len(w_in)} resamples of one side, {len(w_shifted)} of the other")
     inside, shifted = inside[np.isfinite(inside)], shifted[np.isfinite(shifted)]
-    if not len(inside) or not len(shifted):
-        return np.nan
-    # Mann-Whitney: the shifted images' average ranks among all, ties counting a half (what
-    # sklearn's roc_auc_score gives, without its checks: called once per bootstrap resample)
-    ranks = stats.rankdata(np.r_[inside, shifted])[len(inside) :]
-    n_in, n_shifted = len(inside), len(shifted)
-    return float((ranks.sum() - n_shifted * (n_shifted + 1) / 2) / (n_in * n_shifted))
+    values = np.r_[inside, shifted]
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        ranks = _average_ranks(values, w)[:, len(inside) :]
+        w_s = w[:, len(inside) :]
+        n_in, n_s = w[:, : len(inside)].sum(1), w_s.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            found = ((w_s * ranks).sum(1) - n_s * (n_s + 1) / 2) / (n_in * n_s)
+        return np.where((n_in == 0) | (n_s == 0), np.nan, found)
+
+    return _unpack(_per_resample(np.hstack([w_in, w_shifted]), statistic), inside_weights)
 
 
 def drawn(weights: np.ndarray) -> np.ndarray:

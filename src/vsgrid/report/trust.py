@@ -31,7 +31,7 @@ import pandas as pd
 
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.evaluation.stacks import blocks
-from vsgrid.evaluation.trust import UNCERTAINTIES, auroc, drawn, spearman
+from vsgrid.evaluation.trust import UNCERTAINTIES, auroc, spearman
 from vsgrid.files import read_table, write_table
 from vsgrid.grid import Run, runs, seed_groups
 from vsgrid.layout import TABLE_FORMATS, TRUST_TABLE, Layout, table_path
@@ -97,21 +97,13 @@ def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dic
     """Spearman of each uncertainty with each error over ``parts`` (runs of one model) together,
     each part resampled by its own test images' draws."""
     rows = []
+    weights = np.hstack([p.draws for p in parts])
     for u in [u for u in parts[0].said if all(u in p.said for p in parts)]:
         for e in parts[0].errors:
             x = np.concatenate([p.said[u] for p in parts])
             y = np.concatenate([p.errors[e] for p in parts])
-            offsets = np.cumsum([0] + [len(p.said[u]) for p in parts])
-            resampled = [
-                spearman(x[picked], y[picked])
-                for picked in (
-                    np.concatenate(
-                        [offset + drawn(p.draws[k]) for p, offset in zip(parts, offsets)]
-                    )
-                    for k in range(len(parts[0].draws))
-                )
-            ]
-            rows.append(_row(run, test_set, "spearman", u, e, spearman(x, y), resampled, len(x)))
+            rows.append(_row(run, test_set, "spearman", u, e, spearman(x, y),
+                             spearman(x, y, weights=weights), len(x)))  # fmt: skip
     return rows
 
 
@@ -122,9 +114,7 @@ def _cell_rows(part: _RunImages) -> list[dict]:
     if "tta" not in cells or len(cells) < 3:
         return []
     spread, error = cells["tta"].to_numpy(float), cells["nmae"].to_numpy(float)
-    image = cells["image"].to_numpy(int)
-    resampled = [spearman(spread[picked], error[picked])
-                 for picked in (drawn(weights[image]) for weights in part.draws)]  # fmt: skip
+    resampled = spearman(spread, error, weights=part.draws[:, cells["image"].to_numpy(int)])
     run = part.run
     return [_row(run, run.test_set.name, "spearman", "tta", CELL_ERROR,
                  spearman(spread, error), resampled, len(cells))]  # fmt: skip
@@ -151,10 +141,7 @@ def trust_table(config: dict) -> pd.DataFrame:
             if run.shift == "none" or inside is None or "ood" not in part.said:
                 continue
             ours, theirs = part.said["ood"], inside.said["ood"]
-            resampled = [
-                auroc(theirs[drawn(inside.draws[k])], ours[drawn(part.draws[k])])
-                for k in range(n_resamples)
-            ]
+            resampled = auroc(theirs, ours, inside_weights=inside.draws, shifted_weights=part.draws)
             rows.append(_row(run, run.test_set.name, "auroc", "ood", "", auroc(theirs, ours),
                              resampled, len(ours)))  # fmt: skip
         rows += _spearman_rows(parts[0].run, ALL, parts)
