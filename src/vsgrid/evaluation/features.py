@@ -76,6 +76,12 @@ PREFIX = {group: prefix for group, (_, _, prefix, _) in GROUPS.items()}
 # as in CellProfiler-based profiling.
 POSITIONAL = re.compile(r"^(AreaShape_(Center_|BoundingBoxM(in|ax)imum_|Orientation$)|Location_)")
 
+# Groups whose highest scale or degree is an option: the option and the names' prefix before it.
+_LIMITS = {
+    "granularity": ("granular_spectrum_length", "Granularity_"),
+    "zernike": ("zernike_numbers", "AreaShape_Zernike_"),
+}
+
 NOT_CELLPROFILER = frozenset({"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"})
 
 
@@ -190,13 +196,15 @@ class FeatureSet:
         )
 
     def _options(self, group: str) -> dict:
-        """Granularity computes its spectrum scale by scale: stop at the largest scale asked for."""
-        if group != "granularity" or not self.names:
+        """Granularity computes its spectrum scale by scale, and Zernike moments degree by degree,
+        each independently of the higher ones: stop at the largest asked for."""
+        option, prefix = _LIMITS.get(group, (None, None))
+        if option is None or not self.names:
             return {}
-        scales = [
-            int(n.removeprefix("Granularity_")) for n in self.names if n.startswith("Granularity_")
+        asked = [
+            int(n.removeprefix(prefix).split("_")[0]) for n in self.names if n.startswith(prefix)
         ]
-        return {"granular_spectrum_length": max(scales)}
+        return {option: max(asked)} if asked else {}
 
     @property
     def columns(self) -> list[str]:
