@@ -6,8 +6,8 @@
 For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds; grid.pairs: all gives (2N)^2 x 9
 runs, paper with 3 cell types the paper's 243) it writes every run's per-image tables, per-cell
 table and the spread over seeds (random values of the right shape: the tables step, the trust
-table's included, does not care what they mean), and test stores that hold only what the tables read (the wells of
-4,800 tiny test images, 9 fields per well), and times `vsgrid tables` with 1,000 bootstrap
+table's included, does not care what they mean), and test stores that hold only what the tables
+read (the wells of 4,800 tiny test images, 9 fields per well), and times `vsgrid tables` with 1,000 bootstrap
 resamples and the default hierarchical CI: wall and CPU seconds (the process and its workers)
 and peak memory. Memory should stay flat and time grow linearly with the number of runs.
 """
