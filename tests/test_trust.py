@@ -114,6 +114,22 @@ def test_the_table_finds_a_perfect_ranking_and_a_perfect_detector(config, tmp_pa
     pd.testing.assert_frame_equal(read_table(written["trust.parquet"]), table)
 
 
+def test_the_trust_table_reads_its_first_resamples_and_at_most_its_cells(config):
+    """``trust_resamples`` takes the first of the deltas' draws (a CI from 20 of 100 draws is
+    that of a grid with 20 bootstrap resamples) and ``trust_cells`` a random subset of a run's
+    cells, the perfect per-cell ranking still perfect on it."""
+    capped = trust_table({**config, "evaluation": {**config["evaluation"], "trust_resamples": 20,
+                                                   "trust_cells": 25}})  # fmt: skip
+    fewer = trust_table({**config, "evaluation": {**config["evaluation"],
+                                                  "bootstrap_resamples": 20}})  # fmt: skip
+    images = capped["error"] != "cell nmae"
+    pd.testing.assert_frame_equal(capped[images].reset_index(drop=True),
+                                  fewer[fewer["error"] != "cell nmae"].reset_index(drop=True))  # fmt: skip
+    per_cell = capped[~images]
+    assert set(per_cell["images"]) == {25}
+    np.testing.assert_allclose(per_cell[["value", "ci_low", "ci_high"]], 1.0, rtol=1e-12)
+
+
 def test_runs_whose_predictions_say_nothing_have_no_rows(config):
     layout = Layout.of(config)
     for run in runs(config):

@@ -102,28 +102,39 @@ def _weights(weights, n: int) -> np.ndarray:
     return np.atleast_2d(weights)
 
 
-def _average_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _average_ranks(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each value's average rank (ties counting their mean) among the values as drawn in each
-    resample (``weights`` (R, n): how often each is drawn), as :func:`scipy.stats.rankdata` gives
-    it on the resample written out: one sort for every resample."""
+    resample, as :func:`scipy.stats.rankdata` gives it on the resample written out, and each
+    resample's number of distinct values drawn: one sort for every resample.
+
+    ``weights`` (n, R): how often each value is drawn, one column per resample (columns, so that
+    the sorted values' cumulative counts run over contiguous rows); the ranks come back (n, R).
+    """
     if not len(values):
-        return np.zeros_like(weights)
+        return np.zeros_like(weights), np.zeros(weights.shape[1])
     order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     new = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-    drawn_per_value = np.add.reduceat(weights[:, order], np.flatnonzero(new), axis=1)
-    below = np.cumsum(drawn_per_value, axis=1) - drawn_per_value
+    per_value = weights[order]
+    tied = not new.all()
+    if tied:
+        per_value = np.add.reduceat(per_value, np.flatnonzero(new), axis=0)
+    # a value drawn c times after b others holds ranks b + 1 .. b + c: on average b + (c + 1) / 2
+    ranks_sorted = np.cumsum(per_value, axis=0)
+    ranks_sorted -= 0.5 * per_value
+    ranks_sorted += 0.5
     ranks = np.empty_like(weights)
-    ranks[:, order] = (below + (drawn_per_value + 1) / 2)[:, np.cumsum(new) - 1]
-    return ranks
+    ranks[order] = ranks_sorted[np.cumsum(new) - 1] if tied else ranks_sorted
+    return ranks, np.count_nonzero(per_value, axis=0)
 
 
 def _per_resample(weights: np.ndarray, statistic, *, cells: int = 2**22) -> np.ndarray:
-    """``statistic`` of each row of ``weights``, a block of rows at a time so that the (rows, n)
-    arrays stay under ``cells`` elements (about 32 MB each) however many images are drawn."""
+    """``statistic`` of each row of ``weights`` (R, n), given a block of rows as columns (n, r),
+    so that the arrays stay under ``cells`` elements (about 32 MB each) however many are drawn."""
     rows = max(1, cells // max(1, weights.shape[1]))
     return np.concatenate(
-        [statistic(weights[a:b]) for a, b in blocks(len(weights), rows)] or [np.empty(0)]
+        [statistic(np.ascontiguousarray(weights[a:b].T)) for a, b in blocks(len(weights), rows)]
+        or [np.empty(0)]
     )
 
 
@@ -147,25 +158,22 @@ def spearman(
         raise ValueError(f"{uncertainty.shape} uncertainties against {error.shape} errors")
     keep = np.isfinite(uncertainty) & np.isfinite(error)
     x, y = uncertainty[keep], error[keep]
-    w_all = _weights(weights, len(keep))[:, keep]
 
     def statistic(w: np.ndarray) -> np.ndarray:
-        rx, ry = _average_ranks(x, w), _average_ranks(y, w)
-        n = w.sum(1)
+        (rx, distinct_x), (ry, distinct_y) = _average_ranks(x, w), _average_ranks(y, w)
+        n = w.sum(0)
+        # Both rank sets are 1..n as drawn, mean (n + 1) / 2: Pearson's terms from raw sums
+        mean_square = n * ((n + 1) / 2) ** 2
+        wrx = w * rx
         with np.errstate(invalid="ignore", divide="ignore"):
-            dx = rx - ((w * rx).sum(1) / n)[:, None]
-            dy = ry - ((w * ry).sum(1) / n)[:, None]
-            r = (w * dx * dy).sum(1) / np.sqrt((w * dx * dx).sum(1) * (w * dy * dy).sum(1))
-        constant = (_spread(rx, w) == 0) | (_spread(ry, w) == 0)
-        return np.where((n < 3) | constant, np.nan, np.clip(r, -1.0, 1.0))
+            r = (np.einsum("ij,ij->j", wrx, ry) - mean_square) / np.sqrt(
+                (np.einsum("ij,ij->j", wrx, rx) - mean_square)
+                * (np.einsum("ij,ij->j", w * ry, ry) - mean_square)
+            )
+        undefined = (n < 3) | (distinct_x < 2) | (distinct_y < 2)
+        return np.where(undefined, np.nan, np.clip(r, -1.0, 1.0))
 
-    return _unpack(_per_resample(w_all, statistic), weights)
-
-
-def _spread(ranks: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The range of the drawn ranks per resample (0: every drawn value ties)."""
-    drawn_ = weights > 0
-    return np.where(drawn_, ranks, -np.inf).max(1) - np.where(drawn_, ranks, np.inf).min(1)
+    return _unpack(_per_resample(_weights(weights, len(keep))[:, keep], statistic), weights)
 
 
 def auroc(
@@ -187,14 +195,16 @@ def auroc(
     if len(w_in) != len(w_shifted):
         raise ValueError(f"auroc: {len(w_in)} resamples of one side, {len(w_shifted)} of the other")
     inside, shifted = inside[np.isfinite(inside)], shifted[np.isfinite(shifted)]
-    values = np.r_[inside, shifted]
+    values, n_inside = np.r_[inside, shifted], len(inside)
 
     def statistic(w: np.ndarray) -> np.ndarray:
-        ranks = _average_ranks(values, w)[:, len(inside) :]
-        w_s = w[:, len(inside) :]
-        n_in, n_s = w[:, : len(inside)].sum(1), w_s.sum(1)
+        ranks, _ = _average_ranks(values, w)
+        w_s = w[n_inside:]
+        n_in, n_s = w[:n_inside].sum(0), w_s.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            found = ((w_s * ranks).sum(1) - n_s * (n_s + 1) / 2) / (n_in * n_s)
+            found = (np.einsum("ij,ij->j", w_s, ranks[n_inside:]) - n_s * (n_s + 1) / 2) / (
+                n_in * n_s
+            )
         return np.where((n_in == 0) | (n_s == 0), np.nan, found)
 
     return _unpack(_per_resample(np.hstack([w_in, w_shifted]), statistic), inside_weights)

@@ -16,8 +16,10 @@ and fitc, N-MAE: each image's value of the run's own score,
   images'.
 
 Every CI is the 95 % percentile interval over the grid's bootstrap resamples of the test images
-(the wells, then their fields, :func:`vsgrid.report.tables.bootstrap_weights`), the same draws
-as the deltas'; an AUROC draws each side from its own test set.
+(the wells, then their fields, :func:`vsgrid.report.tables.bootstrap_weights`): the first
+``evaluation.trust_resamples`` of the deltas' draws; an AUROC draws each side from its own test
+set. The per-cell Spearman reads at most ``evaluation.trust_cells`` cells of a run, a seeded
+random subset, so that a paper run's million cells cost what 20,000 do.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from vsgrid.files import read_table, write_table
 from vsgrid.grid import Run, runs, seed_groups
 from vsgrid.layout import TABLE_FORMATS, TRUST_TABLE, Layout, table_path
 from vsgrid.report.tables import interval, resampling_weights
+from vsgrid.seeds import rng_for
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +110,16 @@ def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dic
     return rows
 
 
-def _cell_rows(part: _RunImages) -> list[dict]:
-    """Spearman of each cell's mean TTA spread with its N-MAE over a run's matched cells, each
-    resample drawing the cells of the images it draws, as often."""
+def _cell_rows(part: _RunImages, most: int, seed: int) -> list[dict]:
+    """Spearman of each cell's mean TTA spread with its N-MAE over a run's matched cells (``most``
+    of them at random where it has more), each resample drawing the cells of the images it draws,
+    as often."""
     cells = part.cells.dropna(subset=["nmae"])
     if "tta" not in cells or len(cells) < 3:
         return []
+    if len(cells) > most:
+        kept = rng_for(seed, "trust cells", part.run.name).choice(len(cells), most, replace=False)
+        cells = cells.iloc[np.sort(kept)]
     spread, error = cells["tta"].to_numpy(float), cells["nmae"].to_numpy(float)
     resampled = spearman(spread, error, weights=part.draws[:, cells["image"].to_numpy(int)])
     run = part.run
@@ -123,8 +130,11 @@ def _cell_rows(part: _RunImages) -> list[dict]:
 def trust_table(config: dict) -> pd.DataFrame:
     """The trust table of the grid (see the module docstring); empty where no prediction says
     anything of itself (predictions of an older vsgrid)."""
-    n_resamples = config["evaluation"]["bootstrap_resamples"]
-    draws = cache(lambda twin: resampling_weights(config, twin, n_resamples))
+    settings = config["evaluation"]
+    n_resamples = min(settings["trust_resamples"], settings["bootstrap_resamples"])
+    draws = cache(
+        lambda twin: resampling_weights(config, twin, settings["bootstrap_resamples"])[:n_resamples]
+    )
     seeded = seed_groups(config)
     by_model: dict[str, list[_RunImages]] = {}
     for run in runs(config):
@@ -137,7 +147,8 @@ def trust_table(config: dict) -> pd.DataFrame:
         inside = next((p for p in parts if p.run.shift == "none"), None)
         for part in parts:
             run = part.run
-            rows += _spearman_rows(run, run.test_set.name, [part]) + _cell_rows(part)
+            rows += _spearman_rows(run, run.test_set.name, [part])
+            rows += _cell_rows(part, settings["trust_cells"], settings["seed"])
             if run.shift == "none" or inside is None or "ood" not in part.said:
                 continue
             ours, theirs = part.said["ood"], inside.said["ood"]
