@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 # them; the default cache beside the package may not be writable.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "vsgrid" / "numba"))
 
+# accelerator: auto takes numba from this many images a job: loading it and its cached kernels
+# costs about 0.3 s of CPU, more than it saves on 16 fields of 128 x 128 (bench/RESULTS.md).
+AUTO_NUMBA_IMAGES = 64
+
 # cp_measure's measurement groups: module and function, the CellProfiler prefix their names lack,
 # and the numba implementation where cp_measure has one (same values to 1e-10, several times faster).
 GROUPS = {
@@ -182,18 +186,17 @@ class FeatureSet:
         return cls(tuple(groups), names, accelerator, conventions)
 
     @classmethod
-    def from_config(cls, features: dict, names=None) -> FeatureSet:
-        """The ``features`` section; ``names`` (the selected features of a ranking, say) override its own."""
+    def from_config(cls, features: dict, names=None, *, images: int | None = None) -> FeatureSet:
+        """The ``features`` section; ``names`` (the selected features of a ranking, say) override
+        its own. ``images``: how many the job measures, which ``accelerator: auto`` decides on."""
         names = names if names is not None else features["names"]
         groups, conventions = tuple(features["groups"]), features["conventions"]
         if names:
             check_feature_names(names, groups, conventions)
-        return cls.of(
-            groups,
-            names,
-            None if features["accelerator"] == "none" else features["accelerator"],
-            conventions,
-        )
+        accelerator = features["accelerator"]
+        if accelerator == "auto":
+            accelerator = "numba" if images is None or images >= AUTO_NUMBA_IMAGES else "none"
+        return cls.of(groups, names, None if accelerator == "none" else accelerator, conventions)
 
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale, and Zernike moments degree by degree,
@@ -303,11 +306,11 @@ def measure_test_set(
     from tqdm import tqdm
 
     settings = config["features"]
-    features = FeatureSet.from_config(settings)
     store = test_store(config, test_set)
     images = (
         read_prediction(prediction, store, stain).image if prediction else real_stain(store, stain)
     )
+    features = FeatureSet.from_config(settings, images=len(images))
     labels = read_stack(masks)
     if labels.shape != images.shape:
         raise VsgridError(

@@ -431,7 +431,8 @@ def evaluate_run(
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
     how = ImageScoring(stain, config["evaluation"], store.attrs["saturation"],
-                       FeatureSet.from_config(config["features"], selected),
+                       FeatureSet.from_config(config["features"], selected,
+                                              images=pred.image.shape[0]),
                        tuple(real_std[selected].to_numpy(float)))  # fmt: skip
     out = Path(out)
     with (
