@@ -75,7 +75,10 @@ FIGURES = {
         rf"^\s*{size} x {size}\s+\d process\(es\):\s+{NUMBER} fields/s" for size in ("256", "1080")
     ]
     + [rf"^quick dataset .*: {NUMBER} s$"],
-    "tables": [rf"^\s+36\s+18\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+\d+$", rf"^\s+144\s+18\s+{NUMBER}"],
+    "tables": [
+        rf"^\s+36\s+18\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+\d+$",
+        rf"^\s+144\s+18\s+{NUMBER}",
+    ],
     "trust": [
         rf"^  {case}\s+{NUMBER} s wall\s+{NUMBER} s CPU per image \({NUMBER} x the pass alone\)$"
         for case in ("pass alone", r"\+ OOD score", r"\+ OOD and TTA")
