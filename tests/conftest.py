@@ -33,12 +33,3 @@ def grid(tmp_path_factory):
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir)
     return workdir
-
-
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist's ``--dist loadgroup`` (pyproject.toml) a group runs on one worker: each
-    module is a group, so that its module fixtures are built once, and every test of the session's
-    .test grid (``grid``) joins one group, so that the grid is run once."""
-    for item in items:
-        group = "grid" if "grid" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
