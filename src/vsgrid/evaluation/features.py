@@ -116,18 +116,18 @@ def _raw(
     conventions: str = "cellprofiler",
     **options,
 ) -> dict[str, np.ndarray]:
+    """cp_measure's values of one group, as it returns them (Haralick's undefined values still
+    NaN); callers silence the warnings of tiny objects' empty bins (:func:`_quiet`)."""
+    return _measurement(group, accelerator, conventions)(masks, image, **options)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Empty bins of tiny objects give NaN, kept as NaN, with RuntimeWarnings nobody can act on;
+    entered once an image rather than once a group, which a screen's thousands of fields feel."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter(
-            "ignore", RuntimeWarning
-        )  # empty bins of tiny objects give NaN, kept as NaN
-        values = _measurement(group, accelerator, conventions)(masks, image, **options)
-    if (
-        group == "texture" and conventions == "cellprofiler"
-    ):  # CellProfiler records 0 where Haralick is undefined
-        values = {
-            name: np.nan_to_num(np.asarray(v, np.float64), nan=0.0) for name, v in values.items()
-        }
-    return values
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 @cache
@@ -144,7 +144,8 @@ def feature_names(groups: tuple[str, ...], conventions: str = "cellprofiler") ->
         (yy - 32) ** 2 + (xx - 30) ** 2 < 49
     )
     image = np.random.default_rng(0).random((48, 48))
-    names = (PREFIX[g] + name for g in groups for name in _raw(g, image, masks))
+    with _quiet():
+        names = [PREFIX[g] + name for g in groups for name in _raw(g, image, masks)]
     left_out = NOT_CELLPROFILER if conventions == "cellprofiler" else frozenset()
     return tuple(name for name in names if not POSITIONAL.match(name) and name not in left_out)
 
@@ -218,28 +219,30 @@ class FeatureSet:
     def measure(self, image: np.ndarray, masks: np.ndarray) -> pd.DataFrame:
         """Per-instance features of one 2-D image inside its label image: a ``label`` column and
         one column per feature; an image without instances gives an empty frame with those columns."""
+        return pd.DataFrame(self._values(image, masks))
+
+    def _values(self, image: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`measure`'s columns as arrays: a stack's images are joined once, not a frame each."""
         columns = self.columns
         check_labels(masks, "masks")
         if image.shape != masks.shape:
             raise VsgridError(f"image has shape {image.shape} but its masks have {masks.shape}")
         labels = np.unique(masks[masks > 0])
         if len(labels) == 0:
-            return pd.DataFrame(
-                {"label": np.zeros(0, np.int64), **{c: np.zeros(0) for c in columns}}
-            )
-        scaled = image.astype(np.float64) / U16_MAX
+            return {"label": np.zeros(0, np.int64), **{c: np.zeros(0) for c in columns}}
+        scaled, masks = image.astype(np.float64) / U16_MAX, masks.astype(np.int32)
         values = {}
-        for group in self.groups:
-            for name, array in _raw(
-                group,
-                scaled,
-                masks.astype(np.int32),
-                self.accelerator,
-                self.conventions,
-                **self._options(group),
-            ).items():
-                values[PREFIX[group] + name] = np.asarray(array, dtype=np.float64)
-        return pd.DataFrame({"label": labels.astype(np.int64), **{c: values[c] for c in columns}})
+        with _quiet():
+            for group in self.groups:
+                raw = _raw(group, scaled, masks, self.accelerator, self.conventions,
+                           **self._options(group))  # fmt: skip
+                values |= {PREFIX[group] + name: array for name, array in raw.items()}
+        found = {c: np.asarray(values[c], dtype=np.float64) for c in columns}
+        if self.conventions == "cellprofiler":  # CellProfiler records 0 where Haralick is undefined
+            for c in columns:
+                if c.startswith(PREFIX["texture"]):
+                    found[c] = np.nan_to_num(found[c], nan=0.0)
+        return {"label": labels.astype(np.int64), **found}
 
 
 def measure(
@@ -254,11 +257,10 @@ def measure(
     return FeatureSet.of(groups, names, accelerator, conventions).measure(image, masks)
 
 
-def _measure_image(job: tuple[int, np.ndarray, np.ndarray, FeatureSet]) -> pd.DataFrame:
+def _measure_image(job: tuple[int, np.ndarray, np.ndarray, FeatureSet]) -> dict[str, np.ndarray]:
     index, image, masks, features = job
-    table = features.measure(image, masks)
-    table.insert(0, "image", index)
-    return table
+    values = features._values(image, masks)
+    return {"image": np.full(len(values["label"]), index, np.int64), **values}
 
 
 @contextmanager
@@ -278,10 +280,12 @@ def measure_stack(
     """Features of a stack of images (N, H, W) in their masks, one row per (image, label);
     images are numbered from ``first_index``."""
     jobs = ((first_index + i, images[i], masks[i], features) for i in range(len(images)))
-    frames = list(pmap(_measure_image, jobs))
-    if not frames:
-        return _measure_image((first_index, np.zeros((1, 1)), np.zeros((1, 1), np.int32), features))
-    return pd.concat(frames, ignore_index=True)
+    found = list(pmap(_measure_image, jobs))
+    if not found:
+        found = [
+            _measure_image((first_index, np.zeros((1, 1)), np.zeros((1, 1), np.int32), features))
+        ]
+    return pd.DataFrame({c: np.concatenate([f[c] for f in found]) for c in found[0]})
 
 
 def workers_for(settings: dict, workers: int | None = None) -> int:

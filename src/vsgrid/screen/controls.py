@@ -30,7 +30,7 @@ from vsgrid import __version__, arrays
 from vsgrid.data.store import as_uint16
 from vsgrid.evaluation.stacks import blocks, create_labels, read_stack, real_stain
 from vsgrid.files import atomic_paths
-from vsgrid.grid import DEGRADED, ORACLE, SCREEN_CONTROLS, SEGMENTED, ScreenControl
+from vsgrid.grid import AFFINE, DEGRADED, ORACLE, SCREEN_CONTROLS, SEGMENTED, ScreenControl
 from vsgrid.screen.wells import screen_store
 from vsgrid.seeds import rng_for
 
@@ -62,20 +62,22 @@ def _plate_affine(settings: dict, key: tuple, plates: np.ndarray) -> tuple[np.nd
 
 
 def control_images(
-    control: str, real: np.ndarray, plates: np.ndarray, first: int, settings: dict, key: tuple
-) -> np.ndarray:
-    """A block of a control's images (B, H, W) uint16 from the real stain's, images ``first``
-    on of plates ``plates``; ``key`` seeds the draws (the oracle and the affine share noise)."""
-    counts = real.astype(np.float64)
-    if control == DEGRADED:
-        return as_uint16(
-            ndi.gaussian_filter(counts, (0, settings["blur_sigma"], settings["blur_sigma"]))
-        )
-    oracle = counts + _noise(settings, key, first, counts.shape)
-    if control == ORACLE:
-        return as_uint16(oracle)
-    gain, offset = _plate_affine(settings, key, plates)
-    return as_uint16(oracle * gain + offset)
+    controls, real: np.ndarray, plates: np.ndarray, first: int, settings: dict, key: tuple
+) -> dict[str, np.ndarray]:
+    """A block of each of ``controls``' images (B, H, W) uint16 from the real stain's, images
+    ``first`` on of plates ``plates``; ``key`` seeds the draws. The affine control is the oracle's
+    images under its plates' gain and offset: one noise draw serves both."""
+    counts, found = real.astype(np.float64), {}
+    if DEGRADED in controls:
+        sigma = settings["blur_sigma"]
+        found[DEGRADED] = as_uint16(ndi.gaussian_filter(counts, (0, sigma, sigma)))
+    if {ORACLE, AFFINE} & set(controls):
+        oracle = counts + _noise(settings, key, first, counts.shape)
+        found[ORACLE] = as_uint16(oracle)
+        if AFFINE in controls:
+            gain, offset = _plate_affine(settings, key, plates)
+            found[AFFINE] = as_uint16(oracle * gain + offset)
+    return {control: found[control] for control in controls}
 
 
 def write_controls(
@@ -108,11 +110,11 @@ def write_controls(
                                test_set=store.attrs["data_set"], test_store=str(store.path),
                                store_id=store.store_id, settings=settings, vsgrid=__version__)  # fmt: skip
         for start, stop in blocks(len(real), block):
-            images = real[start:stop]
+            made = control_images(
+                groups, real[start:stop], plates[start:stop], start, settings, key
+            )
             for control, group in groups.items():
-                group["image"][start:stop] = control_images(
-                    control, images, plates[start:stop], start, settings, key
-                )
+                group["image"][start:stop] = made[control]
                 if labels is not None:
                     group["labels"][start:stop] = labels[start:stop]
     log.info("wrote %s (%d images each)", ", ".join(map(str, out.values())), len(real))
