@@ -5,27 +5,6 @@ from shared import DATA, RESULTS, ROOT, snakemake
 from vsgrid.config import load_config
 from vsgrid.data.synthetic import synthesize
 
-GRID = "grid"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Two workers (pytest-xdist, pyproject's `-n 2 --dist loadgroup`) each take whole groups:
-    a module is one group, so that its module fixtures are built once and its tests run in order
-    (the README's walkthrough writes the plates its next commands read); the modules that read
-    the session's .test grid are one group, which runs first as the longest, then the groups with
-    the most slow tests."""
-    on_grid = {item.module.__name__ for item in items if GRID in item.fixturenames}
-    group = {}
-    for item in items:
-        module = item.module.__name__
-        group[item] = GRID if module in on_grid else module
-        item.add_marker(pytest.mark.xdist_group(group[item]))
-    slow = {name: 0 for name in group.values()}
-    for item in items:
-        slow[group[item]] += item.get_closest_marker("slow") is not None
-    items.sort(key=lambda item: (group[item] != GRID, -slow[group[item]]))
-
 
 @pytest.fixture(scope="session")
 def quick_config():
