@@ -4,8 +4,7 @@
 
 Run it after `make quick` (or any run). Wall seconds come from each job's `benchmark:` file, CPU
 seconds from the last line of its log, where `vsgrid` writes the CPU time of its process and its
-worker processes (the benchmark files' cpu_time misses the end of long jobs: README, "The
-workflow").
+worker processes (the benchmark files' cpu_time misses the end of long jobs: docs/workflow.md).
 With --tiny it runs the first steps of a one-data-set workflow into --out and reads those.
 """
 

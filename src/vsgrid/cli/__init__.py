@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _usage() -> str:
     """The CPU time of this command and its worker processes and its own peak memory, the last
-    line of its job's log (the README's "The workflow" says why the benchmark files' is not)."""
+    line of its job's log (docs/workflow.md says why the benchmark files' is not)."""
     own, workers = (
         resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )

@@ -78,6 +78,6 @@ def outcome_text(runs: pd.DataFrame, deltas: pd.DataFrame) -> str:
             "",
             "CIs over one seed a side count wells and fields, not training variation: they are",
             "too narrow for a claim about the model type, and their k/n counts are largely seed",
-            "noise (README, 'Confidence intervals'). Rows with 2+ seeds count training too.",
+            "noise (docs/methods.md, 'Confidence intervals'). Rows with 2+ seeds count training too.",
         ]
     return "\n".join(lines) + "\n"
