@@ -1,4 +1,4 @@
-"""Every command the README shows in a ```bash block works as written.
+"""Every command the README and the docs pages show in a ```bash block works as written.
 
 Each command runs in a scratch copy of the repository (the files a user has after cloning):
 `vsgrid` commands for real, Snakemake ones as dry runs (`-n`), `make` targets with `make -n`.
@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,15 +33,21 @@ def slow(command: str) -> bool:
     return command.startswith(WRITES_DATA) or "my-plates/" in command
 
 
+def pages() -> list[Path]:
+    """The README, then the docs pages it indexes."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def commands() -> list[str]:
-    """Every command line of the README's bash blocks, comments stripped, continuations joined."""
-    text = (ROOT / "README.md").read_text()
+    """Every command line of the pages' bash blocks, comments stripped, continuations joined, in
+    page order; a command a later page repeats runs once."""
     found = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" # ")[0].strip()
-            if line and not line.startswith("#"):
-                found.append(line)
+    for page in pages():
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" # ")[0].strip()
+                if line and not line.startswith("#") and line not in found:
+                    found.append(line)
     return found
 
 
@@ -103,3 +110,50 @@ def test_every_readme_command_works_as_written(command, clone):
         return
     result = run(as_checked(command), clone)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_reaches_a_file_and_its_heading():
+    for page in [*pages(), ROOT / "config" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            path, fragment = target
+            if path.startswith(("http://", "https://")):
+                continue
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page.name}: {path} does not exist"
+            if fragment:
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.M)
+                assert fragment in {anchor(h) for h in headings}, f"{page.name}: #{fragment}"
+
+
+@pytest.mark.slow
+def test_the_walkthrough_plates_ingest_alike_from_ome_zarr_and_from_tiffs(clone):
+    """The README's example plates, both inputs: the two ingests store the same pixels, field for
+    field. It reuses what the walkthrough's commands wrote in the clone, and writes it if they did
+    not run (this test alone)."""
+    from vsgrid.data.store import open_store
+
+    for out, flag in (("my-plates", ""), ("my-tiffs", " --tiff")):
+        if not (clone / out / "config.yaml").exists():
+            result = run(
+                f"vsgrid example-plates --config config/quick.yaml --out {out}{flag}", clone
+            )
+            assert result.returncode == 0, result.stderr[-2000:]
+        if not (clone / out / "stores").exists():
+            result = run(f"vsgrid ingest --config {out}/config.yaml", clone)
+            assert result.returncode == 0, result.stderr[-2000:]
+    stores = {
+        out: sorted((clone / out / "stores").glob("*.zarr")) for out in ("my-plates", "my-tiffs")
+    }
+    assert len(stores["my-plates"]) > 0
+    assert [p.name for p in stores["my-plates"]] == [p.name for p in stores["my-tiffs"]]
+    for ours, theirs in zip(stores["my-plates"], stores["my-tiffs"]):
+        a, b = open_store(ours), open_store(theirs)
+        for split in ("train", "val", "test"):
+            columns = ["plate", "well"]
+            assert a.split_metadata(split)[columns].equals(b.split_metadata(split)[columns])
+            assert np.array_equal(a.images(split)[:], b.images(split)[:])
