@@ -40,6 +40,9 @@ def snakemake(workdir, *args, configfile=None, check=True):
         *map(str, configfiles),
         "--cores",
         "2",
+        # as profiles/local: the default ILP scheduler solves a problem after every finished job
+        "--scheduler",
+        "greedy",
         *args,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)

@@ -142,26 +142,3 @@ def test_a_virtual_stain_exported_as_a_plate_reads_back_with_ome_zarr(own_screen
     assert pixels.shape[:3] == (1, 5, 1)
     assert (pixels[0, :4, 0] == store.images("test")[0]).all()
     assert field.metadata["channel_names"][4] == f"DAPI (virtual, {model})"
-
-
-def test_the_example_plates_ingest_alike_from_ome_zarr_and_from_tiffs(tmp_path, monkeypatch):
-    """The README's walkthrough plates, both inputs, small fields: the two ingests store the same
-    pixels, field for field."""
-    from vsgrid.data.example_plates import write_example_plates
-    from vsgrid.data.ingest import ingest
-
-    monkeypatch.chdir(tmp_path)  # the written configs name their files relative to here
-    config = validate({"data": {"synthetic": {"field_size": 32, "pixel_size_um": 1.3}}})
-    stores = {}
-    for name, tiff in (("zarr", False), ("tiff", True)):
-        out = write_example_plates(config, Path(name), tiff=tiff, progress=False)
-        written = validate(yaml.safe_load((out / "config.yaml").read_text()))
-        assert bool(written["data"]["ingest"]["load_data"]) == tiff
-        stores[name] = ingest(written, written["data"]["dir"], progress=False)
-    for ours, theirs in zip(stores["zarr"], stores["tiff"]):
-        for split in ("train", "val", "test"):
-            a, b = open_store(ours), open_store(theirs)
-            assert a.split_metadata(split)[["plate", "well"]].equals(
-                b.split_metadata(split)[["plate", "well"]]
-            )
-            assert np.array_equal(a.images(split)[:], b.images(split)[:])
