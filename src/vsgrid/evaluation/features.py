@@ -108,19 +108,6 @@ def _measurement(
     return sanitize(measure)
 
 
-def _raw(
-    group: str,
-    image: np.ndarray,
-    masks: np.ndarray,
-    accelerator: str | None = None,
-    conventions: str = "cellprofiler",
-    **options,
-) -> dict[str, np.ndarray]:
-    """cp_measure's values of one group, as it returns them (Haralick's undefined values still
-    NaN); callers silence the warnings of tiny objects' empty bins (:func:`_quiet`)."""
-    return _measurement(group, accelerator, conventions)(masks, image, **options)
-
-
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Empty bins of tiny objects give NaN, kept as NaN, with RuntimeWarnings nobody can act on;
@@ -145,7 +132,7 @@ def feature_names(groups: tuple[str, ...], conventions: str = "cellprofiler") ->
     )
     image = np.random.default_rng(0).random((48, 48))
     with _quiet():
-        names = [PREFIX[g] + name for g in groups for name in _raw(g, image, masks)]
+        names = [PREFIX[g] + name for g in groups for name in _measurement(g, None)(masks, image)]
     left_out = NOT_CELLPROFILER if conventions == "cellprofiler" else frozenset()
     return tuple(name for name in names if not POSITIONAL.match(name) and name not in left_out)
 
@@ -234,8 +221,8 @@ class FeatureSet:
         values = {}
         with _quiet():
             for group in self.groups:
-                raw = _raw(group, scaled, masks, self.accelerator, self.conventions,
-                           **self._options(group))  # fmt: skip
+                measure = _measurement(group, self.accelerator, self.conventions)
+                raw = measure(masks, scaled, **self._options(group))
                 values |= {PREFIX[group] + name: array for name, array in raw.items()}
         found = {c: np.asarray(values[c], dtype=np.float64) for c in columns}
         if self.conventions == "cellprofiler":  # CellProfiler records 0 where Haralick is undefined
