@@ -23,6 +23,7 @@ quick: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) snakefmt --check workflow
 	$(RUN) pytest
 
 bench: $(VENV)/.installed

@@ -38,7 +38,7 @@ def run_workflow(config: dict, work: Path, until: str) -> None:
     path.write_text(yaml.safe_dump(config))
     bin_dir = Path(sys.executable).parent  # the jobs call this environment's `vsgrid`
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "Snakefile")]
+    command = [str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile")]
     command += ["--directory", str(work), "--profile", str(ROOT / "profiles" / "local")]
     command += ["--configfile", str(path), "--until", until, "--quiet", "rules", "progress"]
     subprocess.run(command, env=env, check=True)

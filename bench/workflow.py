@@ -56,7 +56,7 @@ def main():
         timings, text = [], ""
         for _ in range(args.repeats):
             seconds, text = dry_run(
-                ROOT / "Snakefile", tmp, "--configfile", str(args.configfile.resolve())
+                ROOT / "workflow" / "Snakefile", tmp, "--configfile", str(args.configfile.resolve())
             )
             timings.append(seconds)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", text[text.find("Job stats:") :], re.M))

@@ -33,7 +33,7 @@ def snakemake(workdir, *args, configfile=None, check=True):
     command = [
         str(BIN / "snakemake"),
         "--snakefile",
-        str(ROOT / "Snakefile"),
+        str(ROOT / "workflow" / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",

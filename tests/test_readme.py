@@ -56,7 +56,6 @@ def clone(tmp_path_factory):
     """What a fresh clone holds, linked into a scratch folder so that commands write only there."""
     here = tmp_path_factory.mktemp("clone")
     for name in (
-        "Snakefile",
         "workflow",
         "config",
         "profiles",

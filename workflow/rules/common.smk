@@ -21,7 +21,13 @@ from vsgrid.layout import (
     TRUST_TABLE,
     Layout,
 )
-from vsgrid.resources import REFERENCE_PIXELS, config_pixels, job_resources, train_retries, training_work
+from vsgrid.resources import (
+    REFERENCE_PIXELS,
+    config_pixels,
+    job_resources,
+    train_retries,
+    training_work,
+)
 
 try:
     # Snakemake merges --configfile files keeping the last of a key given twice: vsgrid refuses it.
@@ -31,6 +37,7 @@ try:
 except VsgridError as error:
     raise WorkflowError(str(error)) from None
 
+
 # Every job gets the whole validated config, however it arrived (--configfile files, overlays,
 # --config KEY=VALUE): written once as JSON, named by its content, and handed to the jobs as
 # `vsgrid ... --config "$VSGRID_CONFIG"`. Snakemake's rerun decisions come from each rule's
@@ -38,7 +45,11 @@ except VsgridError as error:
 # exactly the rules it concerns.
 def _config_file():
     text = json.dumps(config, sort_keys=True, indent=1)
-    path = Path(".snakemake") / "vsgrid" / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    path = (
+        Path(".snakemake")
+        / "vsgrid"
+        / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    )
     if not path.exists():
         write_text(text, path)
     return path
@@ -57,7 +68,9 @@ DATA_SETS = [d.name for d in vsgrid_grid.test_sets(GRID)]  # the grid's data set
 MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
 RUNS = vsgrid_grid.runs(config)
 RUN_NAMES = {run.name for run in RUNS}
-TEST_SETS_OF = {name: [run.test_set.name for run in RUNS if run.model.name == name] for name in MODELS}
+TEST_SETS_OF = {
+    name: [run.test_set.name for run in RUNS if run.model.name == name] for name in MODELS
+}
 SEED_GROUPS = vsgrid_grid.seed_groups(config)  # (model type, test set) -> its runs, 2 seeds or more
 CELLPOSE = config["segmentation"]["backend"] == "cellpose"
 # Feature processes of the jobs that measure (features.workers; 0 = 4 per job, a CPU node's share).
@@ -100,8 +113,12 @@ def resources(step, images, pixels=PIXELS):
         return job_resources(step, images=n, pixels=pixels, threads=threads, attempt=attempt)
 
     return {
-        "mem_mb": lambda wildcards, threads, attempt: estimate(wildcards, threads, attempt)["mem_mb"],
-        "runtime": lambda wildcards, threads, attempt: estimate(wildcards, threads, attempt)["runtime"],
+        "mem_mb": lambda wildcards, threads, attempt: estimate(wildcards, threads, attempt)[
+            "mem_mb"
+        ],
+        "runtime": lambda wildcards, threads, attempt: estimate(wildcards, threads, attempt)[
+            "runtime"
+        ],
     }
 
 
@@ -145,7 +162,9 @@ def figure(name, ext):
     path = LAYOUT.figure(name, ext)
     if ext != "png":
         return path
-    return report(path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
+    return report(
+        path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name}
+    )
 
 
 # Level 4 (evaluation.screen): its runs, its controls (virtual stains made from the real one with
@@ -159,14 +178,16 @@ SCREEN = config["evaluation"]["screen"]
 # bound when only some compounds are kept).
 _PLATES = config["data"]["test_plates"]
 SCREEN_IMAGES = (
-    vsgrid_grid.ROWS * vsgrid_grid.COLUMNS * (_PLATES if isinstance(_PLATES, int) else len(_PLATES))
+    vsgrid_grid.ROWS
+    * vsgrid_grid.COLUMNS
+    * (_PLATES if isinstance(_PLATES, int) else len(_PLATES))
     * max(vsgrid_grid.screen_fields_per_well(config, c) for c in GRID["cell_types"])
 )
 # screen_tables compares the runs of one (screen, stain, seed, training phenotype) at a time, and
 # the controls of one (screen, stain).
-SCREEN_GROUPS = len({(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS}) + len(
-    {(r.cell_type, r.model.stain) for r in CONTROL_RUNS}
-)
+SCREEN_GROUPS = len(
+    {(r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype) for r in SCREEN_RUNS}
+) + len({(r.cell_type, r.model.stain) for r in CONTROL_RUNS})
 
 
 # The fields whose cells train a cell type's phenotype forest (the screen store's train split).
@@ -193,9 +214,11 @@ def screen_run_inputs(wc):
     the control's own prediction), the real stain's profiles and forest, and the real masks."""
     stain = screen_model(wc.model).stain
     return {
-        "predictions": LAYOUT.screen_predictions(wc.model)
-        if wc.model in MODELS
-        else LAYOUT.screen_prediction(wc.model, wc.cell_type),
+        "predictions": (
+            LAYOUT.screen_predictions(wc.model)
+            if wc.model in MODELS
+            else LAYOUT.screen_prediction(wc.model, wc.cell_type)
+        ),
         "reference": LAYOUT.screen_real_wells(wc.cell_type, stain),
         "forest": LAYOUT.screen_reference(wc.cell_type) / f"{stain}.forest.parquet",
         "nuclei": screen_masks(wc.cell_type, masks_stain(stain)),

@@ -4,9 +4,6 @@
 rule store:
     output:
         directory(LAYOUT.store("{data_set}")),
-    params:
-        out=LAYOUT.data,
-        settings=settings("data"),
     log:
         LOGS / "store" / "{data_set}.log",
     benchmark:
@@ -14,6 +11,9 @@ rule store:
     threads: 2
     resources:
         **resources("store", sum(SPLITS.values())),
+    params:
+        out=LAYOUT.data,
+        settings=settings("data"),
     shell:
         VSGRID.format(command=config["data"]["source"].replace("synthetic", "synthesize"))
         + " --data-set {wildcards.data_set:q} --out {params.out:q} --quiet --no-summary > {log:q} 2>&1"

@@ -8,11 +8,6 @@ rule evaluate:
         predictions=LAYOUT.predictions("{model}"),
     output:
         [LAYOUT.run_table("{model}", "{test_set}", name) for name in RUN_TABLES],
-    params:
-        out=lambda wc: LAYOUT.run_dir(wc.model, wc.test_set),
-        prediction=lambda wc: LAYOUT.prediction(wc.model, wc.test_set),
-        stain=model_stain,
-        settings=settings("features", "evaluation"),
     log:
         LOGS / "evaluate" / "{model}" / "{test_set}.log",
     benchmark:
@@ -20,8 +15,14 @@ rule evaluate:
     threads: FEATURE_WORKERS
     resources:
         **resources("evaluate", SPLITS["test"]),
+    params:
+        out=lambda wc: LAYOUT.run_dir(wc.model, wc.test_set),
+        prediction=lambda wc: LAYOUT.prediction(wc.model, wc.test_set),
+        stain=model_stain,
+        settings=settings("features", "evaluation"),
     shell:
-        VSGRID.format(command="evaluate") + " --test-set {wildcards.test_set:q} --stain {params.stain:q} --model {wildcards.model:q}"
+        VSGRID.format(command="evaluate")
+        + " --test-set {wildcards.test_set:q} --stain {params.stain:q} --model {wildcards.model:q}"
         " --prediction {params.prediction:q} --real-masks {input.real_masks:q} --real-features {input.real_features:q}"
         " --ranking {input.ranking:q} --workers {threads} --out {params.out:q} > {log:q} 2>&1"
 
@@ -32,7 +33,9 @@ rule evaluate:
 
 rule seed_spread:
     input:
-        predictions=lambda wc: [LAYOUT.predictions(run.model) for run in SEED_GROUPS[(wc.model_type, wc.test_set)]],
+        predictions=lambda wc: [
+            LAYOUT.predictions(run.model) for run in SEED_GROUPS[(wc.model_type, wc.test_set)]
+        ],
     output:
         LAYOUT.seed_spread("{model_type}", "{test_set}"),
     log:
@@ -41,7 +44,11 @@ rule seed_spread:
         BENCHMARKS / "seed_spread" / "{model_type}" / "{test_set}.tsv"
     threads: 1
     resources:
-        **resources("seed_spread", lambda wc: SPLITS["test"] * len(SEED_GROUPS[(wc.model_type, wc.test_set)])),
+        **resources(
+            "seed_spread",
+            lambda wc: SPLITS["test"] * len(SEED_GROUPS[(wc.model_type, wc.test_set)]),
+        ),
     shell:
-        VSGRID.format(command="seed-spread") + " --model-type {wildcards.model_type:q} --test-set {wildcards.test_set:q}"
+        VSGRID.format(command="seed-spread")
+        + " --model-type {wildcards.model_type:q} --test-set {wildcards.test_set:q}"
         " --out {output:q} > {log:q} 2>&1"

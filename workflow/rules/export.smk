@@ -18,7 +18,8 @@ rule export:
     resources:
         **resources("export", SPLITS["test"]),
     shell:
-        VSGRID.format(command="export") + " --model {wildcards.model:q} --test-set {wildcards.test_set:q}"
+        VSGRID.format(command="export")
+        + " --model {wildcards.model:q} --test-set {wildcards.test_set:q}"
         " --out {output:q} --quiet > {log:q} 2>&1"
 
 
@@ -37,7 +38,8 @@ rule export_screen:
     resources:
         **resources("export", SCREEN_IMAGES),
     shell:
-        VSGRID.format(command="export") + " --model {wildcards.model:q} --screen {wildcards.cell_type:q}"
+        VSGRID.format(command="export")
+        + " --model {wildcards.model:q} --screen {wildcards.cell_type:q}"
         " --out {output:q} --quiet > {log:q} 2>&1"
 
 

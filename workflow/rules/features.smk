@@ -7,8 +7,6 @@ rule features_real:
         masks=lambda wc: LAYOUT.real_masks(wc.test_set, wc.stain),
     output:
         LAYOUT.real_features("{test_set}", "{stain}"),
-    params:
-        settings=settings("features"),
     log:
         LOGS / "features_real" / "{test_set}.{stain}.log",
     benchmark:
@@ -16,8 +14,11 @@ rule features_real:
     threads: FEATURE_WORKERS
     resources:
         **resources("features_real", SPLITS["test"]),
+    params:
+        settings=settings("features"),
     shell:
-        VSGRID.format(command="measure") + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
+        VSGRID.format(command="measure")
+        + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
         " --masks {input.masks:q} --workers {threads} --out {output:q} --quiet > {log:q} 2>&1"
 
 
@@ -26,9 +27,6 @@ rule rank_features:
         unpack(ranking_inputs),
     output:
         LAYOUT.ranking("{cell_type}", "{stain}"),
-    params:
-        inputs=lambda wc, input: [f"{name}={path}" for name, path in input.items()],
-        settings=settings("evaluation"),
     log:
         LOGS / "rank_features" / "{cell_type}.{stain}.log",
     benchmark:
@@ -36,5 +34,9 @@ rule rank_features:
     threads: FEATURE_WORKERS
     resources:
         **resources("rank_features", 0),
+    params:
+        inputs=lambda wc, input: [f"{name}={path}" for name, path in input.items()],
+        settings=settings("evaluation"),
     shell:
-        VSGRID.format(command="rank-features") + " --inputs {params.inputs:q} --workers {threads} --out {output:q} > {log:q} 2>&1"
+        VSGRID.format(command="rank-features")
+        + " --inputs {params.inputs:q} --workers {threads} --out {output:q} > {log:q} 2>&1"

@@ -7,14 +7,15 @@ rule figures:
         tables=LAYOUT.table("deltas"),
         features=LAYOUT.table("features"),
         trust=LAYOUT.table(TRUST_TABLE),
-        predictions=[LAYOUT.predictions(model.format(stain=stain)) for panel in PANELS.values() for model in panel["models"] for stain in GRID["stains"]],
+        predictions=[
+            LAYOUT.predictions(model.format(stain=stain))
+            for panel in PANELS.values()
+            for model in panel["models"]
+            for stain in GRID["stains"]
+        ],
         stores=[LAYOUT.store(panel["test_set"]) for panel in PANELS.values()],
     output:
         [figure(name, ext) for name in FIGURES for ext in config["figures"]["formats"]],
-    params:
-        tables=LAYOUT.tables,
-        out=LAYOUT.figures,
-        settings=settings("figures"),
     log:
         LOGS / "figures.log",
     benchmark:
@@ -22,5 +23,10 @@ rule figures:
     threads: 1
     resources:
         **resources("figures", 0),
+    params:
+        tables=LAYOUT.tables,
+        out=LAYOUT.figures,
+        settings=settings("figures"),
     shell:
-        VSGRID.format(command="figures") + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"
+        VSGRID.format(command="figures")
+        + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"

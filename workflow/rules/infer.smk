@@ -13,18 +13,20 @@ rule infer:
         train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
         directory(LAYOUT.predictions("{model}")),
-    params:
-        model=lambda wc: LAYOUT.model_dir(wc.model),
-        test_sets=lambda wc: TEST_SETS_OF[wc.model],
-        settings=settings("network", "infer", "device", "segmentation"),
     log:
         LOGS / "infer" / "{model}.log",
     benchmark:
         BENCHMARKS / "infer" / "{model}.tsv"
     threads: config["infer"]["threads"]
     resources:
-        gpu=1,
         **resources("infer", lambda wc: SPLITS["test"] * len(TEST_SETS_OF[wc.model])),
+        gpu=1,
+    params:
+        model=lambda wc: LAYOUT.model_dir(wc.model),
+        test_sets=lambda wc: TEST_SETS_OF[wc.model],
+        settings=settings("network", "infer", "device", "segmentation"),
     shell:
-        TORCH_THREADS + VSGRID.format(command="infer") + " --model {params.model:q} --test-set {params.test_sets:q}"
+        TORCH_THREADS
+        + VSGRID.format(command="infer")
+        + " --model {params.model:q} --test-set {params.test_sets:q}"
         " --out {output:q} --quiet > {log:q} 2>&1"

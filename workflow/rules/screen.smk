@@ -3,21 +3,28 @@
 # Every rule here has training's priority: the chain ends in screen_tables, after the last screen
 # run, and left until the grid's evaluations are done it ran alone on one core at the end.
 
+
 rule screen_store:
     output:
         directory(LAYOUT.screen_store("{cell_type}")),
-    params:
-        settings=settings("data", "evaluation.screen.fields_per_well", "evaluation.screen.compounds", "evaluation.screen.forest_fields"),
     log:
         LOGS / "screen_store" / "{cell_type}.log",
     benchmark:
         BENCHMARKS / "screen_store" / "{cell_type}.tsv"
-    threads: 2
     priority: 1
+    threads: 2
     resources:
         **resources("store", SCREEN_IMAGES + FOREST_IMAGES),
+    params:
+        settings=settings(
+            "data",
+            "evaluation.screen.fields_per_well",
+            "evaluation.screen.compounds",
+            "evaluation.screen.forest_fields",
+        ),
     shell:
-        VSGRID.format(command="screen-store") + " --cell-type {wildcards.cell_type:q} --workers {threads} --quiet > {log:q} 2>&1"
+        VSGRID.format(command="screen-store")
+        + " --cell-type {wildcards.cell_type:q} --workers {threads} --quiet > {log:q} 2>&1"
 
 
 rule infer_screen:
@@ -29,21 +36,23 @@ rule infer_screen:
         train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
         directory(LAYOUT.screen_predictions("{model}")),
-    params:
-        model=lambda wc: LAYOUT.model_dir(wc.model),
-        cell_types=GRID["cell_types"],
-        settings=settings("network", "infer", "device", "segmentation"),
     log:
         LOGS / "infer_screen" / "{model}.log",
     benchmark:
         BENCHMARKS / "infer_screen" / "{model}.tsv"
-    threads: config["infer"]["threads"]
     priority: 1
+    threads: config["infer"]["threads"]
     resources:
-        gpu=1,
         **resources("infer", SCREEN_IMAGES * len(GRID["cell_types"])),
+        gpu=1,
+    params:
+        model=lambda wc: LAYOUT.model_dir(wc.model),
+        cell_types=GRID["cell_types"],
+        settings=settings("network", "infer", "device", "segmentation"),
     shell:
-        TORCH_THREADS + VSGRID.format(command="infer") + " --model {params.model:q} --screen {params.cell_types:q}"
+        TORCH_THREADS
+        + VSGRID.format(command="infer")
+        + " --model {params.model:q} --screen {params.cell_types:q}"
         " --out {output:q} --quiet > {log:q} 2>&1"
 
 
@@ -55,21 +64,22 @@ rule segment_screen:
         # The phenotype forest's training fields (the screen store's control wells of other
         # plates), segmented here on the GPU so that screen_reference only measures and fits.
         forest_masks=directory(screen_forest_masks("{cell_type}", "{stain}")),
-    params:
-        settings=settings("segmentation", "evaluation"),
-    wildcard_constraints:
-        stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:
         LOGS / "segment_screen" / "{cell_type}.{stain}.log",
     benchmark:
         BENCHMARKS / "segment_screen" / "{cell_type}.{stain}.tsv"
-    threads: 1
+    wildcard_constraints:
+        stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     priority: 1
+    threads: 1
     resources:
-        gpu=gpu(CELLPOSE),
         **resources("segment_real", SCREEN_IMAGES + FOREST_IMAGES),
+        gpu=gpu(CELLPOSE),
+    params:
+        settings=settings("segmentation", "evaluation"),
     shell:
-        VSGRID.format(command="screen-segment") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q}"
+        VSGRID.format(command="screen-segment")
+        + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q}"
         " --masks {output.masks:q} --forest-masks {output.forest_masks:q} > {log:q} 2>&1"
 
 
@@ -82,19 +92,20 @@ rule screen_reference:
     output:
         wells=LAYOUT.screen_real_wells("{cell_type}", "{stain}"),
         forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.parquet",
-    params:
-        out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
-        settings=settings("features", "evaluation", "evaluation.screen.readouts", "segmentation"),
     log:
         LOGS / "screen_reference" / "{cell_type}.{stain}.log",
     benchmark:
         BENCHMARKS / "screen_reference" / "{cell_type}.{stain}.tsv"
-    threads: FEATURE_WORKERS
     priority: 1
+    threads: FEATURE_WORKERS
     resources:
         **resources("evaluate", SCREEN_IMAGES + FOREST_IMAGES),
+    params:
+        out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
+        settings=settings("features", "evaluation", "evaluation.screen.readouts", "segmentation"),
     shell:
-        VSGRID.format(command="screen-reference") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q} --masks {input.masks:q}"
+        VSGRID.format(command="screen-reference")
+        + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q} --masks {input.masks:q}"
         " --forest-masks {input.forest_masks:q} --ranking {input.ranking:q} --out {params.out:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -106,19 +117,27 @@ rule screen_controls:
         # cy5's controls carry no masks (screen_run measures them in the real nuclei)
         masks=lambda wc: screen_masks(wc.cell_type, masks_stain(wc.stain)),
     output:
-        [directory(LAYOUT.screen_prediction(vsgrid_grid.ScreenControl(c, "{stain}"), "{cell_type}")) for c in vsgrid_grid.SCREEN_CONTROLS],
-    params:
-        settings=settings("evaluation.screen.controls", "evaluation.seed", "evaluation.block_images"),
+        [
+            directory(
+                LAYOUT.screen_prediction(vsgrid_grid.ScreenControl(c, "{stain}"), "{cell_type}")
+            )
+            for c in vsgrid_grid.SCREEN_CONTROLS
+        ],
     log:
         LOGS / "screen_controls" / "{cell_type}.{stain}.log",
     benchmark:
         BENCHMARKS / "screen_controls" / "{cell_type}.{stain}.tsv"
-    threads: 1
     priority: 1
+    threads: 1
     resources:
         **resources("segment_real", SCREEN_IMAGES),
+    params:
+        settings=settings(
+            "evaluation.screen.controls", "evaluation.seed", "evaluation.block_images"
+        ),
     shell:
-        VSGRID.format(command="screen-controls") + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q}"
+        VSGRID.format(command="screen-controls")
+        + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q}"
         " --masks {input.masks:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -127,44 +146,48 @@ rule screen_run:
         unpack(screen_run_inputs),
     output:
         LAYOUT.screen_wells("{model}", "{cell_type}"),
+    log:
+        LOGS / "screen_run" / "{model}" / "{cell_type}.log",
+    benchmark:
+        BENCHMARKS / "screen_run" / "{model}" / "{cell_type}.tsv"
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in SCREEN_MODELS) or "NONE",
+    priority: 1
+    threads: FEATURE_WORKERS
+    resources:
+        **resources("evaluate", SCREEN_IMAGES),
     params:
         prediction=lambda wc: LAYOUT.screen_prediction(wc.model, wc.cell_type),
         reference=lambda wc: LAYOUT.screen_reference(wc.cell_type),
         stain=lambda wc: screen_model(wc.model).stain,
         settings=settings("features", "evaluation", "evaluation.screen.readouts"),
-    wildcard_constraints:
-        model="|".join(re.escape(m) for m in SCREEN_MODELS) or "NONE",
-    log:
-        LOGS / "screen_run" / "{model}" / "{cell_type}.log",
-    benchmark:
-        BENCHMARKS / "screen_run" / "{model}" / "{cell_type}.tsv"
-    threads: FEATURE_WORKERS
-    priority: 1
-    resources:
-        **resources("evaluate", SCREEN_IMAGES),
     shell:
-        VSGRID.format(command="screen-run") + " --cell-type {wildcards.cell_type:q} --stain {params.stain:q} --model {wildcards.model:q}"
+        VSGRID.format(command="screen-run")
+        + " --cell-type {wildcards.cell_type:q} --stain {params.stain:q} --model {wildcards.model:q}"
         " --prediction {params.prediction:q} --reference {params.reference:q} --nuclei {input.nuclei:q} --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule screen_tables:
     input:
-        real=[LAYOUT.screen_real_wells(c, s) for c, s in sorted({(r.cell_type, r.model.stain) for r in SCREEN_RUNS})],
+        real=[
+            LAYOUT.screen_real_wells(c, s)
+            for c, s in sorted({(r.cell_type, r.model.stain) for r in SCREEN_RUNS})
+        ],
         runs=[LAYOUT.screen_wells(r.model, r.cell_type) for r in CONTROL_RUNS + SCREEN_RUNS],
     output:
         [LAYOUT.table(name, fmt) for name in SCREEN_TABLES for fmt in TABLE_FORMATS],
         LAYOUT.tables / SCREEN_OUTCOME,
-    params:
-        out=LAYOUT.tables,
-        settings=settings("evaluation", "evaluation.screen", "data"),
     log:
         LOGS / "screen_tables.log",
     benchmark:
         BENCHMARKS / "screen_tables.tsv"
-    threads: 1
     priority: 1
+    threads: 1
     resources:
         **resources("screen_tables", SCREEN_GROUPS, REFERENCE_PIXELS),
+    params:
+        out=LAYOUT.tables,
+        settings=settings("evaluation", "evaluation.screen", "data"),
     shell:
         VSGRID.format(command="screen-tables") + " --out {params.out:q} > {log:q} 2>&1"
 
@@ -175,17 +198,18 @@ rule screen_figures:
         wells=rules.screen_tables.input,
     output:
         [figure(name, ext) for name in SCREEN_FIGURES for ext in config["figures"]["formats"]],
-    params:
-        tables=LAYOUT.tables,
-        out=LAYOUT.figures,
-        settings=settings("figures", "evaluation.screen"),
     log:
         LOGS / "screen_figures.log",
     benchmark:
         BENCHMARKS / "screen_figures.tsv"
-    threads: 1
     priority: 1
+    threads: 1
     resources:
         **resources("figures", 0),
+    params:
+        tables=LAYOUT.tables,
+        out=LAYOUT.figures,
+        settings=settings("figures", "evaluation.screen"),
     shell:
-        VSGRID.format(command="screen-figures") + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"
+        VSGRID.format(command="screen-figures")
+        + " --tables {params.tables:q} --out {params.out:q} > {log:q} 2>&1"

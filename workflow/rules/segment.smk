@@ -7,18 +7,19 @@ rule segment_real:
         store=LAYOUT.store("{test_set}"),
     output:
         directory(LAYOUT.masks("{test_set}", "{stain}")),
-    params:
-        settings=settings("segmentation", "evaluation"),
-    wildcard_constraints:
-        stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     log:
         LOGS / "segment_real" / "{test_set}.{stain}.log",
     benchmark:
         BENCHMARKS / "segment_real" / "{test_set}.{stain}.tsv"
+    wildcard_constraints:
+        stain="|".join(s for s in GRID["stains"] if s in SEGMENTED),
     threads: 1
     resources:
-        gpu=gpu(CELLPOSE),
         **resources("segment_real", SPLITS["test"]),
+        gpu=gpu(CELLPOSE),
+    params:
+        settings=settings("segmentation", "evaluation"),
     shell:
-        VSGRID.format(command="segment") + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
+        VSGRID.format(command="segment")
+        + " --test-set {wildcards.test_set:q} --stain {wildcards.stain:q}"
         " --out {output:q} > {log:q} 2>&1"

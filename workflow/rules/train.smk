@@ -12,26 +12,28 @@ rule train:
         LAYOUT.model_dir("{model}") / "summary.json",
         # An output so that a deleted one replans the job, which rewrites it from last.pt.
         LAYOUT.model_dir("{model}") / "best.pt",
+    log:
+        LOGS / "train" / "{model}.log",
+    benchmark:
+        BENCHMARKS / "train" / "{model}.tsv"
+    # Training is the longest chain (train -> infer -> evaluate, tables): start every model
+    # first, so that no training is left for the end when the other work has run out.
+    priority: 1
+    retries: train_retries(config)
+    threads: config["train"]["workers"] + 1
+    resources:
+        **resources("train", TRAIN_IMAGES, TRAIN_PIXELS),
+        gpu=1,
     params:
         out=lambda wc: LAYOUT.model_dir(wc.model),
         train_set=lambda wc: MODELS[wc.model].train_set.name,
         stain=model_stain,
         seed=lambda wc: MODELS[wc.model].seed,
         settings=settings("network", "train", "device"),
-    log:
-        LOGS / "train" / "{model}.log",
-    benchmark:
-        BENCHMARKS / "train" / "{model}.tsv"
-    threads: config["train"]["workers"] + 1
-    # Training is the longest chain (train -> infer -> evaluate, tables): start every model
-    # first, so that no training is left for the end when the other work has run out.
-    priority: 1
-    retries: train_retries(config)
-    resources:
-        gpu=1,
-        **resources("train", TRAIN_IMAGES, TRAIN_PIXELS),
     shell:
-        TORCH_THREADS + VSGRID.format(command="train") + " --train-set {params.train_set:q} --stain {params.stain:q}"
+        TORCH_THREADS
+        + VSGRID.format(command="train")
+        + " --train-set {params.train_set:q} --stain {params.stain:q}"
         " --seed {params.seed:q} --out {params.out:q} --quiet > {log:q} 2>&1"
 
 
