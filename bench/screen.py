@@ -18,7 +18,7 @@ profile a virtual stain (screen-run: the real stain blurred and noisy, segmented
 job would) and compute the decisions with their CIs (screen-tables). Per step: CPU seconds per
 screen image and peak memory (resident set of the process and its workers): the same peak at 3
 plates as at 1 means the step streams. Then the real stain's assay on the larger screen: DMSO
-cells per well and the Z' of its best readouts (decisions.assay_z_prime, the best positive
+cells per well and the Z' of its best readouts (calls.assay_z_prime, the best positive
 control's).
 
 The ranking the profiles read is written by hand (20 intensity and shape features): ranking
@@ -66,6 +66,13 @@ def config_for(work: Path, plates: int, args) -> Path:
     return path
 
 
+def layout_of(work: Path):
+    """The paths of the screen measured in ``work`` (:func:`config_for`'s)."""
+    from vsgrid.layout import Layout
+
+    return Layout.of(yaml.safe_load((work / "config.yaml").read_text()))
+
+
 def hand_ranking(path: Path) -> None:
     from vsgrid.evaluation.features import feature_names
     from vsgrid.files import write_table
@@ -78,7 +85,7 @@ def virtual_screen(store: Path, out: Path) -> None:
     """The real DAPI of the screen blurred and noisy, with its own classical masks, as infer writes it."""
     from vsgrid import arrays
     from vsgrid.config import validate
-    from vsgrid.data.store import open_store
+    from vsgrid.data.store import U16_MAX, open_store
     from vsgrid.evaluation.segment import segmenter
 
     opened = open_store(store)
@@ -99,7 +106,7 @@ def virtual_screen(store: Path, out: Path) -> None:
     for i in range(n):
         real = opened.images("test")[i, 1].astype(np.float32)
         predicted = np.clip(
-            ndi.gaussian_filter(real, 1.0) + rng.normal(0, 100, real.shape), 0, 65535
+            ndi.gaussian_filter(real, 1.0) + rng.normal(0, 100, real.shape), 0, U16_MAX
         ).astype(np.uint16)
         image[i], labels[i] = predicted, segment(predicted[None])[0]
     group.attrs.update(
@@ -116,31 +123,31 @@ def measure_plates(work: Path, plates: int, args) -> tuple[int, dict]:
     config = config_for(work, plates, args)
     c = ["--config", str(config)]
     steps = {"screen_store": run(["vsgrid", "screen-store", *c, "--cell-type", "lung"], work)}
-    results, ref = work / "results", work / "results" / "screen" / "reference" / "lung"
-    ranking = results / "reference" / "rankings" / "lung.dapi.tsv"
+    layout, model = layout_of(work), "lung-nontoxic.dapi.s0"
+    ranking = layout.ranking("lung", "dapi")
     hand_ranking(ranking)
-    masks, forest_masks = ref / "dapi.masks.zarr", ref / "dapi.forest_masks.zarr"
+    masks = layout.screen_masks("lung", "dapi")
+    forest_masks = layout.screen_forest_masks("lung", "dapi")
+    real_wells = layout.screen_real_wells("lung", "dapi")
+    forest = layout.screen_forest("lung", "dapi")
     lung_dapi = [*c, "--cell-type", "lung", "--stain", "dapi", "--masks", str(masks)]
     steps["segment_screen"] = run(
         ["vsgrid", "screen-segment", *lung_dapi, "--forest-masks", str(forest_masks)], work
     )
     steps["screen_reference"] = run(
         ["vsgrid", "screen-reference", *lung_dapi, "--forest-masks", str(forest_masks)]
-        + ["--ranking", str(ranking), "--out", str(ref)],
+        + ["--ranking", str(ranking), "--wells", str(real_wells), "--forest", str(forest)],
         work,
     )
-    prediction = results / "screen" / "predictions" / "lung-nontoxic.dapi.s0" / "lung.zarr"
-    virtual_screen(work / "data" / "screen" / "lung.zarr", prediction)
-    wells = results / "screen" / "runs" / "lung-nontoxic.dapi.s0" / "lung.wells.parquet"
+    prediction = layout.screen_prediction(model, "lung")
+    virtual_screen(layout.screen_store("lung"), prediction)
     steps["screen_run"] = run(
         ["vsgrid", "screen-run", *c, "--cell-type", "lung", "--stain", "dapi"]
-        + ["--model", "lung-nontoxic.dapi.s0", "--prediction", str(prediction)]
-        + ["--reference", str(ref), "--out", str(wells)],
+        + ["--model", model, "--prediction", str(prediction), "--reference", str(real_wells)]
+        + ["--forest", str(forest), "--out", str(layout.screen_wells(model, "lung"))],
         work,
     )
-    steps["screen_tables"] = run(
-        ["vsgrid", "screen-tables", *c, "--out", str(results / "tables")], work
-    )
+    steps["screen_tables"] = run(["vsgrid", "screen-tables", *c, "--out", str(layout.tables)], work)
     images = zarr.open_array(masks, mode="r").shape[0]
     return images, steps
 
@@ -177,22 +184,18 @@ def main():
     for step in s_small:
         per_image = (s_large[step][2] - s_small[step][2]) / (n_large - n_small)
         print(f"{step:<17} {per_image:12.4f} {s_small[step][1]:12.0f} {s_large[step][1]:12.0f}")
-    assay(args.out / f"plates-{large}" / "results" / "screen" / "reference" / "lung")
+    assay(layout_of(args.out / f"plates-{large}").screen_real_wells("lung", "dapi"))
 
 
-def assay(reference: Path, shown: int = 3) -> None:
+def assay(real_wells: Path, shown: int = 3) -> None:
     """The real stain's cells per DMSO well and the readouts with the highest Z'."""
-    from vsgrid.screen.decisions import (
-        Missing,
-        Plate,
-        ScreenSettings,
-        assay_controls,
-        assay_z_prime,
-    )
+    from vsgrid.screen.calls import assay_controls, assay_z_prime
+    from vsgrid.screen.metrics import Missing
+    from vsgrid.screen.plate import Plate, ScreenSettings
     from vsgrid.screen.tables import DESIGN
     from vsgrid.screen.wells import readouts
 
-    wells = pd.read_parquet(reference / "dapi.wells.parquet")
+    wells = pd.read_parquet(real_wells)
     plate = Plate(wells[DESIGN], ScreenSettings())  # Z' per plate, as the tables read it
     index = np.arange(len(wells))[None, :]
     z = {}

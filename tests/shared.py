@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vsgrid.screen.decisions import Plate, Readout, decisions, hill
+from vsgrid.screen.curves import hill
+from vsgrid.screen.decisions import Readout, decisions
+from vsgrid.screen.plate import Plate
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

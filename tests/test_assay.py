@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from shared import DOSES, decide, plate_wells, readout
 
-from vsgrid.report.tables import interval
 from vsgrid.screen.assay import scale_to_decide, what_would_decide, z_prime_wells
-from vsgrid.screen.decisions import Plate, ScreenSettings, assay_z_prime, interval_columns
+from vsgrid.screen.calls import assay_z_prime
+from vsgrid.screen.metrics import interval_columns
+from vsgrid.screen.plate import Plate, ScreenSettings
+from vsgrid.stats import interval
 
 EC50 = {"CPD-01": 0.1, "CPD-02": 0.5}
 

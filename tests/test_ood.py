@@ -9,7 +9,7 @@ import yaml
 from vsgrid.cli import main
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.ood import auroc_interval, ood_table, per_well, shift_aurocs
+from vsgrid.evaluation.ood import ood_table, per_well, shift_aurocs
 from vsgrid.files import read_table
 from vsgrid.grid import DataSet, Model
 from vsgrid.layout import Layout
@@ -35,19 +35,6 @@ def config(quick_config, quick_stores, tmp_path_factory):
 @pytest.fixture(scope="module")
 def table(config):
     return ood_table(config, MODEL.name, ["breast-nontoxic"])
-
-
-def test_auroc_interval_of_separated_equal_and_missing_sides():
-    rng = np.random.default_rng(0)
-    assert auroc_interval(np.arange(10.0), np.arange(10.0) + 20, resamples=50) == (1.0, 1.0, 1.0)
-    value, low, high = auroc_interval(np.zeros(30), np.zeros(30), resamples=50)
-    assert value == low == high == 0.5
-    value, low, high = auroc_interval(
-        rng.normal(size=40), rng.normal(1.0, size=40), resamples=200, rng=rng
-    )
-    assert low < value < high and 0.6 < value < 0.95
-    with pytest.raises(VsgridError, match="one at least of each"):
-        auroc_interval(np.array([]), np.ones(3))
 
 
 @pytest.mark.slow

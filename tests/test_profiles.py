@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vsgrid.robust import robust_center_scale
-from vsgrid.screen.decisions import Missing, Plate, ScreenSettings
+from vsgrid.screen.metrics import Missing
+from vsgrid.screen.plate import Plate, ScreenSettings
 from vsgrid.screen.profiles import (
     NULL_SEED,
     NULL_SIZE,
@@ -17,6 +17,7 @@ from vsgrid.screen.profiles import (
     profile_decisions,
     treatment_map,
 )
+from vsgrid.stats import robust_center_scale
 
 COLUMNS = [f"feature_{i}" for i in range(5)]
 SHIFT = 8.0  # an active treatment's distance from DMSO, in DMSO SDs: never confused with it

@@ -14,6 +14,8 @@ from vsgrid.resources import (
     MIN_RUNTIME_MIN,
     REFERENCE_PIXELS,
     job_resources,
+    screen_groups,
+    screen_images,
     train_retries,
     training_plan,
 )
@@ -82,3 +84,11 @@ def test_memory_and_time_stop_growing_after_the_failure_retries():
         for a in range(1, 8)
     ]
     assert asked[FAILURE_RETRIES] == asked[-1] != asked[0]
+
+
+def test_a_screen_job_reads_every_well_of_the_held_out_plates_and_the_tables_job_its_groups():
+    paper, quick = (load_config(CONFIG / name) for name in ("config.yaml", "quick.yaml"))
+    assert screen_images(paper) == 3 * 384 * 9  # 3 held-out plates, 9 fields a well
+    assert screen_images(quick) == 384 * 10  # one plate, at breast's 10 fields a well (the most)
+    # 27 groups of screen runs (screen, stain, seed; one training phenotype), 9 of controls
+    assert screen_groups(paper) == 27 + 9

@@ -14,21 +14,10 @@ from shared import DOSES, decide, plate_wells, readout
 from sklearn.metrics import cohen_kappa_score
 
 from vsgrid.files import write_table
-from vsgrid.screen.decisions import (
-    LOG_EC50_STEP,
-    Missing,
-    Plate,
-    ScreenSettings,
-    assay_controls,
-    assay_z_prime,
-    cohen_kappa,
-    fit_hill,
-    fit_reason,
-    hill,
-    hit_calls,
-    truth_errors,
-    z_prime,
-)
+from vsgrid.screen.calls import assay_controls, assay_z_prime, cohen_kappa, hit_calls, z_prime
+from vsgrid.screen.curves import LOG_EC50_STEP, fit_hill, fit_reason, hill, truth_errors
+from vsgrid.screen.metrics import Missing
+from vsgrid.screen.plate import Plate, ScreenSettings
 
 
 def test_a_hill_fit_recovers_the_ec50_of_a_curve_it_was_drawn_from():
@@ -334,16 +323,18 @@ def assay(quick_config, tmp_path_factory):
     config["grid"]["cell_types"] = ["lung"]
     config["evaluation"]["screen"].update(enabled=True, compounds=3, forest_fields=100)
     build_screen_store("lung", config, Path(config["data"]["dir"]), progress=False)
-    store, reference = screen_store(config, "lung"), Layout.of(config).screen_reference("lung")
+    store, layout = screen_store(config, "lung"), Layout.of(config)
     names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
     ranking = work / "ranking.tsv"
     write_table(pd.DataFrame({"feature": names, "selected": True, "rank": range(1, 21)}), ranking)
-    masks, forest_masks = reference / "dapi.masks.zarr", reference / "dapi.forest_masks.zarr"
+    masks = layout.screen_masks("lung", "dapi")
+    forest_masks = layout.screen_forest_masks("lung", "dapi")
     segment_store(config, store, "dapi", masks)
     segment_forest_fields(config, "lung", "dapi", forest_masks)
     real = measure_screen_reference(config, "lung", "dapi", masks=masks, forest_masks=forest_masks,
-                                    ranking=ranking, out_dir=reference, workers=1)  # fmt: skip
-    return config, store, reference, real
+                                    ranking=ranking, wells_out=layout.screen_real_wells("lung", "dapi"),
+                                    forest_out=layout.screen_forest("lung", "dapi"), workers=1)  # fmt: skip
+    return config, store, real
 
 
 @pytest.mark.slow  # the quick grid's lung screen built, segmented and measured: a minute
@@ -358,14 +349,16 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
     from vsgrid.screen.tables import SUMMARY_READOUT, write_screen_tables
     from vsgrid.screen.wells import measure_screen_run
 
-    config, store, reference, real = assay
+    config, store, real = assay
     layout, rng = Layout.of(config), np.random.default_rng(0)
     controls = {c: ScreenControl(c, "dapi") for c in SCREEN_CONTROLS}
     write_controls(config, "lung", "dapi",
                    {c: layout.screen_prediction(m, "lung") for c, m in controls.items()},
-                   masks=reference / "dapi.masks.zarr")  # fmt: skip
+                   masks=layout.screen_masks("lung", "dapi"))  # fmt: skip
     for control in controls.values():
-        measure_screen_run(config, "lung", "dapi", reference=reference, model=control.name,
+        measure_screen_run(config, "lung", "dapi", model=control.name,
+                           reference=layout.screen_real_wells("lung", "dapi"),
+                           forest=layout.screen_forest("lung", "dapi"),
                            prediction=layout.screen_prediction(control, "lung"),
                            out=layout.screen_wells(control, "lung"))  # fmt: skip
     # The screen's one model stains as the oracle does, and says how far to trust each well.
@@ -551,10 +544,17 @@ def forest_training(rng, cells=400):
     return ForestTraining(features, np.where(toxic, TOXIC, NONTOXIC).astype(object), 25, 3)
 
 
+def forest_path(results, stain):
+    """Where the lung screen's jobs keep what a stain's phenotype forest is trained from."""
+    from vsgrid.layout import Layout
+
+    return Layout(results, results).screen_forest("lung", stain)
+
+
 def test_the_refit_forest_scores_every_cell_as_the_forest_it_replaces(tmp_path):
     """The screen's jobs refit the forest from its training table: the same scores bit for bit
     (same data, seed and tree order; any number of threads for the fit, one for the scores)."""
-    from vsgrid.screen.wells import ForestTraining, forest_path
+    from vsgrid.screen.wells import ForestTraining
 
     rng = np.random.default_rng(10)
     training = forest_training(rng)
@@ -571,7 +571,7 @@ def test_the_refit_forest_scores_every_cell_as_the_forest_it_replaces(tmp_path):
 def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
     from vsgrid.errors import VsgridError
     from vsgrid.files import write_table
-    from vsgrid.screen.wells import ForestTraining, forest_path
+    from vsgrid.screen.wells import ForestTraining
 
     marker = tmp_path / "planted code ran"
 
@@ -581,7 +581,9 @@ def test_the_forest_is_data_and_a_planted_pickle_is_never_loaded(tmp_path):
 
     training = forest_training(np.random.default_rng(11))
     training.write(forest_path(tmp_path, "dapi"))
-    (tmp_path / "dapi.forest.joblib").write_bytes(pickle.dumps(Payload()))  # the old name
+    forest_path(tmp_path, "dapi").with_name("dapi.forest.joblib").write_bytes(
+        pickle.dumps(Payload())
+    )  # the old name
     ForestTraining.read(forest_path(tmp_path, "dapi")).fit()
     forest_path(tmp_path, "fitc").write_bytes(pickle.dumps(Payload()))  # a pickle at the new name
     with pytest.raises(VsgridError, match="fitc.forest.parquet"):
@@ -721,7 +723,7 @@ def test_a_kappa_defined_on_its_plate_is_reported_with_its_ci_and_what_the_ci_la
 
 
 def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_without_a_ci():
-    from vsgrid.screen.decisions import interval_columns
+    from vsgrid.screen.metrics import interval_columns
 
     wells, real, virtual = quick_grid_plate(np.random.default_rng(14))
     plate = Plate(wells, ScreenSettings())

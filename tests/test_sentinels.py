@@ -8,15 +8,10 @@ from shared import DOSES, decide, plate_wells, readout
 
 from vsgrid.config import validate
 from vsgrid.errors import VsgridError
-from vsgrid.screen.decisions import (
-    Missing,
-    Plate,
-    Readout,
-    ScreenSettings,
-    decisions,
-    interval_columns,
-)
+from vsgrid.screen.decisions import Readout, decisions
 from vsgrid.screen.figures import figure11
+from vsgrid.screen.metrics import Missing, interval_columns
+from vsgrid.screen.plate import Plate, ScreenSettings
 from vsgrid.screen.sentinels import (
     CHOICES,
     LOWEST_TRUST,

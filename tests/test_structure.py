@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vsgrid"
-# Pipeline order. Top-level modules (grid, config, layout, files, seeds, errors, arrays, robust)
+# Pipeline order. Top-level modules (grid, config, layout, files, seeds, errors, arrays, stats)
 # serve every stage; the command line sits above them all. Level 4, the screen, comes last: it
-# profiles with evaluation's features and puts CIs on its tables with report's interval rule.
+# profiles with evaluation's features and draws its figures in the report's style.
 STAGES = ["data", "model", "evaluation", "report", "screen"]
 # Pure score functions, a leaf module: training's validation reports the evaluation's PSNR.
 LEAVES = {"vsgrid.evaluation.metrics"}
+# The only modules of evaluation and the screen that may import the grid's report: the screen's
+# own figures and tables, which share its figure style. Their statistics come from vsgrid.stats.
+REPORT_READERS = {"vsgrid.screen.figures", "vsgrid.screen.tables"}
 
 
 def modules() -> dict[str, Path]:
@@ -56,6 +59,27 @@ def test_no_module_imports_from_a_later_stage(module):
         if stage(name) > stage(module) and name not in LEAVES
     ]
     assert not later, f"{module} imports {later}"
+
+
+def reads_the_report(name: str) -> bool:
+    return name == "vsgrid.report" or name.startswith("vsgrid.report.")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        m
+        for m in MODULES
+        if m.startswith(("vsgrid.evaluation", "vsgrid.screen")) and m not in REPORT_READERS
+    ],
+)
+def test_evaluation_and_the_screen_leave_the_report_to_the_screens_figures_and_tables(module):
+    report = sorted(filter(reads_the_report, imported(MODULES[module])))
+    assert not report, f"{module} imports {report}"
+
+
+def test_the_statistics_floor_imports_nothing_of_the_package():
+    assert not imported(MODULES["vsgrid.stats"]), imported(MODULES["vsgrid.stats"])
 
 
 def test_importing_inference_does_not_import_training():

@@ -12,7 +12,8 @@ from vsgrid.files import write_table
 from vsgrid.grid import data_sets, runs
 from vsgrid.layout import Layout
 from vsgrid.report import outcome
-from vsgrid.report.tables import bootstrap_weights, delta_table, task_table
+from vsgrid.report.tables import delta_table, task_table
+from vsgrid.stats import bootstrap_weights
 
 FEATURES = ["AreaShape_Area", "Intensity_MeanIntensity"]
 

@@ -12,12 +12,14 @@ from vsgrid import arrays
 from vsgrid.config import validate
 from vsgrid.data.store import create_store, open_store
 from vsgrid.errors import VsgridError
+from vsgrid.evaluation.ood import TABLE_COLUMNS, shift_aurocs
 from vsgrid.evaluation.scoring import RunValues, run_scores
-from vsgrid.evaluation.trust import auroc, drawn, spearman, write_seed_spread
+from vsgrid.evaluation.trust import write_seed_spread
 from vsgrid.files import read_table, write_table
 from vsgrid.grid import data_sets, runs, seed_groups
 from vsgrid.layout import Layout
 from vsgrid.report.trust import ALL, SEEDS, image_errors, trust_table, write_trust
+from vsgrid.stats import auroc, drawn, spearman
 
 N = 20  # test images per test set, two fields in each of ten wells
 FEATURE = "AreaShape_Area"
@@ -128,6 +130,33 @@ def test_the_trust_table_reads_its_first_resamples_and_at_most_its_cells(config)
     per_cell = capped[~images]
     assert set(per_cell["images"]) == {25}
     np.testing.assert_allclose(per_cell[["value", "ci_low", "ci_high"]], 1.0, rtol=1e-12)
+
+
+def test_vsgrid_ood_gives_the_trust_tables_auroc_and_ci_for_the_same_scores(config):
+    """``vsgrid ood`` (:func:`shift_aurocs`) and trust.csv draw an OOD AUROC's CI from the same
+    resamples (each side's wells, then fields, the first ``trust_resamples`` of the deltas'):
+    given the run's own OOD scores, the same value and CI to 1e-12, float rounding (the same
+    function on the same weights; leaving out one of the 40 resamples moves the lower bound by
+    6e-4). The scores overlap, so the CI is no point and its bounds tell draws apart."""
+    config["evaluation"]["trust_resamples"] = 40  # of the 100 drawn: the first ones, in both
+    layout, rng = Layout.of(config), np.random.default_rng(7)
+    tables = []
+    for run in runs(config):
+        images = layout.run_table(run.model, run.test_set, "images")
+        ood = rng.normal(1.0 if run.shift != "none" else 0.0, 1.0, N)
+        write_table(read_table(images).assign(ood=ood), images)
+        fields = open_store(layout.store(run.test_set)).split_metadata("test")
+        tables.append(fields.assign(model=run.model.name, test_set=run.test_set.name, ood=ood))
+    table = pd.concat(tables, ignore_index=True)[list(TABLE_COLUMNS)]
+    [ours] = shift_aurocs(config, table).itertuples()
+    [theirs] = trust_table(config).query("statistic == 'auroc'").itertuples()
+    assert (ours.model, ours.test_set) == (theirs.model, theirs.test_set)
+    assert theirs.ci_low < theirs.value < theirs.ci_high
+    np.testing.assert_allclose([ours.auroc, ours.auroc_low, ours.auroc_high],
+                               [theirs.value, theirs.ci_low, theirs.ci_high], rtol=1e-12)  # fmt: skip
+    shuffled = table.sample(frac=1.0, random_state=0)  # rows no longer in the test split's order
+    with pytest.raises(VsgridError, match="not its 20 test fields in their order"):
+        shift_aurocs(config, shuffled)
 
 
 def test_runs_whose_predictions_say_nothing_have_no_rows(config):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import jsonschema
 import yaml
 
 from vsgrid.errors import VsgridError
+from vsgrid.files import write_text
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 log = logging.getLogger(__name__)
@@ -403,6 +405,24 @@ def load_config(*paths: str | Path) -> dict:
         return validate(raw)
     except VsgridError as exc:
         raise VsgridError(f"{', '.join(map(str, paths))}: {exc}") from None
+
+
+def workflow_config(config: dict, paths: list[str]) -> dict:
+    """The config Snakemake merged from its ``--configfile`` ``paths`` and ``--config`` values,
+    validated. Snakemake keeps the last of a key given twice in one file: each file is read
+    again here, where that is refused."""
+    for path in paths:
+        read_yaml(path)
+    return validate(typed_strings(config))
+
+
+def job_config(config: dict, folder: str | Path) -> Path:
+    """The validated ``config`` as the JSON file every job of the workflow reads (``vsgrid ...
+    --config FILE``), in ``folder``: named by its content, and written by the first parse that
+    needs it (every job parses the Snakefile again)."""
+    text = json.dumps(config, sort_keys=True, indent=1)
+    path = Path(folder) / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    return path if path.exists() else write_text(text, path)
 
 
 # Keys that change how a step runs, not what it computes: they neither rerun a step nor make a

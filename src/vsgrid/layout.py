@@ -13,12 +13,16 @@ path is spelled once. Standard library only, like :mod:`vsgrid.grid`.
     <results.dir>/reference/<test set>/<stain>.features.parquet real-stain features
     <results.dir>/reference/rankings/<cell type>.<stain>.tsv    feature ranking
     <data.dir>/screen/<cell type>.zarr                          level 4: held-out plates, every well
-    <results.dir>/screen/reference/<cell type>/<stain>.*        real masks, phenotype forest, wells
+    <results.dir>/screen/reference/<cell type>/<stain>.masks.zarr         real masks (dapi, fitc)
+    <results.dir>/screen/reference/<cell type>/<stain>.forest_masks.zarr  ... of the forest's fields
+    <results.dir>/screen/reference/<cell type>/<stain>.forest.parquet     phenotype forest's cells
+    <results.dir>/screen/reference/<cell type>/<stain>.wells.parquet      real per-well profiles
     <results.dir>/screen/predictions/<model>/<cell type>.zarr   a model's virtual screen
     <results.dir>/screen/runs/<model>/<cell type>.wells.parquet its per-well profiles
     <results.dir>/export/<model>/<test set>/<plate>.ome.zarr    on demand: real and virtual stains, OME-Zarr HCS
     <results.dir>/tables/, figures/, logs/, benchmarks/
 
+A screen's store is a data set of its own, ``<cell type>-screen`` (:func:`screen_data_set`).
 Arguments naming a data set, model or test set take the grid's objects or their names (or a
 Snakemake wildcard such as ``"{model}"``).
 """
@@ -70,6 +74,21 @@ def screen_store_path(data_dir: str | Path, cell_type: str) -> Path:
     return Path(data_dir) / "screen" / f"{cell_type}.zarr"
 
 
+def screen_data_set(cell_type: str) -> str:
+    """The data set of a cell type's screen store: what its attributes and an export call it."""
+    return f"{cell_type}-screen"
+
+
+def prediction_path(folder: str | Path, name: str) -> Path:
+    """A prediction of a test set, or of a cell type's screen, in a model's folder of them."""
+    return Path(folder) / f"{name}.zarr"
+
+
+def plate_path(folder: str | Path, plate: str) -> Path:
+    """An OME-Zarr HCS plate in a folder of them: an export's, or the example plates'."""
+    return Path(folder) / f"{plate}.ome.zarr"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The paths of one grid, from its ``data.dir`` and ``results.dir``."""
@@ -99,7 +118,7 @@ class Layout:
         return self.results / "predictions" / _name(model)
 
     def prediction(self, model, test_set) -> Path:
-        return self.predictions(model) / f"{_name(test_set)}.zarr"
+        return prediction_path(self.predictions(model), _name(test_set))
 
     def seed_spread(self, model_type: str, test_set) -> Path:
         """Per test image, the spread of a model type's seeds' predictions."""
@@ -129,6 +148,18 @@ class Layout:
         """The real stains' masks, phenotype forests and per-well profiles of a cell type's screen."""
         return self.results / "screen" / "reference" / cell_type
 
+    def screen_masks(self, cell_type: str, segmented_stain: str) -> Path:
+        """The real masks of a segmented stain's screen (cy5 is measured in dapi's)."""
+        return self.screen_reference(cell_type) / f"{segmented_stain}.masks.zarr"
+
+    def screen_forest_masks(self, cell_type: str, segmented_stain: str) -> Path:
+        """The real masks of a segmented stain in the phenotype forest's training fields."""
+        return self.screen_reference(cell_type) / f"{segmented_stain}.forest_masks.zarr"
+
+    def screen_forest(self, cell_type: str, stain: str) -> Path:
+        """What a stain's phenotype forest is trained from (:class:`vsgrid.screen.wells.ForestTraining`)."""
+        return self.screen_reference(cell_type) / f"{stain}.forest.parquet"
+
     def screen_real_wells(self, cell_type: str, stain: str) -> Path:
         return self.screen_reference(cell_type) / f"{stain}.wells.parquet"
 
@@ -136,15 +167,18 @@ class Layout:
         return self.results / "screen" / "predictions" / _name(model)
 
     def screen_prediction(self, model, cell_type: str) -> Path:
-        return self.screen_predictions(model) / f"{cell_type}.zarr"
+        return prediction_path(self.screen_predictions(model), cell_type)
 
     def screen_wells(self, model, cell_type: str) -> Path:
         return self.results / "screen" / "runs" / _name(model) / f"{cell_type}.wells.parquet"
 
     def export(self, model, test_set) -> Path:
-        """A run's OME-Zarr plates, one per plate of the test split (a screen's test set is
-        ``<cell type>-screen``, its store's data set)."""
+        """A run's OME-Zarr plates (:func:`plate_path`), one per plate of the test split."""
         return self.results / "export" / _name(model) / _name(test_set)
+
+    def screen_export(self, model, cell_type: str) -> Path:
+        """A screen run's OME-Zarr plates: the export of its screen store's data set."""
+        return self.export(model, screen_data_set(cell_type))
 
     @property
     def tables(self) -> Path:

@@ -18,13 +18,16 @@ A job asks for :data:`MARGIN` times the estimate, and each retry (Snakemake's ``
 that again, up to :data:`FAILURE_RETRIES` retries. A GPU step's time is the GPU's: its CPU
 threads feed the GPU and do not divide it. A training longer than :data:`MAX_RUNTIME_MIN` runs as
 a chain of jobs, each resuming from ``last.pt`` (:func:`train_retries`, :func:`training_plan`).
-Stdlib only: the Snakefile imports it.
+How many images a job of a step reads comes from the config: :func:`training_work`, and level 4's
+:func:`screen_images` and :func:`screen_groups`. Stdlib only: the Snakefile imports it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from vsgrid import grid
 
 REFERENCE_PIXELS = 1080 * 1080
 BASE_MB = (
@@ -113,6 +116,29 @@ def training_work(config: dict) -> tuple[int, int]:
     train = config["train"]
     pixels = train["crop_size"] ** 2 if train["crop_size"] else config_pixels(config)
     return config["data"]["splits"]["train"] * train["max_epochs"], pixels
+
+
+def screen_images(config: dict) -> int:
+    """The images of a screen store's test split: every well of every held-out plate, of the cell
+    type imaged with the most fields per well (an upper bound when only some compounds are
+    kept)."""
+    plates = config["data"]["test_plates"]
+    return (
+        grid.ROWS
+        * grid.COLUMNS
+        * (plates if isinstance(plates, int) else len(plates))
+        * max(grid.screen_fields_per_well(config, c) for c in config["grid"]["cell_types"])
+    )
+
+
+def screen_groups(config: dict) -> int:
+    """The groups the screen tables compare one at a time: the screen runs of one (screen, stain,
+    seed, training phenotype), and the controls of one (screen, stain)."""
+    runs = {
+        (r.cell_type, r.model.stain, r.model.seed, r.model.train_set.phenotype)
+        for r in grid.screen_runs(config)
+    }
+    return len(runs) + len({(r.cell_type, r.model.stain) for r in grid.control_runs(config)})
 
 
 def train_retries(config: dict) -> int:

@@ -23,13 +23,13 @@ rule export:
         " --out {output:q} --quiet > {log:q} 2>&1"
 
 
-# A screen's test set is its store's data set, <cell type>-screen.
+# A screen's test set is its store's data set (vsgrid.layout.screen_data_set).
 rule export_screen:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
         predictions=LAYOUT.screen_predictions("{model}"),
     output:
-        directory(LAYOUT.export("{model}", "{cell_type}-screen")),
+        directory(LAYOUT.screen_export("{model}", "{cell_type}")),
     log:
         LOGS / "export_screen" / "{model}" / "{cell_type}.log",
     benchmark:
@@ -46,4 +46,4 @@ rule export_screen:
 rule export_all:
     input:
         [LAYOUT.export(run.model, run.test_set) for run in RUNS],
-        [LAYOUT.export(run.model, f"{run.cell_type}-screen") for run in SCREEN_RUNS],
+        [LAYOUT.screen_export(run.model, run.cell_type) for run in SCREEN_RUNS],

@@ -1,5 +1,18 @@
 # The paper's figures from the tables (and, for the panels, a few predictions).
 # `snakemake figures` redraws them; a change to the figures section of the config reruns only this.
+PANELS = vsgrid_grid.panel_runs(config)
+FIGURES = [*GRID_FIGURES, *PANELS]
+
+
+def figure(name, ext):
+    """A figure file (level 4's too, rules/screen.smk); the PNGs go into the report with their
+    captions."""
+    path = LAYOUT.figure(name, ext)
+    if ext != "png":
+        return path
+    return report(
+        path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name}
+    )
 
 
 rule figures:

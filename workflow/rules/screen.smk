@@ -60,10 +60,10 @@ rule segment_screen:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
     output:
-        masks=directory(screen_masks("{cell_type}", "{stain}")),
+        masks=directory(LAYOUT.screen_masks("{cell_type}", "{stain}")),
         # The phenotype forest's training fields (the screen store's control wells of other
         # plates), segmented here on the GPU so that screen_reference only measures and fits.
-        forest_masks=directory(screen_forest_masks("{cell_type}", "{stain}")),
+        forest_masks=directory(LAYOUT.screen_forest_masks("{cell_type}", "{stain}")),
     log:
         LOGS / "segment_screen" / "{cell_type}.{stain}.log",
     benchmark:
@@ -86,12 +86,12 @@ rule segment_screen:
 rule screen_reference:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
-        masks=lambda wc: screen_masks(wc.cell_type, masks_stain(wc.stain)),
-        forest_masks=lambda wc: screen_forest_masks(wc.cell_type, masks_stain(wc.stain)),
+        masks=lambda wc: LAYOUT.screen_masks(wc.cell_type, masks_stain(wc.stain)),
+        forest_masks=lambda wc: LAYOUT.screen_forest_masks(wc.cell_type, masks_stain(wc.stain)),
         ranking=LAYOUT.ranking("{cell_type}", "{stain}"),
     output:
         wells=LAYOUT.screen_real_wells("{cell_type}", "{stain}"),
-        forest=LAYOUT.screen_reference("{cell_type}") / "{stain}.forest.parquet",
+        forest=LAYOUT.screen_forest("{cell_type}", "{stain}"),
     log:
         LOGS / "screen_reference" / "{cell_type}.{stain}.log",
     benchmark:
@@ -101,12 +101,12 @@ rule screen_reference:
     resources:
         **resources("evaluate", SCREEN_IMAGES + FOREST_IMAGES),
     params:
-        out=lambda wc: LAYOUT.screen_reference(wc.cell_type),
         settings=settings("features", "evaluation", "evaluation.screen.readouts", "segmentation"),
     shell:
         VSGRID.format(command="screen-reference")
         + " --cell-type {wildcards.cell_type:q} --stain {wildcards.stain:q} --masks {input.masks:q}"
-        " --forest-masks {input.forest_masks:q} --ranking {input.ranking:q} --out {params.out:q} --workers {threads} > {log:q} 2>&1"
+        " --forest-masks {input.forest_masks:q} --ranking {input.ranking:q}"
+        " --wells {output.wells:q} --forest {output.forest:q} --workers {threads} > {log:q} 2>&1"
 
 
 # Level 4's controls of a screen and stain (vsgrid.screen.controls): the real stain with noise,
@@ -115,7 +115,7 @@ rule screen_controls:
     input:
         store=LAYOUT.screen_store("{cell_type}"),
         # cy5's controls carry no masks (screen_run measures them in the real nuclei)
-        masks=lambda wc: screen_masks(wc.cell_type, masks_stain(wc.stain)),
+        masks=lambda wc: LAYOUT.screen_masks(wc.cell_type, masks_stain(wc.stain)),
     output:
         [
             directory(
@@ -158,13 +158,13 @@ rule screen_run:
         **resources("evaluate", SCREEN_IMAGES),
     params:
         prediction=lambda wc: LAYOUT.screen_prediction(wc.model, wc.cell_type),
-        reference=lambda wc: LAYOUT.screen_reference(wc.cell_type),
         stain=lambda wc: screen_model(wc.model).stain,
         settings=settings("features", "evaluation", "evaluation.screen.readouts"),
     shell:
         VSGRID.format(command="screen-run")
         + " --cell-type {wildcards.cell_type:q} --stain {params.stain:q} --model {wildcards.model:q}"
-        " --prediction {params.prediction:q} --reference {params.reference:q} --nuclei {input.nuclei:q} --out {output:q} --workers {threads} > {log:q} 2>&1"
+        " --prediction {params.prediction:q} --reference {input.reference:q} --forest {input.forest:q}"
+        " --nuclei {input.nuclei:q} --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule screen_tables:

@@ -2,7 +2,6 @@
 # from the model folder's last.pt, which is not an output and so survives the failed job: a
 # training longer than a job's time limit runs as a chain of retries (vsgrid.resources.train_retries;
 # `vsgrid train-plan` shows it), and one that ends a job without finishing an epoch fails instead.
-TRAIN_IMAGES, TRAIN_PIXELS = training_work(config)
 
 
 rule train:

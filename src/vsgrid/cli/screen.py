@@ -34,7 +34,8 @@ def _screen_reference(args) -> None:
         masks=args.masks,
         forest_masks=args.forest_masks,
         ranking=args.ranking,
-        out_dir=args.out,
+        wells_out=args.wells,
+        forest_out=args.forest,
         workers=args.workers,
     )
 
@@ -61,6 +62,7 @@ def _screen_run(args) -> None:
         args.stain,
         prediction=args.prediction,
         reference=args.reference,
+        forest=args.forest,
         out=args.out,
         nuclei=args.nuclei,
         model=args.model,
@@ -120,7 +122,12 @@ COMMANDS = [
                 required=True,
                 help="real masks of the forest's training fields, of the same stain as --masks",
             ),
-            option("--out", required=True, help="folder of the screen's real-stain files"),
+            option("--wells", required=True, help="the real stain's per-well profiles (.parquet)"),
+            option(
+                "--forest",
+                required=True,
+                help="what the phenotype forest is trained from (.parquet)",
+            ),
             WORKERS,
         ],
     ),
@@ -151,7 +158,14 @@ COMMANDS = [
             OUT,
             option("--prediction", required=True, help="the model's screen prediction (.zarr)"),
             option(
-                "--reference", required=True, help="folder written by `vsgrid screen-reference`"
+                "--reference",
+                required=True,
+                help="the real stain's per-well profiles (`vsgrid screen-reference --wells`)",
+            ),
+            option(
+                "--forest",
+                required=True,
+                help="the phenotype forest's training table (`vsgrid screen-reference --forest`)",
             ),
             option("--nuclei", help="real DAPI masks of the screen (cy5)"),
             option("--model", help="the model the prediction must be of"),

@@ -1,36 +1,42 @@
 """Example plates of your own: synthetic lung plates written as OME-Zarr HCS plates.
 
-``vsgrid example-plates --config F --out DIR`` writes, with the ome-zarr library, three lung plates
-of the synthetic generator as F sets it up (field size, pixel size, seed; two plates to train on,
-the last held out) as a microscope's exporter would: every
-field at its well, channels named by ``omero`` labels, the pixel size in the ``scale`` of y and x
-(in micrometers; the TIFFs' is in the config, as TIFFs declare none). Beside them: the plate map, the plates'
-cell types and a config that ingests them and runs a small grid with level 4, so that the
-walkthrough of the README's "Your own plates" runs before any plate of yours exists.
+``vsgrid example-plates --config F --out DIR`` writes three lung plates of the synthetic generator
+as F sets it up (field size, pixel size, seed; two plates to train on, the last held out) as
+OME-Zarr 0.5 HCS plates, by vsgrid's writer (:mod:`vsgrid.data.ome_zarr_writer`, metadata by the
+ome-zarr library), as a microscope's exporter would: every field at its well, channels named by
+``omero`` labels, the pixel size in the ``scale`` of y and x (in micrometers; the TIFFs' is in the
+config, as TIFFs declare none). Beside them: the plate map, the plates' cell types and a config
+that ingests them and runs a small grid with level 4, so that the walkthrough of the README's
+"Your own plates" runs before any plate of yours exists.
 """
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tifffile
 import yaml
-import zarr
 from tqdm import tqdm
 
+from vsgrid.data.ome_zarr_writer import (
+    FORMATS,
+    create_plate,
+    place_fields,
+    pyramid_factors,
+    write_field,
+)
 from vsgrid.data.plates import INTENSITY_COLUMNS, synthetic_layout, well_position
-from vsgrid.data.store import CHANNELS
+from vsgrid.data.store import CHANNELS, U16_MAX
 from vsgrid.data.synthetic import Field, Optics, Profile, field_table, render_one
 from vsgrid.files import atomic_path
-from vsgrid.grid import COLUMNS, ROWS
+from vsgrid.layout import plate_path
 
 CELL_TYPE = "lung"
 LABELS = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
 OMERO = {"channels": [{"label": LABELS[c], "color": "FFFFFF",
-                       "window": {"start": 0, "end": 65535, "min": 0, "max": 65535}}
+                       "window": {"start": 0, "end": U16_MAX, "min": 0, "max": U16_MAX}}
                       for c in CHANNELS]}  # fmt: skip
 # DMSO (1-2), the first compound (3-4) and the positive controls (23-24): a screen in little.
 KEPT_COLUMNS = (1, 2, 3, 4, 23, 24)
@@ -63,9 +69,9 @@ def write_example_plates(
     table = table[[well_position(w)[1] + 1 in KEPT_COLUMNS for w in table["well"]]]
     with atomic_path(out) as tmp:
         plates = (_TiffPlates if tiff else _OmeZarrPlates)(tmp, table, synthetic["pixel_size_um"])
-        for (plate, well), in_well in tqdm(table.groupby(["plate", "well"], sort=True),
-                                           disable=not progress, unit="well"):  # fmt: skip
-            plates.add_well(plate, well, [_render(config, row) for row in in_well.itertuples()])
+        for _, in_well in tqdm(table.groupby(["plate", "well"], sort=True),
+                               disable=not progress, unit="well"):  # fmt: skip
+            plates.add_well(in_well, [_render(config, row) for row in in_well.itertuples()])
         synthetic_layout().to_csv(tmp / "plate_map.csv", index=False)
         names = sorted(table["plate"].unique())
         pd.DataFrame({"plate": names, "cell_type": CELL_TYPE}).to_csv(
@@ -89,37 +95,34 @@ def _render(config: dict, row) -> np.ndarray:
 
 
 class _OmeZarrPlates:
-    """OME-Zarr 0.5 HCS plates, written by the ome-zarr library, one per plate."""
+    """OME-Zarr 0.5 HCS plates, one per plate."""
 
     def __init__(self, folder: Path, table: pd.DataFrame, pixel_size_um: float):
-        from ome_zarr.format import FormatV05
+        self.fmt, self.pixel_size_um = FORMATS["0.5"], pixel_size_um
+        self.fields = place_fields(table)
+        self.plates = {
+            plate: create_plate(plate_path(folder, plate), plate, fields, self.fmt)
+            for plate, fields in self.fields.groupby("plate")
+        }
 
-        self.folder, self.fmt, self.groups = folder, FormatV05(), {}
-        self.wells = table.groupby("plate")["well"].unique()
-        self.scale = {"c": 1.0, "y": pixel_size_um, "x": pixel_size_um}
-
-    def add_well(self, plate: str, well: str, images: list[np.ndarray]) -> None:
-        from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
-
-        if plate not in self.groups:
-            group = zarr.open_group(self.folder / f"{plate}.ome.zarr", mode="w", zarr_format=3)
-            places = [f"{w[0]}/{int(w[1:])}" for w in sorted(self.wells[plate])]
-            rows, columns = (
-                list(string.ascii_uppercase[:ROWS]),
-                [str(c + 1) for c in range(COLUMNS)],
+    def add_well(self, fields: pd.DataFrame, images: list[np.ndarray]) -> None:
+        """A well's ``fields`` (rows of the table) and their (4, H, W) ``images``."""
+        factors = pyramid_factors(images[0].shape[-2:])
+        placed = self.fields.loc[fields.index]
+        for plate, path, image in zip(placed["plate"], placed["path"], images):
+            group = self.plates[plate].require_group(path)
+            write_field(
+                group,
+                image[None, :, None],
+                fmt=self.fmt,
+                size=self.pixel_size_um,
+                factors=factors,
+                omero=OMERO,
             )
-            write_plate_metadata(group, rows, columns, places, fmt=self.fmt, name=plate)
-            self.groups[plate] = group
-        group = self.groups[plate].require_group(f"{well[0]}/{int(well[1:])}")
-        write_well_metadata(group, [{"path": str(k)} for k in range(len(images))], fmt=self.fmt)
-        for k, image in enumerate(images):
-            write_image(image, group.require_group(str(k)), scale_factors=[2], fmt=self.fmt,
-                        axes="cyx", omero=OMERO, scale=self.scale,
-                        axes_units={"y": "micrometer", "x": "micrometer"})  # fmt: skip
 
     def inputs(self, out: Path, plates: list[str]) -> dict:
         """data.ingest's keys for the plates: their paths; their pixel size is their own."""
-        return {"ome_zarr": [str(out / f"{p}.ome.zarr") for p in plates]}
+        return {"ome_zarr": [str(plate_path(out, p)) for p in plates]}
 
 
 class _TiffPlates:
@@ -128,8 +131,9 @@ class _TiffPlates:
     def __init__(self, folder: Path, table: pd.DataFrame, pixel_size_um: float):
         self.folder, self.rows, self.pixel_size_um = folder, [], pixel_size_um
 
-    def add_well(self, plate: str, well: str, images: list[np.ndarray]) -> None:
+    def add_well(self, fields: pd.DataFrame, images: list[np.ndarray]) -> None:
         (self.folder / "images").mkdir(parents=True, exist_ok=True)
+        plate, well = fields["plate"].iloc[0], fields["well"].iloc[0]
         for site, image in enumerate(images, start=1):
             row = {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site}
             for channel, plane in zip(CHANNELS, image):

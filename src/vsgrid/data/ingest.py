@@ -19,8 +19,8 @@ Every plate name must fit :data:`~vsgrid.data.plates.PLATE_NAME`: it becomes par
 Either source gives the same two things (:func:`read_fields`): the fields table and a reader
 that turns one row of it into a (4, H, W) uint16 field in :data:`~vsgrid.data.store.CHANNELS`
 order. Every field's plane must have the same shape and dtype as the first one's
-(:class:`SameFields`); uint8 and uint16 are kept as they are, float images must be finite and
-within 0..65535.
+(:class:`vsgrid.data.planes.FieldPlanes`); uint8 and uint16 are kept as they are, float images
+must be finite and within 0..65535.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ import tifffile
 from tqdm import tqdm
 
 from vsgrid import __version__
+from vsgrid.data.ome_zarr import read_plates
+from vsgrid.data.planes import FieldPlanes
 from vsgrid.data.plates import PLATE_NAME_RULE, is_plate_name, label_phenotypes, normalize_well
 from vsgrid.data.splits import held_out_plates, sample_splits, screen_splits
-from vsgrid.data.store import CHANNELS, as_uint16, create_store
+from vsgrid.data.store import CHANNELS, create_store
 from vsgrid.errors import VsgridError
 from vsgrid.files import atomic_paths
 from vsgrid.grid import data_sets
-from vsgrid.layout import screen_store_path, store_path
-
-U16_MAX = np.iinfo(np.uint16).max
+from vsgrid.layout import screen_data_set, screen_store_path, store_path
 
 
 def _read_csv(path: str | Path, role: str, required: list[str]) -> pd.DataFrame:
@@ -206,10 +206,6 @@ def read_fields(ingest: dict, rule: dict) -> tuple[pd.DataFrame, FieldReader]:
     only the reader decodes pixels.
     """
     if ingest["ome_zarr"]:
-        # Imported here: it builds on this module's FieldPlanes, and only OME-Zarr input needs
-        # the NGFF metadata models it loads.
-        from vsgrid.data.ome_zarr import read_plates
-
         fields, reader = read_plates(ingest)
     else:
         fields = _load_data(ingest)
@@ -265,62 +261,6 @@ def _well(well: str, path: Path) -> str:
 def _resolve(base: Path, folder: str, name: str) -> Path:
     path = Path(folder) / name
     return path if path.is_absolute() else base / path
-
-
-# The most pixels a field may declare: 8192 x 8192, beyond any camera's field. What a file declares
-# is checked before it is decoded, so a damaged or hostile one (a zlib bomb of 40,000 x 40,000
-# inflates to 3.2 GB) is refused at the cost of its header; after the first field, every one must
-# declare the first one's shape, which is then the limit.
-MAX_PIXELS = 8192 * 8192
-
-
-class FieldPlanes:
-    """What every plane of an ingest must be: one 2-D plane of the first one's shape and dtype,
-    uint8, uint16 or float within the 16-bit range. ``where`` names a plane in messages."""
-
-    def __init__(self):
-        self.reference: tuple[tuple[int, ...], np.dtype, str] | None = None
-
-    @property
-    def saturation(self) -> int:
-        """The count a saturated pixel of these images holds: the top of their integer range."""
-        dtype = self.reference[1] if self.reference else np.dtype(np.uint16)
-        return int(np.iinfo(dtype).max) if dtype.kind == "u" else U16_MAX
-
-    def declared(self, where: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        """The shape (size-1 axes left out) and dtype a plane declares, before it is decoded."""
-        if len(shape) != 2:
-            raise VsgridError(f"{where} has shape {shape}; expected one 2-D plane")
-        if shape[0] * shape[1] > MAX_PIXELS:
-            raise VsgridError(
-                f"{where} declares {shape[0]} x {shape[1]} pixels, more than the "
-                f"{MAX_PIXELS:,} of any microscope field; it is damaged or not a field image"
-            )
-        if dtype not in (np.uint8, np.uint16) and dtype.kind != "f":
-            raise VsgridError(f"{where} has dtype {dtype}; expected uint8, uint16 or float")
-        if self.reference is None:
-            self.reference = (shape, dtype, where)
-        expected, expected_dtype, first = self.reference
-        if shape != expected or dtype != expected_dtype:
-            raise VsgridError(
-                f"{where} is {shape} {dtype} but {first} is {expected} {expected_dtype}; "
-                "all images must match"
-            )
-
-    @staticmethod
-    def to_uint16(plane: np.ndarray, where: str) -> np.ndarray:
-        """A decoded plane as uint16: floats must be finite and within 0..65535."""
-        if plane.dtype in (np.uint8, np.uint16):
-            return plane.astype(np.uint16)
-        if not np.isfinite(plane).all():
-            raise VsgridError(
-                f"{where} contains {int((~np.isfinite(plane)).sum())} NaN or infinite pixels"
-            )
-        if plane.min() < 0 or plane.max() > U16_MAX:
-            raise VsgridError(
-                f"{where} has values in [{plane.min()}, {plane.max()}], outside the 16-bit range 0..{U16_MAX}"
-            )
-        return as_uint16(plane)
 
 
 class TiffReader:
@@ -427,7 +367,7 @@ def build_screen_store(cell_type: str, config: dict, out_dir: str | Path, progre
         forest_fields=screen["forest_fields"],
     )
     path = screen_store_path(out_dir, cell_type)
-    names = {"data_set": f"{cell_type}-screen", "cell_type": cell_type, "phenotype": "screen"}
+    names = {"data_set": screen_data_set(cell_type), "cell_type": cell_type, "phenotype": "screen"}
     _write(names, splits, read, config, path, progress)  # written beside it, then swapped in
     return path
 

@@ -64,7 +64,7 @@ from ome_zarr_models.v05.image import ImageAttrs as ImageV05
 from ome_zarr_models.v05.well import WellAttrs as WellV05
 
 from vsgrid import arrays
-from vsgrid.data.ingest import FieldPlanes
+from vsgrid.data.planes import FieldPlanes
 from vsgrid.data.plates import PLATE_NAME_RULE, is_plate_name, normalize_well
 from vsgrid.data.store import CHANNELS
 from vsgrid.errors import VsgridError

@@ -19,7 +19,7 @@ from skimage.measure import label
 from skimage.morphology import disk, white_tophat
 
 from vsgrid.data.store import open_store, split_sizes
-from vsgrid.robust import MAD_TO_SD
+from vsgrid.stats import MAD_TO_SD
 
 STAINS = ("dapi", "fitc", "cy5")
 BLANK, SATURATED = "blank", "saturated"

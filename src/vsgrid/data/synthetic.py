@@ -53,7 +53,7 @@ from vsgrid.data.plates import (
 from vsgrid.data.splits import sample_splits, screen_splits
 from vsgrid.data.store import as_uint16, create_store
 from vsgrid.grid import DataSet, screen_fields_per_well, test_sets
-from vsgrid.layout import screen_store_path, store_path
+from vsgrid.layout import screen_data_set, screen_store_path, store_path
 from vsgrid.seeds import rng_for
 
 HEALTHY, MITOTIC, DAMAGED, CONDENSED, FRAGMENTED = 0, 1, 2, 3, 4
@@ -526,7 +526,7 @@ def build_screen_store(
     """Render a cell type's screen (:func:`screen_fields`) into its store under ``out_dir``, with
     each compound's true EC50 (uM) in its attributes."""
     truth = {name: ec50 for name, (ec50, _, _) in toxicity_model(config["data"]["seed"]).items()}
-    attrs = {"data_set": f"{cell_type}-screen", "phenotype": "screen", "true_ec50_um": truth}
+    attrs = {"data_set": screen_data_set(cell_type), "phenotype": "screen", "true_ec50_um": truth}
     return _render_store(
         screen_store_path(out_dir, cell_type),
         screen_fields(cell_type, config),

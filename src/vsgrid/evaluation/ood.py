@@ -7,7 +7,9 @@ is the mean over its fields.
 
 The model's own train set's test split is always scored too: its fields are the in-distribution
 fields every shifted test set's AUROC (how well the score tells a shifted field from an
-in-distribution one, 0.5 = not at all) is measured against, with a bootstrap CI over fields.
+in-distribution one, 0.5 = not at all) is measured against. Its CI is the trust table's
+(:mod:`vsgrid.report.trust`): the same resamples of wells, then fields, of each side, so that the
+command and ``trust.csv`` give one CI for one run's scores.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import pandas as pd
 
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.trust import auroc
+from vsgrid.evaluation.resampling import trust_weights
 from vsgrid.files import write_table
-from vsgrid.grid import Model, runs
+from vsgrid.grid import DataSet, Model, runs
 from vsgrid.layout import Layout
 from vsgrid.model.infer import Predictor
 from vsgrid.model.uncertainty import bf_batches, bottleneck_features
-from vsgrid.seeds import rng_for
+from vsgrid.stats import auroc, interval
 
 log = logging.getLogger(__name__)
 
@@ -87,63 +89,53 @@ def per_well(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(keys, sort=False)["ood"].agg(ood="mean", fields="size").reset_index()
 
 
-def auroc_interval(
-    in_scores: np.ndarray,
-    shifted_scores: np.ndarray,
-    *,
-    resamples: int = 1000,
-    rng: np.random.Generator | None = None,
-) -> tuple[float, float, float]:
-    """How well the OOD score ranks shifted fields above in-distribution ones: the AUROC
-    (:func:`vsgrid.evaluation.trust.auroc`), and its 95 % percentile CI over ``resamples``
-    bootstrap resamples of the fields.
-
-    Each side is resampled on its own, so every resample holds both and has an AUROC (the CI
-    needs no rule for resamples without a value).
-    """
-    in_scores, shifted_scores = np.asarray(in_scores), np.asarray(shifted_scores)
-    if not len(in_scores) or not len(shifted_scores):
-        raise VsgridError("an AUROC needs in-distribution and shifted fields, one at least of each")
-    rng = rng or np.random.default_rng(0)
-    resampled = [
-        auroc(
-            rng.choice(in_scores, len(in_scores)), rng.choice(shifted_scores, len(shifted_scores))
-        )
-        for _ in range(resamples)
-    ]
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return auroc(in_scores, shifted_scores), float(low), float(high)
-
-
 def shift_aurocs(config: dict, table: pd.DataFrame) -> pd.DataFrame:
     """Per model and shifted test set of ``table`` (:func:`ood_table`), its task, shift and the
-    AUROC of its fields against the model's in-distribution test fields, with the CI."""
-    settings, rows = config["evaluation"], []
+    AUROC of its fields against the model's in-distribution test fields, with the trust table's
+    CI for that run: each side resampled by its own test set's draws
+    (:func:`vsgrid.evaluation.resampling.trust_weights`: wells, then fields), the 95 %
+    percentile interval over the resamples with a value (:func:`vsgrid.stats.interval`)."""
+    rows = []
     for name, fields in table.groupby("model", sort=False):
         model = Model.parse(name)
         by_set = dict(tuple(fields.groupby("test_set", sort=False)))
-        inside = by_set[model.train_set.name]["ood"].to_numpy()
+        inside, inside_draws = _scores_and_draws(config, model.train_set, by_set)
         for run in runs(config):
             if run.model != model or run.shift == "none" or run.test_set.name not in by_set:
                 continue
-            rng = rng_for(settings["seed"], "ood", name, run.test_set.name)
-            shifted = by_set[run.test_set.name]["ood"].to_numpy()
-            value, low, high = auroc_interval(
-                inside, shifted, resamples=settings["bootstrap_resamples"], rng=rng
+            shifted, shifted_draws = _scores_and_draws(config, run.test_set, by_set)
+            resampled = auroc(
+                inside, shifted, inside_weights=inside_draws, shifted_weights=shifted_draws
             )
+            low, high, _ = interval(resampled)
             rows.append(
                 {
                     "model": name,
                     "test_set": run.test_set.name,
                     "task": run.task,
                     "shift": run.shift,
-                    "auroc": value,
+                    "auroc": auroc(inside, shifted),
                     "auroc_low": low,
                     "auroc_high": high,
                     "fields": len(shifted),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _scores_and_draws(
+    config: dict, test_set: DataSet, by_set: dict[str, pd.DataFrame]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A test set's OOD scores per field and the trust table's resamples of them, which index
+    the fields by their place in the store's test split: the rows must be in that order."""
+    fields = by_set[test_set.name]
+    draws = trust_weights(config, test_set.twin)
+    if not np.array_equal(fields["index"].to_numpy(), np.arange(draws.shape[1])):
+        raise VsgridError(
+            f"the OOD table's {test_set.name} rows are not its {draws.shape[1]} test fields in "
+            "their order (index 0, 1, ...): the table was not written by `vsgrid ood`"
+        )
+    return fields["ood"].to_numpy(np.float64), draws
 
 
 def write_ood(

@@ -22,7 +22,7 @@ from vsgrid.evaluation.segment import segment_into, segmenter
 from vsgrid.evaluation.stacks import create_labels
 from vsgrid.files import atomic_path
 from vsgrid.grid import SEGMENTED
-from vsgrid.layout import Layout
+from vsgrid.layout import Layout, prediction_path
 from vsgrid.model.infer import Predictor
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def predict_stores(
     written, segmenters = [], {}  # Cellpose loads once per pixel size, normally once
     for name, path in stores.items():
         store = open_store(path)
-        out = Path(out_dir) / f"{name}.zarr"
+        out = prediction_path(out_dir, name)
         with atomic_path(out) as tmp:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             image = predictor.predict_test_set(

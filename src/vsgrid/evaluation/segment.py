@@ -29,7 +29,7 @@ from vsgrid.errors import VsgridError
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
 from vsgrid.files import atomic_path, read_weights
 from vsgrid.grid import SEGMENTED
-from vsgrid.robust import robust_center_scale
+from vsgrid.stats import robust_center_scale
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from vsgrid.config import result_settings
 from vsgrid.data.pairs import StainPairs, denormalize, normalization_stats
-from vsgrid.data.store import open_store
+from vsgrid.data.store import U16_MAX, open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import psnr
 from vsgrid.files import folder_lock, remove, remove_stale_temporaries, write_table, write_text
@@ -226,7 +226,7 @@ def validate(
             padded, (height, width) = pad_to_multiple(device.to(bf), multiple)
             with device.autocast():
                 fake = generator(padded)[..., :height, :width]
-            fake_counts = np.clip(denormalize(fake.float().cpu().numpy(), stats), 0, 65535)
+            fake_counts = np.clip(denormalize(fake.float().cpu().numpy(), stats), 0, U16_MAX)
             real_counts = denormalize(target.numpy(), stats)
             for real, pred in zip(real_counts, fake_counts):
                 l1.append(float(np.mean(np.abs(real - pred))))

@@ -12,7 +12,8 @@ with a 95 % bootstrap confidence interval, ``evaluation.ci``:
   training variation cannot be counted and the ``ci_levels`` column says so;
 - ``images``: test images drawn with replacement (what earlier versions reported).
 
-Model and baseline are always resampled on the same images. Every replicate is computed by
+Model and baseline are always resampled on the same images, by the same draws
+(:func:`vsgrid.evaluation.resampling.resampling_weights`). Every replicate is computed by
 :func:`vsgrid.evaluation.scoring.score`, the function that computed the run's value.
 """
 
@@ -25,61 +26,19 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from vsgrid.data.store import open_store
 from vsgrid.evaluation.metrics import LEVEL, LOWER_IS_BETTER
+from vsgrid.evaluation.resampling import resampling_weights
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import DataSet, Run, baseline_of, runs
 from vsgrid.layout import GRID_TABLES, OUTCOME, TABLE_FORMATS, Layout, table_path
 from vsgrid.report.outcome import outcome_text
 from vsgrid.seeds import rng_for
+from vsgrid.stats import interval
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("test_distribution", "train_celltype")
-
-
-def bootstrap_weights(
-    units: np.ndarray, n_resamples: int, rng: np.random.Generator, nested: bool
-) -> np.ndarray:
-    """How often each test image is drawn in each resample, (n_resamples, n_images).
-
-    ``units`` names each image's well (or plate). ``nested``: draw units with replacement, then
-    the images of each drawn unit with replacement; else draw images with replacement.
-    """
-    n = len(units)
-    if not nested:
-        draws = rng.integers(0, n, size=(n_resamples, n))
-        counts = np.zeros((n_resamples, n))
-        np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
-        return counts
-    _, unit_of, sizes = np.unique(units, return_inverse=True, return_counts=True)
-    order = np.argsort(unit_of, kind="stable")  # images grouped by unit
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    counts = np.zeros((n_resamples, n))
-    for k in range(n_resamples):
-        picked = rng.integers(0, len(sizes), len(sizes))
-        size, start = (
-            np.repeat(sizes[picked], sizes[picked]),
-            np.repeat(starts[picked], sizes[picked]),
-        )
-        counts[k] = np.bincount(
-            order[start + (rng.random(len(size)) * size).astype(int)], minlength=n
-        )
-    return counts
-
-
-def resampling_weights(config: dict, twin: DataSet, n_resamples: int) -> np.ndarray:
-    """The resampling weights of a test set's images, shared by every run on them."""
-    settings = config["evaluation"]
-    rng = rng_for(settings["seed"], "bootstrap", twin.name)
-    metadata = open_store(Layout.of(config).store(twin)).split_metadata("test")
-    units = metadata["plate"].astype(str) + (
-        "/" + metadata["well"].astype(str) if settings["ci_unit"] == "well" else ""
-    )
-    return bootstrap_weights(
-        units.to_numpy(), n_resamples, rng, nested=settings["ci"] == "hierarchical"
-    )
 
 
 def run_table(config: dict) -> pd.DataFrame:
@@ -183,17 +142,6 @@ def _score_runs(
             for m in values.metrics
         }
     return scored
-
-
-def interval(resampled: np.ndarray) -> tuple[float, float, float]:
-    """The 95 % percentile CI over the resamples with a value (NaN, NaN without any) and the
-    share of resamples without one: every CI of the grid's and the screen's tables."""
-    finite = resampled[np.isfinite(resampled)]
-    share = 1.0 - len(finite) / len(resampled)
-    if not len(finite):
-        return np.nan, np.nan, share
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return float(low), float(high), share
 
 
 def _mean_over_seeds(replicates: np.ndarray, draws: np.ndarray | None) -> np.ndarray:

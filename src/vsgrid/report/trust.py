@@ -16,10 +16,11 @@ and fitc, N-MAE: each image's value of the run's own score,
   images'.
 
 Every CI is the 95 % percentile interval over the grid's bootstrap resamples of the test images
-(the wells, then their fields, :func:`vsgrid.report.tables.bootstrap_weights`): the first
+(the wells, then their fields, :func:`vsgrid.evaluation.resampling.trust_weights`): the first
 ``evaluation.trust_resamples`` of the deltas' draws; an AUROC draws each side from its own test
-set. The per-cell Spearman reads at most ``evaluation.trust_cells`` cells of a run, a seeded
-random subset, so that a paper run's million cells cost what 20,000 do.
+set, as ``vsgrid ood`` does (:func:`vsgrid.evaluation.ood.shift_aurocs`). The per-cell
+Spearman reads at most ``evaluation.trust_cells`` cells of a run, a seeded random subset, so that
+a paper run's million cells cost what 20,000 do.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vsgrid.evaluation.resampling import trust_weights
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.evaluation.stacks import blocks
-from vsgrid.evaluation.trust import UNCERTAINTIES, auroc, spearman
+from vsgrid.evaluation.trust import UNCERTAINTIES
 from vsgrid.files import read_table, write_table
 from vsgrid.grid import Run, runs, seed_groups
 from vsgrid.layout import TABLE_FORMATS, TRUST_TABLE, Layout, table_path
-from vsgrid.report.tables import interval, resampling_weights
 from vsgrid.seeds import rng_for
+from vsgrid.stats import auroc, interval, spearman
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +133,7 @@ def trust_table(config: dict) -> pd.DataFrame:
     """The trust table of the grid (see the module docstring); empty where no prediction says
     anything of itself (predictions of an older vsgrid)."""
     settings = config["evaluation"]
-    n_resamples = min(settings["trust_resamples"], settings["bootstrap_resamples"])
-    draws = cache(
-        lambda twin: resampling_weights(config, twin, settings["bootstrap_resamples"])[:n_resamples]
-    )
+    draws = cache(lambda twin: trust_weights(config, twin))
     seeded = seed_groups(config)
     by_model: dict[str, list[_RunImages]] = {}
     for run in runs(config):

@@ -23,7 +23,9 @@ import math
 
 import numpy as np
 
-from vsgrid.screen.decisions import Missing, Plate, assay_controls, plate_ids
+from vsgrid.screen.calls import assay_controls
+from vsgrid.screen.metrics import Missing
+from vsgrid.screen.plate import Plate, plate_ids
 
 
 def scale_to_decide(value: float, ci_low: float, margin: float) -> float:
@@ -39,7 +41,7 @@ def scale_to_decide(value: float, ci_low: float, margin: float) -> float:
 
 
 def z_prime_wells(plate: Plate, real: np.ndarray) -> dict[str, float]:
-    """The wells a screen's Z' reads (:func:`vsgrid.screen.decisions.assay_z_prime`), from the
+    """The wells a screen's Z' reads (:func:`vsgrid.screen.calls.assay_z_prime`), from the
     real readout on ``plate``: ``dmso_wells`` and ``positive_wells`` (those of the positive
     control its window uses) per plate, on average over the ``plates`` that have a Z'; NaN where
     none has."""

@@ -31,7 +31,9 @@ from vsgrid.files import read_table  # noqa: E402
 from vsgrid.grid import AFFINE, SCREEN_CONTROLS, control_runs, focus_cell_type, screen_runs  # noqa: E402
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
-from vsgrid.screen.decisions import Missing, Plate, ScreenSettings, curves, hill  # noqa: E402
+from vsgrid.screen.curves import curves, hill  # noqa: E402
+from vsgrid.screen.metrics import Missing  # noqa: E402
+from vsgrid.screen.plate import Plate, ScreenSettings  # noqa: E402
 from vsgrid.screen.profiles import PROFILE  # noqa: E402
 from vsgrid.screen.sentinels import LOWEST_TRUST, RANDOM, RANDOM_LINE  # noqa: E402
 from vsgrid.screen.tables import SUMMARY_READOUT  # noqa: E402

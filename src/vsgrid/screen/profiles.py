@@ -5,7 +5,7 @@ own DMSO wells and asks which treatments move the profile away from DMSO. Here, 
 pipelines do it:
 
 - **normalization** (pycytominer ``normalize``, ``mad_robustize``): per plate, every readout of
-  a stain's per-well table minus its DMSO median over 1.4826 x MAD (:data:`vsgrid.robust.MAD_TO_SD`),
+  a stain's per-well table minus its DMSO median over 1.4826 x MAD (:data:`vsgrid.stats.MAD_TO_SD`),
   the real stain and each virtual one against their own DMSO wells. A readout without spread over
   a plate's DMSO wells (MAD 0) or without a DMSO value has no such scale: it leaves the profile
   with its reason (pycytominer would divide by 1e-18 instead). A readout is in the profile only
@@ -32,7 +32,7 @@ direction (in one dimension, a sign) and DMSO wells near the origin point anywhe
 robust SDs is the hit rule's own scale.
 
 CIs: each query well's AP is computed once on the plate and the resamples
-(:meth:`~vsgrid.screen.decisions.Plate.resamples`, within each plate, compound and
+(:meth:`~vsgrid.screen.plate.Plate.resamples`, within each plate, compound and
 concentration: within each treatment) draw the query wells' APs, never duplicated wells into copairs (a duplicated well
 retrieves its own copy at distance 0). The CI therefore says how much the mean over treatments
 depends on which replicate wells were drawn, the retrieval lists held at the plate's.
@@ -48,7 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from vsgrid.screen.decisions import EDGE_BIAS, Metric, Missing, Plate, control_wells
+from vsgrid.screen.metrics import Metric, Missing
+from vsgrid.screen.plate import EDGE_BIAS, Plate, control_wells
 
 log = logging.getLogger(__name__)
 

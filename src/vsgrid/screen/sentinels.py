@@ -46,20 +46,12 @@ import numpy as np
 import pandas as pd
 
 from vsgrid.errors import VsgridError
-from vsgrid.evaluation.trust import auroc
-from vsgrid.screen.decisions import (
-    HIT_WELLS,
-    Metric,
-    Missing,
-    Plate,
-    Readout,
-    check_controls,
-    decisions,
-    interval_columns,
-    plate_calls,
-    plate_ids,
-)
+from vsgrid.screen.calls import plate_calls
+from vsgrid.screen.decisions import Readout, decisions
+from vsgrid.screen.metrics import Metric, Missing, interval_columns
+from vsgrid.screen.plate import HIT_WELLS, Plate, check_controls, plate_ids
 from vsgrid.screen.verdicts import REPLACEABLE, verdict
+from vsgrid.stats import auroc
 
 LOWEST_TRUST, RANDOM, RANDOM_LINE = "lowest trust", "random", "random line + lowest trust"
 CHOICES = (RANDOM_LINE, LOWEST_TRUST, RANDOM)

@@ -47,19 +47,11 @@ from vsgrid.errors import VsgridError
 from vsgrid.files import read_table, write_table, write_text
 from vsgrid.grid import ScreenRun, control_runs, screen_runs
 from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, table_path
-from vsgrid.report.tables import interval
 from vsgrid.screen.assay import z_prime_wells
-from vsgrid.screen.decisions import (
-    NO_TRUTH,
-    Metric,
-    Missing,
-    Plate,
-    Readout,
-    ScreenSettings,
-    decisions,
-    interval_columns,
-    truth_errors,
-)
+from vsgrid.screen.curves import NO_TRUTH, truth_errors
+from vsgrid.screen.decisions import Readout, decisions
+from vsgrid.screen.metrics import Metric, Missing, interval_columns
+from vsgrid.screen.plate import Plate, ScreenSettings
 from vsgrid.screen.profiles import PROFILE, build_profiles, normalized_tables, profile_decisions
 from vsgrid.screen.sentinels import COLUMNS as SENTINEL_COLUMNS
 from vsgrid.screen.sentinels import (
@@ -71,6 +63,7 @@ from vsgrid.screen.sentinels import (
 from vsgrid.screen.verdicts import control_order, verdict_table
 from vsgrid.screen.wells import readouts
 from vsgrid.seeds import rng_for
+from vsgrid.stats import interval
 
 log = logging.getLogger(__name__)
 

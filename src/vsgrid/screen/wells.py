@@ -35,7 +35,7 @@ from vsgrid.evaluation.stacks import blocks, read_prediction, read_stack, real_s
 from vsgrid.files import read_table, write_table
 from vsgrid.grid import NONTOXIC, SEGMENTED, TOXIC
 from vsgrid.layout import Layout
-from vsgrid.screen.decisions import ScreenSettings
+from vsgrid.screen.plate import ScreenSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,6 @@ def train_scorer(
 
 FOREST_TARGET = "phenotype"
 FOREST_SETTINGS = ("forest_trees", "forest_seed")
-
-
-def forest_path(folder: str | Path, stain: str) -> Path:
-    """Where a screen's real-stain folder keeps what its phenotype forest is trained from."""
-    return Path(folder) / f"{stain}.forest.parquet"
 
 
 @dataclass(frozen=True)
@@ -279,15 +274,15 @@ def measure_screen_reference(
     masks: str | Path,
     forest_masks: str | Path,
     ranking: str | Path,
-    out_dir: str | Path,
+    wells_out: str | Path,
+    forest_out: str | Path,
     workers: int | None = None,
 ) -> pd.DataFrame:
     """The real stain of a cell type's screen, profiled per well in its real ``masks`` (cy5: the
     DAPI nuclei), with the phenotype forest trained on the cells of ``forest_masks``
-    (:func:`segment_forest_fields`, of the same stain as ``masks``): writes the phenotype forest
-    and the profiles under ``out_dir`` (``<stain>.forest.parquet``, see :class:`ForestTraining`,
-    and ``<stain>.wells.parquet``)."""
-    store, out_dir = screen_store(config, cell_type), Path(out_dir)
+    (:func:`segment_forest_fields`, of the same stain as ``masks``): writes the profiles to
+    ``wells_out`` and what the forest is trained from to ``forest_out`` (:class:`ForestTraining`)."""
+    store = screen_store(config, cell_type)
     selected = selected_features(
         read_table(ranking), list(FeatureSet.from_config(config["features"]).columns)
     )
@@ -308,19 +303,21 @@ def measure_screen_reference(
         wells = well_profiles(images, labels, store.split_metadata("test"), features, scorer,
                               counts=stain in SEGMENTED, readouts=features.columns,
                               block_size=evaluation["block_images"], pmap=pmap)  # fmt: skip
-    training.write(forest_path(out_dir, stain))
-    write_table(wells, out_dir / f"{stain}.wells.parquet")
-    log.info("wrote %s (%d wells)", out_dir / f"{stain}.wells.parquet", len(wells))
+    training.write(forest_out)
+    write_table(wells, wells_out)
+    log.info("wrote %s (%d wells)", wells_out, len(wells))
     return wells
 
 
 def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: str | Path,
-                       reference: str | Path, out: str | Path, nuclei: str | Path | None = None,
-                       model: str | None = None, workers: int | None = None) -> pd.DataFrame:  # fmt: skip
-    """A model's virtual stain of a cell type's screen, profiled per well like the real one (same
-    features, same phenotype forest from ``reference``, the real stain's folder), into ``out``;
-    in its own masks (dapi, fitc) or the real DAPI ``nuclei`` (cy5)."""
-    store, reference = screen_store(config, cell_type), Path(reference)
+                       reference: str | Path, forest: str | Path, out: str | Path,
+                       nuclei: str | Path | None = None, model: str | None = None,
+                       workers: int | None = None) -> pd.DataFrame:  # fmt: skip
+    """A model's virtual stain of a cell type's screen, profiled per well like the real one (the
+    same features as the real stain's profiles, ``reference``, and the same phenotype forest,
+    trained from ``forest``), into ``out``; in its own masks (dapi, fitc) or the real DAPI
+    ``nuclei`` (cy5)."""
+    store = screen_store(config, cell_type)
     pred = read_prediction(prediction, store, stain, model)
     if stain not in SEGMENTED and nuclei is None:
         raise VsgridError(
@@ -332,10 +329,8 @@ def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: 
             f"the prediction {prediction} has no masks matching its {pred.image.shape} images"
         )
     cores = workers_for(config["features"], workers)
-    scorer = ForestTraining.read(forest_path(reference, stain)).fit(n_jobs=cores)
-    medians = [
-        r for r in readouts(read_table(reference / f"{stain}.wells.parquet")) if r not in SCORES
-    ]
+    scorer = ForestTraining.read(forest).fit(n_jobs=cores)
+    medians = [r for r in readouts(read_table(reference)) if r not in SCORES]
     features = FeatureSet.from_config(
         config["features"], sorted(set(scorer.features) | set(medians))
     )
