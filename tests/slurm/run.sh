@@ -111,7 +111,7 @@ PY
 
 say "running ${TARGETS[*]} in $WORK"
 cd "$WORK"
-PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" "${FORCERUN[@]}" --profile "$PROFILE" --snakefile "$ROOT/Snakefile" \
+PATH="$ROOT/.venv/bin:$PATH" "$ROOT/.venv-slurm/bin/snakemake" "${TARGETS[@]}" "${FORCERUN[@]}" --profile "$PROFILE" --snakefile "$ROOT/workflow/Snakefile" \
     --directory "$WORK" --configfile "$ROOT/.test/config.yaml"
 
 job_of() {  # the SLURM job id of a rule's job; nothing when the targets needed none

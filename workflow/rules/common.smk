@@ -103,3 +103,14 @@ def screen_run_inputs(wc):
         "forest": LAYOUT.screen_forest(wc.cell_type, stain),
         "nuclei": LAYOUT.screen_masks(wc.cell_type, masks_stain(stain)),
     }
+
+
+def figure(name, ext):
+    """A figure file (level 4's too, rules/screen.smk); the PNGs go into the report with their
+    captions."""
+    path = LAYOUT.figure(name, ext)
+    if ext != "png":
+        return path
+    return report(
+        path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name}
+    )

@@ -4,17 +4,6 @@ PANELS = vsgrid_grid.panel_runs(config)
 FIGURES = [*GRID_FIGURES, *PANELS]
 
 
-def figure(name, ext):
-    """A figure file (level 4's too, rules/screen.smk); the PNGs go into the report with their
-    captions."""
-    path = LAYOUT.figure(name, ext)
-    if ext != "png":
-        return path
-    return report(
-        path, caption=f"../report/{name}.rst", category="Figures", labels={"figure": name}
-    )
-
-
 rule figures:
     input:
         tables=LAYOUT.table("deltas"),
