@@ -82,13 +82,16 @@ class _Correlation:
 def summarize_store(
     path: str | Path, split: str = "train", max_images: int = 64, quality: dict | None = None
 ) -> dict:
-    """One row of the summary table for one store (measured on up to ``max_images`` fields).
+    """One row of the summary table for one store (measured on up to ``max_images`` fields of
+    ``split``, or of its test split for a store that holds nothing else: a control's).
 
     ``quality`` holds :func:`image_flag`'s thresholds (the ``evaluation`` section of the config);
     the row counts the measured fields with a blank or saturated stain.
     """
     quality = quality or {"blank_range": 16, "saturated_fraction": 0.01}
     store = open_store(path)
+    fields = split_sizes(store)
+    split = split if fields[split] else "test"
     attrs, images = store.attrs, store.images(split)
     pixel_size = float(attrs["pixel_size_um"])
     picks = np.unique(
@@ -123,15 +126,15 @@ def summarize_store(
             for s in STAINS
         }
         flagged.update(flags - {""})
-    sizes = split_sizes(store)
     return {
+        "data_set": attrs["data_set"],
         "cell_type": attrs["cell_type"],
         "phenotype": attrs["phenotype"],
         "cells_per_field": float(np.mean(cells)),
         "nucleus_area_um2": float(np.mean(areas)) if areas else float("nan"),
         "nucleus_dapi": float(np.mean(brightness)) if brightness else float("nan"),
         "cy5_foci_per_nucleus": foci / max(nuclei_total, 1),
-        **{f"n_{s}": n for s, n in sizes.items()},
+        **{f"n_{s}": n for s, n in fields.items()},
         **{f"r2_bf_{stain}": fits[stain].r2() for stain in STAINS},
         "blank_fields": flagged[BLANK],
         "saturated_fields": flagged[SATURATED],
@@ -147,9 +150,9 @@ def summarize(
 
 def format_summary(table: pd.DataFrame) -> str:
     """The table as a person reads it in a terminal."""
-    shown = table.rename(
+    shown = table.drop(columns=["cell_type", "phenotype"]).rename(
         columns={
-            "cell_type": "cell type",
+            "data_set": "data set",
             "cells_per_field": "cells/field",
             "nucleus_area_um2": "nucleus um2",
             "nucleus_dapi": "nucleus DAPI",
