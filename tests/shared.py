@@ -24,15 +24,15 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 RESULTS, DATA = "my results", "data $(touch pwned)"
 
 
-def snakemake(workdir, *args, configfile=None, check=True):
-    """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's config.yaml
-    (``configfile`` may be a list: later files overlay earlier ones)."""
+def snakemake_command(workdir, *args, configfile=None, cores=2) -> list[str]:
+    """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's
+    config.yaml (``configfile`` may be a list: later files overlay earlier ones)."""
     configfiles = (
         configfile
         if isinstance(configfile, list)
         else [configfile or Path(workdir) / "config.yaml"]
     )
-    command = [
+    return [
         str(BIN / "snakemake"),
         "--snakefile",
         str(ROOT / "workflow" / "Snakefile"),
@@ -41,12 +41,17 @@ def snakemake(workdir, *args, configfile=None, check=True):
         "--configfile",
         *map(str, configfiles),
         "--cores",
-        "2",
+        str(cores),
         # as profiles/local: the default ILP scheduler solves a problem after every finished job
         "--scheduler",
         "greedy",
         *args,
     ]
+
+
+def snakemake(workdir, *args, configfile=None, check=True):
+    """:func:`snakemake_command` run to its end, its output captured."""
+    command = snakemake_command(workdir, *args, configfile=configfile)
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
     if check and result.returncode != 0:
         raise AssertionError(

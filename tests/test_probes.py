@@ -23,7 +23,7 @@ from vsgrid.model.train import train
 
 
 @pytest.fixture(scope="module")
-def grid(quick_config, tmp_path_factory):
+def lung_store(quick_config, tmp_path_factory):
     """The quick grid's lung-toxic store alone (32 test images), and its config file."""
     config = copy.deepcopy(restrict(quick_config, ["lung-toxic"]))
     config["data"]["splits"] = {"train": 8, "val": 4, "test": 32}
@@ -83,8 +83,8 @@ def evaluate(out, inputs) -> subprocess.CompletedProcess:
     return vsgrid(out, "evaluate", "--test-set", "lung-toxic", "--stain", "dapi", *inputs)
 
 
-def test_a_damaged_prediction_is_one_line_and_nothing_after_it(grid, tmp_path):
-    _, out = grid
+def test_a_damaged_prediction_is_one_line_and_nothing_after_it(lung_store, tmp_path):
+    _, out = lung_store
     inputs = evaluation_inputs(out, tmp_path, range(32))
     chunk = tmp_path / "pred.zarr" / "image" / "c" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
@@ -180,8 +180,8 @@ def test_a_failed_read_leaves_no_chunk_read_running(tmp_path):
     assert zarr.core.sync.sync(others()) == 0
 
 
-def test_a_lost_best_checkpoint_is_rewritten_by_rerunning_training(grid, caplog):
-    config, out = grid
+def test_a_lost_best_checkpoint_is_rewritten_by_rerunning_training(lung_store, caplog):
+    config, out = lung_store
     model = find_model(config, "lung-toxic", "dapi", 0)
     folder = Layout.of(config).model_dir(model)
     train(config, model, folder, progress=False)
@@ -223,8 +223,10 @@ def test_a_weights_file_with_a_pickle_payload_is_one_line_naming_it(tmp_path, ca
     assert "the payload ran" not in capfd.readouterr().out
 
 
-def test_a_real_feature_table_without_some_images_rows_is_one_line_naming_them(grid, tmp_path):
-    _, out = grid
+def test_a_real_feature_table_without_some_images_rows_is_one_line_naming_them(
+    lung_store, tmp_path
+):
+    _, out = lung_store
     inputs = evaluation_inputs(out, tmp_path, [i for i in range(32) if i not in (3, 7, 20)])
     done = evaluate(out, inputs)
     assert done.returncode == 2
@@ -239,10 +241,12 @@ def test_a_real_feature_table_without_some_images_rows_is_one_line_naming_them(g
 
 
 @pytest.mark.parametrize("train_set", ["../x-toxic", "kidney-toxic", "lung-nontoxic"])
-def test_a_train_set_outside_the_grid_is_refused_naming_the_known_ones(grid, train_set, capsys):
+def test_a_train_set_outside_the_grid_is_refused_naming_the_known_ones(
+    lung_store, train_set, capsys
+):
     from vsgrid.cli import main
 
-    config, out = grid
+    config, out = lung_store
     command = ["train", "--config", str(out / "config.yaml"), "--train-set", train_set]
     assert main([*command, "--stain", "dapi", "--seed", "0"]) == 2
     assert capsys.readouterr().err == (
@@ -253,10 +257,10 @@ def test_a_train_set_outside_the_grid_is_refused_naming_the_known_ones(grid, tra
 
 
 @pytest.mark.parametrize("seed", ["7", str(2**64 + 1)])
-def test_a_seed_outside_the_grid_is_refused_in_one_line(grid, seed, capsys):
+def test_a_seed_outside_the_grid_is_refused_in_one_line(lung_store, seed, capsys):
     from vsgrid.cli import main
 
-    _, out = grid
+    _, out = lung_store
     command = ["train", "--config", str(out / "config.yaml"), "--train-set", "lung-toxic"]
     assert main([*command, "--stain", "dapi", "--seed", seed]) == 2
     assert capsys.readouterr().err == (
