@@ -1,5 +1,5 @@
 """The statistics every stage draws on: robust spreads, bootstrap resamples and their CIs, and
-the rank statistics of the trust table; numpy and scipy only, nothing of the package.
+the rank statistics of the trust table; numpy only, nothing of the package.
 
 - :func:`robust_center_scale`: a median and a median absolute deviation (MAD) on the scale of a
   standard deviation (:data:`MAD_TO_SD`), which outliers (spots, hits, edges) barely move;

@@ -7,5 +7,5 @@ resample or its reason for having no value (:mod:`~vsgrid.screen.metrics`), virt
 (:mod:`~vsgrid.screen.decisions`); how far a virtual stain's decisions agree with the real
 stain's, with CIs over wells and deltas against baselines (:mod:`~vsgrid.screen.tables`); whether
 it can replace the real stain, from those CIs against margins (:mod:`~vsgrid.screen.verdicts`);
-Figures 7 and 8 (:mod:`~vsgrid.screen.figures`).
+Figures 7, 8, 9 and 11 (:mod:`~vsgrid.screen.figures`).
 """
