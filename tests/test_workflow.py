@@ -191,6 +191,19 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert {"s", "max_rss", "cpu_time"} <= set(benchmark.columns)
 
 
+def test_the_report_holds_every_figure_with_its_caption(grid, tmp_path):
+    """What `make quick` runs after the grid: Snakemake's report, each PNG with its caption."""
+    from vsgrid.layout import GRID_FIGURES, SCREEN_FIGURES
+
+    report = tmp_path / "report.html"
+    snakemake(grid, "--report", str(report))
+    text = report.read_text()
+    for name in (*GRID_FIGURES, *SCREEN_FIGURES):
+        caption = (ROOT / "workflow" / "report" / f"{name}.rst").read_text()
+        title = re.match(r"\*\*(.+?)\*\*", caption).group(1).split("\n")[0]
+        assert f'"{name}.png"' in text and title in text, name
+
+
 def test_every_job_log_ends_with_its_cpu_time(grid):
     """bench/jobs.py sums these lines: Snakemake's benchmark files miss the end of a job's CPU."""
     logs = sorted((grid / RESULTS / "logs").rglob("*.log"))
