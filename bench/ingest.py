@@ -59,8 +59,14 @@ def write_plates(out: Path, size: int, per_well: int) -> list[str]:
             write_well_metadata(well_group, [{"path": str(k)} for k in range(per_well)], fmt=fmt)
             for k in range(per_well):
                 pixels = fields[(w * per_well + k) % DISTINCT]
-                write_image(pixels, well_group.require_group(str(k)), scale_factors=[], fmt=fmt,
-                            axes="cyx", omero=omero)  # fmt: skip
+                write_image(
+                    pixels,
+                    well_group.require_group(str(k)),
+                    scale_factors=[],
+                    fmt=fmt,
+                    axes="cyx",
+                    omero=omero,
+                )
         plates.append(str(path))
     return plates
 
@@ -122,7 +128,9 @@ def main():
     print(
         f"fields table (every plate's, well's and field's metadata): {1e3 * scan_wall / n:.2f} ms per field"
     )
-    print(f"whole ingest: {wall / n:.3f} s wall, {cpu / n:.3f} s CPU per field ({wall:.1f} s in all)")  # fmt: skip
+    print(
+        f"whole ingest: {wall / n:.3f} s wall, {cpu / n:.3f} s CPU per field ({wall:.1f} s in all)"
+    )
     shutil.rmtree(args.out)
 
 

@@ -26,8 +26,12 @@ def test_the_scale_to_decide_is_the_squared_ratio_of_the_ci_below_z_to_z_above_t
 
 
 def controls_plate(dmso: np.ndarray, positive: np.ndarray) -> tuple[Plate, np.ndarray]:
-    wells = pd.DataFrame({"compound": ["DMSO"] * len(dmso) + ["etoposide"] * len(positive),
-                          "concentration": [0.0] * len(dmso) + [10.0] * len(positive)})  # fmt: skip
+    wells = pd.DataFrame(
+        {
+            "compound": ["DMSO"] * len(dmso) + ["etoposide"] * len(positive),
+            "concentration": [0.0] * len(dmso) + [10.0] * len(positive),
+        }
+    )
     return Plate(wells, ScreenSettings()), np.r_[dmso, positive]
 
 

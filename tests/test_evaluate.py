@@ -89,9 +89,13 @@ def test_each_matched_cell_has_its_nmae_and_its_mean_spread(setup):
     real, features, config = setup["real"], setup["features"], setup["config"]
     selected = selected_features(setup["ranking"], list(features.columns))
     scale = feature_spread([features], selected)
-    how = ImageScoring("dapi", config["evaluation"], U16_MAX,
-                       FeatureSet.from_config(config["features"], selected),
-                       tuple(scale.to_numpy()))  # fmt: skip
+    how = ImageScoring(
+        "dapi",
+        config["evaluation"],
+        U16_MAX,
+        FeatureSet.from_config(config["features"], selected),
+        tuple(scale.to_numpy()),
+    )
     height, width = real.shape[1:]
     spread = np.broadcast_to(
         np.arange(height * width, dtype=np.float32).reshape(height, width), real.shape

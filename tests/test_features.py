@@ -42,8 +42,12 @@ def test_one_row_per_instance_and_about_two_hundred_cellprofiler_features(field)
 
 
 def test_auto_takes_numba_for_a_job_of_many_images_only():
-    settings = {"groups": ["texture"], "names": None, "accelerator": "auto",
-                "conventions": "cellprofiler"}  # fmt: skip
+    settings = {
+        "groups": ["texture"],
+        "names": None,
+        "accelerator": "auto",
+        "conventions": "cellprofiler",
+    }
     chosen = [FeatureSet.from_config(settings, images=n).accelerator for n in (16, 64, None)]
     assert chosen == [None, "numba", "numba"]  # an evaluate job, a screen's, one that cannot say
 

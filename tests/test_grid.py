@@ -180,10 +180,16 @@ def test_a_screen_control_reads_as_a_model_and_never_parses_as_one():
         Model.parse(control.name)
     with pytest.raises(ValueError):
         ScreenControl.parse("lung-nontoxic.dapi.s0")
-    config = validate({"grid": {"cell_types": ["lung", "breast"]},
-                       "evaluation": {"screen": {"enabled": True, "stains": ["dapi"]}}})  # fmt: skip
+    config = validate(
+        {
+            "grid": {"cell_types": ["lung", "breast"]},
+            "evaluation": {"screen": {"enabled": True, "stains": ["dapi"]}},
+        }
+    )
     assert [f"{r.model.name}@{r.cell_type}" for r in control_runs(config)][:3] == [
-        "control-oracle.dapi@lung", "control-degraded.dapi@lung", "control-affine.dapi@lung"
-    ]  # fmt: skip
+        "control-oracle.dapi@lung",
+        "control-degraded.dapi@lung",
+        "control-affine.dapi@lung",
+    ]
     config["evaluation"]["screen"]["controls"]["enabled"] = False
     assert control_runs(config) == []

@@ -256,12 +256,25 @@ def plate_name_with_a_newline(plates):
 @pytest.mark.parametrize(
     "damage",
     [
-        garbage_tiff, truncated_tiff, missing_file, other_shape, other_dtype, nan_in_float,
-        well_not_in_plate_map, plate_without_cell_type, missing_column, well_listed_twice,
-        field_listed_twice, empty_cell_type, fractional_site, negative_concentration,
-        infinite_concentration, plate_name_climbing_out, plate_name_with_a_newline,
+        garbage_tiff,
+        truncated_tiff,
+        missing_file,
+        other_shape,
+        other_dtype,
+        nan_in_float,
+        well_not_in_plate_map,
+        plate_without_cell_type,
+        missing_column,
+        well_listed_twice,
+        field_listed_twice,
+        empty_cell_type,
+        fractional_site,
+        negative_concentration,
+        infinite_concentration,
+        plate_name_climbing_out,
+        plate_name_with_a_newline,
     ],
-)  # fmt: skip
+)
 def test_bad_input_names_the_file_and_keeps_the_earlier_store(plates, damage):
     config = plates.config()  # every field of every plate, so every file is read
     out = plates.root / "stores"

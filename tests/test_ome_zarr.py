@@ -42,8 +42,16 @@ def write_field(group, pixels, fmt, axes="cyx", labels=LABEL_ORDER, pixel_um=PIX
     (none with ``pixel_um`` None)."""
     scale = {a: pixel_um if a in "yx" else 1.0 for a in axes} if pixel_um else None
     units = {a: "micrometer" for a in axes if a in "zyx"} if pixel_um else None
-    write_image(pixels, group, scale_factors=[2], fmt=fmt, axes=axes, omero=omero(labels),
-                scale=scale, axes_units=units)  # fmt: skip
+    write_image(
+        pixels,
+        group,
+        scale_factors=[2],
+        fmt=fmt,
+        axes=axes,
+        omero=omero(labels),
+        scale=scale,
+        axes_units=units,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +79,14 @@ def write_plates(root, rendered, planes=1):
     for plate, fmt in FORMATS.items():
         group = zarr.open_group(root / f"{plate}.ome.zarr", mode="w", zarr_format=fmt.zarr_format)
         wells = [f"{w[0]}/{int(w[1:])}" for w in WELLS]
-        write_plate_metadata(group, ["A", "B"], ["1", "2", "3", "4"], wells, fmt=fmt,
-                             name=None if plate == "PL3" else plate)  # fmt: skip
+        write_plate_metadata(
+            group,
+            ["A", "B"],
+            ["1", "2", "3", "4"],
+            wells,
+            fmt=fmt,
+            name=None if plate == "PL3" else plate,
+        )
         for well, path in zip(WELLS, wells):
             well_group = group.require_group(path)
             write_well_metadata(well_group, [{"path": str(k)} for k in range(FIELDS)], fmt=fmt)
@@ -303,14 +317,27 @@ def invalid_well_metadata(plates):
 @pytest.mark.parametrize(
     "damage",
     [
-        missing_plate, not_a_plate, missing_well, missing_field, unknown_label, other_shape,
-        other_dtype, timepoints, missing_chunk,
+        missing_plate,
+        not_a_plate,
+        missing_well,
+        missing_field,
+        unknown_label,
+        other_shape,
+        other_dtype,
+        timepoints,
+        missing_chunk,
         missing_chunk_of_zarr_v2,
-        damaged_chunk, well_not_in_plate_map, unsupported_version, two_plates_of_one_name,
-        plate_name_climbing_out, plate_name_with_a_newline, plates_of_two_pixel_sizes,
-        no_pixel_size, invalid_well_metadata,
+        damaged_chunk,
+        well_not_in_plate_map,
+        unsupported_version,
+        two_plates_of_one_name,
+        plate_name_climbing_out,
+        plate_name_with_a_newline,
+        plates_of_two_pixel_sizes,
+        no_pixel_size,
+        invalid_well_metadata,
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_named_in_one_line_and_the_stores_stay_as_they_were(plates, damage):
     config = config_of(plates)
     out = plates / "stores"

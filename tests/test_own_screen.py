@@ -34,12 +34,25 @@ def source_fields(work: Path) -> tuple[pd.DataFrame, np.ndarray]:
     config = validate(
         {
             "grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": [0]},
-            "data": {"test_plates": 1, "synthetic": {"plates_per_cell_type": 2, "field_size": 64,
-                                                     "pixel_size_um": 1.3, "workers": 1}},
-            "evaluation": {"screen": {"enabled": True, "fields_per_well": 1, "compounds": 1,
-                                      "forest_fields": 200}},
+            "data": {
+                "test_plates": 1,
+                "synthetic": {
+                    "plates_per_cell_type": 2,
+                    "field_size": 64,
+                    "pixel_size_um": 1.3,
+                    "workers": 1,
+                },
+            },
+            "evaluation": {
+                "screen": {
+                    "enabled": True,
+                    "fields_per_well": 1,
+                    "compounds": 1,
+                    "forest_fields": 200,
+                }
+            },
         }
-    )  # fmt: skip
+    )
     store = open_store(build_screen_store("lung", config, work, progress=False))
     fields = pd.concat([store.split_metadata(s) for s in ("train", "test")], ignore_index=True)
     return fields, np.concatenate([store.images(s)[:] for s in ("train", "test")])
@@ -48,9 +61,16 @@ def source_fields(work: Path) -> tuple[pd.DataFrame, np.ndarray]:
 def write_plates(root: Path, fields: pd.DataFrame, images: np.ndarray) -> list[Path]:
     """Each plate as an OME-Zarr 0.5 HCS plate, by ome-zarr's writer; the plate map and cell types."""
     fmt, paths = FormatV05(), []
-    omero = {"channels": [{"label": LABELS[c], "color": "FFFFFF",
-                           "window": {"start": 0, "end": 65535, "min": 0, "max": 65535}}
-                          for c in CHANNELS]}  # fmt: skip
+    omero = {
+        "channels": [
+            {
+                "label": LABELS[c],
+                "color": "FFFFFF",
+                "window": {"start": 0, "end": 65535, "min": 0, "max": 65535},
+            }
+            for c in CHANNELS
+        ]
+    }
     for plate, wells in fields.groupby("plate"):
         path = root / f"{plate}.ome.zarr"
         group = zarr.open_group(path, mode="w", zarr_format=fmt.zarr_format)
@@ -59,8 +79,14 @@ def write_plates(root: Path, fields: pd.DataFrame, images: np.ndarray) -> list[P
         for place, index in zip(places, wells.index):
             well = group.require_group(place)
             write_well_metadata(well, [{"path": "0"}], fmt=fmt)
-            write_image(images[index], well.require_group("0"), scale_factors=[2], fmt=fmt,
-                        axes="cyx", omero=omero)  # fmt: skip
+            write_image(
+                images[index],
+                well.require_group("0"),
+                scale_factors=[2],
+                fmt=fmt,
+                axes="cyx",
+                omero=omero,
+            )
         paths.append(path)
     synthetic_layout().to_csv(root / "plate_map.csv", index=False)
     pd.DataFrame({"plate": sorted(fields["plate"].unique()), "cell_type": "lung"}).to_csv(
@@ -80,12 +106,19 @@ def own_screen(tmp_path_factory):
     config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
     config["grid"].update(cell_types=["lung"], stains=["dapi"])
     config["data"] = {
-        "dir": "data", "source": "ingest", "seed": 0, "test_plates": 1,
+        "dir": "data",
+        "source": "ingest",
+        "seed": 0,
+        "test_plates": 1,
         "splits": {"train": 16, "val": 8, "test": 8},
-        "ingest": {"ome_zarr": [str(p) for p in plates], "channels": LABELS,
-                   "plate_map": str(work / "plate_map.csv"),
-                   "plate_cell_types": str(work / "plate_cell_types.csv"), "pixel_size_um": 1.3},
-    }  # fmt: skip
+        "ingest": {
+            "ome_zarr": [str(p) for p in plates],
+            "channels": LABELS,
+            "plate_map": str(work / "plate_map.csv"),
+            "plate_cell_types": str(work / "plate_cell_types.csv"),
+            "pixel_size_um": 1.3,
+        },
+    }
     config["evaluation"]["screen"].update(compounds=None, forest_fields=200)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(work, "screen_tables")
@@ -111,8 +144,10 @@ def test_level_4_runs_on_ingested_plates_and_says_there_is_no_truth(own_screen):
     )
     verdicts = pd.read_csv(tables / "screen_verdicts.csv")
     assert len(verdicts) == 4 and set(verdicts["verdict"]) <= {
-        "replaceable", "not replaceable", "undecided"
-    }  # fmt: skip
+        "replaceable",
+        "not replaceable",
+        "undecided",
+    }
     truth = pd.read_csv(tables / "screen_truth.csv")
     assert truth["true_log_ec50"].isna().all()
     assert truth["reason"].str.contains("no true EC50 is known").all()

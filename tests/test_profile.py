@@ -20,10 +20,21 @@ def planned_resources(tmp_path, *overlays: dict) -> dict[str, dict[str, str]]:
         files.append(tmp_path / f"overlay{i}.yaml")
         files[-1].write_text(yaml.safe_dump(overlay))
     result = subprocess.run(
-        ["snakemake", "-n", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(ROOT / ".test" / "config.yaml"), *map(str, files)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            "snakemake",
+            "-n",
+            "--snakefile",
+            str(ROOT / "workflow" / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(ROOT / ".test" / "config.yaml"),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resources, rule = {}, None
     for line in result.stdout.splitlines():
@@ -64,8 +75,18 @@ def test_the_installed_profile_is_found_by_name_and_a_second_install_refuses(tmp
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"} | {"HOME": str(home)}
     launcher = str(LAUNCHER) if LAUNCHER.exists() else shutil.which("snakemake")
-    command = [launcher, "--profile", "slurm", "-n", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
-               "--configfile", str(ROOT / ".test" / "config.yaml"), "--directory", str(tmp_path / "w")]  # fmt: skip
+    command = [
+        launcher,
+        "--profile",
+        "slurm",
+        "-n",
+        "--snakefile",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--configfile",
+        str(ROOT / ".test" / "config.yaml"),
+        "--directory",
+        str(tmp_path / "w"),
+    ]
 
     def plan():
         return subprocess.run(

@@ -160,8 +160,10 @@ def test_a_single_replicate_or_a_plate_without_dmso_is_missing_with_its_reason()
     assert "one replicate well" in str(decided["model"]["activity_map"])
     assert np.isfinite(decided["model"]["retrieval_map"].values[0])
 
-    some = pd.concat([plate_table(rng), plate_table(rng, dmso=0, replicates=1, active=("CPD-Z",),
-                                                     inert=())], ignore_index=True)  # fmt: skip
+    some = pd.concat(
+        [plate_table(rng), plate_table(rng, dmso=0, replicates=1, active=("CPD-Z",), inert=())],
+        ignore_index=True,
+    )
     some["well"] = [f"W{i:03d}" for i in range(len(some))]
     _, profiles = profiles_of(some, {"model": some})
     decided, note = profile_decisions(
@@ -210,11 +212,15 @@ def test_screen_rows_carry_the_profile_metrics_and_the_verdict_reads_the_gap():
 
     def judged(low, high):
         rows = pd.DataFrame(
-            [{"metric": m, "value": 0.0, "ci_low": -1e-3, "ci_high": 1e-3, "reason": ""}
-             for m in ("ec50_error", "z_prime_gap", "activity_map_gap")]
-            + [{"metric": m, "value": 0.95, "ci_low": 0.9, "ci_high": 1.0, "reason": ""}
-               for m in ("hit_kappa", "z_prime", "z_prime_real")]
-        )  # fmt: skip
+            [
+                {"metric": m, "value": 0.0, "ci_low": -1e-3, "ci_high": 1e-3, "reason": ""}
+                for m in ("ec50_error", "z_prime_gap", "activity_map_gap")
+            ]
+            + [
+                {"metric": m, "value": 0.95, "ci_low": 0.9, "ci_high": 1.0, "reason": ""}
+                for m in ("hit_kappa", "z_prime", "z_prime_real")
+            ]
+        )
         rows.loc[rows["metric"] == "activity_map_gap", ["ci_low", "ci_high"]] = low, high
         return verdict(rows, margins)
 

@@ -331,9 +331,17 @@ def assay(quick_config, tmp_path_factory):
     forest_masks = layout.screen_forest_masks("lung", "dapi")
     segment_store(config, store, "dapi", masks)
     segment_forest_fields(config, "lung", "dapi", forest_masks)
-    real = measure_screen_reference(config, "lung", "dapi", masks=masks, forest_masks=forest_masks,
-                                    ranking=ranking, wells_out=layout.screen_real_wells("lung", "dapi"),
-                                    forest_out=layout.screen_forest("lung", "dapi"), workers=1)  # fmt: skip
+    real = measure_screen_reference(
+        config,
+        "lung",
+        "dapi",
+        masks=masks,
+        forest_masks=forest_masks,
+        ranking=ranking,
+        wells_out=layout.screen_real_wells("lung", "dapi"),
+        forest_out=layout.screen_forest("lung", "dapi"),
+        workers=1,
+    )
     return config, store, real
 
 
@@ -352,15 +360,24 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
     config, store, real = assay
     layout, rng = Layout.of(config), np.random.default_rng(0)
     controls = {c: ScreenControl(c, "dapi") for c in SCREEN_CONTROLS}
-    write_controls(config, "lung", "dapi",
-                   {c: layout.screen_prediction(m, "lung") for c, m in controls.items()},
-                   masks=layout.screen_masks("lung", "dapi"))  # fmt: skip
+    write_controls(
+        config,
+        "lung",
+        "dapi",
+        {c: layout.screen_prediction(m, "lung") for c, m in controls.items()},
+        masks=layout.screen_masks("lung", "dapi"),
+    )
     for control in controls.values():
-        measure_screen_run(config, "lung", "dapi", model=control.name,
-                           reference=layout.screen_real_wells("lung", "dapi"),
-                           forest=layout.screen_forest("lung", "dapi"),
-                           prediction=layout.screen_prediction(control, "lung"),
-                           out=layout.screen_wells(control, "lung"))  # fmt: skip
+        measure_screen_run(
+            config,
+            "lung",
+            "dapi",
+            model=control.name,
+            reference=layout.screen_real_wells("lung", "dapi"),
+            forest=layout.screen_forest("lung", "dapi"),
+            prediction=layout.screen_prediction(control, "lung"),
+            out=layout.screen_wells(control, "lung"),
+        )
     # The screen's one model stains as the oracle does, and says how far to trust each well.
     (model,) = [run.model for run in screen_runs(config)]
     said = pd.read_parquet(layout.screen_wells(controls["oracle"], "lung"))
@@ -428,8 +445,10 @@ def test_dmso_wells_on_one_edge_leave_calls_z_and_profiles_missing_and_the_verdi
     table, name = two_runs(wells, real, faithful, flattened, names=names)
     rows = table.set_index(["model", "readout", "metric"])
     for readout_, metric in (
-        (SUMMARY_READOUT, "hit_kappa"), (SUMMARY_READOUT, "z_prime_real"), ("profile", "activity_map")
-    ):  # fmt: skip
+        (SUMMARY_READOUT, "hit_kappa"),
+        (SUMMARY_READOUT, "z_prime_real"),
+        ("profile", "activity_map"),
+    ):
         row = rows.loc[(name, readout_, metric)]
         assert np.isnan(row["value"]), (readout_, metric)
         assert row["reason"].startswith("every DMSO well lies on one edge (column 1 of plate P1)")
@@ -497,9 +516,11 @@ def test_z_prime_is_an_assays_per_plate_and_per_positive_control():
     what the screen reports, averaged over its plates; resamples keep wells on their plate."""
     rng = np.random.default_rng(7)
     design = pd.DataFrame(
-        {"compound": ["DMSO"] * 16 + ["etoposide"] * 8 + ["staurosporine"] * 8,
-         "concentration": [0.0] * 16 + [10.0] * 8 + [1.0] * 8}
-    )  # fmt: skip
+        {
+            "compound": ["DMSO"] * 16 + ["etoposide"] * 8 + ["staurosporine"] * 8,
+            "concentration": [0.0] * 16 + [10.0] * 8 + [1.0] * 8,
+        }
+    )
     wells = pd.concat([design.assign(plate=p) for p in ("P1", "P2")], ignore_index=True)
     means, sds = np.repeat([0.1, 0.5, 0.8], [16, 8, 8]), np.repeat([0.01, 0.01, 0.01], [16, 8, 8])
     values = np.r_[rng.normal(means, sds), 2 * rng.normal(means, sds)]
@@ -509,10 +530,12 @@ def test_z_prime_is_an_assays_per_plate_and_per_positive_control():
     assert controls == {"P1": "staurosporine", "P2": "staurosporine"}
     z = assay_z_prime(plate, values, index, controls)
     per_plate = [
-        z_prime(values[on & wells["compound"].eq("staurosporine").to_numpy()],
-                values[on & plate.negative])[0]
+        z_prime(
+            values[on & wells["compound"].eq("staurosporine").to_numpy()],
+            values[on & plate.negative],
+        )[0]
         for on in (wells["plate"].eq(p).to_numpy() for p in ("P1", "P2"))
-    ]  # fmt: skip
+    ]
     assert z[0] == pytest.approx(np.mean(per_plate)) and z[0] > 0.85
     assert z_prime(values[plate.positive], values[plate.negative])[0] < 0  # pooled
     assert (wells["plate"].to_numpy()[index] == wells["plate"].to_numpy()).all()
@@ -739,12 +762,20 @@ def test_a_plate_that_defines_kappa_where_no_resample_does_gives_the_value_witho
     )
     table = pd.DataFrame(
         [
-            {"model_type": "breast-nontoxic.dapi", "control": "", "train_cell_type": "breast", "cell_type": "lung",
-             "stain": "dapi", "seed": 0, "readout": "phenotype_score", "metric": metric,
-             **interval_columns(values)}
+            {
+                "model_type": "breast-nontoxic.dapi",
+                "control": "",
+                "train_cell_type": "breast",
+                "cell_type": "lung",
+                "stain": "dapi",
+                "seed": 0,
+                "readout": "phenotype_score",
+                "metric": metric,
+                **interval_columns(values),
+            }
             for metric, values in out.items()
         ]
-    )  # fmt: skip
+    )
     outcome = outcome_of(table)
     assert "nan" not in outcome
     assert f"{columns['value']:.2f} (no CI)" in outcome
@@ -873,8 +904,11 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     figure = figure8(table, verdicts.reset_index(), ["lung", "breast"], ["dapi"])
     (panel,) = [ax for ax in figure.axes if ax.get_title().startswith("replaceable?")]
     assert [to_hex(patch.get_facecolor()) for patch in panel.patches] == [
-        "#4daf4a", "#ffffff", "#e41a1c", "#ffffff"
-    ]  # fmt: skip
+        "#4daf4a",
+        "#ffffff",
+        "#e41a1c",
+        "#ffffff",
+    ]
     assert [t.get_text().split("\n")[0] for t in panel.texts] == ["yes", "n/a", "no", "n/a"]
 
     weak = readout(wells, ec50, rng, positive=0.9)  # controls 5 SDs apart: real Z' below 0.5

@@ -81,8 +81,10 @@ def test_choose_sentinels_takes_the_k_riskiest_wells_of_each_plate_or_k_at_rando
     assert all(d[:n].sum() == 8 and d[n:].sum() == 8 for d in drawn)
     assert (drawn[0] == drawn[1]).all() and (drawn[0] != drawn[2]).any()
     among = np.arange(2 * n) % 2 == 0
-    for chosen in (choose_sentinels(plate, 8, rng=np.random.default_rng(3), among=among),
-                   choose_sentinels(plate, 8, risk=risk, among=among)):  # fmt: skip
+    for chosen in (
+        choose_sentinels(plate, 8, rng=np.random.default_rng(3), among=among),
+        choose_sentinels(plate, 8, risk=risk, among=among),
+    ):
         assert chosen[:n].sum() == 8 and chosen[n:].sum() == 8 and not (chosen & ~among).any()
     for wrong in ({}, {"risk": risk, "rng": np.random.default_rng(0)}):
         with pytest.raises(VsgridError, match="give either risk"):
@@ -171,8 +173,9 @@ def test_random_line_and_lowest_trust_stains_the_riskiest_half_and_fits_on_wells
         others = np.flatnonzero(on & ~lowest)
         fifth = np.argsort(np.argsort(virtual[others])) * 5 // len(others)
         assert sorted(fifth[line[others]]) == [0, 1, 2, 3, 4]
-    assert [m.sum() for m in sentinel_wells(plate, 1, RANDOM_LINE, risk=risk, rng=rng,
-                                            virtual=virtual)] == [2, 2]  # fmt: skip
+    assert [
+        m.sum() for m in sentinel_wells(plate, 1, RANDOM_LINE, risk=risk, rng=rng, virtual=virtual)
+    ] == [2, 2]
     fixed = sentinel_wells(plate, 6, LOWEST_TRUST, risk=risk)
     assert (fixed[0] == fixed[1]).all() and (
         fixed[0] == choose_sentinels(plate, 6, risk=risk)
@@ -226,8 +229,9 @@ def test_a_faithful_stain_read_with_a_gain_and_offset_per_plate_is_rescued_by_4_
     gain = np.repeat([1.0, 2.5, 0.6, 1.8], per_plate)
     offset = np.repeat([0.0, -1.0, 0.5, 2.0], per_plate)
     virtual = gain * (real + rng.normal(0, 0.003, len(real))) + offset
-    rows = sentinel_rows(plates, real, virtual, rng.random(len(real)), ks=(0, 4), resamples=100,
-                         rng=rng)  # fmt: skip
+    rows = sentinel_rows(
+        plates, real, virtual, rng.random(len(real)), ks=(0, 4), resamples=100, rng=rng
+    )
     found = verdicts_by_k(rows, MARGINS)
     assert found[0][:2] == ("not replaceable", "hit_kappa"), found[0]
     assert found[4][0] == "replaceable", found[4]
@@ -274,9 +278,14 @@ def test_k_0_is_the_uncorrected_virtual_stains_decisions_for_both_choices():
     real = readout(wells, EC50, rng)
     virtual = real + rng.normal(0, 0.1, len(real))
     rows = sentinel_rows(
-        plate, real, virtual, rng.random(len(wells)), ks=(0,), resamples=20,
+        plate,
+        real,
+        virtual,
+        rng.random(len(wells)),
+        ks=(0,),
+        resamples=20,
         rng=np.random.default_rng(5),
-    )  # fmt: skip
+    )
     index = plate.resamples(20, np.random.default_rng(5))
     uncorrected = decisions(
         plate, Readout.of(plate, real, index), Readout.of(plate, virtual, index), index
@@ -389,8 +398,14 @@ def test_a_plate_whose_lowest_trust_wells_are_all_its_wells_draws_no_line_wells(
     instead of failing: the .test grid's one-field screens have plates that small."""
     from vsgrid.screen.sentinels import spread_wells
 
-    wells = pd.DataFrame({"compound": ["DMSO"] * 4, "concentration": 0.0, "plate": "P1",
-                          "well": ["A01", "A02", "A03", "A04"]})  # fmt: skip
+    wells = pd.DataFrame(
+        {
+            "compound": ["DMSO"] * 4,
+            "concentration": 0.0,
+            "plate": "P1",
+            "well": ["A01", "A02", "A03", "A04"],
+        }
+    )
     plate = Plate(wells, ScreenSettings())
     none = np.zeros(4, bool)
     chosen = spread_wells(plate, 3, np.arange(4.0), rng=np.random.default_rng(0), among=none)

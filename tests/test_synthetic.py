@@ -60,11 +60,15 @@ def test_each_positive_control_acts_by_its_own_mechanism():
     G2 with damaged DNA (nuclei about 1.3 times wider, brighter in DAPI): both visible in DAPI."""
     drawn = {
         compound: sample_cells(
-            rng_for(0, "mechanism", compound), LUNG, 1.0, (512, 512), 1.0,
+            rng_for(0, "mechanism", compound),
+            LUNG,
+            1.0,
+            (512, 512),
+            1.0,
             states=mechanism(compound),
         )
         for compound in ("etoposide", "staurosporine")
-    }  # fmt: skip
+    }
     apoptotic = np.isin(
         drawn["staurosporine"]["state"], [synthetic.CONDENSED, synthetic.FRAGMENTED]
     )

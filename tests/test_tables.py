@@ -143,12 +143,16 @@ def test_one_function_gives_the_value_and_every_replicate(grid):
 def test_task_table_ranks_worst_and_best_in_each_metrics_direction():
     deltas = pd.DataFrame(
         {
-            "baseline_kind": "test_distribution", "task": 2, "stain": "dapi",
-            "train_set": ["a-nontoxic", "b-nontoxic"] * 2, "baseline_train_set": ["c-nontoxic"] * 4,
+            "baseline_kind": "test_distribution",
+            "task": 2,
+            "stain": "dapi",
+            "train_set": ["a-nontoxic", "b-nontoxic"] * 2,
+            "baseline_train_set": ["c-nontoxic"] * 4,
             "level": ["pixel", "pixel", "feature", "feature"],
-            "metric": ["ssim", "ssim", "nmae", "nmae"], "delta": [-0.2, 0.1, -0.3, 0.4],
+            "metric": ["ssim", "ssim", "nmae", "nmae"],
+            "delta": [-0.2, 0.1, -0.3, 0.4],
         }
-    )  # fmt: skip
+    )
     tasks = task_table(deltas).set_index("metric")
     assert tasks.loc["ssim", "worst"] == -0.2 and tasks.loc["ssim", "best"] == 0.1
     assert (

@@ -41,7 +41,7 @@ def write_run(layout, run, ssim, *, tta=None, ood=None, nmae=None, cells=None):
             "n_matched": 1,
             "n_real": 1,
             "real_std": 1.0,
-        }  # fmt: skip
+        }
     )
     folder = layout.run_dir(run.model, run.test_set)
     folder.mkdir(parents=True)
@@ -64,12 +64,20 @@ def grid_config(tmp_path, seeds: list[int]) -> dict:
         }
     )
     layout = Layout.of(config)
-    metadata = pd.DataFrame({"split": "test", "index": range(N), "plate": "P1",
-                             "well": [f"A{i // 2:02d}" for i in range(N)], "field": 1})  # fmt: skip
+    metadata = pd.DataFrame(
+        {
+            "split": "test",
+            "index": range(N),
+            "plate": "P1",
+            "well": [f"A{i // 2:02d}" for i in range(N)],
+            "field": 1,
+        }
+    )
     for data_set in data_sets(config["grid"]):
         path = layout.store(data_set)
-        with create_store(path, {"test": N}, (4, 4), metadata, {"data_set": path.stem},
-                          with_masks=False):  # fmt: skip
+        with create_store(
+            path, {"test": N}, (4, 4), metadata, {"data_set": path.stem}, with_masks=False
+        ):
             pass
     return config
 
@@ -86,10 +94,18 @@ def config(tmp_path):
         shifted = run.shift != "none"
         # three matched cells an image, whose mean spread ranks their N-MAE exactly
         nmae = rng.random(3 * N)
-        cells = pd.DataFrame({"image": np.repeat(np.arange(N), 3), "label": 1, "nmae": nmae,
-                              "tta": 2 * nmae + 1})  # fmt: skip
-        write_run(layout, run, 1 - spread / 100, tta=spread, nmae=rng.random(N),
-                  ood=rng.random(N) + (5.0 if shifted else 0.0), cells=cells)  # fmt: skip
+        cells = pd.DataFrame(
+            {"image": np.repeat(np.arange(N), 3), "label": 1, "nmae": nmae, "tta": 2 * nmae + 1}
+        )
+        write_run(
+            layout,
+            run,
+            1 - spread / 100,
+            tta=spread,
+            nmae=rng.random(N),
+            ood=rng.random(N) + (5.0 if shifted else 0.0),
+            cells=cells,
+        )
     return config
 
 
@@ -120,13 +136,17 @@ def test_the_trust_table_reads_its_first_resamples_and_at_most_its_cells(config)
     """``trust_resamples`` takes the first of the deltas' draws (a CI from 20 of 100 draws is
     that of a grid with 20 bootstrap resamples) and ``trust_cells`` a random subset of a run's
     cells, the perfect per-cell ranking still perfect on it."""
-    capped = trust_table({**config, "evaluation": {**config["evaluation"], "trust_resamples": 20,
-                                                   "trust_cells": 25}})  # fmt: skip
-    fewer = trust_table({**config, "evaluation": {**config["evaluation"],
-                                                  "bootstrap_resamples": 20}})  # fmt: skip
+    capped = trust_table(
+        {**config, "evaluation": {**config["evaluation"], "trust_resamples": 20, "trust_cells": 25}}
+    )
+    fewer = trust_table(
+        {**config, "evaluation": {**config["evaluation"], "bootstrap_resamples": 20}}
+    )
     images = capped["error"] != "cell nmae"
-    pd.testing.assert_frame_equal(capped[images].reset_index(drop=True),
-                                  fewer[fewer["error"] != "cell nmae"].reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        capped[images].reset_index(drop=True),
+        fewer[fewer["error"] != "cell nmae"].reset_index(drop=True),
+    )
     per_cell = capped[~images]
     assert set(per_cell["images"]) == {25}
     np.testing.assert_allclose(per_cell[["value", "ci_low", "ci_high"]], 1.0, rtol=1e-12)
@@ -152,8 +172,11 @@ def test_vsgrid_ood_gives_the_trust_tables_auroc_and_ci_for_the_same_scores(conf
     [theirs] = trust_table(config).query("statistic == 'auroc'").itertuples()
     assert (ours.model, ours.test_set) == (theirs.model, theirs.test_set)
     assert theirs.ci_low < theirs.value < theirs.ci_high
-    np.testing.assert_allclose([ours.auroc, ours.auroc_low, ours.auroc_high],
-                               [theirs.value, theirs.ci_low, theirs.ci_high], rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        [ours.auroc, ours.auroc_low, ours.auroc_high],
+        [theirs.value, theirs.ci_low, theirs.ci_high],
+        rtol=1e-12,
+    )
     shuffled = table.sample(frac=1.0, random_state=0)  # rows no longer in the test split's order
     with pytest.raises(VsgridError, match="not its 20 test fields in their order"):
         shift_aurocs(config, shuffled)
@@ -178,7 +201,7 @@ def test_each_image_error_is_the_run_score_of_that_image_alone():
             "n_matched": 1,
             "n_real": 1,
             "real_std": [2.0] * 3 + [4.0] * 3,
-        }  # fmt: skip
+        }
     )
     errors = image_errors(RunValues.from_tables(images, differences), block=2)
     # a flagged image has no error; image 2 has no pair of feature a: its N-MAE is b's alone
@@ -234,8 +257,9 @@ def write_prediction(layout, run, images: np.ndarray) -> None:
     group = zarr.open_group(layout.prediction(run.model, run.test_set), mode="w", zarr_format=3)
     image = arrays.create(group, images.shape, chunks=(1, 4, 4), dtype="uint16", name="image")
     image[:] = images
-    group.attrs.update(model=run.model.name, stain="dapi", test_set=run.test_set.name,
-                       store_id=store.store_id)  # fmt: skip
+    group.attrs.update(
+        model=run.model.name, stain="dapi", test_set=run.test_set.name, store_id=store.store_id
+    )
 
 
 def test_the_spread_over_seeds_is_read_from_their_predictions_and_joins_the_table(tmp_path):
@@ -268,5 +292,9 @@ def test_the_spread_over_seeds_is_read_from_their_predictions_and_joins_the_tabl
     assert len(ranked) == 3 * 3 + 2 * 3  # 9 runs; 2 train sets x 3 seeds
     np.testing.assert_allclose(ranked["value"], 1.0, rtol=1e-12)
     with pytest.raises(VsgridError, match="not a run of the grid with two seeds"):
-        write_seed_spread(grid_config(tmp_path / "one", [0]), "lung-nontoxic.dapi", "lung-toxic",
-                          tmp_path / "x.parquet")  # fmt: skip
+        write_seed_spread(
+            grid_config(tmp_path / "one", [0]),
+            "lung-nontoxic.dapi",
+            "lung-toxic",
+            tmp_path / "x.parquet",
+        )

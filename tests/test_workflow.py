@@ -235,8 +235,18 @@ def test_forcing_one_model_reruns_only_its_downstream(grid):
     jobs = planned(grid, "--forcerun", f"{RESULTS}/models/lung-nontoxic.dapi.s0/summary.json")
     # The model, its predictions (one job) and its 4 runs (lung/breast x non-toxic/toxic), the tables and the
     # figures; and its screen predictions (one job), its 2 screen runs, the screen tables and figures.
-    assert jobs == {"train": 1, "infer": 1, "evaluate": 4, "tables": 1, "figures": 1, "all": 1,
-                    "infer_screen": 1, "screen_run": 2, "screen_tables": 1, "screen_figures": 1}  # fmt: skip
+    assert jobs == {
+        "train": 1,
+        "infer": 1,
+        "evaluate": 4,
+        "tables": 1,
+        "figures": 1,
+        "all": 1,
+        "infer_screen": 1,
+        "screen_run": 2,
+        "screen_tables": 1,
+        "screen_figures": 1,
+    }
 
 
 def test_a_second_seed_adds_its_models_and_the_spread_over_seeds(grid, tmp_path):

@@ -161,9 +161,12 @@ def _check_cross_keys(config: dict) -> None:
     if samples == 1 or (samples and not config["network"]["dropout"]):
         raise VsgridError(
             f"invalid configuration: infer.mc_dropout: {samples} "
-            + ("passes give no spread; 2 or more, or 0 for none" if samples == 1 else
-               "needs models trained with dropout (network.dropout > 0)")
-        )  # fmt: skip
+            + (
+                "passes give no spread; 2 or more, or 0 for none"
+                if samples == 1
+                else "needs models trained with dropout (network.dropout > 0)"
+            )
+        )
     crop, field = config["train"]["crop_size"], data["synthetic"]["field_size"]
     if data["source"] == "synthetic" and crop and crop > field:
         raise VsgridError(

@@ -35,9 +35,16 @@ from vsgrid.layout import plate_path
 
 CELL_TYPE = "lung"
 LABELS = {"bf": "Brightfield", "dapi": "DAPI", "fitc": "FITC", "cy5": "Cy5"}
-OMERO = {"channels": [{"label": LABELS[c], "color": "FFFFFF",
-                       "window": {"start": 0, "end": U16_MAX, "min": 0, "max": U16_MAX}}
-                      for c in CHANNELS]}  # fmt: skip
+OMERO = {
+    "channels": [
+        {
+            "label": LABELS[c],
+            "color": "FFFFFF",
+            "window": {"start": 0, "end": U16_MAX, "min": 0, "max": U16_MAX},
+        }
+        for c in CHANNELS
+    ]
+}
 # DMSO (1-2), the first compound (3-4) and the positive controls (23-24): a screen in little.
 KEPT_COLUMNS = (1, 2, 3, 4, 23, 24)
 # Four fields a well, as config/quick.yaml images its lung screen: about 60 cells a DMSO well, enough
@@ -45,14 +52,27 @@ KEPT_COLUMNS = (1, 2, 3, 4, 23, 24)
 FIELDS_PER_WELL = 4
 SETTINGS = {  # a grid that runs on a laptop in minutes (config/quick.yaml's small network)
     "grid": {"cell_types": [CELL_TYPE], "stains": ["dapi"], "seeds": [0]},
-    "network": {"ngf": 8, "n_downsample": 2, "n_blocks": 2, "ndf": 8, "n_layers_D": 2,
-                "lambda_l1": 100},
-    "train": {"batch_size": 2, "crop_size": 48, "lr": 0.001, "max_epochs": 8, "lr_decay_start": 4,
-              "patience": 4, "workers": 0},
+    "network": {
+        "ngf": 8,
+        "n_downsample": 2,
+        "n_blocks": 2,
+        "ndf": 8,
+        "n_layers_D": 2,
+        "lambda_l1": 100,
+    },
+    "train": {
+        "batch_size": 2,
+        "crop_size": 48,
+        "lr": 0.001,
+        "max_epochs": 8,
+        "lr_decay_start": 4,
+        "patience": 4,
+        "workers": 0,
+    },
     "segmentation": {"backend": "classical"},
     "features": {"workers": 1, "accelerator": "none"},
     "evaluation": {"screen": {"enabled": True, "stains": ["dapi"], "bootstrap_resamples": 50}},
-}  # fmt: skip
+}
 
 
 def write_example_plates(
@@ -69,8 +89,9 @@ def write_example_plates(
     table = table[[well_position(w)[1] + 1 in KEPT_COLUMNS for w in table["well"]]]
     with atomic_path(out) as tmp:
         plates = (_TiffPlates if tiff else _OmeZarrPlates)(tmp, table, synthetic["pixel_size_um"])
-        for _, in_well in tqdm(table.groupby(["plate", "well"], sort=True),
-                               disable=not progress, unit="well"):  # fmt: skip
+        for _, in_well in tqdm(
+            table.groupby(["plate", "well"], sort=True), disable=not progress, unit="well"
+        ):
             plates.add_well(in_well, [_render(config, row) for row in in_well.itertuples()])
         synthetic_layout().to_csv(tmp / "plate_map.csv", index=False)
         names = sorted(table["plate"].unique())
@@ -86,12 +107,29 @@ def write_example_plates(
 def _render(config: dict, row) -> np.ndarray:
     """One field of ``field_table``'s ``row``, (4, H, W) uint16, as the synthetic stores hold it."""
     synthetic = config["data"]["synthetic"]
-    field = Field(None, "test", 0, row.plate, row.well, row.field, row.compound, row.toxicity,
-                  row.density_factor, tuple(getattr(row, c) for c in INTENSITY_COLUMNS))  # fmt: skip
+    field = Field(
+        None,
+        "test",
+        0,
+        row.plate,
+        row.well,
+        row.field,
+        row.compound,
+        row.toxicity,
+        row.density_factor,
+        tuple(getattr(row, c) for c in INTENSITY_COLUMNS),
+    )
     profile = Profile(**synthetic["cell_types"][CELL_TYPE])
     shape = (synthetic["field_size"],) * 2
-    return render_one(field, config["data"]["seed"], CELL_TYPE, profile, shape,
-                      synthetic["pixel_size_um"], Optics())[0]  # fmt: skip
+    return render_one(
+        field,
+        config["data"]["seed"],
+        CELL_TYPE,
+        profile,
+        shape,
+        synthetic["pixel_size_um"],
+        Optics(),
+    )[0]
 
 
 class _OmeZarrPlates:

@@ -342,8 +342,11 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
     paths = [store_path(out_dir, d.name) for d in plans]
     with atomic_paths(paths) as staged:
         for (data_set, splits), tmp in zip(plans.items(), staged):
-            names = {"data_set": data_set.name, "cell_type": data_set.cell_type,
-                     "phenotype": data_set.phenotype}  # fmt: skip
+            names = {
+                "data_set": data_set.name,
+                "cell_type": data_set.cell_type,
+                "phenotype": data_set.phenotype,
+            }
             _write(names, splits, read, config, tmp, progress)
     return paths
 

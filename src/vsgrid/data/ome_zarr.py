@@ -171,8 +171,10 @@ def _plates(ingest: dict) -> Iterator[tuple[str, _Settings]]:
     and z where it is a mapping that sets them, else ``data.ingest.channels`` and ``z``."""
     for k, entry in enumerate(ingest["ome_zarr"]):
         own = entry if isinstance(entry, Mapping) else {"path": entry}
-        key = {s: f"data.ingest.ome_zarr[{k}].{s}" if s in own else f"data.ingest.{s}"
-               for s in ("channels", "z")}  # fmt: skip
+        key = {
+            s: f"data.ingest.ome_zarr[{k}].{s}" if s in own else f"data.ingest.{s}"
+            for s in ("channels", "z")
+        }
         channels, z = own.get("channels", ingest["channels"]), own.get("z", ingest["z"])
         yield str(own["path"]), _Settings(channels, z, key["channels"], key["z"])
 
@@ -329,8 +331,10 @@ def _declared_pixel_size(multiscale, axes: list[str], where: str) -> float | Non
     if None in units:
         return None
     scale = np.ones(len(axes))
-    for transform in (*multiscale.datasets[0].coordinateTransformations,
-                      *(multiscale.coordinateTransformations or ())):  # fmt: skip
+    for transform in (
+        *multiscale.datasets[0].coordinateTransformations,
+        *(multiscale.coordinateTransformations or ()),
+    ):
         if transform.type == "scale":
             if not hasattr(transform, "scale"):
                 raise VsgridError(

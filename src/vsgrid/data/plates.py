@@ -71,8 +71,12 @@ def shared_edge(wells) -> str | None:
     """The edge of the plate that every one of ``wells`` lies on (``row A``, ``row P``,
     ``column 1``, ``column 24``), or None."""
     rows, columns = np.array([well_position(w) for w in wells]).reshape(-1, 2).T
-    edges = {"row A": rows == 0, f"row {string.ascii_uppercase[ROWS - 1]}": rows == ROWS - 1,
-             "column 1": columns == 0, f"column {COLUMNS}": columns == COLUMNS - 1}  # fmt: skip
+    edges = {
+        "row A": rows == 0,
+        f"row {string.ascii_uppercase[ROWS - 1]}": rows == ROWS - 1,
+        "column 1": columns == 0,
+        f"column {COLUMNS}": columns == COLUMNS - 1,
+    }
     return next((name for name, on in edges.items() if len(rows) and on.all()), None)
 
 

@@ -347,7 +347,7 @@ def run_tables(
         "scores": run_scores(RunValues.from_tables(images, differences)),
         "cells": pd.concat(
             cells or [pd.DataFrame(columns=["image", "label", "nmae"])], ignore_index=True
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -430,10 +430,13 @@ def evaluate_run(
     stacks = _run_stacks(store, stain, pred, real_masks)
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
-    how = ImageScoring(stain, config["evaluation"], store.attrs["saturation"],
-                       FeatureSet.from_config(config["features"], selected,
-                                              images=pred.image.shape[0]),
-                       tuple(real_std[selected].to_numpy(float)))  # fmt: skip
+    how = ImageScoring(
+        stain,
+        config["evaluation"],
+        store.attrs["saturation"],
+        FeatureSet.from_config(config["features"], selected, images=pred.image.shape[0]),
+        tuple(real_std[selected].to_numpy(float)),
+    )
     out = Path(out)
     with (
         worker_pool(workers_for(config["features"], workers)) as pmap,

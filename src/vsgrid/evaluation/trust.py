@@ -81,10 +81,11 @@ def write_seed_spread(config: dict, model_type: str, test_set: str, out) -> np.n
     layout = Layout.of(config)
     store = open_store(layout.store(group[0].test_set))
     predictions = [
-        read_prediction(layout.prediction(run.model, run.test_set), store, run.model.stain,
-                        run.model.name)
+        read_prediction(
+            layout.prediction(run.model, run.test_set), store, run.model.stain, run.model.name
+        )
         for run in group
-    ]  # fmt: skip
+    ]
     spread = seed_spread(predictions, block_images=config["evaluation"]["block_images"])
     write_table(pd.DataFrame({"image": np.arange(len(spread)), "seeds": spread}), out)
     return spread

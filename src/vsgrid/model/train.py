@@ -510,10 +510,17 @@ class Trainer:
 
     def save_last(self) -> None:
         last = checkpoint.payload(
-            "training", self.net, self.model, self.stats, self.generator,
-            discriminator=self.discriminator.state_dict(), opt_g=self.opt_g.state_dict(),
-            opt_d=self.opt_d.state_dict(), state=self.state, best=self.best,
-        )  # fmt: skip
+            "training",
+            self.net,
+            self.model,
+            self.stats,
+            self.generator,
+            discriminator=self.discriminator.state_dict(),
+            opt_g=self.opt_g.state_dict(),
+            opt_d=self.opt_d.state_dict(),
+            state=self.state,
+            best=self.best,
+        )
         checkpoint.save(last, self.out / "last.pt")
 
     def summary(self) -> dict:

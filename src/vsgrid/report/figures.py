@@ -249,16 +249,26 @@ def figure10(trust: pd.DataFrame, stains) -> tuple:
     figures = []
     for key, rows, cmap, (vmin, vmax) in (
         ("a", detect, "viridis", (0.5, 1.0)),
-        ("b", ranked.assign(test_set=ranked["uncertainty"] + " vs " + ranked["error"]),
-         "RdBu", (-1.0, 1.0)),
-    ):  # fmt: skip
+        (
+            "b",
+            ranked.assign(test_set=ranked["uncertainty"] + " vs " + ranked["error"]),
+            "RdBu",
+            (-1.0, 1.0),
+        ),
+    ):
         figure, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.8), squeeze=False)
         for ax, stain in zip(axes[0], shown):
             of_stain = rows[rows["stain"] == stain]
             ax.set_title(STAIN_NAMES.get(stain, stain), fontsize=10)
             if of_stain.empty:
-                ax.text(0.5, 0.5, "no prediction carries an uncertainty", ha="center",
-                        transform=ax.transAxes, fontsize=8)  # fmt: skip
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no prediction carries an uncertainty",
+                    ha="center",
+                    transform=ax.transAxes,
+                    fontsize=8,
+                )
                 ax.set_axis_off()
                 continue
             matrix = of_stain.groupby(["train_set", "test_set"])["value"].mean().unstack()

@@ -187,14 +187,26 @@ def _delta_rows(
         low, high, _ = interval(spread)
         rows.append(
             {
-                "baseline_kind": kind, "task": first.task, "shift": first.shift, "stain": first.model.stain,
-                "train_set": first.model.train_set.name, "test_set": first.test_set.name,
-                "model_type": first.model.model_type, "baseline_train_set": base_runs[0].model.train_set.name,
-                "level": LEVEL[metric], "metric": metric, "value": value, "baseline": baseline,
-                "delta": value - baseline, "ci_low": float(low), "ci_high": float(high),
-                "seeds": len(seeds), "ci": settings["ci"], "ci_levels": levels,
+                "baseline_kind": kind,
+                "task": first.task,
+                "shift": first.shift,
+                "stain": first.model.stain,
+                "train_set": first.model.train_set.name,
+                "test_set": first.test_set.name,
+                "model_type": first.model.model_type,
+                "baseline_train_set": base_runs[0].model.train_set.name,
+                "level": LEVEL[metric],
+                "metric": metric,
+                "value": value,
+                "baseline": baseline,
+                "delta": value - baseline,
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "seeds": len(seeds),
+                "ci": settings["ci"],
+                "ci_levels": levels,
             }
-        )  # fmt: skip
+        )
     return rows
 
 

@@ -47,9 +47,24 @@ log = logging.getLogger(__name__)
 CELL_ERROR = "cell nmae"  # each matched cell's N-MAE over the selected features
 # Per-image errors: the score each is read from, and whether it is 1 - the score (a loss).
 ERRORS = {"1 - ssim": ("ssim", True), "1 - f1": ("f1", True), "nmae": ("nmae", False)}
-COLUMNS = ["model", "model_type", "stain", "seed", "train_set", "test_set", "task", "shift",
-           "statistic", "uncertainty", "error", "value", "ci_low", "ci_high", "undefined_share",
-           "images"]  # fmt: skip
+COLUMNS = [
+    "model",
+    "model_type",
+    "stain",
+    "seed",
+    "train_set",
+    "test_set",
+    "task",
+    "shift",
+    "statistic",
+    "uncertainty",
+    "error",
+    "value",
+    "ci_low",
+    "ci_high",
+    "undefined_share",
+    "images",
+]
 ALL = "all"  # the test set of a model's rows over all its runs
 SEEDS = "seeds"  # the spread over a model type's seeds, where it has two or more
 
@@ -88,14 +103,41 @@ class _RunImages:
         self.cells = read_table(layout.run_table(run.model, run.test_set, "cells"))
 
 
-def _row(run: Run, test_set: str, statistic: str, uncertainty: str, error: str,
-         value: float, resampled: np.ndarray, images: int) -> dict:  # fmt: skip
+def _row(
+    run: Run,
+    test_set: str,
+    statistic: str,
+    uncertainty: str,
+    error: str,
+    value: float,
+    resampled: np.ndarray,
+    images: int,
+) -> dict:
     low, high, share = interval(np.asarray(resampled, np.float64))
     model = run.model
-    return dict(zip(COLUMNS, (
-        model.name, model.model_type, model.stain, model.seed, model.train_set.name, test_set,
-        run.task if test_set != ALL else -1, run.shift if test_set != ALL else ALL,
-        statistic, uncertainty, error, value, low, high, share, images)))  # fmt: skip
+    return dict(
+        zip(
+            COLUMNS,
+            (
+                model.name,
+                model.model_type,
+                model.stain,
+                model.seed,
+                model.train_set.name,
+                test_set,
+                run.task if test_set != ALL else -1,
+                run.shift if test_set != ALL else ALL,
+                statistic,
+                uncertainty,
+                error,
+                value,
+                low,
+                high,
+                share,
+                images,
+            ),
+        )
+    )
 
 
 def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dict]:
@@ -107,8 +149,18 @@ def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dic
         for e in parts[0].errors:
             x = np.concatenate([p.said[u] for p in parts])
             y = np.concatenate([p.errors[e] for p in parts])
-            rows.append(_row(run, test_set, "spearman", u, e, spearman(x, y),
-                             spearman(x, y, weights=weights), len(x)))  # fmt: skip
+            rows.append(
+                _row(
+                    run,
+                    test_set,
+                    "spearman",
+                    u,
+                    e,
+                    spearman(x, y),
+                    spearman(x, y, weights=weights),
+                    len(x),
+                )
+            )
     return rows
 
 
@@ -125,8 +177,18 @@ def _cell_rows(part: _RunImages, most: int, seed: int) -> list[dict]:
     spread, error = cells["tta"].to_numpy(float), cells["nmae"].to_numpy(float)
     resampled = spearman(spread, error, weights=part.draws[:, cells["image"].to_numpy(int)])
     run = part.run
-    return [_row(run, run.test_set.name, "spearman", "tta", CELL_ERROR,
-                 spearman(spread, error), resampled, len(cells))]  # fmt: skip
+    return [
+        _row(
+            run,
+            run.test_set.name,
+            "spearman",
+            "tta",
+            CELL_ERROR,
+            spearman(spread, error),
+            resampled,
+            len(cells),
+        )
+    ]
 
 
 def trust_table(config: dict) -> pd.DataFrame:
@@ -152,8 +214,18 @@ def trust_table(config: dict) -> pd.DataFrame:
                 continue
             ours, theirs = part.said["ood"], inside.said["ood"]
             resampled = auroc(theirs, ours, inside_weights=inside.draws, shifted_weights=part.draws)
-            rows.append(_row(run, run.test_set.name, "auroc", "ood", "", auroc(theirs, ours),
-                             resampled, len(ours)))  # fmt: skip
+            rows.append(
+                _row(
+                    run,
+                    run.test_set.name,
+                    "auroc",
+                    "ood",
+                    "",
+                    auroc(theirs, ours),
+                    resampled,
+                    len(ours),
+                )
+            )
         rows += _spearman_rows(parts[0].run, ALL, parts)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -166,6 +238,14 @@ def write_trust(config: dict, out_dir: str | Path) -> dict[str, Path]:
         written[f"{TRUST_TABLE}.{fmt}"] = table_path(out_dir, TRUST_TABLE, fmt)
         write_table(table, written[f"{TRUST_TABLE}.{fmt}"])
     for row in table[table["test_set"] == ALL].itertuples():
-        log.info("%s: Spearman of %s with %s %.2f [%.2f, %.2f] over %d images", row.model,
-                 row.uncertainty, row.error, row.value, row.ci_low, row.ci_high, row.images)  # fmt: skip
+        log.info(
+            "%s: Spearman of %s with %s %.2f [%.2f, %.2f] over %d images",
+            row.model,
+            row.uncertainty,
+            row.error,
+            row.value,
+            row.ci_low,
+            row.ci_high,
+            row.images,
+        )
     return written

@@ -82,8 +82,10 @@ def what_would_decide(
             f"its Z' {value:.2f} is itself below {margin}: no number of control wells or plates "
             "would validate it"
         )
-    more = {name: math.ceil(round(count * factor, 9)) for name, count in
-            (("dmso", dmso_wells), ("positive", positive_wells), ("plates", plates))}  # fmt: skip
+    more = {
+        name: math.ceil(round(count * factor, 9))
+        for name, count in (("dmso", dmso_wells), ("positive", positive_wells), ("plates", plates))
+    }
     return (
         f"it would be decidable from about {more['dmso']} DMSO and {more['positive']} "
         f"positive-control wells per plate (now {dmso_wells:g} and {positive_wells:g}), or "

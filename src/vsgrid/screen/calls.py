@@ -120,8 +120,10 @@ def assay_z_prime(
     names = plate.names
     plates = plate_ids(plate)
     per_plate = [
-        z_prime(values[index[:, (plates == one) & (names == control)]],
-                values[index[:, (plates == one) & plate.negative]])
+        z_prime(
+            values[index[:, (plates == one) & (names == control)]],
+            values[index[:, (plates == one) & plate.negative]],
+        )
         for one, control in controls.items()
-    ]  # fmt: skip
+    ]
     return np.mean(per_plate, axis=0)

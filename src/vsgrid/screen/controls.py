@@ -106,9 +106,16 @@ def write_controls(
             )
             if labels is not None:
                 create_labels(group, real.shape, name="labels")
-            group.attrs.update(model=ScreenControl(control, stain).name, control=control, stain=stain,
-                               test_set=store.attrs["data_set"], test_store=str(store.path),
-                               store_id=store.store_id, settings=settings, vsgrid=__version__)  # fmt: skip
+            group.attrs.update(
+                model=ScreenControl(control, stain).name,
+                control=control,
+                stain=stain,
+                test_set=store.attrs["data_set"],
+                test_store=str(store.path),
+                store_id=store.store_id,
+                settings=settings,
+                vsgrid=__version__,
+            )
         for start, stop in blocks(len(real), block):
             made = control_images(
                 groups, real[start:stop], plates[start:stop], start, settings, key

@@ -209,8 +209,15 @@ def figure9(table: pd.DataFrame, cell_types, stains):
         ours = rows[rows["stain"] == stain]
         for ax, (metric, title) in zip(axes[i], PROFILE_PANELS.items()):
             series = [("real stain", "black", metric + "_real", None)] * (metric == "activity_map")
-            series += [(f"control: {t}" if t in SCREEN_CONTROLS else f"virtual, trained on {t}",
-                        colours[k % len(colours)], metric, t) for k, t in enumerate(trains)]  # fmt: skip
+            series += [
+                (
+                    f"control: {t}" if t in SCREEN_CONTROLS else f"virtual, trained on {t}",
+                    colours[k % len(colours)],
+                    metric,
+                    t,
+                )
+                for k, t in enumerate(trains)
+            ]
             for k, (label, colour, name, train) in enumerate(series):
                 picked = ours[ours["metric"] == name]
                 if train is not None:
@@ -220,16 +227,28 @@ def figure9(table: pd.DataFrame, cell_types, stains):
                 x = np.arange(len(cell_types)) + (k - (len(series) - 1) / 2) * width
                 value = picked["value"].to_numpy(float)
                 error = np.abs(picked[["ci_low", "ci_high"]].to_numpy(float).T - value)
-                ax.errorbar(x, value, yerr=np.nan_to_num(error), fmt="o", color=colour,
-                            label=label, capsize=2, ms=4)  # fmt: skip
+                ax.errorbar(
+                    x,
+                    value,
+                    yerr=np.nan_to_num(error),
+                    fmt="o",
+                    color=colour,
+                    label=label,
+                    capsize=2,
+                    ms=4,
+                )
             ax.set_xticks(range(len(cell_types)), cell_types)
             ax.set_xlabel("screen (test) cell type")
             ax.set_ylabel(f"{STAIN_NAMES.get(stain, stain)}: mAP (0-1)")
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(title, fontsize=10)
         # Beside the panels, never over points: an mAP can lie anywhere from 0 to 1.
-        axes[i][-1].legend(*axes[i][0].get_legend_handles_labels(), fontsize=7,
-                           loc="center left", bbox_to_anchor=(1.02, 0.5))  # fmt: skip
+        axes[i][-1].legend(
+            *axes[i][0].get_legend_handles_labels(),
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+        )
     figure.suptitle(
         "Figure 9: profile-level agreement, real vs virtual (95 % CI over wells; missing: no point)",
         fontsize=10,
@@ -329,8 +348,14 @@ def _sentinel_panel(ax, rows: pd.DataFrame, metric: str) -> None:
         line = rows[(rows["metric"] == metric) & (rows["choice"] == choice)].sort_values("k")
         x = 100 * line["stain_cost_saved"].to_numpy(float)
         ax.plot(x, line["value"].to_numpy(float), "o-", color=colour, ms=4, label=choice)
-        ax.fill_between(x, line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float),
-                        color=colour, alpha=0.2, lw=0)  # fmt: skip
+        ax.fill_between(
+            x,
+            line["ci_low"].to_numpy(float),
+            line["ci_high"].to_numpy(float),
+            color=colour,
+            alpha=0.2,
+            lw=0,
+        )
     real = rows.loc[rows["metric"] == "z_prime_real", "value"].dropna()
     if metric == "z_prime" and len(real):
         ax.axhline(real.iloc[0], color="black", lw=1.0, ls="--", label="real stain")
@@ -360,9 +385,15 @@ def figure11(trust: pd.DataFrame, cell_types):
             continue
         for ax, metric in zip(row, SENTINEL_PANELS):
             _sentinel_panel(ax, rows, metric)
-        row[0].annotate(f"{cell_type} screen\n{rows['model'].iloc[0]}", (-0.32, 0.5),
-                        xycoords="axes fraction", rotation=90, ha="center", va="center",
-                        fontsize=9)  # fmt: skip
+        row[0].annotate(
+            f"{cell_type} screen\n{rows['model'].iloc[0]}",
+            (-0.32, 0.5),
+            xycoords="axes fraction",
+            rotation=90,
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
     axes[0][0].legend(fontsize=8, loc="best")
     figure.suptitle(
         "11  Sentinel wells: the virtual readout recalibrated on k wells per plate stained for "

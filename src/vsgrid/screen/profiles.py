@@ -64,8 +64,14 @@ SELECTION = {
     "variance_threshold": "(nearly) constant over the real stain's wells",
     "correlation_threshold": "correlated above 0.9 with another readout of the real stain",
 }
-METRICS = ("activity_map", "activity_map_real", "activity_map_gap", "active_fraction",
-           "active_fraction_real", "retrieval_map")  # fmt: skip
+METRICS = (
+    "activity_map",
+    "activity_map_real",
+    "activity_map_gap",
+    "active_fraction",
+    "active_fraction_real",
+    "retrieval_map",
+)
 
 
 def _pycytominer():

@@ -56,8 +56,19 @@ from vsgrid.stats import auroc
 LOWEST_TRUST, RANDOM, RANDOM_LINE = "lowest trust", "random", "random line + lowest trust"
 CHOICES = (RANDOM_LINE, LOWEST_TRUST, RANDOM)
 KS = (0, 8, 16, 32, 64)
-COLUMNS = ["k", "choice", "sentinels", "stain_cost_saved", "metric", "value", "ci_low", "ci_high",
-           "undefined_share", "capped_share", "reason"]  # fmt: skip
+COLUMNS = [
+    "k",
+    "choice",
+    "sentinels",
+    "stain_cost_saved",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "undefined_share",
+    "capped_share",
+    "reason",
+]
 
 
 def choose_sentinels(
@@ -241,17 +252,24 @@ def sentinel_rows(
     for k in ks:
         for choice in choices:
             draws = 1 if choice == LOWEST_TRUST or k == 0 else len(index)
-            chosen = [sentinel_wells(plate, k, choice, risk=risk, rng=rng, virtual=virtual)
-                      for _ in range(draws)]  # fmt: skip
+            chosen = [
+                sentinel_wells(plate, k, choice, risk=risk, rng=rng, virtual=virtual)
+                for _ in range(draws)
+            ]
             decided = uncorrected
             if k > 0:
                 copies = [recalibrate(plate, real, virtual, s, line=line) for s, line in chosen]
                 decided = _decided_copies(plate, measured, np.array(copies), index)
             stained = int(chosen[0][0].sum())
-            common = {"k": k, "choice": choice, "sentinels": stained,
-                      "stain_cost_saved": 1.0 - stained / n}  # fmt: skip
-            rows += [_row({**common, "metric": metric}, values)
-                     for metric, values in decided.items()]  # fmt: skip
+            common = {
+                "k": k,
+                "choice": choice,
+                "sentinels": stained,
+                "stain_cost_saved": 1.0 - stained / n,
+            }
+            rows += [
+                _row({**common, "metric": metric}, values) for metric, values in decided.items()
+            ]
     return rows
 
 
@@ -329,8 +347,9 @@ def flip_auroc(
         said = "none" if not flipped[0].any() else "every one"
         return Missing(f"the virtual stain flips {said} of the plate's hit calls: no AUROC")
     risk = _per_well(risk, n, "risk")[index[:, plate.called]]
-    values = np.array([np.nan if bad else auroc(r[~f], r[f])
-                       for r, f, bad in zip(risk, flipped, no_threshold)])  # fmt: skip
+    values = np.array(
+        [np.nan if bad else auroc(r[~f], r[f]) for r, f, bad in zip(risk, flipped, no_threshold)]
+    )
     return Metric.of(
         values,
         (no_threshold, "draw DMSO wells without spread (MAD 0, no threshold) in a stain"),
@@ -340,8 +359,13 @@ def flip_auroc(
 
 def flip_row(plate: Plate, real, virtual, risk, index: np.ndarray) -> dict:
     """:func:`flip_auroc` as a row of the sentinel table (no ``k``, no choice)."""
-    columns = {"k": np.nan, "choice": "", "sentinels": 0, "stain_cost_saved": np.nan,
-               "metric": "flip_auroc"}  # fmt: skip
+    columns = {
+        "k": np.nan,
+        "choice": "",
+        "sentinels": 0,
+        "stain_cost_saved": np.nan,
+        "metric": "flip_auroc",
+    }
     return _row(columns, flip_auroc(plate, real, virtual, risk, index))
 
 

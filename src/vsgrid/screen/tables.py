@@ -71,19 +71,61 @@ KEYS = ["plate", "well"]
 DESIGN = [*KEYS, "compound", "concentration"]  # what a plate's decisions know of each well
 TRUTH_TOLERANCE = 0.3  # log10 units: what "the same EC50" means in the outcome
 # The outcome's two tables: per readout, its metrics' columns (header, width: a CI where wide).
-OUTCOME_METRICS = {"ec50_error": ("EC50 err [95% CI]", 22), "hit_kappa": ("kappa [95% CI]", 22),
-                   "z_prime": ("Z virt", 7), "z_prime_real": ("Z real", 7)}  # fmt: skip
-PROFILE_METRICS = {"activity_map": ("act. mAP [95% CI]", 22), "activity_map_real": ("real", 5),
-                   "retrieval_map": ("retrieval mAP [95% CI]", 23),
-                   "active_fraction": ("active", 7), "active_fraction_real": ("real", 5)}  # fmt: skip
-RUN_COLUMNS = ["model", "model_type", "control", "train_set", "train_cell_type", "cell_type",
-               "stain", "seed", "baseline_model", "is_baseline"]  # fmt: skip
+OUTCOME_METRICS = {
+    "ec50_error": ("EC50 err [95% CI]", 22),
+    "hit_kappa": ("kappa [95% CI]", 22),
+    "z_prime": ("Z virt", 7),
+    "z_prime_real": ("Z real", 7),
+}
+PROFILE_METRICS = {
+    "activity_map": ("act. mAP [95% CI]", 22),
+    "activity_map_real": ("real", 5),
+    "retrieval_map": ("retrieval mAP [95% CI]", 23),
+    "active_fraction": ("active", 7),
+    "active_fraction_real": ("real", 5),
+}
+RUN_COLUMNS = [
+    "model",
+    "model_type",
+    "control",
+    "train_set",
+    "train_cell_type",
+    "cell_type",
+    "stain",
+    "seed",
+    "baseline_model",
+    "is_baseline",
+]
 TRUST_COLUMNS = [*RUN_COLUMNS, "readout", *SENTINEL_COLUMNS]
-COLUMNS = ["model", "model_type", "control", "train_set", "train_cell_type", "cell_type", "stain",
-           "seed", "readout", "metric", "value", "ci_low", "ci_high", "undefined_share",
-           "capped_share", "reason", "wells", "dmso_wells", "positive_wells", "plates",
-           "baseline_model", "is_baseline", "baseline_value", "delta", "delta_ci_low",
-           "delta_ci_high", "delta_undefined_share"]  # fmt: skip
+COLUMNS = [
+    "model",
+    "model_type",
+    "control",
+    "train_set",
+    "train_cell_type",
+    "cell_type",
+    "stain",
+    "seed",
+    "readout",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "undefined_share",
+    "capped_share",
+    "reason",
+    "wells",
+    "dmso_wells",
+    "positive_wells",
+    "plates",
+    "baseline_model",
+    "is_baseline",
+    "baseline_value",
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_undefined_share",
+]
 
 
 # The readout the verdicts, the outcome and the figures judge: the phenotype score, the assay's
@@ -106,12 +148,18 @@ def _run_columns(run: ScreenRun) -> dict:
     """The columns of a screen row that name its run and the run's baseline (a control: its
     kind, and no train set or baseline)."""
     model, trained = run.model, run.model.train_set
-    return {"model": model.name, "model_type": model.model_type,
-            "control": "" if trained else model.control, "train_set": trained.name if trained else "",
-            "train_cell_type": trained.cell_type if trained else "", "cell_type": run.cell_type,
-            "stain": model.stain, "seed": model.seed,
-            "baseline_model": run.baseline.name if trained else "",
-            "is_baseline": run.is_baseline}  # fmt: skip
+    return {
+        "model": model.name,
+        "model_type": model.model_type,
+        "control": "" if trained else model.control,
+        "train_set": trained.name if trained else "",
+        "train_cell_type": trained.cell_type if trained else "",
+        "cell_type": run.cell_type,
+        "stain": model.stain,
+        "seed": model.seed,
+        "baseline_model": run.baseline.name if trained else "",
+        "is_baseline": run.is_baseline,
+    }
 
 
 def screen_rows(
@@ -217,8 +265,14 @@ def screen_table(config: dict) -> pd.DataFrame:
     screen, settings = config["evaluation"]["screen"], ScreenSettings.from_config(config)
     rows = []
     for runs, real, virtual in _groups(config):
-        rows += screen_rows(runs, real, virtual, settings, screen["bootstrap_resamples"],
-                            config["evaluation"]["seed"])  # fmt: skip
+        rows += screen_rows(
+            runs,
+            real,
+            virtual,
+            settings,
+            screen["bootstrap_resamples"],
+            config["evaluation"]["seed"],
+        )
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 
@@ -240,8 +294,10 @@ def trust_rows(
     design = Plate(real[DESIGN].reset_index(drop=True), settings)
     tables = normalized_tables(real, virtual, design, [SUMMARY_READOUT])
     scaled = not isinstance(tables, Missing) and SUMMARY_READOUT not in tables.dropped
-    values = {name: (tables.frames[name] if scaled else wells)[SUMMARY_READOUT].to_numpy(float)
-              for name, wells in {"real": real, **virtual}.items()}  # fmt: skip
+    values = {
+        name: (tables.frames[name] if scaled else wells)[SUMMARY_READOUT].to_numpy(float)
+        for name, wells in {"real": real, **virtual}.items()
+    }
     plate, usable = design.valued(values)
     rows = []
     for run in runs:
@@ -263,9 +319,15 @@ def screen_trust_table(config: dict) -> pd.DataFrame:
     rows = []
     if screen["sentinel_wells"]:
         for runs, real, virtual in _groups(config):
-            rows += trust_rows(runs, real, virtual, settings, ks=screen["sentinel_wells"],
-                               resamples=screen["bootstrap_resamples"],
-                               seed=config["evaluation"]["seed"])  # fmt: skip
+            rows += trust_rows(
+                runs,
+                real,
+                virtual,
+                settings,
+                ks=screen["sentinel_wells"],
+                resamples=screen["bootstrap_resamples"],
+                seed=config["evaluation"]["seed"],
+            )
     return pd.DataFrame(rows).reindex(columns=TRUST_COLUMNS)
 
 
@@ -276,9 +338,12 @@ def trust_outcome(trust: pd.DataFrame, margins: dict[str, float]) -> list[str]:
     if trust.empty:
         return []
     ks = sorted(int(k) for k in trust["k"].dropna().unique())
-    lines = ["", f"Sentinel wells (k per plate stained for real: random line + lowest OOD trust, "
-             f"random alone without an OOD score; k in {', '.join(map(str, ks))}) and the OOD "
-             "score's AUROC for the flipped hit calls:"]  # fmt: skip
+    lines = [
+        "",
+        f"Sentinel wells (k per plate stained for real: random line + lowest OOD trust, "
+        f"random alone without an OOD score; k in {', '.join(map(str, ks))}) and the OOD "
+        "score's AUROC for the flipped hit calls:",
+    ]
     keys = ["model_type", "cell_type", "stain"]
     for (model_type, cell_type, stain), group in trust.groupby(keys, sort=True):
         first = group[group["seed"] == group["seed"].min()]
@@ -372,8 +437,11 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
         lines.append(f"real {stain} {readout:15s} {cell_type:9s}: {known} ({fitted} fitted)")
     notes = []
     for readout, metrics in ((SUMMARY_READOUT, OUTCOME_METRICS), (PROFILE, PROFILE_METRICS)):
-        lines += ["", f"{'model type':26s} {'screen':9s} {'readout':15s} "
-                  + " ".join(f"{header:>{width}s}" for header, width in metrics.values())]  # fmt: skip
+        lines += [
+            "",
+            f"{'model type':26s} {'screen':9s} {'readout':15s} "
+            + " ".join(f"{header:>{width}s}" for header, width in metrics.values()),
+        ]
         rows = table[table["readout"] == readout]
         rows = rows.iloc[np.lexsort([rows["cell_type"], rows["model_type"], control_order(rows)])]
         for (model_type, cell_type), group in rows.groupby(["model_type", "cell_type"], sort=False):

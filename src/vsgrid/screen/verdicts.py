@@ -29,8 +29,13 @@ from vsgrid.screen.profiles import PROFILE
 # The side of its margin a metric must stay on: at most (an error), at least (an agreement), or
 # within plus or minus it (a signed gap, whose CI is read as it is rather than folded into |gap|).
 AT_MOST, AT_LEAST, WITHIN = "at most", "at least", "within +/-"
-SIDES = {"ec50_error": AT_MOST, "hit_kappa": AT_LEAST, "z_prime": AT_LEAST, "z_prime_gap": AT_MOST,
-         "activity_map_gap": WITHIN}  # fmt: skip
+SIDES = {
+    "ec50_error": AT_MOST,
+    "hit_kappa": AT_LEAST,
+    "z_prime": AT_LEAST,
+    "z_prime_gap": AT_MOST,
+    "activity_map_gap": WITHIN,
+}
 REPLACEABLE, NOT_REPLACEABLE, UNDECIDED = "replaceable", "not replaceable", "undecided"
 KEYS = ["model_type", "control", "train_cell_type", "cell_type", "stain", "readout"]
 COLUMNS = [*KEYS, "verdict", "deciding_metric", "why"]
@@ -51,8 +56,11 @@ def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, st
             undecided.append((metric, f"{metric} has no CI ({reasons or 'not computed'})"))
             continue
         low, high, shown = cis
-        lowest, highest = {AT_MOST: (-np.inf, bound), AT_LEAST: (bound, np.inf),
-                           WITHIN: (-bound, bound)}[SIDES[metric]]  # fmt: skip
+        lowest, highest = {
+            AT_MOST: (-np.inf, bound),
+            AT_LEAST: (bound, np.inf),
+            WITHIN: (-bound, bound),
+        }[SIDES[metric]]
         if (low > highest).any() or (high < lowest).any():
             outside.append((metric, f"{metric} CI {shown} wholly outside {SIDES[metric]} {bound}"))
         elif not ((low >= lowest).all() and (high <= highest).all()):

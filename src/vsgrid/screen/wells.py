@@ -300,19 +300,36 @@ def measure_screen_reference(
     cores = workers_for(config["features"], workers)
     scorer = training.fit(n_jobs=cores)
     with worker_pool(cores) as pmap:
-        wells = well_profiles(images, labels, store.split_metadata("test"), features, scorer,
-                              counts=stain in SEGMENTED, readouts=features.columns,
-                              block_size=evaluation["block_images"], pmap=pmap)  # fmt: skip
+        wells = well_profiles(
+            images,
+            labels,
+            store.split_metadata("test"),
+            features,
+            scorer,
+            counts=stain in SEGMENTED,
+            readouts=features.columns,
+            block_size=evaluation["block_images"],
+            pmap=pmap,
+        )
     training.write(forest_out)
     write_table(wells, wells_out)
     log.info("wrote %s (%d wells)", wells_out, len(wells))
     return wells
 
 
-def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: str | Path,
-                       reference: str | Path, forest: str | Path, out: str | Path,
-                       nuclei: str | Path | None = None, model: str | None = None,
-                       workers: int | None = None) -> pd.DataFrame:  # fmt: skip
+def measure_screen_run(
+    config: dict,
+    cell_type: str,
+    stain: str,
+    *,
+    prediction: str | Path,
+    reference: str | Path,
+    forest: str | Path,
+    out: str | Path,
+    nuclei: str | Path | None = None,
+    model: str | None = None,
+    workers: int | None = None,
+) -> pd.DataFrame:
     """A model's virtual stain of a cell type's screen, profiled per well like the real one (the
     same features as the real stain's profiles, ``reference``, and the same phenotype forest,
     trained from ``forest``), into ``out``; in its own masks (dapi, fitc) or the real DAPI
@@ -336,12 +353,21 @@ def measure_screen_run(config: dict, cell_type: str, stain: str, *, prediction: 
     )
     metadata = store.split_metadata("test")
     with worker_pool(cores) as pmap:
-        wells = well_profiles(pred.image, masks, metadata, features, scorer,
-                              counts=stain in SEGMENTED, readouts=medians,
-                              block_size=config["evaluation"]["block_images"], pmap=pmap)  # fmt: skip
+        wells = well_profiles(
+            pred.image,
+            masks,
+            metadata,
+            features,
+            scorer,
+            counts=stain in SEGMENTED,
+            readouts=medians,
+            block_size=config["evaluation"]["block_images"],
+            pmap=pmap,
+        )
     if pred.ood is not None:
-        fields = metadata.assign(ood=pred.ood, plate=metadata["plate"].astype(str),
-                                 well=metadata["well"].astype(str))  # fmt: skip
+        fields = metadata.assign(
+            ood=pred.ood, plate=metadata["plate"].astype(str), well=metadata["well"].astype(str)
+        )
         found = fields.groupby(["plate", "well"], sort=False)["ood"].mean()
         wells["ood"] = found.reindex(pd.MultiIndex.from_frame(wells[["plate", "well"]])).to_numpy()
     write_table(wells, Path(out))
