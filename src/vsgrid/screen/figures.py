@@ -194,6 +194,10 @@ PROFILE_PANELS = {
 }
 
 
+def _series_label(source: str) -> str:
+    return f"control: {source}" if source in SCREEN_CONTROLS else f"virtual, trained on {source}"
+
+
 def figure9(table: pd.DataFrame, cell_types, stains):
     """Per stain (rows): activity mAP real (black) vs virtual (one colour per training cell type)
     and retrieval mAP, per screen cell type, first seed, with 95 % CI bars."""
@@ -210,12 +214,7 @@ def figure9(table: pd.DataFrame, cell_types, stains):
         for ax, (metric, title) in zip(axes[i], PROFILE_PANELS.items()):
             series = [("real stain", "black", metric + "_real", None)] * (metric == "activity_map")
             series += [
-                (
-                    f"control: {t}" if t in SCREEN_CONTROLS else f"virtual, trained on {t}",
-                    colours[k % len(colours)],
-                    metric,
-                    t,
-                )
+                (_series_label(t), colours[k % len(colours)], metric, t)
                 for k, t in enumerate(trains)
             ]
             for k, (label, colour, name, train) in enumerate(series):
