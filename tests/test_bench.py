@@ -104,9 +104,9 @@ OUT = {
     "trust": "--out",
 }
 OUT["selection"] = "--build"
-# More than 20 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes, or
-# torch.compile (model).
-SLOW = {"calibration", "evaluate", "model", "scale", "screen", "selection", "trust"}
+# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes,
+# torch.compile (model), or two `vsgrid tables` runs over generated grids (tables).
+SLOW = {"calibration", "evaluate", "model", "scale", "screen", "selection", "tables", "trust"}
 
 
 def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:
