@@ -45,6 +45,18 @@ class Metric:
         return cls(values, np.where(np.isnan(values), why, ""))
 
 
+# The columns :func:`interval_columns` fills, after the metric's name: every level-4 table's.
+METRIC_COLUMNS = [
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "undefined_share",
+    "capped_share",
+    "reason",
+]
+
+
 def interval_columns(metric: Metric) -> dict:
     """A metric's value on the plate, its CI over the resamples that define it, the share that do
     not and, when that share is above ``UNDEFINED_NOTE``, a reason saying so and why. An EC50

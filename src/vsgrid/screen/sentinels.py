@@ -48,7 +48,7 @@ import pandas as pd
 from vsgrid.errors import VsgridError
 from vsgrid.screen.calls import plate_calls
 from vsgrid.screen.decisions import Readout, decisions
-from vsgrid.screen.metrics import Metric, Missing, interval_columns
+from vsgrid.screen.metrics import METRIC_COLUMNS, Metric, Missing, interval_columns
 from vsgrid.screen.plate import HIT_WELLS, Plate, check_controls, plate_ids
 from vsgrid.screen.verdicts import REPLACEABLE, verdict
 from vsgrid.stats import auroc
@@ -61,13 +61,7 @@ COLUMNS = [
     "choice",
     "sentinels",
     "stain_cost_saved",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "undefined_share",
-    "capped_share",
-    "reason",
+    *METRIC_COLUMNS,
 ]
 
 

@@ -50,7 +50,7 @@ from vsgrid.layout import SCREEN_OUTCOME, SCREEN_TABLES, TABLE_FORMATS, Layout, 
 from vsgrid.screen.assay import z_prime_wells
 from vsgrid.screen.curves import NO_TRUTH, truth_errors
 from vsgrid.screen.decisions import Readout, decisions
-from vsgrid.screen.metrics import Metric, Missing, interval_columns
+from vsgrid.screen.metrics import METRIC_COLUMNS, Metric, Missing, interval_columns
 from vsgrid.screen.plate import Plate, ScreenSettings
 from vsgrid.screen.profiles import PROFILE, build_profiles, normalized_tables, profile_decisions
 from vsgrid.screen.sentinels import COLUMNS as SENTINEL_COLUMNS
@@ -84,7 +84,8 @@ PROFILE_METRICS = {
     "active_fraction": ("active", 7),
     "active_fraction_real": ("real", 5),
 }
-RUN_COLUMNS = [
+# What names a screen run in every table: its model, what it was trained on, and what it screens.
+RUN_KEYS = [
     "model",
     "model_type",
     "control",
@@ -93,27 +94,13 @@ RUN_COLUMNS = [
     "cell_type",
     "stain",
     "seed",
-    "baseline_model",
-    "is_baseline",
 ]
+RUN_COLUMNS = [*RUN_KEYS, "baseline_model", "is_baseline"]
 TRUST_COLUMNS = [*RUN_COLUMNS, "readout", *SENTINEL_COLUMNS]
 COLUMNS = [
-    "model",
-    "model_type",
-    "control",
-    "train_set",
-    "train_cell_type",
-    "cell_type",
-    "stain",
-    "seed",
+    *RUN_KEYS,
     "readout",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "undefined_share",
-    "capped_share",
-    "reason",
+    *METRIC_COLUMNS,
     "wells",
     "dmso_wells",
     "positive_wells",
