@@ -180,6 +180,7 @@ def test_a_failed_read_leaves_no_chunk_read_running(tmp_path):
     assert zarr.core.sync.sync(others()) == 0
 
 
+@pytest.mark.slow  # a training, then a `vsgrid train` process
 def test_a_lost_best_checkpoint_is_rewritten_by_rerunning_training(lung_store, caplog):
     config, out = lung_store
     model = find_model(config, "lung-toxic", "dapi", 0)
