@@ -15,6 +15,7 @@ command and ``trust.csv`` give one CI for one run's scores.
 from __future__ import annotations
 
 import logging
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +97,16 @@ def shift_aurocs(config: dict, table: pd.DataFrame) -> pd.DataFrame:
     (:func:`vsgrid.evaluation.resampling.trust_weights`: wells, then fields), the 95 %
     percentile interval over the resamples with a value (:func:`vsgrid.stats.interval`)."""
     rows = []
+    # a test set's draws serve every model scored on it
+    draws = cache(lambda twin: trust_weights(config, twin))
     for name, fields in table.groupby("model", sort=False):
         model = Model.parse(name)
         by_set = dict(tuple(fields.groupby("test_set", sort=False)))
-        inside, inside_draws = _scores_and_draws(config, model.train_set, by_set)
+        inside, inside_draws = _scores_and_draws(model.train_set, by_set, draws)
         for run in runs(config):
             if run.model != model or run.shift == "none" or run.test_set.name not in by_set:
                 continue
-            shifted, shifted_draws = _scores_and_draws(config, run.test_set, by_set)
+            shifted, shifted_draws = _scores_and_draws(run.test_set, by_set, draws)
             resampled = auroc(
                 inside, shifted, inside_weights=inside_draws, shifted_weights=shifted_draws
             )
@@ -124,12 +127,13 @@ def shift_aurocs(config: dict, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scores_and_draws(
-    config: dict, test_set: DataSet, by_set: dict[str, pd.DataFrame]
+    test_set: DataSet, by_set: dict[str, pd.DataFrame], draws_of
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A test set's OOD scores per field and the trust table's resamples of them, which index
-    the fields by their place in the store's test split: the rows must be in that order."""
+    """A test set's OOD scores per field and the trust table's resamples of them (``draws_of``
+    its twin), which index the fields by their place in the store's test split: the rows must
+    be in that order."""
     fields = by_set[test_set.name]
-    draws = trust_weights(config, test_set.twin)
+    draws = draws_of(test_set.twin)
     if not np.array_equal(fields["index"].to_numpy(), np.arange(draws.shape[1])):
         raise VsgridError(
             f"the OOD table's {test_set.name} rows are not its {draws.shape[1]} test fields in "
