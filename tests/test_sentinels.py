@@ -296,6 +296,18 @@ def test_k_0_is_the_uncorrected_virtual_stains_decisions_for_both_choices():
         assert {c: row[c] for c in expected[row["metric"]]} == expected[row["metric"]]
 
 
+def test_a_virtual_stain_with_no_well_valued_gets_its_reasons_not_a_crash():
+    """A screen run whose virtual readout has no value in any well (a model that paints no
+    nucleus) leaves a plate of no wells: every k says why, and no share of staining is saved."""
+    plate = Plate(plate_wells().iloc[:0], ScreenSettings())
+    empty = np.zeros(0)
+    rows = sentinel_rows(
+        plate, empty, empty, None, ks=(0, 8), resamples=5, rng=np.random.default_rng(0)
+    )
+    assert {r["k"] for r in rows} == {0, 8} and all(np.isnan(r["stain_cost_saved"]) for r in rows)
+    assert all(np.isnan(r["value"]) and r["reason"] for r in rows)
+
+
 @pytest.fixture(scope="module")
 def corrupted():
     """A virtual stain faithful up to its scale (2 real + 5) but for ten wells of CPD-01, at its

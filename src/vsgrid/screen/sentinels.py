@@ -259,7 +259,7 @@ def sentinel_rows(
                 "k": k,
                 "choice": choice,
                 "sentinels": stained,
-                "stain_cost_saved": 1.0 - stained / n,
+                "stain_cost_saved": 1.0 - stained / n if n else np.nan,
             }
             rows += [
                 _row({**common, "metric": metric}, values) for metric, values in decided.items()
