@@ -160,6 +160,22 @@ def test_stopping_at_the_largest_scale_or_degree_asked_for_changes_none_kept(fie
     np.testing.assert_array_equal(short.measure(image, masks)[names], whole[names])
 
 
+def test_shape_from_moments_alone_skips_regionprops_and_keeps_every_value(field, monkeypatch):
+    """A feature list whose AreaShape names are all moments' (a screen's selected features, say)
+    is measured by cp_measure's moment primitives, which get_sizeshape itself calls: the same
+    values bit for bit (the same functions on the same labels), with regionprops never run."""
+    import skimage.measure
+
+    image, masks = field
+    names = ["AreaShape_MajorAxisLength", "AreaShape_CentralMoment_1_2", "Intensity_MeanIntensity"]
+    whole = measure(image, masks, ("sizeshape", "intensity"))
+    monkeypatch.setattr(skimage.measure, "regionprops_table", None)  # called, it would fail
+    short = FeatureSet.of(("sizeshape", "intensity"), names)
+    np.testing.assert_array_equal(short.measure(image, masks)[names], whole[names])
+    with pytest.raises(TypeError):  # one name beyond the moments: get_sizeshape, regionprops
+        FeatureSet.of(("sizeshape",), ["AreaShape_Solidity", *names[:1]]).measure(image, masks)
+
+
 def single_object(values, shape=(6, 6)):
     """One object whose pixels hold ``values`` (counts), on a zero background."""
     image, masks = np.zeros(shape, np.uint16), np.zeros(shape, np.int32)

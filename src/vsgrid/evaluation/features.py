@@ -108,6 +108,37 @@ def _measurement(
     return sanitize(measure)
 
 
+def _moment_shape(masks: np.ndarray, pixels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The AreaShape features ``get_sizeshape`` derives from image moments alone, by the same
+    cp_measure primitives it calls (same values), without its regionprops pass (convex hull,
+    Euler number, perimeters, radii), which costs a screen's fields more than the moments."""
+    from cp_measure.primitives._moments import (
+        axes_eccentricity_orientation,
+        inertia_2d,
+        moment_feature_dict,
+        spatial_moments_2d,
+    )
+
+    raw, central, normalized, hu = spatial_moments_2d(masks)
+    inertia = inertia_2d(central)
+    major, minor, eccentricity, _ = axes_eccentricity_orientation(inertia)
+    shape = {"MajorAxisLength": major, "MinorAxisLength": minor, "Eccentricity": eccentricity}
+    return shape | moment_feature_dict(raw, central, normalized, hu, inertia)
+
+
+@cache
+def _moments() -> Callable:
+    from cp_measure._sanitize import sanitize
+
+    return sanitize(_moment_shape)
+
+
+@cache
+def moment_names() -> frozenset[str]:
+    """The sizeshape features :func:`_moment_shape` gives, with their prefix."""
+    return frozenset(PREFIX["sizeshape"] + name for name in _moment_shape(np.ones((3, 3), int)))
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Empty bins of tiny objects give NaN, kept as NaN, with RuntimeWarnings nobody can act on;
@@ -186,6 +217,15 @@ class FeatureSet:
             accelerator = "numba" if images is None or images >= AUTO_NUMBA_IMAGES else "none"
         return cls.of(groups, names, None if accelerator == "none" else accelerator, conventions)
 
+    def _measure_group(self, group: str) -> Callable:
+        """cp_measure's function for a group; for sizeshape where every name asked of it is a
+        moment's, :func:`_moment_shape`."""
+        if group == "sizeshape" and self.names:
+            asked = set(self.names) & set(feature_names((group,), self.conventions))
+            if asked <= moment_names():
+                return _moments()
+        return _measurement(group, self.accelerator, self.conventions)
+
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale, and Zernike moments degree by degree,
         each independently of the higher ones: stop at the largest asked for."""
@@ -221,8 +261,7 @@ class FeatureSet:
         values = {}
         with _quiet():
             for group in self.groups:
-                measure = _measurement(group, self.accelerator, self.conventions)
-                raw = measure(masks, scaled, **self._options(group))
+                raw = self._measure_group(group)(masks, scaled, **self._options(group))
                 values |= {PREFIX[group] + name: array for name, array in raw.items()}
         found = {c: np.asarray(values[c], dtype=np.float64) for c in columns}
         if self.conventions == "cellprofiler":  # CellProfiler records 0 where Haralick is undefined
