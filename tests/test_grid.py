@@ -193,3 +193,43 @@ def test_a_screen_control_reads_as_a_model_and_never_parses_as_one():
     ]
     config["evaluation"]["screen"]["controls"]["enabled"] = False
     assert control_runs(config) == []
+
+
+def test_level_4_trains_on_both_phenotypes_for_its_own_screen_only():
+    """``both`` in train_phenotypes adds one model type per cell type, trained on the fields of
+    both phenotypes and judged on its own screen; levels 1 to 3 keep their grid."""
+    config = validate(
+        {
+            "grid": {"cell_types": ["lung", "breast"], "seeds": [0]},
+            "evaluation": {
+                "screen": {
+                    "enabled": True,
+                    "stains": ["dapi"],
+                    "train_phenotypes": ["nontoxic", "both"],
+                }
+            },
+        }
+    )
+    both = DataSet.parse("lung-both")
+    assert both.phenotypes == ("nontoxic", "toxic")
+    assert grid.screen_train_sets(config) == [both, DataSet("breast", "both")]
+    runs = [f"{r.model.name}@{r.cell_type}" for r in grid.screen_runs(config)]
+    assert runs == [
+        "lung-nontoxic.dapi.s0@lung",
+        "lung-nontoxic.dapi.s0@breast",
+        "breast-nontoxic.dapi.s0@lung",
+        "breast-nontoxic.dapi.s0@breast",
+        "lung-both.dapi.s0@lung",
+        "breast-both.dapi.s0@breast",
+    ]
+    own = grid.screen_runs(config)[-1]
+    assert own.is_baseline and own.baseline.name == "breast-both.dapi.s0"
+    assert grid.counts(config)["models"] == 3 * 2 * 2  # the grid's own: 3 stains x 2 data sets each
+    assert grid.find_model(config, "lung-both", "dapi", 0) == grid.Model(both, "dapi", 0)
+    assert grid.restrict(config, ["lung-both"])["grid"]["phenotypes"] == ["both"]
+    with pytest.raises(VsgridError, match="not a data set of the grid"):
+        grid.find_model(validate({}), "lung-both", "dapi", 0)
+    with pytest.raises(ValueError):
+        DataSet.parse("lung-both+defocus")
+    with pytest.raises(VsgridError, match="train_phenotypes"):
+        validate({"evaluation": {"screen": {"train_phenotypes": ["all"]}}})

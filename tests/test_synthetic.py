@@ -424,3 +424,25 @@ def test_test_sampling_by_wells_keeps_a_wells_fields_together():
         assert sample_splits(fields, sizes, 1, 0, "lung-toxic", test_unit="wells")[split].equals(
             sample_splits(fields, sizes, 1, 0, "lung-toxic")[split]
         )
+
+
+def test_level_4s_both_phenotype_store_draws_its_fields_from_every_well(tmp_path):
+    """``vsgrid synthesize --data-set lung-both``, as the workflow's store job runs it: the
+    training fields of a model a screening team would deploy come from wells of both phenotypes,
+    as many as a grid train set's."""
+    import yaml
+
+    from vsgrid.cli import main
+
+    config = tiny_config()
+    config["data"]["splits"] = {"train": 24, "val": 4, "test": 3}
+    config["evaluation"]["screen"].update(enabled=True, train_phenotypes=["toxic", "both"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["synthesize", "--config", str(path), "--out", str(tmp_path / "stores")]
+    assert main([*argv, "--data-set", "lung-both", "--quiet", "--no-summary"]) == 0
+    store = open_store(tmp_path / "stores" / "lung-both.zarr")
+    assert store.attrs["data_set"] == "lung-both"
+    train = store.split_metadata("train")
+    assert len(train) == 24 and set(train["phenotype"]) == {"nontoxic", "toxic"}
+    assert main([*argv, "--data-set", "breast-both"]) == 2  # not a cell type of the grid

@@ -95,7 +95,7 @@ def test_a_lost_generator_is_trained_again_before_any_inference_reads_it(tmp_pat
     finished_without_running(tmp_path, config)
     (tmp_path / "results" / "models" / "lung-nontoxic.dapi.s0" / "best.pt").unlink()
     forced = planned(tmp_path, "--forcerun", "infer", "infer_screen", configfile=config)
-    assert forced["train"] == 1 and forced["infer"] == 8 and forced["infer_screen"] == 4
+    assert forced["train"] == 1 and forced["infer"] == 8 and forced["infer_screen"] == 8
     assert planned(tmp_path, "models", configfile=config) == {"train": 1, "models": 1}
 
 
@@ -139,10 +139,11 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert len(ranked[["model", "test_set"]].drop_duplicates()) == 24
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
     sentinels = pd.read_csv(grid / RESULTS / "tables" / "screen_trust.csv")
-    # every screen run (4 models, and 3 controls per stain) at every k of the default list, and a
-    # model's flip AUROC row (a control has no OOD score: random sentinels, no flips)
+    # every screen run (4 non-toxic-trained models, 4 trained on both phenotypes, and 3 controls
+    # per stain) at every k of the default list, and a model's flip AUROC row (a control has no
+    # OOD score: random sentinels, no flips)
     per_run = sentinels.groupby("model")["k"].agg(lambda k: sorted(set(k.dropna())))
-    assert len(per_run) == 4 + 3 * 2 and all(k == [0, 8, 16, 32, 64] for k in per_run)
+    assert len(per_run) == 8 + 3 * 2 and all(k == [0, 8, 16, 32, 64] for k in per_run)
     flips = sentinels[sentinels["k"].isna()]
     assert (flips["metric"] == "flip_auroc").all() and flips["control"].isna().all()
     assert set(sentinels.loc[sentinels["control"].notna(), "choice"].dropna()) == {"random"}
@@ -150,13 +151,19 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     outcome = (grid / RESULTS / "tables" / "screen_outcome.txt").read_text()
     said = outcome.split("Sentinel wells (k per plate stained for real")[1].splitlines()[1:]
     models = [line for line in said if not line.startswith("control-")]
-    assert len(said) == 8 + 12 and all("replaceable" in line for line in said)
-    assert len(models) == 8 and all("flip AUROC" in line for line in models)
-    # 4 non-toxic models and 3 controls per stain x 2 screens; dapi reads cell count, phenotype
-    # score and its cell type's 5 selected features, cy5 the last 6; each has its profile's rows
+    assert len(said) == 12 + 12 and all("replaceable" in line for line in said)
+    assert len(models) == 12 and all("flip AUROC" in line for line in models)
+    # each screen's model types ranked, a both-phenotype model type on its own screen only
+    ranked = outcome.split("best first (summary readout, mean over seeds):")[1].split("\n\n")[0]
+    lung_dapi = [line for line in ranked.splitlines() if line.split()[:2] == ["lung", "dapi"]]
+    assert len(lung_dapi) == 2 and all("lung-both.dapi" in line for line in lung_dapi)
+    assert "breast-both" not in "".join(lung_dapi) and "control-" not in ranked
+    # 4 non-toxic models on 2 screens, 2 both-phenotype models on their own, and 3 controls, per
+    # stain; dapi reads cell count, phenotype score and its cell type's 5 selected features, cy5
+    # the last 6; each has its profile's rows
     readouts = screen.groupby(["cell_type", "stain"])["readout"].nunique()
     assert (
-        screen["model"].nunique() == 4 + 3 * 2
+        screen["model"].nunique() == 8 + 3 * 2
         and set(readouts[:, "dapi"]) == {8}
         and set(readouts[:, "cy5"]) == {7}
         and (

@@ -3,7 +3,9 @@
 Vocabulary, used one way everywhere:
 
 - a *data set* is a (cell type, phenotype) pair, named ``lung-nontoxic``; used for training it is
-  a *train set*, for testing a *test set*;
+  a *train set*, for testing a *test set*. Level 4 may also train on ``lung-both``, fields of both
+  phenotypes of the cell type's training plates: the model a screening team would deploy on its
+  own screen (``evaluation.screen.train_phenotypes``);
 - a *model* is (train set, stain, seed), named ``lung-nontoxic.dapi.s0``;
 - a *model type* is a model without its seed (``lung-nontoxic.dapi``): the report averages seeds;
 - a *run* is (model, test set), named ``lung-nontoxic.dapi.s0@ovarian-toxic``;
@@ -46,7 +48,7 @@ from itertools import product
 
 from vsgrid.errors import VsgridError
 
-NONTOXIC, TOXIC = "nontoxic", "toxic"
+NONTOXIC, TOXIC, BOTH = "nontoxic", "toxic", "both"
 # A 384-well plate: the synthetic plates' layout, and the screen's size where the Snakefile plans.
 ROWS, COLUMNS = 16, 24
 # The stains that are segmented, and the ground-truth mask each outlines. Every other stain (cy5)
@@ -75,6 +77,11 @@ class DataSet:
         )
 
     @property
+    def phenotypes(self) -> tuple[str, ...]:
+        """The phenotypes of the wells its fields are drawn from."""
+        return (NONTOXIC, TOXIC) if self.phenotype == BOTH else (self.phenotype,)
+
+    @property
     def twin(self) -> DataSet:
         """The data set a control re-acquires (a data set is its own twin)."""
         return DataSet(self.cell_type, self.phenotype)
@@ -86,11 +93,13 @@ class DataSet:
         if (
             not sep
             or not cell_type
-            or phenotype not in (NONTOXIC, TOXIC)
+            or phenotype not in (NONTOXIC, TOXIC, BOTH)
             or (_ and not acquisition)
+            or (phenotype == BOTH and acquisition)
         ):
             raise ValueError(
-                f"{name!r} is not a data set name like 'lung-nontoxic' (or a control like 'lung-nontoxic+defocus')"
+                f"{name!r} is not a data set name like 'lung-nontoxic' (or a control like "
+                "'lung-nontoxic+defocus', or level 4's train set 'lung-both')"
             )
         return cls(cell_type, phenotype, acquisition)
 
@@ -163,7 +172,7 @@ def restrict(config: dict, names: list[str] | None) -> dict:
     or unchanged."""
     if not names:
         return config
-    known = {d.name: d for d in test_sets(config["grid"])}
+    known = {d.name: d for d in test_sets(config["grid"]) + screen_train_sets(config)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise VsgridError(
@@ -208,7 +217,7 @@ def find_model(config: dict, train_set: str, stain: str, seed: int) -> Model:
         data_set = DataSet.parse(train_set)
     except ValueError as exc:
         raise VsgridError(f"--train-set: {exc}") from None
-    known = [d.name for d in data_sets(config["grid"])]
+    known = [d.name for d in data_sets(config["grid"]) + screen_train_sets(config)]
     if data_set.name not in known:  # "../x-toxic" parses, and would name a folder outside
         raise VsgridError(
             f"--train-set {train_set!r} is not a data set of the grid ({', '.join(known)})"
@@ -391,22 +400,51 @@ def screen_fields_per_well(config: dict, cell_type: str) -> int:
     return fields[cell_type] if isinstance(fields, dict) else fields
 
 
-def screen_runs(config: dict) -> list[ScreenRun]:
-    """Level 4's runs: every model trained on ``evaluation.screen.train_phenotypes`` screens every
-    cell type of the grid (none unless ``evaluation.screen.enabled``)."""
-    screen = config["evaluation"]["screen"]
+def screen_models(config: dict) -> list[Model]:
+    """Level 4's models, of its stains: the grid's trained on ``evaluation.screen.train_phenotypes``
+    and, where that lists ``both``, one per cell type and seed trained on both phenotypes of the
+    cell type's training plates (``lung-both.dapi.s0``), which levels 1 to 3 do not test (none
+    unless ``evaluation.screen.enabled``)."""
+    screen, grid = config["evaluation"]["screen"], config["grid"]
     if not screen["enabled"]:
         return []
     stains = screen_stains(config)
     chosen = [
         m
-        for m in models(config["grid"])
+        for m in models(grid)
         if m.train_set.phenotype in screen["train_phenotypes"] and m.stain in stains
     ]
+    if BOTH in screen["train_phenotypes"]:
+        chosen += [
+            Model(DataSet(cell_type, BOTH), stain, seed)
+            for cell_type, stain in product(grid["cell_types"], stains)
+            for seed in seeds_of(grid, stain)
+        ]
+    return chosen
+
+
+def screen_train_sets(config: dict) -> list[DataSet]:
+    """Level 4's own train sets (``lung-both``), in config order."""
+    return list(
+        dict.fromkeys(m.train_set for m in screen_models(config) if m.train_set.phenotype == BOTH)
+    )
+
+
+def screened_cell_types(config: dict, model: Model) -> list[str]:
+    """The cell types whose screens a level-4 model predicts: every one, or its own for a model
+    trained on both phenotypes, which stands for the training a team runs on its own plates."""
+    if model.train_set.phenotype == BOTH:
+        return [model.train_set.cell_type]
+    return list(config["grid"]["cell_types"])
+
+
+def screen_runs(config: dict) -> list[ScreenRun]:
+    """Level 4's runs: each of :func:`screen_models` on each screen it predicts
+    (:func:`screened_cell_types`)."""
     return [
         ScreenRun(model, cell_type)
-        for model in chosen
-        for cell_type in config["grid"]["cell_types"]
+        for model in screen_models(config)
+        for cell_type in screened_cell_types(config, model)
     ]
 
 

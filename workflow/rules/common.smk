@@ -28,7 +28,10 @@ LAYOUT = Layout.of(config)
 LOGS = LAYOUT.logs
 BENCHMARKS = LAYOUT.benchmarks
 DATA_SETS = [d.name for d in vsgrid_grid.test_sets(GRID)]  # the grid's data sets and its controls
-MODELS = {m.name: m for m in vsgrid_grid.models(GRID)}
+# and the stores of level 4's own train sets (lung-both: vsgrid.grid.screen_models)
+STORES = DATA_SETS + [d.name for d in vsgrid_grid.screen_train_sets(config)]
+# the grid's models, and level 4's own (trained on both phenotypes: grid.screen_models)
+MODELS = {m.name: m for m in vsgrid_grid.models(GRID) + vsgrid_grid.screen_models(config)}
 RUNS = vsgrid_grid.runs(config)
 RUN_NAMES = {run.name for run in RUNS}
 TEST_SETS_OF = {
@@ -87,6 +90,15 @@ def ranking_inputs(wildcards):
 def screen_model(name):
     """A screen run's model or screen control, by name."""
     return MODELS.get(name) or SCREEN_CONTROLS[name]
+
+
+def screened_cell_types(wildcards):
+    """The cell types whose screens a model predicts."""
+    return vsgrid_grid.screened_cell_types(config, MODELS[wildcards.model])
+
+
+def screen_stores(wildcards):
+    return [LAYOUT.screen_store(c) for c in screened_cell_types(wildcards)]
 
 
 def screen_run_inputs(wc):

@@ -32,7 +32,7 @@ rule infer_screen:
         model=LAYOUT.model_dir("{model}") / "summary.json",
         # the generator inference loads: an input, so that a lost one replans its training
         generator=LAYOUT.model_dir("{model}") / "best.pt",
-        stores=[LAYOUT.screen_store(c) for c in GRID["cell_types"]],
+        stores=screen_stores,
         train_store=lambda wc: LAYOUT.store(MODELS[wc.model].train_set),
     output:
         directory(LAYOUT.screen_predictions("{model}")),
@@ -47,7 +47,7 @@ rule infer_screen:
         gpu=1,
     params:
         model=lambda wc: LAYOUT.model_dir(wc.model),
-        cell_types=GRID["cell_types"],
+        cell_types=screened_cell_types,
         settings=settings("network", "infer", "device", "segmentation"),
     shell:
         TORCH_THREADS

@@ -17,14 +17,23 @@ def config_of(args) -> dict:
 def _grid_names(config: dict) -> dict[str, tuple[str, list[str]]]:
     """Per option (its argparse ``dest``) that names a thing of the grid: what it names, and the
     grid's names of it (a model: a model of the grid, or a level-4 screen control)."""
-    from vsgrid.grid import control_runs, data_sets, masks_stain, models, test_sets
+    from vsgrid.grid import (
+        control_runs,
+        data_sets,
+        masks_stain,
+        models,
+        screen_models,
+        screen_train_sets,
+        test_sets,
+    )
 
     grid = config["grid"]
     cell_types = ("cell type", grid["cell_types"])
     controls = list(dict.fromkeys(run.model.name for run in control_runs(config)))
+    trained = list(dict.fromkeys(models(grid) + screen_models(config)))
     return {
         "test_set": ("test set", [d.name for d in test_sets(grid)]),
-        "train_set": ("data set", [d.name for d in data_sets(grid)]),
+        "train_set": ("data set", [d.name for d in data_sets(grid) + screen_train_sets(config)]),
         # a stain's masks are segmented too (cy5 is measured in dapi's)
         "stain": (
             "stain",
@@ -32,8 +41,8 @@ def _grid_names(config: dict) -> dict[str, tuple[str, list[str]]]:
         ),
         "cell_type": cell_types,
         "screen": cell_types,
-        "model": ("model", [m.name for m in models(grid)] + controls),
-        "model_type": ("model type", list(dict.fromkeys(m.model_type for m in models(grid)))),
+        "model": ("model", [m.name for m in trained] + controls),
+        "model_type": ("model type", list(dict.fromkeys(m.model_type for m in trained))),
     }
 
 

@@ -328,7 +328,7 @@ def ingest(config: dict, out_dir: str | Path, progress: bool = True) -> list[Pat
     for data_set in data_sets(config["grid"]):
         of_cell_type = fields[fields["cell_type"] == data_set.cell_type]
         test_plates = _test_plates(of_cell_type, data["test_plates"])
-        candidates = of_cell_type[of_cell_type["phenotype"] == data_set.phenotype].drop(
+        candidates = of_cell_type[of_cell_type["phenotype"].isin(data_set.phenotypes)].drop(
             columns="test", errors="ignore"
         )
         plans[data_set] = sample_splits(

@@ -481,7 +481,7 @@ def build_store(
     """Render the sampled fields of one (cell type, phenotype) and write its store atomically."""
     data, synthetic = config["data"], config["data"]["synthetic"]
     table = field_table(data_set.cell_type, config)
-    table = table[table["phenotype"] == data_set.phenotype]
+    table = table[table["phenotype"].isin(data_set.phenotypes)]
     splits = sample_splits(
         table,
         data["splits"],

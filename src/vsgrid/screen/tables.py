@@ -77,6 +77,8 @@ OUTCOME_METRICS = {
     "z_prime": ("Z virt", 7),
     "z_prime_real": ("Z real", 7),
 }
+# What the outcome ranks model types on, per screen (True: higher is better).
+RANKED = {"ec50_error": False, "hit_kappa": True}
 PROFILE_METRICS = {
     "activity_map": ("act. mAP [95% CI]", 22),
     "activity_map_real": ("real", 5),
@@ -410,6 +412,8 @@ def screen_outcome(table: pd.DataFrame, truth: pd.DataFrame, verdicts: pd.DataFr
     ]
     lines += ["", "Real stain's Z' per screen, the readouts that best separate the controls:"]
     lines += _separating_readouts(table)
+    lines += ["", "Model types on each screen, best first (summary readout, mean over seeds):"]
+    lines += _ranking(table)
     lines += ["", "Level 4: screen decisions, virtual vs real", ""]
     for (readout, stain, cell_type), group in truth[
         truth["readout"].isin(["cell_count", "phenotype_score"])
@@ -459,6 +463,24 @@ def _separating_readouts(table: pd.DataFrame, *, shown: int = 3) -> list[str]:
         best = group.nlargest(shown, "value")
         readouts_z = ", ".join(f"{r} {z:.2f}" for r, z in zip(best["readout"], best["value"]))
         lines.append(f"  {cell_type:9s} {stain:5s} {readouts_z}")
+    return lines
+
+
+def _ranking(table: pd.DataFrame, *, metrics=RANKED) -> list[str]:
+    """Per (screen, stain), the model types ranked on each of ``metrics`` (metric -> True where
+    higher is better), those without a value last: which training, if any, a screen is best
+    served by. Controls are not ranked; they are what the instrument must accept or refuse."""
+    rows = table[(table["readout"] == SUMMARY_READOUT) & (table["control"] == "")]
+    lines = []
+    for (cell_type, stain), group in rows.groupby(["cell_type", "stain"], sort=True):
+        for metric, higher in metrics.items():
+            mean = group[group["metric"] == metric].groupby("model_type")["value"].mean()
+            ranked = mean.sort_values(ascending=not higher, kind="stable", na_position="last")
+            listed = ", ".join(
+                f"{name} {value:.2f}" if np.isfinite(value) else f"{name} missing"
+                for name, value in ranked.items()
+            )
+            lines.append(f"  {cell_type:9s} {stain:5s} {metric:11s} {listed}")
     return lines
 
 
