@@ -370,8 +370,15 @@ def test_the_smallest_replaceable_k_is_the_first_whose_lowest_trust_cis_lie_insi
 
 def test_figure11_has_a_panel_per_decision_metric_with_both_choices(corrupted):
     rows, _ = corrupted
-    run = {"model": "lung-nontoxic.dapi.s0", "cell_type": "lung", "train_cell_type": "lung"}
-    figure = figure11(pd.DataFrame(rows).assign(**run), ["lung"])
+    run = {"cell_type": "lung", "train_cell_type": "lung"}
+    trained = {"lung-nontoxic": "lung-nontoxic.dapi.s0", "lung-both": "lung-both.dapi.s0"}
+    trust = pd.concat(
+        [pd.DataFrame(rows).assign(**run, train_set=t, model=m) for t, m in trained.items()]
+    )
+    figure = figure11(trust, ["lung"])
+    # the model a team would deploy on its screen: trained on both phenotypes of its cell type
+    (named,) = [t.get_text() for t in figure.axes[0].texts]
+    assert named == "lung screen\nlung-both.dapi.s0"
     panels = [ax for ax in figure.axes if ax.get_ylabel()]
     labels = [ax.get_ylabel() for ax in panels]
     assert len(panels) == 3 and "log10" in labels[0] and "kappa" in labels[1] and "Z'" in labels[2]

@@ -28,7 +28,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vsgrid.files import read_table  # noqa: E402
-from vsgrid.grid import AFFINE, SCREEN_CONTROLS, control_runs, focus_cell_type, screen_runs  # noqa: E402
+from vsgrid.grid import (  # noqa: E402
+    AFFINE,
+    BOTH,
+    SCREEN_CONTROLS,
+    DataSet,
+    control_runs,
+    focus_cell_type,
+    screen_runs,
+)
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
 from vsgrid.report.figures import STAIN_NAMES, save, use_style  # noqa: E402
 from vsgrid.screen.curves import curves, hill  # noqa: E402
@@ -370,8 +378,9 @@ def _sentinel_panel(ax, rows: pd.DataFrame, metric: str) -> None:
 def figure11(trust: pd.DataFrame, cell_types):
     """Sentinel wells (:mod:`vsgrid.screen.sentinels`, ``tables/screen_trust``): first the
     affine-distorted oracle of the first screen (the control the recalibration must rescue),
-    then per screen cell type the model a team would use on it, trained on its own cell type
-    (else the first model screened), first seed and stain; per decision metric (columns) its
+    then per screen cell type the model a team would use on it, trained on both phenotypes of
+    its own cell type (else on its own cell type, else the first model screened), first seed and
+    stain; per decision metric (columns) its
     recalibrated virtual readout against the share of wells not stained."""
     shown = [c for c in cell_types if c in set(trust["cell_type"])] or list(cell_types)[:1]
     panels = _sentinel_runs(trust, shown)
@@ -413,7 +422,8 @@ def _sentinel_runs(trust: pd.DataFrame, shown: list[str]) -> list[tuple[str, pd.
     for cell_type in shown:
         runs = models[models["cell_type"] == cell_type]
         own = runs[runs["train_cell_type"] == cell_type]
-        runs = own if len(own) else runs
+        deployed = own[own["train_set"] == DataSet(cell_type, BOTH).name]
+        runs = deployed if len(deployed) else own if len(own) else runs
         first = runs["model"].iloc[0] if len(runs) else None
         panels.append((cell_type, runs[runs["model"] == first]))
     return panels
