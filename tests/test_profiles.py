@@ -248,7 +248,11 @@ def test_figure9_shows_real_and_virtual_activity_and_retrieval_with_cis():
     figure = figure9(table, ["lung", "breast"], ["dapi"])
     activity_ax, retrieval_ax = figure.axes
     labels = activity_ax.get_legend_handles_labels()[1]
-    assert labels == ["real stain", "virtual, trained on lung", "virtual, trained on breast"]
+    assert labels == [
+        "real stain",
+        "virtual, trained on lung-nontoxic",
+        "virtual, trained on breast-nontoxic",
+    ]
     assert (
         activity_ax.get_ylabel().endswith("mAP (0-1)") and "retrieval" in retrieval_ax.get_title()
     )

@@ -321,7 +321,9 @@ def assay(quick_config, tmp_path_factory):
     config = copy.deepcopy(quick_config)
     config["data"]["dir"], config["results"]["dir"] = str(work / "data"), str(work / "results")
     config["grid"]["cell_types"] = ["lung"]
-    config["evaluation"]["screen"].update(enabled=True, compounds=3, forest_fields=100)
+    config["evaluation"]["screen"].update(
+        enabled=True, compounds=3, forest_fields=100, train_phenotypes=["nontoxic"]
+    )
     build_screen_store("lung", config, Path(config["data"]["dir"]), progress=False)
     store, layout = screen_store(config, "lung"), Layout.of(config)
     names = [n for n in feature_names(("intensity", "sizeshape")) if "Euler" not in n][:20]
@@ -405,7 +407,7 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
 
     figure = figure8(table, verdicts.reset_index(), ["lung"], ["dapi"])
     (panel,) = [ax for ax in figure.axes if ax.get_title().startswith("replaceable?")]
-    assert [t.get_text() for t in panel.get_yticklabels()] == [*SCREEN_CONTROLS, "lung"]
+    assert [t.get_text() for t in panel.get_yticklabels()] == [*SCREEN_CONTROLS, "lung-nontoxic"]
     assert [t.get_text().split("\n")[0] for t in panel.texts] == ["yes", "no", "no", "yes"]
 
     # The sentinel rows read the same readout, wells and resamples: k = 0 is the screen table's
@@ -929,3 +931,36 @@ def test_a_faithful_virtual_stain_is_replaceable_and_a_flattened_one_is_not():
     assert undecided.loc["lung-nontoxic.dapi", "verdict"] == "undecided"
     assert undecided.loc["lung-nontoxic.dapi", "deciding_metric"] == "z_prime_real"
     assert "no positive-control wells" in undecided.loc["lung-nontoxic.dapi", "why"]
+
+
+def test_figure7_draws_every_screen_with_its_own_stains():
+    """A row per screen, a panel per compound, each row's legend naming the stains of that screen
+    (a model trained on both phenotypes is on its own screen only)."""
+    from vsgrid.screen.figures import figure7
+
+    rng = np.random.default_rng(11)
+    wells = plate_wells()
+
+    def profile(shift):
+        return wells.assign(
+            phenotype_score=readout(wells, {"CPD-01": 0.1, "CPD-02": 0.5}, rng) + shift
+        )
+
+    screens = {
+        "lung": {
+            "real": profile(0),
+            "control: oracle": profile(0.01),
+            "trained on lung-both": profile(0.2),
+        },
+        "breast": {"real": profile(0), "control: oracle": profile(0.01)},
+    }
+    figure = figure7(screens, ScreenSettings(), 2, "dapi")
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [
+        "lung screen: CPD-01",
+        "lung screen: CPD-02",
+        "breast screen: CPD-01",
+        "breast screen: CPD-02",
+    ]
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in panels[1::2]]
+    assert legends == [list(screens["lung"]), list(screens["breast"])]

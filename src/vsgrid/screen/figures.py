@@ -1,10 +1,10 @@
 """Level 4's figures, from the screen tables and the per-well profiles.
 
-- Figure 7: dose-response curves of a few compounds on the focus cell type's screen: the summary
-  readout per well (the phenotype score) of the real stain and of each taking-part model's
-  virtual stain, with their Hill fits; one panel per compound, first
-  stain and seed.
-- Figure 8: train x test cell-type heatmaps of the EC50 error and the hit-call kappa of the
+- Figure 7: dose-response curves of a few compounds on every screen: the summary readout per
+  well (the phenotype score) of the real stain and of each control's and taking-part model's
+  virtual stain, with their Hill fits; a row per screen, a panel per compound, first stain and
+  seed.
+- Figure 8: train set x test cell-type heatmaps of the EC50 error and the hit-call kappa of the
   summary readout (mean over seeds), and the verdict (:mod:`vsgrid.screen.verdicts`) with the
   metric that decides it, one row per stain.
 - Figure 9: profile-level agreement (:mod:`vsgrid.screen.profiles`) per screen: the activity mAP
@@ -18,6 +18,7 @@ Figure 7, as the first rows of Figure 8's train x test panels, the first series 
 from __future__ import annotations
 
 import logging
+from itertools import product
 from pathlib import Path
 
 import matplotlib
@@ -31,10 +32,11 @@ from vsgrid.files import read_table  # noqa: E402
 from vsgrid.grid import (  # noqa: E402
     AFFINE,
     BOTH,
+    NONTOXIC,
     SCREEN_CONTROLS,
+    TOXIC,
     DataSet,
     control_runs,
-    focus_cell_type,
     screen_runs,
 )
 from vsgrid.layout import SCREEN_FIGURES, Layout, table_path  # noqa: E402
@@ -66,52 +68,38 @@ VERDICT_STYLE = {
 
 
 def figure7(
-    wells: dict[str, pd.DataFrame],
+    screens: dict[str, dict[str, pd.DataFrame]],
     settings: ScreenSettings,
     compounds: int,
-    cell_type: str,
     stain: str,
 ):
-    """``wells``: label -> per-well profile, the real stain first."""
+    """Dose-response per screen (rows) and compound (columns). ``screens``: screen cell type ->
+    (label -> per-well profile, the real stain first)."""
     readout = SUMMARY_READOUT
-    real = next(iter(wells.values()))
-    plate = Plate(real[["compound", "concentration"]], settings)
-    shown = plate.compounds()[:compounds]
+    first = next(iter(next(iter(screens.values())).values()))
+    shown = Plate(first[["compound", "concentration"]], settings).compounds()[:compounds]
     figure, axes = plt.subplots(
-        1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False, sharey=True
+        len(screens),
+        len(shown),
+        figsize=(3.6 * len(shown) + 2.6, 3.0 * len(screens)),
+        squeeze=False,
+        sharey="row",
     )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, compound in zip(axes[0], shown):
-        for k, (label, frame) in enumerate(wells.items()):
-            colour = "black" if k == 0 else colours[(k - 1) % len(colours)]
-            rows = frame["compound"].astype(str) == compound
-            x, y = frame.loc[rows, "concentration"].to_numpy(), frame.loc[rows, readout].to_numpy()
-            ax.scatter(x, y, s=12, color=colour, alpha=0.7, label=label)
-            fit = curves(
-                Plate(frame[["compound", "concentration"]], settings),
-                frame[readout].to_numpy(),
-                np.arange(len(frame))[None, :],
-            )[compound]
-            if isinstance(fit, Missing) or not np.isfinite(
-                fit.log_ec50[0]
-            ):  # no EC50: the mean, dashed
-                ax.axhline(np.nanmean(y), color=colour, lw=1.0, ls="--")
-                continue
-            grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
-            ax.plot(
-                grid,
-                hill(np.log10(grid), fit.bottom[0], fit.top[0], fit.log_ec50[0], fit.slope[0]),
-                color=colour,
-                lw=1.5,
-            )
-            ax.axvline(10 ** fit.log_ec50[0], color=colour, lw=0.8, ls=":")
-        ax.set_xscale("log")
+    for row, (cell_type, wells) in zip(axes, screens.items()):
+        for ax, compound in zip(row, shown):
+            for k, (label, frame) in enumerate(wells.items()):
+                colour = "black" if k == 0 else colours[(k - 1) % len(colours)]
+                _dose_response(ax, frame, compound, settings, readout, colour, label)
+            ax.set_xscale("log")
+            ax.set_title(f"{cell_type} screen: {compound}", fontsize=9)
+        row[0].set_ylabel(READOUT_NAMES[readout], fontsize=8)
+        # Beside the panels, never over points: each screen has its own models.
+        row[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    for ax in axes[-1]:
         ax.set_xlabel("concentration (uM)")
-        ax.set_title(compound, fontsize=10)
-    axes[0][0].set_ylabel(READOUT_NAMES[readout])
-    axes[0][-1].legend(fontsize=7, loc="best")
     figure.suptitle(
-        f"Figure 7: dose-response on the {cell_type} screen, {STAIN_NAMES.get(stain, stain)}: "
+        f"Figure 7: dose-response on every screen, {STAIN_NAMES.get(stain, stain)}: "
         "real (black) vs virtual, Hill fits, EC50 dotted (dashed: no EC50)",
         fontsize=10,
     )
@@ -119,15 +107,47 @@ def figure7(
     return figure
 
 
+def _dose_response(ax, frame: pd.DataFrame, compound: str, settings, readout: str, colour, label):
+    """One stain's wells of a compound and its Hill fit (its mean, dashed, where it has no EC50)."""
+    rows = frame["compound"].astype(str) == compound
+    x, y = frame.loc[rows, "concentration"].to_numpy(), frame.loc[rows, readout].to_numpy()
+    ax.scatter(x, y, s=10, color=colour, alpha=0.7, label=label)
+    fit = curves(
+        Plate(frame[["compound", "concentration"]], settings),
+        frame[readout].to_numpy(),
+        np.arange(len(frame))[None, :],
+    )[compound]
+    if isinstance(fit, Missing) or not np.isfinite(fit.log_ec50[0]):
+        ax.axhline(np.nanmean(y), color=colour, lw=1.0, ls="--")
+        return
+    grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
+    ax.plot(
+        grid,
+        hill(np.log10(grid), fit.bottom[0], fit.top[0], fit.log_ec50[0], fit.slope[0]),
+        color=colour,
+        lw=1.5,
+    )
+    ax.axvline(10 ** fit.log_ec50[0], color=colour, lw=0.8, ls=":")
+
+
 def _source(rows: pd.DataFrame) -> pd.Series:
-    """What each row's virtual stain comes from: its control, else its model's training cell type."""
+    """What each row's virtual stain comes from: its control, else its model's train set (the
+    model type's name before its stain)."""
     control = rows["control"].fillna("") if "control" in rows else pd.Series("", index=rows.index)
-    return control.where(control != "", rows["train_cell_type"])
+    return control.where(control != "", rows["model_type"].str.partition(".")[0])
 
 
 def _sources(rows: pd.DataFrame, cell_types) -> list[str]:
-    """The rows of a train x test panel: the controls present, then the training cell types."""
-    return [c for c in SCREEN_CONTROLS if c in set(_source(rows))] + list(cell_types)
+    """The rows of a train x test panel: the controls present, then the train sets present, by
+    phenotype (as the grid orders them, level 4's ``both`` last) and cell type."""
+    present = set(_source(rows))
+    phenotypes = [NONTOXIC, TOXIC, BOTH]
+    trained = [
+        DataSet(c, p).name
+        for p, c in product(phenotypes, cell_types)
+        if DataSet(c, p).name in present
+    ]
+    return [c for c in SCREEN_CONTROLS if c in present] + trained
 
 
 def _cell_text(value: float, capped_share: float) -> str:
@@ -184,7 +204,7 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
             ax.set_yticks(range(len(sources)), sources)
             ax.set_xlabel("screen (test) cell type")
             ax.set_ylabel(
-                f"{stain} ({READOUT_NAMES[SUMMARY_READOUT].split(' (')[0]}): control, train cell type"
+                f"{stain} ({READOUT_NAMES[SUMMARY_READOUT].split(' (')[0]}): control, train set"
             )
             ax.set_title(title, fontsize=10)
             figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -207,7 +227,7 @@ def _series_label(source: str) -> str:
 
 
 def figure9(table: pd.DataFrame, cell_types, stains):
-    """Per stain (rows): activity mAP real (black) vs virtual (one colour per training cell type)
+    """Per stain (rows): activity mAP real (black) vs virtual (one colour per train set)
     and retrieval mAP, per screen cell type, first seed, with 95 % CI bars."""
     rows = table[(table["readout"] == PROFILE) & (table["seed"] == table["seed"].min())]
     rows = rows.assign(source=_source(rows))
@@ -265,7 +285,7 @@ def figure9(table: pd.DataFrame, cell_types, stains):
 
 
 def _verdict_panel(ax, verdicts: pd.DataFrame, sources: list[str], cell_types) -> None:
-    """The verdicts of one stain over (controls and train cell types) x test cell types: each
+    """The verdicts of one stain over (controls and train sets) x test cell types: each
     cell's colour its verdict, its text the verdict's word and the metric that decides it."""
     by_cell = (
         verdicts.assign(source=_source(verdicts))
@@ -296,37 +316,20 @@ def _verdict_panel(ax, verdicts: pd.DataFrame, sources: list[str], cell_types) -
 def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Path) -> list[Path]:
     settings = config["figures"]
     use_style(settings)
-    layout, out = Layout.of(config), Path(out_dir)
+    out = Path(out_dir)
     table = read_table(table_path(tables_dir, "screen"))
     verdicts = read_table(table_path(tables_dir, "screen_verdicts"))
     trust = read_table(table_path(tables_dir, "screen_trust"))
     runs = screen_runs(config)
     stains = sorted({r.model.stain for r in runs}, key=config["grid"]["stains"].index)
-    focus, seed = focus_cell_type(config), config["grid"]["seeds"][0]
-    shown = [
-        r
-        for r in runs
-        if r.cell_type == focus and r.model.stain == stains[0] and r.model.seed == seed
-    ]
-    wells = {"real": read_table(layout.screen_real_wells(focus, stains[0]))}
-    wells.update(
-        {
-            f"control: {r.model.control}": read_table(layout.screen_wells(r.model, focus))
-            for r in control_runs(config)
-            if r.cell_type == focus and r.model.stain == stains[0]
-        }
-    )
-    wells.update(
-        {
-            f"trained on {r.model.train_set.name}": read_table(layout.screen_wells(r.model, focus))
-            for r in shown
-        }
-    )
+    seed = config["grid"]["seeds"][0]
+    screens = {
+        cell_type: _screen_wells(config, cell_type, stains[0], seed)
+        for cell_type in config["grid"]["cell_types"]
+    }
     screen = config["evaluation"]["screen"]
     figures = (
-        figure7(
-            wells, ScreenSettings.from_config(config), screen["figure_compounds"], focus, stains[0]
-        ),
+        figure7(screens, ScreenSettings.from_config(config), screen["figure_compounds"], stains[0]),
         figure8(table, verdicts, config["grid"]["cell_types"], stains),
         figure9(table, config["grid"]["cell_types"], stains),
         figure11(trust, config["grid"]["cell_types"]),
@@ -336,6 +339,24 @@ def make_screen_figures(config: dict, tables_dir: str | Path, out_dir: str | Pat
         written += save(figure, out, name, settings["formats"])
     log.info("wrote %d figure files under %s", len(written), out)
     return written
+
+
+def _screen_wells(config: dict, cell_type: str, stain: str, seed: int) -> dict[str, pd.DataFrame]:
+    """Figure 7's stains of one screen, by label: the real one, the controls, then the models of
+    the first seed."""
+    layout = Layout.of(config)
+    wells = {"real": read_table(layout.screen_real_wells(cell_type, stain))}
+    for run in control_runs(config) + screen_runs(config):
+        model = run.model
+        if run.cell_type != cell_type or model.stain != stain or model.seed != seed:
+            continue
+        label = (
+            f"control: {model.control}"
+            if model.train_set is None
+            else f"trained on {model.train_set.name}"
+        )
+        wells[label] = read_table(layout.screen_wells(model, cell_type))
+    return wells
 
 
 SENTINEL_PANELS = {
