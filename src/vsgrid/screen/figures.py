@@ -18,6 +18,7 @@ Figure 7, as the first rows of Figure 8's train x test panels, the first series 
 from __future__ import annotations
 
 import logging
+import textwrap
 from itertools import product
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def figure8(table: pd.DataFrame, verdicts: pd.DataFrame, cell_types, stains):
     figure, axes = plt.subplots(
         len(stains),
         panels,
-        figsize=(3.6 * panels, 3.2 * len(stains) * len(sources) / len(cell_types)),
+        # square cells: a row of cells a stain, each half an inch, and room for the labels
+        figsize=(3.6 * panels, len(stains) * (1.8 + 0.5 * len(sources))),
         squeeze=False,
     )
     for i, stain in enumerate(stains):
@@ -303,9 +305,12 @@ def _verdict_panel(ax, verdicts: pd.DataFrame, sources: list[str], cell_types) -
             else:
                 (colour, word), deciding = ("white", "n/a"), ""
             ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, color=colour))
-            ax.text(c, r, f"{word}\n{deciding}".strip(), ha="center", va="center", fontsize=7)
+            # the metric's words wrapped to the cell, as the heatmaps' cells are square
+            deciding = textwrap.fill(deciding.replace("_", " "), 11)
+            ax.text(c, r, f"{word}\n{deciding}".strip(), ha="center", va="center", fontsize=6.5)
     ax.set_xlim(-0.5, len(cell_types) - 0.5)
     ax.set_ylim(len(sources) - 0.5, -0.5)
+    ax.set_aspect("equal")
     ax.grid(False)
     ax.set_xticks(range(len(cell_types)), cell_types, rotation=30)
     ax.set_yticks(range(len(sources)), sources)
