@@ -90,7 +90,7 @@ FIGURES = {
     ],
     "workflow": [
         rf"^one-rule Snakefile\s+dry run {NUMBER} s",
-        r"^quick.yaml grid\s+dry run .* \d+ jobs: 18 train, 18 infer, 84 evaluate$",
+        r"^quick.yaml grid\s+dry run .* \d+ jobs: 21 train, 18 infer, 84 evaluate$",
     ],
 }
 # Where a script writes: a scratch folder of the test session, never /tmp's shared defaults.
