@@ -251,7 +251,8 @@ def test_a_train_set_outside_the_grid_is_refused_naming_the_known_ones(
     command = ["train", "--config", str(out / "config.yaml"), "--train-set", train_set]
     assert main([*command, "--stain", "dapi", "--seed", "0"]) == 2
     assert capsys.readouterr().err == (
-        f"vsgrid train: error: --train-set {train_set!r} is not a data set of the grid (lung-toxic)\n"
+        f"vsgrid train: error: --train-set {train_set!r} is not a data set of the grid "
+        "(lung-toxic, lung-both)\n"  # and level 4's train set, the quick config's
     )
     assert not (out / "results" / "models" / f"{train_set}.dapi.s0").exists()
     assert not (out / "x-toxic.dapi.s0").exists()
