@@ -58,6 +58,7 @@ def config_for(work: Path, plates: int, args) -> Path:
         bootstrap_resamples=100,
         # one model's screen is what this times; the controls' cost is bench/jobs.py's on quick
         controls={"enabled": False},
+        train_phenotypes=["nontoxic"],
     )
     config["results"]["dir"] = str(work / "results")
     work.mkdir(parents=True, exist_ok=True)
