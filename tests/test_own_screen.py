@@ -129,9 +129,14 @@ def test_level_4_runs_on_ingested_plates_and_says_there_is_no_truth(own_screen):
     tables = own_screen / "results" / "tables"
     screen = pd.read_csv(tables / "screen.csv")
     assert set(screen["cell_type"]) == {"lung"}
-    # the one model and level 4's three controls, made from the ingested plates' real stain
+    # the non-toxic-trained model, the one trained on both phenotypes of the ingested training
+    # plates (its store ingested as lung-both), and level 4's three controls, made from the
+    # ingested plates' real stain
     controls = screen["control"].fillna("")
-    assert set(screen.loc[controls == "", "model"]) == {"lung-nontoxic.dapi.s0"}
+    assert set(screen.loc[controls == "", "model"]) == {
+        "lung-nontoxic.dapi.s0",
+        "lung-both.dapi.s0",
+    }
     assert set(controls) == {"", "oracle", "degraded", "affine"}
     assert (screen["value"].notna() | screen["reason"].notna()).all()
     # the real stain's wells, from the plate map: the .test grid's two-epoch model segments too

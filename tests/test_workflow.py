@@ -260,8 +260,9 @@ def test_a_second_seed_adds_its_models_and_the_spread_over_seeds(grid, tmp_path)
     overlay = tmp_path / "seeds.yaml"
     overlay.write_text("grid: {stain_seeds: {dapi: [0, 1]}}\n")
     jobs = planned(grid, configfile=[grid / "config.yaml", overlay])
-    # 4 DAPI models more, their 12 runs, and per DAPI (model type, test set) the seeds' spread
-    assert jobs["train"] == 4 and jobs["evaluate"] == 12 and jobs["seed_spread"] == 12
+    # 4 DAPI models more (and level 4's 2 trained on both phenotypes), their 12 runs, and per
+    # DAPI (model type, test set) the seeds' spread
+    assert jobs["train"] == 4 + 2 and jobs["evaluate"] == 12 and jobs["seed_spread"] == 12
     assert jobs["tables"] == 1
 
 
