@@ -148,7 +148,7 @@ def test_level_4_runs_on_ingested_plates_and_says_there_is_no_truth(own_screen):
         screen.loc[screen["readout"] == "profile", "metric"]
     )
     verdicts = pd.read_csv(tables / "screen_verdicts.csv")
-    assert len(verdicts) == 4 and set(verdicts["verdict"]) <= {
+    assert len(verdicts) == 3 + 2 and set(verdicts["verdict"]) <= {  # controls, models
         "replaceable",
         "not replaceable",
         "undecided",
@@ -160,6 +160,10 @@ def test_level_4_runs_on_ingested_plates_and_says_there_is_no_truth(own_screen):
     assert "no true EC50 is known" in outcome and "nan" not in outcome
     store = open_store(own_screen / "data" / "screen" / "lung.zarr")
     assert store.attrs["provenance"]["source"] == "ingest" and "true_ec50_um" not in store.attrs
+    both = open_store(
+        own_screen / "data" / "lung-both.zarr"
+    )  # drawn from wells of either phenotype
+    assert set(both.split_metadata("train")["phenotype"]) == {"nontoxic", "toxic"}
 
 
 def test_a_virtual_stain_exported_as_a_plate_reads_back_with_ome_zarr(own_screen):
