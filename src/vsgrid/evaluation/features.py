@@ -139,6 +139,18 @@ def moment_names() -> frozenset[str]:
     return frozenset(PREFIX["sizeshape"] + name for name in _moment_shape(np.ones((3, 3), int)))
 
 
+@cache
+def _group_measurement(
+    group: str, names: tuple[str, ...] | None, accelerator: str | None, conventions: str
+) -> Callable:
+    """cp_measure's function for a group of a feature set; for sizeshape where every name the set
+    asks of it is a moment's, :func:`_moment_shape`. Cached: asked for every group of every image."""
+    if group == "sizeshape" and names:
+        if set(names) & set(feature_names((group,), conventions)) <= moment_names():
+            return _moments()
+    return _measurement(group, accelerator, conventions)
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Empty bins of tiny objects give NaN, kept as NaN, with RuntimeWarnings nobody can act on;
@@ -217,15 +229,6 @@ class FeatureSet:
             accelerator = "numba" if images is None or images >= AUTO_NUMBA_IMAGES else "none"
         return cls.of(groups, names, None if accelerator == "none" else accelerator, conventions)
 
-    def _measure_group(self, group: str) -> Callable:
-        """cp_measure's function for a group; for sizeshape where every name asked of it is a
-        moment's, :func:`_moment_shape`."""
-        if group == "sizeshape" and self.names:
-            asked = set(self.names) & set(feature_names((group,), self.conventions))
-            if asked <= moment_names():
-                return _moments()
-        return _measurement(group, self.accelerator, self.conventions)
-
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale, and Zernike moments degree by degree,
         each independently of the higher ones: stop at the largest asked for."""
@@ -261,7 +264,8 @@ class FeatureSet:
         values = {}
         with _quiet():
             for group in self.groups:
-                raw = self._measure_group(group)(masks, scaled, **self._options(group))
+                measure = _group_measurement(group, self.names, self.accelerator, self.conventions)
+                raw = measure(masks, scaled, **self._options(group))
                 values |= {PREFIX[group] + name: array for name, array in raw.items()}
         found = {c: np.asarray(values[c], dtype=np.float64) for c in columns}
         if self.conventions == "cellprofiler":  # CellProfiler records 0 where Haralick is undefined
