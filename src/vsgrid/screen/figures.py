@@ -142,13 +142,8 @@ def _sources(rows: pd.DataFrame, cell_types) -> list[str]:
     """The rows of a train x test panel: the controls present, then the train sets present, by
     phenotype (as the grid orders them, level 4's ``both`` last) and cell type."""
     present = set(_source(rows))
-    phenotypes = [NONTOXIC, TOXIC, BOTH]
-    trained = [
-        DataSet(c, p).name
-        for p, c in product(phenotypes, cell_types)
-        if DataSet(c, p).name in present
-    ]
-    return [c for c in SCREEN_CONTROLS if c in present] + trained
+    trained = [DataSet(c, p).name for p, c in product([NONTOXIC, TOXIC, BOTH], cell_types)]
+    return [s for s in [*SCREEN_CONTROLS, *trained] if s in present]
 
 
 def _cell_text(value: float, capped_share: float) -> str:
@@ -355,12 +350,8 @@ def _screen_wells(config: dict, cell_type: str, stain: str, seed: int) -> dict[s
         model = run.model
         if run.cell_type != cell_type or model.stain != stain or model.seed != seed:
             continue
-        label = (
-            f"control: {model.control}"
-            if model.train_set is None
-            else f"trained on {model.train_set.name}"
-        )
-        wells[label] = read_table(layout.screen_wells(model, cell_type))
+        source = model.control if model.train_set is None else model.train_set.name
+        wells[_series_label(source)] = read_table(layout.screen_wells(model, cell_type))
     return wells
 
 
