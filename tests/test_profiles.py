@@ -230,6 +230,26 @@ def test_screen_rows_carry_the_profile_metrics_and_the_verdict_reads_the_gap():
     assert judged(-0.2, 0.05)[:2] == ("undecided", "activity_map_gap")
 
 
+def test_the_deciding_metric_does_not_hang_on_the_order_of_the_configs_margins():
+    """A user's config that sets hit_kappa alone lists it first; the workflow's merged config
+    lists the defaults' order. Both must name the same deciding metric (the first of SIDES)."""
+    from vsgrid.config import validate
+    from vsgrid.screen.verdicts import verdict
+
+    margins = validate({})["evaluation"]["screen"]["margins"]
+    rows = pd.DataFrame(
+        [
+            {"metric": "ec50_error", "value": 2.0, "ci_low": 1.5, "ci_high": 2.5, "reason": ""},
+            {"metric": "hit_kappa", "value": 0.1, "ci_low": 0.0, "ci_high": 0.2, "reason": ""},
+            {"metric": "z_prime_real", "value": 0.8, "ci_low": 0.7, "ci_high": 0.9, "reason": ""},
+        ]
+    )
+    backwards = dict(reversed(margins.items()))
+    assert list(backwards)[0] != "ec50_error"
+    assert verdict(rows, backwards)[:2] == verdict(rows, margins)[:2]
+    assert verdict(rows, backwards)[:2] == ("not replaceable", "ec50_error")
+
+
 def test_a_plate_without_dmso_gives_missing_profile_rows_not_a_crash():
     real = plate_table(np.random.default_rng(8), dmso=0)
     table, other = screen_table(real, real, real)

@@ -47,7 +47,8 @@ def verdict(rows: pd.DataFrame, margins: dict[str, float]) -> tuple[str, str, st
     if no_assay := _no_assay(rows, margins["z_prime"]):
         return UNDECIDED, "z_prime_real", no_assay
     outside, undecided = [], []
-    for metric, bound in margins.items():
+    # SIDES' order, not the config's: the deciding metric must not hang on a file's key order.
+    for metric, bound in ((m, margins[m]) for m in SIDES if m in margins):
         cis = _intervals(rows, metric)
         if cis is None:
             reasons = "; ".join(
