@@ -35,6 +35,26 @@ def test_a_hill_fit_recovers_the_ec50_of_a_curve_it_was_drawn_from():
     assert np.all(np.abs(fits.log_ec50 - np.log10(0.17)) < 0.15)
 
 
+def test_fitting_resamples_a_block_at_a_time_gives_the_same_fits(monkeypatch):
+    """The least squares run a block of resamples at a time to stay in the CPU's cache; each
+    value is elementwise arithmetic on the same arrays, so any block size gives the same bits."""
+    from vsgrid.screen import curves
+
+    c = np.repeat(DOSES, 4)
+    rng = np.random.default_rng(3)
+    y = hill(np.log10(c), 1.0, 5.0, rng.uniform(-2, 1, (101, 1)), 1.5) + rng.normal(
+        0, 0.4, (101, c.size)
+    )
+    fits = {}
+    for block in (1, 7_000, 10**9):  # one resample per block, a few, all at once
+        monkeypatch.setattr(curves, "_BLOCK", block)
+        fits[block] = fit_hill(c, y)
+    for fit in fits.values():
+        for field in ("log_ec50", "bottom", "top", "slope", "flat", "converged"):
+            np.testing.assert_array_equal(getattr(fit, field), getattr(fits[1], field))
+    assert np.isfinite(fits[1].log_ec50).sum() > 50
+
+
 def test_a_flat_or_out_of_range_curve_has_no_ec50_and_says_why():
     c = np.repeat(DOSES, 5)
     flat = fit_hill(c, np.random.default_rng(1).normal(5.0, 1.0, (1, c.size)))

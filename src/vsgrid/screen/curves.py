@@ -13,6 +13,7 @@ against them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -60,24 +61,15 @@ def fit_hill(
     is NaN in some rows only (leave the wells without a value out before resampling).
     """
     log_c, y = _fit_input(concentration, responses, min_concentrations)
-    low, high = log_c.min() - 1.0, log_c.max() + 1.0
-    log_ec50s = np.arange(low, high + LOG_EC50_STEP / 2, LOG_EC50_STEP)
-    grid_ec50, grid_slope = (g.ravel() for g in np.meshgrid(log_ec50s, SLOPES, indexing="ij"))
-    s = 1.0 / (
-        1.0 + 10.0 ** ((grid_ec50[:, None] - log_c[None, :]) * grid_slope[:, None])
-    )  # (grid, wells)
+    grid = _grid(log_c.tobytes())
     n = len(log_c)
-    s_sum, ss_sum = s.sum(1), (s * s).sum(1)
-    y_sum, yy_sum, sy_sum = y.sum(1), (y * y).sum(1), y @ s.T  # (resamples,), (resamples, grid)
-    denominator = n * ss_sum - s_sum**2
-    amplitude = (n * sy_sum - s_sum * y_sum[:, None]) / np.where(
-        denominator > 0, denominator, np.inf
-    )
-    bottom = (y_sum[:, None] - amplitude * s_sum) / n
-    rss = yy_sum[:, None] - bottom * y_sum[:, None] - amplitude * sy_sum
-    best = np.argmin(rss, axis=1)
-    rows = np.arange(len(y))
-    rss_best, tss = np.maximum(rss[rows, best], 0.0), yy_sum - y_sum**2 / n
+    y_sum, yy_sum, sy_sum = y.sum(1), (y * y).sum(1), y @ grid.s.T  # (resamples,), (.., grid)
+    blocks = [
+        _best_on_grid(grid, n, y_sum[rows], yy_sum[rows], sy_sum[rows])
+        for rows in _row_blocks(len(y), len(grid.ec50))
+    ]
+    best, amplitude, bottom, rss = (np.concatenate(parts) for parts in zip(*blocks))
+    rss_best, tss = np.maximum(rss, 0.0), yy_sum - y_sum**2 / n
     with np.errstate(divide="ignore", invalid="ignore"):
         f = ((tss - rss_best) / 3.0) / (rss_best / (n - 4))
     p = np.where(
@@ -85,17 +77,57 @@ def fit_hill(
         1.0,
         np.where(rss_best > 0, stats.f.sf(f, 3, max(n - 4, 1)), 0.0),
     )
-    on_edge = np.isin(grid_ec50[best], (log_ec50s[0], log_ec50s[-1]))
+    on_edge = np.isin(grid.ec50[best], (grid.log_ec50s[0], grid.log_ec50s[-1]))
     flat, converged = p > FLAT_P, ~on_edge
-    log_ec50 = np.where(flat | ~converged, np.nan, grid_ec50[best])
-    return HillFit(
-        log_ec50,
-        bottom[rows, best],
-        bottom[rows, best] + amplitude[rows, best],
-        grid_slope[best],
-        flat,
-        converged,
+    log_ec50 = np.where(flat | ~converged, np.nan, grid.ec50[best])
+    return HillFit(log_ec50, bottom, bottom + amplitude, grid.slope[best], flat, converged)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The (log EC50, slope) grid of a set of log10 concentrations, with each grid curve's shape
+    at them and what its least squares need: the same for every compound of a plate's layout."""
+
+    log_ec50s: np.ndarray
+    ec50: np.ndarray
+    slope: np.ndarray
+    s: np.ndarray  # (grid, wells)
+    s_sum: np.ndarray
+    denominator: np.ndarray
+
+
+@lru_cache(maxsize=32)
+def _grid(log_concentration: bytes) -> _Grid:
+    log_c = np.frombuffer(log_concentration)
+    low, high = log_c.min() - 1.0, log_c.max() + 1.0
+    log_ec50s = np.arange(low, high + LOG_EC50_STEP / 2, LOG_EC50_STEP)
+    grid_ec50, grid_slope = (g.ravel() for g in np.meshgrid(log_ec50s, SLOPES, indexing="ij"))
+    s = 1.0 / (1.0 + 10.0 ** ((grid_ec50[:, None] - log_c[None, :]) * grid_slope[:, None]))
+    n, s_sum, ss_sum = len(log_c), s.sum(1), (s * s).sum(1)
+    denominator = n * ss_sum - s_sum**2
+    return _Grid(
+        log_ec50s, grid_ec50, grid_slope, s, s_sum, np.where(denominator > 0, denominator, np.inf)
     )
+
+
+# Resamples x grid points per block of the least squares: its arrays then stay in the CPU's cache,
+# three times faster than one pass over every resample, and the same numbers (elementwise).
+_BLOCK = 50_000
+
+
+def _row_blocks(rows: int, grid: int) -> list[slice]:
+    step = max(1, _BLOCK // grid)
+    return [slice(start, start + step) for start in range(0, rows, step)]
+
+
+def _best_on_grid(grid: _Grid, n: int, y_sum, yy_sum, sy_sum) -> tuple[np.ndarray, ...]:
+    """Per row: the grid point of least squares, its amplitude, bottom and residual sum."""
+    amplitude = (n * sy_sum - grid.s_sum * y_sum[:, None]) / grid.denominator
+    bottom = (y_sum[:, None] - amplitude * grid.s_sum) / n
+    rss = yy_sum[:, None] - bottom * y_sum[:, None] - amplitude * sy_sum
+    best = np.argmin(rss, axis=1)
+    rows = np.arange(len(best))
+    return best, amplitude[rows, best], bottom[rows, best], rss[rows, best]
 
 
 def _fit_input(
