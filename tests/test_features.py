@@ -112,8 +112,9 @@ def test_processes_give_the_same_table(quick_stores):
 
 
 def test_the_numba_backend_gives_the_same_features(field):
-    """cp_measure's numba kernels (intensity, texture, Feret) against its NumPy ones: equal to
-    1e-9 relative (the kernels sum in another order), NaN where NaN."""
+    """cp_measure's numba kernels (intensity, texture, Feret) and vsgrid's granularity against
+    cp_measure's NumPy ones: equal to 1e-9 relative (the kernels sum in another order), NaN where
+    NaN."""
     image, masks = field
     fast, plain = (
         measure(image, masks, accelerator="numba"),

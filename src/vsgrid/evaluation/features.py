@@ -60,20 +60,32 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "vsgrid" /
 AUTO_NUMBA_IMAGES = 64
 
 # cp_measure's measurement groups: module and function, the CellProfiler prefix their names lack,
-# and the numba implementation where cp_measure has one (same values to 1e-10, several times faster).
+# and the numba implementation where there is one (same values, several times faster): cp_measure's
+# own (to 1e-10), or vsgrid's granularity (bit for bit; vsgrid.evaluation.granularity says why).
+_NUMBA = "cp_measure.core.numba."
 GROUPS = {
     "sizeshape": ("measureobjectsizeshape", "get_sizeshape", "AreaShape_", None),
     "zernike": ("measureobjectsizeshape", "get_zernike", "AreaShape_", None),
-    "feret": ("measureobjectsizeshape", "get_feret", "AreaShape_", "_feret"),
-    "intensity": ("measureobjectintensity", "get_intensity", "", "measureobjectintensity"),
-    "texture": ("measuretexture", "get_texture", "Texture_", "measuretexture"),
+    "feret": ("measureobjectsizeshape", "get_feret", "AreaShape_", _NUMBA + "_feret"),
+    "intensity": (
+        "measureobjectintensity",
+        "get_intensity",
+        "",
+        _NUMBA + "measureobjectintensity",
+    ),
+    "texture": ("measuretexture", "get_texture", "Texture_", _NUMBA + "measuretexture"),
     "radial_distribution": (
         "measureobjectintensitydistribution",
         "get_radial_distribution",
         "",
         None,
     ),
-    "granularity": ("measuregranularity", "get_granularity", "", None),
+    "granularity": (
+        "measuregranularity",
+        "get_granularity",
+        "",
+        "vsgrid.evaluation.granularity",
+    ),
 }
 PREFIX = {group: prefix for group, (_, _, prefix, _) in GROUPS.items()}
 # Where an object lies in the field, and which way it points, say nothing about the cell; left out
@@ -97,11 +109,7 @@ def _measurement(
     from cp_measure._sanitize import sanitize
 
     module, function, _, fast = GROUPS[group]
-    path = (
-        f"cp_measure.core.numba.{fast}"
-        if accelerator == "numba" and fast
-        else f"cp_measure.core.{module}"
-    )
+    path = fast if accelerator == "numba" and fast else f"cp_measure.core.{module}"
     measure = getattr(importlib.import_module(path), function)
     if group == "intensity" and conventions == "cellprofiler":
         measure = partial(measure, legacy=True)  # CellProfiler's quantile rule
