@@ -41,6 +41,8 @@ FIGURES = {
         rf"^Cellpose 3 on \w+.*: {NUMBER} images/s",
         rf"^one job's features, fresh process, 2 fields of 128 x 128: numba {NUMBER} s CPU,"
         rf" none {NUMBER} s CPU \(none / numba {NUMBER}\)$",
+        rf"^granularity, 2 fields of 128 x 128: cp_measure {NUMBER} ms, vsgrid's numba {NUMBER} ms"
+        rf" per field \(x{NUMBER}\)$",
     ],
     "model": [
         rf"^  {variant}\s+train\s+{NUMBER} img/s \({NUMBER} TFLOP/s\)"

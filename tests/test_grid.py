@@ -191,6 +191,12 @@ def test_a_screen_control_reads_as_a_model_and_never_parses_as_one():
         "control-degraded.dapi@lung",
         "control-affine.dapi@lung",
     ]
+    config["evaluation"]["screen"]["controls"]["names"] = ["degraded", "oracle"]
+    assert [f"{r.model.name}@{r.cell_type}" for r in control_runs(config)][:3] == [
+        "control-oracle.dapi@lung",
+        "control-degraded.dapi@lung",
+        "control-oracle.dapi@breast",
+    ]
     config["evaluation"]["screen"]["controls"]["enabled"] = False
     assert control_runs(config) == []
 

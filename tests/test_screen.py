@@ -373,7 +373,7 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
     DAPI plus camera noise (SD 30 counts) keeps every CI inside its margin; blurred (sigma 3 px)
     it lies wholly outside one. They are the outcome's first lines, the screen's model after them;
     the real stain passes as an assay (Z' >= 0.5)."""
-    from vsgrid.grid import SCREEN_CONTROLS, ScreenControl, control_runs, screen_runs
+    from vsgrid.grid import ScreenControl, control_runs, screen_controls, screen_runs
     from vsgrid.layout import Layout
     from vsgrid.screen.controls import write_controls
     from vsgrid.screen.tables import SUMMARY_READOUT, write_screen_tables
@@ -381,7 +381,9 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
 
     config, store, real = assay
     layout, rng = Layout.of(config), np.random.default_rng(0)
-    controls = {c: ScreenControl(c, "dapi") for c in SCREEN_CONTROLS}
+    names = screen_controls(config)  # the quick config's: the oracle and the degraded
+    assert names == ("oracle", "degraded")
+    controls = {c: ScreenControl(c, "dapi") for c in names}
     write_controls(
         config,
         "lung",
@@ -420,15 +422,15 @@ def test_the_screen_controls_say_the_oracle_is_replaceable_and_the_degraded_stai
     assert verdicts.loc[model.model_type, "verdict"] == "replaceable", verdicts
     controlled = table[table["control"] != ""]
     assert controlled["baseline_model"].eq("").all() and controlled["delta"].isna().all()
-    assert len(control_runs(config)) == len(SCREEN_CONTROLS)
+    assert len(control_runs(config)) == len(names)
     outcome = layout.tables.joinpath("screen_outcome.txt").read_text().splitlines()
-    assert [line.split()[0] for line in outcome[1:5]] == list(verdicts.index)
+    assert [line.split()[0] for line in outcome[1:4]] == list(verdicts.index)
     from vsgrid.screen.figures import figure8
 
     figure = figure8(table, verdicts.reset_index(), ["lung"], ["dapi"])
     (panel,) = [ax for ax in figure.axes if ax.get_title().startswith("replaceable?")]
-    assert [t.get_text() for t in panel.get_yticklabels()] == [*SCREEN_CONTROLS, "lung-nontoxic"]
-    assert [t.get_text().split("\n")[0] for t in panel.texts] == ["yes", "no", "no", "yes"]
+    assert [t.get_text() for t in panel.get_yticklabels()] == [*names, "lung-nontoxic"]
+    assert [t.get_text().split("\n")[0] for t in panel.texts] == ["yes", "no", "yes"]
 
     # The sentinel rows read the same readout, wells and resamples: k = 0 is the screen table's
     # row (Z' on the readout normalized per plate, not as measured: equal to rounding).

@@ -448,8 +448,15 @@ def screen_runs(config: dict) -> list[ScreenRun]:
     ]
 
 
+def screen_controls(config: dict) -> tuple[str, ...]:
+    """The controls level 4 scores (``evaluation.screen.controls.names``), in
+    :data:`SCREEN_CONTROLS` order."""
+    names = config["evaluation"]["screen"]["controls"]["names"]
+    return tuple(c for c in SCREEN_CONTROLS if c in names)
+
+
 def control_runs(config: dict) -> list[ScreenRun]:
-    """Level 4's screen controls: each of :data:`SCREEN_CONTROLS` on every screen and stain that
+    """Level 4's screen controls: each of :func:`screen_controls` on every screen and stain that
     level 4 scores (none unless ``evaluation.screen.enabled`` and its ``controls.enabled``)."""
     screen = config["evaluation"]["screen"]
     if not (screen["enabled"] and screen["controls"]["enabled"]):
@@ -458,7 +465,7 @@ def control_runs(config: dict) -> list[ScreenRun]:
         ScreenRun(ScreenControl(control, stain), cell_type)
         for cell_type in config["grid"]["cell_types"]
         for stain in screen_stains(config)
-        for control in SCREEN_CONTROLS
+        for control in screen_controls(config)
     ]
 
 

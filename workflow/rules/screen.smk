@@ -121,7 +121,7 @@ rule screen_controls:
             directory(
                 LAYOUT.screen_prediction(vsgrid_grid.ScreenControl(c, "{stain}"), "{cell_type}")
             )
-            for c in vsgrid_grid.SCREEN_CONTROLS
+            for c in vsgrid_grid.screen_controls(config)
         ],
     log:
         LOGS / "screen_controls" / "{cell_type}.{stain}.log",

@@ -4,6 +4,7 @@ tables, figures)."""
 from __future__ import annotations
 
 from vsgrid.cli.options import CELL_TYPE, OUT, QUIET, STAIN, WORKERS, config_of, option
+from vsgrid.errors import VsgridError
 
 
 def _screen_store(args) -> None:
@@ -41,15 +42,18 @@ def _screen_reference(args) -> None:
 
 
 def _screen_controls(args) -> None:
-    from vsgrid.grid import SCREEN_CONTROLS
+    from vsgrid.grid import screen_controls
     from vsgrid.screen.controls import write_controls
 
+    config = config_of(args)
+    controls = screen_controls(config)
+    if len(args.out) != len(controls):
+        raise VsgridError(
+            f"--out: {len(args.out)} path(s) for the {len(controls)} controls of "
+            f"evaluation.screen.controls.names ({', '.join(controls)}), one each in that order"
+        )
     write_controls(
-        config_of(args),
-        args.cell_type,
-        args.stain,
-        dict(zip(SCREEN_CONTROLS, args.out, strict=True)),
-        masks=args.masks,
+        config, args.cell_type, args.stain, dict(zip(controls, args.out)), masks=args.masks
     )
 
 
@@ -141,9 +145,10 @@ COMMANDS = [
             STAIN,
             option(
                 "--out",
-                nargs=3,
+                nargs="+",
                 required=True,
-                help="the oracle's, degraded's and affine's prediction (.zarr)",
+                help="each control's prediction (.zarr), in the order oracle, degraded, affine, "
+                "of those evaluation.screen.controls.names asks",
             ),
             option("--masks", help="real masks of the screen's segmented stain (dapi, fitc)"),
         ],
