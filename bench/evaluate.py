@@ -9,7 +9,8 @@ Cellpose: images per second of Cellpose 3 (CPnet) on the same fields, gamma-corr
 the given weights or, where none are at hand (no internet here), a randomly initialised CPnet:
 the network's cost does not depend on its weights, only mask finding does, a little.
 A job: the CPU seconds of a fresh process measuring --job-fields fields of 128 x 128 (the quick
-grid's evaluate job) with cp_measure's numba accelerator and without.
+grid's evaluate job) with cp_measure's numba accelerator and without. Granularity: milliseconds per
+128 x 128 field of cp_measure's and of vsgrid's (numba morphology, kernels warmed up).
 """
 
 from __future__ import annotations
@@ -74,6 +75,29 @@ def job_cpu(config_file: Path, images, masks, repeats: int) -> dict[str, float]:
     return {accelerator: statistics.median(seconds) for accelerator, seconds in cpu.items()}
 
 
+def granularity_ms(images, masks, repeats: int) -> dict[str, float]:
+    """Median milliseconds per field of cp_measure's granularity and vsgrid's, the two alternating
+    pass by pass; vsgrid's kernels compiled (or loaded) before the clock starts."""
+    from cp_measure._sanitize import sanitize
+    from cp_measure.core.measuregranularity import get_granularity as cp_measure_granularity
+
+    from vsgrid.evaluation.granularity import get_granularity
+
+    found = {
+        "cp_measure": (sanitize(cp_measure_granularity), []),
+        "vsgrid": (sanitize(get_granularity), []),
+    }
+    fields = [(m, i.astype(np.float64) / 65535) for i, m in zip(images, masks)]
+    found["vsgrid"][0](*fields[0])
+    for _ in range(repeats):
+        for measure, seconds in found.values():
+            start = time.perf_counter()
+            for field in fields:
+                measure(*field)
+            seconds.append((time.perf_counter() - start) / len(fields))
+    return {name: 1e3 * statistics.median(seconds) for name, (_, seconds) in found.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -128,6 +152,11 @@ def main():
         f"one job's features, fresh process, {args.job_fields} fields of 128 x 128:"
         f" numba {cpu['numba']:.2f} s CPU, none {cpu['none']:.2f} s CPU"
         f" (none / numba {cpu['none'] / cpu['numba']:.2f})"
+    )
+    ms = granularity_ms(*small, args.repeats)
+    print(
+        f"granularity, {args.job_fields} fields of 128 x 128: cp_measure {ms['cp_measure']:.2f} ms,"
+        f" vsgrid's numba {ms['vsgrid']:.2f} ms per field (x{ms['cp_measure'] / ms['vsgrid']:.1f})"
     )
 
     import torch
