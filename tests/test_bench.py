@@ -106,9 +106,19 @@ OUT = {
     "trust": "--out",
 }
 OUT["selection"] = "--build"
-# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes,
+# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes, a plate written and ingested (ingest),
 # torch.compile (model), or two `vsgrid tables` runs over generated grids (tables).
-SLOW = {"calibration", "evaluate", "model", "scale", "screen", "selection", "tables", "trust"}
+SLOW = {
+    "calibration",
+    "evaluate",
+    "ingest",
+    "model",
+    "scale",
+    "screen",
+    "selection",
+    "tables",
+    "trust",
+}
 
 
 def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:
@@ -152,6 +162,7 @@ def test_the_tiny_size_prints_the_figures(script, tiny_runs):
         )
 
 
+@pytest.mark.slow  # thirteen interpreters importing torch, pandas and the rest at once: 11 s
 def test_help_of_every_script_exits_0_quickly(tmp_path):
     """All at once: --help exits before any work, so it costs each script only its imports."""
     running = {

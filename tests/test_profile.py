@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,7 @@ def install(home: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # three Snakemake plans: 20 s
 def test_the_installed_profile_is_found_by_name_and_a_second_install_refuses(tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"} | {"HOME": str(home)}
