@@ -106,8 +106,9 @@ OUT = {
     "trust": "--out",
 }
 OUT["selection"] = "--build"
-# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes, a plate written and ingested (ingest),
-# torch.compile (model), or two `vsgrid tables` runs over generated grids (tables).
+# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes, a
+# plate written and ingested (ingest), torch.compile (model), or two `vsgrid tables` runs over
+# generated grids (tables).
 SLOW = {
     "calibration",
     "evaluate",
