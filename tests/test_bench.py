@@ -106,13 +106,11 @@ OUT = {
     "trust": "--out",
 }
 OUT["selection"] = "--build"
-# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes, a
-# plate written and ingested (ingest), torch.compile (model), or two `vsgrid tables` runs over
-# generated grids (tables).
+# More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes,
+# torch.compile (model), or two `vsgrid tables` runs over generated grids (tables).
 SLOW = {
     "calibration",
     "evaluate",
-    "ingest",
     "model",
     "scale",
     "screen",
