@@ -113,9 +113,9 @@ def get_granularity(
         )
     new_shape = (orig_shape * subsample_size).astype(int)
     n_objects = int(mask.max()) if mask.size else 0
-    if (new_shape < 2).any():
-        names = range(1, granular_spectrum_length + 1)
-        return {f"Granularity_{i}": np.full(n_objects, np.nan) for i in names}
+    names = [f"Granularity_{scale}" for scale in range(1, granular_spectrum_length + 1)]
+    if (new_shape < 2).any() or not n_objects:  # too small to subsample, or nothing to measure
+        return {name: np.full(n_objects, np.nan) for name in names}
     # cp_measure's arithmetic exactly (a division here, a product there), for the same values.
     i, j = _grid(new_shape)
     small = scipy.ndimage.map_coordinates(pixels, (i / subsample_size, j / subsample_size), order=1)
@@ -135,14 +135,11 @@ def get_granularity(
     labels = np.arange(1, n_objects + 1)
     current = np.asarray(scipy.ndimage.mean(pixels, mask, labels), dtype=float)
     start = np.maximum(current, np.finfo(float).eps)
-    object_mean = _make_fused_upsample_mean(orig_shape, new_shape, mask) if n_objects else None
+    object_mean = _make_fused_upsample_mean(orig_shape, new_shape, mask)
     spectrum, eroded = {}, small
-    for scale in range(1, granular_spectrum_length + 1):
+    for name in names:
         eroded = erode_cross(eroded)
-        if object_mean is None:
-            spectrum[f"Granularity_{scale}"] = np.zeros(0)
-            continue
         mean = object_mean(reconstruct_cross(eroded, small))
-        spectrum[f"Granularity_{scale}"] = (current - mean) * 100 / start
+        spectrum[name] = (current - mean) * 100 / start
         current = mean
     return spectrum
