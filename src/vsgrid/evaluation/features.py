@@ -51,37 +51,29 @@ from vsgrid.files import table_appender
 
 log = logging.getLogger(__name__)
 
-# Numba compiles cp_measure's kernels once per machine, not once per process, when it can cache
-# them; the default cache beside the package may not be writable.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "vsgrid" / "numba"))
-
 # accelerator: auto takes numba from this many images a job: loading it and its cached kernels
 # costs about 0.3 s of CPU, more than it saves on 16 fields of 128 x 128 (bench/RESULTS.md).
 AUTO_NUMBA_IMAGES = 64
 
-# cp_measure's measurement groups: module and function, the CellProfiler prefix their names lack,
-# and the numba implementation where there is one (same values, several times faster): cp_measure's
-# own (to 1e-10), or vsgrid's granularity (bit for bit; vsgrid.evaluation.granularity says why).
-_NUMBA = "cp_measure.core.numba."
+# The measurement groups: module and function, the CellProfiler prefix their names lack, and the
+# numba implementation where there is one (same values, several times faster): cp_measure's own (to
+# 1e-10), or vsgrid's granularity (bit for bit; vsgrid.evaluation.granularity says why). Radial
+# distribution is always vsgrid's NumPy rewrite of cp_measure's (bit for bit, twice as fast).
+_CORE, _NUMBA = "cp_measure.core.", "cp_measure.core.numba."
 GROUPS = {
-    "sizeshape": ("measureobjectsizeshape", "get_sizeshape", "AreaShape_", None),
-    "zernike": ("measureobjectsizeshape", "get_zernike", "AreaShape_", None),
-    "feret": ("measureobjectsizeshape", "get_feret", "AreaShape_", _NUMBA + "_feret"),
+    "sizeshape": (_CORE + "measureobjectsizeshape", "get_sizeshape", "AreaShape_", None),
+    "zernike": (_CORE + "measureobjectsizeshape", "get_zernike", "AreaShape_", None),
+    "feret": (_CORE + "measureobjectsizeshape", "get_feret", "AreaShape_", _NUMBA + "_feret"),
     "intensity": (
-        "measureobjectintensity",
+        _CORE + "measureobjectintensity",
         "get_intensity",
         "",
         _NUMBA + "measureobjectintensity",
     ),
-    "texture": ("measuretexture", "get_texture", "Texture_", _NUMBA + "measuretexture"),
-    "radial_distribution": (
-        "measureobjectintensitydistribution",
-        "get_radial_distribution",
-        "",
-        None,
-    ),
+    "texture": (_CORE + "measuretexture", "get_texture", "Texture_", _NUMBA + "measuretexture"),
+    "radial_distribution": ("vsgrid.evaluation.radial", "get_radial_distribution", "", None),
     "granularity": (
-        "measuregranularity",
+        _CORE + "measuregranularity",
         "get_granularity",
         "",
         "vsgrid.evaluation.granularity",
@@ -105,11 +97,11 @@ NOT_CELLPROFILER = frozenset({"AreaShape_FilledArea", "AreaShape_PerimeterCrofto
 def _measurement(
     group: str, accelerator: str | None, conventions: str = "cellprofiler"
 ) -> Callable:
-    """cp_measure's function for a group, imported on first use (a job pays only for its groups)."""
+    """The function measuring a group, imported on first use (a job pays only for its groups)."""
     from cp_measure._sanitize import sanitize
 
     module, function, _, fast = GROUPS[group]
-    path = fast if accelerator == "numba" and fast else f"cp_measure.core.{module}"
+    path = fast if accelerator == "numba" and fast else module
     measure = getattr(importlib.import_module(path), function)
     if group == "intensity" and conventions == "cellprofiler":
         measure = partial(measure, legacy=True)  # CellProfiler's quantile rule
