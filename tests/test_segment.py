@@ -1,9 +1,13 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.measure import label
 
 from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import instance_scores
+from vsgrid.evaluation.peaks import component_peaks
 from vsgrid.evaluation.segment import classical_labels, gamma_correct, load_cellpose, segmenter
 
 
@@ -22,6 +26,26 @@ def test_classical_backend_finds_the_synthetic_nuclei(quick_config, quick_stores
     assert labels.shape == images.shape and labels.dtype == np.int32
     f1 = np.mean([instance_scores(t, p)["f1"] for t, p in zip(truth, labels)])
     assert f1 > 0.85
+
+
+def test_the_watershed_seeds_are_scikit_images_peaks_in_its_order():
+    """Smooth blobs, fields all foreground (minimum above 0), specks (one-pixel components whose
+    every pixel is a candidate), rounded distances (plateaus), every spacing the classical backend
+    uses: the same coordinates in the same order, which number the watershed's markers."""
+    rng = np.random.default_rng(0)
+    for k in range(1500):
+        shape = tuple(rng.integers(1, 40, 2))
+        foreground = ndi.gaussian_filter(rng.random(shape), rng.uniform(0.5, 3)) > rng.uniform(
+            0.3, 0.6
+        )
+        foreground |= (k % 7 == 0) | ((k % 5 == 0) & (rng.random(shape) > 0.95))
+        distance = ndi.distance_transform_edt(foreground)
+        distance = np.round(distance) if k % 3 == 0 else distance
+        components, spacing = label(foreground), int(rng.integers(1, 6))
+        np.testing.assert_array_equal(
+            component_peaks(distance, components, spacing),
+            peak_local_max(distance, min_distance=spacing, labels=components, exclude_border=False),
+        )
 
 
 def test_classical_backend_on_an_empty_image():

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.measure import label
 from skimage.morphology import remove_small_objects
@@ -26,6 +25,7 @@ from skimage.segmentation import relabel_sequential, watershed
 
 from vsgrid.data.store import U16_MAX, Store
 from vsgrid.errors import VsgridError
+from vsgrid.evaluation.peaks import component_peaks
 from vsgrid.evaluation.stacks import blocks, create_labels, real_stain, test_store
 from vsgrid.files import atomic_path, read_weights
 from vsgrid.grid import SEGMENTED
@@ -54,12 +54,7 @@ def classical_labels(
     if not foreground.any():
         return np.zeros(image.shape, np.int32)
     distance = ndi.distance_transform_edt(foreground)
-    peaks = peak_local_max(
-        distance,
-        min_distance=max(1, int(0.35 * diameter_px)),
-        labels=label(foreground),
-        exclude_border=False,
-    )
+    peaks = component_peaks(distance, label(foreground), max(1, int(0.35 * diameter_px)))
     markers = np.zeros(image.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-distance, markers, mask=foreground).astype(np.int32)
