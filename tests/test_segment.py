@@ -8,7 +8,13 @@ from vsgrid.data.store import open_store
 from vsgrid.errors import VsgridError
 from vsgrid.evaluation.metrics import instance_scores
 from vsgrid.evaluation.peaks import component_peaks
-from vsgrid.evaluation.segment import classical_labels, gamma_correct, load_cellpose, segmenter
+from vsgrid.evaluation.segment import (
+    NUMBA_SEEDS_IMAGES,
+    classical_labels,
+    gamma_correct,
+    load_cellpose,
+    segmenter,
+)
 
 
 def test_gamma_correction_brightens_dim_pixels():
@@ -46,6 +52,14 @@ def test_the_watershed_seeds_are_scikit_images_peaks_in_its_order():
             component_peaks(distance, components, spacing),
             peak_local_max(distance, min_distance=spacing, labels=components, exclude_border=False),
         )
+
+
+def test_a_job_of_many_images_finds_the_same_nuclei_with_numba_seeds(quick_config, quick_stores):
+    images = open_store(quick_stores["lung-nontoxic"]).images("test")[:, 1]
+    settings = {**quick_config["segmentation"], "backend": "classical"}
+    small, large = (segmenter(settings, "dapi", 1.3, images=n) for n in (16, NUMBA_SEEDS_IMAGES))
+    assert (small.numba, large.numba) == (False, True)
+    np.testing.assert_array_equal(large(images), small(images))
 
 
 def test_classical_backend_on_an_empty_image():

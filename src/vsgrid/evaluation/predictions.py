@@ -93,7 +93,10 @@ def predict_stores(
                 pixel_size = float(store.attrs["pixel_size_um"])
                 if pixel_size not in segmenters:
                     segmenters[pixel_size] = segmenter(
-                        config["segmentation"], predictor.stain, pixel_size
+                        config["segmentation"],
+                        predictor.stain,
+                        pixel_size,
+                        images=sum(open_store(p).images("test").shape[0] for p in stores.values()),
                     )
                 segment = segmenters[pixel_size]
                 labels = create_labels(group, image.shape, name="labels")
