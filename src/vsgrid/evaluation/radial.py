@@ -49,6 +49,30 @@ def _radial_cv(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.where(n == 0, 0.0, cv)
 
 
+def _distances(labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each pixel's distance to its object's edge and from its object's centre (the pixel farthest
+    from the edge, the first in raster order where several tie), the centre's label as propagated
+    to the pixel (0 where none reaches), and the centres' rows and columns."""
+    colors = centrosome.cpmorphology.color_labels(labels)
+    # Objects of one colour never touch, so one distance transform per colour measures each
+    # object to its own edge (centrosome's distance_to_edge, with the colouring shared).
+    d_to_edge = np.zeros(labels.shape)
+    for color in range(1, int(colors.max()) + 1):
+        mask = colors == color
+        d_to_edge[mask] = scipy.ndimage.distance_transform_edt(mask)[mask]
+    i, j = _maximum_position_of_labels(d_to_edge, labels, int(labels.max()))
+    center_labels = np.zeros(labels.shape, int)
+    center_labels[i, j] = labels[i, j]
+    d_from_center = np.zeros(labels.shape)
+    cl = np.zeros(labels.shape, int)
+    for color in range(1, int(colors.max()) + 1):
+        mask = colors == color
+        l_, d = centrosome.propagate.propagate(np.zeros(labels.shape), center_labels, mask, 1)
+        d_from_center[mask] = d[mask]
+        cl[mask] = l_[mask]
+    return d_to_edge, d_from_center, cl, i, j
+
+
 def get_radial_distribution(
     labels: np.ndarray,
     pixels: np.ndarray,
@@ -63,24 +87,7 @@ def get_radial_distribution(
     if labels.dtype == bool:
         labels = labels.astype(np.int64)
     nobjects = int(labels.max())
-    colors = centrosome.cpmorphology.color_labels(labels)
-    # Objects of one colour never touch, so one distance transform per colour measures each
-    # object to its own edge (centrosome's distance_to_edge, with the colouring shared).
-    d_to_edge = np.zeros(labels.shape)
-    for color in range(1, int(colors.max()) + 1):
-        mask = colors == color
-        d_to_edge[mask] = scipy.ndimage.distance_transform_edt(mask)[mask]
-    i, j = _maximum_position_of_labels(d_to_edge, labels, nobjects)
-    center_labels = np.zeros(labels.shape, int)
-    center_labels[i, j] = labels[i, j]
-    d_from_center = np.zeros(labels.shape)
-    cl = np.zeros(labels.shape, int)
-    for color in range(1, int(colors.max()) + 1):
-        mask = colors == color
-        l_, d = centrosome.propagate.propagate(np.zeros(labels.shape), center_labels, mask, 1)
-        d_from_center[mask] = d[mask]
-        cl[mask] = l_[mask]
-
+    d_to_edge, d_from_center, cl, i, j = _distances(labels)
     good = cl > 0
     owner = cl[good] - 1
     good_labels = labels[good] - 1
