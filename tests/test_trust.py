@@ -18,6 +18,7 @@ from vsgrid.evaluation.trust import write_seed_spread
 from vsgrid.files import read_table, write_table
 from vsgrid.grid import data_sets, runs, seed_groups
 from vsgrid.layout import Layout
+from vsgrid.report.figures import figure10
 from vsgrid.report.trust import ALL, SEEDS, image_errors, trust_table, write_trust
 from vsgrid.stats import auroc, drawn, spearman
 
@@ -53,11 +54,13 @@ def write_run(layout, run, ssim, *, tta=None, ood=None, nmae=None, cells=None):
     write_table(cells, folder / "cells.parquet")
 
 
-def grid_config(tmp_path, seeds: list[int]) -> dict:
-    """One cell type, DAPI, ``seeds``; a store of N tiny test images per data set."""
+def grid_config(tmp_path, seeds: list[int], cell_types=("lung",)) -> dict:
+    """``cell_types``, DAPI, ``seeds``; a store of N small training and N test images per data
+    set, whose BF is noise, a hundred times stronger in the toxic one (a shift of texture the
+    no-model baseline must find)."""
     config = validate(
         {
-            "grid": {"cell_types": ["lung"], "stains": ["dapi"], "seeds": seeds},
+            "grid": {"cell_types": list(cell_types), "stains": ["dapi"], "seeds": seeds},
             "data": {"dir": str(tmp_path / "data")},
             "results": {"dir": str(tmp_path)},
             "evaluation": {"bootstrap_resamples": 100},
@@ -66,25 +69,25 @@ def grid_config(tmp_path, seeds: list[int]) -> dict:
     layout = Layout.of(config)
     metadata = pd.DataFrame(
         {
-            "split": "test",
-            "index": range(N),
+            "split": np.repeat(["train", "test"], N),
+            "index": np.tile(range(N), 2),
             "plate": "P1",
-            "well": [f"A{i // 2:02d}" for i in range(N)],
+            "well": [f"A{i // 2:02d}" for i in range(N)] * 2,
             "field": 1,
         }
     )
+    rng = np.random.default_rng(3)
     for data_set in data_sets(config["grid"]):
         path = layout.store(data_set)
-        with create_store(
-            path, {"test": N}, (4, 4), metadata, {"data_set": path.stem}, with_masks=False
-        ):
-            pass
+        sizes, attrs = {"train": N, "test": N}, {"data_set": path.stem}
+        with create_store(path, sizes, (16, 16), metadata, attrs, with_masks=False) as group:
+            noise = 100 * (100 if data_set.phenotype == "toxic" else 1)
+            for split in sizes:
+                group[split][:, 0] = 1000 + rng.integers(0, noise, (N, 16, 16), dtype=np.uint16)
     return config
 
 
-@pytest.fixture
-def config(tmp_path):
-    config = grid_config(tmp_path, [0])
+def write_runs(config: dict) -> dict:
     layout = Layout.of(config)
     rng = np.random.default_rng(0)
     for run in runs(config):
@@ -109,6 +112,11 @@ def config(tmp_path):
     return config
 
 
+@pytest.fixture
+def config(tmp_path):
+    return write_runs(grid_config(tmp_path, [0]))
+
+
 def test_the_table_finds_a_perfect_ranking_and_a_perfect_detector(config, tmp_path):
     table = trust_table(config)
     ranked = table[(table["statistic"] == "spearman") & (table["uncertainty"] == "tta")]
@@ -123,13 +131,35 @@ def test_the_table_finds_a_perfect_ranking_and_a_perfect_detector(config, tmp_pa
     per_cell = table[table["error"] == "cell nmae"]
     assert len(per_cell) == 3 and set(per_cell["images"]) == {3 * N}  # one row a run; cells
     np.testing.assert_allclose(per_cell[["value", "ci_low", "ci_high"]], 1.0, rtol=1e-12)
-    [detector] = table[table["statistic"] == "auroc"].itertuples()
-    assert (detector.test_set, detector.shift, detector.task) == ("lung-toxic", "phenotype", 1)
-    assert detector.value == 1.0 and detector.ci_low == pytest.approx(1.0, abs=1e-12)
+    detectors = table[table["statistic"] == "auroc"]
+    assert list(detectors["uncertainty"]) == ["ood", "bf texture"]  # the model's, the baseline's
+    for detector in detectors.itertuples():
+        assert (detector.test_set, detector.shift, detector.task) == ("lung-toxic", "phenotype", 1)
+        assert detector.value == 1.0 and detector.ci_low == pytest.approx(1.0, abs=1e-12)
     pooled = table[(table["test_set"] == ALL) & (table["model"] == "lung-nontoxic.dapi.s0")]
     assert set(pooled["images"]) == {2 * N} and set(pooled["shift"]) == {ALL}
     written = write_trust(config, tmp_path / "tables")
     pd.testing.assert_frame_equal(read_table(written["trust.parquet"]), table)
+
+
+def test_a_kind_of_shift_met_in_two_runs_or_more_is_pooled(tmp_path):
+    """Three cell types: a model meets the new cell type in two runs, and the new cell type and
+    phenotype in two; each kind's AUROCs over its runs' images together, resampled as each run."""
+    table = trust_table(write_runs(grid_config(tmp_path, [0], ("lung", "ovarian", "breast"))))
+    model = table[(table["model"] == "lung-nontoxic.dapi.s0") & (table["statistic"] == "auroc")]
+    pooled = model[model["test_set"] == ALL]
+    assert sorted(zip(pooled["shift"], pooled["uncertainty"])) == [
+        ("both", "bf texture"),
+        ("both", "ood"),
+        ("cell_type", "bf texture"),
+        ("cell_type", "ood"),
+    ]
+    assert set(pooled["images"]) == {2 * N} and set(pooled["task"]) == {-1}
+    ood = pooled[pooled["uncertainty"] == "ood"]
+    np.testing.assert_allclose(ood[["value", "ci_low"]], 1.0, atol=1e-12)  # shifted all higher
+    # the ovarian and breast BF are like lung's in the nontoxic runs: no texture to find there
+    runs_of = model[(model["test_set"] != ALL) & (model["uncertainty"] == "bf texture")]
+    assert (runs_of[runs_of["shift"] == "cell_type"]["ci_low"] < 0.5).all()
 
 
 def test_the_trust_table_reads_its_first_resamples_and_at_most_its_cells(config):
@@ -169,7 +199,9 @@ def test_vsgrid_ood_gives_the_trust_tables_auroc_and_ci_for_the_same_scores(conf
         tables.append(fields.assign(model=run.model.name, test_set=run.test_set.name, ood=ood))
     table = pd.concat(tables, ignore_index=True)[list(TABLE_COLUMNS)]
     [ours] = shift_aurocs(config, table).itertuples()
-    [theirs] = trust_table(config).query("statistic == 'auroc'").itertuples()
+    [theirs] = (
+        trust_table(config).query("statistic == 'auroc' and uncertainty == 'ood'").itertuples()
+    )
     assert (ours.model, ours.test_set) == (theirs.model, theirs.test_set)
     assert theirs.ci_low < theirs.value < theirs.ci_high
     np.testing.assert_allclose(
@@ -298,3 +330,15 @@ def test_the_spread_over_seeds_is_read_from_their_predictions_and_joins_the_tabl
             "lung-toxic",
             tmp_path / "x.parquet",
         )
+
+
+def test_figure_10a_shows_the_models_ood_score_per_run_only(config):
+    """The baseline's AUROCs and those pooled over a kind of shift are in trust.csv, not in the
+    figure's cells, where they would be averaged with the model's."""
+    table = trust_table(config)
+    run = table[(table["statistic"] == "auroc") & (table["uncertainty"] == "ood")]
+    table.loc[table["uncertainty"] == "bf texture", "value"] = 0.25
+    pooled = run.assign(test_set=ALL, shift="phenotype", value=0.5)
+    figure = figure10(pd.concat([table, pooled]), ["dapi"])[0]
+    shown = [text.get_text() for text in figure.axes[0].texts]
+    assert shown == [f"{v:.2f}" for v in run["value"]] and "0.25" not in shown

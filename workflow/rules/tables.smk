@@ -23,6 +23,6 @@ rule tables:
         **resources("tables", len(RUNS) * SPLITS["test"], REFERENCE_PIXELS),
     params:
         out=LAYOUT.tables,
-        settings=settings("evaluation"),
+        settings=settings("evaluation", "infer.ood_train_fields"),
     shell:
         VSGRID.format(command="tables") + " --out {params.out:q} > {log:q} 2>&1"

@@ -243,7 +243,11 @@ def _annotated_heatmap(ax, matrix: pd.DataFrame, *, cmap: str, vmin: float, vmax
 def figure10(trust: pd.DataFrame, stains) -> tuple:
     """Figures 10a (OOD AUROC, train x test set) and 10b (Spearman of each uncertainty with each
     per-image error, over all of a model's images), one panel per stain; mean over seeds."""
-    detect = trust[trust["statistic"] == "auroc"]
+    detect = trust[
+        (trust["statistic"] == "auroc")
+        & (trust["uncertainty"] == "ood")
+        & (trust["test_set"] != "all")
+    ]
     ranked = trust[(trust["statistic"] == "spearman") & (trust["test_set"] == "all")]
     shown = [s for s in stains if s in set(trust["stain"])] or list(stains)
     figures = []

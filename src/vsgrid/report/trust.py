@@ -13,7 +13,11 @@ and fitc, N-MAE: each image's value of the run's own score,
 - model, uncertainty and error, test set ``all``: the same over every image of every run of the
   model, the question a team asks of a model whose plates hold shifts it does not know of;
 - shifted run: ``auroc`` of its images' OOD scores against the model's in-distribution test
-  images'.
+  images', and the same of the no-model baseline (``bf texture``,
+  :mod:`vsgrid.evaluation.input_ood`), which the OOD score must beat to earn its place;
+- model and kind of shift (test set ``all``, ``shift`` the kind), where it has two runs or more
+  of it: the same AUROCs over those runs' images together, e.g. how well a model's OOD score finds
+  the new cell types it may meet.
 
 Every CI is the 95 % percentile interval over the grid's bootstrap resamples of the test images
 (the wells, then their fields, :func:`vsgrid.evaluation.resampling.trust_weights`): the first
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vsgrid.evaluation.input_ood import InputOod
 from vsgrid.evaluation.resampling import trust_weights
 from vsgrid.evaluation.scoring import RunValues, score
 from vsgrid.evaluation.stacks import blocks
@@ -65,8 +70,9 @@ COLUMNS = [
     "undefined_share",
     "images",
 ]
-ALL = "all"  # the test set of a model's rows over all its runs
+ALL = "all"  # the test set of a model's rows over all its runs (or all of a kind of shift)
 SEEDS = "seeds"  # the spread over a model type's seeds, where it has two or more
+BASELINE = "bf texture"  # the OOD score's no-model baseline
 
 
 def image_errors(values: RunValues, *, block: int = 256) -> dict[str, np.ndarray]:
@@ -112,7 +118,11 @@ def _row(
     value: float,
     resampled: np.ndarray,
     images: int,
+    *,
+    shift: str | None = None,
 ) -> dict:
+    """A row of the table; ``shift``: the kind of shift a row over all of a model's runs of that
+    kind pools."""
     low, high, share = interval(np.asarray(resampled, np.float64))
     model = run.model
     return dict(
@@ -126,7 +136,7 @@ def _row(
                 model.train_set.name,
                 test_set,
                 run.task if test_set != ALL else -1,
-                run.shift if test_set != ALL else ALL,
+                shift or (run.shift if test_set != ALL else ALL),
                 statistic,
                 uncertainty,
                 error,
@@ -191,6 +201,51 @@ def _cell_rows(part: _RunImages, most: int, seed: int) -> list[dict]:
     ]
 
 
+def _auroc_rows(inside: _RunImages, parts: list[_RunImages], baseline: InputOod) -> list[dict]:
+    """AUROC of the OOD score and of the no-model baseline against the model's in-distribution
+    images (``inside``), for each shifted run and for each kind of shift the model meets in two
+    runs or more, those runs' images together, each run resampled by its own test images' draws."""
+    train_set = inside.run.model.train_set
+    scores = {
+        "ood": lambda part: part.said.get("ood"),
+        BASELINE: lambda part: baseline.scores(train_set, part.run.test_set),
+    }
+    shifted = [p for p in parts if p.run.shift != "none"]
+    kinds = {p.run.shift: [q for q in shifted if q.run.shift == p.run.shift] for p in shifted}
+    groups = [(p.run.test_set.name, None, [p]) for p in shifted] + [
+        (ALL, kind, group) for kind, group in kinds.items() if len(group) > 1
+    ]
+    rows = []
+    for name, of in scores.items():
+        theirs = of(inside)
+        for test_set, kind, group in groups:
+            found = [of(p) for p in group]
+            if theirs is None or any(f is None for f in found):
+                continue
+            ours = np.concatenate(found)
+            resampled = auroc(
+                theirs,
+                ours,
+                inside_weights=inside.draws,
+                shifted_weights=np.hstack([p.draws for p in group]),
+            )
+            value = auroc(theirs, ours)
+            rows.append(
+                _row(
+                    group[0].run,
+                    test_set,
+                    "auroc",
+                    name,
+                    "",
+                    value,
+                    resampled,
+                    len(ours),
+                    shift=kind,
+                )
+            )
+    return rows
+
+
 def trust_table(config: dict) -> pd.DataFrame:
     """The trust table of the grid (see the module docstring); empty where no prediction says
     anything of itself (predictions of an older vsgrid)."""
@@ -203,29 +258,14 @@ def trust_table(config: dict) -> pd.DataFrame:
         found = _RunImages(config, run, draws(run.test_set.twin), seeded=key in seeded)
         if found.said:
             by_model.setdefault(run.model.name, []).append(found)
-    rows = []
+    rows, baseline = [], InputOod(config)
     for parts in by_model.values():
-        inside = next((p for p in parts if p.run.shift == "none"), None)
         for part in parts:
-            run = part.run
-            rows += _spearman_rows(run, run.test_set.name, [part])
+            rows += _spearman_rows(part.run, part.run.test_set.name, [part])
             rows += _cell_rows(part, settings["trust_cells"], settings["seed"])
-            if run.shift == "none" or inside is None or "ood" not in part.said:
-                continue
-            ours, theirs = part.said["ood"], inside.said["ood"]
-            resampled = auroc(theirs, ours, inside_weights=inside.draws, shifted_weights=part.draws)
-            rows.append(
-                _row(
-                    run,
-                    run.test_set.name,
-                    "auroc",
-                    "ood",
-                    "",
-                    auroc(theirs, ours),
-                    resampled,
-                    len(ours),
-                )
-            )
+        inside = next((p for p in parts if p.run.shift == "none"), None)
+        if inside is not None:
+            rows += _auroc_rows(inside, parts, baseline)
         rows += _spearman_rows(parts[0].run, ALL, parts)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -238,11 +278,15 @@ def write_trust(config: dict, out_dir: str | Path) -> dict[str, Path]:
         written[f"{TRUST_TABLE}.{fmt}"] = table_path(out_dir, TRUST_TABLE, fmt)
         write_table(table, written[f"{TRUST_TABLE}.{fmt}"])
     for row in table[table["test_set"] == ALL].itertuples():
+        what = (
+            f"Spearman of {row.uncertainty} with {row.error}"
+            if row.statistic == "spearman"
+            else f"AUROC of {row.uncertainty} on the {row.shift} shift"
+        )
         log.info(
-            "%s: Spearman of %s with %s %.2f [%.2f, %.2f] over %d images",
+            "%s: %s %.2f [%.2f, %.2f] over %d images",
             row.model,
-            row.uncertainty,
-            row.error,
+            what,
             row.value,
             row.ci_low,
             row.ci_high,
