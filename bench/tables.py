@@ -6,10 +6,12 @@
 For each grid (N cell types x 2 phenotypes x 3 stains x 3 seeds; grid.pairs: all gives (2N)^2 x 9
 runs, paper with 3 cell types the paper's 243) it writes every run's per-image tables, per-cell
 table and the spread over seeds (random values of the right shape: the tables step, the trust
-table's included, does not care what they mean), and test stores that hold only what the tables
-read (the wells of 4,800 tiny test images, 9 fields per well), and times `vsgrid tables` with 1,000 bootstrap
-resamples and the default hierarchical CI: wall and CPU seconds (the process and its workers)
-and peak memory. Memory should stay flat and time grow linearly with the number of runs.
+table's included, does not care what they mean), each data set's BF texture statistics (the
+OOD score's no-model baseline, 256 training fields and every test field), and test stores that
+hold only what the tables read (the wells of 4,800 tiny test images, 9 fields per well), and
+times `vsgrid tables` with 1,000 bootstrap resamples and the default hierarchical CI: wall and
+CPU seconds (the process and its workers) and peak memory. Memory should stay flat and time
+grow linearly with the number of runs.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from measure import arguments, run
 
 from vsgrid.config import validate
 from vsgrid.data.store import create_store
+from vsgrid.evaluation.input_ood import STATISTICS
 from vsgrid.evaluation.scoring import RunValues, run_scores
 from vsgrid.files import write_table
-from vsgrid.grid import data_sets, runs, seed_groups
+from vsgrid.grid import data_sets, runs, seed_groups, test_sets
 from vsgrid.layout import Layout
 
 FEATURES = [f"feature_{k:02d}" for k in range(20)]
 CELLS = 10  # matched cells per image, each with its N-MAE and TTA spread
+REFERENCE_FIELDS = 256  # training fields of a data set's BF texture (infer.ood_train_fields)
 TINY = {"cell_types": [1, 2], "images": 18, "resamples": 10}  # seconds: the step runs, no more
 
 
@@ -62,6 +66,14 @@ def write_runs(config: dict, n_images: int) -> int:
             "field": np.arange(n_images) % 9,
         }
     )
+    for data_set in test_sets(config["grid"]):
+        statistics = rng.random((REFERENCE_FIELDS + n_images, len(STATISTICS)))
+        split = ["train"] * REFERENCE_FIELDS + ["test"] * n_images
+        index = [*range(REFERENCE_FIELDS), *range(n_images)]
+        texture = pd.DataFrame(
+            {"split": split, "index": index} | dict(zip(STATISTICS, statistics.T))
+        )
+        write_table(texture, layout.bf_texture(data_set))
     for data_set in data_sets(config["grid"]):
         with create_store(
             layout.store(data_set),

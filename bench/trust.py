@@ -29,7 +29,8 @@ from measure import arguments, run, run_workflow
 
 from vsgrid.config import load_config
 from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
-from vsgrid.model.uncertainty import OodReference, pool, split_generator, tta_spread
+from vsgrid.model.reference import OodReference
+from vsgrid.model.uncertainty import pool, split_generator, tta_spread
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"paper": ROOT / "config" / "config.yaml", "quick": ROOT / "config" / "quick.yaml"}

@@ -19,6 +19,7 @@ BAD_NAMES = [
     (["segment", "--test-set", "lung-toxic", "--out", "o"], "--stain", "../dapi"),
     (["measure", "--stain", "dapi", "--masks", "m", "--out", "o"], "--test-set", "kidney-toxic"),
     (["seed-spread", "--test-set", "lung-toxic", "--out", "o"], "--model-type", "../x.dapi"),
+    (["bf-texture", "--out", "o"], "--test-set", "../lung-toxic"),
     (["infer", "--model", "m", "--out", "o", "--test-set", "lung-toxic"], "--test-set", "../x"),
     (["infer", "--model", "m", "--out", "o"], "--screen", "../lung"),
     (["ood", "--test-set", "lung-toxic", "--out", "o"], "--model", "lung-nontoxic.dapi"),

@@ -12,6 +12,7 @@ from vsgrid import arrays
 from vsgrid.config import validate
 from vsgrid.data.store import create_store, open_store
 from vsgrid.errors import VsgridError
+from vsgrid.evaluation.input_ood import write_bf_texture
 from vsgrid.evaluation.ood import TABLE_COLUMNS, shift_aurocs
 from vsgrid.evaluation.scoring import RunValues, run_scores
 from vsgrid.evaluation.trust import write_seed_spread
@@ -79,11 +80,12 @@ def grid_config(tmp_path, seeds: list[int], cell_types=("lung",)) -> dict:
     rng = np.random.default_rng(3)
     for data_set in data_sets(config["grid"]):
         path = layout.store(data_set)
-        sizes, attrs = {"train": N, "test": N}, {"data_set": path.stem}
+        sizes, attrs = {"train": N, "test": N}, {"data_set": path.stem, "pixel_size_um": 1.3}
         with create_store(path, sizes, (16, 16), metadata, attrs, with_masks=False) as group:
             noise = 100 * (100 if data_set.phenotype == "toxic" else 1)
             for split in sizes:
                 group[split][:, 0] = 1000 + rng.integers(0, noise, (N, 16, 16), dtype=np.uint16)
+        write_bf_texture(config, data_set.name, layout.bf_texture(data_set), progress=False)
     return config
 
 

@@ -9,12 +9,11 @@ from torch import nn
 from vsgrid.errors import VsgridError
 from vsgrid.model.device import Device
 from vsgrid.model.network import GlobalGenerator, NetworkConfig
+from vsgrid.model.reference import OodReference, evenly_spaced
 from vsgrid.model.uncertainty import (
     DIHEDRAL,
-    OodReference,
     bottleneck_features,
     dropout_spread,
-    evenly_spaced,
     running_spread,
     split_generator,
     transform,

@@ -11,6 +11,7 @@ path is spelled once. Standard library only, like :mod:`vsgrid.grid`.
     <results.dir>/runs/<model>/<test set>/                      scores.parquet, images.parquet, ...
     <results.dir>/reference/<test set>/<stain>.masks.zarr       real-stain masks (dapi, fitc)
     <results.dir>/reference/<test set>/<stain>.features.parquet real-stain features
+    <results.dir>/reference/<test set>/bf_texture.parquet       BF statistics (no-model OOD)
     <results.dir>/reference/rankings/<cell type>.<stain>.tsv    feature ranking
     <data.dir>/screen/<cell type>.zarr                          level 4: held-out plates, every well
     <results.dir>/screen/reference/<cell type>/<stain>.masks.zarr         real masks (dapi, fitc)
@@ -137,6 +138,9 @@ class Layout:
 
     def real_features(self, test_set, stain: str) -> Path:
         return self.reference(test_set) / f"{stain}.features.parquet"
+
+    def bf_texture(self, test_set) -> Path:
+        return self.reference(test_set) / "bf_texture.parquet"
 
     def ranking(self, cell_type: str, stain: str) -> Path:
         return self.results / "reference" / "rankings" / f"{cell_type}.{stain}.tsv"

@@ -64,6 +64,8 @@ COSTS = {
     "evaluate": Cost(start_s=20, core_s_per_image=0.56, peak_mb=1980),
     # per seed's image: decoding the predictions and one standard deviation per pixel
     "seed_spread": Cost(start_s=10, core_s_per_image=0.02, peak_mb=600),
+    # per field: reading its BF, binned to 540 x 540, six Gaussian filters
+    "bf_texture": Cost(start_s=10, core_s_per_image=0.05, peak_mb=500),
     "train": Cost(
         start_s=60, core_s_per_image=0.15, peak_mb=12000, gpu=True
     ),  # per image and epoch

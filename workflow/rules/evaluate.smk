@@ -52,3 +52,26 @@ rule seed_spread:
         VSGRID.format(command="seed-spread")
         + " --model-type {wildcards.model_type:q} --test-set {wildcards.test_set:q}"
         " --out {output:q} > {log:q} 2>&1"
+
+
+# The OOD score's no-model baseline: each data set's BF texture statistics, once (its test fields,
+# and the training fields a reference reads), for the trust table.
+
+
+rule bf_texture:
+    input:
+        LAYOUT.store("{test_set}"),
+    output:
+        LAYOUT.bf_texture("{test_set}"),
+    log:
+        LOGS / "bf_texture" / "{test_set}.log",
+    benchmark:
+        BENCHMARKS / "bf_texture" / "{test_set}.tsv"
+    threads: 1
+    resources:
+        **resources("bf_texture", SPLITS["test"] + SPLITS["train"]),
+    params:
+        settings=settings("infer.ood_train_fields"),
+    shell:
+        VSGRID.format(command="bf-texture")
+        + " --test-set {wildcards.test_set:q} --out {output:q} --quiet > {log:q} 2>&1"

@@ -11,6 +11,7 @@ rule tables:
         ],
         stores=[LAYOUT.store(d) for d in vsgrid_grid.data_sets(GRID)],  # the wells and plates of the test images
         seeds=[LAYOUT.seed_spread(model_type, test_set) for model_type, test_set in SEED_GROUPS],
+        bf_texture=[LAYOUT.bf_texture(test_set) for test_set in DATA_SETS],
     output:
         [LAYOUT.table(name, fmt) for name in (*GRID_TABLES, TRUST_TABLE) for fmt in TABLE_FORMATS],
         LAYOUT.tables / OUTCOME,
@@ -23,6 +24,6 @@ rule tables:
         **resources("tables", len(RUNS) * SPLITS["test"], REFERENCE_PIXELS),
     params:
         out=LAYOUT.tables,
-        settings=settings("evaluation", "infer.ood_train_fields"),
+        settings=settings("evaluation"),
     shell:
         VSGRID.format(command="tables") + " --out {params.out:q} > {log:q} 2>&1"

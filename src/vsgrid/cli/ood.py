@@ -1,8 +1,9 @@
-"""``vsgrid ood``: how far a model's test fields lie from its training fields, in its own bottleneck."""
+"""``vsgrid ood``: how far a model's test fields lie from its training fields, in its own bottleneck;
+``vsgrid bf-texture``: the statistics its no-model baseline measures the same by."""
 
 from __future__ import annotations
 
-from vsgrid.cli.options import OUT, config_of, option
+from vsgrid.cli.options import OUT, QUIET, TEST_SET, config_of, option
 
 
 def _ood(args) -> None:
@@ -13,6 +14,12 @@ def _ood(args) -> None:
             config_of(args), args.model, args.test_set, args.out, train_fields=args.train_fields
         )
     )
+
+
+def _bf_texture(args) -> None:
+    from vsgrid.evaluation.input_ood import write_bf_texture
+
+    write_bf_texture(config_of(args), args.test_set, args.out, progress=not args.quiet)
 
 
 COMMANDS = [
@@ -38,5 +45,11 @@ COMMANDS = [
                 help="training fields of the reference, evenly spaced (default 256)",
             ),
         ],
+    ),
+    (
+        "bf-texture",
+        _bf_texture,
+        "BF texture statistics of a test set's fields, the OOD score's no-model baseline",
+        [TEST_SET, OUT, QUIET],
     ),
 ]

@@ -37,8 +37,8 @@ from vsgrid.grid import Model
 from vsgrid.model import checkpoint
 from vsgrid.model.device import Device
 from vsgrid.model.network import GlobalGenerator, NetworkConfig, pad_to_multiple
+from vsgrid.model.reference import OodReference
 from vsgrid.model.uncertainty import (
-    OodReference,
     dropout_spread,
     fit_reference,
     pool,
