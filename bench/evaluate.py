@@ -9,8 +9,10 @@ Cellpose: images per second of Cellpose 3 (CPnet) on the same fields, gamma-corr
 the given weights or, where none are at hand (no internet here), a randomly initialised CPnet:
 the network's cost does not depend on its weights, only mask finding does, a little.
 A job: the CPU seconds of a fresh process measuring --job-fields fields of 128 x 128 (the quick
-grid's evaluate job) with cp_measure's numba accelerator and without. Granularity: milliseconds per
-128 x 128 field of cp_measure's and of vsgrid's (numba morphology, kernels warmed up).
+grid's evaluate job) with cp_measure's numba accelerator and without. Granularity and radial
+distribution: milliseconds per 128 x 128 field of cp_measure's and of vsgrid's rewrites (numba
+morphology; fewer NumPy passes); the classical segmenter's with scikit-image's watershed seeds
+and with numba's (kernels warmed up).
 """
 
 from __future__ import annotations
@@ -75,27 +77,53 @@ def job_cpu(config_file: Path, images, masks, repeats: int) -> dict[str, float]:
     return {accelerator: statistics.median(seconds) for accelerator, seconds in cpu.items()}
 
 
-def granularity_ms(images, masks, repeats: int) -> dict[str, float]:
-    """Median milliseconds per field of cp_measure's granularity and vsgrid's, the two alternating
-    pass by pass; vsgrid's kernels compiled (or loaded) before the clock starts."""
-    from cp_measure._sanitize import sanitize
-    from cp_measure.core.measuregranularity import get_granularity as cp_measure_granularity
-
-    from vsgrid.evaluation.granularity import get_granularity
-
-    found = {
-        "cp_measure": (sanitize(cp_measure_granularity), []),
-        "vsgrid": (sanitize(get_granularity), []),
-    }
-    fields = [(m, i.astype(np.float64) / 65535) for i, m in zip(images, masks)]
-    found["vsgrid"][0](*fields[0])
+def alternating_ms(implementations: dict, fields: list[tuple], repeats: int) -> dict[str, float]:
+    """Median milliseconds per field of each implementation (name -> function of a field's
+    arguments), the implementations alternating pass by pass; each runs once before the clock
+    starts, so numba's kernels are compiled (or loaded)."""
+    seconds = {name: [] for name in implementations}
+    for measure in implementations.values():
+        measure(*fields[0])
     for _ in range(repeats):
-        for measure, seconds in found.values():
+        for name, measure in implementations.items():
             start = time.perf_counter()
             for field in fields:
                 measure(*field)
-            seconds.append((time.perf_counter() - start) / len(fields))
-    return {name: 1e3 * statistics.median(seconds) for name, (_, seconds) in found.items()}
+            seconds[name].append((time.perf_counter() - start) / len(fields))
+    return {name: 1e3 * statistics.median(s) for name, s in seconds.items()}
+
+
+def rewritten_ms(images, masks, repeats: int) -> dict[str, dict[str, float]]:
+    """cp_measure's granularity and radial distribution against vsgrid's, and the classical
+    segmenter with scikit-image's watershed seeds against numba's, per 128 x 128 field."""
+    from cp_measure._sanitize import sanitize
+    from cp_measure.core.measuregranularity import get_granularity
+    from cp_measure.core.measureobjectintensitydistribution import get_radial_distribution
+
+    from vsgrid.evaluation import granularity, radial
+    from vsgrid.evaluation.segment import NUMBA_SEEDS_IMAGES, classical_segmenter
+
+    pairs = [(m, i.astype(np.float64) / 65535) for i, m in zip(images, masks)]
+    found = {
+        group: alternating_ms(
+            {"cp_measure": sanitize(theirs), "vsgrid": sanitize(ours)}, pairs, repeats
+        )
+        for group, theirs, ours in (
+            ("granularity", get_granularity, granularity.get_granularity),
+            ("radial distribution", get_radial_distribution, radial.get_radial_distribution),
+        )
+    }
+    settings = load_config(ROOT / "config" / "quick.yaml")["segmentation"]
+    segmenters = {
+        name: classical_segmenter(settings, "dapi", 0.65, images=n)  # fields() renders at 0.65 um
+        for name, n in (("scikit-image", 1), ("numba", NUMBA_SEEDS_IMAGES))
+    }
+    found["segmentation"] = alternating_ms(
+        {name: lambda image, s=s: s(image[None]) for name, s in segmenters.items()},
+        [(image,) for image in images],
+        repeats,
+    )
+    return found
 
 
 def main():
@@ -153,10 +181,17 @@ def main():
         f" numba {cpu['numba']:.2f} s CPU, none {cpu['none']:.2f} s CPU"
         f" (none / numba {cpu['none'] / cpu['numba']:.2f})"
     )
-    ms = granularity_ms(*small, args.repeats)
+    ms = rewritten_ms(*small, args.repeats)
+    for group in ("granularity", "radial distribution"):
+        theirs, ours = ms[group]["cp_measure"], ms[group]["vsgrid"]
+        print(
+            f"{group}, {args.job_fields} fields of 128 x 128: cp_measure {theirs:.2f} ms,"
+            f" vsgrid's {ours:.2f} ms per field (x{theirs / ours:.1f})"
+        )
+    theirs, ours = ms["segmentation"]["scikit-image"], ms["segmentation"]["numba"]
     print(
-        f"granularity, {args.job_fields} fields of 128 x 128: cp_measure {ms['cp_measure']:.2f} ms,"
-        f" vsgrid's numba {ms['vsgrid']:.2f} ms per field (x{ms['cp_measure'] / ms['vsgrid']:.1f})"
+        f"classical segmentation, {args.job_fields} fields of 128 x 128: scikit-image's seeds"
+        f" {theirs:.2f} ms, numba's {ours:.2f} ms per field (x{theirs / ours:.1f})"
     )
 
     import torch

@@ -41,8 +41,13 @@ FIGURES = {
         rf"^Cellpose 3 on \w+.*: {NUMBER} images/s",
         rf"^one job's features, fresh process, 2 fields of 128 x 128: numba {NUMBER} s CPU,"
         rf" none {NUMBER} s CPU \(none / numba {NUMBER}\)$",
-        rf"^granularity, 2 fields of 128 x 128: cp_measure {NUMBER} ms, vsgrid's numba {NUMBER} ms"
-        rf" per field \(x{NUMBER}\)$",
+        *(
+            rf"^{group}, 2 fields of 128 x 128: cp_measure {NUMBER} ms, vsgrid's {NUMBER} ms"
+            rf" per field \(x{NUMBER}\)$"
+            for group in ("granularity", "radial distribution")
+        ),
+        rf"^classical segmentation, 2 fields of 128 x 128: scikit-image's seeds {NUMBER} ms,"
+        rf" numba's {NUMBER} ms per field \(x{NUMBER}\)$",
     ],
     "model": [
         rf"^  {variant}\s+train\s+{NUMBER} img/s \({NUMBER} TFLOP/s\)"

@@ -38,14 +38,14 @@ def _radial_cv(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     does it (masked entries summed as 0; a quotient masked by a zero mean keeps the numerator),
     and 0 where a ring has no pixel."""
     empty = counts == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        means = np.where(empty, 0.0, values / counts)
     n = (~empty).sum(-1)
-    mean = means.sum(-1) * 1.0 / n
-    anomaly = np.where(empty, 0.0, means - mean[..., None])
-    std = np.sqrt((anomaly * anomaly).sum(-1) / n)
-    defined = np.abs(std) * np.finfo(np.float64).tiny < np.abs(mean)
-    cv = np.where(defined, std / np.where(defined, mean, 1.0), std)
+    with np.errstate(divide="ignore", invalid="ignore"):  # rings without pixels, set to 0 below
+        means = np.where(empty, 0.0, values / counts)
+        mean = means.sum(-1) * 1.0 / n
+        anomaly = np.where(empty, 0.0, means - mean[..., None])
+        std = np.sqrt((anomaly * anomaly).sum(-1) / n)
+        defined = np.abs(std) * np.finfo(np.float64).tiny < np.abs(mean)
+        cv = np.where(defined, std / np.where(defined, mean, 1.0), std)
     return np.where(n == 0, 0.0, cv)
 
 
