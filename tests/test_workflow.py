@@ -130,11 +130,14 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     assert runs["run"].nunique() == 24 and set(runs["task"]) == {1, 2, 3}
     trust = pd.read_csv(grid / RESULTS / "tables" / "trust.csv")
     # every prediction says how sure it is (TTA spread) and how far out its fields lie (OOD);
-    # every shifted run gets the OOD score's AUROC against its model's own test images
+    # every shifted run gets the OOD score's AUROC against its model's own test images, and the
+    # no-model baseline's (the bf_texture jobs' statistics) beside it
     shifted = runs.loc[runs["shift"] != "none", "run"].nunique()
-    assert set(trust["uncertainty"]) == {"tta", "ood"}
-    detect = trust[trust["statistic"] == "auroc"]
-    assert len(detect) == shifted and detect["value"].between(0, 1).all()
+    assert set(trust["uncertainty"]) == {"tta", "ood", "bf texture"}
+    detect = trust[(trust["statistic"] == "auroc") & (trust["test_set"] != "all")]
+    for score in ("ood", "bf texture"):
+        found = detect[detect["uncertainty"] == score]
+        assert len(found) == shifted and found["value"].between(0, 1).all()
     ranked = trust[(trust["statistic"] == "spearman") & (trust["test_set"] != "all")]
     assert len(ranked[["model", "test_set"]].drop_duplicates()) == 24
     screen = pd.read_csv(grid / RESULTS / "tables" / "screen.csv")
