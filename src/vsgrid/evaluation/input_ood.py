@@ -78,11 +78,13 @@ def write_bf_texture(config: dict, data_set: str, out: str | Path, progress: boo
 
 class InputOod:
     """The baseline's scores of a grid's test sets, from their ``vsgrid bf-texture`` tables, each
-    train set's reference fitted once."""
+    train set's reference fitted once and each (train set, test set)'s scores computed once: the
+    trust table asks for them per run and again per kind of shift."""
 
     def __init__(self, config: dict):
         self.layout = Layout.of(config)
         self.reference = cache(self._reference)
+        self.scores = cache(self._scores)
 
     def _statistics(self, data_set: DataSet, split: str) -> np.ndarray:
         table = read_table(self.layout.bf_texture(data_set))
@@ -92,6 +94,6 @@ class InputOod:
     def _reference(self, train_set: DataSet) -> OodReference:
         return OodReference.fit(self._statistics(train_set, "train"))
 
-    def scores(self, train_set: DataSet, test_set: DataSet) -> np.ndarray:
+    def _scores(self, train_set: DataSet, test_set: DataSet) -> np.ndarray:
         """Each test field's distance to ``train_set``'s training fields, in test split order."""
         return self.reference(train_set).score(self._statistics(test_set, "test"))
