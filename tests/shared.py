@@ -24,6 +24,28 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 RESULTS, DATA = "my results", "data $(touch pwned)"
 
 
+# Where a bench script writes at its tiny size: a scratch folder of the test session, never /tmp's
+# shared defaults.
+BENCH_OUT = {
+    "calibration": "--out",
+    "ingest": "--out",
+    "jobs": "--out",
+    "scale": "--out",
+    "screen": "--out",
+    "selection": "--build",
+    "tables": "--out",
+    "trust": "--out",
+}
+
+
+def bench_command(script: str, scratch: Path) -> list[str]:
+    """bench/<script>.py at its tiny size, writing under ``scratch``."""
+    command = [sys.executable, str(ROOT / "bench" / f"{script}.py"), "--tiny"]
+    if script in BENCH_OUT:
+        command += [BENCH_OUT[script], str(scratch / script)]
+    return command
+
+
 def snakemake_command(workdir, *args, configfile=None, cores=2) -> list[str]:
     """Snakemake on the repository's Snakefile in ``workdir``, by default with the workdir's
     config.yaml (``configfile`` may be a list: later files overlay earlier ones)."""

@@ -3,19 +3,14 @@
 bench/measure.py is the module the scripts share (imported, never run), so it is not among them.
 """
 
-import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from shared import ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "measure")
 
 NUMBER = r"-?[\d.]+(?:e[+-]\d+)?"
@@ -100,17 +95,6 @@ FIGURES = {
         r"^quick.yaml grid\s+dry run .* \d+ jobs: 21 train, 18 infer, 84 evaluate$",
     ],
 }
-# Where a script writes: a scratch folder of the test session, never /tmp's shared defaults.
-OUT = {
-    "calibration": "--out",
-    "ingest": "--out",
-    "jobs": "--out",
-    "scale": "--out",
-    "screen": "--out",
-    "tables": "--out",
-    "trust": "--out",
-}
-OUT["selection"] = "--build"
 # More than 10 s of CPU each: the workflow's jobs and a training, a dozen `vsgrid` processes,
 # torch.compile (model), or two `vsgrid tables` runs over generated grids (tables).
 SLOW = {
@@ -125,29 +109,12 @@ SLOW = {
 }
 
 
-def run_tiny(script: str, scratch: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(BENCH / f"{script}.py"), "--tiny"]
-    if script in OUT:
-        command += [OUT[script], str(scratch / script)]
-    return subprocess.run(
-        command, cwd=scratch, env=ENV, capture_output=True, text=True, timeout=600
-    )
-
-
 @pytest.fixture(scope="module")
-def tiny_runs(request, tmp_path_factory):
-    """The tiny runs of the scripts whose tests were selected, two at a time: most of a run's time
-    is one process on one core (imports, small images), and the test machine has two. --durations
-    charges them all to the setup of the first selected one (calibration when all are)."""
-    wanted = {
-        item.callspec.params["script"]
-        for item in request.session.items
-        if getattr(item, "originalname", None) == "test_the_tiny_size_prints_the_figures"
-    }
-    scratch = tmp_path_factory.mktemp("bench")
-    with ThreadPoolExecutor(2) as pool:
-        futures = {s: pool.submit(run_tiny, s, scratch) for s in sorted(wanted)}
-    return {s: f.result() for s, f in futures.items()}
+def tiny_runs(_lane):
+    """The tiny runs of the scripts whose tests were selected: the session's background lane
+    (conftest.py) starts them with the session, after the .test grid when that runs too.
+    --durations charges the wait to the setup of the first selected one."""
+    return {script: run.result() for script, run in _lane["tiny"].items()}
 
 
 def test_every_script_has_its_figures():
