@@ -103,10 +103,11 @@ def test_each_matched_cell_has_its_nmae_and_its_mean_spread(setup):
     masks = setup["masks"]
     _, _, cells = score_blocks(
         how,
-        (real, real.copy(), masks, setup["segment"](real.copy()), spread),
+        (real, real.copy(), masks, setup["segment"](real.copy())),
         lambda start, stop: features[features["image"].between(start, stop - 1)],
         source="the real feature table",
         block_images=5,
+        spread=spread,
     )
     cells = pd.concat(cells, ignore_index=True)
     assert len(cells) == len(features)  # every real nucleus matched by its own copy
@@ -114,6 +115,41 @@ def test_each_matched_cell_has_its_nmae_and_its_mean_spread(setup):
     assert cells["nmae"].max() == pytest.approx(0.0, abs=1e-12)
     for row in cells.sample(5, random_state=0).itertuples():
         assert row.tta == pytest.approx(spread[row.image][masks[row.image] == row.label].mean())
+
+
+def test_the_crps_rewards_samples_that_bracket_the_real_cells_and_one_sample_is_the_nmae(setup):
+    """The instrument's controls for the proper score, through the scorer `vsgrid evaluate` uses:
+    a prediction with the wrong brightness scores its N-MAE as CRPS when it is its only sample
+    (must equal), and better when its other samples bracket the real stain (must pass), and no
+    better when they repeat its error (must fail to improve)."""
+    real, features, config = setup["real"], setup["features"], setup["config"]
+    selected = selected_features(setup["ranking"], list(features.columns))
+    how = ImageScoring(
+        "dapi", config["evaluation"], U16_MAX, FeatureSet.from_config(config["features"], selected)
+    )
+    bright = np.clip(real * 1.3, 0, U16_MAX).astype(np.uint16)
+    dim = (real * 0.7).astype(np.uint16)
+    masks = setup["masks"]
+
+    def scores(*others):
+        samples = np.stack([bright, *others], axis=1)
+        rows, differences, _ = score_blocks(
+            how,
+            (real, bright, masks, masks),
+            lambda start, stop: features[features["image"].between(start, stop - 1)],
+            source="the real feature table",
+            block_images=5,
+            samples=samples,
+        )
+        table = run_tables(rows, differences, feature_spread([features], selected))["scores"]
+        overall = table[table["feature"] == ""].set_index("metric")["value"]
+        return overall["nmae"], overall["crps"]
+
+    nmae, alone = scores()
+    assert alone == pytest.approx(nmae, rel=1e-12)
+    _, bracketed = scores(dim, dim)
+    _, repeated = scores(bright, bright)
+    assert bracketed < 0.8 * nmae and repeated == pytest.approx(nmae, rel=1e-12)
 
 
 def blur(real, step):

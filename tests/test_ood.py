@@ -72,6 +72,18 @@ def test_a_prediction_carries_its_spread_and_its_fields_ood_scores(config, table
     spread = both.tta_spread
     assert spread.shape == bf.shape and spread.dtype == np.float32 and spread.min() >= 0
     assert 1 < np.median(spread) < 0.1 * np.median(both.image)
+    # TTA's first passes as samples: the prediction itself first, then turned fields' passes
+    # turned back (close to it, not it), and the spread the same with or without them
+    sampled = predictor.predict(bf, tta=True, samples=4)
+    assert (
+        sampled.tta_samples.shape == (8, 4, *bf.shape[1:])
+        and sampled.tta_samples.dtype == np.uint16
+    )
+    np.testing.assert_array_equal(sampled.tta_samples[:, 0], plain.image)
+    turned = sampled.tta_samples[:, 1:].astype(float)
+    assert not np.array_equal(turned[:, 0], plain.image)
+    assert np.abs(turned - plain.image[:, None]).mean() < 0.2 * plain.image.mean()
+    np.testing.assert_array_equal(sampled.tta_spread, spread)  # the same passes, the same order
     with pytest.raises(VsgridError, match="trained with dropout"):
         predictor.predict(bf, mc_dropout=4)  # this model has no dropout to sample
     # the trunk inside the generator's pass, in a batch of 8, against the trunk alone in a batch

@@ -111,15 +111,17 @@ def test_a_plain_run_restores_a_lost_generator_and_remakes_only_its_models_resul
 def test_the_test_grid_writes_tables_and_figures(grid):
     deltas = pd.read_parquet(grid / RESULTS / "tables" / "deltas.parquet")
     paper = deltas[deltas["baseline_kind"] == "test_distribution"]
-    # 12 (train set, test set) pairs x 2 stains; dapi has 13 metrics, cy5 (no level 2) 6.
-    assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 13, "cy5": 12 * 6}
+    # 12 (train set, test set) pairs x 2 stains; dapi has 14 metrics, cy5 (no level 2) 7, the
+    # CRPS of the 2 TTA samples its config keeps among them.
+    assert paper.groupby("stain").size().to_dict() == {"dapi": 12 * 14, "cy5": 12 * 7}
     baselines = paper[paper["train_set"] == paper["baseline_train_set"]]
-    assert (baselines["delta"].dropna() == 0).all() and len(baselines) == 4 * (13 + 6)
-    # The tiny models' DAPI has no instance matching a real one: N-MAE is undefined there, and only there.
+    assert (baselines["delta"].dropna() == 0).all() and len(baselines) == 4 * (14 + 7)
+    # The tiny models' DAPI has no instance matching a real one: N-MAE and the CRPS are undefined
+    # there, and only there.
     undefined = paper[paper["delta"].isna()]
     matched = paper[paper["metric"] == "match_rate"].set_index(["model_type", "test_set"])["value"]
     assert (
-        set(undefined["metric"]) <= {"nmae"}
+        set(undefined["metric"]) <= {"nmae", "crps"}
         and (matched[undefined.set_index(["model_type", "test_set"]).index] == 0).all()
     )
     defined = paper.dropna(subset=["delta"])
@@ -131,9 +133,13 @@ def test_the_test_grid_writes_tables_and_figures(grid):
     trust = pd.read_csv(grid / RESULTS / "tables" / "trust.csv")
     # every prediction says how sure it is (TTA spread) and how far out its fields lie (OOD);
     # every shifted run gets the OOD score's AUROC against its model's own test images, and the
-    # no-model baseline's (the bf_texture jobs' statistics) beside it
+    # no-model baseline's (the bf_texture jobs' statistics) beside it; a matched cell's spread
+    # over its TTA samples is ranked against its error
     shifted = runs.loc[runs["shift"] != "none", "run"].nunique()
-    assert set(trust["uncertainty"]) == {"tta", "ood", "bf texture"}
+    assert set(trust["uncertainty"]) == {"tta", "ood", "bf texture", "feature spread"}
+    assert (trust.loc[trust["uncertainty"] == "feature spread", "error"] == "cell nmae").all()
+    crps = paper[(paper["metric"] == "crps") & (paper["stain"] == "cy5")]
+    assert len(crps) == 12 and crps["value"].notna().all()
     detect = trust[(trust["statistic"] == "auroc") & (trust["test_set"] != "all")]
     for score in ("ood", "bf texture"):
         found = detect[detect["uncertainty"] == score]

@@ -39,7 +39,8 @@ from skimage.metrics import structural_similarity
 
 from vsgrid.errors import VsgridError
 
-# Every metric of a run, by level (N-MAE and the match rate are level 3, vsgrid.evaluation.scoring).
+# Every metric of a run, by level (N-MAE, CRPS and the match rate are level 3,
+# vsgrid.evaluation.scoring).
 LEVEL = {
     "ssim": "pixel",
     "psnr": "pixel",
@@ -53,9 +54,10 @@ LEVEL = {
     "splits": "instance",
     "merges": "instance",
     "nmae": "feature",
+    "crps": "feature",
     "match_rate": "feature",
 }
-LOWER_IS_BETTER = frozenset({"nrmse", "splits", "merges", "nmae"})
+LOWER_IS_BETTER = frozenset({"nrmse", "splits", "merges", "nmae", "crps"})
 AP_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 IMAGE_METRICS = tuple(
     m for m, level in LEVEL.items() if level != "feature"
@@ -254,3 +256,18 @@ def match_instances(
     rows, cols = linear_sum_assignment(iou, maximize=True)
     keep = iou[rows, cols] > min_iou
     return real_ids[rows[keep]], pred_ids[cols[keep]], iou[rows[keep], cols[keep]]
+
+
+def sample_spread(samples: np.ndarray) -> np.ndarray:
+    """Half the mean absolute difference between two of the m ``samples`` (m, ...), drawn with
+    replacement (E|X - X'| / 2 of their empirical distribution), elementwise: (...)."""
+    m = samples.shape[0]
+    return np.abs(samples[:, None] - samples[None]).sum((0, 1)) / (2 * m * m)
+
+
+def crps(samples: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The continuous ranked probability score of the empirical distribution of ``samples``
+    (m, ...) at ``observed`` (...), elementwise: E|X - y| - E|X - X'| / 2 (Gneiting and Raftery
+    2007), a proper score, lower is better. For one sample it is |x - y|, a point forecast's
+    absolute error; a spread earns its keep only where it lowers that. NaN where any value is."""
+    return np.abs(samples - observed).mean(0) - sample_spread(samples)

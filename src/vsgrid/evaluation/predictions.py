@@ -6,7 +6,8 @@ job, on the same GPU, where Cellpose is resident too. What the evaluation does w
 is CPU work. Each prediction is a group ``<out>/<test set>.zarr`` (see
 :mod:`vsgrid.evaluation.stacks`) written atomically, with each field's OOD score against the
 model's training fields and, for a test set (not a screen), each pixel's spread over test-time
-augmentation (``infer.tta``) and over MC dropout (``infer.mc_dropout``),
+augmentation (``infer.tta``, with its first passes: ``infer.feature_samples``) and over MC
+dropout (``infer.mc_dropout``),
 :mod:`vsgrid.model.uncertainty`.
 """
 
@@ -49,6 +50,7 @@ def predict(
         out_dir,
         tta=config["infer"]["tta"] and not screens,
         mc_dropout=0 if screens else config["infer"]["mc_dropout"],
+        samples=0 if screens else config["infer"]["feature_samples"],
         batch_size=batch_size,
         progress=progress,
     )
@@ -62,11 +64,13 @@ def predict_stores(
     *,
     tta: bool,
     mc_dropout: int,
+    samples: int = 0,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Predict the test split of each store (name -> path) into ``<out_dir>/<name>.zarr``, with
-    the TTA spread when ``tta`` and the spread over ``mc_dropout`` dropout passes when any."""
+    the TTA spread when ``tta`` (and its first ``samples`` passes) and the spread over
+    ``mc_dropout`` dropout passes when any."""
     predictor = Predictor(model_dir, config["device"], config["network"])
     batch_size = batch_size or config["infer"]["batch_size"]
     reference = predictor.ood_reference(
@@ -88,6 +92,7 @@ def predict_stores(
                 tta=tta,
                 mc_dropout=mc_dropout,
                 reference=reference,
+                samples=samples,
             )
             if predictor.stain in SEGMENTED:
                 pixel_size = float(store.attrs["pixel_size_um"])

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,12 @@ from vsgrid.evaluation.features import FeatureSet, worker_pool, workers_for
 from vsgrid.evaluation.metrics import (
     IMAGE_METRICS,
     LEVEL,
+    crps,
     instance_scores,
     match_instances,
     overlaps,
     pixel_scores,
+    sample_spread,
 )
 from vsgrid.evaluation.selection import selected_features
 from vsgrid.evaluation.stacks import (
@@ -89,42 +92,61 @@ def matched_differences(
     *,
     shared=None,
     scale: tuple[float, ...] | None = None,
+    sampled: list[pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For one image and each feature: the sum of |real - predicted| over matched instance pairs,
     their count, and the image's matched and real instance counts (what N-MAE and the match rate
     are computed from). ``real`` and ``predicted`` are the image's feature rows, by ``label``.
+    With ``sampled``, the feature rows of each of the prediction's samples (in its masks), also
+    the sum over matched pairs of the samples' CRPS against the real value and its count.
 
     And one row per matched pair (``image``, the predicted ``label``, ``nmae``: the mean over the
-    features of |real - predicted| in units of ``scale``, the real features' SDs), when ``scale``
-    is given: the per-cell error the trust table ranks uncertainties against."""
+    features of |real - predicted| in units of ``scale``, the real features' SDs; with
+    ``sampled``, ``crps`` and the samples' ``feature_spread`` in the same units), when ``scale`` is given:
+    the per-cell error the trust table ranks uncertainties against."""
     real_ids, pred_ids, _ = match_instances(
         np.asarray(real_masks), np.asarray(pred_masks), min_iou, shared=shared
     )
-    sums, counts = np.zeros(len(features)), np.zeros(len(features), int)
+    n = len(features)
+    sums, counts = np.zeros(n), np.zeros(n, int)
     cells = pd.DataFrame({"image": index, "label": np.asarray(pred_ids, np.int64), "nmae": np.nan})
+    per_cell = {"nmae": None}
     if len(real_ids) and len(real) and len(predicted):
-        r, p = real.set_index("label"), predicted.set_index("label")
-        diff = np.abs(
-            r.loc[real_ids, features].to_numpy(np.float64)
-            - p.loc[pred_ids, features].to_numpy(np.float64)
-        )
+        observed = real.set_index("label").loc[real_ids, features].to_numpy(np.float64)
+        diff = np.abs(observed - _values(predicted, pred_ids, features))
         sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
-        if scale is not None:
-            units = np.where(np.asarray(scale) > 0, np.asarray(scale), np.nan)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a cell without any feature
-                cells["nmae"] = np.nanmean(diff / units, axis=1)
+        per_cell["nmae"] = diff
+    sampled_sums = {}
+    if sampled is not None:
+        scored, spread = np.full((len(real_ids), n), np.nan), np.full((len(real_ids), n), np.nan)
+        if per_cell["nmae"] is not None:
+            samples = np.stack([_values(s, pred_ids, features) for s in sampled])
+            scored, spread = crps(samples, observed), sample_spread(samples)
+        sampled_sums = {"crps_sum": np.nansum(scored, axis=0), "n_crps": np.isfinite(scored).sum(0)}
+        per_cell.update(crps=scored, feature_spread=spread)
+    if scale is not None and per_cell["nmae"] is not None:
+        units = np.where(np.asarray(scale) > 0, np.asarray(scale), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a cell without any feature
+            for name, values in per_cell.items():
+                cells[name] = np.nanmean(values / units, axis=1)
     differences = pd.DataFrame(
         {
             "image": index,
             "feature": features,
             "abs_diff_sum": sums,
             "n_pairs": counts,
+            **sampled_sums,
             "n_matched": len(real_ids),
             "n_real": len(real),
         }
     )
     return differences, cells
+
+
+def _values(table: pd.DataFrame, labels, features: list[str]) -> np.ndarray:
+    """``features`` of the instances ``labels`` of an image's feature rows, in that order."""
+    return table.set_index("label").loc[labels, features].to_numpy(np.float64)
 
 
 def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
@@ -133,9 +155,11 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     features, unmeasured, cells), where ``unmeasured`` are the labels of the real instances
     without a row in ``real_rows`` (when there are any, the image is scored no further, see
     :func:`check_measured`) and ``cells`` the matched pairs' N-MAE. When the job holds the
-    prediction's TTA spread after its masks, the row gets the image's mean spread and each cell
-    its own (``tta``): the spread is read once, with the image."""
-    index, real, pred, real_masks, pred_masks, *spread, real_rows, how = job
+    prediction's TTA spread, the row gets the image's mean spread and each cell its own
+    (``tta``): the spread is read once, with the image. When it holds TTA samples, each is
+    measured in the prediction's masks and every matched cell's features scored as a
+    distribution (:func:`matched_differences`)."""
+    index, real, pred, real_masks, pred_masks, spread, samples, real_rows, how = job
     settings = how.settings
     flag = image_flag(
         real,
@@ -153,6 +177,9 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
             instance_scores(real_masks, pred_masks, settings["iou_threshold"], shared=shared)
         )
     predicted = how.features.measure(pred, pred_masks)
+    sampled = None
+    if samples is not None:  # the first sample is the prediction itself (infer), measured above
+        sampled = [predicted, *(how.features.measure(s, pred_masks) for s in samples[1:])]
     differences, cells = matched_differences(
         index,
         real_rows,
@@ -163,11 +190,12 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         settings["match_iou"],
         shared=shared,
         scale=how.feature_scale,
+        sampled=sampled,
     )
-    if spread:
-        row["tta"] = float(np.mean(spread[0], dtype=np.float64))
+    if spread is not None:
+        row["tta"] = float(np.mean(spread, dtype=np.float64))
         labels = cells["label"].to_numpy()
-        cells["tta"] = ndi.mean(spread[0], pred_masks, labels) if len(labels) else []
+        cells["tta"] = ndi.mean(spread, pred_masks, labels) if len(labels) else []
     predicted.insert(0, "image", index)
     return row, differences, predicted, unmeasured, cells
 
@@ -217,8 +245,9 @@ class RunValues:
     """A run's per-image values: what every one of its scores is computed from.
 
     ``images`` maps each image metric to its (n_images,) values; the level-3 arrays are
-    (n_images, n_features) sums and counts, and ``real_std`` is (n_features,). ``valid`` is False
-    for the images whose real stain is blank or saturated: every score leaves them out.
+    (n_images, n_features) sums and counts (the CRPS's where the prediction has TTA samples,
+    else None), and ``real_std`` is (n_features,). ``valid`` is False for the images whose real
+    stain is blank or saturated: every score leaves them out.
     """
 
     valid: np.ndarray
@@ -229,13 +258,20 @@ class RunValues:
     n_matched: np.ndarray
     n_real: np.ndarray
     real_std: np.ndarray
+    crps_sum: np.ndarray | None = None
+    n_crps: np.ndarray | None = None
 
     @classmethod
     def from_tables(cls, images: pd.DataFrame, differences: pd.DataFrame) -> RunValues:
         images = images.sort_values("image")
         n = len(images)
+        sums = ["abs_diff_sum", "n_pairs"]
+        sampled = "crps_sum" in differences
         wide = differences.pivot_table(
-            index="image", columns="feature", values=["abs_diff_sum", "n_pairs"], aggfunc="sum"
+            index="image",
+            columns="feature",
+            values=sums + (["crps_sum", "n_crps"] if sampled else []),
+            aggfunc="sum",
         ).reindex(range(n), fill_value=0)
         features = list(wide["abs_diff_sum"].columns)
         per_image = (
@@ -253,6 +289,10 @@ class RunValues:
             .set_index("feature")["real_std"]
             .reindex(features)
             .to_numpy(np.float64),
+            **{
+                name: wide[name].to_numpy(np.float64) if sampled else None
+                for name in ("crps_sum", "n_crps")
+            },
         )
 
     @classmethod
@@ -269,16 +309,26 @@ class RunValues:
 
     @property
     def metrics(self) -> list[str]:
-        return [*self.images, "nmae", "match_rate"]
+        return [*self.images, *self.per_feature, "match_rate"]
+
+    @property
+    def per_feature(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The level-3 metrics that are means over features: each one's per-image sums and counts."""
+        sums = {"nmae": (self.abs_diff_sum, self.n_pairs)}
+        if self.crps_sum is not None:
+            sums["crps"] = (self.crps_sum, self.n_crps)
+        return sums
 
 
-def nmae_per_feature(values: RunValues, weights: np.ndarray) -> np.ndarray:
-    """N-MAE of each feature over the weighted images, (..., n_features); NaN where a feature has
-    no matched pair or no spread in the real stain."""
+def per_feature(metric: str, values: RunValues, weights: np.ndarray) -> np.ndarray:
+    """N-MAE (or N-CRPS) of each feature over the weighted images, (..., n_features): the mean
+    over matched pairs in units of the real feature's SD; NaN where a feature has no matched
+    pair or no spread in the real stain."""
+    sums, counts = values.per_feature[metric]
     weights = weights * values.valid
     with np.errstate(invalid="ignore", divide="ignore"):
-        mae = (weights @ values.abs_diff_sum) / (weights @ values.n_pairs)
-        result = mae / np.where(values.real_std > 0, values.real_std, np.nan)
+        mean = (weights @ sums) / (weights @ counts)
+        result = mean / np.where(values.real_std > 0, values.real_std, np.nan)
     return np.where(np.isfinite(result), result, np.nan)
 
 
@@ -296,30 +346,31 @@ def score(metric: str, values: RunValues, weights: np.ndarray) -> np.ndarray:
             return (weights @ values.images[metric]) / weights.sum(-1)
     if metric == "match_rate":
         return (weights @ values.n_matched) / np.maximum(weights @ values.n_real, 1)
-    if metric == "nmae":
+    if metric in values.per_feature:
         with warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore", RuntimeWarning
             )  # a resample where no feature has a value
-            return np.nanmean(nmae_per_feature(values, weights), axis=-1)
+            return np.nanmean(per_feature(metric, values, weights), axis=-1)
     raise ValueError(f"unknown metric {metric!r}")
 
 
 def run_scores(values: RunValues) -> pd.DataFrame:
-    """The run's long score table: every metric's value, and N-MAE per selected feature."""
+    """The run's long score table: every metric's value, and N-MAE (and N-CRPS) per selected
+    feature."""
     everyone = np.ones(values.n_images)
     rows = [
         {"level": LEVEL[m], "metric": m, "feature": "", "value": float(score(m, values, everyone))}
         for m in values.images
     ]
-    per_feature = nmae_per_feature(values, everyone)
     rows += [
-        {"level": "feature", "metric": "nmae", "feature": f, "value": float(v)}
-        for f, v in zip(values.features, per_feature)
+        {"level": "feature", "metric": m, "feature": f, "value": float(v)}
+        for m in values.per_feature
+        for f, v in zip(values.features, per_feature(m, values, everyone))
     ]
     rows += [
         {"level": "feature", "metric": m, "feature": "", "value": float(score(m, values, everyone))}
-        for m in ("nmae", "match_rate")
+        for m in (*values.per_feature, "match_rate")
     ]
     return pd.DataFrame(rows)
 
@@ -358,6 +409,8 @@ def score_blocks(
     *,
     source: str,
     block_images: int,
+    spread=None,
+    samples=None,
     pmap=map,
     keep=None,
 ) -> tuple[list[dict], list[pd.DataFrame], list[pd.DataFrame]]:
@@ -367,11 +420,13 @@ def score_blocks(
     ----------
     stacks
         The real stain, the prediction, the real masks and the prediction's masks (arrays or Zarr
-        arrays of the same images), and the prediction's TTA spread where it has one.
+        arrays of the same images).
     real_rows
         ``real_rows(start, stop)``: the real feature table's rows of images ``start:stop``.
     source
         What ``real_rows`` reads, for the error when an instance has no row.
+    spread, samples
+        The prediction's TTA spread (N, H, W) and TTA samples (N, K, H, W), where it has them.
     keep
         Called with each image's predicted features (to stream them into a table).
 
@@ -381,7 +436,12 @@ def score_blocks(
     for start, stop in blocks(len(stacks[0]), block_images):
         rows_of = real_rows(start, stop)
         by_image, empty = dict(tuple(rows_of.groupby("image"))), rows_of.iloc[:0]
-        images = zip(range(start, stop), *(np.asarray(stack[start:stop]) for stack in stacks))
+        optional = (
+            repeat(None) if a is None else np.asarray(a[start:stop]) for a in (spread, samples)
+        )
+        images = zip(
+            range(start, stop), *(np.asarray(stack[start:stop]) for stack in stacks), *optional
+        )
         jobs = [(i, *arrays, by_image.get(i, empty), how) for i, *arrays in images]
         results = list(pmap(score_image, jobs))
         check_measured(results, source)
@@ -396,8 +456,7 @@ def score_blocks(
 
 def _run_stacks(store, stain: str, pred: Prediction, real_masks) -> tuple:
     """A run's real stain, prediction, real masks and the prediction's masks (its own, or the
-    real DAPI nuclei for cy5), which must all be of the test set's images, and the prediction's
-    TTA spread where it has one."""
+    real DAPI nuclei for cy5), which must all be of the test set's images."""
     real, real_labels = real_stain(store, stain), read_stack(real_masks)
     pred_labels = pred.labels if stain in SEGMENTED else real_labels
     if pred.image.shape != real.shape or pred_labels is None or real_labels.shape != real.shape:
@@ -405,8 +464,7 @@ def _run_stacks(store, stain: str, pred: Prediction, real_masks) -> tuple:
             f"the prediction {pred.path} (with its masks) and the real masks {real_masks} do not "
             f"match the test set's {real.shape} images"
         )
-    spread = [] if pred.tta_spread is None else [pred.tta_spread]
-    return real, pred.image, real_labels, pred_labels, *spread
+    return real, pred.image, real_labels, pred_labels
 
 
 def evaluate_run(
@@ -452,6 +510,8 @@ def evaluate_run(
             ),
             source=str(real_features),
             block_images=config["evaluation"]["block_images"],
+            spread=pred.tta_spread,
+            samples=pred.tta_samples,
             pmap=pmap,
             keep=append,
         )

@@ -79,8 +79,9 @@ def create_labels(
 @dataclass(frozen=True)
 class Prediction:
     """A prediction's image, its own masks (dapi, fitc), its spreads over test-time augmentation
-    (``infer.tta``) and MC dropout (``infer.mc_dropout``) and its fields' OOD scores (None where
-    the prediction has none, as one of an older vsgrid)."""
+    (``infer.tta``) and MC dropout (``infer.mc_dropout``), its fields' OOD scores and the first
+    passes of its test-time augmentation (``infer.feature_samples``; None where the prediction
+    has none, as one of an older vsgrid)."""
 
     path: Path
     image: arrays.Stack
@@ -89,6 +90,7 @@ class Prediction:
     tta_spread: arrays.Stack | None = None
     dropout_spread: arrays.Stack | None = None
     ood: np.ndarray | None = None
+    tta_samples: arrays.Stack | None = None
 
 
 def read_prediction(
@@ -127,7 +129,7 @@ def read_prediction(
         )
     optional = {
         name: arrays.member(group, name, path) if name in group else None
-        for name in ("labels", "tta_spread", "dropout_spread", "ood")
+        for name in ("labels", "tta_spread", "dropout_spread", "ood", "tta_samples")
     }
     for name, array in optional.items():
         if array is not None and array.shape[0] != image.shape[0]:

@@ -20,6 +20,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain, islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,8 +43,9 @@ from vsgrid.model.uncertainty import (
     dropout_spread,
     fit_reference,
     pool,
+    running_spread,
     split_generator,
-    tta_spread,
+    tta_passes,
 )
 
 log = logging.getLogger(__name__)
@@ -92,13 +94,15 @@ def prefetched(items: Iterable, depth: int = 2) -> Iterator:
 
 class Predicted(NamedTuple):
     """A batch's prediction (B, H, W) uint16 and, when asked for, its spreads over test-time
-    augmentation and over MC dropout (B, H, W) float32 in the stain's counts and its fields' OOD
-    scores (B,)."""
+    augmentation and over MC dropout (B, H, W) float32 in the stain's counts, its fields' OOD
+    scores (B,) and the first passes of its test-time augmentation (B, K, H, W) uint16, the
+    prediction itself first."""
 
     image: np.ndarray
     tta_spread: np.ndarray | None = None
     dropout_spread: np.ndarray | None = None
     ood: np.ndarray | None = None
+    tta_samples: np.ndarray | None = None
 
 
 class Predictor:
@@ -152,12 +156,13 @@ class Predictor:
         tta: bool = False,
         mc_dropout: int = 0,
         reference: OodReference | None = None,
+        samples: int = 0,
     ) -> Predicted:
         """A batch of BF fields (B, H, W) uint16 -> the stain (B, H, W) uint16, with the TTA
-        spread when ``tta``, the spread over ``mc_dropout`` dropout passes when 2 or more, and the
-        OOD scores against ``reference`` when given. The prediction is the untransformed,
-        deterministic pass whatever is asked beside it; the trunk's output on the way is what the
-        OOD score pools."""
+        spread when ``tta`` (and its first ``samples`` passes), the spread over ``mc_dropout``
+        dropout passes when 2 or more, and the OOD scores against ``reference`` when given. The
+        prediction is the untransformed, deterministic pass whatever is asked beside it; the
+        trunk's output on the way is what the OOD score pools."""
         stats = self.saved["stats"]
         x = self.device.to(torch.from_numpy(normalize(bf_counts, stats["bf"])[:, None]))
         padded, (height, width) = pad_to_multiple(x, self.net.multiple)
@@ -167,25 +172,36 @@ class Predictor:
             ood = None
             if reference is not None:
                 ood = reference.score(pool(bottleneck, height, width, self.trunk_multiple))
+            passes = tta_passes(self._forward, x, first=fake) if tta else iter(())
+            kept = list(islice(passes, samples))  # the samples stream through the spread too
             spreads = {
-                "tta_spread": tta_spread(self._forward, x, first=fake)[1] if tta else None,
+                "tta_spread": running_spread(chain(kept, passes)) if tta else None,
                 "dropout_spread": dropout_spread(
                     self.generator, self._forward, x, samples=mc_dropout
                 )
                 if mc_dropout
                 else None,
             }
-        values = fake.float().cpu().numpy()[:, 0]
-        if not np.isfinite(values).all():
-            raise VsgridError(
-                "the generator produced NaN or infinite values; its weights are broken (retrain the model)"
-            )
         scale = count_scale(stats[self.stain])
         counts = {
             name: None if spread is None else (spread.cpu().numpy()[:, 0] * scale).astype("float32")
             for name, spread in spreads.items()
         }
-        return Predicted(as_uint16(denormalize(values, stats[self.stain])), **counts, ood=ood)
+        return Predicted(
+            self._counts(fake),
+            **counts,
+            ood=ood,
+            tta_samples=np.stack([self._counts(y) for y in kept], axis=1) if kept else None,
+        )
+
+    def _counts(self, output: torch.Tensor) -> np.ndarray:
+        """The generator's (B, 1, H, W) output as the stain's (B, H, W) uint16 counts."""
+        values = output.float().cpu().numpy()[:, 0]
+        if not np.isfinite(values).all():
+            raise VsgridError(
+                "the generator produced NaN or infinite values; its weights are broken (retrain the model)"
+            )
+        return as_uint16(denormalize(values, self.saved["stats"][self.stain]))
 
     def attributes(self, store: Store) -> dict:
         return {
@@ -222,13 +238,18 @@ class Predictor:
         tta: bool = False,
         mc_dropout: int = 0,
         reference: OodReference | None = None,
+        samples: int = 0,
     ) -> zarr.Array:
         """Predict the test split of ``store`` into ``group["image"]``; returns that array.
 
         With ``tta``, ``group["tta_spread"]`` (N, H, W) float32 holds each pixel's TTA spread in
-        the stain's counts; with ``mc_dropout`` passes, ``group["dropout_spread"]`` its spread
-        over them; with a ``reference``, ``group["ood"]`` (N,) each field's OOD score.
+        the stain's counts, and with ``samples`` ``group["tta_samples"]`` (N, samples, H, W)
+        uint16 its first passes, the prediction first; with ``mc_dropout`` passes,
+        ``group["dropout_spread"]`` its spread over them; with a ``reference``, ``group["ood"]``
+        (N,) each field's OOD score.
         """
+        if samples and not tta:
+            raise VsgridError("infer.feature_samples draws TTA's passes: it needs infer.tta")
         n, _, height, width = store.images("test").shape
         self.net.check_size(height, width, f"the test images of {store.path}")
         shape, chunks = (n, height, width), (1, height, width)
@@ -238,6 +259,14 @@ class Predictor:
             for name, wanted in (("tta_spread", tta), ("dropout_spread", mc_dropout))
             if wanted
         }
+        if samples:
+            spreads["tta_samples"] = arrays.create(
+                group,
+                (n, samples, height, width),
+                chunks=(1, samples, height, width),
+                dtype="uint16",
+                name="tta_samples",
+            )
         ood = np.full(n, np.nan)
         group.attrs.update(self.attributes(store))
         bar = self._batches(store, batch_size, progress)
@@ -252,7 +281,11 @@ class Predictor:
             for indices, bf in bar:
                 try:
                     predicted = self.predict(
-                        bf[:, 0], tta=tta, mc_dropout=mc_dropout, reference=reference
+                        bf[:, 0],
+                        tta=tta,
+                        mc_dropout=mc_dropout,
+                        reference=reference,
+                        samples=samples,
                     )
                 except VsgridError as exc:
                     raise VsgridError(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from itertools import chain
 
 import numpy as np
 import torch
@@ -74,6 +73,23 @@ def running_spread(outputs: Iterable[torch.Tensor], *, ddof: int = 0) -> torch.T
     return torch.sqrt(squares / (count - ddof))
 
 
+def tta_passes(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    first: torch.Tensor | None = None,
+) -> Iterator[torch.Tensor]:
+    """``forward`` of each of the 8 dihedral transforms of ``x``, turned back, in
+    :data:`DIHEDRAL`'s order: ``forward(x)`` first (``first``, when the caller has it already, is
+    not computed again), then the 4 quarter turns' others, then the mirrored ones.
+
+    ``forward`` maps (B, C, H, W) to (B, C', H, W) for any H and W (a quarter turn swaps them).
+    """
+    yield forward(x) if first is None else first
+    for t in DIHEDRAL[1:]:
+        yield untransform(forward(transform(x, *t)), *t)
+
+
 def tta_spread(
     forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -81,14 +97,9 @@ def tta_spread(
     first: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``forward(x)`` and the per-pixel standard deviation (ddof 0: the 8 are the whole group) of
-    ``forward`` over the 8 dihedral transforms of ``x``, each turned back.
-
-    ``forward`` maps (B, C, H, W) to (B, C', H, W) for any H and W (a quarter turn swaps them);
-    ``first``, when the caller has it already, is ``forward(x)``, not computed again.
-    """
+    the 8 :func:`tta_passes`."""
     first = forward(x) if first is None else first
-    turned = (untransform(forward(transform(x, *t)), *t) for t in DIHEDRAL[1:])
-    return first, running_spread(chain([first], turned))
+    return first, running_spread(tta_passes(forward, x, first=first))
 
 
 @contextmanager

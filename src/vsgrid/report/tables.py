@@ -177,6 +177,8 @@ def _delta_rows(
         levels = f"{settings['ci_unit']}s, fields (a single seed: training variation not counted)"
     rows = []
     for metric in scored[first.name]:
+        if any(metric not in scored[r.name] for r in (*seeds, *base_runs)):
+            continue  # e.g. the CRPS where one side's predictions carry no TTA samples
         model_scores = [scored[r.name][metric] for r in seeds]
         base_scores = [scored[r.name][metric] for r in base_runs]
         value = float(np.mean([v for v, _ in model_scores]))

@@ -7,9 +7,9 @@ and fitc, N-MAE: each image's value of the run's own score,
 :func:`vsgrid.evaluation.scoring.score` with the image alone weighted), one row per
 
 - run, uncertainty and error: ``spearman``, their rank correlation over the run's images; and
-  over its matched cells, each cell's mean TTA spread against its N-MAE (``cell nmae``, the mean
-  over the selected features of |real - predicted| in real SDs; its ``images`` column then
-  counts cells);
+  over its matched cells, each cell's mean TTA spread, and with TTA samples the spread of its
+  features over them (``feature spread``), against its N-MAE (``cell nmae``, the mean over the
+  selected features of |real - predicted| in real SDs; its ``images`` column then counts cells);
 - model, uncertainty and error, test set ``all``: the same over every image of every run of the
   model, the question a team asks of a model whose plates hold shifts it does not know of;
 - shifted run: ``auroc`` of its images' OOD scores against the model's in-distribution test
@@ -50,6 +50,9 @@ from vsgrid.stats import auroc, interval, spearman
 log = logging.getLogger(__name__)
 
 CELL_ERROR = "cell nmae"  # each matched cell's N-MAE over the selected features
+# What a run's cells table says of each matched cell (column: uncertainty): its mean TTA spread,
+# and with TTA samples the spread of its selected features over them (in real SDs).
+CELL_UNCERTAINTIES = {"tta": "tta", "feature_spread": "feature spread"}
 # Per-image errors: the score each is read from, and whether it is 1 - the score (a loss).
 ERRORS = {"1 - ssim": ("ssim", True), "1 - f1": ("f1", True), "nmae": ("nmae", False)}
 COLUMNS = [
@@ -175,30 +178,33 @@ def _spearman_rows(run: Run, test_set: str, parts: list[_RunImages]) -> list[dic
 
 
 def _cell_rows(part: _RunImages, most: int, seed: int) -> list[dict]:
-    """Spearman of each cell's mean TTA spread with its N-MAE over a run's matched cells (``most``
-    of them at random where it has more), each resample drawing the cells of the images it draws,
-    as often."""
+    """Spearman of what the model says of each matched cell (:data:`CELL_UNCERTAINTIES`) with its
+    N-MAE over a run's matched cells (``most`` of them at random where it has more), each
+    resample drawing the cells of the images it draws, as often."""
     cells = part.cells.dropna(subset=["nmae"])
-    if "tta" not in cells or len(cells) < 3:
-        return []
     if len(cells) > most:
         kept = rng_for(seed, "trust cells", part.run.name).choice(len(cells), most, replace=False)
         cells = cells.iloc[np.sort(kept)]
-    spread, error = cells["tta"].to_numpy(float), cells["nmae"].to_numpy(float)
-    resampled = spearman(spread, error, weights=part.draws[:, cells["image"].to_numpy(int)])
-    run = part.run
-    return [
-        _row(
-            run,
-            run.test_set.name,
-            "spearman",
-            "tta",
-            CELL_ERROR,
-            spearman(spread, error),
-            resampled,
-            len(cells),
+    rows, run = [], part.run
+    for column, uncertainty in CELL_UNCERTAINTIES.items():
+        said = cells.dropna(subset=[column]) if column in cells else cells.iloc[:0]
+        if len(said) < 3:
+            continue
+        spread, error = said[column].to_numpy(float), said["nmae"].to_numpy(float)
+        resampled = spearman(spread, error, weights=part.draws[:, said["image"].to_numpy(int)])
+        rows.append(
+            _row(
+                run,
+                run.test_set.name,
+                "spearman",
+                uncertainty,
+                CELL_ERROR,
+                spearman(spread, error),
+                resampled,
+                len(said),
+            )
         )
-    ]
+    return rows
 
 
 def _auroc_rows(inside: _RunImages, parts: list[_RunImages], baseline: InputOod) -> list[dict]:
