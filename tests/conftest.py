@@ -1,3 +1,11 @@
+import os
+
+# One OpenMP thread for torch in the test process and what it starts without its own setting (a
+# workflow job sets its `threads`): the background lane (_lane) keeps the other core busy for most
+# of the session, and two threads spinning against it on one free core cost more than they give
+# (Cellpose's one-epoch training: 30 s alone, 100 s beside the lane). Before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from subprocess import PIPE
