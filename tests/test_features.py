@@ -243,3 +243,19 @@ def test_only_cellprofiler_4_names_by_default():
     assert {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"} <= set(
         feature_names(("sizeshape",), "cp_measure")
     )
+
+
+def test_the_features_that_read_pixels_leave_out_those_of_the_masks_alone():
+    """A TTA sample is measured in the prediction's masks: only what reads its pixels differs."""
+    names = ("AreaShape_Area", "AreaShape_Zernike_2_0", "Intensity_MeanIntensity")
+    pixels = FeatureSet.of(names=names).reading_pixels()
+    assert pixels.names == ("Intensity_MeanIntensity",) and pixels.groups == ("intensity",)
+    assert FeatureSet.of(names=names[:2]).reading_pixels() is None
+    rng = np.random.default_rng(0)
+    masks = np.zeros((32, 32), np.int32)
+    masks[4:14, 4:14], masks[18:28, 16:30] = 1, 2
+    image = rng.integers(100, 60000, (32, 32)).astype(np.uint16)
+    both = FeatureSet.of(names=names).measure(image, masks)
+    pd.testing.assert_frame_equal(
+        pixels.measure(image, masks), both[["label", "Intensity_MeanIntensity"]]
+    )

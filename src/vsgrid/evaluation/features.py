@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 # accelerator: auto takes numba from this many images a job: loading it and its cached kernels
 # costs about 0.3 s of CPU, more than it saves on 16 fields of 128 x 128 (bench/RESULTS.md).
 AUTO_NUMBA_IMAGES = 64
+# The groups measured from the masks alone: any image measured in the same masks gets the same.
+MASK_ONLY = frozenset({"sizeshape", "zernike", "feret"})
 
 # The measurement groups: module and function, the CellProfiler prefix their names lack, and the
 # numba implementation where there is one (same values, several times faster): cp_measure's own (to
@@ -228,6 +230,18 @@ class FeatureSet:
         if accelerator == "auto":
             accelerator = "numba" if images is None or images >= AUTO_NUMBA_IMAGES else "none"
         return cls.of(groups, names, None if accelerator == "none" else accelerator, conventions)
+
+    def reading_pixels(self) -> FeatureSet | None:
+        """This set without its :data:`MASK_ONLY` features: what differs between two images
+        measured in the same masks (None when nothing does)."""
+        groups = tuple(g for g in self.groups if g not in MASK_ONLY)
+        names = None
+        if self.names:
+            kept = set(feature_names(groups, self.conventions))
+            names = tuple(n for n in self.names if n in kept)
+            if not names:
+                return None
+        return FeatureSet.of(groups, names, self.accelerator, self.conventions) if groups else None
 
     def _options(self, group: str) -> dict:
         """Granularity computes its spectrum scale by scale, and Zernike moments degree by degree,

@@ -179,7 +179,11 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     predicted = how.features.measure(pred, pred_masks)
     sampled = None
     if samples is not None:  # the first sample is the prediction itself (infer), measured above
-        sampled = [predicted, *(how.features.measure(s, pred_masks) for s in samples[1:])]
+        pixels = how.features.reading_pixels()
+        sampled = [
+            predicted,
+            *(_sample_features(pixels, s, pred_masks, predicted) for s in samples[1:]),
+        ]
     differences, cells = matched_differences(
         index,
         real_rows,
@@ -198,6 +202,15 @@ def score_image(job: tuple) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         cells["tta"] = ndi.mean(spread, pred_masks, labels) if len(labels) else []
     predicted.insert(0, "image", index)
     return row, differences, predicted, unmeasured, cells
+
+
+def _sample_features(pixels, sample, masks, predicted: pd.DataFrame) -> pd.DataFrame:
+    """A TTA sample's features in the prediction's masks: those reading its pixels (``pixels``,
+    a :class:`FeatureSet` or None) measured, the shape ones the prediction's (the same masks)."""
+    if pixels is None:
+        return predicted
+    measured = pixels.measure(sample, masks)
+    return predicted.assign(**{c: measured[c].to_numpy() for c in pixels.columns})
 
 
 def check_measured(results: list[tuple], source: str) -> None:
@@ -485,14 +498,19 @@ def evaluate_run(
     nuclei (cy5); its selected features are measured here, the real ones read by row group."""
     store = test_store(config, test_set)
     pred = read_prediction(prediction, store, stain, model)
-    stacks = _run_stacks(store, stain, pred, real_masks)
+    stacks, samples = _run_stacks(store, stain, pred, real_masks), pred.tta_samples
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
     how = ImageScoring(
         stain,
         config["evaluation"],
         store.attrs["saturation"],
-        FeatureSet.from_config(config["features"], selected, images=pred.image.shape[0]),
+        # the job measures each image once, and each TTA sample after the first once more
+        FeatureSet.from_config(
+            config["features"],
+            selected,
+            images=pred.image.shape[0] * (1 if samples is None else samples.shape[1]),
+        ),
         tuple(real_std[selected].to_numpy(float)),
     )
     out = Path(out)
@@ -511,7 +529,7 @@ def evaluate_run(
             source=str(real_features),
             block_images=config["evaluation"]["block_images"],
             spread=pred.tta_spread,
-            samples=pred.tta_samples,
+            samples=samples,
             pmap=pmap,
             keep=append,
         )
