@@ -314,6 +314,15 @@ def test_a_level_4_setting_reruns_only_level_4(grid, tmp_path):
     }
 
 
+def test_more_tta_samples_rerun_the_test_sets_inferences_and_evaluations_not_level_4(grid):
+    """config/quick-crps.yaml's setting on the .test grid (2 samples there, 3 here): every model's
+    test-set predictions and every run's evaluation again, no screen prediction (a screen's carry
+    no TTA)."""
+    plan = planned(grid, "--config", "infer={feature_samples: 3}")
+    assert plan["infer"] == 8 and plan["evaluate"] == 24 and plan["tables"] == 1
+    assert not {"train", "infer_screen", "screen_run", "store"} & set(plan)
+
+
 def test_bad_config_and_a_run_outside_the_grid_fail_before_any_job(grid, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  stains: [dapi, gfp]\n")

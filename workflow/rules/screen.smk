@@ -48,7 +48,10 @@ rule infer_screen:
     params:
         model=lambda wc: LAYOUT.model_dir(wc.model),
         cell_types=screened_cell_types,
-        settings=settings("network", "infer", "device", "segmentation"),
+        # a screen's predictions carry no TTA: of infer's settings, only these shape them
+        settings=settings(
+            "network", "infer.batch_size", "infer.ood_train_fields", "device", "segmentation"
+        ),
     shell:
         TORCH_THREADS
         + VSGRID.format(command="infer")
