@@ -107,24 +107,18 @@ def matched_differences(
     real_ids, pred_ids, _ = match_instances(
         np.asarray(real_masks), np.asarray(pred_masks), min_iou, shared=shared
     )
-    n = len(features)
-    sums, counts = np.zeros(n), np.zeros(n, int)
-    cells = pd.DataFrame({"image": index, "label": np.asarray(pred_ids, np.int64), "nmae": np.nan})
-    per_cell = {"nmae": None}
-    if len(real_ids) and len(real) and len(predicted):
-        observed = real.set_index("label").loc[real_ids, features].to_numpy(np.float64)
-        diff = np.abs(observed - _values(predicted, pred_ids, features))
-        sums, counts = np.nansum(diff, axis=0), np.isfinite(diff).sum(axis=0)
-        per_cell["nmae"] = diff
-    sampled_sums = {}
+    # an image without matched pairs gives (0, n_features) arrays: sums of 0 over no pairs
+    observed = _values(real, real_ids, features)
+    diff = np.abs(observed - _values(predicted, pred_ids, features))
+    per_cell = {"nmae": diff}
+    sums = {"abs_diff_sum": np.nansum(diff, axis=0), "n_pairs": np.isfinite(diff).sum(axis=0)}
     if sampled is not None:
-        scored, spread = np.full((len(real_ids), n), np.nan), np.full((len(real_ids), n), np.nan)
-        if per_cell["nmae"] is not None:
-            samples = np.stack([_values(s, pred_ids, features) for s in sampled])
-            scored, spread = crps(samples, observed), sample_spread(samples)
-        sampled_sums = {"crps_sum": np.nansum(scored, axis=0), "n_crps": np.isfinite(scored).sum(0)}
-        per_cell.update(crps=scored, feature_spread=spread)
-    if scale is not None and per_cell["nmae"] is not None:
+        samples = np.stack([_values(s, pred_ids, features) for s in sampled])
+        per_cell |= {"crps": crps(samples, observed), "feature_spread": sample_spread(samples)}
+        scored = per_cell["crps"]
+        sums |= {"crps_sum": np.nansum(scored, axis=0), "n_crps": np.isfinite(scored).sum(axis=0)}
+    cells = pd.DataFrame({"image": index, "label": np.asarray(pred_ids, np.int64), "nmae": np.nan})
+    if scale is not None:
         units = np.where(np.asarray(scale) > 0, np.asarray(scale), np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a cell without any feature
@@ -134,9 +128,7 @@ def matched_differences(
         {
             "image": index,
             "feature": features,
-            "abs_diff_sum": sums,
-            "n_pairs": counts,
-            **sampled_sums,
+            **sums,
             "n_matched": len(real_ids),
             "n_real": len(real),
         }
@@ -501,16 +493,13 @@ def evaluate_run(
     stacks, samples = _run_stacks(store, stain, pred, real_masks), pred.tta_samples
     selected = selected_features(read_table(ranking), table_columns(real_features))
     real_std = feature_spread(table_batches(real_features, selected), selected)
+    # the job measures each image once, and each TTA sample after the first once more
+    measured = pred.image.shape[0] * (1 if samples is None else samples.shape[1])
     how = ImageScoring(
         stain,
         config["evaluation"],
         store.attrs["saturation"],
-        # the job measures each image once, and each TTA sample after the first once more
-        FeatureSet.from_config(
-            config["features"],
-            selected,
-            images=pred.image.shape[0] * (1 if samples is None else samples.shape[1]),
-        ),
+        FeatureSet.from_config(config["features"], selected, images=measured),
         tuple(real_std[selected].to_numpy(float)),
     )
     out = Path(out)
@@ -537,13 +526,11 @@ def evaluate_run(
     tables = run_tables(rows, differences, real_std, said, cells)
     for name, table in tables.items():
         write_table(table, table_path(out, name))
-    scores = tables["scores"]
-    log.info(
-        "%s: %s",
-        out,
-        ", ".join(
-            f"{m} {v:.4g}"
-            for m, v in scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)
-        ),
-    )
-    return scores
+    _log_scores(out, tables["scores"])
+    return tables["scores"]
+
+
+def _log_scores(out: Path, scores: pd.DataFrame) -> None:
+    """The run's overall scores, one line in the job's log."""
+    overall = scores[scores["feature"] == ""][["metric", "value"]].itertuples(index=False)
+    log.info("%s: %s", out, ", ".join(f"{m} {v:.4g}" for m, v in overall))

@@ -252,41 +252,21 @@ class Predictor:
             raise VsgridError("infer.feature_samples draws TTA's passes: it needs infer.tta")
         n, _, height, width = store.images("test").shape
         self.net.check_size(height, width, f"the test images of {store.path}")
-        shape, chunks = (n, height, width), (1, height, width)
-        image = arrays.create(group, shape, chunks=chunks, dtype="uint16", name="image")
-        spreads = {
-            name: arrays.create(group, shape, chunks=chunks, dtype="float32", name=name)
-            for name, wanted in (("tta_spread", tta), ("dropout_spread", mc_dropout))
-            if wanted
-        }
-        if samples:
-            spreads["tta_samples"] = arrays.create(
-                group,
-                (n, samples, height, width),
-                chunks=(1, samples, height, width),
-                dtype="uint16",
-                name="tta_samples",
-            )
+        options = {"tta": tta, "mc_dropout": mc_dropout, "samples": samples}
+        written = _prediction_arrays(group, (n, height, width), **options)
         ood = np.full(n, np.nan)
         group.attrs.update(self.attributes(store))
         bar = self._batches(store, batch_size, progress)
 
         def write(rows: slice, predicted: Predicted) -> None:
-            image[rows] = predicted.image
-            for name, array in spreads.items():
+            for name, array in written.items():
                 array[rows] = getattr(predicted, name)
 
         with ThreadPoolExecutor(1) as writer:
             pending = None
             for indices, bf in bar:
                 try:
-                    predicted = self.predict(
-                        bf[:, 0],
-                        tta=tta,
-                        mc_dropout=mc_dropout,
-                        reference=reference,
-                        samples=samples,
-                    )
+                    predicted = self.predict(bf[:, 0], reference=reference, **options)
                 except VsgridError as exc:
                     raise VsgridError(
                         f"{self.model_dir} on images {indices[0]}..{indices[-1]} of {store.path}: {exc}"
@@ -300,7 +280,30 @@ class Predictor:
                 pending.result()
         if reference is not None:
             arrays.create(group, (n,), chunks=(max(n, 1),), dtype="float64", name="ood")[:] = ood
-        return image
+        return written["image"]
+
+
+def _prediction_arrays(
+    group: zarr.Group, shape: tuple[int, int, int], *, tta: bool, mc_dropout: int, samples: int
+) -> dict[str, zarr.Array]:
+    """The arrays of a prediction of (N, H, W) fields, one field per chunk, named as
+    :class:`Predicted`'s fields: the uint16 stain, and as asked the float32 spreads and the TTA
+    samples (N, samples, H, W) uint16."""
+    n, *plane = shape
+    asked = {"image": True, "tta_spread": tta, "dropout_spread": mc_dropout, "tta_samples": samples}
+    layouts = {  # name: (the axes between the field index and the plane, dtype)
+        "image": ((), "uint16"),
+        "tta_spread": ((), "float32"),
+        "dropout_spread": ((), "float32"),
+        "tta_samples": ((samples,), "uint16"),
+    }
+    return {
+        name: arrays.create(
+            group, (n, *extra, *plane), chunks=(1, *extra, *plane), dtype=dtype, name=name
+        )
+        for name, (extra, dtype) in layouts.items()
+        if asked[name]
+    }
 
 
 def infer(
